@@ -1,0 +1,87 @@
+# ntt - build, test, bench, demo, install.
+#
+#   make                 build/ntt and build/ntt-mount-helper
+#   make test            the whole spec suite inside build/ntt (last line: N passed, N failed, N skipped)
+#   make SAN=1 test      the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
+#   make bench           benchmarks against peers, in the same run
+#   make demo            a real run over built-in demo images
+#   make install PREFIX=/usr/local
+
+VERSION  := 0.1.0
+PREFIX   ?= /usr/local
+CC       ?= cc
+LUA      ?= lua5.4
+PKGS     := lua5.4 libpq blkid mount libzstd
+OPT      ?= -O2
+CFLAGS   ?= -g
+WARN     := -Wall -Wextra -Werror -Wno-unused-parameter
+
+ifeq ($(SAN),1)
+B        := build-san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT      := -O1
+else
+B        := build
+SANFLAGS :=
+endif
+
+ALL_CFLAGS  = -std=gnu11 $(OPT) $(CFLAGS) $(WARN) $(SANFLAGS) -D_GNU_SOURCE -Isrc \
+              $(shell pkg-config --cflags $(PKGS))
+ALL_LDFLAGS = $(SANFLAGS) -Wl,-E $(LDFLAGS)
+LIBS        = $(shell pkg-config --libs $(PKGS)) -lreadline -lpthread -lm
+
+# Every src/*.c is part of the ntt host; helpers live in their own folders.
+NTT_SRC   := $(wildcard src/*.c)
+NTT_OBJ   := $(patsubst src/%.c,$(B)/%.o,$(NTT_SRC)) $(B)/embed.o
+EMBEDDED  := $(sort $(shell find lua policies -type f \( -name '*.lua' -o -name '*.sql' \) 2>/dev/null))
+HELPER_SRC := $(wildcard src/mount-helper/*.c)
+
+.PHONY: all test bench demo install clean lint
+all: $(B)/ntt $(if $(HELPER_SRC),$(B)/ntt-mount-helper)
+
+$(B):
+	@mkdir -p $(B) $(B)/mount-helper
+
+# SIMD variants of a file carry their instruction set in their name.
+$(B)/%_sse41.o: XFLAGS = -msse4.1
+$(B)/%_avx2.o:  XFLAGS = -mavx2
+
+$(B)/%.o: src/%.c src/ntt.h | $(B)
+	$(CC) $(ALL_CFLAGS) $(XFLAGS) -c -o $@ $<
+
+$(B)/embed.c: src/embed.lua $(EMBEDDED) $(NTT_SRC) | $(B)
+	$(LUA) src/embed.lua $@ $(NTT_SRC) -- $(EMBEDDED)
+
+$(B)/embed.o: $(B)/embed.c
+	$(CC) $(ALL_CFLAGS) -Wno-overlength-strings -c -o $@ $<
+
+$(B)/ntt: $(NTT_OBJ)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/mount-helper/%.o: src/mount-helper/%.c | $(B)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(B)/ntt-mount-helper: $(patsubst src/mount-helper/%.c,$(B)/mount-helper/%.o,$(HELPER_SRC))
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(shell pkg-config --libs blkid mount fuse3) -lpthread
+
+test: all
+	NTT_BUILD=$(B) $(B)/ntt spec/run.lua $(SPEC)
+
+bench: all
+	NTT_BUILD=$(B) $(B)/ntt spec/bench/run.lua $(BENCH)
+
+demo: all
+	$(B)/ntt examples/demo.lua
+
+lint:
+	@command -v luacheck >/dev/null && luacheck lua policies examples spec || echo "luacheck not installed"
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ntt/policies $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0755 $(B)/ntt $(DESTDIR)$(PREFIX)/bin/ntt
+	$(if $(HELPER_SRC),install -m 0755 $(B)/ntt-mount-helper $(DESTDIR)$(PREFIX)/bin/ntt-mount-helper)
+	install -m 0644 policies/*.lua $(DESTDIR)$(PREFIX)/share/ntt/policies/
+	$(if $(wildcard docs/ntt.1),install -m 0644 docs/ntt.1 $(DESTDIR)$(PREFIX)/share/man/man1/ntt.1)
+
+clean:
+	rm -rf build build-san

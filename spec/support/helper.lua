@@ -1,0 +1,81 @@
+-- spec/support/helper.lua: shared fixtures for the specs.
+--
+-- Temp directories that are removed after the suite, running commands,
+-- and the suite's throwaway PostgreSQL cluster (started once by spec/run.lua,
+-- its URL handed to every spec through $NTT_DB_URL).
+local proc = require "ntt.core.proc"
+local util = require "ntt.core.util"
+
+local M = {}
+
+local temps = {}
+
+-- A fresh directory under $TMPDIR (default /tmp); removed at exit.
+function M.tmpdir(tag)
+  local r = assert(proc.run { argv = { "mktemp", "-d", "/tmp/ntt-spec-" .. (tag or "x") .. ".XXXXXX" } })
+  local dir = r.stdout:gsub("%s+$", "")
+  temps[#temps + 1] = dir
+  return dir
+end
+
+-- Runs argv (a table), raising with its output when it fails.
+function M.sh(argv, opts)
+  opts = opts or {}
+  local spec = { argv = argv, timeout = opts.timeout or 120, input = opts.input, env = opts.env }
+  local r = assert(proc.run(spec))
+  if r.code ~= 0 and not opts.may_fail then
+    error(("command failed (%s): %s\n%s%s"):format(tostring(r.code or ("signal " .. tostring(r.signal))),
+          table.concat(argv, " "), r.stdout, r.stderr), 2)
+  end
+  return r
+end
+
+function M.write(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+end
+
+function M.read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Path of the ntt binary under test and of the source tree.
+M.build = os.getenv("NTT_BUILD") or "build"
+M.ntt = M.build .. "/ntt"
+
+function M.is_root() return util.euid() == 0 end
+
+-- The suite's database, or nil and why not.
+function M.db_url()
+  local url = os.getenv("NTT_DB_URL")
+  if url and url ~= "" then return url end
+  return nil, "no test database (NTT_DB_URL unset)"
+end
+
+-- Started by spec/run.lua; nil when the cluster module is not there yet.
+function M.start_suite_db()
+  if os.getenv("NTT_DB_URL") then return nil end
+  local ok, cluster = pcall(require, "ntt.cluster")
+  if not ok then return nil end
+  local dir = M.tmpdir("pg")
+  local c, err = cluster.new { root = dir .. "/pg" }
+  if not c then io.stderr:write("spec: no test database: ", tostring(err), "\n"); return nil end
+  local started, serr = c:start { init = true }
+  if not started then io.stderr:write("spec: no test database: ", tostring(serr), "\n"); return nil end
+  util.setenv("NTT_DB_URL", c:url())
+  return c
+end
+
+function M.stop_suite_db(c)
+  if c then c:stop() end
+  for i = #temps, 1, -1 do
+    proc.run { argv = { "rm", "-rf", "--one-file-system", temps[i] }, timeout = 60 }
+  end
+  temps = {}
+end
+
+return M

@@ -1,0 +1,85 @@
+/*
+ * ntt.h - private header shared by the C runtime of ntt.
+ *
+ * Everything a binding needs to follow the project's conventions lives here
+ * once: the "nil, message, ERRNAME" failure shape for expected OS errors,
+ * the userdata class recipe (named metatable, idempotent close, __gc and
+ * __close), the one protected door from C into Lua, and the interrupt flag
+ * that long C loops poll.  No Lua module is defined here.
+ */
+#ifndef NTT_H
+#define NTT_H
+
+#include <signal.h>
+#include <stddef.h>
+#include "lua.h"
+#include "lauxlib.h"
+
+#define NTT_VERSION "0.1.0"
+
+/* Set by SIGINT/SIGTERM (holds the signal number); polled by long C loops. */
+extern volatile sig_atomic_t ntt_interrupted;
+
+/* Called first by the signal handler when set (the REPL's prompt uses it). */
+extern void (*ntt_signal_hook)(int sig);
+
+/* Symbolic errno name ("EIO"), never NULL. */
+const char *ntt_errname(int err);
+
+/*
+ * Push the expected-failure triple nil, "<what>: <strerror(err)>", "<ENAME>"
+ * and return 3.  Callers save errno before touching the Lua API and pass it.
+ */
+int ntt_fail(lua_State *L, int err, const char *what);
+/* Same, with a formatted "what". */
+int ntt_failf(lua_State *L, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Register a userdata class: metatable named tname with the given
+ * metamethods, and __index set to a table of methods.  Leaves nothing on
+ * the stack.
+ */
+void ntt_newclass(lua_State *L, const char *tname, const luaL_Reg *methods,
+                  const luaL_Reg *meta);
+/* A zero-filled userdata of size sz carrying class tname (left on stack). */
+void *ntt_newudata(lua_State *L, size_t sz, const char *tname);
+
+/*
+ * The one door from C into Lua: call the function below nargs arguments
+ * under a traceback message handler.  Returns the lua_pcall status; on
+ * error the message (with traceback) is left on the stack.
+ */
+int ntt_call(lua_State *L, int nargs, int nres);
+/* Print an error message left by ntt_call to stderr, prefixed "ntt: ". */
+void ntt_report(lua_State *L, int status);
+
+/* Install the SIGINT/SIGTERM handlers for the state. */
+void ntt_signals_init(lua_State *L);
+/*
+ * When raising is on, a signal also arms a hook that raises "interrupted"
+ * inside Lua at the next instruction (lua.c's laction); when off, only the
+ * flag is set and Lua polls it.  A second signal always raises.
+ */
+void ntt_signals_raise(int on);
+
+/* The embedded Lua sources (generated build/embed.c). */
+struct ntt_embedded { const char *name; const unsigned char *data; size_t len; };
+extern const struct ntt_embedded ntt_embedded[];
+extern const size_t ntt_embedded_count;
+
+/* Open the standard libraries, preload ntt.core.*, install the searcher. */
+void ntt_openlibs(lua_State *L);
+
+/* The interactive loop (src/repl.c); returns when the user ends input. */
+int ntt_repl(lua_State *L);
+
+/*
+ * The C submodules: every src file that defines luaopen_ntt_core_<name> is
+ * listed in the generated build/embed.c, so adding a module needs no edit
+ * here or in init.c.
+ */
+struct ntt_module { const char *name; lua_CFunction open; };
+extern const struct ntt_module ntt_modules[];
+
+#endif
