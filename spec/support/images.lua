@@ -10,6 +10,8 @@
 --   images.zip(path, fat_image)                           16384 zero bytes, then the FAT
 --   images.mbr(path, {size_mb=, parts={{start_mb=, size_mb=, type=0x83, image=path}, ...},
 --                     logical={{start_mb=, size_mb=, type=, image=}}})   extended = last primary
+--   images.gpt(path, {size_mb=, parts={{start_mb=, size_mb=, image=path}, ...}})
+--   images.apm_iso(path, {label=, files=})                 ISO9660 + HFS+ with an Apple partition map
 --   images.dirty(path)                                    sets needs_recovery on an ext3/4
 --   images.mapfile(path, {{pos, size, status}, ...}, current_pos)
 --   images.truncate(path, bytes)
@@ -117,6 +119,73 @@ function M.mbr(path, o)
   put(f, 440, string.pack("<I4", 0x4e545431))        -- disk signature
   put(f, 510, "\x55\xaa")
   f:close()
+  return path
+end
+
+local crc_table = {}
+for i = 0, 255 do
+  local c = i
+  for _ = 1, 8 do c = (c & 1) ~= 0 and (0xEDB88320 ~ (c >> 1)) or (c >> 1) end
+  crc_table[i] = c
+end
+
+local function crc32(s)
+  local c = 0xFFFFFFFF
+  for i = 1, #s do c = crc_table[(c ~ s:byte(i)) & 0xFF] ~ (c >> 8) end
+  return c ~ 0xFFFFFFFF
+end
+M.crc32 = crc32
+
+-- Linux filesystem data 0FC63DAF-8483-4772-8E79-3D69D8477DE4, on-disk byte order.
+local LINUX_FS = "\xAF\x3D\xC6\x0F\x83\x84\x72\x47\x8E\x79\x3D\x69\xD8\x47\x7D\xE4"
+
+-- A GPT disk (protective MBR, primary and backup header and entry array).
+function M.gpt(path, o)
+  sh { "rm", "-f", path }
+  local sectors = o.size_mb * 2048
+  M.truncate(path, o.size_mb * MiB)
+  local entries = {}
+  for i = 1, 128 do
+    local p = o.parts[i]
+    if p then
+      local name = ("part" .. i):gsub(".", "%0\0")
+      entries[i] = LINUX_FS .. string.pack("<I4I4I4I4", 0x6e747400 + i, 1, 2, 3)
+        .. string.pack("<I8I8I8", p.start_mb * 2048, (p.start_mb + p.size_mb) * 2048 - 1, 0)
+        .. name .. string.rep("\0", 72 - #name)
+    else
+      entries[i] = string.rep("\0", 128)
+    end
+  end
+  local array = table.concat(entries)
+  local function header(current, backup, entries_lba)
+    local function h(crc)
+      return "EFI PART" .. string.pack("<I4I4I4I4I8I8I8I8", 0x00010000, 92, crc, 0, current, backup, 34, sectors - 34)
+        .. string.pack("<I4I4I4I4", 0x4e545447, 0x50540001, 2, 3)
+        .. string.pack("<I8I4I4I4", entries_lba, 128, 128, crc32(array))
+    end
+    return h(crc32(h(0)))
+  end
+  local f = assert(io.open(path, "r+b"))
+  put(f, 446, entry(0xEE, 1, sectors - 1))
+  put(f, 510, "\x55\xaa")
+  put(f, 512, header(1, sectors - 1, 2))
+  put(f, 1024, array)
+  put(f, (sectors - 33) * 512, array)
+  put(f, (sectors - 1) * 512, header(sectors - 1, 1, sectors - 33))
+  for _, p in ipairs(o.parts) do
+    if p.image then put(f, p.start_mb * MiB, helper.read(p.image)) end
+  end
+  f:close()
+  return path
+end
+
+function M.apm_iso(path, o)
+  o = o or {}
+  local dir = helper.tmpdir("apmsrc")
+  M.files(dir, o.files)
+  sh { "rm", "-f", path }
+  sh { "xorriso", "-as", "mkisofs", "-quiet", "-V", o.label or "HYBRID", "-hfsplus",
+       "-apm-block-size", "2048", "-o", path, dir }
   return path
 end
 

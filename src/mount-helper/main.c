@@ -289,6 +289,15 @@ static int teardown(const char *hash, const char *image, FILE *out)
 static int medium_live(struct medium *md)
 {
     int live = 1;
+    if (md->view.active && !mnt_is_mounted(md->view.mount)) {
+        live = 0;
+        md->view.active = 0;            /* the view died: every mount on it is unusable */
+        for (int i = 0; i < md->nfs; i++)
+            if (!strcmp(md->fs[i].status, "mounted")) {
+                snprintf(md->fs[i].status, sizeof md->fs[i].status, "missing");
+                mh_appendf(md->fs[i].reason, sizeof md->fs[i].reason, "honest view is gone");
+            }
+    }
     for (int i = 0; i < md->nfs; i++) {
         struct fsent *e = &md->fs[i];
         if (strcmp(e->status, "mounted")) continue;
