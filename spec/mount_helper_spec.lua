@@ -350,6 +350,27 @@ describe("ntt-mount-helper", function()
     assert.are.equal("sibling\n", read(fs(res2, 0).mount .. "/s.txt"))
   end)
 
+  it("reads mapfiles in decimal, octal and hex with the old two-field status line", function()
+    local img = images.ext(work .. "/oldmap.img", { files = { ["o.txt"] = "old map\n" } })
+    local map = work .. "/oldmap.log"
+    helper.write(map, "# Rescue Logfile. Created by GNU ddrescue version 1.19\n# current_pos  current_status\n"
+      .. "0x00500000     +\n#      pos        size  status\n"
+      .. "0 6291456 +\n030000000 0x100000 /\n  7340032\t1048576  +  \n")
+    local h = new_hash()
+    local res = mounted(h, img, { map = map })
+    assert.is_table(res.view)
+    assert.are.equal(1, res.view.holes)
+    assert.are.equal(7 * MiB, res.view.rescued)
+    assert.are.equal(8 * MiB, res.view.size)
+    assert.are.equal("old map\n", read(fs(res, 0).mount .. "/o.txt"))
+    local dd = helper.sh({ "dd", "if=" .. fs(res, 0).device, "of=/dev/null", "bs=4096",
+                           "skip=1536", "count=1", "iflag=direct" }, { may_fail = true })
+    assert.are_not.equal(0, dd.code, "a read inside the hole must fail")
+    local ok = helper.sh({ "dd", "if=" .. fs(res, 0).device, "of=/dev/null", "bs=4096",
+                           "skip=1792", "count=1", "iflag=direct" }, { may_fail = true })
+    assert.are.equal(0, ok.code, ok.stderr)
+  end)
+
   it("mounts a partition table whose last partition lies beyond the image end", function()
     local p1 = images.ext(work .. "/tp1.fs", { size_mb = 4, files = { ["ok.txt"] = "ok\n" } })
     local img = images.mbr(work .. "/cut.img", { size_mb = 12,
@@ -362,6 +383,22 @@ describe("ntt-mount-helper", function()
     assert.matches("beyond the end", fs(res, 2).reason)
     assert.are.equal(1, res.exit)
     assert.are.equal("ok\n", read(base .. "/" .. h .. "/p1/ok.txt"))
+  end)
+
+  it("reports an image with nothing mountable: layout none, exit 1, nothing left behind", function()
+    local img = work .. "/noise.img"
+    local bytes = {}
+    for i = 1, 65536 do bytes[i] = string.char((i * 7919 + 13) % 251) end
+    helper.write(img, table.concat(bytes))
+    local h = new_hash()
+    local res = mounted(h, img)
+    assert.are.equal("none", res.layout)
+    assert.are.equal(1, res.exit)
+    assert.are.equal("skipped", res.filesystems[1].status)
+    assert.matches("no partition table and no filesystem", res.filesystems[1].reason)
+    assert.are.same({}, mounts(base .. "/" .. h))
+    assert.are.same({}, loops_of(img))
+    assert.are.equal("unmounted", assert(mount.status(h)).state)
   end)
 
   it("ten concurrent mounts of one medium produce exactly one mount and one loop", function()

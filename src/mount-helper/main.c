@@ -486,6 +486,8 @@ static int cmd_unmount(const char *hash, const char *image_arg)
     if (image_arg) {
         if (!realpath(image_arg, image)) {
             if (image_arg[0] != '/' || strlen(image_arg) >= PATH_MAX) die(MH_USAGE, "image %s: %s", image_arg, strerror(errno));
+            if (strstr(image_arg, "/../") || strstr(image_arg, "/./") || strstr(image_arg, "//"))
+                die(MH_USAGE, "image %s: not a canonical path", image_arg);
             snprintf(image, sizeof image, "%s", image_arg);   /* already deleted: match "(deleted)" loops */
         }
         if (!under_roots(image)) die(MH_DENIED, "image %s is not under a configured root", image);
