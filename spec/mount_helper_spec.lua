@@ -265,6 +265,31 @@ describe("ntt-mount-helper", function()
     check_options(e.mount)
   end)
 
+  it("notices a dead FUSE driver and mounts the medium again", function()
+    local img = images.fat(work .. "/dies.img", { files = { ["D.TXT"] = "again\n" } })
+    local h = new_hash()
+    local res = mounted(h, img)
+    local e = fs(res, 0)
+    if e.driver == "kernel" then pending("kernel has vfat: no FUSE driver to kill") return end
+    -- the driver is the process whose command line names the mount point
+    local pid
+    for name in helper.sh({ "ls", "/proc" }).stdout:gmatch("%d+") do
+      local f = io.open("/proc/" .. name .. "/cmdline", "rb")
+      local cmd = f and f:read("a") or ""
+      if f then f:close() end
+      if cmd:find("\0" .. e.mount .. "\0", 1, true) and cmd:find(e.driver, 1, true) then pid = name end
+    end
+    assert.truthy(pid, "no " .. e.driver .. " process for " .. e.mount)
+    helper.sh { "kill", "-9", tostring(pid) }
+    util.sleep(0.2)
+    local st = assert(mount.status(h))
+    assert.are.equal("partial", st.state)
+    assert.are.equal("missing", fs(st, 0).status)
+    local again = assert(mount.mount(h, img))
+    assert.are.equal("mounted", fs(again, 0).status)
+    assert.are.equal("again\n", read(fs(again, 0).mount .. "/D.TXT"))
+  end)
+
   it("finds a Zip disk's FAT at byte offset 16384", function()
     local fat = images.fat(work .. "/zipfs.img", { kb = 2048, files = { ["ZIP.TXT"] = "zip disk\n" } })
     local img = images.zip(work .. "/zip.img", fat)

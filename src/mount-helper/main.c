@@ -289,7 +289,8 @@ static int teardown(const char *hash, const char *image, FILE *out)
 static int medium_live(struct medium *md)
 {
     int live = 1;
-    if (md->view.active && !mnt_is_mounted(md->view.mount)) {
+    struct stat st;
+    if (md->view.active && (!mnt_is_mounted(md->view.mount) || stat(md->view.file, &st) < 0)) {
         live = 0;
         md->view.active = 0;            /* the view died: every mount on it is unusable */
         for (int i = 0; i < md->nfs; i++)
@@ -304,6 +305,10 @@ static int medium_live(struct medium *md)
         if (!mnt_is_mounted(e->mount)) {
             snprintf(e->status, sizeof e->status, "missing");
             mh_appendf(e->reason, sizeof e->reason, "no longer mounted");
+            live = 0;
+        } else if (stat(e->mount, &st) < 0) {          /* e.g. ENOTCONN: its FUSE driver died */
+            snprintf(e->status, sizeof e->status, "missing");
+            mh_appendf(e->reason, sizeof e->reason, "mount unusable: %s", strerror(errno));
             live = 0;
         }
     }
