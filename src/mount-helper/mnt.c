@@ -171,11 +171,38 @@ static int fuse_mount_with(const char *driver, struct fsent *e, char *err, size_
     return 0;
 }
 
+/* Kernel log records written since kfd was opened that name this loop device. */
+static void kernel_lines(int kfd, const char *dev, char *err, size_t errlen)
+{
+    if (kfd < 0) return;
+    const char *name = strrchr(dev, '/');
+    name = name ? name + 1 : dev;
+    char want1[48], want2[48], rec[1024];
+    snprintf(want1, sizeof want1, "(%s)", name);
+    snprintf(want2, sizeof want2, "%s:", name);
+    for (int n = 0; n < 256; n++) {
+        ssize_t r = read(kfd, rec, sizeof rec - 1);
+        if (r < 0 && errno == EPIPE) continue;       /* overwritten records */
+        if (r <= 0) break;
+        rec[r] = 0;
+        char *msg = strchr(rec, ';');
+        if (!msg) continue;
+        msg++;
+        msg[strcspn(msg, "\n")] = 0;
+        if (strstr(msg, want1) || strstr(msg, want2)) mh_appendf(err, errlen, "kernel: %s", msg);
+    }
+}
+
 static int try_kernel(struct fsent *e, const char *type, char *err, size_t errlen)
 {
     if (!fs_kernel_has(type)) { snprintf(err, errlen, "kernel has no %s", type); return -1; }
     const char *data = !strcmp(type, "ext4") ? "noload" : !strcmp(type, "ext3") ? "norecovery" : NULL;
-    if (kernel_mount(e->device, e->mount, type, data, err, errlen) < 0) return -1;
+    int kfd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (kfd >= 0) lseek(kfd, 0, SEEK_END);
+    int rc = kernel_mount(e->device, e->mount, type, data, err, errlen);
+    if (rc < 0) kernel_lines(kfd, e->device, err, errlen);
+    if (kfd >= 0) close(kfd);
+    if (rc < 0) return -1;
     snprintf(e->driver, sizeof e->driver, "kernel");
     snprintf(e->options, sizeof e->options, BASE_OPTS "%s%s", data ? "," : "", data ? data : "");
     return 0;
