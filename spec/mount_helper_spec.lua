@@ -464,6 +464,13 @@ describe("ntt-mount-helper", function()
     end
     assert.are.equal(1, #mounts(base .. "/" .. h))
     assert.are.equal(1, #loops_of(img))
+    -- the same hash from another image is refused, not silently answered
+    local other = images.ext(work .. "/busy2.img", {})
+    local res, err, ename = mount.mount(h, other)
+    assert.is_nil(res)
+    assert.matches("is mounted from", err)
+    assert.are.equal("EINVAL", ename)
+    assert.are.same({}, loops_of(other))
     assert.is_true(mount.unmount(h, img).ok)
     assert.are.same({}, loops_of(img))
   end)

@@ -96,7 +96,7 @@ int mnt_unmount_under(const char *dir, char *out, size_t outlen);
 int run_timed(char *const argv[], char *err, size_t errlen);
 
 /* probe.c */
-uint64_t probe_declared_size(int fd, uint64_t off, uint64_t avail);
+uint64_t probe_declared_size(int fd, uint64_t off, uint64_t avail, const char *fstype);
 int probe_medium(int fd, uint64_t file_size, uint64_t *need, struct medium *md,
                  char *err, size_t errlen);
 int probe_fs(int fd, uint64_t off, uint64_t size, struct fsent *e);

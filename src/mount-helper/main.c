@@ -363,6 +363,8 @@ static int cmd_mount(const char *hash, const char *image_arg, const char *map_ar
     lock_medium(hash);
     state_path(sp, sizeof sp, hash);
     int r = state_load(sp, &md);
+    if (r == 1 && strcmp(md.image, real) && medium_live(&md))
+        die(MH_USAGE, "medium %s is mounted from %s, not %s", hash, md.image, real);
     if (r == 1 && medium_live(&md)) {                 /* double-check under the lock */
         json_medium(stdout, &md, 0);
         putchar('\n');

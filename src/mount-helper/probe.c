@@ -25,27 +25,30 @@
 static uint32_t le32(const unsigned char *p) { return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24; }
 static uint16_t le16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
+static int is_optical(const char *t) { return !strcmp(t, "iso9660") || !strcmp(t, "udf"); }
+
 static int probe_read(int fd, uint64_t off, void *buf, size_t len, uint64_t avail)
 {
     if (off + len > avail) return -1;
     return pread(fd, buf, len, (off_t)off) == (ssize_t)len ? 0 : -1;
 }
 
-/* The size a filesystem at off claims for itself, or 0 when unknown. */
-uint64_t probe_declared_size(int fd, uint64_t off, uint64_t avail)
+/* The size a filesystem of type t at off claims for itself, or 0 when unknown. */
+uint64_t probe_declared_size(int fd, uint64_t off, uint64_t avail, const char *t)
 {
     unsigned char b[2048];
-    if (probe_read(fd, off + 1024, b, 1024, avail) == 0 && le16(b + 56) == 0xEF53) {
+    if (!strncmp(t, "ext", 3) && probe_read(fd, off + 1024, b, 1024, avail) == 0 && le16(b + 56) == 0xEF53) {
         uint64_t blocks = le32(b + 4);
         uint32_t log = le32(b + 24);
         if (le32(b + 96) & 0x80) blocks |= (uint64_t)le32(b + 0x150) << 32;   /* 64bit */
         if (log <= 6) return blocks * (1024ull << log);
     }
-    if (probe_read(fd, off + 32768, b, 2048, avail) == 0 && !memcmp(b + 1, "CD001", 5)) {
+    if (is_optical(t) && probe_read(fd, off + 32768, b, 2048, avail) == 0 && !memcmp(b + 1, "CD001", 5)) {
         uint64_t blocks = le32(b + 80), bs = le16(b + 128);
         if (bs >= 512 && bs <= 4096) return blocks * bs;
     }
-    if (probe_read(fd, off, b, 512, avail) == 0 && b[510] == 0x55 && b[511] == 0xAA) {
+    if ((!strcmp(t, "vfat") || !strcmp(t, "msdos")) &&
+        probe_read(fd, off, b, 512, avail) == 0 && b[510] == 0x55 && b[511] == 0xAA) {
         uint32_t bps = le16(b + 11), total = le16(b + 19);
         if (!total) total = le32(b + 32);
         if ((bps == 512 || bps == 1024 || bps == 2048 || bps == 4096) && b[13] && total)
@@ -101,11 +104,9 @@ static struct fsent *probe_add(struct medium *md, int index, uint64_t off, uint6
     return e;
 }
 
-static int is_optical(const char *t) { return !strcmp(t, "iso9660") || !strcmp(t, "udf"); }
-
 static void probe_whole(int fd, uint64_t file_size, uint64_t off, struct fsent *e, uint64_t *need)
 {
-    uint64_t declared = probe_declared_size(fd, off, file_size);
+    uint64_t declared = probe_declared_size(fd, off, file_size, e->fstype);
     e->size = declared ? declared : file_size - off;
     if (off + e->size > *need) *need = off + e->size;
 }
