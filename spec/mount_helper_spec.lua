@@ -482,6 +482,7 @@ describe("ntt-mount-helper", function()
     assert.are.equal("mounted", fs(res, 0).status)
     helper.sh { "losetup", "-f", "-r", img }     -- a leftover from some other run
     assert.are.equal(2, #loops_of(img))
+    assert.are.equal(2, #assert(mount.status(h, img)).loops)
     local un = assert(mount.unmount(h, img))
     assert.is_true(un.ok)
     assert.are.same({}, loops_of(img))

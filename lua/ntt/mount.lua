@@ -6,7 +6,7 @@
 --
 --   mount.mount(hash, image [, {map=path}]) -> result | nil, msg, errname
 --   mount.unmount(hash [, image])           -> result | nil, msg, errname
---   mount.status(hash)                      -> result | nil, msg, errname
+--   mount.status(hash [, image])            -> result | nil, msg, errname
 --   mount.cleanup()                         -> result | nil, msg, errname
 --   mount.helper_path()                     -> path of the helper binary
 --
@@ -105,9 +105,9 @@ function M.unmount(hash, image)
   return run { "unmount", hash, image }
 end
 
-function M.status(hash)
+function M.status(hash, image)
   check_hash(hash)
-  return run { "status", hash }
+  return run { "status", hash, image }
 end
 
 function M.cleanup()

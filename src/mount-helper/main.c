@@ -4,7 +4,7 @@
  *
  *   ntt-mount-helper mount   HASH IMAGE [--map MAPFILE]
  *   ntt-mount-helper unmount HASH [IMAGE]
- *   ntt-mount-helper status  HASH
+ *   ntt-mount-helper status  HASH [IMAGE]
  *   ntt-mount-helper cleanup
  *
  * Prints one JSON object on stdout ({"error":..,"code":..} on failure, with
@@ -486,19 +486,24 @@ static int cmd_mount(const char *hash, const char *image_arg, const char *map_ar
     return exit_code(&md);
 }
 
+/* An image named for unmount/status: it may already be deleted (then only a
+ * canonical absolute path is accepted, to match "(deleted)" loops). */
+static void named_image(const char *arg, char *image)
+{
+    if (!realpath(arg, image)) {
+        if (arg[0] != '/' || strlen(arg) >= PATH_MAX) die(MH_USAGE, "image %s: %s", arg, strerror(errno));
+        if (strstr(arg, "/../") || strstr(arg, "/./") || strstr(arg, "//"))
+            die(MH_USAGE, "image %s: not a canonical path", arg);
+        snprintf(image, PATH_MAX, "%s", arg);
+    }
+    if (!under_roots(image)) die(MH_DENIED, "image %s is not under a configured root", image);
+}
+
 static int cmd_unmount(const char *hash, const char *image_arg)
 {
     static struct medium md;
     char image[PATH_MAX] = "", sp[MH_PATH];
-    if (image_arg) {
-        if (!realpath(image_arg, image)) {
-            if (image_arg[0] != '/' || strlen(image_arg) >= PATH_MAX) die(MH_USAGE, "image %s: %s", image_arg, strerror(errno));
-            if (strstr(image_arg, "/../") || strstr(image_arg, "/./") || strstr(image_arg, "//"))
-                die(MH_USAGE, "image %s: not a canonical path", image_arg);
-            snprintf(image, sizeof image, "%s", image_arg);   /* already deleted: match "(deleted)" loops */
-        }
-        if (!under_roots(image)) die(MH_DENIED, "image %s is not under a configured root", image);
-    }
+    if (image_arg) named_image(image_arg, image);
     need_root();
     lock_medium(hash);
     state_path(sp, sizeof sp, hash);
@@ -513,35 +518,37 @@ static int cmd_unmount(const char *hash, const char *image_arg)
     return problems ? MH_PARTIAL : MH_OK;
 }
 
-static void print_loops(const char *hash)
+static void print_loops(const char *hash, const char *image)
 {
     char tag[64];
     make_tag(tag, sizeof tag, hash);
-    struct loopq q = { .tag = tag };
+    struct loopq q = { .tag = tag, .image = image };
     loop_each(loop_match, &q);
     fputs(",\"loops\":[", stdout);
     for (int i = 0; i < q.n; i++) printf("%s\"/dev/loop%d\"", i ? "," : "", q.nr[i]);
     fputc(']', stdout);
 }
 
-static int cmd_status(const char *hash)
+static int cmd_status(const char *hash, const char *image_arg)
 {
     static struct medium md;
-    char sp[MH_PATH];
+    char sp[MH_PATH], image[PATH_MAX] = "";
+    if (image_arg) named_image(image_arg, image);
     need_root();
     lock_medium(hash);
     state_path(sp, sizeof sp, hash);
     int r = state_load(sp, &md);
     if (r != 1) {
         printf("{\"hash\":\"%s\",\"state\":\"unmounted\",\"layout\":\"none\",\"filesystems\":[],\"view\":null", hash);
-        print_loops(hash);
+        print_loops(hash, image);
         puts("}");
         return MH_PARTIAL;
     }
+    if (!*image) snprintf(image, sizeof image, "%s", md.image);
     int live = medium_live(&md);
     json_medium(stdout, &md, 1);
     printf(",\"state\":\"%s\"", live ? "mounted" : "partial");
-    print_loops(hash);
+    print_loops(hash, image);
     puts("}");
     return live ? exit_code(&md) : MH_PARTIAL;
 }
@@ -600,7 +607,7 @@ static int cmd_cleanup(void)
 static void usage(void)
 {
     die(MH_USAGE, "usage: ntt-mount-helper mount HASH IMAGE [--map MAPFILE] | unmount HASH [IMAGE] | "
-                  "status HASH | cleanup");
+                  "status HASH [IMAGE] | cleanup");
 }
 
 int main(int argc, char **argv)
@@ -631,7 +638,7 @@ int main(int argc, char **argv)
         return cmd_mount(argv[2], argv[3], map);
     }
     if (!strcmp(cmd, "unmount") && (argc == 3 || argc == 4)) return cmd_unmount(argv[2], argc == 4 ? argv[3] : NULL);
-    if (!strcmp(cmd, "status") && argc == 3) return cmd_status(argv[2]);
+    if (!strcmp(cmd, "status") && (argc == 3 || argc == 4)) return cmd_status(argv[2], argc == 4 ? argv[3] : NULL);
     if (is_cleanup) return cmd_cleanup();
     usage();
 }
