@@ -71,6 +71,7 @@ struct map {
 /* mapfile.c */
 int map_load(const char *path, struct map *m, char *err, size_t errlen);
 void map_free(struct map *m);
+void map_clip(struct map *m, uint64_t limit);
 int map_readable(const struct map *m, uint64_t off, uint64_t len);
 uint64_t map_rescued(const struct map *m, uint64_t limit);
 int map_holes(const struct map *m, uint64_t limit);

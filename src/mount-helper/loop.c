@@ -24,6 +24,7 @@
 int loop_attach(int backing_fd, uint64_t offset, uint64_t size, const char *tag,
                 char *dev, size_t devlen, int *devfd, char *err, size_t errlen)
 {
+    *err = 0;
     int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
     if (ctl < 0) { snprintf(err, errlen, "/dev/loop-control: %s", strerror(errno)); return -1; }
     for (int attempt = 0; attempt < 64; attempt++) {

@@ -401,6 +401,8 @@ static int cmd_mount(const char *hash, const char *image_arg, const char *map_ar
             if (!map.ok) die(MH_INTERNAL, "out of memory");
             map.ok[0][0] = 0; map.ok[0][1] = file_size; map.n = 1; map.total = file_size;
         }
+        /* bytes past the end of the file are unreadable whatever the map says */
+        map_clip(&map, file_size);
         snprintf(v->mount, sizeof v->mount, "%s/.views/%s", C.base, hash);
         snprintf(v->file, sizeof v->file, "%s/image", v->mount);
         snprintf(v->mapfile, sizeof v->mapfile, "%s", mapreal);
@@ -422,9 +424,8 @@ static int cmd_mount(const char *hash, const char *image_arg, const char *map_ar
                 v->active = 1;
                 v->size = need;
                 v->image_size = file_size;
-                v->rescued = map_rescued(&map, file_size);
+                v->rescued = map_rescued(&map, need);
                 v->holes = map_holes(&map, need);
-                if (need > file_size && map_rescued(&map, need) > v->rescued) v->holes++;
             }
         }
         if (!v->active) rmdir(v->mount);

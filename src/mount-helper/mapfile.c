@@ -148,3 +148,15 @@ int map_holes(const struct map *m, uint64_t limit)
     if (at < limit) holes++;
     return holes;
 }
+
+/* Drops everything at or past limit from the rescued ranges. */
+void map_clip(struct map *m, uint64_t limit)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        if (m->ok[i][0] >= limit) break;
+        if (m->ok[i][1] > limit) m->ok[i][1] = limit;
+        n++;
+    }
+    m->n = n;
+}
