@@ -108,6 +108,13 @@ describe("ntt-mount-helper", function()
     return s, rerr
   end
 
+  -- What an unprivileged reader (ntt without root) gets from path.
+  helper.sh { "chmod", "0755", base }
+  local function read_as_nobody(path)
+    local r = assert(proc.run { argv = { "cat", path }, user = "nobody", timeout = 30 })
+    return r.code == 0 and r.stdout or nil, r.stderr
+  end
+
   local function kmsg_mark()
     local tag = ("ntt-spec-mark-%d-%d"):format(util.pid(), seq)
     helper.write("/dev/kmsg", tag .. "\n")
@@ -134,6 +141,7 @@ describe("ntt-mount-helper", function()
     assert.are.equal(base .. "/" .. h .. "/p0", e.mount)
     assert.matches("^/dev/loop%d+$", e.device)
     assert.are.equal("hello\n", read(e.mount .. "/hello.txt"))
+    assert.are.equal("hello\n", read_as_nobody(e.mount .. "/hello.txt"))
     check_options(base .. "/" .. h)
     assert.are.equal(1, #loops_of(img))
     local st = assert(mount.status(h))
@@ -249,6 +257,7 @@ describe("ntt-mount-helper", function()
     local kernel_vfat = helper.read("/proc/filesystems"):find("\tvfat\n", 1, true)
     assert.are.equal(kernel_vfat and "kernel" or "fusefat", e.driver)
     assert.are.equal("floppy text\n", read(e.mount .. "/README.TXT"))
+    assert.are.equal("floppy text\n", read_as_nobody(e.mount .. "/README.TXT"))
     check_options(e.mount)
   end)
 
@@ -262,6 +271,7 @@ describe("ntt-mount-helper", function()
     local kernel_iso = helper.read("/proc/filesystems"):find("\tiso9660\n", 1, true)
     assert.are.equal(kernel_iso and "kernel" or "fuseiso", e.driver)
     assert.are.equal("on the cd\n", read(e.mount .. "/readme.txt"))
+    assert.are.equal("on the cd\n", read_as_nobody(e.mount .. "/readme.txt"))
     check_options(e.mount)
   end)
 
@@ -473,6 +483,30 @@ describe("ntt-mount-helper", function()
     assert.are.same({}, loops_of(other))
     assert.is_true(mount.unmount(h, img).ok)
     assert.are.same({}, loops_of(img))
+  end)
+
+  it("mounts five different media at the same time, each on its own loop device", function()
+    local procs, outs, hashes, imgs = {}, {}, {}, {}
+    for i = 1, 5 do
+      imgs[i] = images.ext(work .. "/many" .. i .. ".img", { size_mb = 4, files = { ["n.txt"] = "medium " .. i .. "\n" } })
+      hashes[i] = new_hash()
+    end
+    finally(function() for i = 1, 5 do mount.unmount(hashes[i], imgs[i]) end end)
+    for i = 1, 5 do
+      outs[i] = work .. "/many." .. i .. ".json"
+      procs[i] = assert(proc.spawn { argv = { HELPER, "mount", hashes[i], imgs[i] }, stdout = outs[i], stderr = "null" })
+    end
+    local devices = {}
+    for i = 1, 5 do
+      local how, code = procs[i]:wait(120)
+      assert.are.equal("exit", how)
+      assert.are.equal(0, code, helper.read(outs[i]))
+      local o = json.decode(helper.read(outs[i]))
+      local e = o.filesystems[1]
+      assert.is_nil(devices[e.device], "device used twice: " .. e.device)
+      devices[e.device] = true
+      assert.are.equal("medium " .. i .. "\n", read(e.mount .. "/n.txt"))
+    end
   end)
 
   it("unmount detaches every loop device backed by the image, also stray ones", function()
