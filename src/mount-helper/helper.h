@@ -91,7 +91,7 @@ int loop_exists(int nr);
 /* mnt.c */
 extern int mh_timeout;
 int fs_kernel_has(const char *fstype);
-void fs_mount(struct fsent *e, const char *image_for_probe);
+void fs_mount(struct fsent *e, int devfd, int viewed);
 int mnt_is_mounted(const char *path);
 int mnt_unmount_under(const char *dir, char *out, size_t outlen);
 int run_timed(char *const argv[], char *err, size_t errlen);

@@ -25,9 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/fs.h>
 #include <sys/file.h>
-#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -460,12 +458,7 @@ static int cmd_mount(const char *hash, const char *image_arg, const char *map_ar
             mh_appendf(e->reason, sizeof e->reason, "%s", err);
             e->device[0] = 0;
         } else {
-            /* No readahead on a view-backed device: the page cache would read
-             * (and fail) large folios across a hole, hiding the good bytes
-             * next to it; without it a failure costs one 4 KiB page. */
-            if (md.view.active && ioctl(devfd, BLKRASET, 0UL) < 0)
-                mh_appendf(e->reason, sizeof e->reason, "BLKRASET: %s", strerror(errno));
-            fs_mount(e, NULL);
+            fs_mount(e, devfd, md.view.active);
             close(devfd);                              /* autoclear: the mount holds it now */
             if (strcmp(e->status, "mounted")) e->device[0] = 0;
         }

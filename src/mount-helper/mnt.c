@@ -12,10 +12,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libmount/libmount.h>
+#include <linux/fs.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
@@ -209,10 +211,27 @@ static int try_kernel(struct fsent *e, const char *type, char *err, size_t errle
 }
 
 /*
- * Mounts e->device at e->mount as e->fstype; fills driver, options, status
- * and reason (every failed attempt is listed there).
+ * Readahead of a device backed by the honest view.  A FUSE driver reads the
+ * device through the block device's page cache, which reads (and fails)
+ * large folios across a hole and so hides the good bytes next to it: for it
+ * readahead is off and a failure costs one 4 KiB page.  A kernel filesystem
+ * inherits the device's readahead for its files (off would make every read
+ * a 4 KiB round trip through the view), and reads its metadata block by
+ * block anyway: it keeps the default.
  */
-void fs_mount(struct fsent *e, const char *unused)
+static void set_readahead(int devfd, int viewed, int fuse, struct fsent *e)
+{
+    if (!viewed || devfd < 0) return;
+    if (ioctl(devfd, BLKRASET, fuse ? 0UL : 256UL) < 0)
+        mh_appendf(e->reason, sizeof e->reason, "BLKRASET: %s", strerror(errno));
+}
+
+/*
+ * Mounts e->device (open as devfd) at e->mount as e->fstype; fills driver,
+ * options, status and reason (every failed attempt is listed there).
+ * viewed: the device is backed by the honest view.
+ */
+void fs_mount(struct fsent *e, int devfd, int viewed)
 {
     struct { const char *how, *type; } plan[4];
     int n = 0;
@@ -239,8 +258,10 @@ void fs_mount(struct fsent *e, const char *unused)
     char notes[MH_REASON] = "";
     for (int i = 0; i < n; i++) {
         char err[512] = "";
-        int ok = !strcmp(plan[i].how, "kernel") ? try_kernel(e, plan[i].type, err, sizeof err)
-                                                : fuse_mount_with(plan[i].how, e, err, sizeof err);
+        int kernel = !strcmp(plan[i].how, "kernel");
+        set_readahead(devfd, viewed, !kernel, e);
+        int ok = kernel ? try_kernel(e, plan[i].type, err, sizeof err)
+                        : fuse_mount_with(plan[i].how, e, err, sizeof err);
         if (ok == 0) {
             snprintf(e->status, sizeof e->status, "mounted");
             if (strcmp(plan[i].type, probed)) {

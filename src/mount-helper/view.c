@@ -115,7 +115,7 @@ static void view_child(int wfd, const char *mountpoint)
     }
     if (write(wfd, "ok", 2) != 2) { fuse_unmount(f); _exit(1); }
     close(wfd);
-    int rc = fuse_loop(f);
+    int rc = fuse_loop_mt(f, 0);     /* reads are independent preads: serve them in parallel */
     fuse_unmount(f);
     fuse_destroy(f);
     fuse_opt_free_args(&args);
