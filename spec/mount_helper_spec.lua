@@ -22,6 +22,45 @@ local function skip_reason()
   return nil
 end
 
+describe("ntt.mount without a mount", function()
+  if not exists(helper.build .. "/ntt-mount-helper") then
+    it("runs", function() pending("ntt-mount-helper not built") end)
+    return
+  end
+  local mount = require "ntt.mount"
+
+  it("finds the helper through $NTT_MOUNT_HELPER", function()
+    local path = helper.sh({ "realpath", helper.build .. "/ntt-mount-helper" }).stdout:gsub("%s+$", "")
+    util.setenv("NTT_MOUNT_HELPER", path)
+    assert.are.equal(path, mount.helper_path())
+  end)
+
+  it("turns the helper's refusals into nil, message, errname", function()
+    if not helper.is_root() then pending("the helper runs through sudo when not root") return end
+    local res, err, ename = mount.mount("not-a-hash", "/etc/hostname")
+    assert.is_nil(res)
+    assert.matches("invalid hash", err)
+    assert.are.equal("EINVAL", ename)
+    res, err, ename = mount.mount("0123456789abcdef", "/")
+    assert.is_nil(res)
+    assert.matches("not a regular file", err)
+    assert.are.equal("EINVAL", ename)
+    assert.has_error(function() mount.mount(nil, "x") end)
+    assert.has_error(function() mount.status(42) end)
+  end)
+
+  it("reports a helper that is not there", function()
+    local old = os.getenv("NTT_MOUNT_HELPER")
+    finally(function() util.setenv("NTT_MOUNT_HELPER", old) end)
+    util.setenv("NTT_MOUNT_HELPER", "/nonexistent/ntt-mount-helper")
+    if not helper.is_root() then pending("the helper runs through sudo when not root") return end
+    local res, err, ename = mount.status("0123456789abcdef")
+    assert.is_nil(res)
+    assert.matches("nonexistent", err)
+    assert.is_string(ename)
+  end)
+end)
+
 describe("ntt-mount-helper", function()
   local why = skip_reason()
   if why then

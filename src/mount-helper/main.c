@@ -191,8 +191,14 @@ static void lock_medium(const char *hash)
     snprintf(p, sizeof p, "%s/.locks/%s.lock", C.base, hash);
     mh_lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (mh_lock_fd < 0) die(MH_INTERNAL, "lock %s: %s", p, strerror(errno));
-    while (flock(mh_lock_fd, LOCK_EX) < 0)
-        if (errno != EINTR) die(MH_INTERNAL, "flock %s: %s", p, strerror(errno));
+    /* Bounded: a helper stuck behind a hung filesystem must not stall every caller. */
+    int limit_ms = (mh_timeout * 6 > 60 ? mh_timeout * 6 : 60) * 1000;
+    for (int waited = 0; flock(mh_lock_fd, LOCK_EX | LOCK_NB) < 0; waited += 50) {
+        if (errno != EWOULDBLOCK && errno != EINTR) die(MH_INTERNAL, "flock %s: %s", p, strerror(errno));
+        if (waited >= limit_ms) die(MH_INTERNAL, "medium %s is busy: another helper holds its lock", hash);
+        struct timespec nap = { 0, 50000000 };
+        nanosleep(&nap, NULL);
+    }
 }
 
 static void state_path(char *buf, size_t len, const char *hash)
