@@ -229,7 +229,8 @@ static void loop_match(int nr, const char *backing, const char *tag, void *ctx)
     if (q->deleted_only) {
         size_t n = strlen(backing);
         if (!(ours && n > 10 && !strcmp(backing + n - 10, " (deleted)"))) return;
-    } else if (!ours && !backing_is(backing, q->image) && !backing_is(backing, q->viewfile)) {
+    } else if (!ours && (!strncmp(tag, "ntt:", 4) ||         /* another medium's: not ours to take */
+                         (!backing_is(backing, q->image) && !backing_is(backing, q->viewfile)))) {
         return;
     }
     if (q->n < 256) q->nr[q->n++] = nr;
