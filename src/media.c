@@ -49,8 +49,9 @@
  *        | nil, "path: Operation not supported", "EOPNOTSUPP" where the
  *          filesystem has no FIEMAP (tmpfs, most FUSE filesystems, vfat...)
  *        | nil, msg, errname
- *   stat(path) -> { type="file"|"directory"|"block"|"char"|"link"|"other",
- *                   size=, major=, minor= } | nil, msg, errname  (lstat)
+ *   stat(path [, nofollow]) -> { type="file"|"directory"|"block"|"char"|"link"|"other",
+ *                   size=, major=, minor= } | nil, msg, errname
+ *          (follows a symbolic link unless nofollow is true)
  *   realpath(path) -> canonical path | nil, msg, errname
  *   EXTENT = { last=, unknown=, delalloc=, encoded=, ... }  fiemap flag bits
  */
@@ -619,8 +620,9 @@ static int media_fiemap(lua_State *L)
 static int media_stat(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
+    int nofollow = lua_toboolean(L, 2);
     struct stat st;
-    if (lstat(path, &st) < 0)
+    if ((nofollow ? lstat(path, &st) : stat(path, &st)) < 0)
         return ntt_fail(L, errno, path);
     const char *type = S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory"
                      : S_ISBLK(st.st_mode) ? "block" : S_ISCHR(st.st_mode) ? "char"
