@@ -113,7 +113,8 @@ function M.identify(target, opts)
     ident.size = st.size
     ident.model, ident.serial = "unknown", "unknown"
     ident.human = stem(target)
-    ident.map_path = opts.map or M.find_map(target)
+    local map = opts.map or M.find_map(target) or M.find_map(path)
+    ident.map_path = map and (cmedia.realpath(map) or map)
   end
   if ident.size == 0 then
     return nil, ("%s: empty %s (0 bytes): nothing to identify"):format(target, ident.kind), "EINVAL"
