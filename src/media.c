@@ -23,7 +23,7 @@
  *   scan_uniform(path [, { block=bytes, ranges={ {pos=, size=}, ... } }])
  *       -> { uniform=bool, byte=n|nil, size=, scanned=, differs_at=n|nil }
  *          reads the whole medium (or only the given ranges) once in large
- *          blocks and stops at the first byte that differs from the first
+ *          blocks (1 MiB) and stops at the first byte that differs from the first
  *          one; byte is that value when uniform.  An empty scan is not
  *          uniform.
  *        | nil, "path: strerror", errname | nil, "interrupted", "EINTR"
@@ -74,7 +74,7 @@
 #define RES_MT "ntt.MediaResource"
 #define SECTOR 512
 #define REGION_MAX ((lua_Integer)256 << 20)
-#define SCAN_BLOCK (4 << 20)
+#define SCAN_BLOCK (1 << 20)
 #define ZIP_OFFSET 16384
 
 /* OS resources held while a function builds Lua tables: freed by close or
