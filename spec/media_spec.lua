@@ -82,6 +82,147 @@ describe("media.read_regions", function()
   end)
 end)
 
+-- A one-file FUSE filesystem whose file "img" answers EIO for one byte
+-- range: real read errors for the zero-fill path.  Returns its mount
+-- point and a stop function, or nil and why not.
+local FAULTY_C = [[
+#define FUSE_USE_VERSION 31
+#include <fuse.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+static long long size, bad_lo, bad_hi;
+static int f_getattr(const char *p, struct stat *st, struct fuse_file_info *fi)
+{
+    memset(st, 0, sizeof *st);
+    if (!strcmp(p, "/")) { st->st_mode = S_IFDIR | 0755; st->st_nlink = 2; return 0; }
+    if (!strcmp(p, "/img")) { st->st_mode = S_IFREG | 0444; st->st_nlink = 1; st->st_size = size; return 0; }
+    return -ENOENT;
+}
+static int f_open(const char *p, struct fuse_file_info *fi)
+{
+    if (strcmp(p, "/img")) return -ENOENT;
+    fi->direct_io = 1;
+    return 0;
+}
+static int f_read(const char *p, char *buf, size_t n, off_t off, struct fuse_file_info *fi)
+{
+    if (off >= size) return 0;
+    if (off + (long long)n > size) n = (size_t)(size - off);
+    if (off < bad_hi && off + (long long)n > bad_lo) return -EIO;
+    for (size_t i = 0; i < n; i++) buf[i] = (char)(0x41 + (off + (long long)i) % 23);
+    return (int)n;
+}
+int main(int argc, char **argv)
+{
+    if (argc != 5) return 2;
+    size = atoll(argv[2]); bad_lo = atoll(argv[3]); bad_hi = bad_lo + atoll(argv[4]);
+    char *fargv[] = { argv[0], "-f", "-o", "ro", argv[1], NULL };
+    static const struct fuse_operations ops = { .getattr = f_getattr, .open = f_open, .read = f_read };
+    return fuse_main(5, fargv, &ops, NULL);
+}
+]]
+
+local faulty_bin
+local function faulty(dir, size, bad_lo, bad_len)
+  if not helper.is_root() then return nil, "needs root to mount FUSE" end
+  if not have("cc") or not have("pkg-config") then return nil, "no C compiler" end
+  if not faulty_bin then
+    helper.write(dir .. "/faulty.c", FAULTY_C)
+    local flags = helper.sh({ "pkg-config", "--cflags", "--libs", "fuse3" }, { may_fail = true })
+    if flags.code ~= 0 then return nil, "libfuse3-dev not installed" end
+    local argv = { "cc", "-O1", "-o", dir .. "/faulty", dir .. "/faulty.c" }
+    for w in flags.stdout:gmatch("%S+") do argv[#argv + 1] = w end
+    helper.sh(argv)
+    faulty_bin = dir .. "/faulty"
+  end
+  local mnt = ("%s/f%d"):format(dir, bad_lo)
+  helper.sh { "mkdir", "-p", mnt }
+  local p = assert(proc.spawn { argv = { faulty_bin, mnt, tostring(size), tostring(bad_lo), tostring(bad_len) },
+                                stdout = "null", stderr = "null" })
+  local util = require "ntt.core.util"
+  local deadline = util.monotonic() + 10
+  while util.monotonic() < deadline do
+    local st = cmedia.stat(mnt .. "/img")
+    if st and st.size == size then break end
+    util.sleep(0.05)
+  end
+  local function stop()
+    helper.sh({ "umount", mnt }, { may_fail = true })
+    if not p:wait(5) then p:kill(9); p:wait(5) end
+    p:close()
+  end
+  local st = cmedia.stat(mnt .. "/img")
+  if not st or st.size ~= size then stop(); return nil, "FUSE mount did not come up" end
+  return mnt .. "/img", stop
+end
+
+local function faulty_bytes(off, n, bad_lo, bad_len)
+  local t = {}
+  for i = off, off + n - 1 do
+    t[#t + 1] = (i >= bad_lo and i < bad_lo + bad_len) and "\0" or string.char(0x41 + i % 23)
+  end
+  return table.concat(t)
+end
+
+describe("media.read_regions on unreadable sectors", function()
+  local dir
+  setup(function() dir = helper.tmpdir("faulty") end)
+
+  it("reads sector by sector after an error and returns zeros for bad sectors", function()
+    local size = 3 * MIB
+    local img, stop = faulty(dir, size, 1000 * 512, 4096)
+    if not img then return pending(stop) end
+    finally(stop)
+    local head, tail, got, bad = cmedia.read_regions(img, MIB, MIB)
+    assert.equal(size, got)
+    assert.equal(4096, bad)
+    assert.is_true(head == faulty_bytes(0, MIB, 1000 * 512, 4096), "head differs")
+    assert.is_true(tail == faulty_bytes(size - MIB, MIB, 0, 0), "tail differs")
+  end)
+
+  it("zeroes whole 512-byte sectors around an unaligned bad range", function()
+    local img, stop = faulty(dir, 2 * MIB, 700, 100)
+    if not img then return pending(stop) end
+    finally(stop)
+    local head, _, _, bad = cmedia.read_regions(img, 4096, 0)
+    assert.equal(512, bad)
+    assert.is_true(head == faulty_bytes(0, 4096, 512, 512))
+  end)
+
+  it("identifies a medium with bad sectors like a file holding zeros there", function()
+    if not pcall(require, "ntt.core.hash") then return pending("ntt.core.hash not available") end
+    local size = 3 * MIB
+    local img, stop = faulty(dir, size, 2048, 8192)
+    if not img then return pending(stop) end
+    finally(stop)
+    local id = assert(media.identify(img))
+    assert.equal(8192, id.unreadable_bytes)
+    helper.write(dir .. "/zeros.img", faulty_bytes(0, size, 2048, 8192))
+    local same = assert(media.identify(dir .. "/zeros.img"))
+    assert.equal(same.hash, id.hash)
+    assert.is_nil(same.unreadable_bytes)
+    local r = media.inspect(id, { scan_erased = false })
+    assert.equal("unreadable_bytes", r.problems[1].kind)
+    assert.equal(8192, r.problems[1].bytes)
+  end)
+
+  it("refuses to identify a medium whose first and last MiB are all unreadable", function()
+    local img, stop = faulty(dir, 2 * MIB, 0, 2 * MIB)
+    if not img then return pending(stop) end
+    finally(stop)
+    local id, err, code = media.identify(img)
+    assert.is_nil(id)
+    assert.equal("EIO", code)
+    assert.matches("img: unreadable", err)
+    local r, serr, scode = cmedia.scan_uniform(img)
+    assert.is_nil(r)
+    assert.equal("EIO", scode)
+    assert.matches("img: Input/output error", serr)
+  end)
+end)
+
 describe("media.scan_uniform", function()
   local dir
   setup(function() dir = helper.tmpdir("scan") end)
