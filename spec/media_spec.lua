@@ -523,6 +523,18 @@ describe("media.inspect", function()
     assert.same({ "erased_disk" }, kinds(r))
   end)
 
+  it("calls erased only the byte values the policy lists", function()
+    local img = dir .. "/ff.img"
+    helper.write(img, string.rep("\xaa", 65536))
+    local r = media.inspect(ident(img), { erased_bytes = { 0xf6, 0x00 } })
+    assert.is_nil(r.erased)
+    assert.same({ byte = 0xaa }, r.uniform)
+    assert.same({ "uniform_medium" }, kinds(r))
+    r = media.inspect(ident(img), { erased_bytes = { 0xf6, 0xaa } })
+    assert.same({ byte = 0xaa }, r.erased)
+    assert.same({ "erased_disk" }, kinds(r))
+  end)
+
   it("uses the map: only rescued bytes decide erased, holes grade health", function()
     local img = dir .. "/holey.img"
     -- 0xf6 everywhere ddrescue read, zeros in the hole it could not read.

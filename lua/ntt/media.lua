@@ -8,9 +8,10 @@
 --     mapfile path instead of looking beside the image)
 --   media.inspect(ident [, policy]) -> report
 --     report = { map=, map_path=, rescued_pct=, health=, holes=,
---                boot_sector_bad=, erased={byte=}|nil, probe=, problems={...} }
+--                boot_sector_bad=, erased={byte=}|nil, uniform={byte=}|nil,
+--                probe=, problems={...} }
 --     policy: health={incomplete=90, corrupt=20}, sector_size=512,
---             scan_erased=true
+--             scan_erased=true, erased_bytes={0xf6, 0x00, ...} (default: any)
 --   media.damage(map, extents, fs_offset [, file_size])
 --     -> { {file_offset=, length=, status=, image_offset=}, ... }
 --   media.find_map(image) -> path | nil
@@ -201,8 +202,15 @@ function M.inspect(ident, policy)
       if not scan then
         problem("scan_failed", { message = err })
       elseif scan.uniform then
-        report.erased = { byte = scan.byte }
-        problem("erased_disk", { byte = scan.byte })
+        report.uniform = { byte = scan.byte }
+        local listed = policy.erased_bytes == nil
+        for _, b in ipairs(policy.erased_bytes or {}) do listed = listed or b == scan.byte end
+        if listed then
+          report.erased = { byte = scan.byte }
+          problem("erased_disk", { byte = scan.byte })
+        else
+          problem("uniform_medium", { byte = scan.byte })
+        end
       end
     end
   end
@@ -222,7 +230,7 @@ function M.inspect(ident, policy)
     end
     local found = false
     for _, p in ipairs(probe.partitions) do if p.fstype then found = true end end
-    if not found and not probe.fstype and not report.erased then problem("no_filesystem") end
+    if not found and not probe.fstype and not report.uniform then problem("no_filesystem") end
   end
   return report
 end
