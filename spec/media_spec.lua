@@ -383,6 +383,28 @@ describe("media.probe", function()
     assert.equal(18432 * 512, p.partitions[1].offset)
   end)
 
+  it("reads the facts of a loop device and probes it like its image", function()
+    if not helper.is_root() then return pending("needs root for losetup") end
+    local loop = helper.sh({ "losetup", "-r", "-f", "--show", ext4 }).stdout:gsub("%s+$", "")
+    finally(function() helper.sh({ "losetup", "-d", loop }, { may_fail = true }) end)
+    local f = assert(cmedia.device_facts(loop))
+    assert.equal(8 * MIB, f.size)
+    assert.equal(512, f.logical_sector)
+    assert.equal(7, f.major)                          -- loop devices
+    assert.is_true(f.rotational == nil or type(f.rotational) == "boolean")
+    assert.is_false(f.removable)
+    assert.is_nil(f.serial)                           -- a loop device has none
+    local p = assert(cmedia.probe(loop))
+    assert.equal("ext4", p.fstype)
+    assert.equal(8 * MIB, p.size)
+    local head, _, size = cmedia.read_regions(loop, 4096, 0)
+    assert.equal(8 * MIB, size)
+    assert.is_true(head == helper.read(ext4):sub(1, 4096))
+    local _, err, code = cmedia.device_facts(ext4)
+    assert.equal("ENOTBLK", code)
+    assert.matches("Block device required", err)
+  end)
+
   it("finds nothing in random bytes and fails on a missing file", function()
     helper.write(dir .. "/rand.img", pattern(MIB, 5))
     local p = assert(cmedia.probe(dir .. "/rand.img"))
