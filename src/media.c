@@ -45,7 +45,8 @@
  *   fiemap(path)
  *       -> { { logical=, physical=, length=, flags= }, ... }
  *          the file's extents (FS_IOC_FIEMAP); physical offsets are relative
- *          to the start of its filesystem's device
+ *          to the start of its filesystem's device; a symbolic link is not
+ *          followed (nil, msg, "ELOOP")
  *        | nil, "path: Operation not supported", "EOPNOTSUPP" where the
  *          filesystem has no FIEMAP (tmpfs, most FUSE filesystems, vfat...)
  *        | nil, msg, errname

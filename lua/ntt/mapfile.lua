@@ -68,7 +68,7 @@ M.number = number
 
 local function fields(line)
   -- A comment starts with '#' at the line start or after whitespace.
-  line = line:gsub("^#.*", ""):gsub("%s#.*", "")
+  if line:find("#", 1, true) then line = line:gsub("^#.*", ""):gsub("%s#.*", "") end
   local a, b, c, d = line:match("^%s*(%S+)%s*(%S*)%s*(%S*)%s*(%S*)")
   return a, b, c, d
 end
