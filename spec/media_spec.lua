@@ -517,6 +517,35 @@ describe("media.fiemap and media.damage", function()
   end)
 end)
 
+describe("ntt.core.media resources", function()
+  it("closes every file descriptor on success and failure paths", function()
+    local dir = helper.tmpdir("fds")
+    local img = mkext4(dir, "e.img", 4 * MIB, { ["x"] = "x" })
+    local function fds()
+      local p = assert(io.popen("ls /proc/" .. require("ntt.core.util").pid() .. "/fd"))
+      local n = 0
+      for _ in p:lines() do n = n + 1 end
+      p:close()
+      return n
+    end
+    local before = fds()
+    for _ = 1, 50 do
+      assert(cmedia.probe(img))
+      assert(cmedia.probe(img, { offset = 1024, size = 4096 }))
+      assert.is_nil(cmedia.probe(img, { offset = 64 * MIB }))
+      assert.is_nil(cmedia.probe(dir))
+      assert(cmedia.read_regions(img, 4096, 4096))
+      assert(cmedia.scan_uniform(img))
+      assert.is_nil(cmedia.scan_uniform(dir))
+      cmedia.fiemap(img)
+      cmedia.fiemap("/dev/shm")
+      assert.is_nil(cmedia.device_facts(img))
+      assert.is_nil(cmedia.fiemap(dir .. "/none"))
+    end
+    assert.equal(before, fds())
+  end)
+end)
+
 describe("media.inspect", function()
   local dir
   setup(function() dir = helper.tmpdir("inspect") end)
