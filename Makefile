@@ -64,7 +64,7 @@ $(B)/embed.o: $(B)/embed.c
 $(B)/ntt: $(NTT_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-$(B)/mount-helper/%.o: src/mount-helper/%.c | $(B)
+$(B)/mount-helper/%.o: src/mount-helper/%.c $(wildcard src/mount-helper/*.h) | $(B)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(B)/ntt-mount-helper: $(patsubst src/mount-helper/%.c,$(B)/mount-helper/%.o,$(HELPER_SRC))

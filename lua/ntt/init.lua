@@ -21,6 +21,10 @@ local lazy = {
   db = "ntt.db",
   cluster = "ntt.cluster",
   config = "ntt.config",
+  media = "ntt.media",
+  mapfile = "ntt.mapfile",
+  mount = "ntt.mount",
+  problems = "ntt.problems",
 }
 
 -- Policies: ntt.policy { ... }, ntt.policy.extend("default", { ... }).
