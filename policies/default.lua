@@ -20,10 +20,10 @@ return ntt.policy {
   },
 
   mount = {
+    -- seconds for each mount attempt.  Partial images (mapfile holes, or
+    -- shorter than their filesystem) are always attached through the honest
+    -- view, which fails reads of unrescued bytes instead of returning zeros.
     timeout = 10,
-    -- attach partial images through the EIO-returning view: when the
-    -- mapfile has holes or the image is shorter than its filesystem
-    honest_view = "auto",
   },
 
   enumerate = {

@@ -51,7 +51,6 @@ M.schema = {
   },
   mount = sec {
     timeout = "number",
-    honest_view = { "auto", "always", "never" },
   },
   enumerate = sec {
     ignore = { list = "string" },
