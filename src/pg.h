@@ -1,0 +1,76 @@
+/*
+ * pg.h - the C side of ntt.core.pg for other C files.
+ *
+ * A C binding that receives a Conn (ntt.PgConn) from Lua gets its PGconn
+ * with ntt_pg_checkconn and may then stream a COPY itself, e.g. the walker
+ * feeding enumeration rows without building Lua tables:
+ *
+ *     PGconn *c = ntt_pg_checkconn(L, 1);
+ *     ntt_copybuf b; ntt_copybuf_init(&b);
+ *     ntt_pg_copy_begin(c, "COPY t (a, b) FROM STDIN (FORMAT binary)", err, sizeof err);
+ *     ntt_copybuf_header(&b);
+ *     for each row: ntt_copybuf_tuple(&b, 2); ntt_copybuf_int64(&b, v);
+ *                   ntt_copybuf_field(&b, p, n);
+ *                   if (b.len > 256 KiB) { ntt_pg_copy_send(c, b.data, b.len, ...); b.len = 0; }
+ *     ntt_copybuf_trailer(&b); ntt_pg_copy_send(...); ntt_copybuf_free(&b);
+ *     ntt_pg_copy_end(c, &rows, err, sizeof err, state);
+ *
+ * None of these functions touches a lua_State except ntt_pg_checkconn, so
+ * a worker thread may run a COPY on a connection that no other thread uses
+ * meanwhile.  Functions returning int return 0 on success and -1 on
+ * failure (message in errbuf; SQLSTATE in sqlstate when given, "" if none).
+ */
+#ifndef NTT_PG_H
+#define NTT_PG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <libpq-fe.h>
+#include "lua.h"
+
+/* The PGconn of the Conn at idx; raises on a non-Conn or a closed Conn. */
+PGconn *ntt_pg_checkconn(lua_State *L, int idx);
+
+/*
+ * A growing buffer of PGCOPY binary data.  Append functions return 0, or
+ * -1 when memory ran out (the buffer then stays failed: every later append
+ * returns -1 too, so a caller may check once at the end).
+ */
+typedef struct {
+    char *data;
+    size_t len, cap;
+    int failed;
+} ntt_copybuf;
+
+void ntt_copybuf_init(ntt_copybuf *b);
+void ntt_copybuf_free(ntt_copybuf *b);
+/* "PGCOPY\n\377\r\n\0", flags 0, header extension length 0. */
+int ntt_copybuf_header(ntt_copybuf *b);
+/* Starts a tuple of nfields fields (int16). */
+int ntt_copybuf_tuple(ntt_copybuf *b, int nfields);
+/* One field: int32 length then the bytes (binary form of text/bytea). */
+int ntt_copybuf_field(ntt_copybuf *b, const void *p, size_t n);
+/* A NULL field (length -1). */
+int ntt_copybuf_null(ntt_copybuf *b);
+/* Typed fields in network byte order: bigint, integer, smallint, float8, bool. */
+int ntt_copybuf_int64(ntt_copybuf *b, int64_t v);
+int ntt_copybuf_int32(ntt_copybuf *b, int32_t v);
+int ntt_copybuf_int16(ntt_copybuf *b, int16_t v);
+int ntt_copybuf_float8(ntt_copybuf *b, double v);
+int ntt_copybuf_bool(ntt_copybuf *b, int v);
+/* The file trailer (int16 -1). */
+int ntt_copybuf_trailer(ntt_copybuf *b);
+
+/* Runs a COPY ... FROM STDIN statement; the connection is then in COPY IN. */
+int ntt_pg_copy_begin(PGconn *c, const char *sql, char *errbuf, size_t errlen,
+                      char sqlstate[6]);
+/* Sends bytes of COPY data (blocking until libpq accepted them). */
+int ntt_pg_copy_send(PGconn *c, const char *data, size_t len, char *errbuf, size_t errlen);
+/*
+ * Ends the COPY (errmsg NULL: commit the data; else abort with that
+ * message) and collects the result; *rows gets the rows copied.
+ */
+int ntt_pg_copy_end(PGconn *c, const char *errmsg, long long *rows,
+                    char *errbuf, size_t errlen, char sqlstate[6]);
+
+#endif
