@@ -211,7 +211,7 @@ function M.ensure_partitions(conn, h)
         FROM pg_inherits i
         JOIN pg_class c ON c.oid = i.inhrelid
         JOIN pg_class p ON p.oid = i.inhparent
-       WHERE p.relname IN ('inode', 'path')
+       WHERE p.oid IN ('inode'::regclass, 'path'::regclass)
          AND pg_get_expr(c.relpartbound, c.oid) = 'FOR VALUES IN (' || quote_literal($1) || ')']], h)
     if not r then return nil, err, code end
     local have = {}
