@@ -12,7 +12,8 @@
 -- database `ntt` over the socket with trust authentication (only accounts
 -- that can reach the socket directory can connect).
 --
---   cluster.new{root=dir [, user=account]} -> Cluster
+--   cluster.new{root=dir [, user=account] [, bindir=dir]} -> Cluster
+--       bindir: where initdb/pg_ctl are (default: searched, see bindir())
 --   cluster.default()                       -> Cluster for <config.home()>/pg
 --   c:init()                 -> true | nil, msg    (initdb + settings; idempotent)
 --   c:start{init=bool, timeout=s} -> true | nil, msg  (already running: true;
@@ -99,6 +100,7 @@ function M.new(opts)
   end
   local self = setmetatable({ root = root, data = root .. "/data", run = root .. "/run",
                               log = root .. "/postgres.log" }, C)
+  self.want_bindir = opts.bindir
   if opts.user then
     self.user = opts.user
   elseif util.euid() == 0 then
@@ -115,6 +117,13 @@ end
 -- when it exists, else the highest installed, else PATH.
 function C:bindir()
   if self._bindir then return self._bindir end
+  if self.want_bindir then
+    if exists(self.want_bindir .. "/pg_ctl") and exists(self.want_bindir .. "/initdb") then
+      self._bindir = self.want_bindir
+      return self._bindir
+    end
+    return nil, (INSTALL_HINT:gsub("/usr/lib/postgresql/%*/bin or PATH", self.want_bindir))
+  end
   local want = (read_file(self.data .. "/PG_VERSION") or ""):match("^(%d+)")
   if want and exists("/usr/lib/postgresql/" .. want .. "/bin/pg_ctl") then
     self._bindir = "/usr/lib/postgresql/" .. want .. "/bin"
