@@ -36,7 +36,13 @@ NTT_OBJ   := $(patsubst src/%.c,$(B)/%.o,$(NTT_SRC)) $(B)/embed.o
 EMBEDDED  := $(sort $(shell find lua policies -type f \( -name '*.lua' -o -name '*.sql' \) 2>/dev/null))
 HELPER_SRC := $(wildcard src/mount-helper/*.c)
 
-.PHONY: all test bench demo install clean lint
+# Debian packages ntt needs to build, test and run (make deps installs them).
+DEB_PACKAGES := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted libpq-dev \
+                libblkid-dev libmount-dev libzstd-dev zstd libreadline-dev libfuse3-dev fuse3 \
+                postgresql b3sum e2fsprogs dosfstools mtools fusefat fuseiso fuse2fs xorriso \
+                util-linux fdisk tmux sudo rsync procps
+
+.PHONY: all test bench demo install clean lint deps
 all: $(B)/ntt $(if $(HELPER_SRC),$(B)/ntt-mount-helper)
 
 $(B):
@@ -63,6 +69,10 @@ $(B)/mount-helper/%.o: src/mount-helper/%.c | $(B)
 
 $(B)/ntt-mount-helper: $(patsubst src/mount-helper/%.c,$(B)/mount-helper/%.o,$(HELPER_SRC))
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(shell pkg-config --libs blkid mount fuse3) -lpthread
+
+deps:
+	apt-get update
+	apt-get install -y --no-install-recommends $(DEB_PACKAGES)
 
 test: all
 	NTT_BUILD=$(B) $(B)/ntt spec/run.lua $(SPEC)

@@ -1,0 +1,64 @@
+-- lua/ntt/pipeline.lua: runs a policy's stages over its targets.
+--
+-- A stage named in policy.stages is the module ntt.stage.<name>, which
+-- returns { run = function(ctx) -> true | nil, msg }.  A stage given as a
+-- function is called the same way.  ctx carries: policy, log, db (when the
+-- run has one), target, medium (filled by identify), problems (list), and
+-- counters for the end-of-run summary.  Each stage decides itself whether
+-- its work is already done (stages are idempotent).
+local M = {}
+
+local function stage_impl(name)
+  if type(name) == "function" then return { run = name }, "function" end
+  local ok, mod = pcall(require, "ntt.stage." .. name)
+  if not ok then
+    if tostring(mod):find("module 'ntt.stage." .. name .. "' not found", 1, true) then
+      return nil, ("stage '%s' is not available in this build of ntt"):format(name)
+    end
+    error(mod, 0)
+  end
+  return mod, name
+end
+
+-- Check every stage exists before doing anything.
+function M.check(policy)
+  for _, s in ipairs(policy.stages or {}) do
+    local impl, err = stage_impl(s)
+    if not impl then return nil, err end
+  end
+  return true
+end
+
+-- run(ctx_base, targets) -> results (one per target: {target=, ok=, failed_stage=, error=})
+function M.run(base, targets)
+  local results = {}
+  for _, target in ipairs(targets) do
+    local ctx = setmetatable({ target = target, problems = {}, counts = {} }, { __index = base })
+    local res = { target = target, ok = true, ctx = ctx }
+    for _, s in ipairs(base.policy.stages or {}) do
+      local impl, name = stage_impl(s)
+      if base.interrupted and base.interrupted() then
+        res.ok, res.error, res.interrupted = false, "interrupted", true
+        break
+      end
+      local t0 = require("ntt.core.util").monotonic()
+      base.log:debug("stage_start", { stage = name, target = target })
+      local ok, done, err = pcall(impl.run, ctx)
+      if not ok or not done then
+        res.ok, res.failed_stage, res.error = false, name, ok and err or done
+        base.log:error("stage_failed", { stage = name, target = target, error = tostring(res.error) },
+                       ("%s: stage %s failed: %s"):format(target, name, tostring(res.error)))
+        break
+      end
+      base.log:info("stage_done", { stage = name, target = target,
+                                    seconds = require("ntt.core.util").monotonic() - t0 })
+      if base.policy.hooks and base.policy.hooks.on_stage then
+        base.policy.hooks.on_stage(name, ctx)
+      end
+    end
+    results[#results + 1] = res
+  end
+  return results
+end
+
+return M
