@@ -176,6 +176,29 @@ describe("ntt db", function()
     assert.equal(64, r.code)
   end)
 
+  it("lets several workers start and migrate a fresh private cluster at once", function()
+    if not have_server() then pending("PostgreSQL server binaries not installed"); return end
+    local home = tmp("race") .. "/home"
+    local env = { NTT_HOME = home, NTT_DB_URL = false }
+    finally(function()
+      proc.run { argv = { helper.ntt, "db", "stop" }, env = env, timeout = 120 }
+    end)
+    local ps = {}
+    for i = 1, 3 do
+      ps[i] = assert(proc.spawn { argv = { helper.ntt, "-e",
+        "local c, e = require('ntt.db').connect{ migrate = true }; if not c then io.stderr:write(e, '\\n'); os.exit(3) end" },
+        env = env })
+    end
+    for i = 1, 3 do
+      local how, code = ps[i]:wait(120)
+      assert.equal("exit", how); assert.equal(0, code)
+    end
+    local r = assert(proc.run { argv = { helper.ntt, "db", "version" }, env = env, timeout = 60 })
+    assert.equal(0, r.code, r.stderr)
+    local left = helper.sh { "ls", home .. "/pg" }
+    assert.not_matches("data%.init", left.stdout)
+  end)
+
   it("auto-starts the private cluster on connect", function()
     if not have_server() then pending("PostgreSQL server binaries not installed"); return end
     local home = tmp("autostart") .. "/home"

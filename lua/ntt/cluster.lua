@@ -188,9 +188,16 @@ function C:init()
   local ok
   ok, err = self:_prepare()
   if not ok then return nil, err end
-  ok, err = self:_tool("initdb", { "-D", self.data, "-U", "ntt", "-E", "UTF8", "--locale=C",
+  -- initdb into a private directory renamed into place at the end, so that
+  -- concurrent first starts (several workers) never see a half-made cluster.
+  local tmpdata = ("%s/data.init.%d"):format(self.root, util.pid())
+  run { "rm", "-rf", tmpdata }
+  ok, err = self:_tool("initdb", { "-D", tmpdata, "-U", "ntt", "-E", "UTF8", "--locale=C",
                                     "--auth-local=trust", "--auth-host=reject" }, { timeout = 300 })
-  if not ok then return nil, "cluster: " .. err end
+  if not ok then
+    run { "rm", "-rf", tmpdata }
+    return nil, "cluster: " .. err
+  end
   local conf = table.concat({
     "",
     "# ntt: private cluster, unix socket only",
@@ -200,10 +207,16 @@ function C:init()
     "fsync = on",
     "",
   }, "\n")
-  local f, ferr = io.open(self.data .. "/postgresql.conf", "ab")
-  if not f then return nil, "cluster: " .. ferr end
+  local f, ferr = io.open(tmpdata .. "/postgresql.conf", "ab")
+  if not f then run { "rm", "-rf", tmpdata }; return nil, "cluster: " .. ferr end
   f:write(conf)
   f:close()
+  local moved, merr = os.rename(tmpdata, self.data)
+  if not moved then
+    run { "rm", "-rf", tmpdata }
+    if exists(self.data .. "/PG_VERSION") then return true end   -- another process won
+    return nil, "cluster: " .. tostring(merr)
+  end
   return true
 end
 
@@ -225,15 +238,25 @@ end
 -- Creates database ntt when missing (a concurrent creator is fine).
 function C:_ensure_db()
   local pg = require "ntt.core.pg"
-  local conn, err = pg.connect(self:url("postgres"))
+  local conn, err
+  local deadline = util.monotonic() + 30
+  repeat   -- a server another process just started may still be starting up
+    conn, err = pg.connect(self:url("postgres"))
+    if not conn then util.sleep(0.1) end
+  until conn or util.monotonic() > deadline
   if not conn then return nil, "cluster: " .. err end
-  local res, qerr = conn:exec("SELECT 1 AS x FROM pg_database WHERE datname = 'ntt'")
-  if res and #res == 0 then
-    local _, cerr, state = conn:exec("CREATE DATABASE ntt")
-    if cerr and state ~= "42P04" then res, qerr = nil, cerr end
+  local res, qerr, state
+  for _ = 1, 50 do
+    res, qerr = conn:exec("SELECT 1 AS x FROM pg_database WHERE datname = 'ntt'")
+    if not res or #res > 0 then break end
+    res, qerr, state = conn:exec("CREATE DATABASE ntt")
+    -- 42P04: created meanwhile; 55006: template1 busy with another creator
+    if res or state == "42P04" then res = true; break end
+    if state ~= "55006" then break end
+    util.sleep(0.1)
   end
   conn:close()
-  if not res then return nil, "cluster: " .. qerr end
+  if not res then return nil, "cluster: " .. tostring(qerr) end
   return true
 end
 

@@ -1,8 +1,9 @@
 -- lua/ntt/db.lua: connecting, migrating and partitioning ntt's database.
 --
---   db.connect([url | {url=, autostart=true}]) -> Conn | nil, msg, code
+--   db.connect([url | {url=, autostart=true, migrate=false}]) -> Conn | nil, msg, code
 --       url defaults to $NTT_DB_URL, else the private cluster's URL (that
 --       cluster is initialised and started first unless autostart=false).
+--       migrate=true applies pending migrations (refusing a newer schema).
 --   db.migrations()          -> array of { version=, name=, path= }, sorted
 --   db.required()            -> the highest migration version ntt knows
 --   db.version(conn)         -> the applied version (0: none) | nil, msg, code
@@ -39,7 +40,13 @@ function M.connect(opts)
     end
     url = cluster:url()
   end
-  return pg.connect(url)
+  local conn, err, code = pg.connect(url)
+  if not conn then return nil, err, code end
+  if opts.migrate then
+    local v, merr, mcode = M.migrate(conn)
+    if not v then conn:close(); return nil, merr, mcode end
+  end
+  return conn
 end
 
 -- ---------------------------------------------------------------- migrations
