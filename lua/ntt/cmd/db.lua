@@ -5,7 +5,7 @@ local db = require "ntt.db"
 local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
 
-local EXIT_FAIL, EXIT_USAGE = 1, 64
+local EXIT_FAIL, EXIT_STALE, EXIT_USAGE = 2, 1, 64
 
 local usage = [[
 usage: ntt db init|start|stop|status|url|psql [psql args]|migrate|version
@@ -22,7 +22,11 @@ usage: ntt db init|start|stop|status|url|psql [psql args]|migrate|version
 With NTT_DB_URL unset ntt uses its own cluster under <data root>/pg
 (data root: $NTT_HOME, else /var/lib/ntt as root, else
 $XDG_DATA_HOME/ntt or ~/.local/share/ntt), unix socket only, started on
-demand.  With NTT_DB_URL set, init/start/stop do nothing to that server.]]
+demand.  With NTT_DB_URL set, init/start/stop do nothing to that server.
+
+Exit status: 0 done; 1 `version` found a schema other than the one ntt
+requires; 2 could not run (server binaries missing, database unavailable,
+migration failed); 64 usage.]]
 
 local function fail(msg)
   io.stderr:write("ntt db: ", tostring(msg), "\n")
@@ -121,7 +125,7 @@ function cmds.version()
   conn:close()
   if not v then return fail(verr) end
   io.stdout:write(("schema version %d (ntt requires %d)\n"):format(v, db.required()))
-  return v == db.required() and 0 or EXIT_FAIL
+  return v == db.required() and 0 or EXIT_STALE
 end
 
 function cmds.psql(args)
