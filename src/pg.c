@@ -46,7 +46,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <endian.h>
 #include "ntt.h"
 #include "pg.h"
 
@@ -570,78 +569,6 @@ static int conn_tostring(lua_State *L)
 
 /* ---------- COPY: C API ---------- */
 
-void ntt_copybuf_init(ntt_copybuf *b) { memset(b, 0, sizeof *b); }
-
-void ntt_copybuf_free(ntt_copybuf *b)
-{
-    free(b->data);
-    memset(b, 0, sizeof *b);
-}
-
-static int cb_put(ntt_copybuf *b, const void *p, size_t n)
-{
-    if (b->failed) return -1;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 65536;
-        while (cap < b->len + n) cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d) { b->failed = 1; return -1; }
-        b->data = d;
-        b->cap = cap;
-    }
-    if (n) memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
-static int cb_i16(ntt_copybuf *b, int16_t v) { uint16_t x = htobe16((uint16_t)v); return cb_put(b, &x, 2); }
-static int cb_i32(ntt_copybuf *b, int32_t v) { uint32_t x = htobe32((uint32_t)v); return cb_put(b, &x, 4); }
-
-int ntt_copybuf_header(ntt_copybuf *b)
-{
-    static const char sig[11] = "PGCOPY\n\377\r\n\0";
-    cb_put(b, sig, 11);
-    cb_i32(b, 0);
-    return cb_i32(b, 0);
-}
-
-int ntt_copybuf_tuple(ntt_copybuf *b, int nfields) { return cb_i16(b, (int16_t)nfields); }
-int ntt_copybuf_trailer(ntt_copybuf *b) { return cb_i16(b, -1); }
-int ntt_copybuf_null(ntt_copybuf *b) { return cb_i32(b, -1); }
-
-int ntt_copybuf_field(ntt_copybuf *b, const void *p, size_t n)
-{
-    if (n > 0x7fffffff) { b->failed = 1; return -1; }
-    cb_i32(b, (int32_t)n);
-    return cb_put(b, p, n);
-}
-
-int ntt_copybuf_int64(ntt_copybuf *b, int64_t v)
-{
-    uint64_t x = htobe64((uint64_t)v);
-    cb_i32(b, 8);
-    return cb_put(b, &x, 8);
-}
-
-int ntt_copybuf_int32(ntt_copybuf *b, int32_t v) { cb_i32(b, 4); return cb_i32(b, v); }
-int ntt_copybuf_int16(ntt_copybuf *b, int16_t v) { cb_i32(b, 2); return cb_i16(b, v); }
-
-int ntt_copybuf_float8(ntt_copybuf *b, double v)
-{
-    uint64_t u;
-    memcpy(&u, &v, 8);
-    u = htobe64(u);
-    cb_i32(b, 8);
-    return cb_put(b, &u, 8);
-}
-
-int ntt_copybuf_bool(ntt_copybuf *b, int v)
-{
-    char c = v ? 1 : 0;
-    cb_i32(b, 1);
-    return cb_put(b, &c, 1);
-}
-
 int ntt_pg_copy_begin(PGconn *c, const char *sql, char *errbuf, size_t errlen, char sqlstate[6])
 {
     PGresult *res = PQexec(c, sql);
@@ -782,6 +709,7 @@ static int copy_tostring(lua_State *L)
 static lua_Integer copy_ncols(lua_State *L, int row, lua_Integer fixed)
 {
     if (fixed) return fixed;
+    row = lua_absindex(L, row);
     lua_getfield(L, row, "n");
     lua_Integer nc = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, row);
     lua_pop(L, 1);
@@ -853,44 +781,28 @@ static int conn_copy_rows(lua_State *L)
         lua_pop(L, 1);
     }
     char err[2048], st[6] = "";
-    int started = 0, rc = 0;
-    ntt_copybuf_header(b);
-    for (lua_Integer r = 1; r <= nrows; r++) {
-        lua_rawgeti(L, 3, r);
-        int row = lua_gettop(L);
-        lua_Integer nc = copy_ncols(L, row, fixed);
-        ntt_copybuf_tuple(b, (int)nc);
-        for (lua_Integer c = 1; c <= nc; c++) {
-            lua_rawgeti(L, row, c);
-            copy_encode(L, b, -1);
-            lua_pop(L, 1);
-        }
-        lua_pop(L, 1);
-        if (b->failed) {
-            snprintf(err, sizeof err, "copy_rows: out of memory");
-            rc = started ? -2 : -1;
-            break;
-        }
-        if (b->len >= COPY_FLUSH || r == nrows) {
-            if (!started) {
-                if (ntt_pg_copy_begin(pc->conn, sql, err, sizeof err, st) != 0) { rc = -1; break; }
-                started = 1;
-            }
-            if (r == nrows) ntt_copybuf_trailer(b);
-            if (ntt_pg_copy_send(pc->conn, b->data, b->len, err, sizeof err) != 0) { rc = -2; break; }
-            b->len = 0;
-        }
-    }
     long long rows = 0;
-    if (rc == 0 && !started) {       /* no rows: still run the statement */
-        if (ntt_pg_copy_begin(pc->conn, sql, err, sizeof err, st) != 0) rc = -1;
-        else {
-            ntt_copybuf_trailer(b);
-            started = 1;
-            if (ntt_pg_copy_send(pc->conn, b->data, b->len, err, sizeof err) != 0) rc = -2;
+    int rc = ntt_pg_copy_begin(pc->conn, sql, err, sizeof err, st);
+    if (rc == 0) {
+        ntt_copybuf_header(b);
+        for (lua_Integer r = 1; r <= nrows && rc == 0; r++) {
+            lua_rawgeti(L, 3, r);
+            lua_Integer nc = copy_ncols(L, -1, fixed);
+            ntt_copybuf_tuple(b, (int)nc);
+            for (lua_Integer c = 1; c <= nc; c++) {
+                lua_rawgeti(L, -1, c);
+                copy_encode(L, b, -1);
+                lua_pop(L, 1);
+            }
+            lua_pop(L, 1);
+            if (b->len >= COPY_FLUSH && !b->failed) {
+                rc = ntt_pg_copy_send(pc->conn, b->data, b->len, err, sizeof err);
+                b->len = 0;
+            }
         }
-    }
-    if (started) {
+        ntt_copybuf_trailer(b);
+        if (b->failed && rc == 0) { snprintf(err, sizeof err, "copy_rows: out of memory"); rc = -1; }
+        if (rc == 0) rc = ntt_pg_copy_send(pc->conn, b->data, b->len, err, sizeof err);
         char err2[2048], st2[6];
         int e = ntt_pg_copy_end(pc->conn, rc ? "copy_rows failed" : NULL, &rows, err2, sizeof err2, st2);
         if (rc == 0 && e != 0) { rc = -1; memcpy(err, err2, sizeof err); memcpy(st, st2, sizeof st); }
