@@ -144,6 +144,14 @@ describe("ntt.core.pg", function()
     local _, _, state = conn:exec("SELECT 1")
     assert.equal("25P02", state)
     assert.is_true(conn:rollback())
+    -- COMMIT of a failed transaction is reported, not taken for success
+    assert.is_true(conn:begin())
+    assert(conn:exec("INSERT INTO x VALUES (3)"))
+    assert.is_nil(conn:exec("SELECT nope"))
+    local ok, msg, st = conn:commit()
+    assert.is_nil(ok); assert.equal("25P02", st); assert.matches("rolled back", msg)
+    assert.equal("idle", select(2, conn:status()))
+    assert.equal(1, #conn:exec("SELECT * FROM x"))
   end)
 
   it("tx() rolls back on error and commits on success", function()
@@ -159,6 +167,10 @@ describe("ntt.core.pg", function()
     assert.equal(0, #conn:exec("SELECT * FROM y"))
     assert.equal("ok", db.tx(conn, function(c) assert(c:exec("INSERT INTO y VALUES (3)")); return "ok" end))
     assert.equal(3, conn:exec("SELECT a FROM y")[1].a)
+    -- fn ignored a failed statement: the commit reports the rollback
+    local ok, _, st = db.tx(conn, function(c) c:exec("INSERT INTO y VALUES (4)"); c:exec("SELECT nope"); return "ok" end)
+    assert.is_nil(ok); assert.equal("25P02", st)
+    assert.equal(1, #conn:exec("SELECT * FROM y"))
   end)
 
   it("collects notices and delivers them to a callback after the call", function()
@@ -257,6 +269,23 @@ describe("ntt.core.pg", function()
     assert.has_error(function() conn:copy_rows("COPY b (id) FROM STDIN (FORMAT binary)", { { {} } }) end)
     assert.equal(1, conn:exec("SELECT 1 AS x")[1].x)
     assert.equal(0, conn:copy_rows("COPY b FROM STDIN (FORMAT binary)", {}))
+  end)
+
+  it("encodes binary COPY with explicit column types", function()
+    if not need_db() then return end
+    assert(conn:exec("CREATE TEMP TABLE ty (a int4, b int2, c int8, d float8, e bool, f text, g bytea)"))
+    local types = { "int4", "int2", "int8", "float8", "bool", "raw", "raw" }
+    local rows = { { 2147483647, -32768, 1, 3, true, "x", pg.bytea("\0") },
+                   { -2147483648, 32767, nil, 0.5, false, "", "" } }
+    assert.equal(2, conn:copy_rows("COPY ty FROM STDIN (FORMAT binary)", rows, types))
+    local r = assert(conn:exec("SELECT * FROM ty ORDER BY a"))
+    assert.same({ a = -2147483648, b = 32767, d = 0.5, e = false, f = "", g = "" }, r[1])
+    assert.same({ a = 2147483647, b = -32768, c = 1, d = 3.0, e = true, f = "x", g = "\0" }, r[2])
+    assert.has_error(function() conn:copy_rows("COPY ty FROM STDIN (FORMAT binary)", { { 2147483648 } }, { "int4" }) end,
+      "pg: copy_rows: row 1 column 1 integer out of range: a number")
+    assert.has_error(function() conn:copy_rows("COPY ty FROM STDIN (FORMAT binary)", { { 1.5 } }, { "int4" }) end)
+    assert.has_error(function() conn:copy_rows("COPY ty FROM STDIN (FORMAT binary)", { { 1 } }, { "int3" }) end)
+    assert.equal(2, conn:exec("SELECT count(*) AS n FROM ty")[1].n)
   end)
 
   it("escapes identifiers and literals", function()

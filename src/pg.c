@@ -27,11 +27,13 @@
  *   Copy:put(data) -> true | nil, msg, SQLSTATE
  *   Copy:finish() -> rows (integer) | nil, msg, SQLSTATE
  *   Copy:abort([msg]) -> true ; Copy:close() aborts an unfinished COPY
- *   Conn:copy_rows(sql, rows [, ncols]) -> rows copied | nil, msg, SQLSTATE
+ *   Conn:copy_rows(sql, rows [, ncols | types]) -> rows copied | nil, msg, SQLSTATE
  *       sql is a COPY ... FROM STDIN (FORMAT binary); every row is an array
  *       of ncols (default row.n or #row) values encoded in C: integer ->
  *       bigint, float -> float8, boolean -> bool, string/bytea(s) -> bytes,
- *       nil -> NULL.
+ *       nil -> NULL.  types (array of "int8"|"int4"|"int2"|"float8"|"bool"|
+ *       "raw"|"auto", one per column) fixes the column count and encoding.
+ *       Bad values raise before the COPY starts.
  *   Conn:notices() -> array of { severity=, message=, sqlstate= } (drains)
  *   Conn:on_notice(fn|nil): fn(message, severity, sqlstate) is called
  *       after the libpq call that received the notice returns.
@@ -344,6 +346,12 @@ static int pg_connect(lua_State *L)
     if (PQstatus(pc->conn) != CONNECTION_OK) {
         char buf[1024];
         pg_copy_str(buf, sizeof buf, PQerrorMessage(pc->conn));
+        char *w = buf;                   /* one line: libpq puts hints on lines of their own */
+        for (char *r = buf; *r; r++) {
+            char ch = (*r == '\n' || *r == '\t') ? ' ' : *r;
+            if (ch != ' ' || (w > buf && w[-1] != ' ')) *w++ = ch;
+        }
+        *w = '\0';
         PQfinish(pc->conn);
         pc->conn = NULL;
         lua_pushnil(L);
@@ -461,7 +469,10 @@ static int pg_simple(lua_State *L, const char *sql)
     PGresult *res = PQexec(pc->conn, sql);
     int ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
     int n = 1;
-    if (ok) lua_pushboolean(L, 1);
+    if (ok && strcmp(sql, "COMMIT") == 0 && strcmp(PQcmdStatus(res), "ROLLBACK") == 0)
+        /* COMMIT of a failed transaction "succeeds" as a ROLLBACK */
+        n = pg_fail_msg(L, "commit: the transaction was rolled back (a statement in it failed)", "25P02");
+    else if (ok) lua_pushboolean(L, 1);
     else n = pg_fail_res(L, pc->conn, res);
     PQclear(res);
     pg_deliver(L, 1, pc);
@@ -705,6 +716,9 @@ static int copy_tostring(lua_State *L)
     return 1;
 }
 
+enum { T_AUTO, T_INT8, T_INT4, T_INT2, T_FLOAT8, T_BOOL, T_RAW };
+#define MAXCOLS 1600
+
 /* Column count of the row at idx: fixed, else row.n, else #row. */
 static lua_Integer copy_ncols(lua_State *L, int row, lua_Integer fixed)
 {
@@ -716,24 +730,51 @@ static lua_Integer copy_ncols(lua_State *L, int row, lua_Integer fixed)
     return nc;
 }
 
-/* Encodes the (validated) value at idx into b; 0 or -1 (out of memory). */
-static int copy_encode(lua_State *L, ntt_copybuf *b, int idx)
+/* Raises unless the value at idx can be sent as type t. */
+static void copy_check_value(lua_State *L, int idx, int t, int row, int col)
+{
+    static const lua_Integer lim[] = { [T_INT4] = INT32_MAX, [T_INT2] = INT16_MAX };
+    int lt = lua_type(L, idx), isint;
+    lua_Integer v = lua_tointegerx(L, idx, &isint);
+    const char *why = NULL;
+    if (lt == LUA_TNIL) return;
+    switch (t) {
+    case T_AUTO:
+        if (lt != LUA_TBOOLEAN && lt != LUA_TNUMBER && lt != LUA_TSTRING && !luaL_testudata(L, idx, BYTEA_MT))
+            why = "cannot send";
+        break;
+    case T_INT8: case T_INT4: case T_INT2:
+        if (lt != LUA_TNUMBER || !isint) why = "wants an integer, not";
+        else if (t != T_INT8 && (v > lim[t] || v < -lim[t] - 1)) why = "integer out of range:";
+        break;
+    case T_FLOAT8: if (lt != LUA_TNUMBER) why = "wants a number, not"; break;
+    case T_BOOL: if (lt != LUA_TBOOLEAN) why = "wants a boolean, not"; break;
+    default:
+        if (lt != LUA_TSTRING && !luaL_testudata(L, idx, BYTEA_MT)) why = "wants a string or bytea, not";
+    }
+    if (why)
+        luaL_error(L, "pg: copy_rows: row %d column %d %s a %s", row, col, why, luaL_typename(L, idx));
+}
+
+/* Encodes the (validated) value at idx as type t; 0 or -1 (out of memory). */
+static int copy_encode(lua_State *L, ntt_copybuf *b, int idx, int t)
 {
     size_t len;
     const char *s;
-    switch (lua_type(L, idx)) {
-    case LUA_TNIL: return ntt_copybuf_null(b);
-    case LUA_TBOOLEAN: return ntt_copybuf_bool(b, lua_toboolean(L, idx));
-    case LUA_TNUMBER:
-        if (lua_isinteger(L, idx)) return ntt_copybuf_int64(b, (int64_t)lua_tointeger(L, idx));
-        return ntt_copybuf_float8(b, lua_tonumber(L, idx));
-    case LUA_TSTRING:
-        s = lua_tolstring(L, idx, &len);
-        return ntt_copybuf_field(b, s, len);
-    default:
-        s = pg_tobytea(L, idx, &len);
-        return ntt_copybuf_field(b, s ? s : "", s ? len : 0);
+    int lt = lua_type(L, idx);
+    if (lt == LUA_TNIL) return ntt_copybuf_null(b);
+    switch (t) {
+    case T_INT4: return ntt_copybuf_int32(b, (int32_t)lua_tointeger(L, idx));
+    case T_INT2: return ntt_copybuf_int16(b, (int16_t)lua_tointeger(L, idx));
+    case T_INT8: return ntt_copybuf_int64(b, (int64_t)lua_tointeger(L, idx));
+    case T_FLOAT8: return ntt_copybuf_float8(b, lua_tonumber(L, idx));
     }
+    if (lt == LUA_TBOOLEAN) return ntt_copybuf_bool(b, lua_toboolean(L, idx));
+    if (lt == LUA_TNUMBER && lua_isinteger(L, idx)) return ntt_copybuf_int64(b, (int64_t)lua_tointeger(L, idx));
+    if (lt == LUA_TNUMBER) return ntt_copybuf_float8(b, lua_tonumber(L, idx));
+    if (lt == LUA_TSTRING) s = lua_tolstring(L, idx, &len);
+    else s = pg_tobytea(L, idx, &len);
+    return ntt_copybuf_field(b, s ? s : "", s ? len : 0);
 }
 
 /* The buffer lives in a userdata whose __gc frees it, so raising leaks nothing. */
@@ -748,9 +789,23 @@ static int conn_copy_rows(lua_State *L)
     PgConn *pc = pg_check(L, 1);
     const char *sql = luaL_checkstring(L, 2);
     luaL_checktype(L, 3, LUA_TTABLE);
-    lua_Integer fixed = luaL_optinteger(L, 4, 0);
-    if (fixed < 0 || fixed > 1600)
-        return luaL_error(L, "pg: copy_rows: bad column count");
+    unsigned char types[MAXCOLS] = { 0 };
+    lua_Integer fixed = 0;
+    if (lua_istable(L, 4)) {      /* column types */
+        static const char *const names[] = { "auto", "int8", "int4", "int2", "float8", "bool", "raw", NULL };
+        fixed = (lua_Integer)lua_rawlen(L, 4);
+        if (fixed < 1 || fixed > MAXCOLS)
+            return luaL_error(L, "pg: copy_rows: bad column count");
+        for (int c = 1; c <= fixed; c++) {
+            lua_rawgeti(L, 4, c);
+            types[c - 1] = (unsigned char)luaL_checkoption(L, -1, NULL, names);
+            lua_pop(L, 1);
+        }
+    } else {
+        fixed = luaL_optinteger(L, 4, 0);
+        if (fixed < 0 || fixed > MAXCOLS)
+            return luaL_error(L, "pg: copy_rows: bad column count");
+    }
     ntt_copybuf *b = lua_newuserdatauv(L, sizeof *b, 0);
     ntt_copybuf_init(b);
     lua_newtable(L);
@@ -767,15 +822,11 @@ static int conn_copy_rows(lua_State *L)
         if (!lua_istable(L, row))
             return luaL_error(L, "pg: copy_rows: row %d is not a table", (int)r);
         lua_Integer nc = copy_ncols(L, row, fixed);
-        if (nc < 1 || nc > 1600)
+        if (nc < 1 || nc > MAXCOLS)
             return luaL_error(L, "pg: copy_rows: row %d has no columns", (int)r);
         for (lua_Integer c = 1; c <= nc; c++) {
             lua_rawgeti(L, row, c);
-            int t = lua_type(L, -1);
-            if (t != LUA_TNIL && t != LUA_TBOOLEAN && t != LUA_TNUMBER && t != LUA_TSTRING
-                && !luaL_testudata(L, -1, BYTEA_MT))
-                return luaL_error(L, "pg: copy_rows: row %d column %d: cannot send a %s",
-                                  (int)r, (int)c, luaL_typename(L, -1));
+            copy_check_value(L, -1, types[c - 1], (int)r, (int)c);
             lua_pop(L, 1);
         }
         lua_pop(L, 1);
@@ -791,7 +842,7 @@ static int conn_copy_rows(lua_State *L)
             ntt_copybuf_tuple(b, (int)nc);
             for (lua_Integer c = 1; c <= nc; c++) {
                 lua_rawgeti(L, -1, c);
-                copy_encode(L, b, -1);
+                copy_encode(L, b, -1, types[c - 1]);
                 lua_pop(L, 1);
             }
             lua_pop(L, 1);

@@ -92,7 +92,6 @@ CREATE TABLE inode (
 -- The claim index: work left, in directory order (inherited by partitions).
 CREATE INDEX inode_claim_idx ON inode (medium_hash, fs_index, dir_key, ino)
     WHERE state IN ('pending', 'failed_retryable');
-CREATE INDEX inode_state_idx ON inode (medium_hash, state);
 CREATE INDEX inode_blobid_idx ON inode (blobid) WHERE blobid IS NOT NULL;
 
 -- Names, as raw bytes relative to the filesystem's root.
