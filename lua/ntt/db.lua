@@ -110,7 +110,7 @@ function M.tx(conn, fn, ...)
   end
   ok, err, code = conn:commit()
   if not ok then
-    conn:rollback()
+    if select(2, conn:status()) ~= "idle" then conn:rollback() end
     return nil, err, code
   end
   return table.unpack(res, 2, res.n)
