@@ -105,6 +105,16 @@ describe("ntt.cluster", function()
     assert.is_true(c:stop())
   end)
 
+  it("runs an existing cluster as the account that owns it", function()
+    if not have_server() then pending("PostgreSQL server binaries not installed"); return end
+    if not helper.is_root() then pending("needs root (to choose accounts)"); return end
+    local root = tmp("owner") .. "/pg"
+    assert.is_true(cluster.new { root = root, user = "nobody" }:init())
+    assert.equal("nobody", (owner_mode(root .. "/data")))
+    assert.equal("nobody", cluster.new { root = root }.user)
+    assert.equal("postgres", cluster.new { root = tmp("owner2") .. "/pg" }.user)
+  end)
+
   it("does not create a cluster on start without init", function()
     local c = cluster.new { root = tmp("noinit") .. "/pg" }
     local ok, msg = c:start()

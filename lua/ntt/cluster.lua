@@ -7,8 +7,9 @@
 -- The server binaries come from Debian's postgresql package
 -- (/usr/lib/postgresql/<major>/bin, highest major; or PATH).  PostgreSQL
 -- refuses to run as root: when ntt runs as root, initdb/pg_ctl/postgres run
--- as the `postgres` system account (or `nobody` when there is none) and the
--- root directory is chowned to it.  Clients connect as role `ntt` to
+-- as the account owning an existing data directory, else the `postgres`
+-- system account (or `nobody` when there is none), and the root directory is
+-- chowned to it.  Clients connect as role `ntt` to
 -- database `ntt` over the socket with trust authentication (only accounts
 -- that can reach the socket directory can connect).
 --
@@ -104,7 +105,14 @@ function M.new(opts)
   if opts.user then
     self.user = opts.user
   elseif util.euid() == 0 then
-    self.user = proc.user_ids("postgres") and "postgres" or "nobody"
+    -- the account that owns an existing data directory, else postgres/nobody
+    local r = proc.run { argv = { "stat", "-c", "%U", self.data }, timeout = 10 }
+    local owner = r and r.code == 0 and r.stdout:match("^(%S+)")
+    if owner and owner ~= "root" and owner ~= "UNKNOWN" and proc.user_ids(owner) then
+      self.user = owner
+    else
+      self.user = proc.user_ids("postgres") and "postgres" or "nobody"
+    end
   end
   return self
 end
