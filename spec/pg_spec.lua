@@ -1,6 +1,7 @@
 -- spec/pg_spec.lua: ntt.core.pg against the suite's real PostgreSQL.
 local helper = require "spec.support.helper"
 local pg = require "ntt.core.pg"
+local proc = require "ntt.core.proc"
 
 local url, why = helper.db_url()
 
@@ -316,6 +317,39 @@ describe("ntt.core.pg", function()
     c3:close()
     assert.has_error(function() cp:put("1\n") end)
     cp:close()
+  end)
+
+  it("cancels a running statement a grace period after SIGINT", function()
+    if not need_db() then return end
+    local util = require "ntt.core.util"
+    local dir = helper.tmpdir("pgint")
+    local out, err = dir .. "/out", dir .. "/err"
+    local p = assert(proc.spawn { argv = { helper.ntt, "-e", [[
+      local util = require "ntt.core.util"
+      util.raise_on_interrupt(false)
+      local c = assert(require("ntt.core.pg").connect(os.getenv("NTT_DB_URL")))
+      io.stdout:write("ready\n"); io.stdout:flush()
+      local t = util.monotonic()
+      local r, msg, code = c:exec("SELECT pg_sleep(60)")
+      io.stderr:write(("%s %s %s %.1f\n"):format(tostring(r), tostring(msg), tostring(code), util.monotonic() - t))
+      print(c:exec("SELECT 7 AS x")[1].x)  -- the connection stays usable
+    ]] }, stdout = out, stderr = err })
+    -- wait until the statement is running, then interrupt
+    local running = false
+    for _ = 1, 100 do
+      local r = conn:exec("SELECT count(*) AS n FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'")
+      if r[1].n > 0 then running = true; break end
+      util.sleep(0.05)
+    end
+    assert.is_true(running)
+    local t = util.monotonic()
+    assert(p:kill(2))
+    local how, code = p:wait(30)
+    assert.equal("exit", how); assert.equal(130, code)   -- interrupted, cleanly
+    local took = util.monotonic() - t
+    assert.is_true(took >= 1.5 and took < 10, "took " .. took)
+    assert.matches("^nil interrupted EINTR", helper.read(err))
+    assert.equal("ready\n7\n", helper.read(out))
   end)
 
   it("reports a lost connection as 08006", function()

@@ -20,7 +20,8 @@
  *       Values: int2/4/8, oid -> integer; float4/8, numeric -> number;
  *       bool -> boolean; bytea -> raw string; anything else -> string.
  *       message is the primary message plus " (DETAIL: ...)" when present;
- *       a lost connection gives SQLSTATE "08006".
+ *       a lost connection gives SQLSTATE "08006".  On SIGINT/SIGTERM a
+ *       running statement gets 2 s, then is cancelled: nil, "interrupted", "EINTR".
  *   Conn:exec_script(sql) -> result of the last statement | nil, msg, SQLSTATE
  *   Conn:begin() / :commit() / :rollback() -> true | nil, msg, SQLSTATE
  *   Conn:copy_in(sql) -> Copy | nil, msg, SQLSTATE   (sql: COPY ... FROM STDIN)
@@ -45,6 +46,8 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <poll.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -292,11 +295,59 @@ static int pg_push_result(lua_State *L, const PGresult *res)
 }
 
 /* Pushes the outcome of res (consumed) and delivers notices. */
-static int pg_finish(lua_State *L, PgConn *pc, PGresult *res)
+static double pg_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/*
+ * Waits for the results of the query just sent: the first error, else the
+ * last result (NULL when sending failed).  An interrupt (SIGINT/SIGTERM)
+ * gives a running statement PG_GRACE seconds to finish, then cancels it
+ * (*cancelled = 1), so a stuck lock wait never makes ntt deaf to ^C.
+ */
+#define PG_GRACE 2.0
+static PGresult *pg_collect(PGconn *c, int sent, int *cancelled)
+{
+    PGresult *keep = NULL, *res;
+    double since = 0;
+    *cancelled = 0;
+    if (!sent) return NULL;
+    for (;;) {
+        while (PQisBusy(c)) {
+            struct pollfd p = { .fd = PQsocket(c), .events = POLLIN };
+            if (p.fd < 0) break;
+            int r = poll(&p, 1, 100);
+            if (r < 0 && errno != EINTR) break;
+            if (ntt_interrupted && !*cancelled) {
+                if (since == 0) since = pg_mono();
+                else if (pg_mono() - since >= PG_GRACE) {
+                    char e[256];
+                    PGcancel *k = PQgetCancel(c);
+                    if (k) { PQcancel(k, e, sizeof e); PQfreeCancel(k); }
+                    *cancelled = 1;
+                }
+            }
+            if (r > 0 && !PQconsumeInput(c)) break;
+        }
+        if (!(res = PQgetResult(c))) break;
+        ExecStatusType st = PQresultStatus(res);
+        if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR) PQclear(res);
+        else { PQclear(keep); keep = res; }
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) break;
+    }
+    return keep;
+}
+
+static int pg_finish(lua_State *L, PgConn *pc, PGresult *res, int cancelled)
 {
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     int n;
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) {
+    if (cancelled && st == PGRES_FATAL_ERROR) {
+        n = pg_fail_msg(L, "interrupted", "EINTR");
+    } else if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) {
         n = pg_push_result(L, res);
     } else if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
         PQclear(res);
@@ -452,15 +503,19 @@ static int conn_exec(lua_State *L)
             return luaL_error(L, "pg: parameter $%d: cannot send a %s", i + 1, luaL_typename(L, idx));
         }
     }
-    PGresult *res = PQexecParams(pc->conn, sql, np, types, vals, lens, fmts, 0);
-    return pg_finish(L, pc, res);
+    int cancelled;
+    PGresult *res = pg_collect(pc->conn, PQsendQueryParams(pc->conn, sql, np, types, vals, lens, fmts, 0),
+                               &cancelled);
+    return pg_finish(L, pc, res, cancelled);
 }
 
 static int conn_exec_script(lua_State *L)
 {
     PgConn *pc = pg_check(L, 1);
     const char *sql = luaL_checkstring(L, 2);
-    return pg_finish(L, pc, PQexec(pc->conn, sql));
+    int cancelled;
+    PGresult *res = pg_collect(pc->conn, PQsendQuery(pc->conn, sql), &cancelled);
+    return pg_finish(L, pc, res, cancelled);
 }
 
 static int pg_simple(lua_State *L, const char *sql)
