@@ -32,15 +32,17 @@ function M.connect(opts)
   if type(opts) == "string" then opts = { url = opts } end
   opts = opts or {}
   local url = opts.url or config.db_url()
+  local conn, err, code
   if not url then
     local cluster = require("ntt.cluster").default()
-    if opts.autostart ~= false then
-      local ok, err = cluster:start { init = true }
-      if not ok then return nil, err, "ECONNREFUSED" end
-    end
     url = cluster:url()
+    conn = pg.connect(url)            -- already running: no pg_ctl needed
+    if not conn and opts.autostart ~= false then
+      local ok, serr = cluster:start { init = true }
+      if not ok then return nil, serr, "ECONNREFUSED" end
+    end
   end
-  local conn, err, code = pg.connect(url)
+  if not conn then conn, err, code = pg.connect(url) end
   if not conn then return nil, err, code end
   if opts.migrate then
     local v, merr, mcode = M.migrate(conn)
