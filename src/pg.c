@@ -294,7 +294,6 @@ static int pg_push_result(lua_State *L, const PGresult *res)
     return 1;
 }
 
-/* Pushes the outcome of res (consumed) and delivers notices. */
 static double pg_mono(void)
 {
     struct timespec ts;
@@ -341,6 +340,7 @@ static PGresult *pg_collect(PGconn *c, int sent, int *cancelled)
     return keep;
 }
 
+/* Pushes the outcome of res (consumed) and delivers notices. */
 static int pg_finish(lua_State *L, PgConn *pc, PGresult *res, int cancelled)
 {
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
