@@ -182,8 +182,32 @@ describe("ntt db", function()
     assert.equal(0, r.code)
     r = ntt("status")
     assert.matches("cluster:%s+stopped", r.stdout)
+    r = ntt("init")                                   -- existing cluster: starts, schema current
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("schema version %d+", r.stdout)
+    assert.matches("cluster:%s+running", ntt("status").stdout)
     r = ntt("bogus")
     assert.equal(64, r.code)
+  end)
+
+  it("leaves a server named by NTT_DB_URL alone", function()
+    local url, why = helper.db_url()
+    if not url then pending(why); return end
+    local env = { NTT_HOME = tmp("ext") .. "/home", NTT_DB_URL = url }
+    local function ntt(...)
+      return assert(proc.run { argv = { helper.ntt, "db", ... }, env = env, timeout = 60 })
+    end
+    local r = ntt("start")
+    assert.equal(0, r.code); assert.matches("nothing to start", r.stdout)
+    r = ntt("status")
+    assert.equal(0, r.code)
+    assert.matches("database: NTT_DB_URL", r.stdout)
+    assert.matches("url:%s+" .. url:gsub("%p", "%%%0"), r.stdout)
+    r = ntt("url")
+    assert.equal(url .. "\n", r.stdout)
+    r = ntt("init")
+    assert.equal(2, r.code); assert.matches("NTT_DB_URL is set", r.stderr)
+    assert.equal("absent", (cluster.new { root = env.NTT_HOME .. "/pg" }:status()))
   end)
 
   it("lets several workers start and migrate a fresh private cluster at once", function()
