@@ -156,6 +156,8 @@ describe("ntt.db", function()
     _, _, st = conn:exec("INSERT INTO path (medium_hash, fs_index, path, ino) VALUES ($1, 0, $2, 99)", h, pg.bytea("x"))
     assert.equal("23503", st)
     assert(conn:exec("INSERT INTO inode (medium_hash, fs_index, ino) VALUES ($1, 0, 2), ($1, 1, 2)", h))
+    _, _, st = conn:exec("INSERT INTO path (medium_hash, fs_index, path, ino) VALUES ($1, 1, $2, 2)", h, pg.bytea("a\0b"))
+    assert.equal("23514", st)                          -- no NUL inside a name
     local name = "a\nb\r\28\\n\255"
     assert(conn:exec("INSERT INTO path (medium_hash, fs_index, path, ino) VALUES ($1, 1, $2, 2)", h, pg.bytea(name)))
     assert.equal(name, conn:exec("SELECT path FROM path WHERE medium_hash = $1", h)[1].path)
