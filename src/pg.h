@@ -6,14 +6,21 @@
  * feeding enumeration rows without building Lua tables:
  *
  *     PGconn *c = ntt_pg_checkconn(L, 1);
+ *     char err[1024], state[6]; long long rows;
  *     ntt_copybuf b; ntt_copybuf_init(&b);
- *     ntt_pg_copy_begin(c, "COPY t (a, b) FROM STDIN (FORMAT binary)", err, sizeof err);
+ *     if (ntt_pg_copy_begin(c, "COPY t (a, b) FROM STDIN (FORMAT binary)",
+ *                           err, sizeof err, state) != 0) -> fail;
  *     ntt_copybuf_header(&b);
  *     for each row: ntt_copybuf_tuple(&b, 2); ntt_copybuf_int64(&b, v);
  *                   ntt_copybuf_field(&b, p, n);
- *                   if (b.len > 256 KiB) { ntt_pg_copy_send(c, b.data, b.len, ...); b.len = 0; }
- *     ntt_copybuf_trailer(&b); ntt_pg_copy_send(...); ntt_copybuf_free(&b);
- *     ntt_pg_copy_end(c, &rows, err, sizeof err, state);
+ *                   if (b.len > 256 KiB) { ntt_pg_copy_send(c, b.data, b.len, err, sizeof err);
+ *                                          b.len = 0; }
+ *     ntt_copybuf_trailer(&b);
+ *     rc = b.failed ? -1 : ntt_pg_copy_send(c, b.data, b.len, err, sizeof err);
+ *     ntt_copybuf_free(&b);
+ *     ntt_pg_copy_end(c, rc ? "why" : NULL, &rows, err, sizeof err, state);
+ * (ntt_pg_copy_end must always follow a successful begin: it leaves the
+ * connection ready for the next statement, aborting the COPY when told.)
  *
  * None of these functions touches a lua_State except ntt_pg_checkconn, so
  * a worker thread may run a COPY on a connection that no other thread uses
