@@ -52,7 +52,7 @@ $(B):
 $(B)/%_sse41.o: XFLAGS = -msse4.1
 $(B)/%_avx2.o:  XFLAGS = -mavx2
 
-$(B)/%.o: src/%.c src/ntt.h | $(B)
+$(B)/%.o: src/%.c $(wildcard src/*.h) | $(B)
 	$(CC) $(ALL_CFLAGS) $(XFLAGS) -c -o $@ $<
 
 $(B)/embed.c: src/embed.lua $(EMBEDDED) $(NTT_SRC) | $(B)
