@@ -109,7 +109,10 @@ function Logger:log(level, event, fields, message)
         local ks = {}
         for k in pairs(fields) do ks[#ks + 1] = k end
         table.sort(ks)
-        for _, k in ipairs(ks) do parts[#parts + 1] = ("%s=%s"):format(k, tostring(fields[k])) end
+        for _, k in ipairs(ks) do
+          local v = fields[k]
+          parts[#parts + 1] = ("%s=%s"):format(k, type(v) == "table" and json.encode(v) or tostring(v))
+        end
       end
       text = event .. (#parts > 0 and (" " .. table.concat(parts, " ")) or "")
     end

@@ -8,6 +8,7 @@ or a plain directory.
 
 options:
   --workers N   worker processes for the copy stage (default: the policy's)
+  --replace     enumerate media again, replacing their entries (in one transaction)
   -v            more messages on stderr (info)
   --debug       everything on stderr (debug)
   -q            only errors on stderr
@@ -27,6 +28,7 @@ local function parse(args)
       o.workers = math.tointeger(tonumber(args[i + 1] or ""))
       if not o.workers or o.workers < 1 then return nil, "--workers needs a positive number" end
       i = i + 1
+    elseif a == "--replace" then o.replace = true
     elseif a == "-v" or a == "--verbose" then o.stderr = "info"
     elseif a == "--debug" then o.stderr = "debug"; o.level = "debug"
     elseif a == "-q" or a == "--quiet" then o.stderr = "error"
@@ -89,7 +91,7 @@ local function main(args)
   util.raise_on_interrupt(false)
   local results = pipeline.run({
     policy = policy, log = log, db = conn, workers = o.workers or policy.workers or 1,
-    interrupted = util.interrupted,
+    interrupted = util.interrupted, replace = o.replace,
   }, o.targets)
   util.raise_on_interrupt(true)
   local code = EXIT.ok
