@@ -6,7 +6,7 @@
  * worker opens a directory relative to the root (openat2 with
  * RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_XDEV, in chunks shorter
  * than PATH_MAX so any depth works), lists it with getdents64, lstat()s
- * every entry with fstatat(AT_SYMLINK_NOFOLLOW), reads symlink targets with
+ * every entry with statx(AT_SYMLINK_NOFOLLOW), reads symlink targets with
  * readlinkat and appends one record per entry to its own batch.  Full
  * batches go through a bounded queue to the consuming (main) thread, so
  * memory does not grow with the tree.  Names and paths are raw bytes.
@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -466,6 +467,35 @@ static int is_ancestor(const struct item *it, uint64_t ino)
     return 0;
 }
 
+/* lstat() of one entry; *mountroot set for the root of a (bind) mount. */
+static int have_statx = 1;
+
+static int entry_stat(int dfd, const char *name, struct stat *st, int *mountroot)
+{
+    if (have_statx) {
+        struct statx x;
+        if (statx(dfd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_BASIC_STATS, &x) == 0) {
+            memset(st, 0, sizeof *st);
+            st->st_dev = makedev(x.stx_dev_major, x.stx_dev_minor);
+            st->st_ino = x.stx_ino;
+            st->st_mode = x.stx_mode;
+            st->st_nlink = x.stx_nlink;
+            st->st_uid = x.stx_uid;
+            st->st_gid = x.stx_gid;
+            st->st_rdev = makedev(x.stx_rdev_major, x.stx_rdev_minor);
+            st->st_size = (off_t)x.stx_size;
+            st->st_mtim.tv_sec = x.stx_mtime.tv_sec;
+            st->st_mtim.tv_nsec = x.stx_mtime.tv_nsec;
+            *mountroot = (x.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT)
+                      && (x.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+            return 0;
+        }
+        if (errno != ENOSYS) return -1;
+        have_statx = 0;
+    }
+    return fstatat(dfd, name, st, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT);
+}
+
 static void walk_entry(struct worker *k, int dfd, const struct item *it,
                        const char *name, size_t nlen)
 {
@@ -482,8 +512,9 @@ static void walk_entry(struct worker *k, int dfd, const struct item *it,
         return;
     }
     struct stat st;
-    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-        walk_event(w, NTT_WALK_EV_ERROR, errno, p, plen, "fstatat");
+    int mountroot = 0;
+    if (entry_stat(dfd, name, &st, &mountroot) != 0) {
+        walk_event(w, NTT_WALK_EV_ERROR, errno, p, plen, "statx");
         return;
     }
     atomic_fetch_add(&w->progress, 1);
@@ -503,7 +534,7 @@ static void walk_entry(struct worker *k, int dfd, const struct item *it,
             target = xrealloc(target == tbuf ? NULL : target, cap);
         }
     } else if (S_ISDIR(st.st_mode)) {
-        if (st.st_dev != w->rootdev) {
+        if (st.st_dev != w->rootdev || mountroot) {
             flags = NTT_WALK_MOUNTPOINT;
             walk_event(w, NTT_WALK_EV_MOUNTPOINT, 0, p, plen, "another filesystem: not descended");
         } else if (is_ancestor(it, st.st_ino)) {
@@ -772,6 +803,12 @@ size_t ntt_walk_next(struct ntt_walk *w, const struct ntt_walk_rec **recs)
     uint64_t lastp = atomic_load(&w->progress);
     double lastt = mono();
     for (;;) {
+        if (ntt_interrupted && !w->st.interrupted) {
+            w->st.interrupted = 1;
+            w->stop = 1;
+            pthread_cond_broadcast(&w->work_cv);
+            pthread_cond_broadcast(&w->space_cv);
+        }
         if (w->qhead && !w->st.interrupted) {
             struct batch *b = w->qhead;
             w->qhead = b->next;
@@ -787,13 +824,6 @@ size_t ntt_walk_next(struct ntt_walk *w, const struct ntt_walk_rec **recs)
         }
         if (w->running == 0 || w->stop)
             break;
-        if (ntt_interrupted) {
-            w->st.interrupted = 1;
-            w->stop = 1;
-            pthread_cond_broadcast(&w->work_cv);
-            pthread_cond_broadcast(&w->space_cv);
-            break;
-        }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 100 * 1000000;
