@@ -89,7 +89,8 @@ struct ntt_walk {
     struct ntt_walk_opts o;
     char *root;
     struct item *stack;
-    int active, running, stop;
+    int active, running;
+    atomic_int stop;           /* read by workers without the lock */
     struct batch *qhead, *qtail, *freel;
     size_t qlen, qmax, nfree;
     atomic_uint_fast64_t progress;
@@ -375,7 +376,7 @@ static int names_add(struct worker *k, const char *s, size_t n)
 
 /* ---- opening directories below the root -------------------------------- */
 
-static int have_openat2 = 1;
+static atomic_int have_openat2 = 1;
 
 static int open_beneath(int dirfd, const char *rel)
 {
@@ -450,7 +451,7 @@ static void push_dir(struct ntt_walk *w, const struct item *parent, const char *
     it->depth = parent->depth + 1;
     it->emit_self = 0;
     it->anc = xmalloc(sizeof(uint64_t) * (size_t)it->depth);
-    memcpy(it->anc, parent->anc, sizeof(uint64_t) * (size_t)parent->depth);
+    if (parent->depth) memcpy(it->anc, parent->anc, sizeof(uint64_t) * (size_t)parent->depth);
     it->anc[parent->depth] = parent->ino;
     pthread_mutex_lock(&w->mu);
     it->next = w->stack;
@@ -468,7 +469,7 @@ static int is_ancestor(const struct item *it, uint64_t ino)
 }
 
 /* lstat() of one entry; *mountroot set for the root of a (bind) mount. */
-static int have_statx = 1;
+static atomic_int have_statx = 1;
 
 static int entry_stat(int dfd, const char *name, struct stat *st, int *mountroot)
 {
