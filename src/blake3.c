@@ -191,9 +191,10 @@ static void hash_many(const uint8_t *const *in, size_t n, size_t blocks,
 
 static void init_with(ntt_blake3 *h, const uint32_t key[8], uint8_t flags)
 {
-    memset(h, 0, sizeof *h);
+    h->chunk_counter = 0;
+    h->chunk_len = 0;
+    h->stack_len = 0;
     memcpy(h->key, key, sizeof h->key);
-    memcpy(h->cv, key, sizeof h->cv);
     h->flags = flags;
 }
 
@@ -228,9 +229,8 @@ void ntt_blake3_init_derive(ntt_blake3 *h, const char *context)
 void ntt_blake3_reset(ntt_blake3 *h)
 {
     uint32_t key[8];
-    uint8_t flags = h->flags;
     memcpy(key, h->key, sizeof key);
-    init_with(h, key, flags);
+    init_with(h, key, h->flags);
 }
 
 static void parent_cv(const ntt_blake3 *h, const uint8_t left[32],
@@ -267,83 +267,73 @@ static void push_cv(ntt_blake3 *h, const uint8_t cv[32], uint64_t first)
     memcpy(h->stack[h->stack_len++], cv, 32);
 }
 
-/* Chaining value of `chunks` (a power of two) whole chunks at data. */
-static void subtree_cv(const ntt_blake3 *h, const uint8_t *data, size_t chunks,
-                       uint64_t counter, uint8_t out[32])
+/* Reduce n (a power of two) sibling chaining values to their subtree's. */
+static void reduce(const ntt_blake3 *h, const uint8_t *cvs, size_t n, uint8_t out[32])
 {
-    const uint8_t *in[SUBTREE_MAX] = {0};
-    uint8_t a[SUBTREE_MAX * 32], b[SUBTREE_MAX / 2 * 32];
-    uint8_t *cur = a, *next = b;
-    for (size_t i = 0; i < chunks; i++)
-        in[i] = data + i * NTT_BLAKE3_CHUNK_LEN;
-    hash_many(in, chunks, NTT_BLAKE3_CHUNK_LEN / 64, h->key, counter, 1,
-              h->flags, NTT_B3_CHUNK_START, NTT_B3_CHUNK_END, cur);
-    while (chunks > 1) {
-        chunks /= 2;
-        for (size_t i = 0; i < chunks; i++)
+    const uint8_t *in[SUBTREE_MAX / 2] = {0};
+    uint8_t a[SUBTREE_MAX / 2 * 32], b[SUBTREE_MAX / 4 * 32 + 32];
+    const uint8_t *cur = cvs;
+    uint8_t *next = a;
+    while (n > 1) {
+        n /= 2;
+        for (size_t i = 0; i < n; i++)
             in[i] = cur + 64 * i;
-        hash_many(in, chunks, 1, h->key, 0, 0, h->flags | NTT_B3_PARENT, 0, 0, next);
-        uint8_t *t = cur; cur = next; next = t;
+        hash_many(in, n, 1, h->key, 0, 0, h->flags | NTT_B3_PARENT, 0, 0, next);
+        cur = next;
+        next = next == a ? b : a;
     }
     memcpy(out, cur, 32);
 }
 
-static size_t chunk_len(const ntt_blake3 *h)
+/*
+ * Hash n <= SUBTREE_MAX whole chunks (not the input's last) starting at
+ * chunk_counter, all in one wide pass, and push them as the largest
+ * aligned subtrees they form.
+ */
+static void hash_chunks(ntt_blake3 *h, const uint8_t *const *in, size_t n)
 {
-    return (size_t)h->blocks_done * 64 + h->buf_len;
+    uint8_t cvs[SUBTREE_MAX * 32];
+    hash_many(in, n, NTT_BLAKE3_CHUNK_LEN / 64, h->key, h->chunk_counter, 1,
+              h->flags, NTT_B3_CHUNK_START, NTT_B3_CHUNK_END, cvs);
+    size_t i = 0;
+    while (i < n) {
+        size_t s = SUBTREE_MAX;
+        while (s > n - i || (h->chunk_counter & (s - 1)))
+            s /= 2;
+        uint8_t cv[32];
+        reduce(h, cvs + 32 * i, s, cv);
+        push_cv(h, cv, h->chunk_counter);
+        h->chunk_counter += s;
+        i += s;
+    }
 }
 
 void ntt_blake3_update(ntt_blake3 *h, const void *data, size_t len)
 {
     const uint8_t *p = data;
+    const uint8_t *in[SUBTREE_MAX];
     while (len > 0) {
-        if (chunk_len(h) == NTT_BLAKE3_CHUNK_LEN) {
-            /* More input follows: the open chunk is not the last one. */
-            uint8_t f = h->flags | NTT_B3_CHUNK_END | (h->blocks_done ? 0 : NTT_B3_CHUNK_START);
-            uint8_t cv[32];
-            compress_cv(h->cv, h->buf, 64, h->chunk_counter, f);
-            for (int w = 0; w < 8; w++)
-                store32(cv + 4 * w, h->cv[w]);
-            push_cv(h, cv, h->chunk_counter);
-            h->chunk_counter++;
-            memcpy(h->cv, h->key, sizeof h->cv);
-            h->blocks_done = 0;
-            h->buf_len = 0;
+        size_t k = 0;
+        /* A full open chunk with more input after it is not the last. */
+        if (h->chunk_len == NTT_BLAKE3_CHUNK_LEN)
+            in[k++] = h->chunk;
+        if (k || h->chunk_len == 0) {
+            while (k < SUBTREE_MAX && len > NTT_BLAKE3_CHUNK_LEN) {
+                in[k++] = p;
+                p += NTT_BLAKE3_CHUNK_LEN;
+                len -= NTT_BLAKE3_CHUNK_LEN;
+            }
         }
-        if (chunk_len(h) == 0 && len > NTT_BLAKE3_CHUNK_LEN) {
-            size_t whole = (len - 1) / NTT_BLAKE3_CHUNK_LEN;
-            size_t n = SUBTREE_MAX;
-            while (n > whole)
-                n /= 2;
-            while (h->chunk_counter & (n - 1))
-                n /= 2;
-            uint8_t cv[32];
-            subtree_cv(h, p, n, h->chunk_counter, cv);
-            push_cv(h, cv, h->chunk_counter);
-            h->chunk_counter += n;
-            p += n * NTT_BLAKE3_CHUNK_LEN;
-            len -= n * NTT_BLAKE3_CHUNK_LEN;
+        if (k) {
+            hash_chunks(h, in, k);
+            h->chunk_len = 0;
             continue;
         }
-        if (h->buf_len == 64) {
-            /* Not the chunk's last block (that case was handled above). */
-            uint8_t f = h->flags | (h->blocks_done ? 0 : NTT_B3_CHUNK_START);
-            compress_cv(h->cv, h->buf, 64, h->chunk_counter, f);
-            h->blocks_done++;
-            h->buf_len = 0;
-        }
-        while (h->buf_len == 0 && len > 64 && h->blocks_done < 15) {
-            uint8_t f = h->flags | (h->blocks_done ? 0 : NTT_B3_CHUNK_START);
-            compress_cv(h->cv, p, 64, h->chunk_counter, f);
-            h->blocks_done++;
-            p += 64;
-            len -= 64;
-        }
-        size_t take = 64 - h->buf_len;
+        size_t take = NTT_BLAKE3_CHUNK_LEN - h->chunk_len;
         if (take > len)
             take = len;
-        memcpy(h->buf + h->buf_len, p, take);
-        h->buf_len += (uint8_t)take;
+        memcpy(h->chunk + h->chunk_len, p, take);
+        h->chunk_len += take;
         p += take;
         len -= take;
     }
@@ -357,11 +347,15 @@ void ntt_blake3_finalize_seek(const ntt_blake3 *h, uint64_t offset,
     uint32_t cv[8];
     uint8_t block[64];
     uint8_t block_len, flags;
-    memcpy(block, h->buf, 64);
-    memset(block + h->buf_len, 0, 64 - h->buf_len);
-    block_len = h->buf_len;
-    flags = h->flags | NTT_B3_CHUNK_END | (h->blocks_done ? 0 : NTT_B3_CHUNK_START);
-    memcpy(cv, h->cv, sizeof cv);
+    size_t nblocks = h->chunk_len ? (h->chunk_len + 63) / 64 : 1;
+    memcpy(cv, h->key, sizeof cv);
+    for (size_t b = 0; b + 1 < nblocks; b++)
+        compress_cv(cv, h->chunk + 64 * b, 64, h->chunk_counter,
+                    h->flags | (b == 0 ? NTT_B3_CHUNK_START : 0));
+    block_len = (uint8_t)(h->chunk_len - 64 * (nblocks - 1));
+    memset(block, 0, sizeof block);
+    memcpy(block, h->chunk + 64 * (nblocks - 1), block_len);
+    flags = h->flags | NTT_B3_CHUNK_END | (nblocks == 1 ? NTT_B3_CHUNK_START : 0);
     /* The open chunk, then the stack from the top, folded into the root node. */
     for (int i = h->stack_len - 1; i >= 0; i--) {
         uint32_t c[8];

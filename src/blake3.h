@@ -26,14 +26,12 @@
 
 typedef struct ntt_blake3 {
     uint32_t key[8];
-    uint32_t cv[8];              /* chaining value of the open chunk */
     uint64_t chunk_counter;      /* index of the open chunk */
-    uint8_t buf[NTT_BLAKE3_BLOCK_LEN];
-    uint8_t buf_len;
-    uint8_t blocks_done;         /* compressed blocks of the open chunk */
+    size_t chunk_len;            /* bytes of the open chunk, kept raw */
     uint8_t flags;               /* mode flags */
     uint8_t stack_len;
     uint8_t stack[NTT_BLAKE3_MAX_DEPTH + 1][NTT_BLAKE3_OUT_LEN];
+    uint8_t chunk[NTT_BLAKE3_CHUNK_LEN];
 } ntt_blake3;
 
 void ntt_blake3_init(ntt_blake3 *h);
