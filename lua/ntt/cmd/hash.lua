@@ -46,7 +46,12 @@ local function main(args)
   for _, name in ipairs(files) do
     local hex, err, ename = hash.file(name, length)
     if hex then
-      io.stdout:write(hex, "  ", name, "\n")
+      if name:find("[\\\n]") then
+        -- b3sum's escaping: a leading backslash marks an escaped name.
+        io.stdout:write("\\", hex, "  ", (name:gsub("\\", "\\\\"):gsub("\n", "\\n")), "\n")
+      else
+        io.stdout:write(hex, "  ", name, "\n")
+      end
     else
       io.stdout:flush()
       io.stderr:write("ntt hash: ", err, "\n")
