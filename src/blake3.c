@@ -12,7 +12,7 @@
 #include <string.h>
 #include "blake3.h"
 
-#define SUBTREE_MAX 64
+#define SUBTREE_MAX 1024
 
 const uint32_t ntt_b3_iv[8] = {
     0x6A09E667u, 0xBB67AE85u, 0x3C6EF372u, 0xA54FF53Au,

@@ -25,8 +25,10 @@ void TRANSPOSE_MSG(__m512i m[16], const uint8_t *const *in, size_t off)
 {
     __m512i r[16], t[16], u[4][4];
     #pragma GCC unroll 16
-    for (int i = 0; i < 16; i++)
+    for (int i = 0; i < 16; i++) {
         r[i] = LOADU(in[i] + off);
+        _mm_prefetch((const char *)in[i] + off + 256, _MM_HINT_T0);
+    }
     #pragma GCC unroll 16
     for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
