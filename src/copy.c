@@ -172,7 +172,8 @@ static void copy_one(struct job *job, struct item *it, uint8_t *buf)
         close(fd);
         return;
     }
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    if ((unsigned long long)sb.st_size > job->bufsize)
+        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     ntt_blake3_init(&b3);
     for (;;) {
         if (ntt_interrupted) {

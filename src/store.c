@@ -88,15 +88,23 @@ int ntt_store_tmpname(char *buf, size_t size)
         host[j] = 0;
         __atomic_store_n(&host_done, 1, __ATOMIC_RELEASE);
     }
-    uint8_t rnd[8];
-    char rhex[17];
-    if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd) {
-        uint64_t t = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)buf;
-        memcpy(rnd, &t, sizeof rnd);
+    /* Random once per process (and again after a fork: the pid changes). */
+    static char rhex[17];
+    static pid_t rpid;
+    pid_t pid = getpid();
+    if (__atomic_load_n(&rpid, __ATOMIC_ACQUIRE) != pid) {
+        uint8_t rnd[8];
+        char hx[17];
+        if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd) {
+            uint64_t t = (uint64_t)time(NULL) ^ ((uint64_t)pid << 32) ^ (uint64_t)(uintptr_t)buf;
+            memcpy(rnd, &t, sizeof rnd);
+        }
+        ntt_hex(rnd, sizeof rnd, hx);
+        memcpy(rhex, hx, sizeof hx);
+        __atomic_store_n(&rpid, pid, __ATOMIC_RELEASE);
     }
-    ntt_hex(rnd, sizeof rnd, rhex);
     unsigned long n = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
-    int w = snprintf(buf, size, "%s.%ld.%lu.%s.tmp", host, (long)getpid(), n, rhex);
+    int w = snprintf(buf, size, "%s.%ld.%lu.%s.tmp", host, (long)pid, n, rhex);
     return w > 0 && (size_t)w < size ? 0 : ENAMETOOLONG;
 }
 
@@ -105,7 +113,7 @@ int ntt_store_tmpcreate(struct ntt_store *st, const char *name)
     int fd = openat(st->tmpfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0)
         return -errno;
-    if (fchmod(fd, 0644) != 0) {
+    if ((st->umask & 0644) && fchmod(fd, 0644) != 0) {
         int e = errno;
         close(fd);
         unlinkat(st->tmpfd, name, 0);
@@ -143,12 +151,19 @@ int ntt_store_commit(struct ntt_store *st, const char *name, const char *hex,
     blob_rel(hex, rel);
     memcpy(dir, rel, 2);
     dir[2] = 0;
-    if ((err = mkdir0755(st->byhashfd, dir)) != 0)
-        return err;
+    unsigned idx = (unsigned)strtoul((char[5]){hex[0], hex[1], hex[2], hex[3], 0}, NULL, 16);
+    uint8_t bit = (uint8_t)(1u << (idx & 7));
+    if (!(__atomic_load_n(&st->dirs[idx >> 3], __ATOMIC_RELAXED) & bit)) {
+        if ((err = mkdir0755(st->byhashfd, dir)) != 0)
+            return err;
+        memcpy(dir, rel, 5);
+        dir[5] = 0;
+        if ((err = mkdir0755(st->byhashfd, dir)) != 0)
+            return err;
+        __atomic_fetch_or(&st->dirs[idx >> 3], bit, __ATOMIC_RELAXED);
+    }
     memcpy(dir, rel, 5);
     dir[5] = 0;
-    if ((err = mkdir0755(st->byhashfd, dir)) != 0)
-        return err;
     if (renameat2(st->tmpfd, name, st->byhashfd, rel, RENAME_NOREPLACE) != 0) {
         err = errno;
         if (err == EINVAL || err == ENOSYS) {
@@ -179,6 +194,21 @@ moved:
     return 0;
 }
 
+/* The process umask, read without changing it (threads may be creating files). */
+static mode_t current_umask(void)
+{
+    FILE *f = fopen("/proc/self/status", "re");
+    char line[256];
+    unsigned m = 0777;          /* unknown: always fchmod */
+    if (f) {
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "Umask: %o", &m) == 1)
+                break;
+        fclose(f);
+    }
+    return (mode_t)m;
+}
+
 static int store_open(lua_State *L)
 {
     const char *root = luaL_checkstring(L, 1);
@@ -200,6 +230,7 @@ static int store_open(lua_State *L)
     st->tmpfd = openat(st->rootfd, "tmp", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (st->tmpfd < 0)
         goto fail_errno;
+    st->umask = current_umask();
     st->root = strdup(root);
     if (!st->root) {
         err = ENOMEM;

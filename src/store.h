@@ -6,6 +6,7 @@
 #define NTT_STORE_H
 
 #include <stdint.h>
+#include <sys/types.h>
 #include "ntt.h"
 
 #define NTT_STORE "ntt.Store"
@@ -16,6 +17,8 @@ struct ntt_store {
     int tmpfd;         /* <root>/tmp */
     int closed;
     char *root;
+    mode_t umask;               /* at open: fchmod temps only when it masks 0644 */
+    uint8_t dirs[65536 / 8];    /* by-hash/AA/BB known to exist */
 };
 
 /* The open Store at idx, or raises (wrong type or closed). */
