@@ -161,6 +161,10 @@ local function main()
   end)
   run("ntt small", function(dst) ntt_copy(small, threads, dst) end)
   run("ntt small 1 thread", function(dst) ntt_copy(small, 1, dst) end)
+  -- cp -a again: the first run of a series can pay for earlier writeback;
+  -- the peer gets the better of its two runs.
+  run("cp -a small (again)", function(dst) sh { "cp", "-a", src .. "/small", dst .. "/" } end)
+  res["cp -a small"] = math.min(res["cp -a small"], res["cp -a small (again)"])
   local n = #small
   print(("small files/s: ntt %.0f, cp -a %.0f, rsync -a %.0f, cp -a+b3sum %.0f"):format(
     n / res["ntt small"], n / res["cp -a small"], n / res["rsync -a small"], n / res["cp -a+b3sum small"]))
