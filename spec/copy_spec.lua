@@ -1,0 +1,379 @@
+-- spec/copy_spec.lua: the copy engine (ntt.core.copy) into the store, on
+-- real files, a real damaged ext4 image and real killed processes.
+local helper = require "spec.support.helper"
+local hash = require "ntt.core.hash"
+local store = require "ntt.core.store"
+local copy = require "ntt.core.copy"
+local proc = require "ntt.core.proc"
+local util = require "ntt.core.util"
+
+local function mkdirs(path) helper.sh { "mkdir", "-p", path } end
+
+local function find(dir, ...)
+  local argv = { "find", dir, ... }
+  local r = helper.sh(argv)
+  local out = {}
+  for line in r.stdout:gmatch("[^\n]+") do out[#out + 1] = line end
+  return out
+end
+
+local function blobs(root) return find(root .. "/by-hash", "-type", "f") end
+local function temps(root) return find(root .. "/tmp", "-mindepth", "1") end
+
+-- Every by-hash file's name is the BLAKE3 of its content.
+local function assert_store_sound(root)
+  local n = 0
+  for _, p in ipairs(blobs(root)) do
+    local name = p:match("/(%x+)$")
+    local hex = assert(hash.file(p))
+    assert.equal(name, hex, p)
+    assert.equal(name:sub(1, 2) .. "/" .. name:sub(3, 4) .. "/" .. name, p:match("by%-hash/(.*)$"))
+    n = n + 1
+  end
+  -- Nothing but by-hash and tmp at the top.
+  for _, p in ipairs(find(root, "-mindepth", "1", "-maxdepth", "1")) do
+    assert.is_truthy(p:match("/by%-hash$") or p:match("/tmp$"), p)
+  end
+  return n
+end
+
+local function random_bytes(n)
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local s = f:read(n) or ""
+  f:close()
+  return s
+end
+
+describe("ntt.core.copy", function()
+  it("copies names with newline, CR, 0x1C, backslash-n and invalid UTF-8 to the right blobs", function()
+    local dir = helper.tmpdir("copy")
+    local src = dir .. "/src"
+    mkdirs(src .. "/d\nir")
+    local names = { "new\nline", "cr\r", "fs\28sep", "back\\nslash", "bad\255\254utf8", "d\nir/inner\r" }
+    local items, want = {}, {}
+    for i, name in ipairs(names) do
+      local data = ("content %d %s"):format(i, name):rep(i * 100)
+      helper.write(src .. "/" .. name, data)
+      items[i] = { root = src, path = name, size = #data, id = { n = i } }
+      want[i] = hash.sum(data)
+    end
+    local st = assert(store.open(dir .. "/store"))
+    local res = copy.batch(st, items, { threads = 2 })
+    assert.equal(#items, #res)
+    for i, r in ipairs(res) do
+      assert.is_true(r.ok, r.msg)
+      assert.equal("copied", r.status)
+      assert.equal(items[i].id, r.id)
+      assert.equal(want[i], r.blob)
+      assert.is_true(r.new)
+      assert.equal(items[i].size, r.bytes)
+      assert.equal(items[i].size, st:has(r.blob))
+      assert.equal(helper.read(src .. "/" .. names[i]), helper.read(st:path(r.blob)))
+    end
+    assert.equal(#names, assert_store_sound(dir .. "/store"))
+    assert.same({}, temps(dir .. "/store"))
+    st:close()
+  end)
+
+  it("stores an empty file as BLAKE3 of nothing and reports dedup", function()
+    local dir = helper.tmpdir("copy")
+    helper.write(dir .. "/empty", "")
+    helper.write(dir .. "/a", "same")
+    helper.write(dir .. "/b", "same")
+    local st = assert(store.open(dir .. "/store"))
+    for _, durability in ipairs { "batch", "fsync", "none" } do
+      local res = copy.batch(st, {
+        { root = dir, path = "empty", size = 0, id = 1 },
+        { root = dir, path = "a", size = 4, id = 2 },
+        { root = dir, path = "b", size = 4, id = 3 },
+      }, { durability = durability })
+      assert.is_true(res[1].ok)
+      assert.equal("af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262", res[1].blob)
+      assert.equal(0, st:has(res[1].blob))
+      assert.equal(res[2].blob, res[3].blob)
+      -- Of the two equal files at most one is new; later rounds are all dedup.
+      assert.is_false(res[2].new and res[3].new)
+      if durability ~= "batch" then
+        assert.is_false(res[1].new or res[2].new or res[3].new)
+      end
+    end
+    assert.equal(2, assert_store_sound(dir .. "/store"))
+    assert.same({}, temps(dir .. "/store"))
+  end)
+
+  it("fails a source shorter (or longer) than expected with the offset, leaving nothing", function()
+    local dir = helper.tmpdir("copy")
+    helper.write(dir .. "/short", string.rep("s", 5000))
+    helper.write(dir .. "/big", random_bytes(3 * 1048576 + 5))
+    helper.write(dir .. "/zero", "")
+    local st = assert(store.open(dir .. "/store"))
+    local res = copy.batch(st, {
+      { root = dir, path = "short", size = 6000 },
+      { root = dir, path = "big", size = 4 * 1048576 },
+      { root = dir, path = "short", size = 10 },
+      { root = dir, path = "zero", size = 10 },
+    }, { buffer = 1048576 })
+    assert.is_false(res[1].ok)
+    assert.equal("failed", res[1].status)
+    assert.equal("ENODATA", res[1].err)
+    assert.equal(5000, res[1].offset)
+    assert.equal("ENODATA", res[2].err)
+    assert.equal(3 * 1048576 + 5, res[2].offset)
+    assert.equal("EFBIG", res[3].err)
+    assert.equal("ENODATA", res[4].err)
+    assert.equal(0, res[4].offset)
+    assert.same({}, blobs(dir .. "/store"))
+    assert.same({}, temps(dir .. "/store"))
+  end)
+
+  it("refuses symlinks, .. escapes, absolute paths and non-files", function()
+    local dir = helper.tmpdir("copy")
+    mkdirs(dir .. "/root/sub")
+    helper.write(dir .. "/outside", "secret")
+    helper.write(dir .. "/root/sub/f", "inside")
+    helper.sh { "ln", "-s", "../../outside", dir .. "/root/sub/link" }
+    helper.sh { "ln", "-s", "sub", dir .. "/root/dirlink" }
+    local st = assert(store.open(dir .. "/store"))
+    local res = copy.batch(st, {
+      { root = dir .. "/root", path = "sub/link", size = 6 },
+      { root = dir .. "/root", path = "../outside", size = 6 },
+      { root = dir .. "/root", path = "sub/../../outside", size = 6 },
+      { root = dir .. "/root", path = dir .. "/outside", size = 6 },
+      { root = dir .. "/root", path = "dirlink/f", size = 6 },
+      { root = dir .. "/root", path = "sub", size = 0 },
+      { root = dir .. "/root", path = "sub/f", size = 6 },
+    })
+    assert.equal("ELOOP", res[1].err)
+    assert.equal("EXDEV", res[2].err)
+    assert.equal("EXDEV", res[3].err)
+    assert.equal("EXDEV", res[4].err)
+    assert.equal("ELOOP", res[5].err)
+    assert.equal("EINVAL", res[6].err)
+    assert.is_true(res[7].ok)
+    assert.equal(1, #blobs(dir .. "/store"))
+    assert.has_error(function() copy.batch(st, { { root = dir, path = "x" } }) end)
+    assert.has_error(function() copy.batch(st, {}, { durability = "maybe" }) end)
+  end)
+
+  it("never has two threads in one source directory, while directories run in parallel", function()
+    local dir = helper.tmpdir("copy")
+    local items = {}
+    local blob = random_bytes(65536)
+    for d = 1, 6 do
+      mkdirs(("%s/src/d%d"):format(dir, d))
+      for f = 1, 15 do
+        local data = blob:rep(4) .. d .. "/" .. f
+        helper.write(("%s/src/d%d/f%02d"):format(dir, d, f), data)
+        -- Interleave directories in the item list.
+        items[#items + 1] = { root = dir .. "/src", path = ("d%d/f%02d"):format(d, f), size = #data }
+      end
+    end
+    table.sort(items, function(a, b) return a.path:sub(-3) .. a.path < b.path:sub(-3) .. b.path end)
+    local st = assert(store.open(dir .. "/store"))
+    local res = copy.batch(st, items, { threads = 3, trace = true, durability = "none" })
+    local bydir, threads = {}, {}
+    for i, r in ipairs(res) do
+      assert.is_true(r.ok, r.msg)
+      local d = items[i].path:match("^(d%d)/")
+      bydir[d] = bydir[d] or {}
+      table.insert(bydir[d], { t0 = r.t0, t1 = r.t1, thread = r.thread, path = items[i].path })
+      threads[r.thread] = true
+    end
+    local nthreads = 0
+    for _ in pairs(threads) do nthreads = nthreads + 1 end
+    assert.is_true(nthreads >= 2, "only one thread ran")
+    for d, list in pairs(bydir) do
+      table.sort(list, function(a, b) return a.t0 < b.t0 end)
+      for k = 2, #list do
+        -- Sequential within a directory, in the given order, on one thread.
+        assert.is_true(list[k].t0 >= list[k - 1].t1, d .. ": overlapping reads")
+        assert.is_true(list[k].path > list[k - 1].path, d .. ": out of order")
+        assert.equal(list[1].thread, list[k].thread)
+      end
+    end
+    -- Different directories overlapped in time.
+    local overlap = false
+    for d1, a in pairs(bydir) do
+      for d2, b in pairs(bydir) do
+        if d1 < d2 and a[1].t0 < b[#b].t1 and b[1].t0 < a[#a].t1 then overlap = true end
+      end
+    end
+    assert.is_true(overlap, "no two directories were in flight at once")
+  end)
+
+  it("creates blobs 0644 and directories 0755 under umask 077", function()
+    local dir = helper.tmpdir("copy")
+    helper.write(dir .. "/a", "perm a")
+    helper.write(dir .. "/b", random_bytes(3000000))
+    local script = dir .. "/run.lua"
+    helper.write(script, ([[
+      local store = require "ntt.core.store"
+      local copy = require "ntt.core.copy"
+      local st = assert(store.open(%q))
+      local res = copy.batch(st, { { root = %q, path = "a", size = 6 }, { root = %q, path = "b", size = 3000000 } })
+      assert(res[1].ok and res[2].ok)
+      assert(st:put("put data"))
+    ]]):format(dir .. "/store", dir, dir))
+    helper.sh { "sh", "-c", 'umask 077 && exec "$0" "$@"', helper.ntt, script }
+    local r = helper.sh { "find", dir .. "/store", "-mindepth", "1", "-printf", "%y %m %P\n" }
+    local n = 0
+    for kind, mode, path in r.stdout:gmatch("(%a) (%d+) ([^\n]*)") do
+      if kind == "d" then assert.equal("755", mode, path) else assert.equal("644", mode, path) end
+      n = n + 1
+    end
+    assert.is_true(n >= 2 + 3 + 6)
+  end)
+
+  it("reports EIO with the byte offset on a truncated ext4 image, leaving nothing", function()
+    if not helper.is_root() then return pending("needs root for loop devices") end
+    local dir = helper.tmpdir("copyeio")
+    mkdirs(dir .. "/src")
+    mkdirs(dir .. "/mnt")
+    helper.write(dir .. "/src/big", random_bytes(8 * 1048576))
+    helper.sh { "mkfs.ext4", "-q", "-b", "4096", "-d", dir .. "/src", dir .. "/img", "64M" }
+    local bmap = helper.sh { "debugfs", "-R", "bmap /big 512", dir .. "/img" }
+    local phys = tonumber(bmap.stdout:match("(%d+)"))
+    assert.is_truthy(phys)
+    local lo = proc.run { argv = { "losetup", "-r", "-f", "--show", dir .. "/img" } }
+    if not lo or lo.code ~= 0 then return pending("no loop device: " .. (lo and lo.stderr or "")) end
+    local dev = lo.stdout:gsub("%s+$", "")
+    local ok, err = pcall(function()
+      helper.sh { "mount", "-o", "ro,noload", dev, dir .. "/mnt" }
+      -- Shrink the device under the mounted filesystem: the file's blocks
+      -- from 2 MiB on are now beyond the end of the device.
+      helper.sh { "truncate", "-s", tostring(phys * 4096), dir .. "/img" }
+      helper.sh { "losetup", "-c", dev }
+      local st = assert(store.open(dir .. "/store"))
+      local res = copy.batch(st, { { root = dir .. "/mnt", path = "big", size = 8 * 1048576, id = "big" } })
+      assert.is_false(res[1].ok)
+      assert.equal("EIO", res[1].err)
+      assert.equal("big", res[1].id)
+      assert.is_true(res[1].offset > 0 and res[1].offset <= 512 * 4096, tostring(res[1].offset))
+      assert.same({}, blobs(dir .. "/store"))
+      assert.same({}, temps(dir .. "/store"))
+      -- hash.file maps large files: the read error is EIO, not a crash.
+      local hex, msg, ename = hash.file(dir .. "/mnt/big")
+      assert.is_nil(hex)
+      assert.equal("EIO", ename)
+      assert.matches("at byte", msg)
+    end)
+    proc.run { argv = { "umount", dir .. "/mnt" } }
+    proc.run { argv = { "losetup", "-d", dev } }
+    assert(ok, err)
+  end)
+
+  it("stops cleanly on a full store (ENOSPC): no partial blob, no temps", function()
+    if not helper.is_root() then return pending("needs root to mount a small store") end
+    local dir = helper.tmpdir("copyfull")
+    mkdirs(dir .. "/src")
+    mkdirs(dir .. "/store")
+    local items = {}
+    for i = 1, 12 do
+      local data = random_bytes(1048576) .. i
+      helper.write(("%s/src/f%02d"):format(dir, i), data)
+      items[i] = { root = dir .. "/src", path = ("f%02d"):format(i), size = #data }
+    end
+    helper.sh { "mkfs.ext4", "-q", "-F", dir .. "/store.img", "4M" }
+    local r = helper.sh({ "mount", "-o", "loop", dir .. "/store.img", dir .. "/store" }, { may_fail = true })
+    if r.code ~= 0 then return pending("cannot mount: " .. r.stderr) end
+    local ok, err = pcall(function()
+      local st = assert(store.open(dir .. "/store/s"))
+      local res = copy.batch(st, items, { durability = "fsync" })
+      local copied, nospc = 0, 0
+      for _, x in ipairs(res) do
+        if x.ok then copied = copied + 1 elseif x.err == "ENOSPC" then nospc = nospc + 1 end
+      end
+      assert.is_true(copied >= 1, "nothing fit")
+      assert.is_true(nospc >= 1, "never ran out of space")
+      assert.equal(#items, copied + nospc)
+      -- Once full, the batch stops: everything after the first failure fails.
+      local first_fail
+      for i, x in ipairs(res) do if not x.ok then first_fail = first_fail or i end end
+      for i = first_fail, #res do assert.is_false(res[i].ok) end
+      assert.equal(copied, assert_store_sound(dir .. "/store/s"))
+      assert.same({}, temps(dir .. "/store/s"))
+      st:close()
+    end)
+    proc.run { argv = { "umount", dir .. "/store" } }
+    assert(ok, err)
+  end)
+
+  local function big_batch_script(dir, nfiles)
+    mkdirs(dir .. "/src")
+    local blob = random_bytes(1048576)
+    for i = 1, nfiles do
+      mkdirs(("%s/src/d%d"):format(dir, i % 10))
+      helper.write(("%s/src/d%d/f%d"):format(dir, i % 10, i), blob .. i .. blob:sub(1, i * 997))
+    end
+    local script = dir .. "/run.lua"
+    helper.write(script, ([[
+      local util = require "ntt.core.util"
+      util.raise_on_interrupt(false)
+      local store = require "ntt.core.store"
+      local copy = require "ntt.core.copy"
+      local st = assert(store.open(%q))
+      local items = {}
+      for i = 1, %d do
+        local path = ("d%%d/f%%d"):format(i %% 10, i)
+        local f = assert(io.open(%q .. "/" .. path, "rb"))
+        local size = f:seek("end")
+        f:close()
+        items[#items + 1] = { root = %q, path = path, size = size }
+      end
+      io.stdout:write("start\n"); io.stdout:flush()
+      local res = copy.batch(st, items, { threads = 3, durability = arg[1] })
+      local copied, eintr = 0, 0
+      for _, r in ipairs(res) do
+        if r.ok then copied = copied + 1 elseif r.err == "EINTR" then eintr = eintr + 1 end
+      end
+      io.stdout:write("copied ", copied, " eintr ", eintr, "\n")
+    ]]):format(dir .. "/store", nfiles, dir .. "/src", dir .. "/src"))
+    return script
+  end
+
+  -- Wait until the child has files in the store (so it is mid-batch).
+  local function wait_for_start(root, n)
+    local deadline = util.monotonic() + 30
+    while util.monotonic() < deadline do
+      local r = proc.run { argv = { "find", root, "-type", "f" } }
+      local count = r and select(2, r.stdout:gsub("\n", "")) or 0
+      if count >= n then return true end
+      util.sleep(0.01)
+    end
+    return false
+  end
+
+  it("survives kill -9 mid-batch: every by-hash name matches its content", function()
+    local dir = helper.tmpdir("copykill")
+    local script = big_batch_script(dir, 120)
+    for _, durability in ipairs { "none", "batch", "fsync" } do
+      local p = assert(proc.spawn { argv = { helper.ntt, script, durability }, stdout = "null" })
+      wait_for_start(dir .. "/store", 8)
+      p:kill(9)
+      assert.is_truthy(p:wait(30))
+      assert_store_sound(dir .. "/store")
+    end
+    -- Leftover temps stay in tmp, where clean_tmp removes them.
+    local st = assert(store.open(dir .. "/store"))
+    local left = #temps(dir .. "/store")
+    assert.equal(left, st:clean_tmp(0))
+    assert.same({}, temps(dir .. "/store"))
+  end)
+
+  it("stops on SIGTERM between blocks: remaining items fail EINTR, no temps stay", function()
+    local dir = helper.tmpdir("copyint")
+    local script = big_batch_script(dir, 400)
+    local out = dir .. "/out.txt"
+    local p = assert(proc.spawn { argv = { helper.ntt, script, "batch" }, stdout = out })
+    wait_for_start(dir .. "/store", 8)
+    p:kill(15)
+    assert.equal("exit", (p:wait(60)))
+    local text = helper.read(out)
+    local copied, eintr = text:match("copied (%d+) eintr (%d+)")
+    assert.is_truthy(copied, text)
+    if tonumber(copied) == 400 then return pending("the batch finished before the signal landed") end
+    assert.is_true(tonumber(eintr) > 0, text)
+    assert.equal(tonumber(copied), assert_store_sound(dir .. "/store"))
+    assert.same({}, temps(dir .. "/store"))
+  end)
+end)

@@ -1,0 +1,573 @@
+/*
+ * copy.c - ntt.core.copy: the copy engine that moves files from mounted
+ * media into the content-addressed store (src/store.c), hashing in the
+ * same pass.
+ *
+ * Lua API (ntt.core.copy):
+ *   batch(store, items [, opts]) -> results
+ *     items: array of {root = fs_root_path, path = raw relative bytes,
+ *            size = expected size, id = any value (echoed back)}
+ *     opts:  threads = n (default 1), durability = "batch" (default) |
+ *            "fsync" | "none", buffer = bytes per thread (default 1 MiB),
+ *            trace = true (adds t0, t1, thread to each result)
+ *     results: one table per item, same order:
+ *       {id=, ok=true, status="copied", blob=hex, bytes=n, new=bool
+ *        (false: the blob existed: deduplicated), seconds=}
+ *       {id=, ok=false, status="failed", err="EIO", msg=..., offset=n
+ *        (bytes read before the failure), bytes=n, seconds=}
+ *     Misuse (bad arguments) raises; everything per file is a result.
+ *
+ * Engine: items are grouped by (root, source directory); one thread works
+ * through one directory at a time, its files in order, and at most
+ * `threads` threads run, so reads from several directories are in flight
+ * while no directory is ever read by two threads at once.  Sources are
+ * opened beneath their root with openat2(RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS): symlinks and ".." escapes fail (ELOOP, EXDEV).
+ * Each file is read in blocks of `buffer` bytes, hashed and written to a
+ * temp in <store>/tmp; its byte count must equal the expected size
+ * (shorter: ENODATA, longer: EFBIG, offset = bytes read); then it is
+ * renamed into by-hash without replacing (existing blob: dedup).  A file
+ * that fits in the buffer and whose blob exists is never written at all.
+ * Durability: "fsync" syncs each file and its directory; "batch" writes
+ * all temps, syncfs once, renames all, syncfs again; "none" renames only.
+ * SIGINT/SIGTERM or a store-side write error (ENOSPC...) stops the batch
+ * between blocks: the remaining items fail (EINTR, or that error) and no
+ * final name ever holds a partial blob.  Worker threads never touch Lua.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include "store.h"
+#include "blake3.h"
+
+enum { DUR_BATCH, DUR_FSYNC, DUR_NONE };
+enum { ST_PENDING, ST_COPIED, ST_FAILED };
+
+struct item {
+    int root;                   /* index into job.rootfds */
+    char *path;
+    size_t pathlen, dirlen;
+    long long size;
+    int status, err, is_new, commit, thread;
+    long long offset;
+    unsigned long long bytes;
+    double seconds, t0, t1;
+    char blob[65];
+    char tmpname[128];
+    char msg[200];
+};
+
+struct job {
+    struct ntt_store *st;
+    struct item *items;
+    size_t n;
+    int *rootfds, *rooterrs;
+    size_t nroots;
+    size_t *order, *gstart, ngroups;
+    size_t next;                /* next group (atomic) */
+    int stop;                   /* store-side errno that stops the batch (atomic) */
+    int durability, trace;
+    size_t bufsize;
+    double base;
+};
+
+struct worker {
+    struct job *job;
+    int id;
+    uint8_t *buf;
+    pthread_t tid;
+};
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void fail_item(struct item *it, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void fail_item(struct item *it, int err, const char *fmt, ...)
+{
+    va_list ap;
+    it->status = ST_FAILED;
+    it->err = err;
+    va_start(ap, fmt);
+    vsnprintf(it->msg, sizeof it->msg, fmt, ap);
+    va_end(ap);
+}
+
+static int write_all(int fd, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+static void stop_batch(struct job *job, int err)
+{
+    int zero = 0;
+    __atomic_compare_exchange_n(&job->stop, &zero, err, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+
+/* Errors of the store side, after which no further file can succeed. */
+static int store_fatal(int err)
+{
+    return err == ENOSPC || err == EDQUOT || err == EROFS || err == EIO;
+}
+
+static void copy_one(struct job *job, struct item *it, uint8_t *buf)
+{
+    struct ntt_store *st = job->st;
+    int fd = -1, tfd = -1, err = 0;
+    unsigned long long total = 0;
+    size_t fill = 0;
+    ntt_blake3 b3;
+
+    if (job->rootfds[it->root] < 0) {
+        fail_item(it, job->rooterrs[it->root], "root: %s", strerror(job->rooterrs[it->root]));
+        return;
+    }
+    if (it->pathlen == 0 || memchr(it->path, 0, it->pathlen)) {
+        fail_item(it, EINVAL, "invalid path (empty or containing NUL)");
+        return;
+    }
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    fd = (int)syscall(SYS_openat2, job->rootfds[it->root], it->path, &how, sizeof how);
+    if (fd < 0) {
+        err = errno;
+        fail_item(it, err, "open: %s", strerror(err));
+        return;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        err = errno;
+        fail_item(it, err, "fstat: %s", strerror(err));
+        close(fd);
+        return;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        fail_item(it, EINVAL, "not a regular file");
+        close(fd);
+        return;
+    }
+    if ((unsigned long long)sb.st_size > job->bufsize)
+        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    ntt_blake3_init(&b3);
+    for (;;) {
+        if (ntt_interrupted) {
+            fail_item(it, EINTR, "interrupted");
+            goto out;
+        }
+        if ((err = __atomic_load_n(&job->stop, __ATOMIC_RELAXED)) != 0) {
+            fail_item(it, err, "batch stopped: store: %s", strerror(err));
+            goto out;
+        }
+        ssize_t r = read(fd, buf + fill, job->bufsize - fill);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            err = errno;
+            it->offset = (long long)total;
+            fail_item(it, err, "read at byte %llu: %s", total, strerror(err));
+            goto out;
+        }
+        if (r == 0)
+            break;
+        ntt_blake3_update(&b3, buf + fill, (size_t)r);
+        total += (unsigned long long)r;
+        fill += (size_t)r;
+        if (total > (unsigned long long)it->size)
+            break;              /* longer than expected: fails below */
+        if (fill == job->bufsize) {
+            if (tfd < 0) {
+                if ((err = ntt_store_tmpname(it->tmpname, sizeof it->tmpname)) != 0 ||
+                    (tfd = ntt_store_tmpcreate(st, it->tmpname)) < 0) {
+                    err = err ? err : -tfd;
+                    it->tmpname[0] = 0;
+                    tfd = -1;
+                    goto store_err;
+                }
+            }
+            if ((err = write_all(tfd, buf, fill)) != 0)
+                goto store_err;
+            fill = 0;
+        }
+    }
+    it->bytes = total;
+    if (total != (unsigned long long)it->size) {
+        it->offset = (long long)total;
+        if (total < (unsigned long long)it->size)
+            fail_item(it, ENODATA, "short file: %llu of %lld bytes", total, it->size);
+        else
+            fail_item(it, EFBIG, "file longer than its expected %lld bytes", it->size);
+        goto out;
+    }
+    uint8_t d[32];
+    ntt_blake3_finalize(&b3, d, sizeof d);
+    ntt_hex(d, sizeof d, it->blob);
+    if (tfd < 0) {
+        int ex = ntt_store_exists(st, it->blob);
+        if (ex == 1) {
+            it->status = ST_COPIED;
+            it->is_new = 0;
+            goto out;
+        }
+        if ((err = ntt_store_tmpname(it->tmpname, sizeof it->tmpname)) != 0 ||
+            (tfd = ntt_store_tmpcreate(st, it->tmpname)) < 0) {
+            err = err ? err : -tfd;
+            it->tmpname[0] = 0;
+            tfd = -1;
+            goto store_err;
+        }
+    }
+    if (fill && (err = write_all(tfd, buf, fill)) != 0)
+        goto store_err;
+    if (job->durability == DUR_FSYNC && fsync(tfd) != 0) {
+        err = errno;
+        goto store_err;
+    }
+    /* Batch: start the writeback now so the batch's syncfs finds little left. */
+    if (job->durability == DUR_BATCH)
+        sync_file_range(tfd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    err = close(tfd) == 0 ? 0 : errno;
+    tfd = -1;
+    if (err)
+        goto store_err;
+    if (job->durability == DUR_BATCH) {
+        it->commit = 1;         /* renamed after the batch's syncfs */
+        it->status = ST_COPIED;
+        close(fd);
+        return;
+    }
+    if ((err = ntt_store_commit(st, it->tmpname, it->blob, job->durability == DUR_FSYNC,
+                                &it->is_new)) != 0)
+        goto store_err;
+    it->tmpname[0] = 0;
+    it->status = ST_COPIED;
+    close(fd);
+    return;
+store_err:
+    it->offset = (long long)total;
+    fail_item(it, err, "store: %s", strerror(err));
+    if (store_fatal(err))
+        stop_batch(job, err);
+out:
+    if (tfd >= 0)
+        close(tfd);
+    if (it->tmpname[0]) {
+        unlinkat(st->tmpfd, it->tmpname, 0);
+        it->tmpname[0] = 0;
+    }
+    close(fd);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct job *job = w->job;
+    for (;;) {
+        size_t g = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
+        if (g >= job->ngroups)
+            break;
+        for (size_t k = job->gstart[g]; k < job->gstart[g + 1]; k++) {
+            struct item *it = &job->items[job->order[k]];
+            double t0 = mono();
+            int stop = __atomic_load_n(&job->stop, __ATOMIC_RELAXED);
+            if (ntt_interrupted)
+                fail_item(it, EINTR, "interrupted");
+            else if (stop)
+                fail_item(it, stop, "batch stopped: store: %s", strerror(stop));
+            else
+                copy_one(job, it, w->buf);
+            double t1 = mono();
+            it->seconds = t1 - t0;
+            it->t0 = t0 - job->base;
+            it->t1 = t1 - job->base;
+            it->thread = w->id;
+        }
+    }
+    return NULL;
+}
+
+static int group_cmp(const void *a, const void *b, void *arg)
+{
+    const struct item *items = arg;
+    const struct item *x = &items[*(const size_t *)a], *y = &items[*(const size_t *)b];
+    if (x->root != y->root)
+        return x->root < y->root ? -1 : 1;
+    size_t n = x->dirlen < y->dirlen ? x->dirlen : y->dirlen;
+    int c = memcmp(x->path, y->path, n);
+    if (c)
+        return c;
+    if (x->dirlen != y->dirlen)
+        return x->dirlen < y->dirlen ? -1 : 1;
+    size_t i = *(const size_t *)a, j = *(const size_t *)b;
+    return i < j ? -1 : i > j;
+}
+
+static void job_free(struct job *job)
+{
+    for (size_t i = 0; i < job->n; i++)
+        free(job->items[i].path);
+    for (size_t r = 0; r < job->nroots; r++)
+        if (job->rootfds[r] >= 0)
+            close(job->rootfds[r]);
+    free(job->items);
+    free(job->rootfds);
+    free(job->rooterrs);
+    free(job->order);
+    free(job->gstart);
+}
+
+/* Commit the temps of a "batch" durability run: syncfs, rename, syncfs. */
+static void batch_commit(struct job *job)
+{
+    int any = 0, err = 0;
+    for (size_t i = 0; i < job->n; i++)
+        any |= job->items[i].commit;
+    if (!any)
+        return;
+    if (syncfs(job->st->tmpfd) != 0)
+        err = errno;
+    for (size_t i = 0; i < job->n; i++) {
+        struct item *it = &job->items[i];
+        if (!it->commit)
+            continue;
+        int e = err;
+        if (!e)
+            e = ntt_store_commit(job->st, it->tmpname, it->blob, 0, &it->is_new);
+        if (e) {
+            unlinkat(job->st->tmpfd, it->tmpname, 0);
+            fail_item(it, e, "store: %s", strerror(e));
+        }
+        it->tmpname[0] = 0;
+        it->commit = 0;
+    }
+    if (syncfs(job->st->byhashfd) != 0) {
+        err = errno;
+        for (size_t i = 0; i < job->n; i++)
+            if (job->items[i].status == ST_COPIED && job->items[i].is_new)
+                fail_item(&job->items[i], err, "store: syncfs: %s", strerror(err));
+    }
+}
+
+static size_t opt_int(lua_State *L, int idx, const char *k, size_t dflt, size_t lo, size_t hi)
+{
+    size_t v = dflt;
+    if (lua_getfield(L, idx, k) != LUA_TNIL) {
+        lua_Integer x = luaL_checkinteger(L, -1);
+        if (x < (lua_Integer)lo || x > (lua_Integer)hi)
+            luaL_error(L, "copy.batch: opts.%s out of range", k);
+        v = (size_t)x;
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static int root_index(struct job *job, const char **names, const char *root)
+{
+    for (size_t r = 0; r < job->nroots; r++)
+        if (strcmp(names[r], root) == 0)
+            return (int)r;
+    names[job->nroots] = root;
+    job->rootfds[job->nroots] = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    job->rooterrs[job->nroots] = job->rootfds[job->nroots] < 0 ? errno : 0;
+    return (int)job->nroots++;
+}
+
+static void push_results(lua_State *L, struct job *job)
+{
+    lua_createtable(L, (int)job->n, 0);
+    for (size_t i = 0; i < job->n; i++) {
+        struct item *it = &job->items[i];
+        lua_createtable(L, 0, 10);
+        lua_rawgeti(L, 2, (lua_Integer)i + 1);
+        lua_getfield(L, -1, "id");
+        lua_setfield(L, -3, "id");
+        lua_pop(L, 1);
+        int ok = it->status == ST_COPIED;
+        lua_pushboolean(L, ok);
+        lua_setfield(L, -2, "ok");
+        lua_pushstring(L, ok ? "copied" : "failed");
+        lua_setfield(L, -2, "status");
+        lua_pushinteger(L, (lua_Integer)it->bytes);
+        lua_setfield(L, -2, "bytes");
+        lua_pushnumber(L, it->seconds);
+        lua_setfield(L, -2, "seconds");
+        if (ok) {
+            lua_pushstring(L, it->blob);
+            lua_setfield(L, -2, "blob");
+            lua_pushboolean(L, it->is_new);
+            lua_setfield(L, -2, "new");
+        } else {
+            lua_pushstring(L, ntt_errname(it->err));
+            lua_setfield(L, -2, "err");
+            lua_pushstring(L, it->msg);
+            lua_setfield(L, -2, "msg");
+            lua_pushinteger(L, it->offset);
+            lua_setfield(L, -2, "offset");
+        }
+        if (job->trace) {
+            lua_pushnumber(L, it->t0);
+            lua_setfield(L, -2, "t0");
+            lua_pushnumber(L, it->t1);
+            lua_setfield(L, -2, "t1");
+            lua_pushinteger(L, it->thread);
+            lua_setfield(L, -2, "thread");
+        }
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+}
+
+static int copy_batch(lua_State *L)
+{
+    struct job job;
+    memset(&job, 0, sizeof job);
+    job.st = ntt_store_check(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (lua_isnoneornil(L, 3)) {
+        lua_settop(L, 2);
+        lua_newtable(L);
+    }
+    luaL_checktype(L, 3, LUA_TTABLE);
+    size_t threads = opt_int(L, 3, "threads", 1, 1, 1024);
+    job.bufsize = opt_int(L, 3, "buffer", 1u << 20, 4096, (size_t)1 << 30);
+    lua_getfield(L, 3, "durability");
+    const char *dur = luaL_optstring(L, -1, "batch");
+    if (strcmp(dur, "batch") == 0) job.durability = DUR_BATCH;
+    else if (strcmp(dur, "fsync") == 0) job.durability = DUR_FSYNC;
+    else if (strcmp(dur, "none") == 0) job.durability = DUR_NONE;
+    else return luaL_error(L, "copy.batch: durability must be batch, fsync or none");
+    lua_pop(L, 1);
+    lua_getfield(L, 3, "trace");
+    job.trace = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+
+    /* Read every item first (raising on misuse before any resource is held). */
+    size_t n = (size_t)lua_rawlen(L, 2);
+    for (size_t i = 1; i <= n; i++) {
+        if (lua_rawgeti(L, 2, (lua_Integer)i) != LUA_TTABLE)
+            return luaL_error(L, "copy.batch: item %d is not a table", (int)i);
+        if (lua_getfield(L, -1, "root") != LUA_TSTRING || lua_getfield(L, -2, "path") != LUA_TSTRING)
+            return luaL_error(L, "copy.batch: item %d needs string root and path", (int)i);
+        if (lua_getfield(L, -3, "size") != LUA_TNUMBER || !lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+            return luaL_error(L, "copy.batch: item %d needs an integer size >= 0", (int)i);
+        lua_pop(L, 4);
+    }
+    job.n = n;
+    job.items = calloc(n ? n : 1, sizeof *job.items);
+    job.rootfds = calloc(n ? n : 1, sizeof *job.rootfds);
+    job.rooterrs = calloc(n ? n : 1, sizeof *job.rooterrs);
+    job.order = calloc(n ? n : 1, sizeof *job.order);
+    job.gstart = calloc(n + 1, sizeof *job.gstart);
+    const char **names = calloc(n ? n : 1, sizeof *names);
+    if (!job.items || !job.rootfds || !job.rooterrs || !job.order || !job.gstart || !names) {
+        free(names);
+        job_free(&job);
+        return luaL_error(L, "copy.batch: out of memory");
+    }
+    int oom = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct item *it = &job.items[i];
+        lua_rawgeti(L, 2, (lua_Integer)i + 1);
+        lua_getfield(L, -1, "root");
+        lua_getfield(L, -2, "path");
+        lua_getfield(L, -3, "size");
+        it->root = root_index(&job, names, lua_tostring(L, -3));
+        const char *p = lua_tolstring(L, -2, &it->pathlen);
+        it->path = malloc(it->pathlen + 1);
+        if (!it->path)
+            oom = 1;
+        else
+            memcpy(it->path, p, it->pathlen + 1);
+        const char *slash = it->path ? memrchr(it->path, '/', it->pathlen) : NULL;
+        it->dirlen = slash ? (size_t)(slash - it->path) : 0;
+        it->size = (long long)lua_tointeger(L, -1);
+        job.order[i] = i;
+        lua_pop(L, 4);          /* names[] point into item strings still held by items */
+    }
+    free(names);
+    if (oom) {
+        job_free(&job);
+        return luaL_error(L, "copy.batch: out of memory");
+    }
+    qsort_r(job.order, n, sizeof *job.order, group_cmp, job.items);
+    for (size_t k = 0; k < n; k++) {
+        if (k == 0) {
+            job.gstart[job.ngroups++] = 0;
+            continue;
+        }
+        struct item *a = &job.items[job.order[k - 1]], *b = &job.items[job.order[k]];
+        if (a->root != b->root || a->dirlen != b->dirlen || memcmp(a->path, b->path, a->dirlen))
+            job.gstart[job.ngroups++] = k;
+    }
+    job.gstart[job.ngroups] = n;
+
+    if (threads > job.ngroups)
+        threads = job.ngroups ? job.ngroups : 1;
+    struct worker *ws = calloc(threads, sizeof *ws);
+    size_t started = 0;
+    job.base = mono();
+    if (ws) {
+        for (size_t t = 0; t < threads; t++) {
+            ws[t].job = &job;
+            ws[t].id = (int)t + 1;
+            if (posix_memalign((void **)&ws[t].buf, 4096, job.bufsize) != 0) {
+                ws[t].buf = NULL;
+                break;
+            }
+            if (pthread_create(&ws[t].tid, NULL, worker_main, &ws[t]) != 0) {
+                free(ws[t].buf);
+                ws[t].buf = NULL;
+                break;
+            }
+            started++;
+        }
+        for (size_t t = 0; t < started; t++) {
+            pthread_join(ws[t].tid, NULL);
+            free(ws[t].buf);
+        }
+        free(ws);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (job.items[i].status == ST_PENDING)
+            fail_item(&job.items[i], started ? EINTR : ENOMEM, started ? "not started" : "no worker");
+    if (job.durability == DUR_BATCH)
+        batch_commit(&job);
+    push_results(L, &job);
+    job_free(&job);
+    return 1;
+}
+
+static const luaL_Reg copy_funcs[] = {
+    {"batch", copy_batch},
+    {NULL, NULL},
+};
+
+int luaopen_ntt_core_copy(lua_State *L)
+{
+    luaL_newlib(L, copy_funcs);
+    return 1;
+}

@@ -1,0 +1,368 @@
+/*
+ * hash.c - ntt.core.hash: BLAKE3 for Lua (the algorithm is src/blake3.c).
+ *
+ * Lua API (ntt.core.hash):
+ *   new()                 -> Hasher (plain BLAKE3)
+ *   keyed(key)            -> Hasher (keyed mode; key is exactly 32 bytes, else error)
+ *   derive_key(context)   -> Hasher (key derivation: feed the key material)
+ *   sum(data [, nbytes])  -> hex digest of a string (default 32 bytes)
+ *   file(path [, nbytes]) -> hex, size | nil, msg, errname
+ *                            a large regular file is hashed from a shared
+ *                            read-only mapping (an I/O error there is EIO,
+ *                            not a crash), others streamed in 256 KiB
+ *                            blocks; "interrupted"/EINTR
+ *                            when SIGINT/SIGTERM arrives meanwhile
+ *   hex(bytes)            -> lowercase hex of a string
+ *   simd([lanes])         -> lanes in use (16, 8, 4 or 1); with an argument,
+ *                            use at most that many (tests; 0 = best)
+ *
+ * Hasher (ntt.Hasher; closing it is optional, __close/__gc do it):
+ *   h:update(data)        -> h
+ *   h:digest([nbytes])    -> raw bytes (default 32; any length: XOF)
+ *   h:hexdigest([nbytes]) -> lowercase hex
+ *   h:reset()             -> h, back to empty input (mode and key kept)
+ *   h:close()             idempotent; later use raises an error
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "ntt.h"
+#include "blake3.h"
+
+#define HASHER "ntt.Hasher"
+#define FILE_BLOCK (1u << 20)
+
+typedef struct {
+    ntt_blake3 b3;
+    int closed;
+} Hasher;
+
+static Hasher *hasher_check(lua_State *L)
+{
+    Hasher *h = luaL_checkudata(L, 1, HASHER);
+    if (h->closed)
+        luaL_error(L, "attempt to use a closed hasher");
+    return h;
+}
+
+static void push_hex(lua_State *L, const uint8_t *p, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    luaL_Buffer b;
+    char *s = luaL_buffinitsize(L, &b, 2 * n);
+    for (size_t i = 0; i < n; i++) {
+        s[2 * i] = digits[p[i] >> 4];
+        s[2 * i + 1] = digits[p[i] & 15];
+    }
+    luaL_pushresultsize(&b, 2 * n);
+}
+
+static size_t opt_len(lua_State *L, int idx)
+{
+    lua_Integer n = luaL_optinteger(L, idx, NTT_BLAKE3_OUT_LEN);
+    luaL_argcheck(L, n >= 0 && n <= (1 << 26), idx, "output length out of range");
+    return (size_t)n;
+}
+
+static Hasher *hasher_new(lua_State *L)
+{
+    return ntt_newudata(L, sizeof(Hasher), HASHER);
+}
+
+static int hash_new(lua_State *L)
+{
+    ntt_blake3_init(&hasher_new(L)->b3);
+    return 1;
+}
+
+static int hash_keyed(lua_State *L)
+{
+    size_t len;
+    const char *key = luaL_checklstring(L, 1, &len);
+    luaL_argcheck(L, len == NTT_BLAKE3_KEY_LEN, 1, "key must be 32 bytes");
+    ntt_blake3_init_keyed(&hasher_new(L)->b3, (const uint8_t *)key);
+    return 1;
+}
+
+static int hash_derive_key(lua_State *L)
+{
+    size_t len;
+    const char *ctx = luaL_checklstring(L, 1, &len);
+    ntt_blake3_init_derive_raw(&hasher_new(L)->b3, ctx, len);
+    return 1;
+}
+
+static int hash_sum(lua_State *L)
+{
+    size_t len, n = opt_len(L, 2);
+    const char *s = luaL_checklstring(L, 1, &len);
+    ntt_blake3 b3;
+    ntt_blake3_init(&b3);
+    ntt_blake3_update(&b3, s, len);
+    uint8_t *out = lua_newuserdatauv(L, n ? n : 1, 0);
+    ntt_blake3_finalize(&b3, out, n);
+    push_hex(L, out, n);
+    return 1;
+}
+
+static int hash_hex(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    push_hex(L, (const uint8_t *)s, len);
+    return 1;
+}
+
+static int hash_simd(lua_State *L)
+{
+    if (!lua_isnoneornil(L, 1))
+        ntt_blake3_set_simd_degree((int)luaL_checkinteger(L, 1));
+    lua_pushinteger(L, ntt_blake3_simd_degree());
+    return 1;
+}
+
+/*
+ * hash.file maps a large regular file and hashes the page cache in place
+ * (no copy into a buffer); a read error inside the mapping arrives as
+ * SIGBUS, which the handler turns into a jump back here and EIO.  Small
+ * files, and files that cannot be mapped, are read in blocks instead.
+ */
+#define MAP_MIN (1u << 20)
+#define MAP_WINDOW ((size_t)256 << 20)
+
+static __thread sigjmp_buf *bus_jump;
+static struct sigaction bus_old;
+
+static void on_sigbus(int sig, siginfo_t *si, void *ctx)
+{
+    if (bus_jump)
+        siglongjmp(*bus_jump, 1);
+    /* Not ours: behave as before. */
+    sigaction(SIGBUS, &bus_old, NULL);
+    if (!(bus_old.sa_flags & SA_SIGINFO) && bus_old.sa_handler != SIG_DFL &&
+        bus_old.sa_handler != SIG_IGN) {
+        bus_old.sa_handler(sig);
+        return;
+    }
+    if ((bus_old.sa_flags & SA_SIGINFO) && bus_old.sa_sigaction) {
+        bus_old.sa_sigaction(sig, si, ctx);
+        return;
+    }
+    raise(sig);
+}
+
+static void bus_install(void)
+{
+    static int done;
+    if (done)
+        return;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGBUS, &sa, &bus_old) == 0)
+        done = 1;
+}
+
+/* Hash one mapped window; 0, EINTR or EIO (SIGBUS inside the mapping). */
+static int hash_window(const uint8_t *m, size_t len, ntt_blake3 *b3,
+                       volatile uint64_t *done)
+{
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 1)) {
+        bus_jump = NULL;
+        return EIO;
+    }
+    bus_jump = &jb;
+    for (size_t p = 0; p < len; p += FILE_BLOCK) {
+        if (ntt_interrupted) {
+            bus_jump = NULL;
+            return EINTR;
+        }
+        size_t n = len - p < FILE_BLOCK ? len - p : FILE_BLOCK;
+        ntt_blake3_update(b3, m + p, n);
+        *done += n;
+    }
+    bus_jump = NULL;
+    return 0;
+}
+
+/* 0 and *total, or an errno (EIO: the mapping failed to read), or -1: not mapped. */
+static int hash_mapped(int fd, uint64_t size, ntt_blake3 *b3, uint64_t *total)
+{
+    volatile uint64_t done = 0;
+    bus_install();
+    for (uint64_t off = 0; off < size; off += MAP_WINDOW) {
+        size_t len = size - off < MAP_WINDOW ? (size_t)(size - off) : MAP_WINDOW;
+        uint8_t *m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, (off_t)off);
+        if (m == MAP_FAILED) {
+            *total = done;
+            return off == 0 ? -1 : errno;
+        }
+        madvise(m, len, MADV_SEQUENTIAL);
+        int err = hash_window(m, len, b3, &done);
+        munmap(m, len);
+        if (err) {
+            *total = done;
+            return err;
+        }
+    }
+    *total = done;
+    return 0;
+}
+
+static int hash_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    size_t n = opt_len(L, 2);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return ntt_fail(L, errno, path);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    ntt_blake3 b3;
+    ntt_blake3_init(&b3);
+    uint64_t total = 0;
+    int err = -1;
+    struct stat sb;
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size >= MAP_MIN)
+        err = hash_mapped(fd, (uint64_t)sb.st_size, &b3, &total);
+    if (err == 0) {
+        /* The file may have grown meanwhile: read the rest. */
+        if (lseek(fd, (off_t)total, SEEK_SET) < 0)
+            err = errno;
+    } else if (err < 0) {
+        err = 0;
+    }
+    uint8_t *buf = NULL;
+    if (!err && posix_memalign((void **)&buf, 4096, FILE_BLOCK) != 0)
+        err = ENOMEM;
+    while (!err) {
+        if (ntt_interrupted) {
+            err = EINTR;
+            break;
+        }
+        ssize_t r = read(fd, buf, FILE_BLOCK);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            err = errno;
+            break;
+        }
+        if (r == 0)
+            break;
+        ntt_blake3_update(&b3, buf, (size_t)r);
+        total += (uint64_t)r;
+    }
+    free(buf);
+    close(fd);
+    if (err == EINTR) {
+        lua_pushnil(L);
+        lua_pushstring(L, "interrupted");
+        lua_pushstring(L, "EINTR");
+        return 3;
+    }
+    if (err)
+        return ntt_failf(L, err, "%s: at byte %llu", path, (unsigned long long)total);
+    uint8_t *out = lua_newuserdatauv(L, n ? n : 1, 0);
+    ntt_blake3_finalize(&b3, out, n);
+    push_hex(L, out, n);
+    lua_pushinteger(L, (lua_Integer)total);
+    return 2;
+}
+
+static int hasher_update(lua_State *L)
+{
+    Hasher *h = hasher_check(L);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    ntt_blake3_update(&h->b3, s, len);
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int hasher_digest(lua_State *L)
+{
+    Hasher *h = hasher_check(L);
+    size_t n = opt_len(L, 2);
+    luaL_Buffer b;
+    uint8_t *out = (uint8_t *)luaL_buffinitsize(L, &b, n);
+    ntt_blake3_finalize(&h->b3, out, n);
+    luaL_pushresultsize(&b, n);
+    return 1;
+}
+
+static int hasher_hexdigest(lua_State *L)
+{
+    Hasher *h = hasher_check(L);
+    size_t n = opt_len(L, 2);
+    uint8_t *out = lua_newuserdatauv(L, n ? n : 1, 0);
+    ntt_blake3_finalize(&h->b3, out, n);
+    push_hex(L, out, n);
+    return 1;
+}
+
+static int hasher_reset(lua_State *L)
+{
+    Hasher *h = hasher_check(L);
+    ntt_blake3_reset(&h->b3);
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int hasher_close(lua_State *L)
+{
+    Hasher *h = luaL_checkudata(L, 1, HASHER);
+    h->closed = 1;
+    return 0;
+}
+
+static int hasher_tostring(lua_State *L)
+{
+    Hasher *h = luaL_checkudata(L, 1, HASHER);
+    if (h->closed)
+        lua_pushstring(L, "ntt.Hasher (closed)");
+    else
+        lua_pushfstring(L, "ntt.Hasher (%p)", (void *)h);
+    return 1;
+}
+
+static const luaL_Reg hasher_methods[] = {
+    {"close", hasher_close},
+    {"digest", hasher_digest},
+    {"hexdigest", hasher_hexdigest},
+    {"reset", hasher_reset},
+    {"update", hasher_update},
+    {NULL, NULL},
+};
+
+static const luaL_Reg hasher_meta[] = {
+    {"__close", hasher_close},
+    {"__gc", hasher_close},
+    {"__tostring", hasher_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg hash_funcs[] = {
+    {"derive_key", hash_derive_key},
+    {"file", hash_file},
+    {"hex", hash_hex},
+    {"keyed", hash_keyed},
+    {"new", hash_new},
+    {"simd", hash_simd},
+    {"sum", hash_sum},
+    {NULL, NULL},
+};
+
+int luaopen_ntt_core_hash(lua_State *L)
+{
+    ntt_newclass(L, HASHER, hasher_methods, hasher_meta);
+    luaL_newlib(L, hash_funcs);
+    return 1;
+}
