@@ -15,7 +15,7 @@ function M.run(ctx)
   ctx.inspection = report
   local db, hash = ctx.db, m.hash
   local r, err = db:exec([[UPDATE medium SET health = $2, rescued_pct = $3 WHERE medium_hash = $1]],
-                         hash, report.health, report.rescued_pct)
+                         hash, report.health ~= "unknown" and report.health or nil, report.rescued_pct)
   if not r then return nil, err end
   for _, pr in ipairs(report.problems or {}) do
     local key = pr.kind or "problem"
