@@ -81,7 +81,11 @@ local function main(args)
   log:info("run_start", { policy = o.policy, targets = o.targets })
   -- 3. The database (the private cluster starts itself when NTT_DB_URL is unset).
   local db = require "ntt.db"
-  local conn, derr = db.connect { autostart = true, migrate = true }
+  local conn, derr = db.connect { autostart = true }
+  if conn then
+    local v, merr = db.migrate(conn)
+    if not v then conn:close(); conn, derr = nil, merr end
+  end
   if not conn then
     log:error("db_unavailable", { error = derr }, "cannot use the database: " .. tostring(derr))
     log:close()
@@ -90,7 +94,8 @@ local function main(args)
   -- 4. The stages: a first SIGINT lets the current step finish; a second one raises.
   util.raise_on_interrupt(false)
   local results = pipeline.run({
-    policy = policy, log = log, db = conn, workers = o.workers or policy.workers or 1,
+    policy = policy, policy_path = o.policy, log = log, db = conn,
+    workers = o.workers or policy.workers or 1,
     interrupted = util.interrupted, replace = o.replace,
   }, o.targets)
   util.raise_on_interrupt(true)
