@@ -29,10 +29,41 @@ function M.check(policy)
   return true
 end
 
+local IMAGE_EXT = { img = true, ima = true, iso = true, dd = true, raw = true, bin = true, dsk = true,
+                    image = true, vfd = true, hdd = true }
+
+-- A folder holding disk images (with their .map files beside them) means
+-- each image; any other folder is a directory medium.
+function M.expand(targets)
+  local media = require "ntt.core.media"
+  local proc = require "ntt.core.proc"
+  local out = {}
+  for _, t in ipairs(targets) do
+    local st = media.stat(t)
+    local images = {}
+    if st and st.type == "directory" then
+      local r = proc.run { argv = { "find", t, "-maxdepth", "1", "-type", "f" }, timeout = 60 }
+      for name in ((r and r.stdout) or ""):gmatch("[^\n]+") do
+        local ext = name:match("%.([%w]+)$")
+        if ext and IMAGE_EXT[ext:lower()] then images[#images + 1] = name end
+      end
+      table.sort(images)
+    end
+    if #images > 0 then
+      for _, i in ipairs(images) do out[#out + 1] = i end
+    else
+      out[#out + 1] = t
+    end
+  end
+  return out
+end
+
 -- run(ctx_base, targets) -> results (one per target: {target=, ok=, failed_stage=, error=})
+-- A stage that fails ends that target's run, but a mounted medium is still
+-- unmounted when the policy has an unmount stage.
 function M.run(base, targets)
   local results = {}
-  for _, target in ipairs(targets) do
+  for _, target in ipairs(M.expand(targets)) do
     local ctx = setmetatable({ target = target, problems = {}, counts = {} }, { __index = base })
     local res = { target = target, ok = true, ctx = ctx }
     for _, s in ipairs(base.policy.stages or {}) do
@@ -48,6 +79,14 @@ function M.run(base, targets)
         res.ok, res.failed_stage, res.error = false, name, ok and err or done
         base.log:error("stage_failed", { stage = name, target = target, error = tostring(res.error) },
                        ("%s: stage %s failed: %s"):format(target, name, tostring(res.error)))
+        if ctx.mount_result and name ~= "unmount" then
+          for _, later in ipairs(base.policy.stages) do
+            if later == "unmount" then
+              local uok, uerr = pcall(require("ntt.stage.unmount").run, ctx)
+              if not uok then base.log:error("unmount_failed", { target = target, error = tostring(uerr) }) end
+            end
+          end
+        end
         break
       end
       base.log:info("stage_done", { stage = name, target = target,

@@ -14,7 +14,7 @@ function M.bytes(n)
   local i = 1
   n = n or 0
   while n >= 1024 and i < #units do n = n / 1024; i = i + 1 end
-  return i == 1 and ("%d B"):format(n) or ("%.1f %s"):format(n, units[i])
+  return i == 1 and ("%d B"):format(math.floor(n)) or ("%.1f %s"):format(n, units[i])
 end
 
 function M.duration(s)

@@ -31,7 +31,7 @@ local function parse(args)
     elseif a == "--replace" then o.replace = true
     elseif a == "-v" or a == "--verbose" then o.stderr = "info"
     elseif a == "--debug" then o.stderr = "debug"; o.level = "debug"
-    elseif a == "-q" or a == "--quiet" then o.stderr = "error"
+    elseif a == "-q" or a == "--quiet" then o.stderr = "error"; o.quiet = true
     elseif a:match("^%-") then return nil, "unknown option " .. a
     elseif not o.policy then o.policy = a
     else o.targets[#o.targets + 1] = a end
@@ -93,6 +93,7 @@ local function main(args)
   end
   -- 4. The stages: a first SIGINT lets the current step finish; a second one raises.
   util.raise_on_interrupt(false)
+  local t0 = util.monotonic()
   local results = pipeline.run({
     policy = policy, policy_path = o.policy, log = log, db = conn,
     workers = o.workers or policy.workers or 1,
@@ -108,7 +109,10 @@ local function main(args)
       code = math.max(code, EXIT.problems)
     end
   end
-  log:info("run_done", { exit = code })
+  local text, totals = require("ntt.summary").format(results, util.monotonic() - t0)
+  if not o.quiet then io.stdout:write(text) end
+  log:info("run_done", { exit = code, totals = totals })
+  if policy.hooks and policy.hooks.on_finish then policy.hooks.on_finish(totals, results) end
   conn:close()
   log:close()
   return code
