@@ -26,6 +26,11 @@ function M.classify(err, msg)
   if m:find("beyond end of device", 1, true) or m:find("beyond eof", 1, true) then
     return "detected_beyond_eof"
   end
+  -- Once a file is open, a failing read is the medium failing, whatever
+  -- errno the driver chose (fusefat reports EPERM for unreadable clusters).
+  if m:find("^read at byte") and err ~= "ENODATA" and err ~= "EINTR" then
+    return "detected_io_error"
+  end
   return BY_ERRNO[err or ""] or ("detected_other:" .. tostring(err))
 end
 

@@ -28,6 +28,10 @@ function M.run(ctx)
     return nil, err
   end
   ctx.mount_result = res
+  if res.view then
+    -- A partial image is read through the view that fails unrescued reads.
+    problems.note(db, m.hash, "partial_image", res.view)
+  end
   local roots, not_mounted = {}, {}
   for _, fs in ipairs(res.filesystems or {}) do
     local r, qerr = db:exec([[
