@@ -8,6 +8,7 @@
 local copier = require "ntt.copier"
 local config = require "ntt.config"
 local media = require "ntt.media"
+local cmedia = require "ntt.core.media"
 local mount = require "ntt.mount"
 local progress = require "ntt.progress"
 local proc = require "ntt.core.proc"
@@ -27,7 +28,7 @@ function M.setup(ctx)
   local map = ctx.inspection and ctx.inspection.map
   if map and m.size and #map:holes(m.size) > 0 and (ctx.policy.copy or {}).damaged ~= "salvage" then
     damage_of = function(item)
-      local extents = media.fiemap(item.root .. "/" .. item.path)
+      local extents = cmedia.fiemap(item.root .. "/" .. item.path)
       if not extents then return nil end
       local ranges = media.damage(map, extents, offsets[item.fs_index] or 0, item.size)
       for _, r in ipairs(ranges) do r.status = nil; r.image_offset = nil end
