@@ -290,40 +290,42 @@ describe("ntt run", function()
     assert.is_true(total >= 2000 - 100 and total <= 2000, "copies logged by the second run: " .. total)
   end)
 
-  it("remounts when the mount vanishes mid-copy and completes", function()
+  it("remounts when the mount vanishes before the copy and completes", function()
     local dir = helper.tmpdir("vanish")
     local files = {}
-    for d = 1, 10 do
-      for f = 1, 100 do files[("d%02d/f%03d"):format(d, f)] = ("%s %d %d "):format(tag, d, f):rep(100) end
+    for d = 1, 5 do
+      for f = 1, 20 do files[("d%02d/f%03d"):format(d, f)] = ("%s %d %d "):format(tag, d, f):rep(100) end
     end
-    local img = images.ext(dir .. "/v.img", { size_mb = 32, files = files })
+    local img = images.ext(dir .. "/v.img", { size_mb = 16, files = files })
     local home = dir .. "/home"
-    local pol = policy(dir, "{ copy = { batch = 20, threads = 1, durability = 'fsync' }, retry = { checkpoint = 3 } }")
-    local p = assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = { NTT_HOME = home },
-                                  stdout = "null", stderr = "null" })
+    -- A function stage between enumerate and copy takes the mount away from
+    -- under ntt, as an operator or a crashed FUSE driver would.
+    local pol = policy(dir, [[{
+  retry = { checkpoint = 3 },
+  stages = { "identify", "inspect", "mount", "enumerate",
+             function(ctx)
+               local proc = require "ntt.core.proc"
+               for _, r in ipairs(ctx.roots) do proc.run { argv = { "umount", "-l", r.root }, timeout = 20 } end
+               return true
+             end,
+             "copy", "unmount" },
+}]])
+    local r = run(home, { pol, img })
+    assert.equal(0, r.code, r.stderr .. r.stdout)
     local h = medium_of(img)
-    local mnt = "/run/ntt/mnt/" .. h .. "/p0"
-    local deadline = util.monotonic() + 60
-    while util.monotonic() < deadline do
-      local ok2, rows = pcall(db().exec, db(), ("SELECT count(*) AS n FROM inode_p_%s WHERE state = 'copied'"):format(h))
-      if ok2 and rows and rows[1].n >= 40 then break end
-      util.sleep(0.02)
-    end
-    helper.sh({ "umount", "-l", mnt }, { may_fail = true })
-    local kind, code = p:wait(120)
-    assert.equal("exit", kind)
-    assert.equal(0, code)
     local copied = 0
     for _, row in ipairs(inodes(h)) do if row.state == "copied" then copied = copied + 1 end end
-    assert.equal(1000, copied)
+    assert.equal(100, copied)
     local pr = problems(h)
-    local remounted = false
+    local remounted = 0
     for _, ev in ipairs(pr.diagnostic_events or {}) do
       if ev.action == "remounted" then
-        remounted = true
+        remounted = remounted + 1
         assert.matches("mount_check:missing", table.concat(ev.checks, ","))
+        assert.matches("detected_missing_file", table.concat(ev.checks, ","))
       end
     end
-    assert.is_true(remounted, "a remount was recorded")
+    assert.is_true(remounted > 0, "a remount was recorded")
+    assert.equal(100, check_store(home))
   end)
 end)
