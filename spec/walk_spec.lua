@@ -166,6 +166,17 @@ describe("ntt.core.walk", function()
     assert_same_as_find(root, by)
   end)
 
+  it("does not descend below max_depth, and says so", function()
+    local root = helper.tmpdir("walk")
+    helper.sh { "mkdir", "-p", root .. "/a/b/c/d" }
+    helper.write(root .. "/a/b/c/d/f", "x")
+    local by, res = collect(root, { max_depth = 2 })
+    assert(by["a/b/c"])
+    assert.is_nil(by["a/b/c/d"])
+    assert.equal(1, res.error_count)
+    assert.same({ path = "a/b/c", err = "ELOOP", msg = "deeper than max_depth: not descended" }, res.errors[1])
+  end)
+
   it("gives hardlinks one inode and two paths", function()
     local root = helper.tmpdir("walk")
     helper.sh { "mkdir", root .. "/sub" }
@@ -427,7 +438,12 @@ describe("ntt.core.walk", function()
       assert.matches("getdents64", errs.eio.msg)
       assert.equal("EIO", errs["badstat/broken"].err)
       assert.is_nil(by["badstat/broken"])
-      assert.equal(2, res.error_count)
+      -- a directory cycle is recorded once and not descended
+      assert.equal(by.loop.ino, by["loop/again"].ino)
+      assert.is_nil(by["loop/again/again"])
+      assert.equal("ELOOP", errs["loop/again"].err)
+      assert.matches("own ancestor", errs["loop/again"].msg)
+      assert.equal(3, res.error_count)
       assert.is_false(res.stalled)
     end)
 
@@ -460,7 +476,7 @@ describe("ntt.core.walk", function()
         assert.equal(entries, n)
         assert(tonumber(secs) >= 2 and tonumber(secs) < 10, "stall took " .. secs .. " s")
         if threads > 1 then   -- the other directories were still walked
-          assert.equal(13, tonumber(entries))
+          assert.equal(15, tonumber(entries))
         end
       end)
     end

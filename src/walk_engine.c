@@ -51,7 +51,8 @@ struct item {                  /* a directory still to list */
     uint64_t ino;
     int depth;                 /* 0 for the root */
     int emit_self;             /* the root: emit its own record first */
-    uint64_t *anc;             /* inodes of the ancestors, depth of them */
+    struct item *parent;       /* kept alive by this item's reference */
+    atomic_int refs;           /* 1 until listed, +1 per child item alive */
     size_t len;
     char path[];               /* NUL-terminated, len bytes */
 };
@@ -130,9 +131,12 @@ static void *xrealloc(void *p, size_t n)
 
 /* ---- events ------------------------------------------------------------ */
 
-/* Record an event (caller holds no lock). */
-static void walk_event(struct ntt_walk *w, int kind, int err, const char *path,
-                       size_t len, const char *what)
+/*
+ * Record an event (caller holds no lock).  The message is what failed plus
+ * strerror(err) when syserr, else what alone.
+ */
+static void walk_event_(struct ntt_walk *w, int kind, int err, const char *path,
+                        size_t len, const char *what, int syserr)
 {
     pthread_mutex_lock(&w->mu);
     if (kind == NTT_WALK_EV_ERROR) w->st.errors++;
@@ -155,13 +159,17 @@ static void walk_event(struct ntt_walk *w, int kind, int err, const char *path,
         if (what) {
             char buf[256];
             size_t n = (size_t)snprintf(buf, sizeof buf, "%s%s%s", what,
-                                        err ? ": " : "", err ? strerror(err) : "");
+                                        syserr ? ": " : "", syserr ? strerror(err) : "");
             e->msg = xmalloc(n + 1);
             memcpy(e->msg, buf, n + 1);
         }
     }
     pthread_mutex_unlock(&w->mu);
 }
+
+#define walk_event(w, kind, err, path, len, what) \
+    walk_event_(w, kind, err, path, len, what, (err) != 0)
+#define walk_note(w, kind, err, path, len, what) walk_event_(w, kind, err, path, len, what, 0)
 
 /* ---- batches ----------------------------------------------------------- */
 
@@ -440,7 +448,17 @@ static void path_room(struct worker *k, size_t need)
     }
 }
 
-static void push_dir(struct ntt_walk *w, const struct item *parent, const char *path,
+/* Drop a reference; an item freed drops its parent's in turn. */
+static void item_unref(struct item *it)
+{
+    while (it && atomic_fetch_sub(&it->refs, 1) == 1) {
+        struct item *up = it->parent;
+        free(it);
+        it = up;
+    }
+}
+
+static void push_dir(struct ntt_walk *w, struct item *parent, const char *path,
                      size_t len, uint64_t ino)
 {
     struct item *it = xmalloc(sizeof *it + len + 1);
@@ -450,9 +468,9 @@ static void push_dir(struct ntt_walk *w, const struct item *parent, const char *
     it->ino = ino;
     it->depth = parent->depth + 1;
     it->emit_self = 0;
-    it->anc = xmalloc(sizeof(uint64_t) * (size_t)it->depth);
-    if (parent->depth) memcpy(it->anc, parent->anc, sizeof(uint64_t) * (size_t)parent->depth);
-    it->anc[parent->depth] = parent->ino;
+    atomic_init(&it->refs, 1);
+    atomic_fetch_add(&parent->refs, 1);
+    it->parent = parent;
     pthread_mutex_lock(&w->mu);
     it->next = w->stack;
     w->stack = it;
@@ -462,9 +480,8 @@ static void push_dir(struct ntt_walk *w, const struct item *parent, const char *
 
 static int is_ancestor(const struct item *it, uint64_t ino)
 {
-    if (ino == it->ino) return 1;
-    for (int i = 0; i < it->depth; i++)
-        if (it->anc[i] == ino) return 1;
+    for (; it; it = it->parent)
+        if (it->ino == ino) return 1;
     return 0;
 }
 
@@ -497,7 +514,7 @@ static int entry_stat(int dfd, const char *name, struct stat *st, int *mountroot
     return fstatat(dfd, name, st, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT);
 }
 
-static void walk_entry(struct worker *k, int dfd, const struct item *it,
+static void walk_entry(struct worker *k, int dfd, struct item *it,
                        const char *name, size_t nlen)
 {
     struct ntt_walk *w = k->w;
@@ -540,10 +557,10 @@ static void walk_entry(struct worker *k, int dfd, const struct item *it,
             walk_event(w, NTT_WALK_EV_MOUNTPOINT, 0, p, plen, "another filesystem: not descended");
         } else if (is_ancestor(it, st.st_ino)) {
             flags = NTT_WALK_NOTDESC;
-            walk_event(w, NTT_WALK_EV_ERROR, ELOOP, p, plen, "directory is its own ancestor");
+            walk_note(w, NTT_WALK_EV_ERROR, ELOOP, p, plen, "directory is its own ancestor: not descended");
         } else if (it->depth + 1 > w->o.max_depth) {
             flags = NTT_WALK_NOTDESC;
-            walk_event(w, NTT_WALK_EV_ERROR, ELOOP, p, plen, "deeper than max_depth");
+            walk_note(w, NTT_WALK_EV_ERROR, ELOOP, p, plen, "deeper than max_depth: not descended");
         } else {
             push_dir(w, it, p, plen, st.st_ino);
         }
@@ -573,8 +590,8 @@ static void walk_dir(struct worker *k, struct item *it)
     if (it->emit_self)
         worker_emit(k, &st, "", 0, 0, st.st_ino, "", 0, 0);
     else if (st.st_dev != w->rootdev || st.st_ino != it->ino) {
-        walk_event(w, NTT_WALK_EV_ERROR, ESTALE, it->path, it->len,
-                   "directory changed while walking");
+        walk_note(w, NTT_WALK_EV_ERROR, ESTALE, it->path, it->len,
+                  "directory changed while walking");
         close(fd);
         return;
     }
@@ -637,8 +654,7 @@ static void *worker_main(void *arg)
         if (w->active == 0 && !w->stack)
             pthread_cond_broadcast(&w->work_cv);
         pthread_mutex_unlock(&w->mu);
-        free(it->anc);
-        free(it);
+        item_unref(it);
     }
     if (!w->stop)
         worker_flush(k);
@@ -668,7 +684,7 @@ static void walk_free(struct ntt_walk *w)
     for (b = w->freel; b; b = nb) { nb = b->next; batch_free(b); }
     batch_free(w->consumed);
     struct item *it, *ni;
-    for (it = w->stack; it; it = ni) { ni = it->next; free(it->anc); free(it); }
+    for (it = w->stack; it; it = ni) { ni = it->next; item_unref(it); }
     for (int i = 0; i < w->nwk; i++)
         pthread_mutex_destroy(&w->wk[i].bmu);
     free(w->wk);
@@ -723,6 +739,7 @@ struct ntt_walk *ntt_walk_start(const struct ntt_walk_opts *opts)
     pthread_cond_init(&w->space_cv, NULL);
     struct item *it = xmalloc(sizeof *it + 1);
     memset(it, 0, sizeof *it + 1);
+    atomic_init(&it->refs, 1);
     it->ino = st.st_ino;
     it->emit_self = 1;
     w->stack = it;
