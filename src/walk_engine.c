@@ -200,7 +200,7 @@ static struct batch *batch_get(struct ntt_walk *w, size_t need)
     return b;
 }
 
-/* Back to the free list (kept small: a few per worker), else freed. */
+/* Back to the free list (as many as can be in flight), else freed. */
 static void batch_put(struct ntt_walk *w, struct batch *b)
 {
     if (!b) return;
@@ -209,7 +209,7 @@ static void batch_put(struct ntt_walk *w, struct batch *b)
         return;
     }
     pthread_mutex_lock(&w->mu);
-    if (w->nfree < (size_t)w->nwk + 2) {
+    if (w->nfree < w->qmax + (size_t)w->nwk + 2) {
         b->next = w->freel;
         w->freel = b;
         w->nfree++;
