@@ -33,6 +33,7 @@
 #include <limits.h>
 #include <linux/openat2.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -515,7 +516,7 @@ static int entry_stat(int dfd, const char *name, struct stat *st, int *mountroot
 }
 
 static void walk_entry(struct worker *k, int dfd, struct item *it,
-                       const char *name, size_t nlen)
+                       const char *name, size_t nlen, uint64_t d_ino)
 {
     struct ntt_walk *w = k->w;
     size_t plen = it->len + (it->len ? 1 : 0) + nlen;
@@ -553,7 +554,9 @@ static void walk_entry(struct worker *k, int dfd, struct item *it,
         }
     } else if (S_ISDIR(st.st_mode)) {
         if (st.st_dev != w->rootdev || mountroot) {
+            /* statx saw the mounted root; the listing has the covered directory */
             flags = NTT_WALK_MOUNTPOINT;
+            if (d_ino) st.st_ino = d_ino;
             walk_event(w, NTT_WALK_EV_MOUNTPOINT, 0, p, plen, "another filesystem: not descended");
         } else if (is_ancestor(it, st.st_ino)) {
             flags = NTT_WALK_NOTDESC;
@@ -613,7 +616,7 @@ static void walk_dir(struct worker *k, struct item *it)
             const char *nm = d->d_name;
             if (nm[0] == '.' && (nm[1] == 0 || (nm[1] == '.' && nm[2] == 0)))
                 continue;
-            walk_entry(k, fd, it, nm, strlen(nm));
+            walk_entry(k, fd, it, nm, strlen(nm), d->d_ino);
         }
     }
     close(fd);
@@ -746,6 +749,10 @@ struct ntt_walk *ntt_walk_start(const struct ntt_walk_opts *opts)
     w->t0 = mono();
     w->wk = calloc((size_t)w->o.threads, sizeof *w->wk);
     w->refs = 1;
+    /* Signals are for the main thread (it polls ntt_interrupted). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     for (int i = 0; i < w->o.threads; i++) {
         struct worker *k = &w->wk[i];
         k->w = w;
@@ -765,10 +772,16 @@ struct ntt_walk *ntt_walk_start(const struct ntt_walk_opts *opts)
             w->running--;
             k->exited = 2;   /* never started: nothing to join */
             pthread_mutex_unlock(&w->mu);
-            if (i == 0) { ntt_walk_finish(w); errno = rc; return NULL; }
+            if (i == 0) {
+                pthread_sigmask(SIG_SETMASK, &old, NULL);
+                ntt_walk_finish(w);
+                errno = rc;
+                return NULL;
+            }
             break;
         }
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     return w;
 }
 
