@@ -341,6 +341,35 @@ describe("ntt.core.walk", function()
       return true
     end
 
+    it("reports a directory it may not read (EACCES) and goes on", function()
+      if not need_root() then return end
+      local root = helper.tmpdir("walkperm")
+      helper.sh { "mkdir", root .. "/locked", root .. "/open" }
+      helper.write(root .. "/locked/secret", "x")
+      helper.write(root .. "/open/f", "y")
+      helper.sh { "chmod", "755", root }
+      helper.sh { "chmod", "000", root .. "/locked" }
+      local sdir = helper.tmpdir("walkpermscript")
+      helper.sh { "chmod", "755", sdir }
+      helper.write(sdir .. "/s.lua", [[
+        local walk = require "ntt.core.walk"
+        local n, paths = 0, {}
+        local w = assert(walk.open(arg[1], { threads = 2 }))
+        while true do
+          local b = w:next()
+          if not b then break end
+          for _, r in ipairs(b) do paths[#paths + 1] = r.path end
+        end
+        table.sort(paths)
+        local res = w:result()
+        for _, e in ipairs(res.errors) do io.write(e.path, " ", e.err, "\n") end
+        io.write(table.concat(paths, ","), "\n")
+      ]])
+      local r = assert(proc.run { argv = { helper.ntt, sdir .. "/s.lua", root }, user = "nobody", timeout = 60 })
+      assert.equal(0, r.code, r.stderr)
+      assert.equal("locked EACCES\n,locked,open,open/f\n", r.stdout)
+    end)
+
     it("walks a loop-mounted ext4 image and stops at nested mounts", function()
       if not need_root() then return end
       local base = helper.tmpdir("walkext4")
