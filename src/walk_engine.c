@@ -345,10 +345,13 @@ void ntt_walk_defaults(struct ntt_walk_opts *o)
     if (o->threads > 256) o->threads = 256;
     if (o->stall_timeout <= 0) o->stall_timeout = 120;
     if (o->batch <= 0) o->batch = 4096;
+    if (o->batch > 1 << 20) o->batch = 1 << 20;
     if (o->batch_bytes == 0) o->batch_bytes = 1 << 20;
     if (o->batch_bytes < 4096) o->batch_bytes = 4096;
+    if (o->batch_bytes > 1 << 28) o->batch_bytes = 1 << 28;
     if (o->max_depth <= 0) o->max_depth = 4096;
     if (o->max_events <= 0) o->max_events = 1000;
+    if (o->max_events > 1000000) o->max_events = 1000000;
 }
 
 struct ntt_walk *ntt_walk_start(const struct ntt_walk_opts *opts)
@@ -361,7 +364,9 @@ struct ntt_walk *ntt_walk_start(const struct ntt_walk_opts *opts)
     if (!w) { close(fd); errno = ENOMEM; return NULL; }
     w->o = *opts;
     ntt_walk_defaults(&w->o);
-    w->root = strdup(opts->root);
+    size_t rl = strlen(opts->root);
+    w->root = ntt_walk_xmalloc(rl + 1);
+    memcpy(w->root, opts->root, rl + 1);
     w->o.root = w->root;
     w->rootfd = fd;
     w->rootdev = st.st_dev;
@@ -377,7 +382,8 @@ struct ntt_walk *ntt_walk_start(const struct ntt_walk_opts *opts)
     it->emit_self = 1;
     w->stack = it;
     w->t0 = ntt_walk_mono();
-    w->wk = calloc((size_t)w->o.threads, sizeof *w->wk);
+    w->wk = ntt_walk_xmalloc((size_t)w->o.threads * sizeof *w->wk);
+    memset(w->wk, 0, (size_t)w->o.threads * sizeof *w->wk);
     w->refs = 1;
     /* Signals are for the main thread (it polls ntt_interrupted). */
     sigset_t all, old;
