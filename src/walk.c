@@ -77,6 +77,8 @@ static void walk_luaopts(lua_State *L, int idx, const char *root, struct ntt_wal
         if (!lua_isnumber(L, -1))
             luaL_error(L, "walk: option '%s' must be a number", k);
         double v = lua_tonumber(L, -1);
+        if (!(v >= 0)) v = 0;            /* negative or NaN: the default */
+        if (v > 1e9) v = 1e9;            /* no overflow in the casts below */
         switch (i) {
         case 0: o->batch = (int)v; break;
         case 1: o->batch_bytes = (size_t)v; break;

@@ -1,6 +1,6 @@
 /*
- * walk_engine.c - the threads behind ntt.core.walk (the Lua side is walk.c;
- * the C API is walk.h).
+ * walk_engine.c - the threads behind ntt.core.walk (the Lua side is walk.c,
+ * the listing of one directory walk_list.c, the C API walk.h).
  *
  * A stack of directories still to list is shared by N worker threads.  A
  * worker opens a directory relative to the root (openat2 with
@@ -27,92 +27,28 @@
  * shared state is reference-counted, so a thread that wakes up later finds
  * valid memory, sees the stop flag and exits, freeing what is left.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <linux/openat2.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include "ntt.h"
 #include "walk.h"
+#include "walk_int.h"
 
-#define DENTS_BUF (64 * 1024)
-
-struct item {                  /* a directory still to list */
-    struct item *next;
-    uint64_t ino;
-    int depth;                 /* 0 for the root */
-    int emit_self;             /* the root: emit its own record first */
-    uint64_t *anc;             /* inodes of the ancestors, depth of them */
-    size_t len;
-    char path[];               /* NUL-terminated, len bytes */
-};
-
-struct batch {
-    struct batch *next;
-    size_t n, cap;
-    struct ntt_walk_rec *recs; /* path/target hold arena offsets until sealed */
-    char *arena;
-    size_t used, acap;
-};
-
-struct slot { uint64_t h; uint32_t gen; uint32_t len; size_t off; };
-
-struct worker {
-    struct ntt_walk *w;
-    pthread_t tid;
-    int exited;                /* under w->mu */
-    struct item *busy;         /* under w->mu: the directory being listed */
-    double busy_since;
-    pthread_mutex_t bmu;       /* guards cur (stolen by the consumer on a stall) */
-    struct batch *cur;
-    char *dents;
-    char *pbuf; size_t pcap;   /* path of the entry being looked at */
-    struct slot *set; size_t setcap, setn; uint32_t gen;  /* names of one directory */
-    char *names; size_t nused, ncap;
-};
-
-struct ntt_walk {
-    pthread_mutex_t mu;
-    pthread_cond_t work_cv, out_cv, space_cv;
-    int refs;
-    int rootfd;
-    dev_t rootdev;
-    struct ntt_walk_opts o;
-    char *root;
-    struct item *stack;
-    int active, running;
-    atomic_int stop;           /* read by workers without the lock */
-    struct batch *qhead, *qtail, *freel;
-    size_t qlen, qmax, nfree;
-    atomic_uint_fast64_t progress;
-    atomic_uint_fast64_t dirs;
-    struct ntt_walk_stats st;  /* events, counters, stalled; under mu */
-    size_t evcap, evkind[4];
-    struct worker *wk;
-    int nwk;
-    /* consumer side only */
-    struct batch *consumed;
-    int over;
-    double t0;
-};
-
-static double mono(void)
+double ntt_walk_mono(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void *xmalloc(size_t n)
+void *ntt_walk_xmalloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
     if (!p)
@@ -120,7 +56,7 @@ static void *xmalloc(size_t n)
     return p;
 }
 
-static void *xrealloc(void *p, size_t n)
+void *ntt_walk_xrealloc(void *p, size_t n)
 {
     p = realloc(p, n ? n : 1);
     if (!p)
@@ -130,9 +66,8 @@ static void *xrealloc(void *p, size_t n)
 
 /* ---- events ------------------------------------------------------------ */
 
-/* Record an event (caller holds no lock). */
-static void walk_event(struct ntt_walk *w, int kind, int err, const char *path,
-                       size_t len, const char *what)
+void ntt_walk_event(struct ntt_walk *w, int kind, int err, const char *path,
+                    size_t len, const char *what, int syserr)
 {
     pthread_mutex_lock(&w->mu);
     if (kind == NTT_WALK_EV_ERROR) w->st.errors++;
@@ -142,12 +77,12 @@ static void walk_event(struct ntt_walk *w, int kind, int err, const char *path,
         w->evkind[kind]++;
         if (w->st.nevents == w->evcap) {
             w->evcap = w->evcap ? 2 * w->evcap : 16;
-            w->st.events = xrealloc(w->st.events, w->evcap * sizeof *w->st.events);
+            w->st.events = ntt_walk_xrealloc(w->st.events, w->evcap * sizeof *w->st.events);
         }
         struct ntt_walk_event *e = &w->st.events[w->st.nevents++];
         e->kind = kind;
         e->err = err;
-        e->path = xmalloc(len + 1);
+        e->path = ntt_walk_xmalloc(len + 1);
         memcpy(e->path, path, len);
         e->path[len] = 0;
         e->path_len = len;
@@ -155,13 +90,14 @@ static void walk_event(struct ntt_walk *w, int kind, int err, const char *path,
         if (what) {
             char buf[256];
             size_t n = (size_t)snprintf(buf, sizeof buf, "%s%s%s", what,
-                                        err ? ": " : "", err ? strerror(err) : "");
-            e->msg = xmalloc(n + 1);
+                                        syserr ? ": " : "", syserr ? strerror(err) : "");
+            e->msg = ntt_walk_xmalloc(n + 1);
             memcpy(e->msg, buf, n + 1);
         }
     }
     pthread_mutex_unlock(&w->mu);
 }
+
 
 /* ---- batches ----------------------------------------------------------- */
 
@@ -177,22 +113,22 @@ static struct batch *batch_get(struct ntt_walk *w, size_t need)
     if (w->freel) { b = w->freel; w->freel = b->next; w->nfree--; }
     pthread_mutex_unlock(&w->mu);
     if (!b) {
-        b = xmalloc(sizeof *b);
+        b = ntt_walk_xmalloc(sizeof *b);
         b->cap = (size_t)w->o.batch;
-        b->recs = xmalloc(b->cap * sizeof *b->recs);
+        b->recs = ntt_walk_xmalloc(b->cap * sizeof *b->recs);
         b->acap = w->o.batch_bytes;
-        b->arena = xmalloc(b->acap);
+        b->arena = ntt_walk_xmalloc(b->acap);
     }
     if (need > b->acap) {
         b->acap = need;
-        b->arena = xrealloc(b->arena, need);
+        b->arena = ntt_walk_xrealloc(b->arena, need);
     }
     b->n = b->used = 0;
     b->next = NULL;
     return b;
 }
 
-/* Back to the free list (kept small: a few per worker), else freed. */
+/* Back to the free list (as many as can be in flight), else freed. */
 static void batch_put(struct ntt_walk *w, struct batch *b)
 {
     if (!b) return;
@@ -201,7 +137,7 @@ static void batch_put(struct ntt_walk *w, struct batch *b)
         return;
     }
     pthread_mutex_lock(&w->mu);
-    if (w->nfree < (size_t)w->nwk + 2) {
+    if (w->nfree < w->qmax + (size_t)w->nwk + 2) {
         b->next = w->freel;
         w->freel = b;
         w->nfree++;
@@ -251,9 +187,9 @@ static void worker_flush(struct worker *k)
 }
 
 /* Append one record; path is the entry's path, name its last nlen bytes. */
-static void worker_emit(struct worker *k, const struct stat *st, const char *path,
-                        size_t plen, size_t nlen, uint64_t parent,
-                        const char *target, size_t tlen, uint32_t flags)
+void ntt_walk_emit(struct worker *k, const struct stat *st, const char *path,
+                   size_t plen, size_t nlen, uint64_t parent,
+                   const char *target, size_t tlen, uint32_t flags)
 {
     struct ntt_walk *w = k->w;
     size_t need = plen + tlen;
@@ -316,292 +252,6 @@ char ntt_walk_typechar(unsigned mode)
     }
 }
 
-/* ---- directory names: duplicates within one listing ------------------- */
-
-static uint64_t name_hash(const char *s, size_t n)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
-    return h ^ (h >> 29);
-}
-
-static void names_reset(struct worker *k)
-{
-    k->gen++;
-    if (k->gen == 0) {   /* wrapped: really clear */
-        memset(k->set, 0, k->setcap * sizeof *k->set);
-        k->gen = 1;
-    }
-    k->setn = 0;
-    k->nused = 0;
-}
-
-/* 1 if added, 0 if the directory already listed this name. */
-static int names_add(struct worker *k, const char *s, size_t n)
-{
-    if (2 * (k->setn + 1) > k->setcap) {
-        size_t ncap = k->setcap ? 2 * k->setcap : 1024;
-        struct slot *ns = calloc(ncap, sizeof *ns);
-        if (!ns) abort();
-        for (size_t i = 0; i < k->setcap; i++) {
-            struct slot *o = &k->set[i];
-            if (o->gen != k->gen) continue;
-            size_t j = o->h & (ncap - 1);
-            while (ns[j].gen == k->gen) j = (j + 1) & (ncap - 1);
-            ns[j] = *o;
-        }
-        free(k->set);
-        k->set = ns;
-        k->setcap = ncap;
-    }
-    uint64_t h = name_hash(s, n);
-    size_t j = h & (k->setcap - 1);
-    for (;; j = (j + 1) & (k->setcap - 1)) {
-        struct slot *e = &k->set[j];
-        if (e->gen != k->gen) break;
-        if (e->h == h && e->len == n && memcmp(k->names + e->off, s, n) == 0)
-            return 0;
-    }
-    if (k->nused + n > k->ncap) {
-        k->ncap = (k->nused + n) * 2 + 4096;
-        k->names = xrealloc(k->names, k->ncap);
-    }
-    memcpy(k->names + k->nused, s, n);
-    k->set[j] = (struct slot){ h, k->gen, (uint32_t)n, k->nused };
-    k->nused += n;
-    k->setn++;
-    return 1;
-}
-
-/* ---- opening directories below the root -------------------------------- */
-
-static atomic_int have_openat2 = 1;
-
-static int open_beneath(int dirfd, const char *rel)
-{
-    if (have_openat2) {
-        struct open_how how = {
-            .flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
-            .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
-                     | RESOLVE_NO_XDEV,
-        };
-        int fd = (int)syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
-        if (fd >= 0 || errno != ENOSYS)
-            return fd;
-        have_openat2 = 0;
-    }
-    return openat(dirfd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-}
-
-/* Open path (relative to the root, any length); -1 with errno. */
-static int open_rel(struct ntt_walk *w, const char *path, size_t len)
-{
-    if (len == 0)
-        return openat(w->rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (len < PATH_MAX)
-        return open_beneath(w->rootfd, path);
-    int fd = w->rootfd;
-    char *chunk = xmalloc(PATH_MAX);
-    size_t pos = 0;
-    while (pos < len) {
-        size_t n = len - pos;
-        if (n >= PATH_MAX) {   /* cut at the last '/' that fits */
-            n = PATH_MAX - 1;
-            while (n > 0 && path[pos + n] != '/') n--;
-            if (n == 0) { errno = ENAMETOOLONG; break; }
-        }
-        memcpy(chunk, path + pos, n);
-        chunk[n] = 0;
-        int nfd = open_beneath(fd, chunk);
-        int e = errno;
-        if (fd != w->rootfd) close(fd);
-        fd = nfd;
-        errno = e;
-        if (fd < 0) break;
-        pos += n;
-        while (pos < len && path[pos] == '/') pos++;
-    }
-    free(chunk);
-    if (pos < len) {
-        if (fd >= 0 && fd != w->rootfd) close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-/* ---- the worker -------------------------------------------------------- */
-
-static void path_room(struct worker *k, size_t need)
-{
-    if (need > k->pcap) {
-        k->pcap = need * 2;
-        k->pbuf = xrealloc(k->pbuf, k->pcap);
-    }
-}
-
-static void push_dir(struct ntt_walk *w, const struct item *parent, const char *path,
-                     size_t len, uint64_t ino)
-{
-    struct item *it = xmalloc(sizeof *it + len + 1);
-    memcpy(it->path, path, len);
-    it->path[len] = 0;
-    it->len = len;
-    it->ino = ino;
-    it->depth = parent->depth + 1;
-    it->emit_self = 0;
-    it->anc = xmalloc(sizeof(uint64_t) * (size_t)it->depth);
-    if (parent->depth) memcpy(it->anc, parent->anc, sizeof(uint64_t) * (size_t)parent->depth);
-    it->anc[parent->depth] = parent->ino;
-    pthread_mutex_lock(&w->mu);
-    it->next = w->stack;
-    w->stack = it;
-    pthread_cond_signal(&w->work_cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static int is_ancestor(const struct item *it, uint64_t ino)
-{
-    if (ino == it->ino) return 1;
-    for (int i = 0; i < it->depth; i++)
-        if (it->anc[i] == ino) return 1;
-    return 0;
-}
-
-/* lstat() of one entry; *mountroot set for the root of a (bind) mount. */
-static atomic_int have_statx = 1;
-
-static int entry_stat(int dfd, const char *name, struct stat *st, int *mountroot)
-{
-    if (have_statx) {
-        struct statx x;
-        if (statx(dfd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_BASIC_STATS, &x) == 0) {
-            memset(st, 0, sizeof *st);
-            st->st_dev = makedev(x.stx_dev_major, x.stx_dev_minor);
-            st->st_ino = x.stx_ino;
-            st->st_mode = x.stx_mode;
-            st->st_nlink = x.stx_nlink;
-            st->st_uid = x.stx_uid;
-            st->st_gid = x.stx_gid;
-            st->st_rdev = makedev(x.stx_rdev_major, x.stx_rdev_minor);
-            st->st_size = (off_t)x.stx_size;
-            st->st_mtim.tv_sec = x.stx_mtime.tv_sec;
-            st->st_mtim.tv_nsec = x.stx_mtime.tv_nsec;
-            *mountroot = (x.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT)
-                      && (x.stx_attributes & STATX_ATTR_MOUNT_ROOT);
-            return 0;
-        }
-        if (errno != ENOSYS) return -1;
-        have_statx = 0;
-    }
-    return fstatat(dfd, name, st, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT);
-}
-
-static void walk_entry(struct worker *k, int dfd, const struct item *it,
-                       const char *name, size_t nlen)
-{
-    struct ntt_walk *w = k->w;
-    size_t plen = it->len + (it->len ? 1 : 0) + nlen;
-    path_room(k, plen + 1);
-    char *p = k->pbuf;
-    memcpy(p, it->path, it->len);
-    if (it->len) p[it->len] = '/';
-    memcpy(p + plen - nlen, name, nlen);
-    p[plen] = 0;
-    if (!names_add(k, name, nlen)) {
-        walk_event(w, NTT_WALK_EV_DUPLICATE, 0, p, plen, "listed twice");
-        return;
-    }
-    struct stat st;
-    int mountroot = 0;
-    if (entry_stat(dfd, name, &st, &mountroot) != 0) {
-        walk_event(w, NTT_WALK_EV_ERROR, errno, p, plen, "statx");
-        return;
-    }
-    atomic_fetch_add(&w->progress, 1);
-    char tbuf[512], *target = tbuf;
-    size_t tlen = 0;
-    uint32_t flags = 0;
-    if (S_ISLNK(st.st_mode)) {
-        size_t cap = sizeof tbuf;
-        for (;;) {
-            ssize_t n = readlinkat(dfd, name, target, cap);
-            if (n < 0) {
-                walk_event(w, NTT_WALK_EV_ERROR, errno, p, plen, "readlinkat");
-                break;
-            }
-            if ((size_t)n < cap) { tlen = (size_t)n; break; }
-            cap *= 2;
-            target = xrealloc(target == tbuf ? NULL : target, cap);
-        }
-    } else if (S_ISDIR(st.st_mode)) {
-        if (st.st_dev != w->rootdev || mountroot) {
-            flags = NTT_WALK_MOUNTPOINT;
-            walk_event(w, NTT_WALK_EV_MOUNTPOINT, 0, p, plen, "another filesystem: not descended");
-        } else if (is_ancestor(it, st.st_ino)) {
-            flags = NTT_WALK_NOTDESC;
-            walk_event(w, NTT_WALK_EV_ERROR, ELOOP, p, plen, "directory is its own ancestor");
-        } else if (it->depth + 1 > w->o.max_depth) {
-            flags = NTT_WALK_NOTDESC;
-            walk_event(w, NTT_WALK_EV_ERROR, ELOOP, p, plen, "deeper than max_depth");
-        } else {
-            push_dir(w, it, p, plen, st.st_ino);
-        }
-    }
-    worker_emit(k, &st, p, plen, nlen, it->ino, target, tlen, flags);
-    if (target != tbuf) free(target);
-}
-
-static void walk_dir(struct worker *k, struct item *it)
-{
-    struct ntt_walk *w = k->w;
-    int fd = open_rel(w, it->path, it->len);
-    if (fd < 0) {
-        int e = errno;
-        if (e == EXDEV)   /* a bind mount of this same filesystem */
-            walk_event(w, NTT_WALK_EV_MOUNTPOINT, 0, it->path, it->len, "a mount: not descended");
-        else
-            walk_event(w, NTT_WALK_EV_ERROR, e, it->path, it->len, "open");
-        return;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        walk_event(w, NTT_WALK_EV_ERROR, errno, it->path, it->len, "fstat");
-        close(fd);
-        return;
-    }
-    if (it->emit_self)
-        worker_emit(k, &st, "", 0, 0, st.st_ino, "", 0, 0);
-    else if (st.st_dev != w->rootdev || st.st_ino != it->ino) {
-        walk_event(w, NTT_WALK_EV_ERROR, ESTALE, it->path, it->len,
-                   "directory changed while walking");
-        close(fd);
-        return;
-    }
-    atomic_fetch_add(&w->progress, 1);
-    atomic_fetch_add(&w->dirs, 1);
-    names_reset(k);
-    while (!w->stop) {
-        ssize_t n = getdents64(fd, k->dents, DENTS_BUF);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            walk_event(w, NTT_WALK_EV_ERROR, errno, it->path, it->len, "getdents64");
-            break;
-        }
-        if (n == 0) break;
-        atomic_fetch_add(&w->progress, 1);
-        for (ssize_t off = 0; off < n && !w->stop;) {
-            struct dirent64 *d = (struct dirent64 *)(k->dents + off);
-            off += d->d_reclen;
-            const char *nm = d->d_name;
-            if (nm[0] == '.' && (nm[1] == 0 || (nm[1] == '.' && nm[2] == 0)))
-                continue;
-            walk_entry(k, fd, it, nm, strlen(nm));
-        }
-    }
-    close(fd);
-}
-
 static void walk_unref(struct ntt_walk *w);
 
 static void *worker_main(void *arg)
@@ -626,10 +276,10 @@ static void *worker_main(void *arg)
         w->stack = it->next;
         w->active++;
         k->busy = it;
-        k->busy_since = mono();
+        k->busy_since = ntt_walk_mono();
         pthread_mutex_unlock(&w->mu);
 
-        walk_dir(k, it);
+        ntt_walk_dir(k, it);
 
         pthread_mutex_lock(&w->mu);
         k->busy = NULL;
@@ -637,8 +287,7 @@ static void *worker_main(void *arg)
         if (w->active == 0 && !w->stack)
             pthread_cond_broadcast(&w->work_cv);
         pthread_mutex_unlock(&w->mu);
-        free(it->anc);
-        free(it);
+        ntt_walk_item_unref(it);
     }
     if (!w->stop)
         worker_flush(k);
@@ -668,7 +317,7 @@ static void walk_free(struct ntt_walk *w)
     for (b = w->freel; b; b = nb) { nb = b->next; batch_free(b); }
     batch_free(w->consumed);
     struct item *it, *ni;
-    for (it = w->stack; it; it = ni) { ni = it->next; free(it->anc); free(it); }
+    for (it = w->stack; it; it = ni) { ni = it->next; ntt_walk_item_unref(it); }
     for (int i = 0; i < w->nwk; i++)
         pthread_mutex_destroy(&w->wk[i].bmu);
     free(w->wk);
@@ -696,10 +345,13 @@ void ntt_walk_defaults(struct ntt_walk_opts *o)
     if (o->threads > 256) o->threads = 256;
     if (o->stall_timeout <= 0) o->stall_timeout = 120;
     if (o->batch <= 0) o->batch = 4096;
+    if (o->batch > 1 << 20) o->batch = 1 << 20;
     if (o->batch_bytes == 0) o->batch_bytes = 1 << 20;
     if (o->batch_bytes < 4096) o->batch_bytes = 4096;
+    if (o->batch_bytes > 1 << 28) o->batch_bytes = 1 << 28;
     if (o->max_depth <= 0) o->max_depth = 4096;
     if (o->max_events <= 0) o->max_events = 1000;
+    if (o->max_events > 1000000) o->max_events = 1000000;
 }
 
 struct ntt_walk *ntt_walk_start(const struct ntt_walk_opts *opts)
@@ -712,7 +364,9 @@ struct ntt_walk *ntt_walk_start(const struct ntt_walk_opts *opts)
     if (!w) { close(fd); errno = ENOMEM; return NULL; }
     w->o = *opts;
     ntt_walk_defaults(&w->o);
-    w->root = strdup(opts->root);
+    size_t rl = strlen(opts->root);
+    w->root = ntt_walk_xmalloc(rl + 1);
+    memcpy(w->root, opts->root, rl + 1);
     w->o.root = w->root;
     w->rootfd = fd;
     w->rootdev = st.st_dev;
@@ -721,19 +375,25 @@ struct ntt_walk *ntt_walk_start(const struct ntt_walk_opts *opts)
     pthread_cond_init(&w->work_cv, NULL);
     pthread_cond_init(&w->out_cv, NULL);
     pthread_cond_init(&w->space_cv, NULL);
-    struct item *it = xmalloc(sizeof *it + 1);
+    struct item *it = ntt_walk_xmalloc(sizeof *it + 1);
     memset(it, 0, sizeof *it + 1);
+    atomic_init(&it->refs, 1);
     it->ino = st.st_ino;
     it->emit_self = 1;
     w->stack = it;
-    w->t0 = mono();
-    w->wk = calloc((size_t)w->o.threads, sizeof *w->wk);
+    w->t0 = ntt_walk_mono();
+    w->wk = ntt_walk_xmalloc((size_t)w->o.threads * sizeof *w->wk);
+    memset(w->wk, 0, (size_t)w->o.threads * sizeof *w->wk);
     w->refs = 1;
+    /* Signals are for the main thread (it polls ntt_interrupted). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     for (int i = 0; i < w->o.threads; i++) {
         struct worker *k = &w->wk[i];
         k->w = w;
         pthread_mutex_init(&k->bmu, NULL);
-        k->dents = xmalloc(DENTS_BUF);
+        k->dents = ntt_walk_xmalloc(DENTS_BUF);
         w->nwk++;
         pthread_mutex_lock(&w->mu);
         w->refs++;
@@ -748,10 +408,16 @@ struct ntt_walk *ntt_walk_start(const struct ntt_walk_opts *opts)
             w->running--;
             k->exited = 2;   /* never started: nothing to join */
             pthread_mutex_unlock(&w->mu);
-            if (i == 0) { ntt_walk_finish(w); errno = rc; return NULL; }
+            if (i == 0) {
+                pthread_sigmask(SIG_SETMASK, &old, NULL);
+                ntt_walk_finish(w);
+                errno = rc;
+                return NULL;
+            }
             break;
         }
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     return w;
 }
 
@@ -764,7 +430,7 @@ static void walk_mark_stalled(struct ntt_walk *w)
             old = &w->wk[i];
     w->st.stalled = 1;
     if (old) {
-        w->st.stalled_path = xmalloc(old->busy->len + 1);
+        w->st.stalled_path = ntt_walk_xmalloc(old->busy->len + 1);
         memcpy(w->st.stalled_path, old->busy->path, old->busy->len + 1);
         w->st.stalled_path_len = old->busy->len;
     }
@@ -791,7 +457,7 @@ static void walk_over(struct ntt_walk *w)
 {
     if (!w->over) {
         w->over = 1;
-        w->st.seconds = mono() - w->t0;
+        w->st.seconds = ntt_walk_mono() - w->t0;
     }
 }
 
@@ -802,7 +468,7 @@ size_t ntt_walk_next(struct ntt_walk *w, const struct ntt_walk_rec **recs)
     if (w->over) return 0;
     pthread_mutex_lock(&w->mu);
     uint64_t lastp = atomic_load(&w->progress);
-    double lastt = mono();
+    double lastt = ntt_walk_mono();
     for (;;) {
         if (ntt_interrupted && !w->st.interrupted) {
             w->st.interrupted = 1;
@@ -831,7 +497,7 @@ size_t ntt_walk_next(struct ntt_walk *w, const struct ntt_walk_rec **recs)
         if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
         pthread_cond_timedwait(&w->out_cv, &w->mu, &ts);
         uint64_t p = atomic_load(&w->progress);
-        double now = mono();
+        double now = ntt_walk_mono();
         if (p != lastp) {
             lastp = p;
             lastt = now;
@@ -858,18 +524,18 @@ void ntt_walk_stats(struct ntt_walk *w, struct ntt_walk_stats *out)
     pthread_mutex_lock(&w->mu);
     *out = w->st;
     out->dirs = atomic_load(&w->dirs);
-    out->seconds = w->over ? w->st.seconds : mono() - w->t0;
+    out->seconds = w->over ? w->st.seconds : ntt_walk_mono() - w->t0;
     out->events = calloc(w->st.nevents ? w->st.nevents : 1, sizeof *out->events);
     if (!out->events) abort();
     for (size_t i = 0; i < w->st.nevents; i++) {
         const struct ntt_walk_event *e = &w->st.events[i];
         out->events[i] = *e;
-        out->events[i].path = xmalloc(e->path_len + 1);
+        out->events[i].path = ntt_walk_xmalloc(e->path_len + 1);
         memcpy(out->events[i].path, e->path, e->path_len + 1);
         out->events[i].msg = e->msg ? strdup(e->msg) : NULL;
     }
     if (w->st.stalled_path) {
-        out->stalled_path = xmalloc(w->st.stalled_path_len + 1);
+        out->stalled_path = ntt_walk_xmalloc(w->st.stalled_path_len + 1);
         memcpy(out->stalled_path, w->st.stalled_path, w->st.stalled_path_len + 1);
     }
     pthread_mutex_unlock(&w->mu);
@@ -897,8 +563,8 @@ void ntt_walk_finish(struct ntt_walk *w)
     pthread_cond_broadcast(&w->work_cv);
     pthread_cond_broadcast(&w->space_cv);
     /* Workers not stuck in a syscall leave at once; give slow ones a moment. */
-    double until = mono() + (w->st.stalled ? 0.5 : 5.0);
-    while (w->running > 0 && mono() < until) {
+    double until = ntt_walk_mono() + (w->st.stalled ? 0.5 : 5.0);
+    while (w->running > 0 && ntt_walk_mono() < until) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 50 * 1000000;
