@@ -66,6 +66,7 @@ static char **build_argv(lua_State *L, int t)
     int n = (int)lua_rawlen(L, -1);
     if (n < 1)
         luaL_error(L, "proc: argv is empty");
+    luaL_checkstack(L, n + 8, "proc: argv too long");
     char **argv = lua_newuserdatauv(L, sizeof(char *) * (n + 1), 0);
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, -2, i);

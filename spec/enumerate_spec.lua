@@ -1,0 +1,198 @@
+-- spec/enumerate_spec.lua: every directory entry into PostgreSQL, byte-exact.
+local helper = require "spec.support.helper"
+local proc = require "ntt.core.proc"
+local util = require "ntt.core.util"
+local pg = require "ntt.core.pg"
+local json = require "ntt.json"
+
+local tag = ("%d%d"):format(util.pid(), math.floor(util.now() * 1000) % 1000000)
+
+local function newhash(n)
+  return ("%08x%08x%016x"):format(util.pid(), n, math.floor(util.now() * 1e6))
+end
+
+describe("enumerate", function()
+  local url = helper.db_url()
+  if not url then
+    it("loads entries", function() pending("no test database") end)
+    return
+  end
+  local db = require "ntt.db"
+  local enumerate = require "ntt.enumerate"
+  local conn
+  local seq = 0
+  before_each(function()
+    conn = assert(pg.connect(url))
+    assert(db.migrate(conn))
+  end)
+  after_each(function() conn:close() end)
+
+  local function medium(root)
+    seq = seq + 1
+    local h = newhash(seq)
+    assert(conn:exec("INSERT INTO medium (medium_hash, medium_human, kind, image_path) VALUES ($1, $2, 'directory', $3)",
+                     h, "spec " .. seq, root))
+    return h
+  end
+
+  local function rows(h, sql)
+    local i, p = db.partition_names(h)
+    return assert(conn:exec((sql:gsub("INODE", i):gsub("PATH", p))))
+  end
+
+  local ODD = {
+    "new\nline", "car\rriage", "trailing cr\r", "fs\28sep", "back\\nslash", "back\\rslash",
+    "hash#tag", "quote'\"s", "\xff\xfe invalid utf-8", ("n"):rep(255),
+  }
+
+  it("round-trips odd names byte-exact: readdir -> bytea -> open", function()
+    local dir = helper.tmpdir("enum")
+    for i, name in ipairs(ODD) do helper.write(dir .. "/" .. name, "content " .. i) end
+    -- a deep path, longer than PATH_MAX
+    local deep = dir
+    local rel = {}
+    for d = 1, 40 do
+      local seg = ("d%02d_"):format(d) .. ("x"):rep(100)
+      rel[#rel + 1] = seg
+    end
+    local ok = proc.run { argv = { "sh", "-c", 'cd "$1" && for s in $2; do mkdir "$s" && cd "$s" || exit 1; done && echo deep > leaf', "sh", dir, table.concat(rel, " ") } }
+    assert.equal(0, ok.code)
+    local h = medium(dir)
+    local s = assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }, { threads = 4 }))
+    assert.equal(#ODD + 40 + 1 + 1, s.entries)          -- files, dirs, leaf, the root
+    local got = {}
+    for _, r in ipairs(rows(h, "SELECT path, ino FROM PATH")) do got[r.path] = r.ino end
+    for i, name in ipairs(ODD) do
+      assert.truthy(got[name], ("name %d missing: %q"):format(i, name))
+      assert.equal("content " .. i, helper.read(dir .. "/" .. name))   -- the stored bytes open the file
+    end
+    local leaf = table.concat(rel, "/") .. "/leaf"
+    assert.truthy(got[leaf])
+    assert.is_true(#leaf > 4096)
+    -- opening the deep path from the DB bytes, relative and step by step
+    local r = proc.run { argv = { "sh", "-c", 'cd "$1" && cd "$(dirname "$2")" && cat leaf', "sh", dir, leaf } }
+    assert.equal("deep\n", r.stdout)
+  end)
+
+  it("keeps hardlinks as one inode with all paths, records symlinks without following them", function()
+    local dir = helper.tmpdir("links")
+    helper.write(dir .. "/a", "shared " .. tag)
+    helper.sh { "mkdir", dir .. "/sub" }
+    helper.sh { "ln", dir .. "/a", dir .. "/sub/b" }
+    helper.sh { "ln", "-s", "../a", dir .. "/sub/link" }
+    helper.sh { "ln", "-s", "/etc", dir .. "/escape" }
+    local h = medium(dir)
+    assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }))
+    local p = rows(h, "SELECT p.path, i.ino, i.nlink, i.state::text AS state, i.fs_type, i.link_target FROM PATH p JOIN INODE i USING (fs_index, ino) ORDER BY p.path")
+    local by = {}
+    for _, r in ipairs(p) do by[r.path] = r end
+    assert.equal(by.a.ino, by["sub/b"].ino)
+    assert.equal(2, by.a.nlink)
+    assert.equal("pending", by.a.state)
+    assert.equal("l", by["sub/link"].fs_type)
+    assert.equal("../a", by["sub/link"].link_target)
+    assert.equal("non_file", by["sub/link"].state)
+    assert.equal("/etc", by.escape.link_target)
+    for path in pairs(by) do assert.is_nil(path:find("^escape/")) end   -- not followed
+    local n = rows(h, "SELECT count(*) AS n FROM INODE WHERE fs_type = 'f'")[1].n
+    assert.equal(1, n)
+  end)
+
+  it("refuses to load a medium again unless told to replace, and then replaces atomically", function()
+    local dir = helper.tmpdir("reload")
+    helper.write(dir .. "/one", "1")
+    local h = medium(dir)
+    assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }))
+    helper.write(dir .. "/two", "2")
+    local s, err, code = enumerate.load(conn, h, { { fs_index = 0, root = dir } })
+    assert.is_nil(s)
+    assert.equal("EEXIST", code)
+    assert.matches("already has 2 entries: refusing to load it again %(use %-%-replace", err)
+    assert.equal(2, rows(h, "SELECT count(*) AS n FROM PATH")[1].n)       -- untouched
+    -- a replace that fails midway keeps the old rows
+    s, err = enumerate.load(conn, h, { { fs_index = 0, root = dir .. "/missing" } }, { replace = true })
+    assert.is_nil(s)
+    assert.equal(2, rows(h, "SELECT count(*) AS n FROM PATH")[1].n)
+    s = assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }, { replace = true }))
+    assert.equal(2, s.replaced)
+    assert.equal(3, rows(h, "SELECT count(*) AS n FROM PATH")[1].n)
+  end)
+
+  it("keeps two filesystems with the same inode numbers apart", function()
+    local d1, d2 = helper.tmpdir("fs1"), helper.tmpdir("fs2")
+    helper.write(d1 .. "/x", "one")
+    helper.write(d2 .. "/x", "two")
+    local h = medium(d1)
+    assert(enumerate.load(conn, h, { { fs_index = 1, root = d1 }, { fs_index = 2, root = d2 } }))
+    -- even if the inode numbers were equal, the key is (fs_index, ino)
+    local r = rows(h, "SELECT fs_index, count(*) AS n FROM INODE GROUP BY 1 ORDER BY 1")
+    assert.equal(2, #r)
+    assert.equal(1, r[1].fs_index); assert.equal(2, r[2].fs_index)
+    local pk = assert(conn:exec([[SELECT a.attname FROM pg_index i JOIN pg_attribute a
+                                    ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                                   WHERE i.indrelid = 'inode'::regclass AND i.indisprimary ORDER BY a.attname]]))
+    local cols = {}
+    for _, c in ipairs(pk) do cols[#cols + 1] = c.attname end
+    assert.same({ "fs_index", "ino", "medium_hash" }, cols)
+  end)
+
+  it("marks ignored paths excluded, and inodes whose every path is excluded terminal", function()
+    local dir = helper.tmpdir("ignore")
+    helper.sh { "mkdir", "-p", dir .. "/.cache", dir .. "/keep" }
+    helper.write(dir .. "/.cache/junk", "junk")
+    helper.write(dir .. "/keep/file", "keep")
+    helper.sh { "ln", dir .. "/keep/file", dir .. "/.cache/link-to-kept" }
+    local h = medium(dir)
+    local s = assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }, { ignore = { "^\\.cache/" } }))
+    assert.equal(2, s.excluded)
+    local by = {}
+    for _, r in ipairs(rows(h, "SELECT p.path, p.exclude_reason, i.state::text AS state FROM PATH p JOIN INODE i USING (fs_index, ino)")) do
+      by[r.path] = r
+    end
+    assert.equal("ignore:^\\.cache/", by[".cache/junk"].exclude_reason)
+    assert.equal("excluded", by[".cache/junk"].state)
+    assert.equal("pending", by["keep/file"].state)        -- one of its paths is kept
+    assert.has_error(function()
+      enumerate.load(conn, medium(dir), { { fs_index = 0, root = dir } }, { ignore = { "(" } })
+    end)
+  end)
+
+  it("reports a directory that blocks forever as stalled, and ntt run exits", function()
+    if not helper.is_root() then pending("needs root to mount FUSE") return end
+    local pc = proc.run { argv = { "pkg-config", "--cflags", "--libs", "fuse3" } }
+    if not pc or pc.code ~= 0 then pending("libfuse3-dev is not installed") return end
+    local dir = helper.tmpdir("stall")
+    local argv = { "cc", "-O1", "-o", dir .. "/walkfs", "spec/fixtures/walkfs.c" }
+    for w in pc.stdout:gmatch("%S+") do argv[#argv + 1] = w end
+    helper.sh(argv)
+    local mnt = dir .. "/mnt"
+    helper.sh { "mkdir", mnt }
+    local fsp = assert(proc.spawn { argv = { dir .. "/walkfs", "-f", mnt }, env = { WALKFS_HANG = "3600" },
+                                    stdout = "null", stderr = "null" })
+    finally(function()
+      fsp:kill(9); fsp:wait(10)
+      proc.run { argv = { "umount", "-l", mnt }, timeout = 30 }
+    end)
+    local t0 = util.monotonic()
+    repeat
+      local found = false
+      for l in io.lines("/proc/self/mounts") do if l:find(" " .. mnt .. " ", 1, true) then found = true end end
+      if found then break end
+      util.sleep(0.05)
+    until util.monotonic() - t0 > 10
+    local pol = dir .. "/p.lua"
+    helper.write(pol, 'local ntt = require "ntt"\nreturn ntt.policy.extend("default", { enumerate = { stall_timeout = 2 } })\n')
+    t0 = util.monotonic()
+    local r = assert(proc.run { argv = { helper.ntt, "run", pol, mnt }, env = { NTT_HOME = dir .. "/home" }, timeout = 60 })
+    local took = util.monotonic() - t0
+    assert.is_false(r.timed_out)
+    assert.is_true(took < 30, "ntt run took " .. took .. " s")
+    assert.equal(2, r.code)
+    assert.matches("stalled in 'hang'", r.stderr)
+    local h = assert(json.decode(assert(proc.run { argv = { helper.ntt, "identify", "--json", mnt } }).stdout:match("[^\n]+"))).hash
+    local pr = json.decode(assert(conn:exec("SELECT problems::text AS p FROM medium WHERE medium_hash = $1", h))[1].p)
+    assert.equal("hang", pr.enum_stalled.path)
+    local m = assert(conn:exec("SELECT enum_done FROM medium WHERE medium_hash = $1", h))[1]
+    assert.is_nil(m.enum_done)
+  end)
+end)
