@@ -1,0 +1,119 @@
+-- spec/bench/pipeline.lua: the whole pipeline against cp -a, in one run.
+--
+--   build/ntt spec/bench/pipeline.lua     (root: loop devices, drop_caches)
+--
+-- A ~50,000-file ext4 image (1-64 KiB files in 500 directories, ~20%
+-- duplicate content) goes through `ntt run policies/default.lua` (identify,
+-- inspect, mount, enumerate, copy, unmount; database included, the private
+-- cluster already started) and, as the peer, `cp -a` of the same tree from
+-- the same image mounted read-only.  Each writes into a freshly made ext4
+-- image and starts with a cold page cache.  Prints files/s, the ratio
+-- (target >= 1.5) and the claim overhead per batch.
+local util = require "ntt.core.util"
+local proc = require "ntt.core.proc"
+local json = require "ntt.json"
+
+local NFILES = tonumber(os.getenv("NTT_BENCH_FILES") or "") or 50000
+local NDIRS = tonumber(os.getenv("NTT_BENCH_DIRS") or "") or 500
+local WORK = os.getenv("NTT_BENCH_PIPE_DIR") or "/var/tmp/ntt-bench-pipe"
+local i = -1
+while arg[i - 1] do i = i - 1 end
+local NTT = arg[i]
+local SOURCE = arg[0]:match("^(.*)/spec/bench/pipeline%.lua$") or "."
+
+local function sh(argv, may_fail)
+  local r = assert(proc.run { argv = argv, timeout = 7200 })
+  if r.code ~= 0 and not may_fail then error(table.concat(argv, " ") .. " failed: " .. r.stdout .. r.stderr, 2) end
+  return r
+end
+
+local function drop_caches()
+  sh { "sync" }
+  local f = assert(io.open("/proc/sys/vm/drop_caches", "w")); f:write("3\n"); f:close()
+end
+
+local function fresh(name, size_mb)
+  local img, mnt = WORK .. "/" .. name .. ".img", WORK .. "/" .. name
+  sh({ "umount", mnt }, true)
+  os.remove(img)
+  sh { "mkdir", "-p", mnt }
+  sh { "truncate", "-s", size_mb .. "M", img }
+  sh { "mkfs.ext4", "-q", "-F", img }
+  sh { "mount", "-o", "loop", img, mnt }
+  sh { "chmod", "0755", mnt }
+  return mnt
+end
+
+local function fixture()
+  local img = WORK .. "/medium.img"
+  if io.open(WORK .. "/medium.done") then return img end
+  sh { "mkdir", "-p", WORK }
+  local mnt = fresh("medium", math.ceil(NFILES * 36 / 1024) + 256)
+  local rnd = assert(io.open("/dev/urandom", "rb"))
+  local pool = rnd:read(8 * 1048576)
+  rnd:close()
+  math.randomseed(7)
+  local made = {}
+  for d = 0, NDIRS - 1 do sh { "mkdir", "-p", ("%s/d%03d"):format(mnt, d) } end
+  for n = 1, NFILES do
+    local data
+    if #made > 10 and math.random() < 0.2 then
+      data = made[math.random(#made)]
+    else
+      local len = math.random(1024, 65536)
+      local off = math.random(0, #pool - len)
+      data = pool:sub(off + 1, off + len - 16) .. ("%016d"):format(n)
+      if #made < 2000 then made[#made + 1] = data else made[math.random(#made)] = data end
+    end
+    local f = assert(io.open(("%s/d%03d/f%06d"):format(mnt, n % NDIRS, n), "wb"))
+    f:write(data); f:close()
+  end
+  sh { "umount", mnt }
+  local f = assert(io.open(WORK .. "/medium.done", "w")); f:close()
+  return img
+end
+
+local function main()
+  if util.euid() ~= 0 then print("pipeline bench: needs root; skipped") return end
+  local img = fixture()
+  local size_mb = math.ceil(NFILES * 40 / 1024) + 512
+  -- Peer: cp -a from the image mounted read-only.
+  local src = WORK .. "/src"
+  sh { "mkdir", "-p", src }
+  sh({ "umount", src }, true)
+  sh { "mount", "-o", "loop,ro,noload", img, src }
+  local dst = fresh("dst", size_mb)
+  drop_caches()
+  local t0 = util.monotonic()
+  sh { "cp", "-a", src, dst .. "/copy" }
+  sh { "sync" }
+  local t_cp = util.monotonic() - t0
+  sh { "umount", src }
+  sh { "umount", dst }
+  -- ntt: data root (store, database, logs) on a fresh ext4 image.
+  local home = fresh("home", size_mb + 512)
+  local env = { NTT_HOME = home, NTT_DB_URL = false }
+  sh { "env", "NTT_HOME=" .. home, NTT, "db", "start" }
+  drop_caches()
+  t0 = util.monotonic()
+  local r = assert(proc.run { argv = { NTT, "run", "-q", SOURCE .. "/policies/default.lua", img }, env = env, timeout = 7200 })
+  local t_ntt = util.monotonic() - t0
+  if r.code ~= 0 then error("ntt run exited " .. tostring(r.code) .. ": " .. r.stderr) end
+  local stats, stages = {}, {}
+  for line in io.lines(home .. "/log/ops.jsonl") do
+    local e = json.decode(line)
+    if e and e.event == "copied" then stats = e end
+    if e and e.event == "stage_done" then stages[#stages + 1] = ("%s %.2fs"):format(e.stage, e.seconds) end
+  end
+  sh { "env", "NTT_HOME=" .. home, NTT, "db", "stop" }
+  sh { "umount", home }
+  print(("pipeline: %d files; stages: %s"):format(NFILES, table.concat(stages, ", ")))
+  print(("files/s: ntt run %.0f (%.2f s), cp -a %.0f (%.2f s); ratio %.2f (target >= 1.5)"):format(
+    NFILES / t_ntt, t_ntt, NFILES / t_cp, t_cp, t_cp / t_ntt))
+  if stats.batches and stats.batches > 0 then
+    print(("claims: %d batches, %.1f ms per claim, copy threads %s"):format(
+      stats.batches, 1000 * stats.claim_seconds / stats.batches, tostring(stats.threads)))
+  end
+end
+
+main()
