@@ -212,6 +212,9 @@ static void copy_one(struct job *job, struct item *it, uint8_t *buf)
             }
             if ((err = write_all(tfd, buf, fill)) != 0)
                 goto store_err;
+            /* Large files: let writeback run alongside the reading. */
+            if (job->durability != DUR_NONE)
+                sync_file_range(tfd, (off_t)(total - fill), (off_t)fill, SYNC_FILE_RANGE_WRITE);
             fill = 0;
         }
     }
