@@ -107,12 +107,17 @@ local function make_fixtures()
   return img
 end
 
--- The items of a subtree (enumeration is another stage: not timed).
+-- The items of a subtree (enumeration is another stage: not timed), in
+-- inode order as the copy stage claims them (NTT_BENCH_ORDER=find keeps
+-- readdir order).
 local function items_of(root, sub)
-  local r = sh { "find", root .. "/" .. sub, "-type", "f", "-printf", "%s\t%P\n" }
+  local r = sh { "find", root .. "/" .. sub, "-type", "f", "-printf", "%s\t%i\t%P\n" }
   local items = {}
-  for size, rel in r.stdout:gmatch("(%d+)\t([^\n]+)") do
-    items[#items + 1] = { root = root, path = sub .. "/" .. rel, size = tonumber(size) }
+  for size, ino, rel in r.stdout:gmatch("(%d+)\t(%d+)\t([^\n]+)") do
+    items[#items + 1] = { root = root, path = sub .. "/" .. rel, size = tonumber(size), ino = tonumber(ino) }
+  end
+  if os.getenv("NTT_BENCH_ORDER") ~= "find" then
+    table.sort(items, function(a, b) return a.ino < b.ino end)
   end
   return items
 end
