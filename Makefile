@@ -36,7 +36,13 @@ NTT_OBJ   := $(patsubst src/%.c,$(B)/%.o,$(NTT_SRC)) $(B)/embed.o
 EMBEDDED  := $(sort $(shell find lua policies -type f \( -name '*.lua' -o -name '*.sql' \) 2>/dev/null))
 HELPER_SRC := $(wildcard src/mount-helper/*.c)
 
-.PHONY: all test bench demo install clean lint
+# Debian packages ntt needs to build, test and run (make deps installs them).
+DEB_PACKAGES := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted libpq-dev \
+                libblkid-dev libmount-dev libzstd-dev zstd libreadline-dev libfuse3-dev fuse3 \
+                postgresql b3sum e2fsprogs dosfstools mtools fusefat fuseiso fuse2fs xorriso \
+                util-linux fdisk tmux sudo rsync procps
+
+.PHONY: all test bench demo install clean lint deps
 all: $(B)/ntt $(if $(HELPER_SRC),$(B)/ntt-mount-helper)
 
 $(B):
@@ -46,7 +52,7 @@ $(B):
 $(B)/%_sse41.o: XFLAGS = -msse4.1
 $(B)/%_avx2.o:  XFLAGS = -mavx2
 
-$(B)/%.o: src/%.c src/ntt.h | $(B)
+$(B)/%.o: src/%.c $(wildcard src/*.h) | $(B)
 	$(CC) $(ALL_CFLAGS) $(XFLAGS) -c -o $@ $<
 
 $(B)/embed.c: src/embed.lua $(EMBEDDED) $(NTT_SRC) | $(B)
@@ -58,11 +64,15 @@ $(B)/embed.o: $(B)/embed.c
 $(B)/ntt: $(NTT_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-$(B)/mount-helper/%.o: src/mount-helper/%.c | $(B)
+$(B)/mount-helper/%.o: src/mount-helper/%.c $(wildcard src/mount-helper/*.h) | $(B)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(B)/ntt-mount-helper: $(patsubst src/mount-helper/%.c,$(B)/mount-helper/%.o,$(HELPER_SRC))
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(shell pkg-config --libs blkid mount fuse3) -lpthread
+
+deps:
+	apt-get update
+	apt-get install -y --no-install-recommends $(DEB_PACKAGES)
 
 test: all
 	NTT_BUILD=$(B) $(B)/ntt spec/run.lua $(SPEC)

@@ -79,7 +79,8 @@ static int load_input(lua_State *L)
     const char *ret = lua_pushfstring(L, "return %s;", expr);
     int status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
     if (status == LUA_OK) {
-        lua_remove(L, -2);
+        lua_remove(L, -2);      /* the "return ..." text */
+        lua_remove(L, -2);      /* the line */
         return status;
     }
     lua_pop(L, 2);
@@ -160,7 +161,7 @@ int ntt_repl(lua_State *L)
                 rl_free_line_state();
                 rl_cleanup_after_signal();
             }
-            fputs("^C\n", stdout);
+            fputs("\n", stdout);
             ntt_interrupted = 0;
             lua_sethook(L, NULL, 0, 0);
             lua_settop(L, base);

@@ -21,7 +21,22 @@ local lazy = {
   db = "ntt.db",
   cluster = "ntt.cluster",
   config = "ntt.config",
+  media = "ntt.media",
+  mapfile = "ntt.mapfile",
+  mount = "ntt.mount",
+  problems = "ntt.problems",
 }
+
+-- Policies: ntt.policy { ... }, ntt.policy.extend("default", { ... }).
+M.policy = require "ntt.policy"
+
+-- Decision rules for policies (predicates lower case, actions upper case).
+do
+  local rules = require "ntt.rules"
+  for _, k in ipairs { "has", "all", "any", "always", "SKIP", "REMOUNT", "CONTINUE", "GIVE_UP" } do
+    M[k] = rules[k]
+  end
+end
 
 function M.cores() return util.cores() end
 function M.now() return util.now() end

@@ -56,12 +56,16 @@ function M.db_url()
   return nil, "no test database (NTT_DB_URL unset)"
 end
 
--- Started by spec/run.lua; nil when the cluster module is not there yet.
+-- Started by spec/run.lua: a private cluster in a temp directory (run by
+-- the postgres account when root), its URL exported as $NTT_DB_URL.
+-- Returns the cluster, or nil (the DB specs then skip) after saying why.
 function M.start_suite_db()
   if os.getenv("NTT_DB_URL") then return nil end
   local ok, cluster = pcall(require, "ntt.cluster")
   if not ok then return nil end
   local dir = M.tmpdir("pg")
+  -- The server's account must be able to reach its directory.
+  proc.run { argv = { "chmod", "0755", dir }, timeout = 10 }
   local c, err = cluster.new { root = dir .. "/pg" }
   if not c then io.stderr:write("spec: no test database: ", tostring(err), "\n"); return nil end
   local started, serr = c:start { init = true }
@@ -71,7 +75,11 @@ function M.start_suite_db()
 end
 
 function M.stop_suite_db(c)
-  if c then c:stop() end
+  if c then
+    local ok, err = c:stop()
+    if not ok then io.stderr:write("spec: stopping the test database: ", tostring(err), "\n") end
+    util.setenv("NTT_DB_URL", nil)
+  end
   for i = #temps, 1, -1 do
     proc.run { argv = { "rm", "-rf", "--one-file-system", temps[i] }, timeout = 60 }
   end

@@ -1,0 +1,122 @@
+-- lua/ntt/cmd/run.lua: `ntt run POLICY [TARGET...]`.
+local usage = [[
+usage: ntt run [options] POLICY [TARGET...]
+
+Loads and validates POLICY (before any side effect), then runs its stages
+over each TARGET: a disk image, a folder of images (with their .map files),
+or a plain directory.
+
+options:
+  --workers N   worker processes for the copy stage (default: the policy's)
+  --replace     enumerate media again, replacing their entries (in one transaction)
+  -v            more messages on stderr (info)
+  --debug       everything on stderr (debug)
+  -q            only errors on stderr
+
+Exit status: 0 all done and clean; 1 finished, but files were skipped,
+failed or damaged, or a medium had problems; 2 could not run (policy, database,
+target); 64 usage; 130 interrupted.]]
+
+local EXIT = { ok = 0, problems = 1, failed = 2, usage = 64, interrupted = 130 }
+
+local function parse(args)
+  local o = { targets = {} }
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "--workers" then
+      o.workers = math.tointeger(tonumber(args[i + 1] or ""))
+      if not o.workers or o.workers < 1 then return nil, "--workers needs a positive number" end
+      i = i + 1
+    elseif a == "--replace" then o.replace = true
+    elseif a == "-v" or a == "--verbose" then o.stderr = "info"
+    elseif a == "--debug" then o.stderr = "debug"; o.level = "debug"
+    elseif a == "-q" or a == "--quiet" then o.stderr = "error"; o.quiet = true
+    elseif a:match("^%-") then return nil, "unknown option " .. a
+    elseif not o.policy then o.policy = a
+    else o.targets[#o.targets + 1] = a end
+    i = i + 1
+  end
+  if not o.policy then return nil, "a POLICY is required" end
+  return o
+end
+
+local function main(args)
+  local ntt = require "ntt"
+  local util = require "ntt.core.util"
+  local o, err = parse(args)
+  if not o then
+    io.stderr:write("ntt run: ", err, "\n", usage, "\n")
+    return EXIT.usage
+  end
+  -- 1. The policy, validated before anything else happens.
+  local policy, perr = ntt.policy.load(o.policy)
+  if not policy then
+    io.stderr:write("ntt: ", perr, "\n")
+    return EXIT.failed
+  end
+  local pipeline = require "ntt.pipeline"
+  local ok, serr = pipeline.check(policy)
+  if not ok then
+    io.stderr:write(("ntt: %s: %s\n"):format(o.policy, serr))
+    return EXIT.failed
+  end
+  if #o.targets == 0 then
+    io.stderr:write("ntt run: no TARGET given (an image, a folder of images, or a directory)\n")
+    return EXIT.usage
+  end
+  -- 2. Logs under the data root.
+  local config = require "ntt.config"
+  local lcfg = policy.log or {}
+  local log, lerr = ntt.log.open {
+    dir = config.path("log"), level = o.level or lcfg.level or "info",
+    stderr = o.stderr or "warn", max_bytes = lcfg.max_bytes, keep = lcfg.keep,
+    fields = { pid = util.pid() },
+  }
+  if not log then
+    io.stderr:write("ntt: ", lerr, "\n")
+    return EXIT.failed
+  end
+  ntt.log.set_default(log)
+  log:info("run_start", { policy = o.policy, targets = o.targets })
+  -- 3. The database (the private cluster starts itself when NTT_DB_URL is unset).
+  local db = require "ntt.db"
+  local conn, derr = db.connect { autostart = true }
+  if conn then
+    local v, merr = db.migrate(conn)
+    if not v then conn:close(); conn, derr = nil, merr end
+  end
+  if not conn then
+    log:error("db_unavailable", { error = derr }, "cannot use the database: " .. tostring(derr))
+    log:close()
+    return EXIT.failed
+  end
+  -- 4. The stages: a first SIGINT lets the current step finish; a second one raises.
+  util.raise_on_interrupt(false)
+  local t0 = util.monotonic()
+  local results = pipeline.run({
+    policy = policy, policy_path = o.policy, log = log, db = conn,
+    workers = o.workers or policy.workers or 1,
+    interrupted = util.interrupted, replace = o.replace,
+  }, o.targets)
+  util.raise_on_interrupt(true)
+  local code = EXIT.ok
+  for _, r in ipairs(results) do
+    if r.interrupted then code = EXIT.interrupted
+    elseif not r.ok then code = math.max(code, EXIT.failed)
+    elseif #r.ctx.problems > 0 or (r.ctx.counts.skipped or 0) + (r.ctx.counts.failed or 0)
+           + (r.ctx.counts.damaged or 0) > 0 then
+      code = math.max(code, EXIT.problems)
+    end
+  end
+  local text, totals = require("ntt.summary").format(results, util.monotonic() - t0)
+  if not o.quiet then io.stdout:write(text) end
+  log:info("run_done", { exit = code, totals = totals })
+  if policy.hooks and policy.hooks.on_finish then policy.hooks.on_finish(totals, results) end
+  conn:close()
+  log:close()
+  return code
+end
+
+return { summary = "run a policy's stages over targets (images, folders, directories)",
+         usage = usage, main = main, EXIT = EXIT }

@@ -1,0 +1,57 @@
+-- lua/ntt/cmd/worker.lua: `ntt worker POLICY HASH` -- one more copy worker.
+--
+-- Started by `ntt run --workers N` (or by hand, on this or another machine
+-- sharing the database and the store): mounts the medium (the helper's
+-- lock makes that the existing mount), then claims and copies batches until
+-- nothing of the medium is pending.
+local usage = [[
+usage: ntt worker POLICY HASH
+
+Claims and copies batches of medium HASH's pending files until none is left.
+Several workers (processes or machines sharing the database and the store)
+cooperate through their claims.]]
+
+local function main(args)
+  local ntt = require "ntt"
+  local util = require "ntt.core.util"
+  local policy, perr = args[1] and ntt.policy.load(args[1])
+  if not policy or not args[2] then
+    io.stderr:write(policy and usage or ("ntt: " .. tostring(perr or usage)), "\n")
+    return policy and 64 or 2
+  end
+  local config = require "ntt.config"
+  local log = assert(ntt.log.open { dir = config.path("log"), level = (policy.log or {}).level,
+                                    fields = { pid = util.pid(), worker = true } })
+  local db = require "ntt.db"
+  local conn, err = db.connect { autostart = true }
+  if not conn then log:error("db_unavailable", { error = err }, tostring(err)); return 2 end
+  local rows = assert(conn:exec("SELECT medium_hash, medium_human, kind, image_path, map_path, size FROM medium WHERE medium_hash = $1", args[2]))
+  local row = rows[1]
+  if not row then log:error("no_medium", { medium = args[2] }, "no medium " .. args[2]); return 2 end
+  local medium = { hash = row.medium_hash, human = row.medium_human, kind = row.kind,
+                   image_path = row.image_path, map_path = row.map_path, size = row.size }
+  local ctx = { db = conn, log = log, policy = policy, medium = medium, problems = {}, counts = {} }
+  if medium.kind == "directory" then
+    ctx.roots = { { fs_index = 0, root = medium.image_path } }
+  else
+    local res, merr = ntt.mount.mount(medium.hash, medium.image_path, { map = medium.map_path })
+    if not res then log:error("mount_failed", { error = merr }, tostring(merr)); return 2 end
+    ctx.mount_result, ctx.roots = res, {}
+    for _, fs in ipairs(res.filesystems or {}) do
+      if fs.status == "mounted" then ctx.roots[#ctx.roots + 1] = { fs_index = fs.fs_index, root = fs.mount } end
+    end
+    if medium.map_path then
+      ctx.inspection = { map = ntt.mapfile.read(medium.map_path) }
+    end
+  end
+  util.raise_on_interrupt(false)
+  local opts = require("ntt.stage.copy").setup(ctx)
+  local stats, cerr = require("ntt.copier").run(opts)
+  conn:close()
+  if not stats then log:error("copy_failed", { error = cerr }, tostring(cerr)); log:close(); return 2 end
+  log:info("worker_done", { medium = medium.hash, files = stats.files, copied = stats.copied })
+  log:close()
+  return 0
+end
+
+return { summary = "one more copy worker for a medium (used by run --workers)", usage = usage, main = main }

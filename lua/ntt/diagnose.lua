@@ -1,0 +1,99 @@
+-- lua/ntt/diagnose.lua: the findings gathered when a file keeps failing.
+--
+--   classify(err, msg)        -> "detected_io_error" | "detected_beyond_eof" | ...
+--   kernel(lines, devices, patterns) -> set of "dmesg:*" findings from the
+--                                kernel lines that name one of our devices
+--   mount_check(root)         -> "mount_check:ok" | "...:missing" | "...:inaccessible"
+--   gather(opts)              -> list of findings (sorted, no duplicates)
+--     opts = { err=, msg=, root=, kernel_lines=, devices=, patterns=, kernel_unavailable= }
+local media = require "ntt.core.media"
+
+local M = {}
+
+local BY_ERRNO = {
+  EIO = "detected_io_error",
+  ENODATA = "detected_beyond_eof",   -- the source ended before its recorded size
+  ENXIO = "detected_beyond_eof",
+  ENOENT = "detected_missing_file",
+  ENOTDIR = "detected_missing_file",
+  ESTALE = "detected_missing_file",
+  EACCES = "detected_permission_error",
+  EPERM = "detected_permission_error",
+}
+
+function M.classify(err, msg)
+  local m = (msg or ""):lower()
+  if m:find("beyond end of device", 1, true) or m:find("beyond eof", 1, true) then
+    return "detected_beyond_eof"
+  end
+  -- Once a file is open, a failing read is the medium failing, whatever
+  -- errno the driver chose (fusefat reports EPERM for unreadable clusters).
+  if m:find("^read at byte") and err ~= "ENODATA" and err ~= "EINTR" then
+    return "detected_io_error"
+  end
+  return BY_ERRNO[err or ""] or ("detected_other:" .. tostring(err))
+end
+
+-- Does a kernel line name device `dev` (e.g. "loop3"), not "loop31"?
+local function names(text, dev)
+  local s = 1
+  while true do
+    local a, b = text:find(dev, s, true)
+    if not a then return false end
+    local after = text:sub(b + 1, b + 1)
+    local before = a > 1 and text:sub(a - 1, a - 1) or " "
+    if not after:match("%d") and not before:match("[%w]") then return true end
+    s = b + 1
+  end
+end
+
+function M.kernel(lines, devices, patterns)
+  local found = {}
+  for _, l in ipairs(lines or {}) do
+    local text = type(l) == "table" and l.text or l
+    local ours = false
+    for _, d in ipairs(devices or {}) do
+      if names(text, (d:gsub("^/dev/", ""))) then ours = true; break end
+    end
+    if ours then
+      for _, p in ipairs(patterns or {}) do
+        if text:find(p.pattern) then found[p.finding] = true end
+      end
+    end
+  end
+  return found
+end
+
+-- Is root still a mount point we can read?
+function M.mount_check(root)
+  local f = io.open("/proc/self/mountinfo", "r")
+  local mounted = false
+  if f then
+    for line in f:lines() do
+      local mp = line:match("^%S+ %S+ %S+ %S+ (%S+)")
+      if mp and mp:gsub("\\040", " ") == root then mounted = true; break end
+    end
+    f:close()
+  end
+  if not mounted then return "mount_check:missing" end
+  local st = media.stat(root)
+  if not st or st.type ~= "directory" then return "mount_check:inaccessible" end
+  return "mount_check:ok"
+end
+
+function M.gather(o)
+  local set = {}
+  set[M.classify(o.err, o.msg)] = true
+  if o.kernel_unavailable then
+    set["dmesg:unavailable"] = true
+  else
+    for k in pairs(M.kernel(o.kernel_lines, o.devices, o.patterns)) do set[k] = true end
+  end
+  if o.root and o.check_mount ~= false then set[M.mount_check(o.root)] = true end
+  local list = {}
+  for k in pairs(set) do list[#list + 1] = k end
+  table.sort(list)
+  return list
+end
+
+return M

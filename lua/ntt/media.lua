@@ -1,0 +1,266 @@
+-- lua/ntt/media.lua: identify a medium (its stable hash) and inspect it
+-- (mapfile, health, erased, partition table and filesystems).
+--
+--   media.identify(target [, opts]) -> ident | nil, msg, errname
+--     ident = { hash=, kind="image"|"device"|"directory", human=, size=,
+--               image_path=, map_path=, model=, serial=, unreadable_bytes= }
+--     opts: model=, serial= (override what the device reports), map= (a
+--     mapfile path instead of looking beside the image)
+--   media.inspect(ident [, policy]) -> report
+--     report = { map=, map_path=, rescued_pct=, health=, holes=,
+--                boot_sector_bad=, erased={byte=}|nil, uniform={byte=}|nil,
+--                probe=, problems={...} }
+--     policy: health={incomplete=90, corrupt=20}, sector_size=512,
+--             scan_erased=true, erased_bytes={0xf6, 0x00, ...} (default: any)
+--   media.damage(map, extents, fs_offset [, file_size])
+--     -> { {file_offset=, length=, status=, image_offset=}, ... }
+--   media.find_map(image) -> path | nil
+--
+-- The medium hash (DESIGN §4): BLAKE3 of "SIZE:<bytes>|MODEL:<m>|SERIAL:<s>|"
+-- followed by the first and the last MiB (unreadable bytes as zeros), first
+-- 32 hex characters.  Image files use MODEL:unknown|SERIAL:unknown; an image
+-- whose stem is already 16-64 lowercase hex is that hash; a directory hashes
+-- "DIR:" .. its canonical path.  An empty or wholly unreadable image is
+-- refused, so that no two of them share a hash.
+local cmedia = require "ntt.core.media"
+local mapfile = require "ntt.mapfile"
+
+local M = {}
+
+local MIB = 1048576
+M.REGION = MIB
+
+local function basename(p)
+  p = p:gsub("/+$", "")
+  if p == "" then return "/" end
+  return p:match("([^/]*)$")
+end
+
+local function dirname(p)
+  local d = p:match("^(.*)/[^/]*$")
+  if d == nil then return "." end
+  if d == "" then return "/" end
+  return d
+end
+
+local function stem(p)
+  local b = basename(p)
+  return b:match("^(.+)%.[^.]*$") or b
+end
+
+local function is_hash(s)
+  return #s >= 16 and #s <= 64 and not s:find("[^0-9a-f]")
+end
+M.is_hash = is_hash
+
+-- Model and serial as they go into the hash: blank runs become "_", only
+-- [A-Za-z0-9_-] is kept, at most 64 characters, "unknown" when empty.
+local function sanitize(s)
+  if type(s) ~= "string" then return "unknown" end
+  s = s:gsub("%s+", "_"):gsub("[^%w_%-]", ""):sub(1, 64)
+  return s ~= "" and s or "unknown"
+end
+M.sanitize = sanitize
+
+local function blake3()
+  local ok, hash = pcall(require, "ntt.core.hash")
+  if not ok then return nil, "ntt.core.hash not available", "ENOSYS" end
+  return hash
+end
+
+-- The mapfile beside an image: <dir>/<stem>.map, then <image>.map.
+function M.find_map(image)
+  for _, c in ipairs { dirname(image) .. "/" .. stem(image) .. ".map", image .. ".map" } do
+    local st = cmedia.stat(c)
+    if st and st.type == "file" then return c end
+  end
+  return nil
+end
+
+local function identify_directory(target)
+  local rp, err, code = cmedia.realpath(target)
+  if not rp then return nil, err, code end
+  local hash, herr, hcode = blake3()
+  if not hash then return nil, herr, hcode end
+  return {
+    hash = hash.new():update("DIR:" .. rp):hexdigest(16),
+    kind = "directory", human = basename(rp), image_path = rp,
+  }
+end
+
+function M.identify(target, opts)
+  if type(target) ~= "string" then error("media.identify: target must be a path", 2) end
+  opts = opts or {}
+  local st, err, code = cmedia.stat(target)
+  if not st then return nil, err, code end
+  if st.type == "directory" then return identify_directory(target) end
+  if st.type ~= "file" and st.type ~= "block" then
+    return nil, ("%s: not an image file, block device or directory"):format(target), "EINVAL"
+  end
+  local path
+  path, err, code = cmedia.realpath(target)
+  if not path then return nil, err, code end
+  local ident = { kind = st.type == "block" and "device" or "image", image_path = path }
+  if ident.kind == "device" then
+    local facts
+    facts, err, code = cmedia.device_facts(path)
+    if not facts then return nil, err, code end
+    ident.size = facts.size
+    ident.model, ident.serial = sanitize(opts.model or facts.model), sanitize(opts.serial or facts.serial)
+    ident.logical_sector, ident.rotational, ident.removable =
+      facts.logical_sector, facts.rotational, facts.removable
+    ident.human = ident.model ~= "unknown" and (ident.model .. "_" .. ident.serial) or basename(path)
+  else
+    ident.size = st.size
+    ident.model, ident.serial = "unknown", "unknown"
+    ident.human = stem(target)
+    local map = opts.map or M.find_map(target) or M.find_map(path)
+    ident.map_path = map and (cmedia.realpath(map) or map)
+  end
+  if ident.size == 0 then
+    return nil, ("%s: empty %s (0 bytes): nothing to identify"):format(target, ident.kind), "EINVAL"
+  end
+  local s = stem(target)
+  if ident.kind == "image" and is_hash(s) then
+    ident.hash = s                       -- the name is the hash already
+    return ident
+  end
+  local head, tail, size, bad = cmedia.read_regions(path, MIB, MIB)
+  if not head then return nil, tail, size end
+  if bad >= #head + #tail then
+    return nil, ("%s: unreadable (no byte of its first and last MiB could be read): nothing to identify")
+                :format(target), "EIO"
+  end
+  ident.size, ident.unreadable_bytes = size, bad > 0 and bad or nil
+  local hash
+  hash, err, code = blake3()
+  if not hash then return nil, err, code end
+  ident.hash = hash.new()
+    :update(("SIZE:%d|MODEL:%s|SERIAL:%s|"):format(size, ident.model, ident.serial))
+    :update(head):update(tail):hexdigest(16)
+  return ident
+end
+
+-- Rescued ranges of the map below size, as scan_uniform ranges.
+local function rescued_ranges(map, size)
+  local out = {}
+  for _, b in ipairs(map.blocks) do
+    if b.pos >= size then break end
+    if b.status == "+" then out[#out + 1] = { pos = b.pos, size = math.min(b.size, size - b.pos) } end
+  end
+  return out
+end
+
+function M.inspect(ident, policy)
+  if type(ident) ~= "table" or not ident.kind then error("media.inspect: ident expected", 2) end
+  policy = policy or {}
+  local report = { problems = {} }
+  local problems = report.problems
+  local function problem(kind, fields)
+    local p = fields or {}
+    p.kind = kind
+    problems[#problems + 1] = p
+  end
+  if ident.kind == "directory" then return report end
+  local path, size = ident.image_path, ident.size or 0
+  if ident.unreadable_bytes then problem("unreadable_bytes", { bytes = ident.unreadable_bytes }) end
+
+  -- The map first: it says which bytes are real.
+  local map
+  if ident.map_path then
+    local err
+    map, err = mapfile.read(ident.map_path)
+    if not map then problem("mapfile_invalid", { path = ident.map_path, message = err }) end
+  end
+  if map then
+    report.map, report.map_path = map, ident.map_path
+    local total = math.max(size, map.size)
+    report.rescued_pct = map:rescued_pct(total)
+    report.health = map:grade(policy.health, total)
+    report.holes = map:holes(total)
+    report.boot_sector_bad = map:boot_sector_bad(policy.sector_size)
+    if map.size > size then
+      problem("image_shorter_than_map", { image_size = size, map_size = map.size })
+    end
+    if report.health ~= "ok" then
+      local bad = 0
+      for _, h in ipairs(report.holes) do bad = bad + h.size end
+      problem("incomplete_rescue", { health = report.health, rescued_pct = report.rescued_pct,
+                                     holes = #report.holes, missing_bytes = bad })
+    end
+    if report.boot_sector_bad then problem("boot_sector_bad") end
+  else
+    report.health = "unknown"     -- no map: nothing says what was really read
+  end
+
+  -- Erased: one byte value over everything read (only the rescued ranges
+  -- when there is a map); the scan stops at the first differing byte.
+  if policy.scan_erased ~= false and size > 0 then
+    local ranges = map and rescued_ranges(map, size) or nil
+    if not ranges or #ranges > 0 then
+      local scan, err = cmedia.scan_uniform(path, { ranges = ranges })
+      if not scan then
+        problem("scan_failed", { message = err })
+      elseif scan.uniform then
+        report.uniform = { byte = scan.byte }
+        local listed = policy.erased_bytes == nil
+        for _, b in ipairs(policy.erased_bytes or {}) do listed = listed or b == scan.byte end
+        if listed then
+          report.erased = { byte = scan.byte }
+          problem("erased_disk", { byte = scan.byte })
+        else
+          problem("uniform_medium", { byte = scan.byte })
+        end
+      end
+    end
+  end
+
+  local probe, err = cmedia.probe(path)
+  if not probe then
+    problem("probe_failed", { message = err })
+  else
+    report.probe = probe
+    if probe.ambivalent then problem("probe_ambivalent", { fs_index = 0 }) end
+    for _, p in ipairs(probe.partitions) do
+      if p.truncated then
+        problem("partition_truncated", { fs_index = p.fs_index, offset = p.offset, size = p.size,
+                                         image_size = size })
+      end
+      if p.ambivalent then problem("probe_ambivalent", { fs_index = p.fs_index }) end
+    end
+    local found = false
+    for _, p in ipairs(probe.partitions) do if p.fstype then found = true end end
+    if not found and not probe.fstype and not report.uniform then problem("no_filesystem") end
+  end
+  return report
+end
+
+-- Which bytes of a file are damaged: its FIEMAP extents (physical offsets
+-- relative to the filesystem) placed at fs_offset in the image, against the
+-- map.  Extents whose location is unknown or not yet allocated are skipped.
+function M.damage(map, extents, fs_offset, file_size)
+  fs_offset = fs_offset or 0
+  local skip = cmedia.EXTENT.unknown | cmedia.EXTENT.delalloc
+  local out = {}
+  for _, x in ipairs(extents) do
+    local len = x.length
+    if file_size then len = math.min(len, file_size - x.logical) end
+    if len > 0 and (x.flags or 0) & skip == 0 then
+      local base = fs_offset + x.physical
+      for _, part in ipairs(map:overlap { { pos = base, size = len } }) do
+        local fo = x.logical + (part.pos - base)
+        local last = out[#out]
+        if last and last.file_offset + last.length == fo then
+          last.length = last.length + part.size
+          if not last.status:find(part.status, 1, true) then last.status = last.status .. part.status end
+        else
+          out[#out + 1] = { file_offset = fo, length = part.size, status = part.status,
+                            image_offset = part.pos }
+        end
+      end
+    end
+  end
+  return out
+end
+
+return M

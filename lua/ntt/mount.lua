@@ -1,0 +1,117 @@
+-- lua/ntt/mount.lua: mounting media read-only through ntt-mount-helper.
+--
+-- The helper (src/mount-helper/, docs/mount-helper.md) is the only part of
+-- ntt that needs root: it is run directly when ntt is root, else through
+-- `sudo -n`.  Its JSON answer becomes a Lua table (JSON null -> nil).
+--
+--   mount.mount(hash, image [, {map=path}]) -> result | nil, msg, errname
+--   mount.unmount(hash [, image])           -> result | nil, msg, errname
+--   mount.status(hash [, image])            -> result | nil, msg, errname
+--   mount.cleanup()                         -> result | nil, msg, errname
+--   mount.helper_path()                     -> path of the helper binary
+--
+-- result is the helper's object plus `exit` (its exit code) and `ok`
+-- (exit == 0).  Exit 1 (nothing mountable, partial, busy) still returns the
+-- result - each filesystem carries its own status and reason.  Refusals and
+-- failures (exit 2, 3, 4, or no JSON) return nil, message, and "EINVAL"
+-- (bad arguments), "EPERM" (not permitted), "EIO" (internal) or the
+-- errname of a helper that could not be started.
+local proc = require "ntt.core.proc"
+local util = require "ntt.core.util"
+local json = require "ntt.json"
+
+local M = {}
+
+M.timeout = 300   -- seconds for one helper call (each mount inside has its own)
+
+local errnames = { [2] = "EINVAL", [3] = "EPERM", [4] = "EIO" }
+
+local function is_file(p)
+  local f = io.open(p, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+-- The binary running us: the lowest index of the global arg table.
+local function self_binary()
+  if type(arg) ~= "table" then return nil end
+  local i = 0
+  while arg[i - 1] ~= nil do i = i - 1 end
+  return arg[i]
+end
+
+function M.helper_path()
+  local env = os.getenv("NTT_MOUNT_HELPER")
+  if env and env ~= "" then return env end
+  local bin = self_binary()
+  local dir = bin and bin:match("^(.*)/[^/]*$")
+  if dir and is_file(dir .. "/ntt-mount-helper") then return dir .. "/ntt-mount-helper" end
+  local build = os.getenv("NTT_BUILD") or "build"
+  if is_file(build .. "/ntt-mount-helper") then return build .. "/ntt-mount-helper" end
+  return "ntt-mount-helper"
+end
+
+-- JSON null (json.null) becomes nil, recursively.
+local function denull(v)
+  if v == json.null then return nil end
+  if type(v) == "table" then
+    for k, x in pairs(v) do v[k] = denull(x) end
+  end
+  return v
+end
+
+local function check_hash(hash)
+  if type(hash) ~= "string" then error("mount: hash must be a string", 3) end
+end
+
+-- Runs the helper with words; returns the decoded result or nil, msg, errname.
+local function run(words)
+  local helper = M.helper_path()
+  local argv = {}
+  if util.euid() ~= 0 then argv = { "sudo", "-n" } end
+  argv[#argv + 1] = helper
+  for _, w in ipairs(words) do argv[#argv + 1] = w end
+  local r, err, ename = proc.run { argv = argv, timeout = M.timeout }
+  if not r then return nil, err, ename end
+  if r.timed_out then return nil, helper .. ": timed out", "ETIMEDOUT" end
+  local obj = json.decode((r.stdout or ""):match("^%s*(.-)%s*$"))
+  if type(obj) ~= "table" then
+    local why = (r.stderr or ""):gsub("%s+$", "")
+    return nil, ("%s: no JSON answer (exit %s)%s"):format(helper, tostring(r.code or r.signal),
+      why ~= "" and (": " .. why) or ""), "EIO"
+  end
+  obj = denull(obj)
+  if obj.error then
+    return nil, obj.error, errnames[r.code] or errnames[obj.code] or "EIO"
+  end
+  obj.exit = r.code
+  obj.ok = r.code == 0
+  return obj
+end
+
+function M.mount(hash, image, opts)
+  check_hash(hash)
+  if type(image) ~= "string" then error("mount.mount: image must be a string", 2) end
+  local words = { "mount", hash, image }
+  if opts and opts.map then
+    words[#words + 1] = "--map"
+    words[#words + 1] = opts.map
+  end
+  return run(words)
+end
+
+function M.unmount(hash, image)
+  check_hash(hash)
+  return run { "unmount", hash, image }
+end
+
+function M.status(hash, image)
+  check_hash(hash)
+  return run { "status", hash, image }
+end
+
+function M.cleanup()
+  return run { "cleanup" }
+end
+
+return M

@@ -1,0 +1,103 @@
+-- lua/ntt/pipeline.lua: runs a policy's stages over its targets.
+--
+-- A stage named in policy.stages is the module ntt.stage.<name>, which
+-- returns { run = function(ctx) -> true | nil, msg }.  A stage given as a
+-- function is called the same way.  ctx carries: policy, log, db (when the
+-- run has one), target, medium (filled by identify), problems (list), and
+-- counters for the end-of-run summary.  Each stage decides itself whether
+-- its work is already done (stages are idempotent).
+local M = {}
+
+local function stage_impl(name)
+  if type(name) == "function" then return { run = name }, "function" end
+  local ok, mod = pcall(require, "ntt.stage." .. name)
+  if not ok then
+    if tostring(mod):find("module 'ntt.stage." .. name .. "' not found", 1, true) then
+      return nil, ("stage '%s' is not available in this build of ntt"):format(name)
+    end
+    error(mod, 0)
+  end
+  return mod, name
+end
+
+-- Check every stage exists before doing anything.
+function M.check(policy)
+  for _, s in ipairs(policy.stages or {}) do
+    local impl, err = stage_impl(s)
+    if not impl then return nil, err end
+  end
+  return true
+end
+
+local IMAGE_EXT = { img = true, ima = true, iso = true, dd = true, raw = true, bin = true, dsk = true,
+                    image = true, vfd = true, hdd = true }
+
+-- A folder holding disk images (with their .map files beside them) means
+-- each image; any other folder is a directory medium.
+function M.expand(targets)
+  local media = require "ntt.core.media"
+  local proc = require "ntt.core.proc"
+  local out = {}
+  for _, t in ipairs(targets) do
+    local st = media.stat(t)
+    local images = {}
+    if st and st.type == "directory" then
+      local r = proc.run { argv = { "find", t, "-maxdepth", "1", "-type", "f" }, timeout = 60 }
+      for name in ((r and r.stdout) or ""):gmatch("[^\n]+") do
+        local ext = name:match("%.([%w]+)$")
+        if ext and IMAGE_EXT[ext:lower()] then images[#images + 1] = name end
+      end
+      table.sort(images)
+    end
+    if #images > 0 then
+      for _, i in ipairs(images) do out[#out + 1] = i end
+    else
+      out[#out + 1] = t
+    end
+  end
+  return out
+end
+
+-- run(ctx_base, targets) -> results (one per target: {target=, ok=, failed_stage=, error=})
+-- A stage that fails ends that target's run, but a mounted medium is still
+-- unmounted when the policy has an unmount stage.
+function M.run(base, targets)
+  local results = {}
+  for _, target in ipairs(M.expand(targets)) do
+    local ctx = setmetatable({ target = target, problems = {}, counts = {} }, { __index = base })
+    local res = { target = target, ok = true, ctx = ctx }
+    for _, s in ipairs(base.policy.stages or {}) do
+      local impl, name = stage_impl(s)
+      if base.interrupted and base.interrupted() then
+        res.ok, res.error, res.interrupted = false, "interrupted", true
+        break
+      end
+      local t0 = require("ntt.core.util").monotonic()
+      base.log:debug("stage_start", { stage = name, target = target })
+      local ok, done, err = pcall(impl.run, ctx)
+      if not ok or not done then
+        res.ok, res.failed_stage, res.error = false, name, ok and err or done
+        base.log:error("stage_failed", { stage = name, target = target, error = tostring(res.error) },
+                       ("%s: stage %s failed: %s"):format(target, name, tostring(res.error)))
+        if ctx.mount_result and name ~= "unmount" then
+          for _, later in ipairs(base.policy.stages) do
+            if later == "unmount" then
+              local uok, uerr = pcall(require("ntt.stage.unmount").run, ctx)
+              if not uok then base.log:error("unmount_failed", { target = target, error = tostring(uerr) }) end
+            end
+          end
+        end
+        break
+      end
+      base.log:info("stage_done", { stage = name, target = target,
+                                    seconds = require("ntt.core.util").monotonic() - t0 })
+      if base.policy.hooks and base.policy.hooks.on_stage then
+        base.policy.hooks.on_stage(name, ctx)
+      end
+    end
+    results[#results + 1] = res
+  end
+  return results
+end
+
+return M

@@ -1,0 +1,325 @@
+-- lua/ntt/policy.lua: loading, validating and inheriting policies.
+--
+-- A policy file runs in its own environment (standard library only;
+-- assigning or reading an undeclared global raises), returns
+-- `ntt.policy { ... }` or `ntt.policy.extend("default", { ... })`, and is
+-- validated against the schema below before anything else happens.  Errors
+-- name the policy's file:line and, for unknown keys, the nearest valid key.
+--
+-- Merge rules for extend(base, overrides):
+--   * sections (tables with named keys) merge key by key, recursively;
+--   * lists (stages, diagnose, enumerate.ignore, ...) are replaced whole,
+--     unless wrapped: policy.append{...} / policy.prepend{...} add to the
+--     inherited list;
+--   * any other value (number, string, function) replaces;
+--   * policy.remove deletes the inherited key.
+local schema = require "ntt.schema"
+local rules = require "ntt.rules"
+local embed = require "ntt.core.embed"
+
+local M = {}
+
+local policy_mt = { __name = "ntt.policy" }
+local wrap_mt = { __name = "ntt.policy.listop" }
+M.remove = setmetatable({}, { __name = "ntt.policy.remove", __tostring = function() return "policy.remove" end })
+
+function M.append(list) return setmetatable({ op = "append", items = list }, wrap_mt) end
+function M.prepend(list) return setmetatable({ op = "prepend", items = list }, wrap_mt) end
+
+-- Stage names the runtime knows; a stage may also be given as a function.
+M.STAGES = { "identify", "inspect", "mount", "enumerate", "copy", "tree", "verify", "archive", "unmount" }
+
+local function stage_check(v)
+  if type(v) == "function" then return true end
+  if type(v) ~= "string" then return nil, "must be a stage name or a function" end
+  for _, s in ipairs(M.STAGES) do if s == v then return true end end
+  local near = schema.nearest(v, M.STAGES)
+  return nil, ("is not a stage: '%s'%s (stages: %s)"):format(v,
+    near and (" (did you mean '%s'?)"):format(near) or "", table.concat(M.STAGES, ", "))
+end
+
+local function sec(t) return { section = t } end
+
+M.schema = {
+  name = "string",
+  description = "string",
+  workers = "integer",
+  stages = { list = { check = stage_check } },
+  inspect = sec {
+    health = sec { incomplete = "number", corrupt = "number" },
+    erased_bytes = { list = "integer" },
+  },
+  mount = sec {
+    timeout = "number",
+  },
+  enumerate = sec {
+    ignore = { list = "string" },
+    stall_timeout = "number",
+    threads = "integer",
+    raw_audit = "boolean",
+  },
+  copy = sec {
+    batch = "integer",
+    durability = { "fsync", "batch", "none" },
+    threads = "integer|function",
+    buffer = "integer",
+    lease = "number",
+    adapt = "boolean",
+    damaged = { "record", "salvage" },
+  },
+  retry = sec {
+    checkpoint = "integer",
+    max = "integer",
+    history = "integer",
+    backoff = sec { base = "number", factor = "number", cap = "number" },
+  },
+  diagnose = { list = { check = rules.check_rule } },
+  kernel_patterns = { list = sec { pattern = "string", finding = "string" } },
+  problems = sec {
+    max_events = "integer",
+    high_error_rate = sec { rate = "number", min_files = "integer" },
+  },
+  log = sec {
+    level = { "error", "warn", "info", "debug" },
+    max_bytes = "integer",
+    keep = "integer",
+  },
+  progress = sec { interval = "number", bar = { "auto", "always", "never" } },
+  hooks = sec { on_stage = "function", on_problem = "function", on_finish = "function" },
+}
+
+local THIS = debug.getinfo(1, "S").source
+
+-- File, current line and source text of the nearest caller outside this
+-- module: the policy being loaded.
+local function caller_source()
+  local info
+  for level = 2, 50 do
+    info = debug.getinfo(level, "Sl")
+    if not info then return nil end
+    if info.source ~= THIS and info.what ~= "C" then break end
+  end
+  local src = info.source
+  local text
+  if src:sub(1, 1) == "@" then
+    local name = src:sub(2)
+    local f = io.open(name, "rb")
+    if f then text = f:read("a"); f:close()
+    else text = embed.get(name) end
+  end
+  return src:sub(1, 1) == "@" and src:sub(2) or src, info.currentline, text
+end
+
+-- Best line for a key path ("copy.thredas", "diagnose[3]") in source text.
+local function locate(text, keypath, from)
+  if not text then return from end
+  local lines = {}
+  for l in (text .. "\n"):gmatch("(.-)\r?\n") do lines[#lines + 1] = l end
+  local line = from or 1
+  for part in keypath:gmatch("[^%.]+") do
+    local name, idx = part:match("^([%w_]+)%[?(%d*)%]?$")
+    if name then
+      for i = line, #lines do
+        if lines[i]:find("%f[%w_]" .. name .. "%s*=") or lines[i]:find("%[%s*[\"']" .. name .. "[\"']%s*%]%s*=") then
+          line = i
+          break
+        end
+      end
+      if idx ~= "" then
+        -- count list items after the key, one per line starting with '{'
+        local n, want = 0, tonumber(idx)
+        for i = line + 1, #lines do
+          if lines[i]:find("^%s*{") then n = n + 1 end
+          if n == want then line = i; break end
+        end
+      end
+    end
+  end
+  return line
+end
+
+-- Policy files being loaded, innermost last: {file=, text=}.  A policy
+-- usually ends in a tail call (return ntt.policy{...}), which removes its
+-- frame from the stack, so the file being loaded is the reliable name.
+local loading = {}
+
+local function fail(msg, keypath)
+  local file, cur, text
+  local top = loading[#loading]
+  if top then
+    file, cur, text = top.file, 1, top.text
+  else
+    file, cur, text = caller_source()
+  end
+  if file then
+    local line = keypath and locate(text, keypath, cur) or cur
+    error(("%s:%d: %s"):format(file, line, msg), 0)
+  end
+  error(msg, 0)
+end
+
+local function validate(t)
+  local ok, msg, keypath = schema.check(t, M.schema)
+  if not ok then fail(msg, keypath) end
+end
+
+-- ntt.policy { ... }: a validated policy.
+function M.new(t)
+  if type(t) ~= "table" then fail("ntt.policy expects a table") end
+  if getmetatable(t) == policy_mt then return t end
+  validate(t)
+  return setmetatable(t, policy_mt)
+end
+
+local function is_section(v)
+  return type(v) == "table" and getmetatable(v) == nil and next(v) ~= nil and v[1] == nil
+end
+
+local function copy(v)
+  if type(v) ~= "table" or rules.is_action(v) or rules.is_predicate(v) then return v end
+  local c = {}
+  for k, x in pairs(v) do c[k] = copy(x) end
+  return setmetatable(c, getmetatable(v) == policy_mt and nil or getmetatable(v))
+end
+
+local function merge(base, over)
+  local out = copy(base)
+  for k, v in pairs(over) do
+    local cur = out[k]
+    if v == M.remove then
+      out[k] = nil
+    elseif getmetatable(v) == wrap_mt then
+      local list = {}
+      local old = type(cur) == "table" and cur or {}
+      if v.op == "prepend" then
+        for _, x in ipairs(v.items) do list[#list + 1] = x end
+        for _, x in ipairs(old) do list[#list + 1] = x end
+      else
+        for _, x in ipairs(old) do list[#list + 1] = x end
+        for _, x in ipairs(v.items) do list[#list + 1] = x end
+      end
+      out[k] = list
+    elseif is_section(v) and type(cur) == "table" and cur[1] == nil then
+      out[k] = merge(cur, v)
+    else
+      out[k] = copy(v)
+    end
+  end
+  return out
+end
+
+-- Strip list operators so the overrides can be checked like a policy.
+local function plain(over)
+  local t = {}
+  for k, v in pairs(over) do
+    if v == M.remove then -- nothing to check
+    elseif getmetatable(v) == wrap_mt then t[k] = v.items
+    elseif is_section(v) then t[k] = plain(v)
+    else t[k] = v end
+  end
+  return t
+end
+
+local load_file
+
+-- Find a policy by name: a path, a file beside `from`, or an embedded one.
+function M.resolve(name, from_dir)
+  if name:find("/") or name:find("%.lua$") then
+    local path = name
+    if from_dir and not name:find("^/") then path = from_dir .. "/" .. name end
+    return path
+  end
+  if from_dir then
+    local p = from_dir .. "/" .. name .. ".lua"
+    local f = io.open(p, "rb")
+    if f then f:close(); return p end
+  end
+  return "policies/" .. name .. ".lua", true
+end
+
+-- ntt.policy.extend(base, overrides): base is a policy or a policy name.
+function M.extend(base, over)
+  if type(over) ~= "table" then fail("policy.extend: overrides table expected") end
+  local p = base
+  if type(base) == "string" then
+    local top = loading[#loading]
+    local file = top and top.file or caller_source()
+    local dir = file and file:match("^(.*)/[^/]*$")
+    local path, embedded = M.resolve(base, dir)
+    local err
+    p, err = load_file(path, embedded)
+    if not p then fail(("cannot extend '%s': %s"):format(base, err)) end
+  elseif getmetatable(base) ~= policy_mt then
+    fail("policy.extend: base must be a policy or a policy name")
+  end
+  validate(plain(over))
+  local merged = merge(p, over)
+  validate(merged)
+  return setmetatable(merged, policy_mt)
+end
+
+-- The sandbox a policy runs in.
+local function sandbox(name)
+  local allowed = {
+    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
+    pcall = pcall, print = print, rawequal = rawequal, rawget = rawget, rawlen = rawlen,
+    select = select, setmetatable = setmetatable, getmetatable = getmetatable,
+    tonumber = tonumber, tostring = tostring, type = type, xpcall = xpcall,
+    require = require, string = string, table = table, math = math, utf8 = utf8,
+    os = { getenv = os.getenv, time = os.time, date = os.date, clock = os.clock },
+    _VERSION = _VERSION,
+  }
+  return setmetatable({}, {
+    __index = function(_, k)
+      local v = allowed[k]
+      if v == nil then
+        error(("undefined global '%s' in policy %s (declare it with 'local')"):format(tostring(k), name), 2)
+      end
+      return v
+    end,
+    __newindex = function(_, k)
+      error(("assignment to global '%s' in policy %s (use 'local')"):format(tostring(k), name), 2)
+    end,
+  })
+end
+
+function load_file(path, embedded)
+  local src, chunk
+  if embedded then
+    src, chunk = embed.get(path)
+    if not src then return nil, ("no policy %s"):format(path) end
+  else
+    local f, err = io.open(path, "rb")
+    if not f then return nil, err end
+    src = f:read("a")
+    f:close()
+    chunk = "@" .. path
+  end
+  local fn, err = load(src, chunk, "t", sandbox(path))
+  if not fn then return nil, err end
+  loading[#loading + 1] = { file = chunk:gsub("^@", ""), text = src }
+  local ok, res = pcall(fn)
+  loading[#loading] = nil
+  if not ok then return nil, tostring(res) end
+  if getmetatable(res) == policy_mt then return res end
+  if type(res) ~= "table" then
+    return nil, ("%s: a policy must return ntt.policy { ... } (got %s)"):format(path, type(res))
+  end
+  -- A plain table: validate it here, naming this file.
+  local ok2, msg, keypath = schema.check(res, M.schema)
+  if not ok2 then
+    return nil, ("%s:%d: %s"):format(chunk:gsub("^@", ""), locate(src, keypath, 1), msg)
+  end
+  return setmetatable(res, policy_mt)
+end
+
+-- policy.load(path_or_name) -> policy | nil, msg
+function M.load(name)
+  local path, embedded = M.resolve(name)
+  if not embedded then return load_file(path) end
+  return load_file(path, true)
+end
+
+function M.is_policy(v) return getmetatable(v) == policy_mt end
+
+return setmetatable(M, { __call = function(_, t) return M.new(t) end })

@@ -1,0 +1,112 @@
+-- lua/ntt/stage/copy.lua: every regular file of the medium into the store,
+-- by this process and (with --workers N) N-1 worker processes claiming
+-- batches from the same database.
+--
+-- Files overlapping unrescued areas of the image (mapfile + FIEMAP) are
+-- recorded as damaged with their byte ranges, never stored as complete.
+-- copy_done is set only when no file of the medium is left pending.
+local copier = require "ntt.copier"
+local config = require "ntt.config"
+local media = require "ntt.media"
+local cmedia = require "ntt.core.media"
+local mount = require "ntt.mount"
+local progress = require "ntt.progress"
+local proc = require "ntt.core.proc"
+local db = require "ntt.db"
+
+local M = {}
+
+-- Everything the copier needs to work on a mounted medium.
+function M.setup(ctx)
+  local m = ctx.medium
+  local devices, offsets = {}, {}
+  for _, fs in ipairs((ctx.mount_result or {}).filesystems or {}) do
+    if fs.device then devices[#devices + 1] = fs.device end
+    offsets[fs.fs_index] = fs.offset or 0
+  end
+  local damage_of
+  local map = ctx.inspection and ctx.inspection.map
+  if map and m.size and #map:holes(m.size) > 0 and (ctx.policy.copy or {}).damaged ~= "salvage" then
+    damage_of = function(item)
+      local extents = cmedia.fiemap(item.root .. "/" .. item.path)
+      if not extents then return nil end
+      local ranges = media.damage(map, extents, offsets[item.fs_index] or 0, item.size)
+      for _, r in ipairs(ranges) do r.status = nil; r.image_offset = nil end
+      return ranges
+    end
+  end
+  local function remount()
+    if m.kind == "directory" then return ctx.roots end
+    mount.unmount(m.hash, m.image_path)
+    local res, err = mount.mount(m.hash, m.image_path, { map = m.map_path })
+    if not res then return nil, err end
+    local roots = {}
+    for _, fs in ipairs(res.filesystems or {}) do
+      if fs.status == "mounted" then roots[#roots + 1] = { fs_index = fs.fs_index, root = fs.mount } end
+    end
+    ctx.roots, ctx.mount_result = roots, res
+    return roots
+  end
+  return { db = ctx.db, log = ctx.log, policy = ctx.policy, medium = m, roots = ctx.roots,
+           devices = devices, damage_of = damage_of, remount = remount,
+           store_root = config.path("store") }
+end
+
+local function self_binary()
+  local i = 0
+  while arg and arg[i - 1] ~= nil do i = i - 1 end
+  return arg and arg[i] or "ntt"
+end
+
+function M.run(ctx)
+  local m = ctx.medium
+  if not m then return nil, "copy needs identify first" end
+  local conn = ctx.db
+  local it = conn:escape_identifier((db.partition_names(m.hash)))
+  local ok_part = conn:exec(("SELECT count(*) FILTER (WHERE state = 'pending') AS pending, count(*) AS n FROM %s"):format(it))
+  if not ok_part then
+    ctx.log:info("copy_skipped", { medium = m.hash, reason = "not enumerated" })
+    return true
+  end
+  local pending = ok_part[1].pending
+  if pending == 0 then
+    conn:exec("UPDATE medium SET copy_done = coalesce(copy_done, now()) WHERE medium_hash = $1", m.hash)
+    ctx.log:info("copy_skipped", { medium = m.hash, reason = "nothing pending" })
+    return true
+  end
+  if not ctx.roots or #ctx.roots == 0 then return true end
+  -- More workers: processes of their own, each claiming from the database.
+  local children = {}
+  local workers = ctx.workers or 1
+  for _ = 2, workers do
+    local p = proc.spawn { argv = { self_binary(), "worker", ctx.policy_path, m.hash }, stdout = "null" }
+    if p then children[#children + 1] = p end
+  end
+  local pg = (ctx.policy.progress or {})
+  local pr = progress.new { label = "copy " .. (m.human or m.hash), total = pending,
+                            interval = pg.interval, bar = pg.bar }
+  local opts = M.setup(ctx)
+  opts.on_batch = function(s) pr:set(s.files, s.bytes) end
+  local stats, err = copier.run(opts)
+  pr:finish()
+  for _, p in ipairs(children) do p:wait() end
+  if not stats then return nil, err end
+  for _, k in ipairs { "copied", "new", "deduplicated", "skipped", "failed", "damaged", "bytes" } do
+    ctx.counts[k] = (ctx.counts[k] or 0) + stats[k]
+  end
+  ctx.counts.seconds = (ctx.counts.seconds or 0) + stats.seconds
+  ctx.counts.reasons = ctx.counts.reasons or {}
+  for r, n in pairs(stats.reasons) do ctx.counts.reasons[r] = (ctx.counts.reasons[r] or 0) + n end
+  local left = conn:exec(("SELECT count(*) AS n FROM %s WHERE state = 'pending'"):format(it))
+  if left and left[1].n == 0 then
+    conn:exec("UPDATE medium SET copy_done = now() WHERE medium_hash = $1", m.hash)
+  end
+  ctx.log:info("copied", { medium = m.hash, files = stats.files, copied = stats.copied, new = stats.new,
+                           deduplicated = stats.deduplicated, skipped = stats.skipped, failed = stats.failed,
+                           damaged = stats.damaged, bytes = stats.bytes, seconds = stats.seconds,
+                           batches = stats.batches, claim_seconds = stats.claim_seconds,
+                           threads = stats.threads, kernel = stats.kernel })
+  return true
+end
+
+return M

@@ -1,0 +1,73 @@
+-- lua/ntt/stage/mount.lua: mount every filesystem of the medium read-only
+-- (through ntt-mount-helper) and hand the later stages their roots.
+--
+-- ctx.roots = { {fs_index=, root=path, fstype=}, ... } for what is mounted.
+-- A directory medium needs no mount: its root is the directory itself.
+-- Everything not mounted (skipped, failed, truncated) is recorded on the
+-- medium and on its filesystem row, never silently dropped.
+local mount = require "ntt.mount"
+local problems = require "ntt.problems"
+local util = require "ntt.core.util"
+
+local M = {}
+
+function M.run(ctx)
+  local m = ctx.medium
+  if not m then return nil, "mount needs identify first" end
+  if m.kind == "directory" then
+    ctx.roots = { { fs_index = 0, root = m.image_path, fstype = "directory" } }
+    return true
+  end
+  local p = ctx.policy.mount or {}
+  if p.timeout then util.setenv("NTT_MOUNT_TIMEOUT", tostring(math.ceil(p.timeout))) end
+  local res, err = mount.mount(m.hash, m.image_path, { map = m.map_path })
+  local db = ctx.db
+  if not res then
+    problems.note(db, m.hash, "mount_failed", { error = err })
+    ctx.problems[#ctx.problems + 1] = { kind = "mount_failed", error = err }
+    return nil, err
+  end
+  ctx.mount_result = res
+  if res.view then
+    -- A partial image is read through the view that fails unrescued reads.
+    problems.note(db, m.hash, "partial_image", res.view)
+  end
+  local roots, not_mounted = {}, {}
+  for _, fs in ipairs(res.filesystems or {}) do
+    local r, qerr = db:exec([[
+      INSERT INTO filesystem (medium_hash, fs_index, byte_offset, size, fstype, label, uuid, mount_status, mount_options)
+      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+      ON CONFLICT (medium_hash, fs_index) DO UPDATE
+         SET mount_status = EXCLUDED.mount_status, mount_options = EXCLUDED.mount_options,
+             fstype = coalesce(EXCLUDED.fstype, filesystem.fstype)]],
+      m.hash, fs.fs_index, fs.offset or 0, fs.size, fs.fstype, fs.label, fs.uuid,
+      fs.status .. (fs.reason and (": " .. fs.reason) or ""), fs.options)
+    if not r then return nil, qerr end
+    if fs.status == "mounted" and fs.mount then
+      roots[#roots + 1] = { fs_index = fs.fs_index, root = fs.mount, fstype = fs.fstype, driver = fs.driver }
+    else
+      not_mounted[#not_mounted + 1] = { fs_index = fs.fs_index, status = fs.status, reason = fs.reason,
+                                        fstype = fs.fstype }
+    end
+  end
+  ctx.roots = roots
+  if #not_mounted > 0 then
+    problems.set(db, m.hash, "filesystems_not_mounted", not_mounted)
+    for _, f in ipairs(not_mounted) do
+      ctx.log:warn("fs_not_mounted", { medium = m.hash, fs_index = f.fs_index, status = f.status, reason = f.reason },
+                   ("%s: filesystem p%d %s%s"):format(m.human or m.hash, f.fs_index, f.status,
+                                                     f.reason and (" (" .. f.reason .. ")") or ""))
+    end
+  end
+  if #roots == 0 then
+    problems.note(db, m.hash, "nothing_mounted", { layout = res.layout })
+    ctx.problems[#ctx.problems + 1] = { kind = "nothing_mounted" }
+    return true
+  end
+  db:exec("UPDATE medium SET mounted_at = now() WHERE medium_hash = $1", m.hash)
+  ctx.log:info("mounted", { medium = m.hash, filesystems = #roots, layout = res.layout,
+                            view = res.view and true or false })
+  return true
+end
+
+return M

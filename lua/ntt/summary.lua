@@ -1,0 +1,40 @@
+-- lua/ntt/summary.lua: the end-of-run summary a careful tool prints.
+local progress = require "ntt.progress"
+
+local M = {}
+
+-- results: pipeline results; returns the text.
+function M.format(results, seconds)
+  local t = { media = 0, failed_media = 0, found = 0, copied = 0, new = 0, deduplicated = 0, skipped = 0,
+              failed = 0, damaged = 0, bytes = 0, copy_seconds = 0, reasons = {}, problems = 0 }
+  for _, r in ipairs(results) do
+    t.media = t.media + 1
+    if not r.ok then t.failed_media = t.failed_media + 1 end
+    local c = r.ctx.counts
+    for _, k in ipairs { "found", "copied", "new", "deduplicated", "skipped", "failed", "damaged", "bytes" } do
+      t[k] = t[k] + (c[k] or 0)
+    end
+    t.copy_seconds = t.copy_seconds + (c.seconds or 0)
+    for reason, n in pairs(c.reasons or {}) do t.reasons[reason] = (t.reasons[reason] or 0) + n end
+    t.problems = t.problems + #r.ctx.problems
+  end
+  local lines = {}
+  local function add(fmt, ...) lines[#lines + 1] = fmt:format(...) end
+  add("media:        %d (%d could not be processed)", t.media, t.failed_media)
+  add("files found:  %d", t.found)
+  add("copied:       %d (%d new, %d deduplicated)", t.copied, t.new, t.deduplicated)
+  local rs = {}
+  for reason, n in pairs(t.reasons) do rs[#rs + 1] = ("%s %d"):format(reason, n) end
+  table.sort(rs)
+  add("skipped:      %d%s", t.skipped, #rs > 0 and (" (" .. table.concat(rs, ", ") .. ")") or "")
+  add("failed:       %d", t.failed)
+  add("damaged:      %d", t.damaged)
+  add("bytes:        %s", progress.bytes(t.bytes))
+  local cs = t.copy_seconds
+  add("copy rate:    %.0f files/s, %s/s", cs > 0 and t.copied / cs or 0, progress.bytes(cs > 0 and t.bytes / cs or 0))
+  add("medium problems recorded: %d", t.problems)
+  add("elapsed:      %s", progress.duration(seconds))
+  return table.concat(lines, "\n") .. "\n", t
+end
+
+return M

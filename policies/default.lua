@@ -1,0 +1,84 @@
+-- policies/default.lua: ntt's default workflow and every threshold.
+--
+-- This is an ordinary policy written only against require "ntt".  A site
+-- copies it, or inherits it and changes a few fields:
+--   return require("ntt").policy.extend("default", { retry = { max = 5 } })
+local ntt = require "ntt"
+
+return ntt.policy {
+  name = "default",
+  description = "identify, inspect, mount, enumerate and copy every medium; record every problem",
+
+  stages = { "identify", "inspect", "mount", "enumerate", "copy", "unmount" },
+  workers = 1,
+
+  inspect = {
+    -- rescued % of the mapfile: 100 ok, >= incomplete, >= corrupt, else failed
+    health = { incomplete = 90, corrupt = 20 },
+    -- a medium holding only one of these byte values is erased or wiped
+    erased_bytes = { 0xf6, 0x00, 0x55, 0xff },
+  },
+
+  mount = {
+    -- seconds for each mount attempt.  Partial images (mapfile holes, or
+    -- shorter than their filesystem) are always attached through the honest
+    -- view, which fails reads of unrescued bytes instead of returning zeros.
+    timeout = 10,
+  },
+
+  enumerate = {
+    ignore = {},
+    stall_timeout = 120,   -- seconds without progress before a walk is abandoned
+    threads = 4,
+    raw_audit = false,
+  },
+
+  copy = {
+    batch = 200,
+    durability = "batch",  -- survives power loss: syncfs before rename and before commit
+    buffer = 1024 * 1024,
+    lease = 600,           -- seconds a claim stays ours without renewal
+    adapt = true,          -- let measured latency and errors move the thread count
+    damaged = "record",    -- files over unrescued areas: record, never store as complete
+    threads = function(fs)
+      if fs.kind == "9p" then return 1 end
+      if fs.network then return 2 end
+      return ntt.cores() * 4
+    end,
+  },
+
+  retry = {
+    checkpoint = 10,       -- attempts before the findings are gathered
+    max = 50,              -- attempts before giving up
+    history = 10,          -- errors kept per inode
+    backoff = { base = 0.02, factor = 1.5, cap = 0.25 },
+  },
+
+  -- At the checkpoint: first matching rule decides (each counts its hits).
+  diagnose = {
+    { ntt.any("detected_beyond_eof", "dmesg:beyond_eof"), ntt.SKIP "DIAGNOSTIC_SKIP:BEYOND_EOF" },
+    { ntt.all("detected_io_error", "dmesg:io_error"),     ntt.SKIP "IO_ERROR_CONFIRMED" },
+    { ntt.has "mount_check:missing",                      ntt.REMOUNT },
+    { ntt.always,                                         ntt.CONTINUE },
+  },
+
+  -- Kernel log lines (for this medium's loop devices) and what they mean.
+  kernel_patterns = {
+    { pattern = "beyond end of device",          finding = "dmesg:beyond_eof" },
+    { pattern = "sector=%d+.*limit=%d+",         finding = "dmesg:beyond_eof" },
+    { pattern = "request beyond EOF",            finding = "dmesg:beyond_eof" },
+    { pattern = "FAT%-fs .*error",               finding = "dmesg:fat_error" },
+    { pattern = "I/O error, dev loop",           finding = "dmesg:io_error" },
+    { pattern = "UDF%-fs: error",                finding = "dmesg:udf_error" },
+    { pattern = "EXT4%-fs error",                finding = "dmesg:ext4_error" },
+    { pattern = "size %d+ extends beyond EOD",   finding = "dmesg:truncated" },
+  },
+
+  problems = {
+    max_events = 1000,     -- diagnostic events kept per medium; the rest are counted
+    high_error_rate = { rate = 0.10, min_files = 100 },
+  },
+
+  log = { level = "info", max_bytes = 16 * 1024 * 1024, keep = 5 },
+  progress = { interval = 5, bar = "auto" },
+}

@@ -1,0 +1,89 @@
+-- spec/log_spec.lua: JSONL ops log, error log, levels, rotation, progress.
+local helper = require "spec.support.helper"
+local json = require "ntt.json"
+local log = require "ntt.log"
+local progress = require "ntt.progress"
+
+local function lines(path)
+  local t = {}
+  local f = io.open(path, "rb")
+  if not f then return t end
+  for l in f:lines() do t[#t + 1] = l end
+  f:close()
+  return t
+end
+
+local function sink()
+  local buf = {}
+  return { write = function(self, ...) for _, s in ipairs { ... } do buf[#buf + 1] = s end return self end,
+           flush = function() end, text = function() return table.concat(buf) end }
+end
+
+describe("ntt.log", function()
+  it("writes one JSON object per line with ts, level and event", function()
+    local dir = helper.tmpdir("log")
+    local err = sink()
+    local l = assert(log.open { dir = dir, level = "info", err = err })
+    l:info("copy_batch", { files = 3, path = "a\nb" })
+    l:debug("noise", {})
+    l:error("copy_failed", { ino = 7 }, "file 7 failed")
+    l:close()
+    local ops = lines(dir .. "/ops.jsonl")
+    assert.equal(2, #ops)
+    local a = assert(json.decode(ops[1]))
+    assert.equal("copy_batch", a.event); assert.equal("info", a.level); assert.equal(3, a.files)
+    assert.equal("a\nb", a.path)
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$", a.ts)
+    local errs = lines(dir .. "/errors.jsonl")
+    assert.equal(1, #errs)                       -- errors reach the error log
+    assert.equal(7, json.decode(errs[1]).ino)
+    assert.equal("ntt: error: file 7 failed\n", err.text())  -- quiet stderr: only the error
+  end)
+
+  it("rotates each file by size and keeps N old ones", function()
+    local dir = helper.tmpdir("rot")
+    local l = assert(log.open { dir = dir, max_bytes = 1000, keep = 2, err = sink() })
+    for i = 1, 100 do l:warn("event", { i = i, pad = ("x"):rep(50) }) end
+    l:close()
+    local cur, one, two = lines(dir .. "/ops.jsonl"), lines(dir .. "/ops.jsonl.1"), lines(dir .. "/ops.jsonl.2")
+    assert.is_nil(io.open(dir .. "/ops.jsonl.3"))
+    assert.is_true(#cur > 0 and #one > 0 and #two > 0)
+    for _, f in ipairs { "/ops.jsonl", "/ops.jsonl.1", "/ops.jsonl.2", "/errors.jsonl" } do
+      local h = assert(io.open(dir .. f)); local size = h:seek("end"); h:close()
+      assert.is_true(size <= 1000, f .. " is " .. size .. " bytes")
+    end
+    -- the newest record is in the current file, order is preserved
+    assert.equal(100, json.decode(cur[#cur]).i)
+    assert.equal(json.decode(one[#one]).i + 1, json.decode(cur[1]).i)
+  end)
+
+  it("sends info to stderr with -v and is closed idempotently", function()
+    local err = sink()
+    local l = assert(log.open { stderr = "info", err = err })
+    l:info("stage_done", { stage = "copy" })
+    assert.equal("ntt: stage_done stage=copy\n", err.text())
+    l:close(); l:close()
+    assert.matches("closed", tostring(l))
+  end)
+end)
+
+describe("ntt.progress", function()
+  it("formats bytes and durations", function()
+    assert.equal("512 B", progress.bytes(512))
+    assert.equal("1.5 KiB", progress.bytes(1536))
+    assert.equal("2.0 GiB", progress.bytes(2 * 1024 ^ 3))
+    assert.equal("1:05", progress.duration(65))
+    assert.equal("1:01:01", progress.duration(3661))
+  end)
+
+  it("prints periodic lines off a terminal, with rate and ETA", function()
+    local out = sink()
+    local p = progress.new { label = "copy", total = 10, interval = 0.05, bar = "never", out = out }
+    p:add(2, 2048)
+    require("ntt.core.util").sleep(0.08)
+    p:add(3, 1024)
+    local s = p:finish()
+    assert.equal(5, s.files); assert.equal(3072, s.bytes)
+    assert.matches("copy:  50%% 5/10 files, 3%.0 KiB, %d+ files/s, .*ETA %d+:%d%d\n", out.text())
+  end)
+end)

@@ -1,0 +1,331 @@
+-- spec/pipeline_spec.lua: `ntt run` end to end on real images, a real
+-- database, real loop and FUSE mounts and real kernel errors.
+local helper = require "spec.support.helper"
+local images = require "spec.support.images"
+local proc = require "ntt.core.proc"
+local util = require "ntt.core.util"
+local hash = require "ntt.core.hash"
+local json = require "ntt.json"
+local pg = require "ntt.core.pg"
+
+local MiB = images.MiB
+
+local function can_run()
+  if not helper.is_root() then return nil, "needs root (loop devices, mounts)" end
+  if not io.open("/dev/loop-control") then return nil, "no /dev/loop-control" end
+  if not io.open("/dev/fuse") then return nil, "no /dev/fuse" end
+  if not helper.db_url() then return nil, "no test database" end
+  return true
+end
+
+-- A unique payload so every spec's media get their own hashes.
+local tag = ("%d-%d"):format(util.pid(), math.floor(util.now() * 1000))
+
+local function policy(dir, overrides)
+  local path = dir .. "/policy.lua"
+  helper.write(path, 'local ntt = require "ntt"\nreturn ntt.policy.extend("default", ' .. (overrides or "{}") .. ")\n")
+  return path
+end
+
+local function run(home, argv, opts)
+  opts = opts or {}
+  local full = { helper.ntt, "run" }
+  for _, a in ipairs(argv) do full[#full + 1] = a end
+  local t0 = util.monotonic()
+  local r = assert(proc.run { argv = full, env = { NTT_HOME = home, NTT_MOUNT_TIMEOUT = "20" },
+                              timeout = opts.timeout or 300 })
+  r.seconds = util.monotonic() - t0
+  return r
+end
+
+local conn
+local function db()
+  if not conn then conn = assert(pg.connect(assert(helper.db_url()))) end
+  return conn
+end
+
+local function medium_of(image)
+  local r = assert(proc.run { argv = { helper.ntt, "identify", "--json", image }, timeout = 60 })
+  return assert(json.decode((r.stdout:match("[^\n]+")))).hash
+end
+
+local function inodes(h)
+  local name = h:len() <= 55 and ("inode_p_" .. h) or nil
+  return assert(db():exec(("SELECT ino, fs_index, state::text AS state, reason, blobid, size, attempts, errors::text AS errors, damage::text AS damage FROM %s ORDER BY fs_index, ino"):format(name)))
+end
+
+local function paths(h)
+  return assert(db():exec(("SELECT p.fs_index, p.path, i.blobid, i.state::text AS state FROM path_p_%s p JOIN inode_p_%s i USING (fs_index, ino) ORDER BY 1, 2"):format(h, h)))
+end
+
+local function problems(h)
+  local r = assert(db():exec("SELECT problems::text AS p, copy_done::text AS copy_done, enum_done::text AS enum_done FROM medium WHERE medium_hash = $1", h))
+  return json.decode(r[1].p), r[1]
+end
+
+-- Every blob in the store hashes to its name.
+local function check_store(home)
+  local r = helper.sh { "find", home .. "/store/by-hash", "-type", "f" }
+  local n = 0
+  for f in r.stdout:gmatch("[^\n]+") do
+    local h = assert(hash.file(f))
+    assert.equal(f:match("([0-9a-f]+)$"), h)
+    n = n + 1
+  end
+  return n
+end
+
+describe("ntt run", function()
+  local ok, why = can_run()
+  if not ok then
+    it("runs the pipeline end to end", function() pending(why) end)
+    return
+  end
+
+  after_each(function()
+    -- leave no mounts behind whatever happened
+    local r = proc.run { argv = { "findmnt", "-rn", "-o", "TARGET" }, timeout = 10 }
+    for mp in (r and r.stdout or ""):gmatch("[^\n]+") do
+      if mp:find("^/run/ntt/mnt/") then proc.run { argv = { "umount", "-l", mp }, timeout = 10 } end
+    end
+  end)
+
+  it("copies a clean two-partition image, maps every path to its blob, and a second run does nothing", function()
+    local dir = helper.tmpdir("pipe")
+    local p1 = images.ext(dir .. "/p1.img", { size_mb = 8, files = {
+      ["a.txt"] = "alpha " .. tag, ["sub/b.bin"] = ("b"):rep(70000), ["sub/dup.txt"] = "same content",
+      ["name\nwith newline"] = "nl", ["back\\nslash"] = "bs", ["\xff\xfeinvalid"] = "bytes" } })
+    local p2 = images.ext(dir .. "/p2.img", { size_mb = 8, files = {
+      ["c.txt"] = "gamma " .. tag, ["dup-again.txt"] = "same content", ["empty"] = "" } })
+    local img = images.mbr(dir .. "/disk.img", { size_mb = 20, parts = {
+      { start_mb = 1, size_mb = 8, image = p1 }, { start_mb = 10, size_mb = 8, image = p2 } } })
+    local home = dir .. "/home"
+    local r = run(home, { policy(dir), img })
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    assert.matches("copied:%s+9 %(8 new, 1 deduplicated%)", r.stdout)
+    local h = medium_of(img)
+    -- both filesystems, distinct inode sets; every file copied with its blob
+    local files = {}
+    for _, row in ipairs(paths(h)) do
+      if row.state == "copied" then files[row.fs_index .. ":" .. row.path] = row.blobid end
+    end
+    assert.equal(hash.sum("alpha " .. tag), files["1:a.txt"])
+    assert.equal(hash.sum(("b"):rep(70000)), files["1:sub/b.bin"])
+    assert.equal(hash.sum("nl"), files["1:name\nwith newline"])
+    assert.equal(hash.sum("bs"), files["1:back\\nslash"])
+    assert.equal(hash.sum("bytes"), files["1:\xff\xfeinvalid"])
+    assert.equal(hash.sum("gamma " .. tag), files["2:c.txt"])
+    assert.equal(hash.sum(""), files["2:empty"])
+    assert.equal(files["1:sub/dup.txt"], files["2:dup-again.txt"])
+    for _, row in ipairs(inodes(h)) do
+      assert.is_true(row.state == "copied" or row.state == "non_file", row.state)
+    end
+    assert.equal(8, check_store(home))
+    local _, m = problems(h)
+    assert.truthy(m.copy_done)
+    -- again: nothing to do, and it says so
+    r = run(home, { "-v", policy(dir), img })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("enumerate_skipped.*already enumerated", r.stderr)
+    assert.matches("copy_skipped.*nothing pending", r.stderr)
+    assert.matches("copied:%s+0 ", r.stdout)
+    -- and nothing is left mounted or attached
+    local l = helper.sh { "losetup", "-a" }
+    assert.is_nil(l.stdout:find(img, 1, true))
+  end)
+
+  it("decides each unreadable file of a truncated FAT floppy within 2 s and records why", function()
+    local dir = helper.tmpdir("fat")
+    local files = {}
+    for i = 1, 12 do files[("FILE%02d.BIN"):format(i)] = (string.char(64 + i)):rep(100 * 1024 - 7) .. tag:sub(1, 7) end
+    local img = images.fat(dir .. "/floppy.img", { kb = 1440, files = files })
+    images.truncate(img, 700 * 1024)
+    local home = dir .. "/home"
+    local r = run(home, { policy(dir), img })
+    assert.equal(1, r.code, r.stderr .. r.stdout)          -- finished, with skipped files
+    local h = medium_of(img)
+    local copied, skipped = 0, 0
+    for _, row in ipairs(inodes(h)) do
+      if row.state == "copied" then
+        copied = copied + 1
+      elseif row.state == "skipped" then
+        skipped = skipped + 1
+        assert.equal("IO_ERROR_CONFIRMED", row.reason)
+      end
+    end
+    assert.is_true(copied >= 5, "readable files copied: " .. copied)
+    assert.is_true(skipped >= 5, "unreadable files skipped: " .. skipped)
+    assert.equal(12, copied + skipped)
+    local pr = problems(h)
+    assert.equal(skipped, #pr.diagnostic_events)
+    for _, ev in ipairs(pr.diagnostic_events) do
+      assert.equal("skipped", ev.action)
+      assert.equal(10, ev.retry_count)
+      local checks = table.concat(ev.checks, ",")
+      assert.matches("detected_io_error", checks)
+      assert.matches("dmesg:io_error", checks)
+      assert.matches("mount_check:ok", checks)
+      assert.truthy(ev.worker_id and ev.timestamp and ev.exception_type)
+      assert.is_true(#ev.exception_msg <= 100)
+    end
+    -- decided within 2 s of the first failure, per file
+    for _, row in ipairs(inodes(h)) do
+      if row.state == "skipped" then
+        local errs = json.decode(row.errors)
+        local function secs(ts)
+          local Y, M, D, h, m, s = ts:match("(%d+)-(%d+)-(%d+)T(%d+):(%d+):([%d.]+)Z")
+          return ((tonumber(D) * 24 + tonumber(h)) * 60 + tonumber(m)) * 60 + tonumber(s)
+        end
+        local first = secs(errs[1].at)
+        local decided
+        for _, ev in ipairs(pr.diagnostic_events) do
+          if ev.ino == row.ino then decided = secs(ev.timestamp) end
+        end
+        assert.is_true(decided - first <= 2.0, ("ino %d decided after %.2f s"):format(row.ino, decided - first))
+      end
+    end
+    assert.truthy(pr.partial_image)
+    -- the seed's query interface runs unchanged against it
+    local q = assert(db():exec([[
+      SELECT event->>'action' as action, COUNT(*) as count
+        FROM medium, jsonb_array_elements(problems->'diagnostic_events') as event
+       WHERE medium_hash = $1 GROUP BY 1 ORDER BY 2 DESC]], h))
+    assert.equal("skipped", q[1].action)
+    assert.equal(skipped, q[1].count)
+  end)
+
+  it("records files over the holes of a partial ext4 image as damaged, never as zero-filled blobs", function()
+    local dir = helper.tmpdir("holes")
+    local files = {}
+    for i = 1, 8 do files[("f%d.bin"):format(i)] = (string.char(96 + i)):rep(256 * 1024) .. tag end
+    local img = images.ext(dir .. "/disk.img", { size_mb = 8, block = 4096, files = files })
+    -- find where f5's data lies, then make the map say that area was never read
+    local r = helper.sh { "debugfs", "-R", "blocks /f5.bin", img }
+    local blocks = {}
+    for b in r.stdout:gmatch("%d+") do blocks[#blocks + 1] = tonumber(b) end
+    local lo, hi = blocks[1] * 4096, (blocks[#blocks] + 1) * 4096
+    images.mapfile(dir .. "/disk.map", { { 0, lo, "+" }, { lo, hi - lo, "-" }, { hi, 8 * MiB - hi, "+" } })
+    local home = dir .. "/home"
+    r = run(home, { policy(dir), img })
+    assert.equal(1, r.code, r.stderr .. r.stdout)
+    local h = medium_of(img)
+    local by_state = {}
+    for _, row in ipairs(inodes(h)) do by_state[row.state] = (by_state[row.state] or 0) + 1 end
+    assert.equal(1, by_state.damaged)
+    assert.equal(7, by_state.copied)
+    for _, row in ipairs(paths(h)) do
+      if row.path == "f5.bin" then
+        assert.equal("damaged", row.state)
+        assert.is_nil(row.blobid)
+      end
+    end
+    for _, row in ipairs(inodes(h)) do
+      if row.state == "damaged" then
+        local d = json.decode(row.damage)
+        assert.equal(0, d[1].file_offset)
+        assert.is_true(d[1].length > 0)
+      end
+    end
+    -- no blob of zeros stands in for the damaged file
+    assert.is_nil(io.open(home .. "/store/by-hash/" .. hash.sum(("\0"):rep(256 * 1024 + #tag)):sub(1, 2)))
+    assert.equal(7, check_store(home))
+  end)
+
+  it("copies a plain directory tree as a directory medium with one thread", function()
+    local dir = helper.tmpdir("dirmed")
+    local src = dir .. "/roms"
+    images.files(src, { ["GBA/Game (USA).zip"] = "rom1 " .. tag, ["GBA/Other.zip"] = "rom2",
+                        ["NES/Zelda.nes"] = "rom3", ["NES/sub/x.txt"] = "" })
+    local home = dir .. "/home"
+    local r = run(home, { "-v", policy(dir, "{ copy = { threads = 1 } }"), src })
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    assert.matches("threads=1", r.stderr)
+    assert.matches("copied:%s+4 ", r.stdout)
+    assert.equal(4, check_store(home))
+  end)
+
+  it("loses nothing when a worker is killed mid-batch, and four workers copy each file once", function()
+    local dir = helper.tmpdir("kill")
+    local files = {}
+    for d = 1, 20 do
+      for f = 1, 100 do files[("d%02d/f%03d"):format(d, f)] = ("%s %d %d "):format(tag, d, f):rep(200) end
+    end
+    local img = images.ext(dir .. "/many.img", { size_mb = 64, files = files })
+    local home = dir .. "/home"
+    local pol = policy(dir, "{ copy = { batch = 50, lease = 2, durability = 'fsync', threads = 1 } }")
+    local p = assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = { NTT_HOME = home },
+                                  stdout = "null", stderr = "null" })
+    local h = medium_of(img)
+    local deadline = util.monotonic() + 60
+    while util.monotonic() < deadline do
+      local ok2, rows = pcall(db().exec, db(),
+        ("SELECT count(*) AS n FROM inode_p_%s WHERE state = 'copied'"):format(h))
+      if ok2 and rows and rows[1].n >= 100 then break end
+      util.sleep(0.05)
+    end
+    p:kill(9)
+    p:wait()
+    util.sleep(2.5)   -- the killed worker's lease runs out
+    local r = run(home, { "--workers", "4", pol, img })
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    local rows = inodes(h)
+    local copied = 0
+    for _, row in ipairs(rows) do
+      if row.state == "copied" then
+        copied = copied + 1
+        assert.equal(hash.sum(files[""] or "x") ~= row.blobid, true)
+      end
+    end
+    assert.equal(2000, copied)
+    assert.equal(2000, check_store(home))
+    -- nothing half-written left under a final name; stale temps only in tmp
+    local t = helper.sh { "find", home .. "/store", "-path", "*/by-hash/*", "-name", "*.tmp" }
+    assert.equal("", t.stdout)
+    -- each inode copied once: the copy events of all workers add up to the files
+    local total = 0
+    for line in io.lines(home .. "/log/ops.jsonl") do
+      local e = json.decode(line)
+      if e and (e.event == "copied" or e.event == "worker_done") and e.copied then total = total + e.copied end
+    end
+    assert.is_true(total >= 2000 - 100 and total <= 2000, "copies logged by the second run: " .. total)
+  end)
+
+  it("remounts when the mount vanishes before the copy and completes", function()
+    local dir = helper.tmpdir("vanish")
+    local files = {}
+    for d = 1, 5 do
+      for f = 1, 20 do files[("d%02d/f%03d"):format(d, f)] = ("%s %d %d "):format(tag, d, f):rep(100) end
+    end
+    local img = images.ext(dir .. "/v.img", { size_mb = 16, files = files })
+    local home = dir .. "/home"
+    -- A function stage between enumerate and copy takes the mount away from
+    -- under ntt, as an operator or a crashed FUSE driver would.
+    local pol = policy(dir, [[{
+  retry = { checkpoint = 3 },
+  stages = { "identify", "inspect", "mount", "enumerate",
+             function(ctx)
+               local proc = require "ntt.core.proc"
+               for _, r in ipairs(ctx.roots) do proc.run { argv = { "umount", "-l", r.root }, timeout = 20 } end
+               return true
+             end,
+             "copy", "unmount" },
+}]])
+    local r = run(home, { pol, img })
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    local h = medium_of(img)
+    local copied = 0
+    for _, row in ipairs(inodes(h)) do if row.state == "copied" then copied = copied + 1 end end
+    assert.equal(100, copied)
+    local pr = problems(h)
+    local remounted = 0
+    for _, ev in ipairs(pr.diagnostic_events or {}) do
+      if ev.action == "remounted" then
+        remounted = remounted + 1
+        assert.matches("mount_check:missing", table.concat(ev.checks, ","))
+        assert.matches("detected_missing_file", table.concat(ev.checks, ","))
+      end
+    end
+    assert.is_true(remounted > 0, "a remount was recorded")
+    assert.equal(100, check_store(home))
+  end)
+end)

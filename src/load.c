@@ -1,0 +1,287 @@
+/*
+ * load.c - ntt.core.load: stream a directory walk straight into PostgreSQL.
+ *
+ * The walker (walk.h) hands batches of records to this thread; each record
+ * becomes one row of a binary COPY into a caller-named table, so names stay
+ * raw bytes end to end (no text format of our own to escape) and memory is
+ * bounded by one walk batch plus one COPY buffer.  Ignore patterns (POSIX
+ * extended regular expressions over the path relative to the filesystem
+ * root) are applied here, per record, without calling Lua.
+ *
+ * Lua API (ntt.core.load):
+ *   walk(conn, opts) -> stats | nil, msg, code
+ *     opts.root         directory to walk (a mounted filesystem's root)
+ *     opts.table        table to COPY into; its columns must be
+ *                       (fs_index int4, ino int8, parent int8, type text,
+ *                        mode int4, nlink int8, size int8, mtime_ns int8,
+ *                        path bytea, target bytea, exclude text)
+ *     opts.fs_index     integer stored in every row
+ *     opts.threads, opts.stall_timeout, opts.batch   walk settings
+ *     opts.ignore       array of regular expressions; the first that matches
+ *                       a path puts "ignore:<pattern>" in its exclude column
+ *     opts.progress     function(entries, dirs) called once per batch
+ *   stats = { rows=, entries=, dirs=, excluded=, stalled=bool, stalled_path=,
+ *             interrupted=bool, seconds=, errors={ {path=, err=, msg=}... },
+ *             duplicates={ path... }, mountpoints={ path... },
+ *             error_count=, duplicate_count= }
+ *   Failures: a bad regular expression raises; the root cannot be opened ->
+ *   nil, "root: strerror", ERRNAME; the COPY fails -> nil, msg, SQLSTATE.
+ */
+#include <errno.h>
+#include <regex.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ntt.h"
+#include "pg.h"
+#include "walk.h"
+
+#define SEND_AT (256 * 1024)
+
+struct ignore {
+    regex_t *re;
+    char **src;
+    int n;
+};
+
+static void ignore_free(struct ignore *ig)
+{
+    for (int i = 0; i < ig->n; i++) {
+        regfree(&ig->re[i]);
+        free(ig->src[i]);
+    }
+    free(ig->re);
+    free(ig->src);
+    ig->re = NULL; ig->src = NULL; ig->n = 0;
+}
+
+/* Compile opts.ignore; on a bad pattern the message is in errbuf, -1. */
+static int ignore_compile(lua_State *L, int t, struct ignore *ig, char *errbuf, size_t errlen)
+{
+    memset(ig, 0, sizeof *ig);
+    lua_getfield(L, t, "ignore");
+    if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
+    luaL_checktype(L, -1, LUA_TTABLE);
+    int n = (int)lua_rawlen(L, -1);
+    ig->re = calloc((size_t)n + 1, sizeof *ig->re);
+    ig->src = calloc((size_t)n + 1, sizeof *ig->src);
+    if (!ig->re || !ig->src) { ignore_free(ig); snprintf(errbuf, errlen, "out of memory"); lua_pop(L, 1); return -1; }
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        const char *pat = lua_tostring(L, -1);
+        if (!pat) { lua_pop(L, 2); ignore_free(ig); snprintf(errbuf, errlen, "ignore[%d] is not a string", i); return -1; }
+        int rc = regcomp(&ig->re[ig->n], pat, REG_EXTENDED | REG_NOSUB);
+        if (rc != 0) {
+            char m[256];
+            regerror(rc, &ig->re[ig->n], m, sizeof m);
+            snprintf(errbuf, errlen, "ignore pattern '%s': %s", pat, m);
+            lua_pop(L, 2);
+            ignore_free(ig);
+            return -1;
+        }
+        ig->src[ig->n] = strdup(pat);
+        ig->n++;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* Index of the first pattern matching path, or -1. */
+static int ignore_match(const struct ignore *ig, const char *path, size_t len, char **tmp, size_t *tmpcap)
+{
+    if (ig->n == 0)
+        return -1;
+    if (len + 1 > *tmpcap) {
+        size_t cap = (len + 1) * 2;
+        char *p = realloc(*tmp, cap);
+        if (!p) return -1;
+        *tmp = p; *tmpcap = cap;
+    }
+    memcpy(*tmp, path, len);
+    (*tmp)[len] = 0;
+    for (int i = 0; i < ig->n; i++)
+        if (regexec(&ig->re[i], *tmp, 0, NULL, 0) == 0)
+            return i;
+    return -1;
+}
+
+static int valid_table(const char *s)
+{
+    if (!*s) return 0;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || *p == '_' || (*p >= '0' && *p <= '9' && p != s) || *p == '.'))
+            return 0;
+    return 1;
+}
+
+static void push_events(lua_State *L, const struct ntt_walk_stats *st)
+{
+    int ne = 0, nd = 0, nm = 0;
+    lua_newtable(L); int errs = lua_gettop(L);
+    lua_newtable(L); int dups = lua_gettop(L);
+    lua_newtable(L); int mnts = lua_gettop(L);
+    for (size_t i = 0; i < st->nevents; i++) {
+        const struct ntt_walk_event *e = &st->events[i];
+        if (e->kind == NTT_WALK_EV_ERROR) {
+            lua_createtable(L, 0, 3);
+            lua_pushlstring(L, e->path, e->path_len); lua_setfield(L, -2, "path");
+            lua_pushstring(L, ntt_errname(e->err)); lua_setfield(L, -2, "err");
+            if (e->msg) { lua_pushstring(L, e->msg); lua_setfield(L, -2, "msg"); }
+            lua_rawseti(L, errs, ++ne);
+        } else {
+            lua_pushlstring(L, e->path, e->path_len);
+            lua_rawseti(L, e->kind == NTT_WALK_EV_DUPLICATE ? dups : mnts,
+                        e->kind == NTT_WALK_EV_DUPLICATE ? ++nd : ++nm);
+        }
+    }
+}
+
+static int load_walk(lua_State *L)
+{
+    PGconn *conn = ntt_pg_checkconn(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_getfield(L, 2, "root");
+    const char *root = luaL_checkstring(L, -1);
+    lua_getfield(L, 2, "table");
+    const char *table = luaL_checkstring(L, -1);
+    if (!valid_table(table))
+        return luaL_error(L, "load.walk: bad table name '%s'", table);
+    lua_getfield(L, 2, "fs_index");
+    int fs_index = (int)luaL_checkinteger(L, -1);
+    struct ntt_walk_opts o;
+    memset(&o, 0, sizeof o);
+    ntt_walk_defaults(&o);
+    o.root = root;
+    lua_getfield(L, 2, "threads");
+    if (!lua_isnil(L, -1)) o.threads = (int)luaL_checkinteger(L, -1);
+    lua_getfield(L, 2, "stall_timeout");
+    if (!lua_isnil(L, -1)) o.stall_timeout = luaL_checknumber(L, -1);
+    lua_getfield(L, 2, "batch");
+    if (!lua_isnil(L, -1)) o.batch = (int)luaL_checkinteger(L, -1);
+    lua_getfield(L, 2, "progress");
+    int progress = lua_isfunction(L, -1) ? lua_gettop(L) : 0;
+
+    char err[1024] = "", state[6] = "";
+    struct ignore ig;
+    if (ignore_compile(L, 2, &ig, err, sizeof err) != 0)
+        return luaL_error(L, "load.walk: %s", err);
+
+    struct ntt_walk *w = ntt_walk_start(&o);
+    if (!w) {
+        int e = errno;
+        ignore_free(&ig);
+        return ntt_fail(L, e, root);
+    }
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "COPY %s (fs_index, ino, parent, type, mode, nlink, size, mtime_ns, path, target, exclude)"
+             " FROM STDIN (FORMAT binary)", table);
+    if (ntt_pg_copy_begin(conn, sql, err, sizeof err, state) != 0) {
+        ntt_walk_finish(w);
+        ignore_free(&ig);
+        lua_pushnil(L); lua_pushstring(L, err); lua_pushstring(L, state);
+        return 3;
+    }
+    ntt_copybuf b;
+    ntt_copybuf_init(&b);
+    ntt_copybuf_header(&b);
+    char *tmp = NULL;
+    size_t tmpcap = 0;
+    long long excluded = 0;
+    int rc = 0;
+    const struct ntt_walk_rec *recs;
+    size_t n;
+    while (rc == 0 && (n = ntt_walk_next(w, &recs)) > 0) {
+        for (size_t i = 0; i < n; i++) {
+            const struct ntt_walk_rec *r = &recs[i];
+            int m = ignore_match(&ig, r->path, r->path_len, &tmp, &tmpcap);
+            ntt_copybuf_tuple(&b, 11);
+            ntt_copybuf_int32(&b, fs_index);
+            ntt_copybuf_int64(&b, (int64_t)r->ino);
+            ntt_copybuf_int64(&b, (int64_t)r->parent);
+            ntt_copybuf_field(&b, &r->type, 1);
+            ntt_copybuf_int32(&b, (int32_t)r->mode);
+            ntt_copybuf_int64(&b, (int64_t)r->nlink);
+            ntt_copybuf_int64(&b, r->size);
+            ntt_copybuf_int64(&b, r->mtime_ns);
+            ntt_copybuf_field(&b, r->path, r->path_len);
+            if (r->target) ntt_copybuf_field(&b, r->target, r->target_len);
+            else ntt_copybuf_null(&b);
+            if (m >= 0) {
+                char why[600];
+                int len = snprintf(why, sizeof why, "ignore:%s", ig.src[m]);
+                ntt_copybuf_field(&b, why, (size_t)(len < (int)sizeof why ? len : (int)sizeof why - 1));
+                excluded++;
+            } else {
+                ntt_copybuf_null(&b);
+            }
+        }
+        if (b.failed) { snprintf(err, sizeof err, "out of memory"); rc = -1; break; }
+        if (b.len >= SEND_AT) {
+            rc = ntt_pg_copy_send(conn, b.data, b.len, err, sizeof err);
+            b.len = 0;
+        }
+        if (rc == 0 && progress) {
+            struct ntt_walk_stats st;
+            ntt_walk_stats(w, &st);
+            lua_pushvalue(L, progress);
+            lua_pushinteger(L, (lua_Integer)st.entries);
+            lua_pushinteger(L, (lua_Integer)st.dirs);
+            ntt_walk_stats_free(&st);
+            if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+                lua_pop(L, 1);   /* progress is advisory */
+        }
+    }
+    if (rc == 0) {
+        ntt_copybuf_trailer(&b);
+        rc = b.failed ? -1 : ntt_pg_copy_send(conn, b.data, b.len, err, sizeof err);
+    }
+    ntt_copybuf_free(&b);
+    free(tmp);
+    ignore_free(&ig);
+    long long rows = 0;
+    char err2[1024] = "";
+    int endrc = ntt_pg_copy_end(conn, rc ? (err[0] ? err : "walk failed") : NULL, &rows, err2, sizeof err2, state);
+    struct ntt_walk_stats st;
+    ntt_walk_stats(w, &st);
+    ntt_walk_finish(w);
+    if (rc != 0 || endrc != 0) {
+        ntt_walk_stats_free(&st);
+        lua_pushnil(L);
+        lua_pushstring(L, rc ? err : err2);
+        lua_pushstring(L, state[0] ? state : "EIO");
+        return 3;
+    }
+    lua_createtable(L, 0, 16);
+    int res = lua_gettop(L);
+    lua_pushinteger(L, rows); lua_setfield(L, res, "rows");
+    lua_pushinteger(L, (lua_Integer)st.entries); lua_setfield(L, res, "entries");
+    lua_pushinteger(L, (lua_Integer)st.dirs); lua_setfield(L, res, "dirs");
+    lua_pushinteger(L, excluded); lua_setfield(L, res, "excluded");
+    lua_pushinteger(L, (lua_Integer)st.errors); lua_setfield(L, res, "error_count");
+    lua_pushinteger(L, (lua_Integer)st.duplicates); lua_setfield(L, res, "duplicate_count");
+    lua_pushboolean(L, st.stalled); lua_setfield(L, res, "stalled");
+    if (st.stalled_path) {
+        lua_pushlstring(L, st.stalled_path, st.stalled_path_len);
+        lua_setfield(L, res, "stalled_path");
+    }
+    lua_pushboolean(L, st.interrupted); lua_setfield(L, res, "interrupted");
+    lua_pushnumber(L, st.seconds); lua_setfield(L, res, "seconds");
+    push_events(L, &st);
+    lua_setfield(L, res, "mountpoints");
+    lua_setfield(L, res, "duplicates");
+    lua_setfield(L, res, "errors");
+    ntt_walk_stats_free(&st);
+    return 1;
+}
+
+static const luaL_Reg load_funcs[] = {
+    { "walk", load_walk },
+    { NULL, NULL }
+};
+
+int luaopen_ntt_core_load(lua_State *L)
+{
+    luaL_newlib(L, load_funcs);
+    return 1;
+}

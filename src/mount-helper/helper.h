@@ -1,0 +1,110 @@
+/*
+ * helper.h - shared declarations of ntt-mount-helper (the only part of ntt
+ * that runs as root).  See docs/mount-helper.md.
+ */
+#ifndef NTT_MOUNT_HELPER_H
+#define NTT_MOUNT_HELPER_H
+
+#include <limits.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Exit codes (documented in docs/mount-helper.md). */
+enum { MH_OK = 0, MH_PARTIAL = 1, MH_USAGE = 2, MH_DENIED = 3, MH_INTERNAL = 4 };
+
+/* Paths are built with snprintf into MH_PATH buffers.  Inputs are bounded
+ * before use (base <= 200 bytes, hash <= 64, image < MH_PATH - 16), so the
+ * compiler's "may be truncated" guesses cannot happen; they are silenced here. */
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+
+#define MH_MAXFS    32
+#define MH_PATH     512     /* every path the helper builds fits (base is length-checked) */
+#define MH_REASON   768
+
+/* One filesystem (or skipped partition) of a medium. */
+struct fsent {
+    int index;                  /* fs_index: partition number, 0 = whole disk */
+    uint64_t offset, size;      /* byte range inside the (viewed) image */
+    char fstype[32], label[128], uuid[64];
+    char device[32];            /* /dev/loopN or "" */
+    char mount[MH_PATH];
+    char driver[16];            /* kernel|fusefat|fuseiso|fuse2fs or "" */
+    char options[160];
+    char status[16];            /* mounted|failed|skipped|truncated|missing */
+    char reason[MH_REASON];
+};
+
+/* The honest view of a partial image (see view.c). */
+struct viewinfo {
+    int active;
+    char mount[MH_PATH];        /* FUSE mount point */
+    char file[MH_PATH];         /* the single file inside it */
+    char mapfile[MH_PATH];
+    uint64_t size;              /* presented size */
+    uint64_t image_size;        /* bytes really in the image file */
+    uint64_t rescued;           /* bytes readable through the view */
+    int holes;                  /* unreadable ranges inside size */
+    int pid;
+};
+
+/* Everything mount/status print; persisted as the medium's state file. */
+struct medium {
+    uint32_t magic;
+    char hash[65];
+    char image[MH_PATH];
+    char layout[8];             /* single|multi|none */
+    char pttype[32];
+    char hybrid[8];             /* "apm" or "" */
+    int nfs;
+    struct fsent fs[MH_MAXFS];
+    struct viewinfo view;
+};
+#define MH_STATE_MAGIC 0x6e74746du
+
+/* Rescued ranges of a ddrescue mapfile, sorted and merged. */
+struct map {
+    uint64_t (*ok)[2];          /* [start, end) of every '+' area */
+    size_t n;
+    uint64_t total;             /* end of the last line of the map */
+};
+
+/* mapfile.c */
+int map_load(const char *path, struct map *m, char *err, size_t errlen);
+void map_free(struct map *m);
+void map_clip(struct map *m, uint64_t limit);
+int map_readable(const struct map *m, uint64_t off, uint64_t len);
+uint64_t map_rescued(const struct map *m, uint64_t limit);
+int map_holes(const struct map *m, uint64_t limit);
+
+/* view.c */
+int view_start(int image_fd, const struct map *m, uint64_t file_size, uint64_t size,
+               const char *mountpoint, int *pid, char *err, size_t errlen);
+
+/* loop.c */
+int loop_attach(int backing_fd, uint64_t offset, uint64_t size, const char *tag,
+                char *dev, size_t devlen, int *devfd, char *err, size_t errlen);
+typedef void (*loop_visit)(int nr, const char *backing, const char *tag, void *ctx);
+void loop_each(loop_visit fn, void *ctx);
+int loop_detach(int nr);
+int loop_exists(int nr);
+
+/* mnt.c */
+extern int mh_timeout;
+int fs_kernel_has(const char *fstype);
+void fs_mount(struct fsent *e, int devfd, int viewed);
+int mnt_is_mounted(const char *path);
+int mnt_unmount_under(const char *dir, char *out, size_t outlen);
+int run_timed(char *const argv[], char *err, size_t errlen);
+
+/* probe.c */
+uint64_t probe_declared_size(int fd, uint64_t off, uint64_t avail, const char *fstype);
+int probe_medium(int fd, uint64_t file_size, uint64_t *need, struct medium *md,
+                 char *err, size_t errlen);
+int probe_fs(int fd, uint64_t off, uint64_t size, struct fsent *e);
+
+/* main.c */
+extern int mh_lock_fd;
+void mh_appendf(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

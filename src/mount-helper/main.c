@@ -1,0 +1,645 @@
+/*
+ * ntt-mount-helper - mounts a disk image read-only for ntt; the only part of
+ * ntt that needs root (run through sudo when ntt is not root).
+ *
+ *   ntt-mount-helper mount   HASH IMAGE [--map MAPFILE]
+ *   ntt-mount-helper unmount HASH [IMAGE]
+ *   ntt-mount-helper status  HASH [IMAGE]
+ *   ntt-mount-helper cleanup
+ *
+ * Prints one JSON object on stdout ({"error":..,"code":..} on failure, with
+ * a message on stderr).  Exit: 0 ok, 1 nothing mountable / partial,
+ * 2 bad arguments, 3 not permitted, 4 internal error.
+ *
+ * Trust: the hash must be ^[0-9a-f]{16,64}$, the image a regular file;
+ * a caller coming through sudo (SUDO_UID of another user, or real uid not
+ * 0) may only name images under the "root =" lines of the root-owned,
+ * not group/world-writable /etc/ntt/mount-helper.conf, and its mounts go to
+ * the config's mount_root (default /run/ntt/mnt).  No free-form options.
+ * Everything is serialised per medium by flock(<base>/.locks/<hash>.lock).
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include "helper.h"
+#include "out.h"
+
+#ifndef NTT_MH_CONF
+#define NTT_MH_CONF "/etc/ntt/mount-helper.conf"
+#endif
+#define DEFAULT_BASE "/run/ntt/mnt"
+#define MAXROOTS 32
+
+int mh_lock_fd = -1;
+
+static struct {
+    int restricted;                 /* came through sudo / not root: roots apply */
+    char base[MH_PATH];
+    char roots[MAXROOTS][PATH_MAX];
+    int nroots;
+    int have_conf;
+} C;
+
+static const char *mh_hash;
+
+static void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+static void die(int code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fputs("{\"error\":", stdout);
+    json_str(stdout, msg);
+    printf(",\"code\":%d", code);
+    if (mh_hash) json_kv(stdout, "hash", mh_hash, 1);
+    puts("}");
+    fprintf(stderr, "ntt-mount-helper: %s\n", msg);
+    exit(code);
+}
+
+static int valid_hash(const char *h)
+{
+    size_t n = strlen(h);
+    if (n < 16 || n > 64) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)h[i]) && !(h[i] >= 'a' && h[i] <= 'f')) return 0;
+    return 1;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s)) s++;
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1])) s[--n] = 0;
+    return s;
+}
+
+/* Reads the config: root-owned, not group/world-writable, else refused. */
+static void load_config(void)
+{
+    const char *path = NTT_MH_CONF;
+    const char *env = getenv("NTT_MOUNT_HELPER_CONF");
+    if (env && *env && getuid() == 0) path = env;     /* only real root may point elsewhere */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        if (errno == ENOENT && !C.restricted) return;
+        die(MH_DENIED, "config %s: %s (required when called through sudo)", path, strerror(errno));
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != 0 || (st.st_mode & 022))
+        die(MH_DENIED, "config %s must be a regular file owned by root and not group/world-writable", path);
+    FILE *f = fdopen(fd, "r");
+    if (!f) die(MH_INTERNAL, "config %s: %s", path, strerror(errno));
+    char line[PATH_MAX + 64];
+    int lineno = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        char *s = trim(line);
+        if (!*s || *s == '#') continue;
+        char *eq = strchr(s, '=');
+        if (!eq) die(MH_DENIED, "config %s:%d: expected 'key = value'", path, lineno);
+        *eq = 0;
+        char *k = trim(s), *v = trim(eq + 1);
+        if (*v != '/') die(MH_DENIED, "config %s:%d: %s must be an absolute path", path, lineno, k);
+        if (!strcmp(k, "root")) {
+            char real[PATH_MAX];
+            if (C.nroots < MAXROOTS && realpath(v, real)) snprintf(C.roots[C.nroots++], PATH_MAX, "%s", real);
+        } else if (!strcmp(k, "mount_root")) {
+            if (strlen(v) > 200) die(MH_DENIED, "config %s:%d: mount_root too long", path, lineno);
+            snprintf(C.base, sizeof C.base, "%s", v);
+        } else {
+            die(MH_DENIED, "config %s:%d: unknown key '%s'", path, lineno, k);
+        }
+    }
+    fclose(f);
+    C.have_conf = 1;
+}
+
+static int under_roots(const char *real)
+{
+    if (!C.restricted) return 1;
+    for (int i = 0; i < C.nroots; i++) {
+        size_t n = strlen(C.roots[i]);
+        if (!strcmp(C.roots[i], "/") || (!strncmp(real, C.roots[i], n) && real[n] == '/')) return 1;
+    }
+    return 0;
+}
+
+/* Opens a regular file the caller may name; the fd is what gets used (no TOCTOU). */
+static int open_input(const char *what, const char *arg, char *real)
+{
+    if (!realpath(arg, real)) die(MH_USAGE, "%s %s: %s", what, arg, strerror(errno));
+    if (strlen(real) >= MH_PATH - 16) die(MH_USAGE, "%s %s: path too long", what, arg);
+    if (!under_roots(real)) die(MH_DENIED, "%s %s is not under a configured root", what, real);
+    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) die(errno == EACCES ? MH_DENIED : MH_USAGE, "%s %s: %s", what, real, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) < 0) die(MH_INTERNAL, "%s %s: %s", what, real, strerror(errno));
+    if (!S_ISREG(st.st_mode)) die(MH_USAGE, "%s %s is not a regular file", what, real);
+    fcntl(fd, F_SETFL, 0);
+    return fd;
+}
+
+static void need_root(void)
+{
+    if (geteuid() != 0) die(MH_DENIED, "must run as root (through sudo)");
+}
+
+static void mkdir_p(const char *path, mode_t mode)
+{
+    char tmp[MH_PATH];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(tmp, 0755) < 0 && errno != EEXIST) die(MH_INTERNAL, "mkdir %s: %s", tmp, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(tmp, mode) < 0 && errno != EEXIST) die(MH_INTERNAL, "mkdir %s: %s", tmp, strerror(errno));
+    struct stat st;
+    if (lstat(tmp, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+        die(MH_INTERNAL, "%s is not a directory owned by the helper's user", tmp);
+}
+
+static void setup_base(void)
+{
+    const char *env = getenv("NTT_MOUNT_ROOT");
+    if (!C.restricted && env && *env) snprintf(C.base, sizeof C.base, "%s", env);
+    if (!C.base[0]) snprintf(C.base, sizeof C.base, "%s", DEFAULT_BASE);
+    if (C.base[0] != '/' || strlen(C.base) > 200) die(MH_USAGE, "mount root must be an absolute path < 200 bytes");
+}
+
+static void lock_medium(const char *hash)
+{
+    char p[MH_PATH];
+    mkdir_p(C.base, 0755);
+    snprintf(p, sizeof p, "%s/.locks", C.base);
+    mkdir_p(p, 0700);
+    snprintf(p, sizeof p, "%s/.state", C.base);
+    mkdir_p(p, 0700);
+    snprintf(p, sizeof p, "%s/.locks/%s.lock", C.base, hash);
+    mh_lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (mh_lock_fd < 0) die(MH_INTERNAL, "lock %s: %s", p, strerror(errno));
+    /* Bounded: a helper stuck behind a hung filesystem must not stall every caller. */
+    int limit_ms = (mh_timeout * 6 > 60 ? mh_timeout * 6 : 60) * 1000;
+    for (int waited = 0; flock(mh_lock_fd, LOCK_EX | LOCK_NB) < 0; waited += 50) {
+        if (errno != EWOULDBLOCK && errno != EINTR) die(MH_INTERNAL, "flock %s: %s", p, strerror(errno));
+        if (waited >= limit_ms) die(MH_INTERNAL, "medium %s is busy: another helper holds its lock", hash);
+        struct timespec nap = { 0, 50000000 };
+        nanosleep(&nap, NULL);
+    }
+}
+
+static void state_path(char *buf, size_t len, const char *hash)
+{
+    snprintf(buf, len, "%s/.state/%s", C.base, hash);
+}
+
+/* ---- loops belonging to a medium ---- */
+
+struct loopq {
+    const char *image, *viewfile, *tag;
+    int deleted_only;
+    int nr[256];
+    int n;
+};
+
+static int backing_is(const char *backing, const char *path)
+{
+    if (!path || !*path) return 0;
+    size_t n = strlen(path);
+    return !strncmp(backing, path, n) && (!backing[n] || !strcmp(backing + n, " (deleted)"));
+}
+
+static void loop_match(int nr, const char *backing, const char *tag, void *ctx)
+{
+    struct loopq *q = ctx;
+    int ours = q->tag && !strcmp(tag, q->tag);
+    if (q->deleted_only) {
+        size_t n = strlen(backing);
+        if (!(ours && n > 10 && !strcmp(backing + n - 10, " (deleted)"))) return;
+    } else if (!ours && (!strncmp(tag, "ntt:", 4) ||         /* another medium's: not ours to take */
+                         (!backing_is(backing, q->image) && !backing_is(backing, q->viewfile)))) {
+        return;
+    }
+    if (q->n < 256) q->nr[q->n++] = nr;
+}
+
+static void make_tag(char *tag, size_t len, const char *hash)
+{
+    snprintf(tag, len < 64 ? len : 64, "ntt:%s", hash);
+}
+
+/* Unmounts, detaches, stops the view: everything of one medium.  Returns problems found. */
+static int teardown(const char *hash, const char *image, FILE *out)
+{
+    char dir[MH_PATH], vdir[MH_PATH], vfile[MH_PATH], tag[64], msgs[2048] = "";
+    snprintf(dir, sizeof dir, "%s/%s", C.base, hash);
+    snprintf(vdir, sizeof vdir, "%s/.views/%s", C.base, hash);
+    snprintf(vfile, sizeof vfile, "%s/image", vdir);
+    make_tag(tag, sizeof tag, hash);
+    int problems = mnt_unmount_under(dir, msgs, sizeof msgs) != 0;
+    struct loopq q = { .image = image, .viewfile = vfile, .tag = tag };
+    loop_each(loop_match, &q);
+    int detached = 0;
+    for (int i = 0; i < q.n; i++) {
+        if (loop_detach(q.nr[i]) == 0) detached++;
+        else mh_appendf(msgs, sizeof msgs, "detach loop%d: %s", q.nr[i], strerror(errno));
+    }
+    /* Detach is lazy while a FUSE driver still holds the device: wait for it. */
+    struct loopq left = { .image = image, .viewfile = vfile, .tag = tag };
+    for (int round = 0; round < 100; round++) {
+        left.n = 0;
+        loop_each(loop_match, &left);
+        if (!left.n) break;
+        struct timespec nap = { 0, 50000000 };
+        nanosleep(&nap, NULL);
+        if (round % 20 == 19) for (int i = 0; i < left.n; i++) loop_detach(left.nr[i]);
+    }
+    if (left.n) {
+        problems++;
+        for (int i = 0; i < left.n; i++) mh_appendf(msgs, sizeof msgs, "loop%d still attached", left.nr[i]);
+    }
+    if (mnt_unmount_under(vdir, msgs, sizeof msgs) != 0) problems++;
+    /* remove the (now empty) mount points; a non-empty one is left and reported */
+    char p[MH_PATH + 8];
+    for (int i = 0; i <= 256; i++) {
+        snprintf(p, sizeof p, "%s/p%d", dir, i);
+        if (rmdir(p) < 0 && errno != ENOENT) { mh_appendf(msgs, sizeof msgs, "rmdir %s: %s", p, strerror(errno)); problems++; }
+    }
+    if (rmdir(dir) < 0 && errno != ENOENT) { mh_appendf(msgs, sizeof msgs, "rmdir %s: %s", dir, strerror(errno)); problems++; }
+    if (rmdir(vdir) < 0 && errno != ENOENT) { mh_appendf(msgs, sizeof msgs, "rmdir %s: %s", vdir, strerror(errno)); problems++; }
+    if (out) {
+        fprintf(out, ",\"detached\":[");
+        for (int i = 0; i < q.n; i++) fprintf(out, "%s\"/dev/loop%d\"", i ? "," : "", q.nr[i]);
+        fprintf(out, "],\"remaining_loops\":%d", left.n);
+        json_kv(out, "problems", msgs, 1);
+    }
+    return problems;
+}
+
+/* ---- commands ---- */
+
+static int medium_live(struct medium *md)
+{
+    int live = 1;
+    struct stat st;
+    if (md->view.active && (!mnt_is_mounted(md->view.mount) || stat(md->view.file, &st) < 0)) {
+        live = 0;
+        md->view.active = 0;            /* the view died: every mount on it is unusable */
+        for (int i = 0; i < md->nfs; i++)
+            if (!strcmp(md->fs[i].status, "mounted")) {
+                snprintf(md->fs[i].status, sizeof md->fs[i].status, "missing");
+                mh_appendf(md->fs[i].reason, sizeof md->fs[i].reason, "honest view is gone");
+            }
+    }
+    for (int i = 0; i < md->nfs; i++) {
+        struct fsent *e = &md->fs[i];
+        if (strcmp(e->status, "mounted")) continue;
+        if (!mnt_is_mounted(e->mount)) {
+            snprintf(e->status, sizeof e->status, "missing");
+            mh_appendf(e->reason, sizeof e->reason, "no longer mounted");
+            live = 0;
+        } else if (stat(e->mount, &st) < 0) {          /* e.g. ENOTCONN: its FUSE driver died */
+            snprintf(e->status, sizeof e->status, "missing");
+            mh_appendf(e->reason, sizeof e->reason, "mount unusable: %s", strerror(errno));
+            live = 0;
+        }
+    }
+    return live;
+}
+
+static int exit_code(const struct medium *md)
+{
+    int mounted = 0, bad = 0;
+    for (int i = 0; i < md->nfs; i++) {
+        const char *s = md->fs[i].status;
+        if (!strcmp(s, "mounted")) mounted++;
+        else if (strcmp(s, "skipped")) bad++;
+    }
+    return mounted && !bad ? MH_OK : MH_PARTIAL;
+}
+
+static void find_sibling_map(const char *real, char *out, size_t len)
+{
+    char cand[MH_PATH + 8];
+    struct stat st;
+    snprintf(cand, sizeof cand, "%s.map", real);
+    if (stat(cand, &st) == 0) { snprintf(out, len, "%s", cand); return; }
+    const char *slash = strrchr(real, '/'), *dot = strrchr(real, '.');
+    if (dot && dot > slash + 1) {
+        snprintf(cand, sizeof cand, "%.*s.map", (int)(dot - real), real);
+        if (stat(cand, &st) == 0) snprintf(out, len, "%s", cand);
+    }
+}
+
+static int cmd_mount(const char *hash, const char *image_arg, const char *map_arg)
+{
+    static struct medium md;
+    char real[PATH_MAX], mapreal[PATH_MAX] = "", err[512] = "", sp[MH_PATH];
+    int fd = open_input("image", image_arg, real);
+    struct stat st;
+    fstat(fd, &st);
+    uint64_t file_size = (uint64_t)st.st_size;
+    if (!file_size) die(MH_USAGE, "image %s is empty", real);
+    struct map map = { 0 };
+    int have_map = 0;
+    char mapname[MH_PATH] = "";
+    if (map_arg) snprintf(mapname, sizeof mapname, "%s", map_arg);
+    else find_sibling_map(real, mapname, sizeof mapname);
+    if (*mapname) {
+        int mfd = open_input("mapfile", mapname, mapreal);
+        close(mfd);
+        if (map_load(mapreal, &map, err, sizeof err) < 0) die(MH_USAGE, "%s", err);
+        have_map = 1;
+    }
+    need_root();
+    lock_medium(hash);
+    state_path(sp, sizeof sp, hash);
+    int r = state_load(sp, &md);
+    if (r == 1 && strcmp(md.image, real) && medium_live(&md))
+        die(MH_USAGE, "medium %s is mounted from %s, not %s", hash, md.image, real);
+    if (r == 1 && medium_live(&md)) {                 /* double-check under the lock */
+        json_medium(stdout, &md, 0);
+        putchar('\n');
+        map_free(&map);
+        close(fd);
+        return exit_code(&md);
+    }
+    if (r != 0) { teardown(hash, r == 1 ? md.image : real, NULL); unlink(sp); }
+    {   /* stale "(deleted)" loops of this medium go before a new attach */
+        char tag[64];
+        make_tag(tag, sizeof tag, hash);
+        struct loopq q = { .tag = tag, .deleted_only = 1 };
+        loop_each(loop_match, &q);
+        for (int i = 0; i < q.n; i++) loop_detach(q.nr[i]);
+    }
+    memset(&md, 0, sizeof md);
+    md.magic = MH_STATE_MAGIC;
+    snprintf(md.hash, sizeof md.hash, "%s", hash);
+    snprintf(md.image, sizeof md.image, "%s", real);
+    uint64_t need = 0;
+    if (probe_medium(fd, file_size, &need, &md, err, sizeof err) < 0) die(MH_INTERNAL, "%s", err);
+    if (have_map && map.total > need) need = map.total;
+    if (need < file_size) need = file_size;
+
+    /* The honest view: needed when the map has holes or the image is short. */
+    int want_view = file_size < need || (have_map && map_holes(&map, need) > 0);
+    int backing = fd;
+    char dir[MH_PATH], note[256] = "";
+    snprintf(dir, sizeof dir, "%s/%s", C.base, hash);
+    if (want_view) {
+        struct viewinfo *v = &md.view;
+        if (!have_map) {                               /* no map: everything present is rescued */
+            map.ok = malloc(sizeof *map.ok);
+            if (!map.ok) die(MH_INTERNAL, "out of memory");
+            map.ok[0][0] = 0; map.ok[0][1] = file_size; map.n = 1; map.total = file_size;
+        }
+        /* bytes past the end of the file are unreadable whatever the map says */
+        map_clip(&map, file_size);
+        snprintf(v->mount, sizeof v->mount, "%s/.views/%s", C.base, hash);
+        snprintf(v->file, sizeof v->file, "%s/image", v->mount);
+        snprintf(v->mapfile, sizeof v->mapfile, "%s", mapreal);
+        char vroot[MH_PATH];
+        snprintf(vroot, sizeof vroot, "%s/.views", C.base);
+        mkdir_p(vroot, 0700);
+        mkdir_p(v->mount, 0700);
+        if (access("/dev/fuse", R_OK | W_OK) < 0) {
+            snprintf(note, sizeof note, "honest view unavailable: /dev/fuse: %s", strerror(errno));
+        } else if (view_start(fd, &map, file_size, need, v->mount, &v->pid, err, sizeof err) < 0) {
+            snprintf(note, sizeof note, "%s", err);
+        } else {
+            backing = open(v->file, O_RDONLY | O_CLOEXEC);
+            if (backing < 0) {
+                snprintf(note, sizeof note, "honest view: open %s: %s", v->file, strerror(errno));
+                umount2(v->mount, 0);
+                backing = fd;
+            } else {
+                v->active = 1;
+                v->size = need;
+                v->image_size = file_size;
+                v->rescued = map_rescued(&map, need);
+                v->holes = map_holes(&map, need);
+            }
+        }
+        if (!v->active) rmdir(v->mount);
+    }
+
+    char tag[64];
+    make_tag(tag, sizeof tag, hash);
+    int mounted = 0;
+    for (int i = 0; i < md.nfs; i++) {
+        struct fsent *e = &md.fs[i];
+        if (*note) mh_appendf(e->reason, sizeof e->reason, "%s", note);
+        if (e->status[0]) continue;
+        if (e->offset + e->size > file_size) {
+            if (!md.view.active && e->index > 0) {
+                snprintf(e->status, sizeof e->status, "truncated");
+                mh_appendf(e->reason, sizeof e->reason,
+                           "partition ends at byte %llu, image file has %llu bytes",
+                           (unsigned long long)(e->offset + e->size), (unsigned long long)file_size);
+                continue;
+            }
+            mh_appendf(e->reason, sizeof e->reason, "%llu bytes missing at the end of the image%s",
+                       (unsigned long long)(e->offset + e->size - (file_size > e->offset ? file_size : e->offset)),
+                       md.view.active ? " (read as EIO through the honest view)" : "");
+        }
+        mkdir_p(dir, 0755);
+        snprintf(e->mount, sizeof e->mount, "%s/p%d", dir, e->index);
+        mkdir_p(e->mount, 0755);
+        int devfd = -1;
+        uint64_t lim = md.view.active || e->offset + e->size <= file_size ? e->size : file_size - e->offset;
+        if (loop_attach(backing, e->offset, lim, tag, e->device, sizeof e->device, &devfd, err, sizeof err) < 0) {
+            snprintf(e->status, sizeof e->status, "failed");
+            mh_appendf(e->reason, sizeof e->reason, "%s", err);
+            e->device[0] = 0;
+        } else {
+            fs_mount(e, devfd, md.view.active);
+            close(devfd);                              /* autoclear: the mount holds it now */
+            if (strcmp(e->status, "mounted")) e->device[0] = 0;
+        }
+        if (!strcmp(e->status, "mounted")) mounted++;
+        else { rmdir(e->mount); e->mount[0] = 0; }
+    }
+    if (backing != fd) close(backing);
+    close(fd);
+    snprintf(md.layout, sizeof md.layout, "%s", mounted == 0 ? "none" : mounted == 1 ? "single" : "multi");
+    if (mounted) {
+        if (state_save(sp, &md) < 0) fprintf(stderr, "ntt-mount-helper: cannot save state %s: %s\n", sp, strerror(errno));
+    } else {
+        if (md.view.active) umount2(md.view.mount, 0);
+        teardown(hash, real, NULL);
+    }
+    json_medium(stdout, &md, 0);
+    putchar('\n');
+    map_free(&map);
+    return exit_code(&md);
+}
+
+/* An image named for unmount/status: it may already be deleted (then only a
+ * canonical absolute path is accepted, to match "(deleted)" loops). */
+static void named_image(const char *arg, char *image)
+{
+    if (!realpath(arg, image)) {
+        if (arg[0] != '/' || strlen(arg) >= PATH_MAX) die(MH_USAGE, "image %s: %s", arg, strerror(errno));
+        if (strstr(arg, "/../") || strstr(arg, "/./") || strstr(arg, "//"))
+            die(MH_USAGE, "image %s: not a canonical path", arg);
+        snprintf(image, PATH_MAX, "%s", arg);
+    }
+    if (!under_roots(image)) die(MH_DENIED, "image %s is not under a configured root", image);
+}
+
+static int cmd_unmount(const char *hash, const char *image_arg)
+{
+    static struct medium md;
+    char image[PATH_MAX] = "", sp[MH_PATH];
+    if (image_arg) named_image(image_arg, image);
+    need_root();
+    lock_medium(hash);
+    state_path(sp, sizeof sp, hash);
+    int r = state_load(sp, &md);
+    if (!*image && r == 1) snprintf(image, sizeof image, "%s", md.image);
+    printf("{\"hash\":\"%s\"", hash);
+    json_kv(stdout, "image", image, 1);
+    int problems = teardown(hash, image, stdout);
+    unlink(sp);
+    json_kv(stdout, "status", problems ? "busy" : "unmounted", 1);
+    puts("}");
+    return problems ? MH_PARTIAL : MH_OK;
+}
+
+static void print_loops(const char *hash, const char *image)
+{
+    char tag[64];
+    make_tag(tag, sizeof tag, hash);
+    struct loopq q = { .tag = tag, .image = image };
+    loop_each(loop_match, &q);
+    fputs(",\"loops\":[", stdout);
+    for (int i = 0; i < q.n; i++) printf("%s\"/dev/loop%d\"", i ? "," : "", q.nr[i]);
+    fputc(']', stdout);
+}
+
+static int cmd_status(const char *hash, const char *image_arg)
+{
+    static struct medium md;
+    char sp[MH_PATH], image[PATH_MAX] = "";
+    if (image_arg) named_image(image_arg, image);
+    need_root();
+    lock_medium(hash);
+    state_path(sp, sizeof sp, hash);
+    int r = state_load(sp, &md);
+    if (r != 1) {
+        printf("{\"hash\":\"%s\",\"state\":\"unmounted\",\"layout\":\"none\",\"filesystems\":[],\"view\":null", hash);
+        print_loops(hash, image);
+        puts("}");
+        return MH_PARTIAL;
+    }
+    if (!*image) snprintf(image, sizeof image, "%s", md.image);
+    int live = medium_live(&md);
+    json_medium(stdout, &md, 1);
+    printf(",\"state\":\"%s\"", live ? "mounted" : "partial");
+    print_loops(hash, image);
+    puts("}");
+    return live ? exit_code(&md) : MH_PARTIAL;
+}
+
+struct cleanq { int nr[256]; char tag[256][65]; char backing[256][256]; int n; };
+
+static void clean_match(int nr, const char *backing, const char *tag, void *ctx)
+{
+    struct cleanq *q = ctx;
+    size_t n = strlen(backing);
+    if (strncmp(tag, "ntt:", 4) || n < 10 || strcmp(backing + n - 10, " (deleted)") || q->n >= 256) return;
+    q->nr[q->n] = nr;
+    snprintf(q->tag[q->n], sizeof q->tag[0], "%s", tag + 4);
+    snprintf(q->backing[q->n], sizeof q->backing[0], "%s", backing);
+    q->n++;
+}
+
+static int cmd_cleanup(void)
+{
+    static struct cleanq q;
+    need_root();
+    loop_each(clean_match, &q);
+    fputs("{\"cleaned\":[", stdout);
+    int bad = 0;
+    for (int i = 0; i < q.n; i++) {
+        const char *h = q.tag[i];
+        char msgs[1024] = "";
+        const char *st = "detached";
+        if (valid_hash(h)) {                /* lo_file_name holds a (possibly cut) hash */
+            lock_medium(h);
+            struct medium md;
+            char sp[MH_PATH];
+            state_path(sp, sizeof sp, h);
+            if (state_load(sp, &md) == 1 && !strcmp(md.hash, h)) {
+                teardown(h, md.image, NULL);
+                unlink(sp);
+            }
+            close(mh_lock_fd);
+            mh_lock_fd = -1;
+        }
+        if (loop_exists(q.nr[i]) && loop_detach(q.nr[i]) < 0) {
+            st = "busy";
+            mh_appendf(msgs, sizeof msgs, "%s", strerror(errno));
+            bad++;
+        }
+        printf("%s{\"device\":\"/dev/loop%d\"", i ? "," : "", q.nr[i]);
+        json_kv(stdout, "backing_file", q.backing[i], 1);
+        json_kv(stdout, "status", st, 1);
+        json_kv(stdout, "reason", msgs, 1);
+        putchar('}');
+    }
+    puts("]}");
+    return bad ? MH_PARTIAL : MH_OK;
+}
+
+static void usage(void)
+{
+    die(MH_USAGE, "usage: ntt-mount-helper mount HASH IMAGE [--map MAPFILE] | unmount HASH [IMAGE] | "
+                  "status HASH [IMAGE] | cleanup");
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOFBF, 1 << 16);
+    umask(022);
+    const char *t = getenv("NTT_MOUNT_TIMEOUT");
+    if (t && *t) {
+        int v = atoi(t);
+        if (v >= 1 && v <= 600) mh_timeout = v;
+    }
+    const char *sudo_uid = getenv("SUDO_UID");
+    C.restricted = getuid() != 0 || (sudo_uid && strcmp(sudo_uid, "0"));
+    if (argc < 2) usage();
+    const char *cmd = argv[1];
+    int is_cleanup = !strcmp(cmd, "cleanup");
+    if (is_cleanup ? argc != 2 : argc < 3) usage();
+    if (!is_cleanup) {
+        if (!valid_hash(argv[2])) die(MH_USAGE, "invalid hash (want ^[0-9a-f]{16,64}$)");
+        mh_hash = argv[2];
+    }
+    load_config();
+    setup_base();
+    if (!strcmp(cmd, "mount")) {
+        const char *map = NULL;
+        if (argc == 6 && !strcmp(argv[4], "--map")) map = argv[5];
+        else if (argc != 4) usage();
+        return cmd_mount(argv[2], argv[3], map);
+    }
+    if (!strcmp(cmd, "unmount") && (argc == 3 || argc == 4)) return cmd_unmount(argv[2], argc == 4 ? argv[3] : NULL);
+    if (!strcmp(cmd, "status") && (argc == 3 || argc == 4)) return cmd_status(argv[2], argc == 4 ? argv[3] : NULL);
+    if (is_cleanup) return cmd_cleanup();
+    usage();
+}
