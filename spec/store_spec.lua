@@ -40,6 +40,17 @@ describe("ntt.core.store", function()
     assert.equal("hello\n", helper.read(st:path(blob)))
   end)
 
+  it("remakes a blob directory that went away behind its back", function()
+    local dir = helper.tmpdir("store")
+    local st = assert(store.open(dir .. "/s"))
+    local blob = st:put("first")
+    helper.sh { "rm", "-rf", dir .. "/s/by-hash/" .. blob:sub(1, 2) }
+    local again, new = st:put("first")
+    assert.equal(blob, again)
+    assert.is_true(new)
+    assert.equal("first", helper.read(st:path(blob)))
+  end)
+
   it("fails to open where it cannot create, with nil, msg, errname", function()
     local dir = helper.tmpdir("store")
     helper.write(dir .. "/file", "x")

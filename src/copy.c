@@ -17,8 +17,10 @@
  *        (bytes read before the failure), bytes=n, seconds=}
  *     Misuse (bad arguments) raises; everything per file is a result.
  *
- * Engine: items are grouped by (root, source directory); one thread works
- * through one directory at a time, its files in order, and at most
+ * Engine: items are grouped by (root, source directory); directories are
+ * started in the order their first item appears (so a caller that lists
+ * items by inode number reads the medium mostly in disk order); one
+ * thread works through one directory at a time, its files in order, and at most
  * `threads` threads run, so reads from several directories are in flight
  * while no directory is ever read by two threads at once.  Sources are
  * opened beneath their root with openat2(RESOLVE_BENEATH |
@@ -73,6 +75,7 @@ struct job {
     int *rootfds, *rooterrs;
     size_t nroots;
     size_t *order, *gstart, ngroups;
+    size_t *gorder;             /* groups by their first item's position */
     size_t next;                /* next group (atomic) */
     int stop;                   /* store-side errno that stops the batch (atomic) */
     int durability, trace;
@@ -212,6 +215,9 @@ static void copy_one(struct job *job, struct item *it, uint8_t *buf)
             }
             if ((err = write_all(tfd, buf, fill)) != 0)
                 goto store_err;
+            /* Large files: let writeback run alongside the reading. */
+            if (job->durability != DUR_NONE)
+                sync_file_range(tfd, (off_t)(total - fill), (off_t)fill, SYNC_FILE_RANGE_WRITE);
             fill = 0;
         }
     }
@@ -288,9 +294,10 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct job *job = w->job;
     for (;;) {
-        size_t g = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
-        if (g >= job->ngroups)
+        size_t gi = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
+        if (gi >= job->ngroups)
             break;
+        size_t g = job->gorder[gi];
         for (size_t k = job->gstart[g]; k < job->gstart[g + 1]; k++) {
             struct item *it = &job->items[job->order[k]];
             double t0 = mono();
@@ -327,6 +334,14 @@ static int group_cmp(const void *a, const void *b, void *arg)
     return i < j ? -1 : i > j;
 }
 
+static int first_cmp(const void *a, const void *b, void *arg)
+{
+    const struct job *job = arg;
+    size_t x = job->order[job->gstart[*(const size_t *)a]];
+    size_t y = job->order[job->gstart[*(const size_t *)b]];
+    return x < y ? -1 : x > y;
+}
+
 static void job_free(struct job *job)
 {
     for (size_t i = 0; i < job->n; i++)
@@ -339,6 +354,7 @@ static void job_free(struct job *job)
     free(job->rooterrs);
     free(job->order);
     free(job->gstart);
+    free(job->gorder);
 }
 
 /* Commit the temps of a "batch" durability run: syncfs, rename, syncfs. */
@@ -524,6 +540,15 @@ static int copy_batch(lua_State *L)
             job.gstart[job.ngroups++] = k;
     }
     job.gstart[job.ngroups] = n;
+    /* Directories start in the order the caller listed them. */
+    job.gorder = calloc(job.ngroups ? job.ngroups : 1, sizeof *job.gorder);
+    if (!job.gorder) {
+        job_free(&job);
+        return luaL_error(L, "copy.batch: out of memory");
+    }
+    for (size_t g = 0; g < job.ngroups; g++)
+        job.gorder[g] = g;
+    qsort_r(job.gorder, job.ngroups, sizeof *job.gorder, first_cmp, &job);
 
     if (threads > job.ngroups)
         threads = job.ngroups ? job.ngroups : 1;

@@ -143,37 +143,78 @@ int ntt_store_exists(struct ntt_store *st, const char *hex)
     return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
 }
 
+static int fsync_at(int dirfd, const char *name)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    int err = fsync(fd) == 0 ? 0 : errno;
+    close(fd);
+    return err;
+}
+
+/*
+ * Make by-hash/AA/BB exist (remembered per store).  *created tells which
+ * levels were new: 1 = AA, 2 = BB, so fsync mode can sync their parents.
+ */
+static int blob_dirs(struct ntt_store *st, const char *hex, int *created)
+{
+    char dir[6];
+    unsigned idx = (unsigned)strtoul((char[5]){hex[0], hex[1], hex[2], hex[3], 0}, NULL, 16);
+    uint8_t bit = (uint8_t)(1u << (idx & 7));
+    *created = 0;
+    if (__atomic_load_n(&st->dirs[idx >> 3], __ATOMIC_RELAXED) & bit)
+        return 0;
+    for (int level = 1; level <= 2; level++) {
+        size_t len = level == 1 ? 2 : 5;
+        memcpy(dir, hex, 2);
+        dir[2] = '/';
+        memcpy(dir + 3, hex + 2, 2);
+        dir[len] = 0;
+        if (mkdirat(st->byhashfd, dir, 0755) == 0) {
+            if (fchmodat(st->byhashfd, dir, 0755, 0) != 0)
+                return errno;
+            *created |= level;
+        } else if (errno != EEXIST) {
+            return errno;
+        }
+    }
+    __atomic_fetch_or(&st->dirs[idx >> 3], bit, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static void forget_dirs(struct ntt_store *st, const char *hex)
+{
+    unsigned idx = (unsigned)strtoul((char[5]){hex[0], hex[1], hex[2], hex[3], 0}, NULL, 16);
+    __atomic_fetch_and(&st->dirs[idx >> 3], (uint8_t)~(1u << (idx & 7)), __ATOMIC_RELAXED);
+}
+
 int ntt_store_commit(struct ntt_store *st, const char *name, const char *hex,
                      int dirsync, int *is_new)
 {
     char rel[71], dir[6];
-    int err;
+    int err, created = 0;
     blob_rel(hex, rel);
-    memcpy(dir, rel, 2);
-    dir[2] = 0;
-    unsigned idx = (unsigned)strtoul((char[5]){hex[0], hex[1], hex[2], hex[3], 0}, NULL, 16);
-    uint8_t bit = (uint8_t)(1u << (idx & 7));
-    if (!(__atomic_load_n(&st->dirs[idx >> 3], __ATOMIC_RELAXED) & bit)) {
-        if ((err = mkdir0755(st->byhashfd, dir)) != 0)
-            return err;
-        memcpy(dir, rel, 5);
-        dir[5] = 0;
-        if ((err = mkdir0755(st->byhashfd, dir)) != 0)
-            return err;
-        __atomic_fetch_or(&st->dirs[idx >> 3], bit, __ATOMIC_RELAXED);
-    }
     memcpy(dir, rel, 5);
     dir[5] = 0;
-    if (renameat2(st->tmpfd, name, st->byhashfd, rel, RENAME_NOREPLACE) != 0) {
+    for (int attempt = 0;; attempt++) {
+        if ((err = blob_dirs(st, hex, &created)) != 0)
+            return err;
+        if (renameat2(st->tmpfd, name, st->byhashfd, rel, RENAME_NOREPLACE) == 0)
+            break;
         err = errno;
         if (err == EINVAL || err == ENOSYS) {
             /* No RENAME_NOREPLACE here: link() does not replace either. */
             if (linkat(st->tmpfd, name, st->byhashfd, rel, 0) == 0) {
                 unlinkat(st->tmpfd, name, 0);
-                err = 0;
-                goto moved;
+                break;
             }
             err = errno;
+        }
+        if (err == ENOENT && attempt == 0 && faccessat(st->tmpfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+            /* A remembered blob directory went away: make it again. */
+            forget_dirs(st, hex);
+            continue;
         }
         if (err != EEXIST)
             return err;
@@ -181,16 +222,15 @@ int ntt_store_commit(struct ntt_store *st, const char *name, const char *hex,
         *is_new = 0;
         return 0;
     }
-moved:
     *is_new = 1;
-    if (dirsync) {
-        int dfd = openat(st->byhashfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0)
-            return errno;
-        err = fsync(dfd) == 0 ? 0 : errno;
-        close(dfd);
+    if (!dirsync)
+        return 0;
+    if ((err = fsync_at(st->byhashfd, dir)) != 0)
         return err;
-    }
+    if ((created & 2) && (err = fsync_at(st->byhashfd, (char[3]){hex[0], hex[1], 0})) != 0)
+        return err;
+    if ((created & 1) && (err = fsync_at(st->byhashfd, ".")) != 0)
+        return err;
     return 0;
 }
 
