@@ -12,7 +12,9 @@
 -- it times, each in its own child process:
 --   find ROOT -printf '%y %i %n %s %T@ %p\0' > /dev/null
 --   walk.count (records go nowhere), walk.to_file (zstd audit file),
---   and a walk that builds the Lua record tables (Walker:next)
+--   a walk that builds the Lua record tables (Walker:next),
+--   and "load": walk + binary COPY into PostgreSQL end to end (enumerate.load,
+--   the enumerate stage's code, with a private cluster already running)
 -- and prints entries/s, the ratio to find (> 1: faster than find) and the
 -- walker's peak RSS (VmHWM).
 local proc = require "ntt.core.proc"
@@ -135,6 +137,23 @@ if mode == "count" then
   r = assert(walk.count(root, { threads = threads }))
 elseif mode == "to_file" then
   r = assert(walk.to_file(root, out, { threads = threads }))
+elseif mode == "load" then
+  -- walk + load end to end: binary COPY into PostgreSQL, partitions filled,
+  -- committed and analysed, as the enumerate stage does
+  local db = require "ntt.db"
+  local enumerate = require "ntt.enumerate"
+  local util = require "ntt.core.util"
+  local conn = assert(db.connect { autostart = true })
+  assert(db.migrate(conn))
+  local h = ("%016x%016x"):format(util.pid(), math.floor(util.now() * 1e6))
+  assert(conn:exec("INSERT INTO medium (medium_hash, kind, image_path) VALUES ($1, 'directory', $2)", h, root))
+  local s = assert(enumerate.load(conn, h, { { fs_index = 0, root = root } }, { threads = threads }))
+  local i, p = db.partition_names(h)
+  assert(conn:exec("DELETE FROM medium WHERE medium_hash = $1", h))
+  assert(conn:exec("DROP TABLE " .. p))
+  assert(conn:exec("DROP TABLE " .. i))
+  conn:close()
+  r = { entries = s.entries, stalled = false, error_count = s.error_count }
 else
   local w = assert(walk.open(root, { threads = threads }))
   local n = 0
@@ -153,6 +172,9 @@ for l in io.lines("/proc/self/status") do hwm = hwm or l:match("^VmHWM:%s*(%d+)"
 io.write(r.entries, " ", hwm, "\n")
 ]]
 local script = opts.dir .. "/walker.lua"
+-- the load mode's database: a private cluster under the bench directory
+util.setenv("NTT_HOME", opts.dir .. "/home")
+util.setenv("NTT_DB_URL", nil)
 
 local function timed(argv, stdout)
   local t0 = util.monotonic()
@@ -195,7 +217,7 @@ local function bench(label, root)
     end
     local tf = measure(function() return run_find(root) end)
     print(("%-6s %-10s %9.3f %12.0f %8s %10s"):format(cache, "find", tf, entries / tf, "1.00x", "-"))
-    for _, mode in ipairs { "count", "to_file", "lua" } do
+    for _, mode in ipairs { "count", "to_file", "lua", "load" } do
       local s, hwm = measure(function() return run_walker(mode, root) end)
       print(("%-6s %-10s %9.3f %12.0f %7.2fx %10d"):format(cache, mode, s, entries / s, tf / s, hwm))
     end
@@ -211,9 +233,11 @@ end
 local ok, err = pcall(function()
   local files = image("files", "3G", {}, fill_files)
   local many = image("many", "3G", { "-N", "1100000", "-I", "128" }, fill_many)
+  sh { NTT, "db", "start" }
   bench("files (1-64 KiB)", files)
   bench("1M empty files", many)
 end)
 unmount_all()
+proc.run { argv = { NTT, "db", "stop" }, timeout = 120 }
 os.remove(opts.dir .. "/audit.zst")
 if not ok then io.stderr:write("enumerate bench: ", tostring(err), "\n") os.exit(1) end
