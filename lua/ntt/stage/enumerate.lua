@@ -50,6 +50,19 @@ function M.run(ctx)
     return nil, err
   end
   ctx.enumerated = summary
+  if p.raw_audit then
+    -- An audit copy of the enumeration, byte-exact and compressed (docs/walk.md).
+    local config = require "ntt.config"
+    local walk = require "ntt.core.walk"
+    local dir = config.path("raw")
+    require("ntt.core.proc").run { argv = { "mkdir", "-p", dir }, timeout = 30 }
+    for _, r in ipairs(ctx.roots) do
+      local file = ("%s/%s.p%d.walk.zst"):format(dir, m.hash, r.fs_index)
+      local ok, aerr = walk.to_file(r.root, file, { threads = p.threads, stall_timeout = p.stall_timeout })
+      if not ok then ctx.log:warn("raw_audit_failed", { medium = m.hash, file = file, error = aerr })
+      else ctx.log:info("raw_audit", { medium = m.hash, file = file }) end
+    end
+  end
   ctx.counts.found = (ctx.counts.found or 0) + summary.files
   ctx.log:info("enumerated", { medium = m.hash, entries = summary.entries, files = summary.files,
                                inodes = summary.inodes, excluded = summary.excluded,
