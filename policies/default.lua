@@ -34,7 +34,7 @@ return ntt.policy {
   },
 
   copy = {
-    batch = 200,
+    batch = 2000,          -- a claim spans ~20 directories, so every copy thread has one
     durability = "batch",  -- survives power loss: syncfs before rename and before commit
     buffer = 1024 * 1024,
     lease = 600,           -- seconds a claim stays ours without renewal

@@ -52,26 +52,26 @@ local function claim(conn, it, hash, worker, n, lease)
     return q(conn, ([[
       WITH c AS (
         SELECT fs_index, ino FROM %s
-         WHERE state = 'pending' AND (claimed_by IS NULL OR lease_until < now())
-         ORDER BY fs_index, dir_key, ino
+         WHERE medium_hash = $4 AND state = 'pending' AND (claimed_by IS NULL OR lease_until < now())
+         ORDER BY medium_hash, fs_index, dir_key, ino
          LIMIT $1 FOR UPDATE SKIP LOCKED)
       UPDATE %s i SET claimed_by = $2, lease_until = now() + make_interval(secs => $3)
-        FROM c WHERE i.fs_index = c.fs_index AND i.ino = c.ino
-      RETURNING i.fs_index, i.ino, i.size, i.attempts, i.dir_key]]):format(it, it), n, worker, lease)
+        FROM c WHERE i.medium_hash = $4 AND i.fs_index = c.fs_index AND i.ino = c.ino
+      RETURNING i.fs_index, i.ino, i.size, i.attempts, i.dir_key]]):format(it, it), n, worker, lease, hash)
   end)
 end
 
 -- First non-excluded path of each claimed inode.
-local function paths_of(conn, pt, rows)
+local function paths_of(conn, pt, rows, hash)
   local fsi, inos = {}, {}
   for i, r in ipairs(rows) do fsi[i] = r.fs_index; inos[i] = r.ino end
   local res = q(conn, ([[
     SELECT DISTINCT ON (p.fs_index, p.ino) p.fs_index, p.ino, p.path
       FROM %s p JOIN unnest($1::int[], $2::bigint[]) AS c(fs_index, ino)
-        ON p.fs_index = c.fs_index AND p.ino = c.ino
+        ON p.medium_hash = $3 AND p.fs_index = c.fs_index AND p.ino = c.ino
      WHERE p.exclude_reason IS NULL
      ORDER BY p.fs_index, p.ino, p.path]]):format(pt),
-    "{" .. table.concat(fsi, ",") .. "}", "{" .. table.concat(inos, ",") .. "}")
+    "{" .. table.concat(fsi, ",") .. "}", "{" .. table.concat(inos, ",") .. "}", hash)
   local map = {}
   for _, r in ipairs(res) do map[r.fs_index .. ":" .. r.ino] = r.path end
   return map
@@ -143,14 +143,17 @@ function M.run(o)
     if not rows then st:close(); return nil, cerr end
     if #rows == 0 then
       -- Others may still hold claims: wait for them, or for their leases.
-      local left = q(conn, ("SELECT count(*) AS n FROM %s WHERE state = 'pending'"):format(it))[1].n
+      local left = q(conn, ("SELECT count(*) AS n FROM %s WHERE medium_hash = $1 AND state = 'pending'"):format(it), m.hash)[1].n
       if left == 0 then break end
       util.sleep(0.5)
       goto continue
     end
     do
       stats.batches = stats.batches + 1
-      local paths = paths_of(conn, pt, rows)
+      local timing = { claim = util.monotonic() - t0, copy = 0 }
+      local tp = util.monotonic()
+      local paths = paths_of(conn, pt, rows, m.hash)
+      timing.paths = util.monotonic() - tp
       local items, final = {}, {}
       for _, r in ipairs(rows) do
         local path = paths[r.fs_index .. ":" .. r.ino]
@@ -184,6 +187,7 @@ function M.run(o)
           batch[i] = { root = item.root, path = item.path, size = item.size, id = i }
         end
         local bt = util.monotonic()
+        timing.threads = ctl and ctl:threads() or threads
         local results = copy.batch(st, batch, { threads = ctl and ctl:threads() or threads,
                                                 durability = cp.durability or "batch", buffer = cp.buffer })
         local failed = {}
@@ -204,6 +208,7 @@ function M.run(o)
             failed[#failed + 1] = item
           end
         end
+        timing.copy = timing.copy + (util.monotonic() - bt)
         if ctl and round == 1 then
           ctl:observe { files = #results, errors = nerr, seconds = util.monotonic() - bt }
         end
@@ -230,9 +235,10 @@ function M.run(o)
             FROM (SELECT * FROM unnest($1::int[], $2::bigint[]) WITH ORDINALITY AS u(fs_index, ino, n)) u
             JOIN (SELECT x AS err, n FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS j(x, n)) e
               ON e.n = u.n
-           WHERE i.fs_index = u.fs_index AND i.ino = u.ino
+           WHERE i.medium_hash = $5 AND i.fs_index = u.fs_index AND i.ino = u.ino
           RETURNING i.fs_index, i.ino, i.attempts]]):format(it),
-          "{" .. table.concat(fsi, ",") .. "}", "{" .. table.concat(inos, ",") .. "}", json.encode(json.array(errs)), history)
+          "{" .. table.concat(fsi, ",") .. "}", "{" .. table.concat(inos, ",") .. "}", json.encode(json.array(errs)), history,
+          m.hash)
         local attempts_of = {}
         for _, r in ipairs(counted) do attempts_of[r.fs_index .. ":" .. r.ino] = r.attempts end
         read_kernel()
@@ -286,8 +292,8 @@ function M.run(o)
               if item.reset then rf[#rf + 1] = item.fs_index; ri[#ri + 1] = item.ino end
             end
             q(conn, ([[UPDATE %s i SET attempts = 0 FROM unnest($1::int[], $2::bigint[]) AS u(fs_index, ino)
-                        WHERE i.fs_index = u.fs_index AND i.ino = u.ino]]):format(it),
-              "{" .. table.concat(rf, ",") .. "}", "{" .. table.concat(ri, ",") .. "}")
+                        WHERE i.medium_hash = $3 AND i.fs_index = u.fs_index AND i.ino = u.ino]]):format(it),
+              "{" .. table.concat(rf, ",") .. "}", "{" .. table.concat(ri, ",") .. "}", m.hash)
             log:warn("remounted", { medium = m.hash }, (m.human or m.hash) .. ": remounted after the mount went missing")
           else
             log:error("remount_failed", { medium = m.hash, error = rerr })
@@ -297,6 +303,7 @@ function M.run(o)
         if #pending > 0 then util.sleep(backoff(rp.backoff or {}, round)) end
       end
       -- One transaction for the batch's results.
+      local tw = util.monotonic()
       local recs, blobs = {}, {}
       for _, f in ipairs(final) do
         recs[#recs + 1] = { fs_index = f.fs_index, ino = f.ino, state = f.state, blobid = f.blobid,
@@ -323,11 +330,14 @@ function M.run(o)
                  claimed_by = NULL, lease_until = NULL
             FROM jsonb_to_recordset($1::jsonb) AS r(fs_index int, ino bigint, state text, blobid text,
                                                    reason text, damage jsonb, release boolean)
-           WHERE i.fs_index = r.fs_index AND i.ino = r.ino AND i.claimed_by = $2]]):format(it),
-          json.encode(json.array(recs)), worker)
+           WHERE i.medium_hash = $3 AND i.fs_index = r.fs_index AND i.ino = r.ino AND i.claimed_by = $2]]):format(it),
+          json.encode(json.array(recs)), worker, m.hash)
         return true
       end)
       if not ok then st:close(); return nil, werr end
+      timing.write = util.monotonic() - tw
+      log:info("copy_batch", { medium = m.hash, files = #rows, claim = timing.claim, paths = timing.paths,
+                               copy = timing.copy, write = timing.write, threads = timing.threads })
       -- Diagnostic events and summaries after the batch committed.
       for _, ev in ipairs(events) do problems.event(conn, m.hash, ev, (policy.problems or {}).max_events) end
       events = {}

@@ -100,9 +100,15 @@ local function main()
   local t_ntt = util.monotonic() - t0
   if r.code ~= 0 then error("ntt run exited " .. tostring(r.code) .. ": " .. r.stderr) end
   local stats, stages = {}, {}
+  local parts = { claim = 0, paths = 0, copy = 0, write = 0, n = 0, threads = {} }
   for line in io.lines(home .. "/log/ops.jsonl") do
     local e = json.decode(line)
     if e and e.event == "copied" then stats = e end
+    if e and e.event == "copy_batch" then
+      for _, k in ipairs { "claim", "paths", "copy", "write" } do parts[k] = parts[k] + e[k] end
+      parts.n = parts.n + 1
+      parts.threads[#parts.threads + 1] = e.threads
+    end
     if e and e.event == "stage_done" then stages[#stages + 1] = ("%s %.2fs"):format(e.stage, e.seconds) end
   end
   sh { "env", "NTT_HOME=" .. home, NTT, "db", "stop" }
@@ -110,6 +116,10 @@ local function main()
   print(("pipeline: %d files; stages: %s"):format(NFILES, table.concat(stages, ", ")))
   print(("files/s: ntt run %.0f (%.2f s), cp -a %.0f (%.2f s); ratio %.2f (target >= 1.5)"):format(
     NFILES / t_ntt, t_ntt, NFILES / t_cp, t_cp, t_cp / t_ntt))
+  if parts.n > 0 then
+    print(("copy stage time: claims %.2fs, paths %.2fs, copy engine %.2fs, results %.2fs; threads per batch %s"):format(
+      parts.claim, parts.paths, parts.copy, parts.write, table.concat(parts.threads, ",")))
+  end
   if stats.batches and stats.batches > 0 then
     print(("claims: %d batches, %.1f ms per claim, copy threads %s"):format(
       stats.batches, 1000 * stats.claim_seconds / stats.batches, tostring(stats.threads)))
