@@ -302,6 +302,7 @@ describe("ntt run", function()
     -- under ntt, as an operator or a crashed FUSE driver would.
     local pol = policy(dir, [[{
   retry = { checkpoint = 3 },
+  workers = 1,
   stages = { "identify", "inspect", "mount", "enumerate",
              function(ctx)
                local proc = require "ntt.core.proc"
