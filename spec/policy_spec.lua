@@ -162,3 +162,16 @@ it("exposes the policy DSL through the facade", function()
   assert.equal("skip", ntt.SKIP("X").kind)
   assert.is_true(ntt.has("a")({ "a" }))
 end)
+
+describe("the example policies", function()
+  it("all load and validate", function()
+    local r = helper.sh { "find", "examples", "-name", "*.lua", "!", "-name", "demo.lua" }
+    local n = 0
+    for path in r.stdout:gmatch("[^\n]+") do
+      local p, err = policy.load(path)
+      assert.truthy(p, err)
+      n = n + 1
+    end
+    assert.is_true(n >= 2)
+  end)
+end)

@@ -1,0 +1,15 @@
+-- examples/site.lua: a site policy that inherits the default and changes a
+-- few things: fewer retries, junk that is not worth copying, more workers.
+local ntt = require "ntt"
+
+return ntt.policy.extend("default", {
+  name = "site",
+  workers = 4,
+  retry = { checkpoint = 5, max = 10 },
+  enumerate = {
+    ignore = { "(^|/)\\.cache/", "(^|/)node_modules/", "(^|/)Thumbs\\.db$" },
+    raw_audit = true,
+  },
+  -- a permission error on this shelf means a broken ACL, not a bad sector
+  diagnose = ntt.policy.prepend { { ntt.has "detected_permission_error", ntt.SKIP "PERMISSION_DENIED" } },
+})
