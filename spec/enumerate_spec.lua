@@ -121,21 +121,32 @@ describe("enumerate", function()
   end)
 
   it("keeps two filesystems with the same inode numbers apart", function()
-    local d1, d2 = helper.tmpdir("fs1"), helper.tmpdir("fs2")
-    helper.write(d1 .. "/x", "one")
-    helper.write(d2 .. "/x", "two")
-    local h = medium(d1)
-    assert(enumerate.load(conn, h, { { fs_index = 1, root = d1 }, { fs_index = 2, root = d2 } }))
-    -- even if the inode numbers were equal, the key is (fs_index, ino)
+    -- one tree seen as two filesystems: every inode number occurs in both
+    local d = helper.tmpdir("fs1")
+    helper.write(d .. "/x", "one")
+    helper.sh { "ln", d .. "/x", d .. "/y" }
+    local h = medium(d)
+    local s = assert(enumerate.load(conn, h, { { fs_index = 1, root = d }, { fs_index = 2, root = d } }))
+    assert.equal(4, s.inodes)                  -- root and x, twice; y is x's hardlink
     local r = rows(h, "SELECT fs_index, count(*) AS n FROM INODE GROUP BY 1 ORDER BY 1")
     assert.equal(2, #r)
     assert.equal(1, r[1].fs_index); assert.equal(2, r[2].fs_index)
-    local pk = assert(conn:exec([[SELECT a.attname FROM pg_index i JOIN pg_attribute a
-                                    ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-                                   WHERE i.indrelid = 'inode'::regclass AND i.indisprimary ORDER BY a.attname]]))
+    assert.equal(2, r[1].n); assert.equal(2, r[2].n)
+    local same = rows(h, [[SELECT count(*) AS n FROM INODE a JOIN INODE b
+                            ON a.ino = b.ino AND a.fs_index = 1 AND b.fs_index = 2]])
+    assert.equal(2, same[1].n)
+    assert.equal(6, rows(h, "SELECT count(*) AS n FROM PATH")[1].n)
+    -- the medium's partition is keyed by (fs_index, ino); its bound pins the medium
+    local i = db.partition_names(h)
+    local pk = assert(conn:exec([[SELECT a.attname FROM pg_index x JOIN pg_attribute a
+                                    ON a.attrelid = x.indrelid AND a.attnum = ANY(x.indkey)
+                                   WHERE x.indrelid = $1::regclass AND x.indisprimary ORDER BY a.attname]], i))
     local cols = {}
     for _, c in ipairs(pk) do cols[#cols + 1] = c.attname end
-    assert.same({ "fs_index", "ino", "medium_hash" }, cols)
+    assert.same({ "fs_index", "ino" }, cols)
+    local ok, err = conn:exec("INSERT INTO " .. i .. " (medium_hash, fs_index, ino) VALUES ($1, 1, $2)",
+                              h, rows(h, "SELECT min(ino) AS m FROM INODE WHERE fs_index = 1")[1].m)
+    assert.is_nil(ok); assert.matches("duplicate key", err)
   end)
 
   it("marks ignored paths excluded, and inodes whose every path is excluded terminal", function()

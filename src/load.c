@@ -14,13 +14,17 @@
  *     opts.table        table to COPY into; its columns must be
  *                       (fs_index int4, ino int8, parent int8, type text,
  *                        mode int4, nlink int8, size int8, mtime_ns int8,
- *                        path bytea, target bytea, exclude text)
+ *                        path bytea, target bytea, exclude text, first bool)
+ *                       first is true on the one row of each inode that
+ *                       should become its inode row: hardlinks (nlink > 1,
+ *                       not directories) are remembered so the database
+ *                       need not sort every entry to find duplicates
  *     opts.fs_index     integer stored in every row
  *     opts.threads, opts.stall_timeout, opts.batch   walk settings
  *     opts.ignore       array of regular expressions; the first that matches
  *                       a path puts "ignore:<pattern>" in its exclude column
  *     opts.progress     function(entries, dirs) called once per batch
- *   stats = { rows=, entries=, dirs=, excluded=, stalled=bool, stalled_path=,
+ *   stats = { rows=, entries=, dirs=, excluded=, inodes=, files=, stalled=bool, stalled_path=,
  *             interrupted=bool, seconds=, errors={ {path=, err=, msg=}... },
  *             duplicates={ path... }, mountpoints={ path... },
  *             error_count=, duplicate_count= }
@@ -105,6 +109,51 @@ static int ignore_match(const struct ignore *ig, const char *path, size_t len, c
     return -1;
 }
 
+/*
+ * The inode numbers of hardlinked entries already sent: an open-addressing
+ * set that grows with the number of hardlinked inodes only (ordinary files
+ * and directories never enter it).  Inode 0 is stored as a flag.
+ */
+struct inoset {
+    uint64_t *slot;
+    size_t cap, n;
+    int has_zero;
+};
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33; x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL;
+    return x ^ (x >> 33);
+}
+
+/* 1 if ino was new (and is now in the set), 0 if seen, -1 out of memory. */
+static int inoset_add(struct inoset *s, uint64_t ino)
+{
+    if (ino == 0) { int was = s->has_zero; s->has_zero = 1; return !was; }
+    if ((s->n + 1) * 2 > s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 1024;
+        uint64_t *t = calloc(cap, sizeof *t);
+        if (!t) return -1;
+        for (size_t i = 0; i < s->cap; i++) {
+            if (!s->slot[i]) continue;
+            size_t j = mix(s->slot[i]) & (cap - 1);
+            while (t[j]) j = (j + 1) & (cap - 1);
+            t[j] = s->slot[i];
+        }
+        free(s->slot);
+        s->slot = t; s->cap = cap;
+    }
+    size_t j = mix(ino) & (s->cap - 1);
+    while (s->slot[j]) {
+        if (s->slot[j] == ino) return 0;
+        j = (j + 1) & (s->cap - 1);
+    }
+    s->slot[j] = ino;
+    s->n++;
+    return 1;
+}
+
 static int valid_table(const char *s)
 {
     if (!*s) return 0;
@@ -174,7 +223,7 @@ static int load_walk(lua_State *L)
     }
     char sql[512];
     snprintf(sql, sizeof sql,
-             "COPY %s (fs_index, ino, parent, type, mode, nlink, size, mtime_ns, path, target, exclude)"
+             "COPY %s (fs_index, ino, parent, type, mode, nlink, size, mtime_ns, path, target, exclude, first)"
              " FROM STDIN (FORMAT binary)", table);
     if (ntt_pg_copy_begin(conn, sql, err, sizeof err, state) != 0) {
         ntt_walk_finish(w);
@@ -187,7 +236,8 @@ static int load_walk(lua_State *L)
     ntt_copybuf_header(&b);
     char *tmp = NULL;
     size_t tmpcap = 0;
-    long long excluded = 0;
+    long long excluded = 0, inodes = 0, files = 0;
+    struct inoset links = { 0 };
     int rc = 0;
     const struct ntt_walk_rec *recs;
     size_t n;
@@ -195,7 +245,14 @@ static int load_walk(lua_State *L)
         for (size_t i = 0; i < n; i++) {
             const struct ntt_walk_rec *r = &recs[i];
             int m = ignore_match(&ig, r->path, r->path_len, &tmp, &tmpcap);
-            ntt_copybuf_tuple(&b, 11);
+            int first = 1;
+            if (r->nlink > 1 && r->type != 'd') {
+                first = inoset_add(&links, r->ino);
+                if (first < 0) { b.failed = 1; break; }
+            }
+            inodes += first;
+            if (first && r->type == 'f') files++;
+            ntt_copybuf_tuple(&b, 12);
             ntt_copybuf_int32(&b, fs_index);
             ntt_copybuf_int64(&b, (int64_t)r->ino);
             ntt_copybuf_int64(&b, (int64_t)r->parent);
@@ -215,6 +272,8 @@ static int load_walk(lua_State *L)
             } else {
                 ntt_copybuf_null(&b);
             }
+            ntt_copybuf_be32(&b, 1);
+            ntt_copybuf_put(&b, first ? "\1" : "\0", 1);
         }
         if (b.failed) { snprintf(err, sizeof err, "out of memory"); rc = -1; break; }
         if (b.len >= SEND_AT) {
@@ -237,6 +296,7 @@ static int load_walk(lua_State *L)
         rc = b.failed ? -1 : ntt_pg_copy_send(conn, b.data, b.len, err, sizeof err);
     }
     ntt_copybuf_free(&b);
+    free(links.slot);
     free(tmp);
     ignore_free(&ig);
     long long rows = 0;
@@ -258,6 +318,8 @@ static int load_walk(lua_State *L)
     lua_pushinteger(L, (lua_Integer)st.entries); lua_setfield(L, res, "entries");
     lua_pushinteger(L, (lua_Integer)st.dirs); lua_setfield(L, res, "dirs");
     lua_pushinteger(L, excluded); lua_setfield(L, res, "excluded");
+    lua_pushinteger(L, inodes); lua_setfield(L, res, "inodes");
+    lua_pushinteger(L, files); lua_setfield(L, res, "files");
     lua_pushinteger(L, (lua_Integer)st.errors); lua_setfield(L, res, "error_count");
     lua_pushinteger(L, (lua_Integer)st.duplicates); lua_setfield(L, res, "duplicate_count");
     lua_pushboolean(L, st.stalled); lua_setfield(L, res, "stalled");

@@ -213,6 +213,10 @@ function C:init()
     ("unix_socket_directories = '%s'"):format(self.run:gsub("'", "''")),
     "port = " .. PORT,
     "fsync = on",
+    -- nothing replicates from a private cluster; minimal lets a table made
+    -- and filled in one transaction (a medium's enumeration) skip the WAL
+    "wal_level = minimal",
+    "max_wal_senders = 0",
     "",
   }, "\n")
   local f, ferr = io.open(tmpdata .. "/postgresql.conf", "ab")

@@ -53,7 +53,7 @@ local function claim(conn, it, hash, worker, n, lease)
       WITH c AS (
         SELECT fs_index, ino FROM %s
          WHERE medium_hash = $4 AND state = 'pending' AND (claimed_by IS NULL OR lease_until < now())
-         ORDER BY medium_hash, fs_index, dir_key, ino
+         ORDER BY fs_index, dir_key, ino
          LIMIT $1 FOR UPDATE SKIP LOCKED)
       UPDATE %s i SET claimed_by = $2, lease_until = now() + make_interval(secs => $3)
         FROM c WHERE i.medium_hash = $4 AND i.fs_index = c.fs_index AND i.ino = c.ino

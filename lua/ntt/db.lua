@@ -27,6 +27,7 @@ local M = {}
 -- Two-int advisory lock keys: ("ntt", 1) migrations, ("ntt", 2) partitions.
 local LOCK_NS = 0x6e7474
 local LOCK_MIGRATE, LOCK_PARTITIONS = 1, 2
+M.LOCK_NS, M.LOCK_PARTITIONS = LOCK_NS, LOCK_PARTITIONS
 
 function M.connect(opts)
   if type(opts) == "string" then opts = { url = opts } end
@@ -231,19 +232,16 @@ function M.ensure_partitions(conn, h)
     end
     local lit = conn:escape_literal(h)
     local qi, qp = conn:escape_identifier(iname), conn:escape_identifier(pname)
-    if not have.inode then
-      r, err, code = conn:exec(("CREATE TABLE %s PARTITION OF inode FOR VALUES IN (%s)"):format(qi, lit))
+    if have.inode and have.path then return iname, pname end
+    if have.inode or have.path then
+      return nil, ("medium %s has only one of its partitions %s/%s"):format(h, iname, pname), "EEXIST"
+    end
+    for _, t in ipairs { { qi, "inode" }, { qp, "path" } } do
+      r, err, code = conn:exec(("CREATE TABLE %s PARTITION OF %s FOR VALUES IN (%s)"):format(t[1], t[2], lit))
       if not r then return nil, err, code end
     end
-    if not have.path then
-      r, err, code = conn:exec(("CREATE TABLE %s PARTITION OF path FOR VALUES IN (%s)"):format(qp, lit))
-      if not r then return nil, err, code end
-      -- partition-to-partition: deleting one medium never scans another
-      r, err, code = conn:exec(([[ALTER TABLE %s ADD CONSTRAINT path_inode_fk
-        FOREIGN KEY (medium_hash, fs_index, ino) REFERENCES %s (medium_hash, fs_index, ino)
-        ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED]]):format(qp, qi))
-      if not r then return nil, err, code end
-    end
+    r, err, code = conn:exec("SELECT ntt_partition_keys($1::regclass, $2::regclass)", qi, qp)
+    if not r then return nil, err, code end
     return iname, pname
   end)
 end
