@@ -304,21 +304,32 @@ function M.run(o)
       end
       -- One transaction for the batch's results.
       local tw = util.monotonic()
-      local recs, blobs = {}, {}
-      for _, f in ipairs(final) do
-        recs[#recs + 1] = { fs_index = f.fs_index, ino = f.ino, state = f.state, blobid = f.blobid,
-                            reason = f.reason, damage = f.damage, release = f.release or false }
-        if f.blobid then blobs[#blobs + 1] = { blobid = f.blobid, size = f.size } end
+      -- Column arrays and unnest: no per-row JSON to build and parse.  The
+      -- worker id is a column of the join, not a filter on the partition:
+      -- the statistics say claimed_by is NULL everywhere (as at the load's
+      -- ANALYZE), and "claimed_by = me" taken for one row made the planner
+      -- scan the whole partition for each result instead of going by key.
+      local c = { fs = {}, ino = {}, state = {}, blob = {}, reason = {}, damage = {}, release = {} }
+      local bid, bsize, nb, seen = {}, {}, 0, {}
+      for i, f in ipairs(final) do
+        c.fs[i], c.ino[i], c.state[i], c.blob[i] = f.fs_index, f.ino, f.state, f.blobid
+        c.reason[i], c.release[i] = f.reason, f.release or false
+        c.damage[i] = f.damage and json.encode(f.damage) or nil
+        if f.blobid and not seen[f.blobid] then
+          seen[f.blobid] = true
+          nb = nb + 1
+          bid[nb], bsize[nb] = f.blobid, f.size
+        end
         if f.state == "skipped" then stats.skipped = stats.skipped + 1
         elseif f.state == "failed_permanent" or f.state == "failed_retryable" then stats.failed = stats.failed + 1
         elseif f.state == "damaged" then stats.damaged = stats.damaged + 1 end
         if f.state ~= "pending" then stats.files = stats.files + 1 end
       end
+      local n = #final
       local ok, werr = db.tx(conn, function()
-        if #blobs > 0 then
-          q(conn, [[INSERT INTO blob (blobid, size)
-                    SELECT DISTINCT blobid, size FROM jsonb_to_recordset($1::jsonb) AS x(blobid text, size bigint)
-                    ON CONFLICT (blobid) DO NOTHING]], json.encode(json.array(blobs)))
+        if nb > 0 then
+          q(conn, [[INSERT INTO blob (blobid, size) SELECT * FROM unnest($1::text[], $2::bigint[])
+                    ON CONFLICT (blobid) DO NOTHING]], db.array(bid, nb), db.array(bsize, nb))
         end
         q(conn, ([[
           UPDATE %s i SET
@@ -328,10 +339,13 @@ function M.run(o)
                  damage = coalesce(r.damage, i.damage),
                  processed_at = CASE WHEN r.release THEN i.processed_at ELSE now() END,
                  claimed_by = NULL, lease_until = NULL
-            FROM jsonb_to_recordset($1::jsonb) AS r(fs_index int, ino bigint, state text, blobid text,
-                                                   reason text, damage jsonb, release boolean)
-           WHERE i.medium_hash = $3 AND i.fs_index = r.fs_index AND i.ino = r.ino AND i.claimed_by = $2]]):format(it),
-          json.encode(json.array(recs)), worker, m.hash)
+            FROM unnest($1::int[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::bool[],
+                        array_fill($8::text, array[$10::int]))
+                 AS r(fs_index, ino, state, blobid, reason, damage, release, worker)
+           WHERE i.medium_hash = $9 AND i.fs_index = r.fs_index AND i.ino = r.ino
+             AND i.claimed_by = r.worker]]):format(it),
+          db.array(c.fs, n), db.array(c.ino, n), db.array(c.state, n), db.array(c.blob, n),
+          db.array(c.reason, n), db.array(c.damage, n), db.array(c.release, n), worker, m.hash, n)
         return true
       end)
       if not ok then st:close(); return nil, werr end

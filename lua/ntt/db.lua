@@ -14,6 +14,7 @@
 --   db.tx(conn, fn, ...)     -> fn's results after COMMIT | nil, msg, code
 --       fn(conn, ...) raising -> ROLLBACK and re-raise; fn returning
 --       nil, msg, code -> ROLLBACK and those are returned.
+--   db.array(list [, n])     -> '{...}' array literal for a $n::type[] parameter
 --   db.valid_hash(h)         -> boolean  (^[0-9a-f]{16,64}$)
 --   db.partition_names(h)    -> inode name, path name (from the full hash)
 --   db.ensure_partitions(conn, h) -> inode name, path name | nil, msg, code
@@ -97,6 +98,33 @@ function M.version(conn)
   r, err, code = conn:exec("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")
   if not r then return nil, err, code end
   return r[1].v
+end
+
+-- A PostgreSQL array literal for a $n parameter (cast it in the SQL:
+-- $1::text[]).  list[1..n]; nil -> NULL, booleans -> t/f, numbers as is,
+-- strings quoted (bytes that are not UTF-8 become '?': text must be).
+local function element(v)
+  local t = type(v)
+  if v == nil then return "NULL" end
+  if t == "boolean" then return v and "t" or "f" end
+  if t == "number" then return tostring(v) end
+  v = tostring(v)
+  if not utf8.len(v) then
+    local out, i = {}, 1
+    while i <= #v do
+      local ok, nxt = pcall(utf8.offset, v, 2, i)
+      local c = ok and nxt and v:sub(i, nxt - 1)
+      if c and utf8.len(c) then out[#out + 1] = c; i = nxt else out[#out + 1] = "?"; i = i + 1 end
+    end
+    v = table.concat(out)
+  end
+  return '"' .. v:gsub('[\\"]', "\\%0") .. '"'
+end
+
+function M.array(list, n)
+  local out = {}
+  for i = 1, n or #list do out[i] = element(list[i]) end
+  return "{" .. table.concat(out, ",") .. "}"
 end
 
 function M.tx(conn, fn, ...)

@@ -6,7 +6,7 @@
 -- duplicate content) goes through `ntt run policies/default.lua` (identify,
 -- inspect, mount, enumerate, copy, unmount; database included, the private
 -- cluster already started) and, as the peer, `cp -a` of the same tree from
--- the same image mounted read-only.  Each writes into a freshly made ext4
+-- the same image mounted read-only (NTT_BENCH_POLICY names another policy).  Each writes into a freshly made ext4
 -- image and starts with a cold page cache.  Prints files/s, the ratio
 -- (target >= 1.5) and the claim overhead per batch.
 local util = require "ntt.core.util"
@@ -20,6 +20,7 @@ local i = -1
 while arg[i - 1] do i = i - 1 end
 local NTT = arg[i]
 local SOURCE = arg[0]:match("^(.*)/spec/bench/pipeline%.lua$") or "."
+local POLICY = os.getenv("NTT_BENCH_POLICY") or SOURCE .. "/policies/default.lua"
 
 local function sh(argv, may_fail)
   local r = assert(proc.run { argv = argv, timeout = 7200 })
@@ -96,7 +97,7 @@ local function main()
   sh { "env", "NTT_HOME=" .. home, NTT, "db", "start" }
   drop_caches()
   t0 = util.monotonic()
-  local r = assert(proc.run { argv = { NTT, "run", "-q", SOURCE .. "/policies/default.lua", img }, env = env, timeout = 7200 })
+  local r = assert(proc.run { argv = { NTT, "run", "-q", POLICY, img }, env = env, timeout = 7200 })
   local t_ntt = util.monotonic() - t0
   if r.code ~= 0 then error("ntt run exited " .. tostring(r.code) .. ": " .. r.stderr) end
   local stats, stages = {}, {}
