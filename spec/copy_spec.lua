@@ -101,6 +101,52 @@ describe("ntt.core.copy", function()
     assert.same({}, temps(dir .. "/store"))
   end)
 
+  it("runs a batch in the background: start, done, wait; close cancels the rest", function()
+    local dir = helper.tmpdir("copyjob")
+    local blob = random_bytes(262144)
+    local items, want = {}, {}
+    for i = 1, 120 do
+      mkdirs(("%s/src/d%d"):format(dir, i % 4))
+      local data = blob .. i
+      helper.write(("%s/src/d%d/f%d"):format(dir, i % 4, i), data)
+      items[i] = { root = dir .. "/src", path = ("d%d/f%d"):format(i % 4, i), size = #data, id = "id" .. i }
+      want[i] = hash.sum(data)
+    end
+    local st = assert(store.open(dir .. "/store"))
+    -- Same results as a synchronous batch, and the caller runs meanwhile.
+    local job = copy.start(st, items, { threads = 2, durability = "fsync" })
+    assert.matches("^ntt.CopyJob %(120 files, %a+%)$", tostring(job))
+    assert.has_error(function() st:close() end, "store: cannot close while a copy job is running on it")
+    local polls = 0
+    while not job:done() do polls = polls + 1; util.sleep(0.001) end
+    assert.is_true(polls > 0, "the job finished before start returned")
+    local res = job:wait()
+    assert.equal(120, #res)
+    for i, r in ipairs(res) do
+      assert.is_true(r.ok, r.msg)
+      assert.equal("id" .. i, r.id)
+      assert.equal(want[i], r.blob)
+    end
+    assert.is_true(job:done())
+    assert.has_error(function() job:wait() end, "copy job: already collected or closed")
+    job:close(); job:close()
+    assert.equal("ntt.CopyJob (closed)", tostring(job))
+    -- Closing a running job: what had not started fails EINTR, nothing half-written stays.
+    local st2 = assert(store.open(dir .. "/store2"))
+    local job2 = copy.start(st2, items, { threads = 1, durability = "fsync", buffer = 4096 })
+    util.sleep(0.02)
+    job2:close()
+    assert.equal(120, assert_store_sound(dir .. "/store") )
+    local n2 = assert_store_sound(dir .. "/store2")
+    assert.is_true(n2 < 120, "the whole batch finished before close: " .. n2)
+    assert.same({}, temps(dir .. "/store2"))
+    -- Misuse raises at start, before anything runs.
+    assert.has_error(function() copy.start(st2, { { root = dir, path = 1, size = 0 } }) end,
+      "copy: item 1 needs string root and path")
+    st2:close()
+    st:close()
+  end)
+
   it("fails a source shorter (or longer) than expected with the offset, leaving nothing", function()
     local dir = helper.tmpdir("copy")
     helper.write(dir .. "/short", string.rep("s", 5000))

@@ -290,6 +290,52 @@ describe("ntt run", function()
     assert.is_true(total >= 2000 - 100 and total <= 2000, "copies logged by the second run: " .. total)
   end)
 
+  it("hands a dead worker's claims back at once instead of waiting out its lease", function()
+    local dir = helper.tmpdir("dead")
+    local files = {}
+    for d = 1, 10 do
+      for f = 1, 100 do files[("d%02d/f%03d"):format(d, f)] = ("%s dead %d %d "):format(tag, d, f):rep(300) end
+    end
+    local img = images.ext(dir .. "/dead.img", { size_mb = 64, files = files })
+    local home = dir .. "/home"
+    local pol = policy(dir, "{ workers = 2, copy = { batch = 50, lease = 600, durability = 'fsync', threads = 1 } }")
+    local p = assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = { NTT_HOME = home },
+                                  stdout = "null", stderr = "null" })
+    local h = medium_of(img)
+    -- The worker process (argv: ntt worker POLICY HASH), once it holds a claim.
+    local wpid
+    local deadline = util.monotonic() + 60
+    while util.monotonic() < deadline and not wpid do
+      local r = proc.run { argv = { "pgrep", "-f", "worker " .. pol }, timeout = 10 }
+      local pid = r and tonumber(r.stdout:match("%d+"))
+      if pid then
+        local ok2, rows = pcall(db().exec, db(),
+          ("SELECT count(*) AS n FROM inode_p_%s WHERE claimed_by LIKE '%%:' || $1 || ':%%'"):format(h), tostring(pid))
+        if ok2 and rows and rows[1].n > 0 then wpid = pid end
+      end
+      util.sleep(0.02)
+    end
+    assert.is_truthy(wpid, "the worker never claimed a batch")
+    assert(proc.run { argv = { "kill", "-9", tostring(wpid) }, timeout = 10 })
+    local t0 = util.monotonic()
+    local how, code = p:wait(300)
+    assert.equal("exit", how)
+    assert.equal(0, code)
+    assert.is_true(util.monotonic() - t0 < 120, "the run waited for the lease")
+    local copied = 0
+    for _, row in ipairs(inodes(h)) do if row.state == "copied" then copied = copied + 1 end end
+    assert.equal(1000, copied)
+    local failed
+    for line in io.lines(home .. "/log/ops.jsonl") do
+      local e = json.decode(line)
+      if e and e.event == "worker_failed" then failed = e end
+    end
+    assert.is_truthy(failed, "no worker_failed event")
+    assert.equal(wpid, failed.pid)
+    assert.equal("signal", failed.how)
+    assert.equal(9, failed.code)
+  end)
+
   it("remounts when the mount vanishes before the copy and completes", function()
     local dir = helper.tmpdir("vanish")
     local files = {}

@@ -16,6 +16,12 @@
  *       {id=, ok=false, status="failed", err="EIO", msg=..., offset=n
  *        (bytes read before the failure), bytes=n, seconds=}
  *     Misuse (bad arguments) raises; everything per file is a result.
+ *   start(store, items [, opts]) -> Job: the same batch run in the
+ *     background, so the caller can talk to the database meanwhile.
+ *     Job:wait() -> results (as batch; once), Job:done() -> bool (never
+ *     blocks), Job:close() cancels what has not started and waits
+ *     (idempotent; also __close, __gc).  The store cannot be closed while
+ *     one of its jobs runs.
  *
  * Engine: items are grouped by (root, source directory); directories are
  * started in the order their first item appears (so a caller that lists
@@ -79,7 +85,7 @@ struct job {
     size_t next;                /* next group (atomic) */
     int stop;                   /* store-side errno that stops the batch (atomic) */
     int durability, trace;
-    size_t bufsize;
+    size_t bufsize, threads;
     double base;
 };
 
@@ -304,6 +310,8 @@ static void *worker_main(void *arg)
             int stop = __atomic_load_n(&job->stop, __ATOMIC_RELAXED);
             if (ntt_interrupted)
                 fail_item(it, EINTR, "interrupted");
+            else if (stop == ECANCELED)
+                fail_item(it, EINTR, "cancelled: the job was closed before it finished");
             else if (stop)
                 fail_item(it, stop, "batch stopped: store: %s", strerror(stop));
             else
@@ -389,19 +397,6 @@ static void batch_commit(struct job *job)
     }
 }
 
-static size_t opt_int(lua_State *L, int idx, const char *k, size_t dflt, size_t lo, size_t hi)
-{
-    size_t v = dflt;
-    if (lua_getfield(L, idx, k) != LUA_TNIL) {
-        lua_Integer x = luaL_checkinteger(L, -1);
-        if (x < (lua_Integer)lo || x > (lua_Integer)hi)
-            luaL_error(L, "copy.batch: opts.%s out of range", k);
-        v = (size_t)x;
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
 static int root_index(struct job *job, const char **names, const char *root)
 {
     for (size_t r = 0; r < job->nroots; r++)
@@ -413,13 +408,13 @@ static int root_index(struct job *job, const char **names, const char *root)
     return (int)job->nroots++;
 }
 
-static void push_results(lua_State *L, struct job *job)
+static void push_results(lua_State *L, struct job *job, int items)
 {
     lua_createtable(L, (int)job->n, 0);
     for (size_t i = 0; i < job->n; i++) {
         struct item *it = &job->items[i];
         lua_createtable(L, 0, 10);
-        lua_rawgeti(L, 2, (lua_Integer)i + 1);
+        lua_rawgeti(L, items, (lua_Integer)i + 1);
         lua_getfield(L, -1, "id");
         lua_setfield(L, -3, "id");
         lua_pop(L, 1);
@@ -457,61 +452,80 @@ static void push_results(lua_State *L, struct job *job)
     }
 }
 
-static int copy_batch(lua_State *L)
+/*
+ * Build a job from the Lua arguments (store at 1, items at 2, opts at 3);
+ * raises on misuse before holding anything.  On success *out is a heap job
+ * ready to run and the thread count is returned.
+ */
+static size_t job_build(lua_State *L, struct job **out)
 {
-    struct job job;
-    memset(&job, 0, sizeof job);
-    job.st = ntt_store_check(L, 1);
+    struct ntt_store *st = ntt_store_check(L, 1);
+    *out = NULL;
     luaL_checktype(L, 2, LUA_TTABLE);
     if (lua_isnoneornil(L, 3)) {
         lua_settop(L, 2);
         lua_newtable(L);
     }
+    lua_settop(L, 3);
     luaL_checktype(L, 3, LUA_TTABLE);
-    size_t threads = opt_int(L, 3, "threads", 1, 1, 1024);
-    job.bufsize = opt_int(L, 3, "buffer", 1u << 20, 4096, (size_t)1 << 30);
+    size_t threads = 1, bufsize = 1u << 20;
+    int durability = DUR_BATCH, trace;
+    lua_getfield(L, 3, "threads");
+    if (!lua_isnil(L, -1)) {
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > 1024)
+            luaL_error(L, "copy: opts.threads must be an integer in 1..1024");
+        threads = (size_t)lua_tointeger(L, -1);
+    }
+    lua_getfield(L, 3, "buffer");
+    if (!lua_isnil(L, -1)) {
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 4096 || lua_tointeger(L, -1) > (1 << 30))
+            luaL_error(L, "copy: opts.buffer must be an integer in 4096..2^30");
+        bufsize = (size_t)lua_tointeger(L, -1);
+    }
     lua_getfield(L, 3, "durability");
-    const char *dur = luaL_optstring(L, -1, "batch");
-    if (strcmp(dur, "batch") == 0) job.durability = DUR_BATCH;
-    else if (strcmp(dur, "fsync") == 0) job.durability = DUR_FSYNC;
-    else if (strcmp(dur, "none") == 0) job.durability = DUR_NONE;
-    else return luaL_error(L, "copy.batch: durability must be batch, fsync or none");
-    lua_pop(L, 1);
+    if (!lua_isnil(L, -1)) {
+        const char *dur = lua_tostring(L, -1);
+        if (dur && strcmp(dur, "batch") == 0) durability = DUR_BATCH;
+        else if (dur && strcmp(dur, "fsync") == 0) durability = DUR_FSYNC;
+        else if (dur && strcmp(dur, "none") == 0) durability = DUR_NONE;
+        else luaL_error(L, "copy: durability must be batch, fsync or none");
+    }
     lua_getfield(L, 3, "trace");
-    job.trace = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-
-    /* Read every item first (raising on misuse before any resource is held). */
+    trace = lua_toboolean(L, -1);
+    lua_pop(L, 4);
     size_t n = (size_t)lua_rawlen(L, 2);
     for (size_t i = 1; i <= n; i++) {
         if (lua_rawgeti(L, 2, (lua_Integer)i) != LUA_TTABLE)
-            return luaL_error(L, "copy.batch: item %d is not a table", (int)i);
+            luaL_error(L, "copy: item %d is not a table", (int)i);
         if (lua_getfield(L, -1, "root") != LUA_TSTRING || lua_getfield(L, -2, "path") != LUA_TSTRING)
-            return luaL_error(L, "copy.batch: item %d needs string root and path", (int)i);
+            luaL_error(L, "copy: item %d needs string root and path", (int)i);
         if (lua_getfield(L, -3, "size") != LUA_TNUMBER || !lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
-            return luaL_error(L, "copy.batch: item %d needs an integer size >= 0", (int)i);
+            luaL_error(L, "copy: item %d needs an integer size >= 0", (int)i);
         lua_pop(L, 4);
     }
-    job.n = n;
-    job.items = calloc(n ? n : 1, sizeof *job.items);
-    job.rootfds = calloc(n ? n : 1, sizeof *job.rootfds);
-    job.rooterrs = calloc(n ? n : 1, sizeof *job.rooterrs);
-    job.order = calloc(n ? n : 1, sizeof *job.order);
-    job.gstart = calloc(n + 1, sizeof *job.gstart);
+    /* Nothing raises from here on but out-of-memory, after freeing. */
+    struct job *job = calloc(1, sizeof *job);
+    if (!job)
+        luaL_error(L, "copy: out of memory");
+    job->st = st;
+    job->bufsize = bufsize;
+    job->durability = durability;
+    job->trace = trace;
+    job->n = n;
+    job->items = calloc(n ? n : 1, sizeof *job->items);
+    job->rootfds = calloc(n ? n : 1, sizeof *job->rootfds);
+    job->rooterrs = calloc(n ? n : 1, sizeof *job->rooterrs);
+    job->order = calloc(n ? n : 1, sizeof *job->order);
+    job->gstart = calloc(n + 1, sizeof *job->gstart);
     const char **names = calloc(n ? n : 1, sizeof *names);
-    if (!job.items || !job.rootfds || !job.rooterrs || !job.order || !job.gstart || !names) {
-        free(names);
-        job_free(&job);
-        return luaL_error(L, "copy.batch: out of memory");
-    }
-    int oom = 0;
-    for (size_t i = 0; i < n; i++) {
-        struct item *it = &job.items[i];
+    int oom = !job->items || !job->rootfds || !job->rooterrs || !job->order || !job->gstart || !names;
+    for (size_t i = 0; i < n && !oom; i++) {
+        struct item *it = &job->items[i];
         lua_rawgeti(L, 2, (lua_Integer)i + 1);
         lua_getfield(L, -1, "root");
         lua_getfield(L, -2, "path");
         lua_getfield(L, -3, "size");
-        it->root = root_index(&job, names, lua_tostring(L, -3));
+        it->root = root_index(job, names, lua_tostring(L, -3));
         const char *p = lua_tolstring(L, -2, &it->pathlen);
         it->path = malloc(it->pathlen + 1);
         if (!it->path)
@@ -521,45 +535,53 @@ static int copy_batch(lua_State *L)
         const char *slash = it->path ? memrchr(it->path, '/', it->pathlen) : NULL;
         it->dirlen = slash ? (size_t)(slash - it->path) : 0;
         it->size = (long long)lua_tointeger(L, -1);
-        job.order[i] = i;
+        job->order[i] = i;
         lua_pop(L, 4);          /* names[] point into item strings still held by items */
     }
     free(names);
-    if (oom) {
-        job_free(&job);
-        return luaL_error(L, "copy.batch: out of memory");
-    }
-    qsort_r(job.order, n, sizeof *job.order, group_cmp, job.items);
-    for (size_t k = 0; k < n; k++) {
-        if (k == 0) {
-            job.gstart[job.ngroups++] = 0;
-            continue;
+    if (!oom) {
+        qsort_r(job->order, n, sizeof *job->order, group_cmp, job->items);
+        for (size_t k = 0; k < n; k++) {
+            if (k == 0) {
+                job->gstart[job->ngroups++] = 0;
+                continue;
+            }
+            struct item *a = &job->items[job->order[k - 1]], *b = &job->items[job->order[k]];
+            if (a->root != b->root || a->dirlen != b->dirlen || memcmp(a->path, b->path, a->dirlen))
+                job->gstart[job->ngroups++] = k;
         }
-        struct item *a = &job.items[job.order[k - 1]], *b = &job.items[job.order[k]];
-        if (a->root != b->root || a->dirlen != b->dirlen || memcmp(a->path, b->path, a->dirlen))
-            job.gstart[job.ngroups++] = k;
+        job->gstart[job->ngroups] = n;
+        /* Directories start in the order the caller listed them. */
+        job->gorder = calloc(job->ngroups ? job->ngroups : 1, sizeof *job->gorder);
+        oom = !job->gorder;
     }
-    job.gstart[job.ngroups] = n;
-    /* Directories start in the order the caller listed them. */
-    job.gorder = calloc(job.ngroups ? job.ngroups : 1, sizeof *job.gorder);
-    if (!job.gorder) {
-        job_free(&job);
-        return luaL_error(L, "copy.batch: out of memory");
+    if (oom) {
+        job_free(job);
+        free(job);
+        luaL_error(L, "copy: out of memory");
+        return 0;
     }
-    for (size_t g = 0; g < job.ngroups; g++)
-        job.gorder[g] = g;
-    qsort_r(job.gorder, job.ngroups, sizeof *job.gorder, first_cmp, &job);
+    for (size_t g = 0; g < job->ngroups; g++)
+        job->gorder[g] = g;
+    qsort_r(job->gorder, job->ngroups, sizeof *job->gorder, first_cmp, job);
+    if (threads > job->ngroups)
+        threads = job->ngroups ? job->ngroups : 1;
+    job->threads = threads;
+    *out = job;
+    return threads;
+}
 
-    if (threads > job.ngroups)
-        threads = job.ngroups ? job.ngroups : 1;
+/* Run a built job to the end: worker threads, then the batch commit. */
+static void job_run(struct job *job)
+{
+    size_t threads = job->threads, started = 0;
     struct worker *ws = calloc(threads, sizeof *ws);
-    size_t started = 0;
-    job.base = mono();
+    job->base = mono();
     if (ws) {
         for (size_t t = 0; t < threads; t++) {
-            ws[t].job = &job;
+            ws[t].job = job;
             ws[t].id = (int)t + 1;
-            if (posix_memalign((void **)&ws[t].buf, 4096, job.bufsize) != 0) {
+            if (posix_memalign((void **)&ws[t].buf, 4096, job->bufsize) != 0) {
                 ws[t].buf = NULL;
                 break;
             }
@@ -576,23 +598,147 @@ static int copy_batch(lua_State *L)
         }
         free(ws);
     }
-    for (size_t i = 0; i < n; i++)
-        if (job.items[i].status == ST_PENDING)
-            fail_item(&job.items[i], started ? EINTR : ENOMEM, started ? "not started" : "no worker");
-    if (job.durability == DUR_BATCH)
-        batch_commit(&job);
-    push_results(L, &job);
-    job_free(&job);
+    for (size_t i = 0; i < job->n; i++)
+        if (job->items[i].status == ST_PENDING)
+            fail_item(&job->items[i], started ? EINTR : ENOMEM, started ? "not started" : "no worker");
+    if (job->durability == DUR_BATCH)
+        batch_commit(job);
+}
+
+static int copy_batch(lua_State *L)
+{
+    struct job *job;
+    job_build(L, &job);
+    job_run(job);
+    push_results(L, job, 2);
+    job_free(job);
+    free(job);
     return 1;
 }
 
+/* ---- background jobs ---- */
+
+#define COPY_JOB "ntt.CopyJob"
+
+struct cjob {
+    struct job *job;            /* NULL once collected or closed */
+    pthread_t tid;
+    int finished;               /* set by the job's thread (atomic) */
+};
+
+static void *job_thread(void *arg)
+{
+    struct cjob *cj = arg;
+    job_run(cj->job);
+    __atomic_store_n(&cj->finished, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void cjob_end(struct cjob *cj)
+{
+    pthread_join(cj->tid, NULL);
+    __atomic_fetch_sub(&cj->job->st->busy, 1, __ATOMIC_SEQ_CST);
+}
+
+static int copy_start(lua_State *L)
+{
+    struct job *job;
+    job_build(L, &job);
+    struct cjob *cj = lua_newuserdatauv(L, sizeof *cj, 2);
+    memset(cj, 0, sizeof *cj);
+    luaL_setmetatable(L, COPY_JOB);
+    /* The items (for their ids) and the store stay alive with the job. */
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, -2, 1);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 2);
+    cj->job = job;
+    __atomic_fetch_add(&job->st->busy, 1, __ATOMIC_SEQ_CST);
+    int e = pthread_create(&cj->tid, NULL, job_thread, cj);
+    if (e != 0) {
+        __atomic_fetch_sub(&job->st->busy, 1, __ATOMIC_SEQ_CST);
+        cj->job = NULL;
+        job_free(job);
+        free(job);
+        return ntt_fail(L, e, "copy.start: thread");
+    }
+    return 1;
+}
+
+static struct cjob *cjob_check(lua_State *L)
+{
+    return luaL_checkudata(L, 1, COPY_JOB);
+}
+
+static int cjob_wait(lua_State *L)
+{
+    struct cjob *cj = cjob_check(L);
+    if (!cj->job)
+        return luaL_error(L, "copy job: already collected or closed");
+    cjob_end(cj);
+    lua_settop(L, 1);
+    lua_getiuservalue(L, 1, 1);
+    push_results(L, cj->job, 2);
+    job_free(cj->job);
+    free(cj->job);
+    cj->job = NULL;
+    return 1;
+}
+
+static int cjob_done(lua_State *L)
+{
+    struct cjob *cj = cjob_check(L);
+    lua_pushboolean(L, !cj->job || __atomic_load_n(&cj->finished, __ATOMIC_ACQUIRE));
+    return 1;
+}
+
+static int cjob_close(lua_State *L)
+{
+    struct cjob *cj = cjob_check(L);
+    if (cj->job) {
+        stop_batch(cj->job, ECANCELED);
+        cjob_end(cj);
+        job_free(cj->job);
+        free(cj->job);
+        cj->job = NULL;
+    }
+    return 0;
+}
+
+static int cjob_tostring(lua_State *L)
+{
+    struct cjob *cj = cjob_check(L);
+    if (!cj->job)
+        lua_pushstring(L, "ntt.CopyJob (closed)");
+    else
+        lua_pushfstring(L, "ntt.CopyJob (%d files, %s)", (int)cj->job->n,
+                        __atomic_load_n(&cj->finished, __ATOMIC_ACQUIRE) ? "finished" : "running");
+    return 1;
+}
+
+static const luaL_Reg cjob_methods[] = {
+    {"wait", cjob_wait},
+    {"done", cjob_done},
+    {"close", cjob_close},
+    {NULL, NULL},
+};
+
+static const luaL_Reg cjob_meta[] = {
+    {"__gc", cjob_close},
+    {"__close", cjob_close},
+    {"__tostring", cjob_tostring},
+    {NULL, NULL},
+};
+
 static const luaL_Reg copy_funcs[] = {
     {"batch", copy_batch},
+    {"start", copy_start},
     {NULL, NULL},
 };
 
 int luaopen_ntt_core_copy(lua_State *L)
 {
+    ntt_newclass(L, COPY_JOB, cjob_methods, cjob_meta);
     luaL_newlib(L, copy_funcs);
     return 1;
 }

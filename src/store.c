@@ -406,6 +406,8 @@ static int store_clean_tmp(lua_State *L)
 static int store_close(lua_State *L)
 {
     struct ntt_store *st = luaL_checkudata(L, 1, NTT_STORE);
+    if (__atomic_load_n(&st->busy, __ATOMIC_SEQ_CST) > 0)
+        return luaL_error(L, "store: cannot close while a copy job is running on it");
     if (!st->closed) {
         close(st->tmpfd);
         close(st->byhashfd);

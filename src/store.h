@@ -16,6 +16,7 @@ struct ntt_store {
     int byhashfd;      /* <root>/by-hash */
     int tmpfd;         /* <root>/tmp */
     int closed;
+    int busy;          /* running copy jobs (atomic): close refuses meanwhile */
     char *root;
     mode_t umask;               /* at open: fchmod temps only when it masks 0644 */
     uint8_t dirs[65536 / 8];    /* by-hash/AA/BB known to exist */

@@ -80,16 +80,37 @@ function M.run(ctx)
   local workers = ctx.workers or 1
   for _ = 2, workers do
     local p = proc.spawn { argv = { self_binary(), "worker", ctx.policy_path, m.hash }, stdout = "null" }
-    if p then children[#children + 1] = p end
+    if p then children[#children + 1] = { proc = p, pid = p:pid() } end
   end
   local pg = (ctx.policy.progress or {})
   local pr = progress.new { label = "copy " .. (m.human or m.hash), total = pending,
                             interval = pg.interval, bar = pg.bar }
   local opts = M.setup(ctx)
   opts.on_batch = function(s) pr:set(s.files, s.bytes) end
+  -- A worker that died leaves its batch claimed: hand it back now rather
+  -- than after its lease, and say so.
+  local function reaped(p, how, code)
+    p.reaped = true
+    if how == "exit" and code == 0 then return end
+    ctx.log:error("worker_failed", { medium = m.hash, pid = p.pid, how = how, code = code },
+                  ("copy worker %d ended: %s %s"):format(p.pid, tostring(how), tostring(code)))
+    conn:exec(([[UPDATE %s SET claimed_by = NULL, lease_until = NULL
+                  WHERE medium_hash = $1 AND state = 'pending' AND starts_with(claimed_by, $2)]]):format(it),
+              m.hash, copier.worker_prefix(p.pid))
+  end
+  opts.idle = function()
+    for _, c in ipairs(children) do
+      if not c.reaped then
+        local how, code = c.proc:wait(0)
+        if how then reaped(c, how, code) end
+      end
+    end
+  end
   local stats, err = copier.run(opts)
   pr:finish()
-  for _, p in ipairs(children) do p:wait() end
+  for _, c in ipairs(children) do
+    if not c.reaped then reaped(c, c.proc:wait()) end
+  end
   if not stats then return nil, err end
   for _, k in ipairs { "copied", "new", "deduplicated", "skipped", "failed", "damaged", "bytes" } do
     ctx.counts[k] = (ctx.counts[k] or 0) + stats[k]
