@@ -120,6 +120,7 @@ describe("ntt.core.copy", function()
     local polls = 0
     while not job:done() do polls = polls + 1; util.sleep(0.001) end
     assert.is_true(polls > 0, "the job finished before start returned")
+    assert.is_true(job:wait_reads())
     local res = job:wait()
     assert.equal(120, #res)
     for i, r in ipairs(res) do

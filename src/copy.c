@@ -19,7 +19,9 @@
  *   start(store, items [, opts]) -> Job: the same batch run in the
  *     background, so the caller can talk to the database meanwhile.
  *     Job:wait() -> results (as batch; once), Job:done() -> bool (never
- *     blocks), Job:close() cancels what has not started and waits
+ *     blocks), Job:wait_reads() returns once no source is read any more
+ *     (only the batch commit may be left: the next batch's reads can
+ *     start), Job:close() cancels what has not started and waits
  *     (idempotent; also __close, __gc).  The store cannot be closed while
  *     one of its jobs runs.
  *
@@ -86,6 +88,10 @@ struct job {
     int stop;                   /* store-side errno that stops the batch (atomic) */
     int durability, trace;
     size_t bufsize, threads;
+    /* Set once no source is read any more (only the commit is left). */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int reads_done;
     double base;
 };
 
@@ -352,6 +358,8 @@ static int first_cmp(const void *a, const void *b, void *arg)
 
 static void job_free(struct job *job)
 {
+    pthread_mutex_destroy(&job->mu);
+    pthread_cond_destroy(&job->cv);
     for (size_t i = 0; i < job->n; i++)
         free(job->items[i].path);
     for (size_t r = 0; r < job->nroots; r++)
@@ -508,6 +516,8 @@ static size_t job_build(lua_State *L, struct job **out)
     if (!job)
         luaL_error(L, "copy: out of memory");
     job->st = st;
+    pthread_mutex_init(&job->mu, NULL);
+    pthread_cond_init(&job->cv, NULL);
     job->bufsize = bufsize;
     job->durability = durability;
     job->trace = trace;
@@ -601,6 +611,10 @@ static void job_run(struct job *job)
     for (size_t i = 0; i < job->n; i++)
         if (job->items[i].status == ST_PENDING)
             fail_item(&job->items[i], started ? EINTR : ENOMEM, started ? "not started" : "no worker");
+    pthread_mutex_lock(&job->mu);
+    job->reads_done = 1;
+    pthread_cond_broadcast(&job->cv);
+    pthread_mutex_unlock(&job->mu);
     if (job->durability == DUR_BATCH)
         batch_commit(job);
 }
@@ -685,6 +699,20 @@ static int cjob_wait(lua_State *L)
     return 1;
 }
 
+static int cjob_wait_reads(lua_State *L)
+{
+    struct cjob *cj = cjob_check(L);
+    if (cj->job) {
+        struct job *job = cj->job;
+        pthread_mutex_lock(&job->mu);
+        while (!job->reads_done)
+            pthread_cond_wait(&job->cv, &job->mu);
+        pthread_mutex_unlock(&job->mu);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int cjob_done(lua_State *L)
 {
     struct cjob *cj = cjob_check(L);
@@ -718,6 +746,7 @@ static int cjob_tostring(lua_State *L)
 
 static const luaL_Reg cjob_methods[] = {
     {"wait", cjob_wait},
+    {"wait_reads", cjob_wait_reads},
     {"done", cjob_done},
     {"close", cjob_close},
     {NULL, NULL},

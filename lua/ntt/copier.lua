@@ -201,8 +201,10 @@ function M.run(o)
     b.job = copy.start(st, batch_of(b.items), opts())
   end
 
-  -- Wait for the first copy, then retry what failed, with backoff, until decided.
-  local function finish(b)
+  -- Wait for the first copy, then retry what failed, with backoff, until
+  -- decided.  `reading` is a later batch's job that may still be reading:
+  -- retries wait for its reads, so no directory is read by two threads.
+  local function finish(b, reading)
     if not b.job then return end
     local final = b.final
     local timing = b.timing
@@ -253,6 +255,8 @@ function M.run(o)
         end
         break
       end
+      -- Retries (and a remount) only once the later batch reads no more.
+      if reading and reading.job then reading.job:wait_reads() end
       -- Count this attempt in the rows (shared by every worker).
       local fsi, inos, errs = {}, {}, {}
       for i, item in ipairs(failed) do
@@ -410,13 +414,14 @@ function M.run(o)
               m.hash, worker)
   end
 
-  local running = {}
+  -- Batch k reads while batch k-1 commits (syncfs waits for its
+  -- writeback), then has its results and retries handled and written.
+  local prev, cur
   local ok, err = pcall(function()
-    local prev
-    local cur = take()
+    cur = take()
     while true do
       if #cur.rows == 0 then
-        if prev then write(prev); prev = nil end
+        if prev then finish(prev); write(prev); prev = nil end
         -- Others may still hold claims: wait for them, or for their leases.
         local left = q(conn, ("SELECT count(*) AS n FROM %s WHERE medium_hash = $1 AND state = 'pending'"):format(it), m.hash)[1].n
         if left == 0 or util.interrupted() then break end
@@ -425,18 +430,18 @@ function M.run(o)
         cur = take()
       else
         start(cur)
-        running[1] = cur.job
-        if prev then write(prev); prev = nil end
+        if prev then finish(prev, cur); write(prev); prev = nil end
         local nxt = not util.interrupted() and take() or nil
-        finish(cur)
-        running[1] = nil
+        if cur.job then cur.job:wait_reads() end
         prev, cur = cur, nxt
         if not cur then break end
       end
     end
-    if prev then write(prev) end
+    if prev then finish(prev); write(prev) end
   end)
-  if running[1] then running[1]:close() end
+  for _, b in ipairs { prev or false, cur or false } do
+    if b and b.job then b.job:close() end
+  end
   if not ok then
     release()
     if kernel then kernel:close() end

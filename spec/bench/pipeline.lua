@@ -106,11 +106,12 @@ local function main()
     local e = json.decode(line)
     if e and e.event == "copied" then stats = e end
     if e and e.event == "copy_batch" then
-      for _, k in ipairs { "claim", "paths", "copy", "write" } do parts[k] = parts[k] + e[k] end
+      for _, k in ipairs { "claim", "paths", "copy", "write", "wait" } do parts[k] = (parts[k] or 0) + (e[k] or 0) end
       parts.n = parts.n + 1
       parts.threads[#parts.threads + 1] = e.threads
     end
     if e and e.event == "stage_done" then stages[#stages + 1] = ("%s %.2fs"):format(e.stage, e.seconds) end
+    if e and (e.level == "error" or e.level == "warn") then print("pipeline: logged " .. line) end
   end
   sh { "env", "NTT_HOME=" .. home, NTT, "db", "stop" }
   sh { "umount", home }
@@ -118,8 +119,8 @@ local function main()
   print(("files/s: ntt run %.0f (%.2f s), cp -a %.0f (%.2f s); ratio %.2f (target >= 1.5)"):format(
     NFILES / t_ntt, t_ntt, NFILES / t_cp, t_cp, t_cp / t_ntt))
   if parts.n > 0 then
-    print(("copy stage time: claims %.2fs, paths %.2fs, copy engine %.2fs, results %.2fs; threads per batch %s"):format(
-      parts.claim, parts.paths, parts.copy, parts.write, table.concat(parts.threads, ",")))
+    print(("copy stage time (summed over workers): claims %.2fs, paths %.2fs, copy engine %.2fs (of which waited for %.2fs), results %.2fs; threads per batch %s"):format(
+      parts.claim, parts.paths, parts.copy, parts.wait, parts.write, table.concat(parts.threads, ",")))
   end
   if stats.batches and stats.batches > 0 then
     print(("claims: %d batches, %.1f ms per claim, copy threads %s"):format(
