@@ -198,6 +198,38 @@ describe("ntt.core.hash", function()
     rnd:close()
   end)
 
+  it("hash.file agrees with b3sum mapped, read and chosen, across steps and windows", function()
+    if not have_b3sum() then return pending("b3sum not installed") end
+    local dir = helper.tmpdir("hashmap")
+    local rnd = io.open("/dev/urandom", "rb")
+    local MiB = 1048576
+    -- Sparse files with random pieces around the 1 MiB blocks, the 8 MiB
+    -- populate steps, the 64 MiB mapping threshold and the 256 MiB windows.
+    local sizes = { 1, 4096, MiB + 1, 8 * MiB + 17, 64 * MiB - 1, 64 * MiB, 72 * MiB + 1023,
+                    256 * MiB + 2048 + 5 }
+    for _, n in ipairs(sizes) do
+      local path = dir .. "/s" .. n
+      local f = assert(io.open(path, "wb"))
+      for _, off in ipairs { 0, MiB - 3, 8 * MiB - 100, 64 * MiB - 10, 256 * MiB - 50, n - 4096 } do
+        if off >= 0 and off < n then
+          f:seek("set", off)
+          f:write(rnd:read(math.min(4096, n - off)))
+        end
+      end
+      f:close()
+      local want = b3sum(path)
+      for _, how in ipairs { "auto", "map", "read" } do
+        local hex, size = hash.file(path, nil, how)
+        assert.equal(want, hex, ("size %d, %s"):format(n, how))
+        assert.equal(n, size)
+      end
+      assert.equal(b3sum(path, 100), (hash.file(path, 100, "map")))
+      os.remove(path)
+    end
+    rnd:close()
+    assert.has_error(function() hash.file(dir, nil, "mmap") end)
+  end)
+
   it("hash.file fails with nil, msg, errname", function()
     local hex, msg, ename = hash.file("/nonexistent/x")
     assert.is_nil(hex)
