@@ -276,7 +276,7 @@ static void push_cv(ntt_blake3 *h, const uint8_t cv[32], uint64_t first)
 static void reduce(const ntt_blake3 *h, const uint8_t *cvs, size_t n,
                    uint8_t out[32], uint8_t children[64])
 {
-    const uint8_t *in[SUBTREE_MAX / 2] = {0};
+    const uint8_t *in[SUBTREE_MAX / 2];
     uint8_t a[SUBTREE_MAX / 2 * 32], b[SUBTREE_MAX / 4 * 32 + 32];
     const uint8_t *cur = cvs;
     uint8_t *next = a;
