@@ -138,6 +138,98 @@ describe("ntt.core.hash", function()
     rnd:close()
   end)
 
+  it("updates ending exactly on chunk boundaries agree with b3sum and the one-shot digest", function()
+    if not have_b3sum() then return pending("b3sum not installed") end
+    local dir = helper.tmpdir("hashb")
+    local rnd = io.open("/dev/urandom", "rb")
+    local key = rnd:read(32)
+    local ctx = "ntt hash_spec 2024-01-01 chunk boundaries"
+    local MiB = 1048576
+    local sizes = { 1024, 2048, 3072, 4096, 16384, 65536, MiB, MiB + 1024, 2 * MiB, 2 * MiB + 3072 }
+    -- Piece lengths, cycled until the input is used up (the last piece is cut short).
+    local splits = { { 1024 }, { 2048 }, { 4096, 1024 }, { 1024, 3072, 5120 }, { MiB }, { MiB - 1024, 1024 },
+                     { 1000, 24 }, { 3000, 72, 2048 }, { 65536, 1 }, { 17, 1007, 64 * 1024 } }
+    local function feed(h, data, split)
+      local i, k = 1, 1
+      while i <= #data do
+        local n = split[k]
+        h:update(data:sub(i, i + n - 1))
+        i = i + n
+        k = k % #split + 1
+      end
+      return h
+    end
+    local modes = {
+      { name = "hash", new = hash.new, argv = {} },
+      { name = "keyed", new = function() return hash.keyed(key) end, argv = { "--keyed" }, input = key },
+      { name = "derive", new = function() return hash.derive_key(ctx) end, argv = { "--derive-key", ctx } },
+    }
+    for _, n in ipairs(sizes) do
+      local data = rnd:read(n)
+      local path = dir .. "/f" .. n
+      helper.write(path, data)
+      for _, m in ipairs(modes) do
+        local argv = { "b3sum", "--num-threads", "1", "--length", "1000" }
+        table.move(m.argv, 1, #m.argv, #argv + 1, argv)
+        argv[#argv + 1] = path
+        local want = helper.sh(argv, { input = m.input }).stdout:match("^(%x+)")
+        assert.equal(2000, #want)
+        local oneshot = m.new():update(data):hexdigest(1000)
+        assert.equal(want, oneshot, ("%s, size %d, one shot"):format(m.name, n))
+        for _, w in ipairs(widths) do
+          hash.simd(w)
+          for si, split in ipairs(splits) do
+            local what = ("%s, size %d, %d lanes, split %d"):format(m.name, n, w, si)
+            assert.equal(want, feed(m.new(), data, split):hexdigest(1000), what)
+          end
+          -- Finalize in the middle (on a boundary), then keep going.
+          local what = ("%s, size %d, %d lanes"):format(m.name, n, w)
+          local half = n // 2048 * 1024
+          local h = feed(m.new(), data:sub(1, half), { 1024 })
+          assert.equal(m.new():update(data:sub(1, half)):hexdigest(100), h:hexdigest(100), "prefix " .. what)
+          h:update(data:sub(half + 1))
+          assert.equal(want:sub(1, 64), h:hexdigest(), "continued " .. what)
+        end
+        hash.simd(0)
+      end
+      assert.equal(b3sum(path), (hash.file(path)))
+      assert.equal(b3sum(path, 1000), (hash.file(path, 1000)))
+    end
+    rnd:close()
+  end)
+
+  it("hash.file agrees with b3sum mapped, read and chosen, across steps and windows", function()
+    if not have_b3sum() then return pending("b3sum not installed") end
+    local dir = helper.tmpdir("hashmap")
+    local rnd = io.open("/dev/urandom", "rb")
+    local MiB = 1048576
+    -- Sparse files with random pieces around the 1 MiB blocks, the 8 MiB
+    -- populate steps, the 64 MiB mapping threshold and the 256 MiB windows.
+    local sizes = { 1, 4096, MiB + 1, 8 * MiB + 17, 64 * MiB - 1, 64 * MiB, 72 * MiB + 1023,
+                    256 * MiB + 2048 + 5 }
+    for _, n in ipairs(sizes) do
+      local path = dir .. "/s" .. n
+      local f = assert(io.open(path, "wb"))
+      for _, off in ipairs { 0, MiB - 3, 8 * MiB - 100, 64 * MiB - 10, 256 * MiB - 50, n - 4096 } do
+        if off >= 0 and off < n then
+          f:seek("set", off)
+          f:write(rnd:read(math.min(4096, n - off)))
+        end
+      end
+      f:close()
+      local want = b3sum(path)
+      for _, how in ipairs { "auto", "map", "read" } do
+        local hex, size = hash.file(path, nil, how)
+        assert.equal(want, hex, ("size %d, %s"):format(n, how))
+        assert.equal(n, size)
+      end
+      assert.equal(b3sum(path, 100), (hash.file(path, 100, "map")))
+      os.remove(path)
+    end
+    rnd:close()
+    assert.has_error(function() hash.file(dir, nil, "mmap") end)
+  end)
+
   it("hash.file fails with nil, msg, errname", function()
     local hex, msg, ename = hash.file("/nonexistent/x")
     assert.is_nil(hex)

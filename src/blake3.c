@@ -2,12 +2,12 @@
  * blake3.c - portable BLAKE3 (see blake3.h) and the run-time choice of
  * the SIMD chunk kernels in blake3_sse41.c, blake3_avx2.c, blake3_avx512.c.
  *
- * The tree is built lazily: a chunk's (or an aligned subtree's) chaining
- * value is pushed only once more input is known to follow it, and before a
- * push the stack is merged down to popcount(chunks before it) entries, so
- * a parent is never computed until it is certain not to be the root.  Long
- * updates hash aligned subtrees of up to SUBTREE_MAX chunks at once: the
- * chunks through the widest kernel, then each level of parents too.
+ * The tree is built lazily: whole chunks are hashed (and pushed as aligned
+ * subtrees) as soon as they arrive, but before a push the stack is merged
+ * down only to popcount(chunks before it) entries, so a parent is never
+ * computed until it is certain not to be the root; finalize folds what is
+ * left.  Long updates hash aligned subtrees of up to SUBTREE_MAX chunks at
+ * once: the chunks through the widest kernel, then each level of parents.
  */
 #include <string.h>
 #include "blake3.h"
@@ -267,14 +267,22 @@ static void push_cv(ntt_blake3 *h, const uint8_t cv[32], uint64_t first)
     memcpy(h->stack[h->stack_len++], cv, 32);
 }
 
-/* Reduce n (a power of two) sibling chaining values to their subtree's. */
-static void reduce(const ntt_blake3 *h, const uint8_t *cvs, size_t n, uint8_t out[32])
+/*
+ * Reduce n (a power of two) sibling chaining values to their subtree's.
+ * children, if given, receives the last parent's block (its two child
+ * chaining values), from which the subtree's node can be recomputed as the
+ * root.
+ */
+static void reduce(const ntt_blake3 *h, const uint8_t *cvs, size_t n,
+                   uint8_t out[32], uint8_t children[64])
 {
-    const uint8_t *in[SUBTREE_MAX / 2] = {0};
+    const uint8_t *in[SUBTREE_MAX / 2];
     uint8_t a[SUBTREE_MAX / 2 * 32], b[SUBTREE_MAX / 4 * 32 + 32];
     const uint8_t *cur = cvs;
     uint8_t *next = a;
     while (n > 1) {
+        if (n == 2 && children)
+            memcpy(children, cur, 64);
         n /= 2;
         for (size_t i = 0; i < n; i++)
             in[i] = cur + 64 * i;
@@ -286,9 +294,10 @@ static void reduce(const ntt_blake3 *h, const uint8_t *cvs, size_t n, uint8_t ou
 }
 
 /*
- * Hash n <= SUBTREE_MAX whole chunks (not the input's last) starting at
- * chunk_counter, all in one wide pass, and push them as the largest
- * aligned subtrees they form.
+ * Hash n <= SUBTREE_MAX whole chunks starting at chunk_counter, all in one
+ * wide pass, and push them as the largest aligned subtrees they form.  The
+ * subtree pushed onto an empty stack may turn out to be the whole input:
+ * its children are kept so that finalize can redo its node as the root.
  */
 static void hash_chunks(ntt_blake3 *h, const uint8_t *const *in, size_t n)
 {
@@ -301,28 +310,43 @@ static void hash_chunks(ntt_blake3 *h, const uint8_t *const *in, size_t n)
         while (s > n - i || (h->chunk_counter & (s - 1)))
             s /= 2;
         uint8_t cv[32];
-        reduce(h, cvs + 32 * i, s, cv);
+        reduce(h, cvs + 32 * i, s, cv, h->chunk_counter == 0 ? h->root_children : NULL);
         push_cv(h, cv, h->chunk_counter);
         h->chunk_counter += s;
         i += s;
     }
 }
 
+/*
+ * Whole chunks are hashed as soon as they are seen, even the update's
+ * last: a stream of 1 MiB updates then hashes each as one aligned subtree
+ * of 1024 chunks instead of shifting every batch by the chunk held back.
+ * The one exception is a single chunk at the very start, which is kept raw
+ * because it alone would be the root (a chunk's root output needs its
+ * last block and the chaining value before it, which the wide kernels do
+ * not give).
+ */
 void ntt_blake3_update(ntt_blake3 *h, const void *data, size_t len)
 {
     const uint8_t *p = data;
     const uint8_t *in[SUBTREE_MAX];
-    while (len > 0) {
+    while (len > 0 || (h->chunk_len == NTT_BLAKE3_CHUNK_LEN && h->chunk_counter > 0)) {
         size_t k = 0;
-        /* A full open chunk with more input after it is not the last. */
         if (h->chunk_len == NTT_BLAKE3_CHUNK_LEN)
             in[k++] = h->chunk;
         if (k || h->chunk_len == 0) {
-            while (k < SUBTREE_MAX && len > NTT_BLAKE3_CHUNK_LEN) {
+            /* Batches end on multiples of SUBTREE_MAX so that they stay aligned. */
+            size_t room = SUBTREE_MAX - (size_t)(h->chunk_counter % SUBTREE_MAX);
+            while (k < room && len >= NTT_BLAKE3_CHUNK_LEN) {
                 in[k++] = p;
                 p += NTT_BLAKE3_CHUNK_LEN;
                 len -= NTT_BLAKE3_CHUNK_LEN;
             }
+        }
+        if (k == 1 && in[0] != h->chunk && h->chunk_counter == 0 && len == 0) {
+            memcpy(h->chunk, in[0], NTT_BLAKE3_CHUNK_LEN);
+            h->chunk_len = NTT_BLAKE3_CHUNK_LEN;
+            break;
         }
         if (k) {
             hash_chunks(h, in, k);
@@ -338,34 +362,52 @@ void ntt_blake3_update(ntt_blake3 *h, const void *data, size_t len)
         len -= take;
     }
     /* The open chunk holds input now: the stack's subtrees are complete. */
-    merge_stack(h, h->chunk_counter);
+    if (h->chunk_len > 0)
+        merge_stack(h, h->chunk_counter);
 }
 
 void ntt_blake3_finalize_seek(const ntt_blake3 *h, uint64_t offset,
                               uint8_t *out, size_t outlen)
 {
+    /* The last node on the right edge: cv, block, block_len, counter, flags. */
     uint32_t cv[8];
     uint8_t block[64];
-    uint8_t block_len, flags;
-    size_t nblocks = h->chunk_len ? (h->chunk_len + 63) / 64 : 1;
+    uint8_t block_len = 64, flags = h->flags | NTT_B3_PARENT;
+    uint64_t counter = 0;
+    int i = h->stack_len - 1;
     memcpy(cv, h->key, sizeof cv);
-    for (size_t b = 0; b + 1 < nblocks; b++)
-        compress_cv(cv, h->chunk + 64 * b, 64, h->chunk_counter,
-                    h->flags | (b == 0 ? NTT_B3_CHUNK_START : 0));
-    block_len = (uint8_t)(h->chunk_len - 64 * (nblocks - 1));
-    memset(block, 0, sizeof block);
-    memcpy(block, h->chunk + 64 * (nblocks - 1), block_len);
-    flags = h->flags | NTT_B3_CHUNK_END | (nblocks == 1 ? NTT_B3_CHUNK_START : 0);
-    /* The open chunk, then the stack from the top, folded into the root node. */
-    for (int i = h->stack_len - 1; i >= 0; i--) {
+    if (h->chunk_len > 0 || h->stack_len == 0) {
+        /* The open chunk (or the empty input): all but its last block. */
+        size_t nblocks = h->chunk_len ? (h->chunk_len + 63) / 64 : 1;
+        for (size_t b = 0; b + 1 < nblocks; b++)
+            compress_cv(cv, h->chunk + 64 * b, 64, h->chunk_counter,
+                        h->flags | (b == 0 ? NTT_B3_CHUNK_START : 0));
+        block_len = (uint8_t)(h->chunk_len - 64 * (nblocks - 1));
+        memset(block, 0, sizeof block);
+        memcpy(block, h->chunk + 64 * (nblocks - 1), block_len);
+        counter = h->chunk_counter;
+        flags = h->flags | NTT_B3_CHUNK_END | (nblocks == 1 ? NTT_B3_CHUNK_START : 0);
+    } else if (h->stack_len == 1) {
+        /* The input was exactly one subtree of two or more chunks. */
+        memcpy(block, h->root_children, 64);
+        i = -1;
+    } else {
+        /* The input ended on a chunk boundary: the top two entries are siblings. */
+        memcpy(block, h->stack[i - 1], 32);
+        memcpy(block + 32, h->stack[i], 32);
+        i -= 2;
+    }
+    /* Fold the rest of the stack from the top into the root node. */
+    for (; i >= 0; i--) {
         uint32_t c[8];
         memcpy(c, cv, sizeof c);
-        compress_cv(c, block, block_len, i == h->stack_len - 1 ? h->chunk_counter : 0, flags);
+        compress_cv(c, block, block_len, counter, flags);
         memcpy(block, h->stack[i], 32);
         for (int w = 0; w < 8; w++)
             store32(block + 32 + 4 * w, c[w]);
         memcpy(cv, h->key, sizeof cv);
         block_len = 64;
+        counter = 0;
         flags = h->flags | NTT_B3_PARENT;
     }
     /* The root's counter field numbers its 64-byte output blocks. */

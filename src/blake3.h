@@ -31,6 +31,9 @@ typedef struct ntt_blake3 {
     uint8_t flags;               /* mode flags */
     uint8_t stack_len;
     uint8_t stack[NTT_BLAKE3_MAX_DEPTH + 1][NTT_BLAKE3_OUT_LEN];
+    /* While the stack holds one subtree and no chunk is open: its two
+     * children, should that subtree be the whole input (the root). */
+    uint8_t root_children[2 * NTT_BLAKE3_OUT_LEN];
     uint8_t chunk[NTT_BLAKE3_CHUNK_LEN];
 } ntt_blake3;
 
