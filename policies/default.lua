@@ -10,7 +10,7 @@ return ntt.policy {
   description = "identify, inspect, mount, enumerate and copy every medium; record every problem",
 
   stages = { "identify", "inspect", "mount", "enumerate", "copy", "unmount" },
-  workers = 2,           -- copy processes per medium: one copies while the other talks to the database
+  workers = 1,           -- copy processes per medium (each already copies one batch while it claims and records the next)
 
   inspect = {
     -- rescued % of the mapfile: 100 ok, >= incomplete, >= corrupt, else failed
