@@ -227,7 +227,8 @@ describe("ntt run", function()
       end
     end
     -- no blob of zeros stands in for the damaged file
-    assert.is_nil(io.open(home .. "/store/by-hash/" .. hash.sum(("\0"):rep(256 * 1024 + #tag)):sub(1, 2)))
+    local zeros = hash.sum(("\0"):rep(256 * 1024 + #tag))
+    assert.is_nil(io.open(("%s/store/by-hash/%s/%s/%s"):format(home, zeros:sub(1, 2), zeros:sub(3, 4), zeros)))
     assert.equal(7, check_store(home))
   end)
 
