@@ -2,23 +2,26 @@
  * load.c - ntt.core.load: stream a directory walk straight into PostgreSQL.
  *
  * The walker (walk.h) hands batches of records to this thread; each record
- * becomes one row of a binary COPY into a caller-named table, so names stay
- * raw bytes end to end (no text format of our own to escape) and memory is
- * bounded by one walk batch plus one COPY buffer.  Ignore patterns (POSIX
+ * becomes a row of the medium's path table and, the first time its inode is
+ * seen, a row of its inode table, both by binary COPY, so names stay raw
+ * bytes end to end (no text format of our own to escape).  The two kinds
+ * of rows gather in two buffers; a full buffer goes to the server as one
+ * COPY of its own (one connection has one COPY at a time), so memory is
+ * bounded by one walk batch plus two buffers, and nothing is loaded twice.  Ignore patterns (POSIX
  * extended regular expressions over the path relative to the filesystem
  * root) are applied here, per record, without calling Lua.
  *
  * Lua API (ntt.core.load):
  *   walk(conn, opts) -> stats | nil, msg, code
  *     opts.root         directory to walk (a mounted filesystem's root)
- *     opts.table        table to COPY into; its columns must be
- *                       (fs_index int4, ino int8, parent int8, type text,
- *                        mode int4, nlink int8, size int8, mtime_ns int8,
- *                        path bytea, target bytea, exclude text, first bool)
- *                       first is true on the one row of each inode that
- *                       should become its inode row: hardlinks (nlink > 1,
- *                       not directories) are remembered so the database
- *                       need not sort every entry to find duplicates
+ *     opts.inode_table, opts.path_table   tables shaped like inode and
+ *                       path (the medium's fresh partitions)
+ *     opts.medium       the medium's hash, stored in every row
+ *                       Each inode's first sighting gives its inode row:
+ *                       regular files pending, everything else non_file
+ *                       with its kind as reason; hardlinks (nlink > 1, not
+ *                       directories) are remembered so that their other
+ *                       names give path rows only
  *     opts.fs_index     integer stored in every row
  *     opts.threads, opts.stall_timeout, opts.batch   walk settings
  *     opts.ignore       array of regular expressions; the first that matches
@@ -39,7 +42,7 @@
 #include "pg.h"
 #include "walk.h"
 
-#define SEND_AT (256 * 1024)
+#define FLUSH_AT (4 * 1024 * 1024)
 
 struct ignore {
     regex_t *re;
@@ -185,16 +188,61 @@ static void push_events(lua_State *L, const struct ntt_walk_stats *st)
     }
 }
 
+static const char *kind_reason(char type)
+{
+    switch (type) {
+    case 'f': return NULL;
+    case 'd': return "directory";
+    case 'l': return "symlink";
+    case 'b': return "block device";
+    case 'c': return "character device";
+    case 'p': return "fifo";
+    case 's': return "socket";
+    default: return "unknown type";
+    }
+}
+
+/*
+ * Send the rows gathered in b as one COPY (sql), then empty b down to its
+ * header (hdr bytes).  0, or -1 with err and the SQLSTATE in state.
+ */
+static int flush(PGconn *conn, const char *sql, ntt_copybuf *b, size_t hdr, long long *rows,
+                 char *err, size_t errlen, char state[6])
+{
+    long long n = 0;
+    if (ntt_pg_copy_begin(conn, sql, err, errlen, state) != 0)
+        return -1;
+    ntt_copybuf_trailer(b);
+    int rc = b->failed ? -1 : ntt_pg_copy_send(conn, b->data, b->len, err, errlen);
+    if (rc && b->failed)
+        snprintf(err, errlen, "out of memory");
+    char err2[1024] = "";
+    int endrc = ntt_pg_copy_end(conn, rc ? err : NULL, &n, err2, sizeof err2, state);
+    if (!rc && endrc) {
+        snprintf(err, errlen, "%s", err2);
+        rc = -1;
+    }
+    b->len = hdr;
+    if (rows)
+        *rows += n;
+    return rc;
+}
+
 static int load_walk(lua_State *L)
 {
     PGconn *conn = ntt_pg_checkconn(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_getfield(L, 2, "root");
     const char *root = luaL_checkstring(L, -1);
-    lua_getfield(L, 2, "table");
-    const char *table = luaL_checkstring(L, -1);
-    if (!valid_table(table))
-        return luaL_error(L, "load.walk: bad table name '%s'", table);
+    lua_getfield(L, 2, "inode_table");
+    const char *itable = luaL_checkstring(L, -1);
+    lua_getfield(L, 2, "path_table");
+    const char *ptable = luaL_checkstring(L, -1);
+    if (!valid_table(itable) || !valid_table(ptable))
+        return luaL_error(L, "load.walk: bad table name '%s'", valid_table(itable) ? ptable : itable);
+    lua_getfield(L, 2, "medium");
+    size_t mlen;
+    const char *medium = luaL_checklstring(L, -1, &mlen);
     lua_getfield(L, 2, "fs_index");
     int fs_index = (int)luaL_checkinteger(L, -1);
     struct ntt_walk_opts o;
@@ -221,22 +269,22 @@ static int load_walk(lua_State *L)
         ignore_free(&ig);
         return ntt_fail(L, e, root);
     }
-    char sql[512];
-    snprintf(sql, sizeof sql,
-             "COPY %s (fs_index, ino, parent, type, mode, nlink, size, mtime_ns, path, target, exclude, first)"
-             " FROM STDIN (FORMAT binary)", table);
-    if (ntt_pg_copy_begin(conn, sql, err, sizeof err, state) != 0) {
-        ntt_walk_finish(w);
-        ignore_free(&ig);
-        lua_pushnil(L); lua_pushstring(L, err); lua_pushstring(L, state);
-        return 3;
-    }
-    ntt_copybuf b;
-    ntt_copybuf_init(&b);
-    ntt_copybuf_header(&b);
+    char isql[600], psql[600];
+    snprintf(isql, sizeof isql,
+             "COPY %s (medium_hash, fs_index, ino, state, reason, size, mode, nlink, mtime_ns, fs_type,"
+             " dir_key, link_target) FROM STDIN (FORMAT binary)", itable);
+    snprintf(psql, sizeof psql,
+             "COPY %s (medium_hash, fs_index, path, ino, parent_ino, exclude_reason) FROM STDIN (FORMAT binary)",
+             ptable);
+    ntt_copybuf ib, pb;
+    ntt_copybuf_init(&ib);
+    ntt_copybuf_init(&pb);
+    ntt_copybuf_header(&ib);
+    ntt_copybuf_header(&pb);
+    size_t hdr = ib.len;
     char *tmp = NULL;
     size_t tmpcap = 0;
-    long long excluded = 0, inodes = 0, files = 0;
+    long long excluded = 0, inodes = 0, files = 0, rows = 0;
     struct inoset links = { 0 };
     int rc = 0;
     const struct ntt_walk_rec *recs;
@@ -248,38 +296,49 @@ static int load_walk(lua_State *L)
             int first = 1;
             if (r->nlink > 1 && r->type != 'd') {
                 first = inoset_add(&links, r->ino);
-                if (first < 0) { b.failed = 1; break; }
+                if (first < 0) { pb.failed = 1; break; }
             }
-            inodes += first;
-            if (first && r->type == 'f') files++;
-            ntt_copybuf_tuple(&b, 12);
-            ntt_copybuf_int32(&b, fs_index);
-            ntt_copybuf_int64(&b, (int64_t)r->ino);
-            ntt_copybuf_int64(&b, (int64_t)r->parent);
-            ntt_copybuf_field(&b, &r->type, 1);
-            ntt_copybuf_int32(&b, (int32_t)r->mode);
-            ntt_copybuf_int64(&b, (int64_t)r->nlink);
-            ntt_copybuf_int64(&b, r->size);
-            ntt_copybuf_int64(&b, r->mtime_ns);
-            ntt_copybuf_field(&b, r->path, r->path_len);
-            if (r->target) ntt_copybuf_field(&b, r->target, r->target_len);
-            else ntt_copybuf_null(&b);
+            if (first) {
+                const char *reason = kind_reason(r->type);
+                inodes++;
+                if (r->type == 'f') files++;
+                ntt_copybuf_tuple(&ib, 12);
+                ntt_copybuf_field(&ib, medium, mlen);
+                ntt_copybuf_int32(&ib, fs_index);
+                ntt_copybuf_int64(&ib, (int64_t)r->ino);
+                if (r->type == 'f') ntt_copybuf_field(&ib, "pending", 7);
+                else ntt_copybuf_field(&ib, "non_file", 8);
+                if (reason) ntt_copybuf_field(&ib, reason, strlen(reason));
+                else ntt_copybuf_null(&ib);
+                ntt_copybuf_int64(&ib, r->size);
+                ntt_copybuf_int32(&ib, (int32_t)r->mode);
+                ntt_copybuf_int32(&ib, (int32_t)(r->nlink > INT32_MAX ? INT32_MAX : r->nlink));
+                ntt_copybuf_int64(&ib, r->mtime_ns);
+                ntt_copybuf_field(&ib, &r->type, 1);
+                ntt_copybuf_int64(&ib, (int64_t)r->parent);
+                if (r->target) ntt_copybuf_field(&ib, r->target, r->target_len);
+                else ntt_copybuf_null(&ib);
+            }
+            ntt_copybuf_tuple(&pb, 6);
+            ntt_copybuf_field(&pb, medium, mlen);
+            ntt_copybuf_int32(&pb, fs_index);
+            ntt_copybuf_field(&pb, r->path, r->path_len);
+            ntt_copybuf_int64(&pb, (int64_t)r->ino);
+            ntt_copybuf_int64(&pb, (int64_t)r->parent);
             if (m >= 0) {
                 char why[600];
                 int len = snprintf(why, sizeof why, "ignore:%s", ig.src[m]);
-                ntt_copybuf_field(&b, why, (size_t)(len < (int)sizeof why ? len : (int)sizeof why - 1));
+                ntt_copybuf_field(&pb, why, (size_t)(len < (int)sizeof why ? len : (int)sizeof why - 1));
                 excluded++;
             } else {
-                ntt_copybuf_null(&b);
+                ntt_copybuf_null(&pb);
             }
-            ntt_copybuf_be32(&b, 1);
-            ntt_copybuf_put(&b, first ? "\1" : "\0", 1);
         }
-        if (b.failed) { snprintf(err, sizeof err, "out of memory"); rc = -1; break; }
-        if (b.len >= SEND_AT) {
-            rc = ntt_pg_copy_send(conn, b.data, b.len, err, sizeof err);
-            b.len = 0;
-        }
+        if (ib.failed || pb.failed) { snprintf(err, sizeof err, "out of memory"); rc = -1; break; }
+        if (ib.len >= FLUSH_AT)
+            rc = flush(conn, isql, &ib, hdr, NULL, err, sizeof err, state);
+        if (rc == 0 && pb.len >= FLUSH_AT)
+            rc = flush(conn, psql, &pb, hdr, &rows, err, sizeof err, state);
         if (rc == 0 && progress) {
             struct ntt_walk_stats st;
             ntt_walk_stats(w, &st);
@@ -291,24 +350,23 @@ static int load_walk(lua_State *L)
                 lua_pop(L, 1);   /* progress is advisory */
         }
     }
-    if (rc == 0) {
-        ntt_copybuf_trailer(&b);
-        rc = b.failed ? -1 : ntt_pg_copy_send(conn, b.data, b.len, err, sizeof err);
-    }
-    ntt_copybuf_free(&b);
+    if (rc == 0 && (ib.failed || pb.failed)) { snprintf(err, sizeof err, "out of memory"); rc = -1; }
+    if (rc == 0 && ib.len > hdr)
+        rc = flush(conn, isql, &ib, hdr, NULL, err, sizeof err, state);
+    if (rc == 0 && pb.len > hdr)
+        rc = flush(conn, psql, &pb, hdr, &rows, err, sizeof err, state);
+    ntt_copybuf_free(&ib);
+    ntt_copybuf_free(&pb);
     free(links.slot);
     free(tmp);
     ignore_free(&ig);
-    long long rows = 0;
-    char err2[1024] = "";
-    int endrc = ntt_pg_copy_end(conn, rc ? (err[0] ? err : "walk failed") : NULL, &rows, err2, sizeof err2, state);
     struct ntt_walk_stats st;
     ntt_walk_stats(w, &st);
     ntt_walk_finish(w);
-    if (rc != 0 || endrc != 0) {
+    if (rc != 0) {
         ntt_walk_stats_free(&st);
         lua_pushnil(L);
-        lua_pushstring(L, rc ? err : err2);
+        lua_pushstring(L, err);
         lua_pushstring(L, state[0] ? state : "EIO");
         return 3;
     }

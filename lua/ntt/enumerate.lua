@@ -7,11 +7,11 @@
 --     summary: { entries=, files=, inodes=, excluded=, excluded_inodes=, errors={...},
 --                duplicates={...}, mountpoints={...}, seconds= }
 --
--- One transaction: the walks stream into a temporary table by binary COPY,
--- then the medium's own partitions are filled from it (one inode row per
--- (fs_index, ino), the walker marking the first sighting of a hardlinked
--- inode -- hardlinks give several path rows), non-files and all-excluded
--- inodes are made terminal, and enum_done is set.  A medium
+-- One transaction: the walks stream by binary COPY straight into the
+-- medium's own fresh partitions (one inode row per (fs_index, ino), from the
+-- first sighting of a hardlinked inode -- hardlinks give several path rows;
+-- non-files terminal with their kind), all-excluded inodes are made
+-- terminal, and enum_done is set.  A medium
 -- that already has rows is refused unless replace is set, and then the old
 -- rows go in the same transaction (nothing is lost if the new load fails).
 -- A stalled walk aborts the load: nothing is committed, code "ESTALLED".
@@ -20,11 +20,6 @@ local load = require "ntt.core.load"
 local util = require "ntt.core.util"
 
 local M = {}
-
-local TEMP = "ntt_walk_load"
-
-local KIND = { d = "directory", l = "symlink", b = "block device", c = "character device",
-               p = "fifo", s = "socket", ["?"] = "unknown type" }
 
 local function q(conn, sql, ...)
   local r, err, code = conn:exec(sql, ...)
@@ -87,12 +82,9 @@ function M.load(conn, hash, roots, opts)
       summary.replaced = existing
     end
     it, pt, lit = fresh_partitions(conn, hash, iname, pname)
-    q(conn, ([[CREATE TEMP TABLE %s (fs_index int4, ino int8, parent int8, type text, mode int4,
-              nlink int8, size int8, mtime_ns int8, path bytea, target bytea, exclude text,
-              first bool) ON COMMIT DROP]]):format(TEMP))
     for _, r in ipairs(roots) do
       local st, err, code = load.walk(conn, {
-        root = r.root, table = TEMP, fs_index = r.fs_index, ignore = opts.ignore,
+        root = r.root, inode_table = iname, path_table = pname, medium = hash, fs_index = r.fs_index, ignore = opts.ignore,
         threads = opts.threads, stall_timeout = opts.stall_timeout, progress = opts.progress })
       if not st then return nil, err, code end
       summary.entries = summary.entries + st.entries
@@ -110,16 +102,6 @@ function M.load(conn, hash, roots, opts)
           tostring(st.stalled_path), opts.stall_timeout or 120), "ESTALLED"
       end
     end
-    local kinds = {}
-    for k, v in pairs(KIND) do kinds[#kinds + 1] = ("WHEN %s THEN %s"):format(conn:escape_literal(k), conn:escape_literal(v)) end
-    q(conn, ([[
-      INSERT INTO %s (medium_hash, fs_index, ino, state, reason, size, mode, nlink, mtime_ns, fs_type, dir_key, link_target)
-      SELECT $1, fs_index, ino,
-             CASE WHEN type = 'f' THEN 'pending'::inode_state ELSE 'non_file'::inode_state END,
-             CASE type %s END, size, mode, nlink, mtime_ns, type, parent, target
-        FROM %s WHERE first]]):format(it, table.concat(kinds, " "), TEMP), hash)
-    q(conn, ([[INSERT INTO %s (medium_hash, fs_index, path, ino, parent_ino, exclude_reason)
-               SELECT $1, fs_index, path, ino, parent, exclude FROM %s]]):format(pt, TEMP), hash)
     summary.excluded_inodes = 0
     if summary.excluded > 0 then
       summary.excluded_inodes = q(conn, ([[
