@@ -34,7 +34,7 @@ return ntt.policy {
   },
 
   copy = {
-    batch = 2000,          -- a claim spans ~20 directories, so every copy thread has one
+    batch = 5000,          -- ~50 directories of 100 files: several per copy thread, so the end of a batch idles few
     durability = "batch",  -- survives power loss: syncfs before rename and before commit
     buffer = 1024 * 1024,
     lease = 600,           -- seconds a claim stays ours without renewal
