@@ -474,7 +474,6 @@ static size_t job_build(lua_State *L, struct job **out)
         lua_settop(L, 2);
         lua_newtable(L);
     }
-    lua_settop(L, 3);
     luaL_checktype(L, 3, LUA_TTABLE);
     size_t threads = 1, bufsize = 1u << 20;
     int durability = DUR_BATCH, trace;
@@ -657,10 +656,18 @@ static void cjob_end(struct cjob *cj)
 static int copy_start(lua_State *L)
 {
     struct job *job;
-    job_build(L, &job);
+    ntt_store_check(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (lua_isnoneornil(L, 3)) {
+        lua_settop(L, 2);
+        lua_newtable(L);
+    }
+    lua_settop(L, 3);
+    /* The userdata first: job_build may raise, an allocation after it must not. */
     struct cjob *cj = lua_newuserdatauv(L, sizeof *cj, 2);
     memset(cj, 0, sizeof *cj);
     luaL_setmetatable(L, COPY_JOB);
+    job_build(L, &job);
     /* The items (for their ids) and the store stay alive with the job. */
     lua_pushvalue(L, 2);
     lua_setiuservalue(L, -2, 1);
