@@ -40,40 +40,14 @@ INLINE void PREFETCH(const uint8_t *const *in, size_t off)
         _mm_prefetch((const char *)in[i] + off, _MM_HINT_T0);
 }
 
-/* Two 8x8 transposes of 32-bit words, one per half block. */
-INLINE void TRANSPOSE_ROWS(__m256i m[16], const __m256i r[16])
-{
-    #pragma GCC unroll 16
-    for (int k = 0; k < 2; k++) {
-        __m256i t[8], u[8];
-        #pragma GCC unroll 16
-        for (int i = 0; i < 4; i++) {
-            t[2 * i] = _mm256_unpacklo_epi32(r[8 * k + 2 * i], r[8 * k + 2 * i + 1]);
-            t[2 * i + 1] = _mm256_unpackhi_epi32(r[8 * k + 2 * i], r[8 * k + 2 * i + 1]);
-        }
-        #pragma GCC unroll 16
-        for (int g = 0; g < 2; g++) {
-            u[4 * g + 0] = _mm256_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
-            u[4 * g + 1] = _mm256_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
-            u[4 * g + 2] = _mm256_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
-            u[4 * g + 3] = _mm256_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
-        }
-        #pragma GCC unroll 16
-        for (int j = 0; j < 4; j++) {
-            m[8 * k + j] = _mm256_permute2x128_si256(u[j], u[4 + j], 0x20);
-            m[8 * k + 4 + j] = _mm256_permute2x128_si256(u[j], u[4 + j], 0x31);
-        }
-    }
-}
-
-/* 8 words by 8 inputs: the same transpose, once. */
-INLINE void STORE_CVS(uint8_t *out, const __m256i h[8])
+/* An 8x8 transpose of 32-bit words, from a[0..7] to b[0..7]. */
+INLINE void transpose8(__m256i *b, const __m256i *a)
 {
     __m256i t[8], u[8];
     #pragma GCC unroll 16
     for (int i = 0; i < 4; i++) {
-        t[2 * i] = _mm256_unpacklo_epi32(h[2 * i], h[2 * i + 1]);
-        t[2 * i + 1] = _mm256_unpackhi_epi32(h[2 * i], h[2 * i + 1]);
+        t[2 * i] = _mm256_unpacklo_epi32(a[2 * i], a[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_epi32(a[2 * i], a[2 * i + 1]);
     }
     #pragma GCC unroll 16
     for (int g = 0; g < 2; g++) {
@@ -84,11 +58,26 @@ INLINE void STORE_CVS(uint8_t *out, const __m256i h[8])
     }
     #pragma GCC unroll 16
     for (int j = 0; j < 4; j++) {
-        _mm256_storeu_si256((__m256i *)(out + 32 * j),
-                            _mm256_permute2x128_si256(u[j], u[4 + j], 0x20));
-        _mm256_storeu_si256((__m256i *)(out + 32 * (4 + j)),
-                            _mm256_permute2x128_si256(u[j], u[4 + j], 0x31));
+        b[j] = _mm256_permute2x128_si256(u[j], u[4 + j], 0x20);
+        b[4 + j] = _mm256_permute2x128_si256(u[j], u[4 + j], 0x31);
     }
+}
+
+/* Two 8x8 transposes, one per half block. */
+INLINE void TRANSPOSE_ROWS(__m256i m[16], const __m256i r[16])
+{
+    transpose8(m, r);
+    transpose8(m + 8, r + 8);
+}
+
+/* 8 words by 8 inputs: the same transpose, once. */
+INLINE void STORE_CVS(uint8_t *out, const __m256i h[8])
+{
+    __m256i c[8];
+    transpose8(c, h);
+    #pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        _mm256_storeu_si256((__m256i *)(out + 32 * i), c[i]);
 }
 
 #include "blake3_simd.h"

@@ -356,6 +356,7 @@ static int first_cmp(const void *a, const void *b, void *arg)
     return x < y ? -1 : x > y;
 }
 
+/* Everything a job holds, and the job itself. */
 static void job_free(struct job *job)
 {
     pthread_mutex_destroy(&job->mu);
@@ -371,6 +372,7 @@ static void job_free(struct job *job)
     free(job->order);
     free(job->gstart);
     free(job->gorder);
+    free(job);
 }
 
 /* Commit the temps of a "batch" durability run: syncfs, rename, syncfs. */
@@ -566,7 +568,6 @@ static size_t job_build(lua_State *L, struct job **out)
     }
     if (oom) {
         job_free(job);
-        free(job);
         luaL_error(L, "copy: out of memory");
         return 0;
     }
@@ -625,7 +626,6 @@ static int copy_batch(lua_State *L)
     job_run(job);
     push_results(L, job, 2);
     job_free(job);
-    free(job);
     return 1;
 }
 
@@ -656,8 +656,6 @@ static void cjob_end(struct cjob *cj)
 static int copy_start(lua_State *L)
 {
     struct job *job;
-    ntt_store_check(L, 1);
-    luaL_checktype(L, 2, LUA_TTABLE);
     if (lua_isnoneornil(L, 3)) {
         lua_settop(L, 2);
         lua_newtable(L);
@@ -680,7 +678,6 @@ static int copy_start(lua_State *L)
         __atomic_fetch_sub(&job->st->busy, 1, __ATOMIC_SEQ_CST);
         cj->job = NULL;
         job_free(job);
-        free(job);
         return ntt_fail(L, e, "copy.start: thread");
     }
     return 1;
@@ -701,7 +698,6 @@ static int cjob_wait(lua_State *L)
     lua_getiuservalue(L, 1, 1);
     push_results(L, cj->job, 2);
     job_free(cj->job);
-    free(cj->job);
     cj->job = NULL;
     return 1;
 }
@@ -734,7 +730,6 @@ static int cjob_close(lua_State *L)
         stop_batch(cj->job, ECANCELED);
         cjob_end(cj);
         job_free(cj->job);
-        free(cj->job);
         cj->job = NULL;
     }
     return 0;

@@ -7,9 +7,10 @@
  * bytes end to end (no text format of our own to escape).  The two kinds
  * of rows gather in two buffers; a full buffer goes to the server as one
  * COPY of its own (one connection has one COPY at a time), so memory is
- * bounded by one walk batch plus two buffers, and nothing is loaded twice.  Ignore patterns (POSIX
- * extended regular expressions over the path relative to the filesystem
- * root) are applied here, per record, without calling Lua.
+ * bounded by one walk batch plus two buffers, and nothing is loaded twice.
+ * Ignore patterns (POSIX extended regular expressions over the path
+ * relative to the filesystem root) are applied here, per record, without
+ * calling Lua.
  *
  * Lua API (ntt.core.load):
  *   walk(conn, opts) -> stats | nil, msg, code

@@ -142,7 +142,7 @@ function M.run(o)
 
   local batch_n = cp.batch or 200
   local lease = cp.lease or 600
-  local opts = function()
+  local engine_opts = function()
     return { threads = ctl and ctl:threads() or threads, durability = cp.durability or "batch", buffer = cp.buffer }
   end
 
@@ -198,7 +198,7 @@ function M.run(o)
     if #b.items == 0 then return end
     b.timing.threads = ctl and ctl:threads() or threads
     b.started = util.monotonic()
-    b.job = copy.start(st, batch_of(b.items), opts())
+    b.job = copy.start(st, batch_of(b.items), engine_opts())
   end
 
   -- Wait for the first copy, then retry what failed, with backoff, until
@@ -221,7 +221,7 @@ function M.run(o)
         bt = b.started
       else
         bt = util.monotonic()
-        results = copy.batch(st, batch_of(pending), opts())
+        results = copy.batch(st, batch_of(pending), engine_opts())
       end
       local failed = {}
       local nerr = 0

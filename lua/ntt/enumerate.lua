@@ -84,8 +84,8 @@ function M.load(conn, hash, roots, opts)
     it, pt, lit = fresh_partitions(conn, hash, iname, pname)
     for _, r in ipairs(roots) do
       local st, err, code = load.walk(conn, {
-        root = r.root, inode_table = iname, path_table = pname, medium = hash, fs_index = r.fs_index, ignore = opts.ignore,
-        threads = opts.threads, stall_timeout = opts.stall_timeout, progress = opts.progress })
+        root = r.root, inode_table = iname, path_table = pname, medium = hash, fs_index = r.fs_index,
+        ignore = opts.ignore, threads = opts.threads, stall_timeout = opts.stall_timeout, progress = opts.progress })
       if not st then return nil, err, code end
       summary.entries = summary.entries + st.entries
       summary.inodes, summary.files = summary.inodes + st.inodes, summary.files + st.files
