@@ -376,4 +376,53 @@ describe("ntt run", function()
     assert.is_true(remounted > 0, "a remount was recorded")
     assert.equal(100, check_store(home))
   end)
+
+  it("remounts when the mount is taken away from outside mid-copy, and completes", function()
+    local dir = helper.tmpdir("vanish-mid")
+    local files = {}
+    for d = 1, 20 do
+      for f = 1, 100 do files[("d%02d/f%03d"):format(d, f)] = ("%s mid %d %d "):format(tag, d, f):rep(100) end
+    end
+    local img = images.ext(dir .. "/mid.img", { size_mb = 64, files = files })
+    local home = dir .. "/home"
+    local pol = policy(dir, "{ retry = { checkpoint = 3 }, copy = { batch = 20, threads = 1 } }")
+    local h = medium_of(img)
+    local p = assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = { NTT_HOME = home },
+                                  stdout = "null", stderr = "null" })
+    -- Once the copy is under way (and far from done), unmount the medium's
+    -- filesystem from another process, as an operator or a dying driver would.
+    local deadline, copied_then = util.monotonic() + 60, nil
+    while util.monotonic() < deadline do
+      local ok2, rows = pcall(db().exec, db(),
+        ("SELECT count(*) AS n FROM inode_p_%s WHERE state = 'copied'"):format(h))
+      if ok2 and rows and rows[1].n >= 100 then copied_then = rows[1].n break end
+      util.sleep(0.02)
+    end
+    assert.truthy(copied_then, "the copy never got going")
+    local unmounted = 0
+    local r = helper.sh { "findmnt", "-rn", "-o", "TARGET" }
+    for mp in r.stdout:gmatch("[^\n]+") do
+      if mp:find("/run/ntt/mnt/" .. h, 1, true) == 1 then
+        helper.sh { "umount", "-l", mp }
+        unmounted = unmounted + 1
+      end
+    end
+    assert.equal(1, unmounted)
+    local how, code = p:wait(240)
+    assert.is_true(copied_then < 2000, "unmounted only after the copy finished")
+    assert.equal("exit", how)
+    assert.equal(0, code)
+    local copied = 0
+    for _, row in ipairs(inodes(h)) do if row.state == "copied" then copied = copied + 1 end end
+    assert.equal(2000, copied)
+    local remounted = 0
+    for _, ev in ipairs(problems(h).diagnostic_events or {}) do
+      if ev.action == "remounted" then
+        remounted = remounted + 1
+        assert.matches("mount_check:missing", table.concat(ev.checks, ","))
+      end
+    end
+    assert.is_true(remounted > 0, "a remount was recorded")
+    assert.equal(2000, check_store(home))
+  end)
 end)

@@ -23,9 +23,13 @@ local MiB = 1024 * 1024
 local function sh(argv) return helper.sh(argv) end
 
 function M.files(dir, files)
+  local made = {}
   for name, content in pairs(files or {}) do
     local sub = name:match("^(.*)/[^/]+$")
-    if sub then sh { "mkdir", "-p", dir .. "/" .. sub } end
+    if sub and not made[sub] then
+      sh { "mkdir", "-p", dir .. "/" .. sub }
+      made[sub] = true
+    end
     helper.write(dir .. "/" .. name, content)
   end
 end
