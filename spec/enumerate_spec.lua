@@ -118,6 +118,39 @@ describe("enumerate", function()
     s = assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }, { replace = true }))
     assert.equal(2, s.replaced)
     assert.equal(3, rows(h, "SELECT count(*) AS n FROM PATH")[1].n)
+    -- the new rows are the medium's partitions, with their keys, and no
+    -- staging table is left behind
+    local i, p = db.partition_names(h)
+    local parts = assert(conn:exec([[
+      SELECT c.relname AS name, p.relname AS parent FROM pg_inherits x
+        JOIN pg_class c ON c.oid = x.inhrelid JOIN pg_class p ON p.oid = x.inhparent
+       WHERE c.relname IN ($1, $2) ORDER BY 2]], i, p))
+    assert.equal(2, #parts)
+    assert.same({ "inode", "path" }, { parts[1].parent, parts[2].parent })
+    local keys = assert(conn:exec([[
+      SELECT count(*) AS n FROM pg_index WHERE indrelid IN ($1::regclass, $2::regclass)]], i, p))
+    assert.is_true(keys[1].n >= 4)
+    local fk = assert(conn:exec("SELECT count(*) AS n FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'f'", p))
+    assert.equal(1, fk[1].n)
+    local stray = assert(conn:exec("SELECT relname FROM pg_class WHERE relname IN ($1, $2)",
+                                   (i:gsub("_p_", "_s_")), (p:gsub("_p_", "_s_"))))
+    assert.equal(0, #stray)
+  end)
+
+  it("drops the staging tables a killed load left, and loads", function()
+    local dir = helper.tmpdir("stale")
+    helper.write(dir .. "/a", "a")
+    local h = medium(dir)
+    local i, p = db.partition_names(h)
+    local si, sp = i:gsub("_p_", "_s_"), p:gsub("_p_", "_s_")
+    -- what a load killed between its walk and its swap leaves behind
+    assert(conn:exec(("CREATE TABLE %s (LIKE inode)"):format(si)))
+    assert(conn:exec(("CREATE TABLE %s (LIKE path)"):format(sp)))
+    assert(conn:exec(("INSERT INTO %s (medium_hash, fs_index, path, ino) VALUES ($1, 0, 'junk', 1)"):format(sp), h))
+    local s = assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }))
+    assert.equal(2, s.entries)
+    assert.equal(0, #assert(conn:exec("SELECT relname FROM pg_class WHERE relname IN ($1, $2)", si, sp)))
+    assert.equal(0, rows(h, "SELECT count(*) AS n FROM PATH WHERE path = 'junk'")[1].n)
   end)
 
   it("keeps two filesystems with the same inode numbers apart", function()

@@ -126,6 +126,31 @@ describe("ntt.core.pg", function()
     assert.equal("42703", state)
   end)
 
+  it("sends a script and waits for it later, while another connection works", function()
+    if not need_db() then return end
+    local other = assert(pg.connect(url))
+    local util = require "ntt.core.util"
+    assert(conn:send("SELECT pg_sleep(0.3); SELECT 42 AS answer"))
+    assert.has_error(function() conn:exec("SELECT 1") end, "pg: the statement sent before has not been waited for")
+    assert.has_error(function() conn:send("SELECT 1") end)
+    local t0 = util.monotonic()
+    assert.equal(7, assert(other:exec("SELECT 7 AS n"))[1].n)
+    assert.is_true(util.monotonic() - t0 < 0.25, "send did not return at once")
+    local r = assert(conn:wait())
+    assert.is_true(util.monotonic() - t0 >= 0.25, "wait returned before the statement ended")
+    assert.equal(42, r[1].answer)
+    assert.has_error(function() conn:wait() end, "pg: wait: nothing was sent")
+    assert(conn:send("SELECT nope"))
+    local none, msg, state = conn:wait()
+    assert.is_nil(none)
+    assert.matches("nope", msg)
+    assert.equal("42703", state)
+    assert.equal(1, assert(conn:exec("SELECT 1 AS one"))[1].one)    -- usable again
+    assert(conn:send("SELECT 1"))
+    conn:close()                                                      -- closes with a statement in flight
+    other:close()
+  end)
+
   it("commits and rolls back transactions", function()
     if not need_db() then return end
     assert(conn:exec("CREATE TEMP TABLE x (a int)"))

@@ -27,6 +27,10 @@
  *     opts.threads, opts.stall_timeout, opts.batch   walk settings
  *     opts.ignore       array of regular expressions; the first that matches
  *                       a path puts "ignore:<pattern>" in its exclude column
+ *     opts.freeze       rows go in frozen (COPY FREEZE: both tables must have
+ *                       been made in the current transaction), so that the
+ *                       first reads after commit need not set hint bits on,
+ *                       and so rewrite, every page
  *     opts.progress     function(entries, dirs) called once per batch
  *   stats = { rows=, entries=, dirs=, excluded=, inodes=, files=, stalled=bool, stalled_path=,
  *             interrupted=bool, seconds=, errors={ {path=, err=, msg=}... },
@@ -256,6 +260,8 @@ static int load_walk(lua_State *L)
     if (!lua_isnil(L, -1)) o.stall_timeout = luaL_checknumber(L, -1);
     lua_getfield(L, 2, "batch");
     if (!lua_isnil(L, -1)) o.batch = (int)luaL_checkinteger(L, -1);
+    lua_getfield(L, 2, "freeze");
+    const char *freeze = lua_toboolean(L, -1) ? ", FREEZE" : "";
     lua_getfield(L, 2, "progress");
     int progress = lua_isfunction(L, -1) ? lua_gettop(L) : 0;
 
@@ -273,10 +279,10 @@ static int load_walk(lua_State *L)
     char isql[600], psql[600];
     snprintf(isql, sizeof isql,
              "COPY %s (medium_hash, fs_index, ino, state, reason, size, mode, nlink, mtime_ns, fs_type,"
-             " dir_key, link_target) FROM STDIN (FORMAT binary)", itable);
+             " dir_key, link_target) FROM STDIN (FORMAT binary%s)", itable, freeze);
     snprintf(psql, sizeof psql,
-             "COPY %s (medium_hash, fs_index, path, ino, parent_ino, exclude_reason) FROM STDIN (FORMAT binary)",
-             ptable);
+             "COPY %s (medium_hash, fs_index, path, ino, parent_ino, exclude_reason) FROM STDIN (FORMAT binary%s)",
+             ptable, freeze);
     ntt_copybuf ib, pb;
     ntt_copybuf_init(&ib);
     ntt_copybuf_init(&pb);

@@ -23,6 +23,11 @@
  *       a lost connection gives SQLSTATE "08006".  On SIGINT/SIGTERM a
  *       running statement gets 2 s, then is cancelled: nil, "interrupted", "EINTR".
  *   Conn:exec_script(sql) -> result of the last statement | nil, msg, SQLSTATE
+ *   Conn:send(sql) -> true | nil, msg, SQLSTATE   starts a script (no
+ *       parameters) and returns at once, so that the server works on it
+ *       while the caller does something else (another connection's work);
+ *       Conn:wait() -> what exec_script would have returned.  Until then
+ *       the connection takes nothing else (raises).
  *   Conn:begin() / :commit() / :rollback() -> true | nil, msg, SQLSTATE
  *   Conn:copy_in(sql) -> Copy | nil, msg, SQLSTATE   (sql: COPY ... FROM STDIN)
  *   Copy:put(data) -> true | nil, msg, SQLSTATE
@@ -68,6 +73,7 @@ typedef struct {
     notice *head, *tail;   /* queued by the receiver, drained in Lua */
     int nqueued, dropped;
     int has_callback;
+    int sent;              /* a send() awaits its wait() */
 } PgConn;
 
 typedef struct {
@@ -161,6 +167,8 @@ static PgConn *pg_check(lua_State *L, int idx)
     PgConn *pc = luaL_checkudata(L, idx, CONN_MT);
     if (!pc->conn)
         luaL_error(L, "pg: connection is closed");
+    if (pc->sent)
+        luaL_error(L, "pg: the statement sent before has not been waited for");
     return pc;
 }
 
@@ -506,6 +514,32 @@ static int conn_exec(lua_State *L)
     int cancelled;
     PGresult *res = pg_collect(pc->conn, PQsendQueryParams(pc->conn, sql, np, types, vals, lens, fmts, 0),
                                &cancelled);
+    return pg_finish(L, pc, res, cancelled);
+}
+
+static int conn_send(lua_State *L)
+{
+    PgConn *pc = pg_check(L, 1);
+    const char *sql = luaL_checkstring(L, 2);
+    if (pc->sent)
+        return luaL_error(L, "pg: send: the statement sent before has not been waited for");
+    if (!PQsendQuery(pc->conn, sql))
+        return pg_fail_res(L, pc->conn, NULL);
+    pc->sent = 1;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int conn_wait(lua_State *L)
+{
+    PgConn *pc = luaL_checkudata(L, 1, CONN_MT);
+    if (!pc->conn)
+        return luaL_error(L, "pg: connection is closed");
+    if (!pc->sent)
+        return luaL_error(L, "pg: wait: nothing was sent");
+    pc->sent = 0;
+    int cancelled;
+    PGresult *res = pg_collect(pc->conn, 1, &cancelled);
     return pg_finish(L, pc, res, cancelled);
 }
 
@@ -937,9 +971,11 @@ static const luaL_Reg conn_methods[] = {
     { "notices", conn_notices },
     { "on_notice", conn_on_notice },
     { "rollback", conn_rollback },
+    { "send", conn_send },
     { "server_version", conn_server_version },
     { "status", conn_status },
     { "url", conn_url },
+    { "wait", conn_wait },
     { NULL, NULL }
 };
 
