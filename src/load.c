@@ -47,7 +47,9 @@
 #include "pg.h"
 #include "walk.h"
 
+#ifndef FLUSH_AT
 #define FLUSH_AT (4 * 1024 * 1024)
+#endif
 
 struct ignore {
     regex_t *re;

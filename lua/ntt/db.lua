@@ -17,7 +17,8 @@
 --   db.array(list [, n])     -> '{...}' array literal for a $n::type[] parameter
 --   db.valid_hash(h)         -> boolean  (^[0-9a-f]{16,64}$)
 --   db.partition_names(h)    -> inode name, path name (from the full hash)
---   db.ensure_partitions(conn, h) -> inode name, path name | nil, msg, code
+--   db.ensure_partitions(conn, h [, {create=false}]) -> inode name, path name, exists
+--       | nil, msg, code   (create=false only checks: a load makes its own)
 local pg = require "ntt.core.pg"
 local embed = require "ntt.core.embed"
 local proc = require "ntt.core.proc"
@@ -232,7 +233,8 @@ function M.partition_names(h)
   return "inode_h_" .. d, "path_h_" .. d
 end
 
-function M.ensure_partitions(conn, h)
+function M.ensure_partitions(conn, h, opts)
+  local create = not (opts and opts.create == false)
   if not M.valid_hash(h) then
     return nil, ("invalid medium hash %q (want 16-64 lowercase hex)"):format(tostring(h)), "EINVAL"
   end
@@ -260,17 +262,18 @@ function M.ensure_partitions(conn, h)
     end
     local lit = conn:escape_literal(h)
     local qi, qp = conn:escape_identifier(iname), conn:escape_identifier(pname)
-    if have.inode and have.path then return iname, pname end
+    if have.inode and have.path then return iname, pname, true end
     if have.inode or have.path then
       return nil, ("medium %s has only one of its partitions %s/%s"):format(h, iname, pname), "EEXIST"
     end
+    if not create then return iname, pname, false end
     for _, t in ipairs { { qi, "inode" }, { qp, "path" } } do
       r, err, code = conn:exec(("CREATE TABLE %s PARTITION OF %s FOR VALUES IN (%s)"):format(t[1], t[2], lit))
       if not r then return nil, err, code end
     end
     r, err, code = conn:exec("SELECT ntt_partition_keys($1::regclass, $2::regclass)", qi, qp)
     if not r then return nil, err, code end
-    return iname, pname
+    return iname, pname, true
   end)
 end
 

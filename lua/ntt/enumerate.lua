@@ -43,12 +43,14 @@ end
 --      it commits.  Tables made and filled in one transaction need no WAL
 --      for their rows when wal_level is minimal (the private cluster's).
 --   2. the inode keys and the path keys are built at the same time, one
---      connection each (PostgreSQL builds each index once, by sorting).
---   3. one short transaction drops the medium's old partitions (--replace),
---      renames the staging tables to the partitions' names, attaches them
---      (the CHECK lets ATTACH skip its scan) and adds path -> inode NOT VALID
---      (consistent by construction: both come from the same walk rows;
---      enforced for every later change), and sets enum_done.
+--      connection each (PostgreSQL builds each index once, by sorting); the
+--      inode keys in the transaction that then
+--   3. drops the medium's old partitions (--replace), renames the staging
+--      tables to the partitions' names, attaches them (the CHECK lets ATTACH
+--      skip its scan) and adds path -> inode NOT VALID (consistent by
+--      construction: both come from the same walk rows; enforced for every
+--      later change), and sets enum_done.  The medium's partitions and the
+--      parent tables are locked only for this last part.
 -- Until step 3 commits, the medium's partitions are untouched: a failed or
 -- interrupted load leaves the old rows (or none) and drops its staging
 -- tables; staging tables a killed process left are dropped by the next load
@@ -62,39 +64,28 @@ local function drop_staging(conn, si, sp)
   conn:exec(("DROP TABLE IF EXISTS %s, %s"):format(si, sp))
 end
 
-local function existing_rows(conn, pt)
-  return q(conn, ("SELECT count(*) AS n FROM %s"):format(pt))[1].n
+local function existing_rows(conn, pname)
+  local r = q(conn, "SELECT to_regclass($1) IS NOT NULL AS present", conn:escape_identifier(pname))
+  if not r[1].present then return 0 end
+  return q(conn, ("SELECT count(*) AS n FROM %s"):format(conn:escape_identifier(pname)))[1].n
 end
 
--- Step 2: the inode keys here, the path keys on a second connection at the
--- same time (one after the other when no second connection can be had).
-local function build_keys(conn, si, sp)
+-- Step 2 starts the path keys on a second connection (nil when none can be
+-- had: then they are built here, one after the other).
+local function start_path_keys(conn, path_keys)
   local pg = require "ntt.core.pg"
-  local settings = "SET statement_timeout = '30min'; SET maintenance_work_mem = '256MB'; "
-  local path_keys = ("SELECT ntt_path_keys(%s::regclass)"):format(conn:escape_literal(sp))
-  local inode_keys = ("SELECT ntt_inode_keys(%s::regclass)"):format(conn:escape_literal(si))
   local other = pg.connect(conn:url())
-  if other and not other:send(settings .. path_keys) then other:close(); other = nil end
-  local ok, res = pcall(db.tx, conn, function()
-    q(conn, "SET LOCAL statement_timeout = '30min'")
-    q(conn, "SET LOCAL maintenance_work_mem = '256MB'")
-    q(conn, inode_keys)
-    if not other then q(conn, path_keys) end
-    return true
-  end)
-  local oerr
-  if other then
-    local r, err, code = other:wait()
-    if not r then oerr = { db = true, msg = err, code = code } end
+  if not other then return nil end
+  if not other:send("SET statement_timeout = '30min'; SET maintenance_work_mem = '256MB'; " .. path_keys) then
     other:close()
+    return nil
   end
-  if not ok then error(res, 0) end
-  if oerr then error(oerr, 0) end
+  return other
 end
 
 function M.load(conn, hash, roots, opts)
   opts = opts or {}
-  local iname, pname = db.ensure_partitions(conn, hash)
+  local iname, pname = db.ensure_partitions(conn, hash, { create = false })
   if not iname then return nil, pname end
   local t0 = util.monotonic()
   local summary = { entries = 0, inodes = 0, files = 0, excluded = 0, errors = {}, duplicates = {}, mountpoints = {},
@@ -112,7 +103,7 @@ function M.load(conn, hash, roots, opts)
     -- 1. walk into the staging tables
     local r1, e1, c1 = db.tx(conn, function()
       q(conn, "SET LOCAL statement_timeout = '30min'")
-      local existing = existing_rows(conn, pt)
+      local existing = existing_rows(conn, pname)
       if existing > 0 then
         if not opts.replace then return refuse(existing) end
         summary.replaced = existing
@@ -156,13 +147,24 @@ function M.load(conn, hash, roots, opts)
     end)
     if not r1 then return nil, e1, c1 end
     staged = true
-    -- 2. keys, two at a time
-    build_keys(conn, si, sp)
-    -- 3. swap in
-    return db.tx(conn, function()
-      q(conn, "SET LOCAL statement_timeout = '10min'")
+    -- 2. keys, two at a time: the path keys on another connection, the
+    -- inode keys here, in the transaction that then 3. swaps them in
+    local path_keys = ("SELECT ntt_path_keys(%s::regclass)"):format(conn:escape_literal(sp))
+    local other = start_path_keys(conn, path_keys)
+    local function other_done()
+      if not other then return end
+      local r, err, code = other:wait()
+      other:close()
+      other = nil
+      if not r then error({ db = true, msg = err, code = code }, 0) end
+    end
+    local ok2, r2, e2, c2 = pcall(db.tx, conn, function()
+      q(conn, "SET LOCAL statement_timeout = '30min'")
+      q(conn, "SET LOCAL maintenance_work_mem = '256MB'")
+      q(conn, ("SELECT ntt_inode_keys(%s::regclass)"):format(conn:escape_literal(si)))
+      if other then other_done() else q(conn, path_keys) end
       q(conn, "SELECT pg_advisory_xact_lock($1, $2)", db.LOCK_NS, db.LOCK_PARTITIONS)
-      local existing = existing_rows(conn, pt)
+      local existing = existing_rows(conn, pname)
       if existing > 0 and not opts.replace then return refuse(existing) end
       q(conn, ("DROP TABLE IF EXISTS %s, %s"):format(pt, it))
       q(conn, ("ALTER TABLE %s RENAME TO %s"):format(si, it))
@@ -173,6 +175,9 @@ function M.load(conn, hash, roots, opts)
       q(conn, "UPDATE medium SET enum_done = now() WHERE medium_hash = $1", hash)
       return true
     end)
+    if other then pcall(other_done) end
+    if not ok2 then error(r2, 0) end
+    return r2, e2, c2
   end)
   if not (ok and res) and staged then drop_staging(conn, si, sp) end
   if not ok then
