@@ -3,13 +3,16 @@
 -- Started by `ntt run --workers N` (or by hand, on this or another machine
 -- sharing the database and the store): mounts the medium (the helper's
 -- lock makes that the existing mount), then claims and copies batches until
--- nothing of the medium is pending.
+-- nothing of the medium is pending; then prints its counts as one JSON
+-- line on stdout.
 local usage = [[
 usage: ntt worker POLICY HASH
 
 Claims and copies batches of medium HASH's pending files until none is left.
 Several workers (processes or machines sharing the database and the store)
 cooperate through their claims.]]
+
+local COUNTS = { "files", "copied", "new", "deduplicated", "skipped", "failed", "damaged", "bytes" }
 
 local function main(args)
   local ntt = require "ntt"
@@ -51,6 +54,11 @@ local function main(args)
   if not stats then log:error("copy_failed", { error = cerr }, tostring(cerr)); log:close(); return 2 end
   log:info("worker_done", { medium = medium.hash, files = stats.files, copied = stats.copied })
   log:close()
+  -- The counts, one JSON line, for the `ntt run` that started this worker
+  -- (its summary covers every worker's files).
+  local counts = { reasons = stats.reasons }
+  for _, k in ipairs(COUNTS) do counts[k] = stats[k] end
+  io.write(require("ntt.json").encode(counts), "\n")
   return 0
 end
 

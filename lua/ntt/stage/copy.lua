@@ -13,6 +13,7 @@ local mount = require "ntt.mount"
 local progress = require "ntt.progress"
 local proc = require "ntt.core.proc"
 local db = require "ntt.db"
+local json = require "ntt.json"
 
 local M = {}
 
@@ -79,14 +80,28 @@ function M.run(ctx)
   local children = {}
   local workers = ctx.workers or 1
   for _ = 2, workers do
-    local p = proc.spawn { argv = { self_binary(), "worker", ctx.policy_path, m.hash }, stdout = "null" }
-    if p then children[#children + 1] = { proc = p, pid = p:pid() } end
+    local out = os.tmpname()   -- the worker's counts, one JSON line
+    local p = proc.spawn { argv = { self_binary(), "worker", ctx.policy_path, m.hash }, stdout = out }
+    if p then children[#children + 1] = { proc = p, pid = p:pid(), out = out } else os.remove(out) end
   end
   local pg = (ctx.policy.progress or {})
   local pr = progress.new { label = "copy " .. (m.human or m.hash), total = pending,
                             interval = pg.interval, bar = pg.bar }
   local opts = M.setup(ctx)
-  opts.on_batch = function(s) pr:set(s.files, s.bytes) end
+  if #children == 0 then
+    opts.on_batch = function(s) pr:set(s.files, s.bytes) end
+  else
+    -- Other processes copy too: the medium's rows say how far all got
+    -- (counted at most once per progress interval: it reads the table).
+    local last, interval = -math.huge, pg.interval or 5
+    opts.on_batch = function(s)
+      local now = require("ntt.core.util").monotonic()
+      if now - last < interval then return end
+      last = now
+      local r = conn:exec(("SELECT count(*) AS n FROM %s WHERE state <> 'pending'"):format(it))
+      if r then pr:set(math.max(0, r[1].n - (ok_part[1].n - pending)), s.bytes) end
+    end
+  end
   -- A worker that died leaves its batch claimed: hand it back now rather
   -- than after its lease, and say so.
   local function reaped(p, how, code)
@@ -111,7 +126,26 @@ function M.run(ctx)
   for _, c in ipairs(children) do
     if not c.reaped then reaped(c, c.proc:wait()) end
   end
-  if not stats then return nil, err end
+  if not stats then
+    for _, c in ipairs(children) do os.remove(c.out) end
+    return nil, err
+  end
+  stats.reasons = stats.reasons or {}
+  for _, c in ipairs(children) do
+    local f = io.open(c.out, "rb")
+    local line = f and f:read("l")
+    if f then f:close() end
+    os.remove(c.out)
+    local w = line and json.decode(line)
+    if type(w) == "table" then
+      for _, k in ipairs { "files", "copied", "new", "deduplicated", "skipped", "failed", "damaged", "bytes" } do
+        stats[k] = (stats[k] or 0) + (tonumber(w[k]) or 0)
+      end
+      for r, n in pairs(type(w.reasons) == "table" and w.reasons or {}) do
+        stats.reasons[r] = (stats.reasons[r] or 0) + (tonumber(n) or 0)
+      end
+    end
+  end
   for _, k in ipairs { "copied", "new", "deduplicated", "skipped", "failed", "damaged", "bytes" } do
     ctx.counts[k] = (ctx.counts[k] or 0) + stats[k]
   end
