@@ -232,6 +232,51 @@ describe("ntt run", function()
     assert.equal(7, check_store(home))
   end)
 
+  it("salvages a damaged file on request: readable bytes stored, unrescued ranges as zeros, still damaged", function()
+    local dir = helper.tmpdir("salvage")
+    local files = {}
+    for i = 1, 4 do files[("f%d.bin"):format(i)] = (string.char(96 + i)):rep(256 * 1024) .. tag end
+    local img = images.ext(dir .. "/disk.img", { size_mb = 8, block = 4096, files = files })
+    -- the map says the middle 64 KiB of f3's data were never read
+    local r = helper.sh { "debugfs", "-R", "blocks /f3.bin", img }
+    local blocks = {}
+    for b in r.stdout:gmatch("%d+") do blocks[#blocks + 1] = tonumber(b) end
+    assert.is_true(#blocks >= 64, r.stdout)
+    local lo = blocks[17] * 4096
+    local hi = (blocks[32] + 1) * 4096
+    assert.equal(16 * 4096, hi - lo, "f3's blocks 17-32 are contiguous")
+    images.mapfile(dir .. "/disk.map", { { 0, lo, "+" }, { lo, hi - lo, "-" }, { hi, 8 * MiB - hi, "+" } })
+    local home = dir .. "/home"
+    r = run(home, { policy(dir, '{ copy = { damaged = "salvage" } }'), img })
+    assert.equal(1, r.code, r.stderr .. r.stdout)
+    assert.matches("damaged:%s+1 %(1 salvaged", r.stdout)
+    local h = medium_of(img)
+    local damaged
+    for _, row in ipairs(inodes(h)) do
+      if row.state == "damaged" then
+        assert.is_nil(damaged)
+        damaged = row
+      elseif row.state ~= "non_file" then
+        assert.equal("copied", row.state)
+      end
+    end
+    assert.truthy(damaged)
+    assert.matches("salvaged", damaged.reason)
+    local d = json.decode(damaged.damage)
+    assert.equal(1, #d)
+    assert.equal(16 * 4096, d[1].file_offset)
+    assert.equal(16 * 4096, d[1].length)
+    -- the blob: f3 with exactly the unrescued range as zeros (the honest
+    -- view would have failed the copy had the engine read the hole)
+    local want = files["f3.bin"]
+    want = want:sub(1, 16 * 4096) .. ("\0"):rep(16 * 4096) .. want:sub(32 * 4096 + 1)
+    assert.equal(hash.sum(want), damaged.blobid)
+    local blob = ("%s/store/by-hash/%s/%s/%s"):format(home, damaged.blobid:sub(1, 2), damaged.blobid:sub(3, 4),
+                                                      damaged.blobid)
+    assert.equal(hash.sum(want), (assert(hash.file(blob))))
+    assert.equal(4, check_store(home))
+  end)
+
   it("copies a plain directory tree as a directory medium with one thread", function()
     local dir = helper.tmpdir("dirmed")
     local src = dir .. "/roms"

@@ -6,7 +6,10 @@
  * Lua API (ntt.core.copy):
  *   batch(store, items [, opts]) -> results
  *     items: array of {root = fs_root_path, path = raw relative bytes,
- *            size = expected size, id = any value (echoed back)}
+ *            size = expected size, id = any value (echoed back),
+ *            zero = optional sorted list of {offset=, length=}: byte
+ *            ranges stored as zeros and never read (salvage of a file
+ *            over unrescued areas of an image)}
  *     opts:  threads = n (default 1), durability = "batch" (default) |
  *            "fsync" | "none", buffer = bytes per thread (default 1 MiB),
  *            trace = true (adds t0, t1, thread to each result)
@@ -67,6 +70,8 @@ struct item {
     char *path;
     size_t pathlen, dirlen;
     long long size;
+    long long *zoff, *zlen;     /* ranges stored as zeros, not read (sorted) */
+    size_t nzero;
     int status, err, is_new, commit, thread;
     long long offset;
     unsigned long long bytes;
@@ -190,6 +195,7 @@ static void copy_one(struct job *job, struct item *it, uint8_t *buf)
     if ((unsigned long long)sb.st_size > job->bufsize)
         posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     ntt_blake3_init(&b3);
+    size_t zi = 0;              /* next zero range that may lie ahead */
     for (;;) {
         if (ntt_interrupted) {
             fail_item(it, EINTR, "interrupted");
@@ -199,7 +205,25 @@ static void copy_one(struct job *job, struct item *it, uint8_t *buf)
             fail_item(it, err, "batch stopped: store: %s", strerror(err));
             goto out;
         }
-        ssize_t r = read(fd, buf + fill, job->bufsize - fill);
+        ssize_t r;
+        size_t want = job->bufsize - fill;
+        while (zi < it->nzero && (unsigned long long)(it->zoff[zi] + it->zlen[zi]) <= total)
+            zi++;
+        if (zi < it->nzero && total >= (unsigned long long)it->zoff[zi]) {
+            /* Salvage: a range known to be unreadable is stored as zeros;
+             * the source is never asked for it (nor past its end). */
+            unsigned long long left = (unsigned long long)(it->zoff[zi] + it->zlen[zi]) - total;
+            unsigned long long upto = (unsigned long long)it->size > total ? (unsigned long long)it->size - total : 0;
+            size_t z = (size_t)(left < want ? left : want);
+            if (z > upto)
+                z = (size_t)upto;
+            memset(buf + fill, 0, z);
+            r = (ssize_t)z;
+        } else {
+            if (zi < it->nzero && (unsigned long long)it->zoff[zi] - total < want)
+                want = (size_t)((unsigned long long)it->zoff[zi] - total);
+            r = it->nzero ? pread(fd, buf + fill, want, (off_t)total) : read(fd, buf + fill, want);
+        }
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -362,8 +386,11 @@ static void job_free(struct job *job)
 {
     pthread_mutex_destroy(&job->mu);
     pthread_cond_destroy(&job->cv);
-    for (size_t i = 0; i < job->n; i++)
+    for (size_t i = 0; job->items && i < job->n; i++) {
         free(job->items[i].path);
+        free(job->items[i].zoff);
+        free(job->items[i].zlen);
+    }
     for (size_t r = 0; r < job->nroots; r++)
         if (job->rootfds[r] >= 0)
             close(job->rootfds[r]);
@@ -511,7 +538,24 @@ static size_t job_build(lua_State *L, struct job **out)
             luaL_error(L, "copy: item %d needs string root and path", (int)i);
         if (lua_getfield(L, -3, "size") != LUA_TNUMBER || !lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
             luaL_error(L, "copy: item %d needs an integer size >= 0", (int)i);
-        lua_pop(L, 4);
+        int zt = lua_getfield(L, -4, "zero");
+        if (zt != LUA_TNIL) {
+            if (zt != LUA_TTABLE)
+                luaL_error(L, "copy: item %d: zero must be a list of {offset=, length=}", (int)i);
+            long long end = 0;
+            for (lua_Integer k = 1; lua_rawgeti(L, -1, k) != LUA_TNIL; k++) {
+                lua_getfield(L, -1, "offset");
+                lua_getfield(L, -2, "length");
+                if (!lua_isinteger(L, -2) || !lua_isinteger(L, -1) || lua_tointeger(L, -2) < end ||
+                    lua_tointeger(L, -1) < 1)
+                    luaL_error(L, "copy: item %d: zero[%d] must have integer offset >= the previous "
+                               "range's end and length >= 1", (int)i, (int)k);
+                end = lua_tointeger(L, -2) + lua_tointeger(L, -1);
+                lua_pop(L, 3);
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 5);
     }
     /* Nothing raises from here on but out-of-memory, after freeing. */
     struct job *job = calloc(1, sizeof *job);
@@ -548,7 +592,23 @@ static size_t job_build(lua_State *L, struct job **out)
         it->dirlen = slash ? (size_t)(slash - it->path) : 0;
         it->size = (long long)lua_tointeger(L, -1);
         job->order[i] = i;
-        lua_pop(L, 4);          /* names[] point into item strings still held by items */
+        if (lua_getfield(L, -4, "zero") == LUA_TTABLE && (it->nzero = lua_rawlen(L, -1)) > 0) {
+            it->zoff = calloc(it->nzero, sizeof *it->zoff);
+            it->zlen = calloc(it->nzero, sizeof *it->zlen);
+            if (!it->zoff || !it->zlen)
+                oom = 1;
+            for (size_t k = 0; k < it->nzero && !oom; k++) {
+                lua_rawgeti(L, -1, (lua_Integer)k + 1);
+                lua_getfield(L, -1, "offset");
+                lua_getfield(L, -2, "length");
+                it->zoff[k] = (long long)lua_tointeger(L, -2);
+                it->zlen[k] = (long long)lua_tointeger(L, -1);
+                lua_pop(L, 3);
+            }
+        } else {
+            it->nzero = 0;
+        }
+        lua_pop(L, 5);          /* names[] point into item strings still held by items */
     }
     free(names);
     if (!oom) {

@@ -5,8 +5,10 @@
 --     opts = { db=, log=, policy=, medium={hash=, human=, image_path=, map_path=},
 --              roots={ {fs_index=, root=} }, devices={ "loop3", ... },
 --              map=parsed mapfile or nil, worker=id, store_root=, remount=function() -> roots,
+--              damage_of=function(item) -> damaged ranges, salvage=bool (store those
+--              files with their damaged ranges as zeros; the row stays damaged),
 --              on_batch=function(stats) after each batch, idle=function() while others hold claims }
---   stats = { files=, copied=, new=, deduplicated=, skipped=, failed=, damaged=,
+--   stats = { files=, copied=, new=, deduplicated=, skipped=, failed=, damaged=, salvaged=,
 --             bytes=, seconds=, batches=, claim_seconds=, reasons={reason -> n} }
 --
 -- Claims: one short transaction takes up to copy.batch pending inodes in
@@ -109,7 +111,7 @@ function M.run(o)
   local ctl = cp.adapt and concurrency.controller { threads = threads, max = math.max(threads, 16) } or nil
   local kernel, kerr = kmsg.open()
   local kernel_lines = {}
-  local stats = { files = 0, copied = 0, new = 0, deduplicated = 0, skipped = 0, failed = 0, damaged = 0,
+  local stats = { files = 0, copied = 0, new = 0, deduplicated = 0, skipped = 0, failed = 0, damaged = 0, salvaged = 0,
                   bytes = 0, batches = 0, claim_seconds = 0, reasons = {}, threads = threads,
                   fs_kind = probe.kind }
   local t_start = util.monotonic()
@@ -171,7 +173,12 @@ function M.run(o)
                               reason = ("filesystem p%d is not mounted"):format(r.fs_index) }
       elseif o.damage_of then
         local ranges = o.damage_of(item)
-        if ranges and #ranges > 0 then
+        if ranges and #ranges > 0 and o.salvage then
+          -- The readable bytes are stored, the unrescued ranges as zeros
+          -- (never read), and the row stays damaged with its ranges.
+          item.damage = ranges
+          items[#items + 1] = item
+        elseif ranges and #ranges > 0 then
           final[#final + 1] = { fs_index = r.fs_index, ino = r.ino, state = "damaged",
                                 reason = "overlaps unrescued areas of the image", damage = json.array(ranges) }
         else
@@ -188,6 +195,12 @@ function M.run(o)
     local batch = {}
     for i, item in ipairs(list) do
       batch[i] = { root = roots[item.fs_index], path = item.path, size = item.size, id = i }
+      if item.damage then
+        local zero = {}
+        for k, d in ipairs(item.damage) do zero[k] = { offset = d.file_offset, length = d.length } end
+        table.sort(zero, function(a, b) return a.offset < b.offset end)
+        batch[i].zero = zero
+      end
     end
     return batch
   end
@@ -227,7 +240,12 @@ function M.run(o)
       local nerr = 0
       for i, res in ipairs(results) do
         local item = pending[i]
-        if res.ok then
+        if res.ok and item.damage then
+          final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = "damaged", blobid = res.blob,
+                                size = res.bytes, damage = json.array(item.damage),
+                                reason = "salvaged: the readable bytes are stored, the unrescued ranges as zeros" }
+          stats.salvaged = stats.salvaged + 1
+        elseif res.ok then
           final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = "copied",
                                 blobid = res.blob, size = res.bytes }
           stats.copied = stats.copied + 1

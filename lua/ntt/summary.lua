@@ -6,12 +6,12 @@ local M = {}
 -- results: pipeline results; returns the text.
 function M.format(results, seconds)
   local t = { media = 0, failed_media = 0, found = 0, copied = 0, new = 0, deduplicated = 0, skipped = 0,
-              failed = 0, damaged = 0, bytes = 0, copy_seconds = 0, reasons = {}, problems = 0 }
+              failed = 0, damaged = 0, salvaged = 0, bytes = 0, copy_seconds = 0, reasons = {}, problems = 0 }
   for _, r in ipairs(results) do
     t.media = t.media + 1
     if not r.ok then t.failed_media = t.failed_media + 1 end
     local c = r.ctx.counts
-    for _, k in ipairs { "found", "copied", "new", "deduplicated", "skipped", "failed", "damaged", "bytes" } do
+    for _, k in ipairs { "found", "copied", "new", "deduplicated", "skipped", "failed", "damaged", "salvaged", "bytes" } do
       t[k] = t[k] + (c[k] or 0)
     end
     t.copy_seconds = t.copy_seconds + (c.seconds or 0)
@@ -28,7 +28,7 @@ function M.format(results, seconds)
   table.sort(rs)
   add("skipped:      %d%s", t.skipped, #rs > 0 and (" (" .. table.concat(rs, ", ") .. ")") or "")
   add("failed:       %d", t.failed)
-  add("damaged:      %d", t.damaged)
+  add("damaged:      %d%s", t.damaged, t.salvaged > 0 and (" (%d salvaged: readable bytes stored, the rest as zeros)"):format(t.salvaged) or "")
   add("bytes:        %s", progress.bytes(t.bytes))
   local cs = t.copy_seconds
   add("copy rate:    %.0f files/s, %s/s", cs > 0 and t.copied / cs or 0, progress.bytes(cs > 0 and t.bytes / cs or 0))

@@ -12,7 +12,7 @@ Claims and copies batches of medium HASH's pending files until none is left.
 Several workers (processes or machines sharing the database and the store)
 cooperate through their claims.]]
 
-local COUNTS = { "files", "copied", "new", "deduplicated", "skipped", "failed", "damaged", "bytes" }
+local COUNTS = { "files", "copied", "new", "deduplicated", "skipped", "failed", "damaged", "salvaged", "bytes" }
 
 local function main(args)
   local ntt = require "ntt"

@@ -3,7 +3,9 @@
 -- batches from the same database.
 --
 -- Files overlapping unrescued areas of the image (mapfile + FIEMAP) are
--- recorded as damaged with their byte ranges, never stored as complete.
+-- recorded as damaged with their byte ranges, never stored as complete
+-- (copy.damaged = "salvage": their readable bytes are stored, the damaged
+-- ranges as zeros, and the row stays damaged with blob and ranges).
 -- copy_done is set only when no file of the medium is left pending.
 local copier = require "ntt.copier"
 local config = require "ntt.config"
@@ -27,7 +29,7 @@ function M.setup(ctx)
   end
   local damage_of
   local map = ctx.inspection and ctx.inspection.map
-  if map and m.size and #map:holes(m.size) > 0 and (ctx.policy.copy or {}).damaged ~= "salvage" then
+  if map and m.size and #map:holes(m.size) > 0 then
     damage_of = function(item)
       local extents = cmedia.fiemap(item.root .. "/" .. item.path)
       if not extents then return nil end
@@ -50,6 +52,7 @@ function M.setup(ctx)
   end
   return { db = ctx.db, log = ctx.log, policy = ctx.policy, medium = m, roots = ctx.roots,
            devices = devices, damage_of = damage_of, remount = remount,
+           salvage = (ctx.policy.copy or {}).damaged == "salvage",
            store_root = config.path("store") }
 end
 
@@ -138,7 +141,7 @@ function M.run(ctx)
     os.remove(c.out)
     local w = line and json.decode(line)
     if type(w) == "table" then
-      for _, k in ipairs { "files", "copied", "new", "deduplicated", "skipped", "failed", "damaged", "bytes" } do
+      for _, k in ipairs { "files", "copied", "new", "deduplicated", "skipped", "failed", "damaged", "salvaged", "bytes" } do
         stats[k] = (stats[k] or 0) + (tonumber(w[k]) or 0)
       end
       for r, n in pairs(type(w.reasons) == "table" and w.reasons or {}) do
@@ -146,7 +149,7 @@ function M.run(ctx)
       end
     end
   end
-  for _, k in ipairs { "copied", "new", "deduplicated", "skipped", "failed", "damaged", "bytes" } do
+  for _, k in ipairs { "copied", "new", "deduplicated", "skipped", "failed", "damaged", "salvaged", "bytes" } do
     ctx.counts[k] = (ctx.counts[k] or 0) + stats[k]
   end
   ctx.counts.seconds = (ctx.counts.seconds or 0) + stats.seconds
