@@ -71,8 +71,13 @@ describe("ntt-mount-helper", function()
   local HELPER = helper.sh({ "realpath", helper.build .. "/ntt-mount-helper" }).stdout:gsub("%s+$", "")
   local base = helper.tmpdir("mnt")
   local work = helper.tmpdir("img")
+  -- for this file's specs only: later spec files see the defaults again
+  local saved = { NTT_MOUNT_ROOT = os.getenv("NTT_MOUNT_ROOT"), NTT_MOUNT_HELPER = os.getenv("NTT_MOUNT_HELPER") }
   util.setenv("NTT_MOUNT_ROOT", base)
   util.setenv("NTT_MOUNT_HELPER", HELPER)
+  teardown(function()
+    for k, v in pairs(saved) do util.setenv(k, v) end
+  end)
   local mount = require "ntt.mount"
   local seq = 0
 
