@@ -50,6 +50,9 @@
 #ifndef FLUSH_AT
 #define FLUSH_AT (4 * 1024 * 1024)
 #endif
+#ifndef FLUSH_START
+#define FLUSH_START (128 * 1024)
+#endif
 
 struct ignore {
     regex_t *re;
@@ -295,6 +298,10 @@ static int load_walk(lua_State *L)
     size_t tmpcap = 0;
     long long excluded = 0, inodes = 0, files = 0, rows = 0;
     struct inoset links = { 0 };
+    /* The first COPYs are small, so the server starts on the rows while the
+     * walk is still reading directories (a small medium's whole load would
+     * otherwise wait for its end); they double up to FLUSH_AT. */
+    size_t iflush = FLUSH_START, pflush = FLUSH_START;
     int rc = 0;
     const struct ntt_walk_rec *recs;
     size_t n;
@@ -344,10 +351,14 @@ static int load_walk(lua_State *L)
             }
         }
         if (ib.failed || pb.failed) { snprintf(err, sizeof err, "out of memory"); rc = -1; break; }
-        if (ib.len >= FLUSH_AT)
+        if (ib.len >= iflush) {
             rc = flush(conn, isql, &ib, hdr, NULL, err, sizeof err, state);
-        if (rc == 0 && pb.len >= FLUSH_AT)
+            iflush = iflush < FLUSH_AT ? 2 * iflush : FLUSH_AT;
+        }
+        if (rc == 0 && pb.len >= pflush) {
             rc = flush(conn, psql, &pb, hdr, &rows, err, sizeof err, state);
+            pflush = pflush < FLUSH_AT ? 2 * pflush : FLUSH_AT;
+        }
         if (rc == 0 && progress) {
             struct ntt_walk_stats st;
             ntt_walk_stats(w, &st);
