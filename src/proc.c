@@ -313,6 +313,10 @@ static int proc_run(lua_State *L)
         if (!reaped) {
             pid_t w = waitpid(pid, &status, WNOHANG);
             if (w == pid) { reaped = 1; reaped_at = mono(); }
+            else if (w < 0 && errno == ECHILD) {
+                /* reaped elsewhere: no status, and no busy poll on its pidfd */
+                reaped = 1; reaped_at = mono(); status = 0xff00;
+            }
             else if ((deadline && mono() > deadline) || ntt_interrupted) {
                 timed_out = deadline && mono() > deadline;
                 kill(-pid, SIGKILL);
