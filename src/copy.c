@@ -547,9 +547,10 @@ static size_t job_build(lua_State *L, struct job **out)
                 lua_getfield(L, -1, "offset");
                 lua_getfield(L, -2, "length");
                 if (!lua_isinteger(L, -2) || !lua_isinteger(L, -1) || lua_tointeger(L, -2) < end ||
-                    lua_tointeger(L, -1) < 1)
+                    lua_tointeger(L, -1) < 1 || lua_tointeger(L, -2) > (1LL << 60) ||
+                    lua_tointeger(L, -1) > (1LL << 60))
                     luaL_error(L, "copy: item %d: zero[%d] must have integer offset >= the previous "
-                               "range's end and length >= 1", (int)i, (int)k);
+                               "range's end and length >= 1 (both below 2^60)", (int)i, (int)k);
                 end = lua_tointeger(L, -2) + lua_tointeger(L, -1);
                 lua_pop(L, 3);
             }

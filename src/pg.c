@@ -521,8 +521,6 @@ static int conn_send(lua_State *L)
 {
     PgConn *pc = pg_check(L, 1);
     const char *sql = luaL_checkstring(L, 2);
-    if (pc->sent)
-        return luaL_error(L, "pg: send: the statement sent before has not been waited for");
     if (!PQsendQuery(pc->conn, sql))
         return pg_fail_res(L, pc->conn, NULL);
     pc->sent = 1;
