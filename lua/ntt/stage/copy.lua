@@ -135,12 +135,15 @@ function M.run(ctx)
   end
   stats.reasons = stats.reasons or {}
   for _, c in ipairs(children) do
-    local f = io.open(c.out, "rb")
-    local line = f and f:read("l")
-    if f then f:close() end
+    -- its counts are its last line (a policy may have printed before)
+    local f, line = io.open(c.out, "rb"), nil
+    if f then
+      for l in f:lines() do if l ~= "" then line = l end end
+      f:close()
+    end
     os.remove(c.out)
-    local w = line and json.decode(line)
-    if type(w) == "table" then
+    local okj, w = pcall(json.decode, line or "")
+    if okj and type(w) == "table" then
       for _, k in ipairs { "files", "copied", "new", "deduplicated", "skipped", "failed", "damaged", "salvaged", "bytes" } do
         stats[k] = (stats[k] or 0) + (tonumber(w[k]) or 0)
       end
