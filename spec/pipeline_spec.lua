@@ -63,6 +63,32 @@ local function problems(h)
   return json.decode(r[1].p), r[1]
 end
 
+-- Rows of medium h copied so far (nil while it has no partition yet).
+local function copied(h)
+  local ok, rows = pcall(db().exec, db(), ("SELECT count(*) AS n FROM inode_p_%s WHERE state = 'copied'"):format(h))
+  return ok and rows and rows[1].n or nil
+end
+
+-- Waits (up to 60 s) until at least n rows of h are copied: the count seen, or nil.
+local function wait_copied(h, n)
+  local deadline = util.monotonic() + 60
+  while util.monotonic() < deadline do
+    local c = copied(h)
+    if c and c >= n then return c end
+    util.sleep(0.02)
+  end
+  return nil
+end
+
+-- 2000 files in 20 directories, each its own content (label, reps).
+local function many_files(label, reps)
+  local files = {}
+  for d = 1, 20 do
+    for f = 1, 100 do files[("d%02d/f%03d"):format(d, f)] = ("%s %s %d %d "):format(tag, label, d, f):rep(reps) end
+  end
+  return files
+end
+
 -- Every blob in the store hashes to its name.
 local function check_store(home)
   local r = helper.sh { "find", home .. "/store/by-hash", "-type", "f" }
@@ -292,27 +318,18 @@ describe("ntt run", function()
 
   it("loses nothing when a worker is killed mid-batch, and four workers copy each file once", function()
     local dir = helper.tmpdir("kill")
-    local files = {}
-    for d = 1, 20 do
-      for f = 1, 100 do files[("d%02d/f%03d"):format(d, f)] = ("%s %d %d "):format(tag, d, f):rep(200) end
-    end
+    local files = many_files("kill", 200)
     local img = images.ext(dir .. "/many.img", { size_mb = 64, files = files })
     local home = dir .. "/home"
     local pol = policy(dir, "{ copy = { batch = 50, lease = 2, durability = 'fsync', threads = 1 } }")
     local p = assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = { NTT_HOME = home },
                                   stdout = "null", stderr = "null" })
     local h = medium_of(img)
-    local deadline = util.monotonic() + 60
-    while util.monotonic() < deadline do
-      local ok2, rows = pcall(db().exec, db(),
-        ("SELECT count(*) AS n FROM inode_p_%s WHERE state = 'copied'"):format(h))
-      if ok2 and rows and rows[1].n >= 100 then break end
-      util.sleep(0.05)
-    end
+    wait_copied(h, 100)
     p:kill(9)
     p:wait()
     util.sleep(2.5)   -- the killed worker's lease runs out
-    local before = assert(db():exec(("SELECT count(*) AS n FROM inode_p_%s WHERE state = 'copied'"):format(h)))[1].n
+    local before = assert(copied(h))
     local r = run(home, { "--workers", "4", pol, img })
     assert.equal(0, r.code, r.stderr .. r.stdout)
     local rows = inodes(h)
@@ -429,10 +446,7 @@ describe("ntt run", function()
 
   it("remounts when the mount is taken away from outside mid-copy, and completes", function()
     local dir = helper.tmpdir("vanish-mid")
-    local files = {}
-    for d = 1, 20 do
-      for f = 1, 100 do files[("d%02d/f%03d"):format(d, f)] = ("%s mid %d %d "):format(tag, d, f):rep(100) end
-    end
+    local files = many_files("mid", 100)
     local img = images.ext(dir .. "/mid.img", { size_mb = 64, files = files })
     local home = dir .. "/home"
     -- fsync per file and one thread: slow enough to be caught mid-copy
@@ -442,13 +456,7 @@ describe("ntt run", function()
                                   stdout = "null", stderr = "null" })
     -- Once the copy is under way (and far from done), unmount the medium's
     -- filesystem from another process, as an operator or a dying driver would.
-    local deadline, copied_then = util.monotonic() + 60, nil
-    while util.monotonic() < deadline do
-      local ok2, rows = pcall(db().exec, db(),
-        ("SELECT count(*) AS n FROM inode_p_%s WHERE state = 'copied'"):format(h))
-      if ok2 and rows and rows[1].n >= 100 then copied_then = rows[1].n break end
-      util.sleep(0.02)
-    end
+    local copied_then = wait_copied(h, 100)
     assert.truthy(copied_then, "the copy never got going")
     assert.is_true(copied_then < 2000, "the copy was over before the mount could be taken away")
     local unmounted = 0

@@ -33,6 +33,9 @@ local concurrency = require "ntt.concurrency"
 
 local M = {}
 
+-- The additive counts of a copier's stats (what workers report and a run sums).
+M.COUNTS = { "files", "copied", "new", "deduplicated", "skipped", "failed", "damaged", "salvaged", "bytes" }
+
 local IO_FINDINGS = { detected_io_error = true, detected_beyond_eof = true }
 
 local function q(conn, sql, ...)

@@ -192,12 +192,15 @@ local function main()
   -- a/b as "%.2f", or "-" where a contender was left out
   local function ratio(a, b) return (a and b) and ("%.2f"):format(a / b) or "-" end
   local function rate(n, t) return t and ("%.0f"):format(n / t) or "-" end
+  -- A contender run again keeps its best time: this VM's disk times vary
+  -- by up to 2x from one run to the next.
   local function run(name, fn)
     if not wanted(name) then return end
     local dst = fresh_dest(dest_mb)
     drop_caches()
-    res[name] = timed(function() fn(dst) end)
-    print(("%-22s %8.2f s"):format(name, res[name]))
+    local t = timed(function() fn(dst) end)
+    res[name] = math.min(res[name] or math.huge, t)
+    print(("%-22s %8.2f s"):format(name, t))
     umount(dst)
     detach(DEST_IMG)
   end
@@ -216,13 +219,9 @@ local function main()
   end)
   run("ntt small", function(dst) ntt_copy(small, threads, dst) end)
   run("ntt small 1 thread", function(dst) ntt_copy(small, 1, dst) end)
-  -- Second runs: this VM's disk times vary by 2x from one run to the next;
-  -- each of ntt and cp -a gets the better of its two runs.
-  run("cp -a small (again)", function(dst) sh { "cp", "-a", src .. "/small", dst .. "/" } end)
-  run("ntt small (again)", function(dst) ntt_copy(small, threads, dst) end)
-  for _, k in ipairs { "cp -a small", "ntt small" } do
-    if res[k .. " (again)"] then res[k] = math.min(res[k], res[k .. " (again)"]) end
-  end
+  -- second runs: each of ntt and cp -a gets the better of its two
+  run("cp -a small", function(dst) sh { "cp", "-a", src .. "/small", dst .. "/" } end)
+  run("ntt small", function(dst) ntt_copy(small, threads, dst) end)
   local n = #small
   print(("small files/s: ntt %s, cp -a %s, cp -a; sync %s, rsync -a %s, cp -a+b3sum %s"):format(
     rate(n, res["ntt small"]), rate(n, res["cp -a small"]), rate(n, res["cp -a; sync small"]),
@@ -239,20 +238,17 @@ local function main()
     local argv = { "sh", "-c", 'exec cat "$@" >/dev/null', "cat" }
     for _, it in ipairs(big) do argv[#argv + 1] = src .. "/" .. it.path end
     -- Three rounds, cat and ntt in turn; each gets its best round.
-    local tcat, best = math.huge, {}
+    local tcat = math.huge
     for _ = 1, 3 do
       drop_caches()
       tcat = math.min(tcat, timed(function() sh(argv) end))
       for _, mode in ipairs { "batch", "none" } do
-        local name = mode == "batch" and "ntt big" or "ntt big, durability none"
         local saved = DURABILITY
         DURABILITY = mode
-        run(name, function(dst) ntt_copy(big, 1, dst) end)
+        run(mode == "batch" and "ntt big" or "ntt big, durability none", function(dst) ntt_copy(big, 1, dst) end)
         DURABILITY = saved
-        best[name] = math.min(best[name] or math.huge, res[name] or math.huge)
       end
     end
-    for k, v in pairs(best) do res[k] = v < math.huge and v or nil end
     print(("%-22s %8.2f s"):format("cat big (best)", tcat))
     print(("large files MB/s: ntt %s (durability none %s), cat %.0f, ratio %s (none: %s; target >= 0.9)"):format(
       rate(bytes / 1e6, res["ntt big"]), rate(bytes / 1e6, res["ntt big, durability none"]), bytes / tcat / 1e6,

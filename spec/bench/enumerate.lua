@@ -160,7 +160,6 @@ elseif mode == "drop" then
   assert(conn:exec("DROP TABLE " .. p))
   assert(conn:exec("DROP TABLE " .. i))
   conn:close()
-  io.write("0 0\n")
   os.exit(0)
 else
   local w = assert(walk.open(root, { threads = threads }))

@@ -12,8 +12,6 @@ Claims and copies batches of medium HASH's pending files until none is left.
 Several workers (processes or machines sharing the database and the store)
 cooperate through their claims.]]
 
-local COUNTS = { "files", "copied", "new", "deduplicated", "skipped", "failed", "damaged", "salvaged", "bytes" }
-
 local function main(args)
   local ntt = require "ntt"
   local util = require "ntt.core.util"
@@ -57,7 +55,7 @@ local function main(args)
   -- The counts, one JSON line, for the `ntt run` that started this worker
   -- (its summary covers every worker's files).
   local counts = { reasons = stats.reasons }
-  for _, k in ipairs(COUNTS) do counts[k] = stats[k] end
+  for _, k in ipairs(require("ntt.copier").COUNTS) do counts[k] = stats[k] end
   io.write(require("ntt.json").encode(counts), "\n")
   return 0
 end

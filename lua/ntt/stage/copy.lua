@@ -144,7 +144,7 @@ function M.run(ctx)
     os.remove(c.out)
     local okj, w = pcall(json.decode, line or "")
     if okj and type(w) == "table" then
-      for _, k in ipairs { "files", "copied", "new", "deduplicated", "skipped", "failed", "damaged", "salvaged", "bytes" } do
+      for _, k in ipairs(copier.COUNTS) do
         stats[k] = (stats[k] or 0) + (tonumber(w[k]) or 0)
       end
       for r, n in pairs(type(w.reasons) == "table" and w.reasons or {}) do
@@ -152,7 +152,7 @@ function M.run(ctx)
       end
     end
   end
-  for _, k in ipairs { "copied", "new", "deduplicated", "skipped", "failed", "damaged", "salvaged", "bytes" } do
+  for _, k in ipairs(copier.COUNTS) do
     ctx.counts[k] = (ctx.counts[k] or 0) + stats[k]
   end
   ctx.counts.seconds = (ctx.counts.seconds or 0) + stats.seconds
