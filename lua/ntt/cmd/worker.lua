@@ -10,7 +10,9 @@ usage: ntt worker POLICY HASH
 
 Claims and copies batches of medium HASH's pending files until none is left.
 Several workers (processes or machines sharing the database and the store)
-cooperate through their claims.]]
+cooperate through their claims.  When done, prints its counts (files,
+copied, new, deduplicated, skipped, failed, damaged, salvaged, bytes,
+reasons) as one JSON line on stdout.]]
 
 local function main(args)
   local ntt = require "ntt"
