@@ -188,9 +188,13 @@ describe("enumerate", function()
     helper.write(dir .. "/.cache/junk", "junk")
     helper.write(dir .. "/keep/file", "keep")
     helper.sh { "ln", dir .. "/keep/file", dir .. "/.cache/link-to-kept" }
+    helper.write(dir .. "/.cache/twin1", "twin")
+    helper.sh { "ln", dir .. "/.cache/twin1", dir .. "/.cache/twin2" }
+    helper.sh { "mkdir", "-p", dir .. "/.cache/sole" }
+    helper.write(dir .. "/.cache/sole/only", "only")
     local h = medium(dir)
     local s = assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }, { ignore = { "^\\.cache/" } }))
-    assert.equal(2, s.excluded)
+    assert.equal(6, s.excluded)   -- junk, link-to-kept, twin1, twin2, sole, sole/only
     local by = {}
     for _, r in ipairs(rows(h, "SELECT p.path, p.exclude_reason, i.state::text AS state FROM PATH p JOIN INODE i USING (fs_index, ino)")) do
       by[r.path] = r
@@ -198,9 +202,84 @@ describe("enumerate", function()
     assert.equal("ignore:^\\.cache/", by[".cache/junk"].exclude_reason)
     assert.equal("excluded", by[".cache/junk"].state)
     assert.equal("pending", by["keep/file"].state)        -- one of its paths is kept
+    assert.equal("excluded", by[".cache/twin1"].state)   -- hardlinked, every path excluded
+    assert.equal(3, s.excluded_inodes)                   -- junk, twin1/twin2, and sole/only
+    local inode_states = rows(h, "SELECT state::text AS state, count(*) AS n FROM INODE WHERE fs_type = 'f' GROUP BY 1")
+    local n_by = {}
+    for _, r in ipairs(inode_states) do n_by[r.state] = r.n end
+    assert.same({ excluded = 3, pending = 1 }, n_by)
     assert.has_error(function()
       enumerate.load(conn, medium(dir), { { fs_index = 0, root = dir } }, { ignore = { "(" } })
     end)
+  end)
+
+  it("loads the same rows on one connection as on two", function()
+    local dir = helper.tmpdir("onetwo")
+    for d = 1, 30 do
+      helper.sh { "mkdir", ("%s/d%02d"):format(dir, d) }
+      for f = 1, 40 do helper.write(("%s/d%02d/f%02d"):format(dir, d, f), tostring(d * f)) end
+    end
+    helper.sh { "ln", dir .. "/d01/f01", dir .. "/d02/hard" }
+    local function dump(h)
+      local out = {}
+      for _, r in ipairs(rows(h, [[SELECT p.path, p.parent_ino, p.exclude_reason, i.ino, i.state::text AS state,
+                                          i.size, i.nlink, i.mtime_ns, i.dir_key
+                                     FROM PATH p JOIN INODE i USING (fs_index, ino) ORDER BY p.path]])) do
+        out[#out + 1] = table.concat({ r.path, r.parent_ino or "", r.exclude_reason or "", r.ino, r.state,
+                                       r.size or "", r.nlink, r.mtime_ns,
+                                       -- a hardlinked file's directory is where the walk saw it first
+                                       r.nlink > 1 and "" or r.dir_key or "" }, "|")
+      end
+      return out
+    end
+    local h1, h2 = medium(dir), medium(dir)
+    local s1 = assert(enumerate.load(conn, h1, { { fs_index = 0, root = dir } }, { ignore = { "^d03/" } }))
+    local s2 = assert(enumerate.load(conn, h2, { { fs_index = 0, root = dir } },
+                                     { ignore = { "^d03/" }, parallel = false }))
+    assert.equal(30 * 40 + 30 + 1 + 1, s1.entries)
+    assert.equal(s1.entries, s2.entries)
+    assert.equal(s1.excluded_inodes, s2.excluded_inodes)
+    local a, b = dump(h1), dump(h2)
+    assert.equal(s1.entries, #a)
+    assert.same(a, b)
+  end)
+
+  it("refuses a second load of a medium while one runs", function()
+    local dir = helper.tmpdir("busy")
+    helper.write(dir .. "/a", "a")
+    local h = medium(dir)
+    -- the lock a running load holds, taken by another session
+    local other = assert(pg.connect(url))
+    finally(function() other:close() end)
+    assert(other:exec("SELECT pg_advisory_lock(hashtextextended($1, 0))", "ntt load " .. h))
+    local s, err, code = enumerate.load(conn, h, { { fs_index = 0, root = dir } })
+    assert.is_nil(s)
+    assert.equal("EBUSY", code)
+    assert.matches("being loaded by another process", err)
+    assert(other:exec("SELECT pg_advisory_unlock(hashtextextended($1, 0))", "ntt load " .. h))
+    assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }))
+  end)
+
+  it("reports a failing COPY with its SQLSTATE and leaves both connections usable", function()
+    local load = require "ntt.core.load"
+    local dir = helper.tmpdir("copyfail")
+    for f = 1, 2000 do helper.write(("%s/f%04d"):format(dir, f), "x") end
+    local h = medium(dir)
+    local other = assert(pg.connect(url))
+    finally(function() other:close() end)
+    local it_, pt_ = "ti_" .. tag, "tp_" .. tag
+    assert(conn:begin()); assert(other:begin())
+    assert(conn:exec(("CREATE TABLE %s (LIKE inode INCLUDING DEFAULTS)"):format(it_)))
+    -- the path table refuses every name longer than 3 bytes: fails mid-stream
+    assert(other:exec(("CREATE TABLE %s (LIKE path INCLUDING DEFAULTS, CHECK (length(path) < 4))"):format(pt_)))
+    local st, err, code = load.walk(conn, { root = dir, inode_table = it_, path_table = pt_, medium = h,
+                                            fs_index = 0, path_conn = other, freeze = true })
+    assert.is_nil(st)
+    assert.equal("23514", code)
+    assert.matches("check constraint", err)
+    assert(conn:rollback()); assert(other:rollback())
+    assert.equal(1, assert(conn:exec("SELECT 1 AS x"))[1].x)
+    assert.equal(1, assert(other:exec("SELECT 1 AS x"))[1].x)
   end)
 
   it("reports a directory that blocks forever as stalled, and ntt run exits", function()

@@ -143,9 +143,16 @@ describe("ntt run", function()
     assert.equal(hash.sum("gamma " .. tag), files["2:c.txt"])
     assert.equal(hash.sum(""), files["2:empty"])
     assert.equal(files["1:sub/dup.txt"], files["2:dup-again.txt"])
+    -- the two ext4 filesystems number their inodes alike (root 2, then 11, 12,
+    -- ...): the same numbers, kept apart by fs_index
+    local seen, shared = {}, 0
     for _, row in ipairs(inodes(h)) do
       assert.is_true(row.state == "copied" or row.state == "non_file", row.state)
+      seen[row.ino] = seen[row.ino] or {}
+      seen[row.ino][row.fs_index] = true
     end
+    for _, fss in pairs(seen) do if fss[1] and fss[2] then shared = shared + 1 end end
+    assert.is_true(shared >= 3, "inode numbers in both filesystems: " .. shared)
     assert.equal(8, check_store(home))
     local _, m = problems(h)
     assert.truthy(m.copy_done)

@@ -5,9 +5,11 @@
  * becomes a row of the medium's path table and, the first time its inode is
  * seen, a row of its inode table, both by binary COPY, so names stay raw
  * bytes end to end (no text format of our own to escape).  The two kinds
- * of rows gather in two buffers; a full buffer goes to the server as one
- * COPY of its own (one connection has one COPY at a time), so memory is
- * bounded by one walk batch plus two buffers, and nothing is loaded twice.
+ * of rows gather in two buffers (struct sink).  Given a second connection
+ * for the path rows, each table has one COPY open for the whole walk and
+ * the two servers load at once; on one connection a full buffer goes as a
+ * COPY of its own.  Memory is bounded by one walk batch plus about two
+ * buffers per table, and nothing is loaded twice.
  * Ignore patterns (POSIX extended regular expressions over the path
  * relative to the filesystem root) are applied here, per record, without
  * calling Lua.
@@ -27,12 +29,18 @@
  *     opts.threads, opts.stall_timeout, opts.batch   walk settings
  *     opts.ignore       array of regular expressions; the first that matches
  *                       a path puts "ignore:<pattern>" in its exclude column
- *     opts.freeze       rows go in frozen (COPY FREEZE: both tables must have
- *                       been made in the current transaction), so that the
- *                       first reads after commit need not set hint bits on,
- *                       and so rewrite, every page
+ *     opts.path_conn    a second connection (its own transaction, in which
+ *                       the path table was made) for the path rows
+ *     opts.freeze       rows go in frozen (COPY FREEZE: each table must have
+ *                       been made in its connection's current transaction),
+ *                       so that the first reads after commit need not set
+ *                       hint bits on, and so rewrite, every page
  *     opts.progress     function(entries, dirs) called once per batch
- *   stats = { rows=, entries=, dirs=, excluded=, inodes=, files=, stalled=bool, stalled_path=,
+ *   A file whose only path is excluded goes in as state excluded; a
+ *   hardlinked file whose first path is excluded is counted in
+ *   excluded_links (its other paths decide: the caller's SQL).
+ *   stats = { rows=, entries=, dirs=, excluded=, excluded_inodes=, excluded_links=,
+ *             inodes=, files=, stalled=bool, stalled_path=,
  *             interrupted=bool, seconds=, errors={ {path=, err=, msg=}... },
  *             duplicates={ path... }, mountpoints={ path... },
  *             error_count=, duplicate_count= }
@@ -40,6 +48,7 @@
  *   nil, "root: strerror", ERRNAME; the COPY fails -> nil, msg, SQLSTATE.
  */
 #include <errno.h>
+#include <poll.h>
 #include <regex.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,28 +222,173 @@ static const char *kind_reason(char type)
 }
 
 /*
- * Send the rows gathered in b as one COPY (sql), then empty b down to its
- * header (hdr bytes).  0, or -1 with err and the SQLSTATE in state.
+ * One table's rows on their way to the server.  A sink that shares its
+ * connection with the other sends each full buffer as a COPY of its own
+ * (one connection has one COPY at a time).  A sink with a connection of
+ * its own keeps one COPY open for the whole walk and sends without waiting
+ * (non-blocking), so both servers work on their rows at once while the walk
+ * goes on; before each buffer it waits until the previous one has left, so
+ * memory stays bounded by about two buffers per table.
  */
-static int flush(PGconn *conn, const char *sql, ntt_copybuf *b, size_t hdr, long long *rows,
-                 char *err, size_t errlen, char state[6])
+struct sink {
+    PGconn *c;
+    char sql[600];
+    ntt_copybuf b;
+    size_t hdr;          /* the binary header at the start of b */
+    size_t flush_at;
+    int stream;          /* the connection is this sink's alone */
+    int open;            /* stream: the COPY has begun */
+    long long rows;
+};
+
+static void sink_init(struct sink *s, PGconn *c, int stream)
 {
+    memset(s, 0, sizeof *s);
+    s->c = c;
+    s->stream = stream;
+    ntt_copybuf_init(&s->b);
+    ntt_copybuf_header(&s->b);
+    s->hdr = s->b.len;
+    /* The first COPYs are small, so the server starts on the rows while the
+     * walk is still reading directories (a small medium's whole load would
+     * otherwise wait for its end); they double up to FLUSH_AT. */
+    s->flush_at = FLUSH_START;
+}
+
+/* Until every byte queued on the streaming sinks has left (the servers read
+ * as fast as they load).  0, or -1 with err. */
+static int sink_drain(struct sink **s, int n, char *err, size_t errlen)
+{
+    for (;;) {
+        struct pollfd p[2];
+        PGconn *pc[2];
+        int k = 0;
+        for (int i = 0; i < n && k < 2; i++) {
+            if (!s[i]->stream || !s[i]->open) continue;
+            int r = PQflush(s[i]->c);
+            if (r < 0) {
+                snprintf(err, errlen, "%s", PQerrorMessage(s[i]->c));
+                return -1;
+            }
+            if (r == 1) {
+                pc[k] = s[i]->c;
+                p[k].fd = PQsocket(s[i]->c);
+                p[k].events = POLLOUT | POLLIN;
+                p[k].revents = 0;
+                k++;
+            }
+        }
+        if (k == 0) return 0;
+        if (poll(p, (nfds_t)k, -1) < 0 && errno != EINTR) {
+            snprintf(err, errlen, "poll: %s", strerror(errno));
+            return -1;
+        }
+        /* an error the server sends mid-COPY is read here and reported at its end */
+        for (int i = 0; i < k; i++)
+            if ((p[i].revents & (POLLIN | POLLHUP | POLLERR)) && !PQconsumeInput(pc[i])) {
+                snprintf(err, errlen, "%s", PQerrorMessage(pc[i]));
+                return -1;
+            }
+    }
+}
+
+/*
+ * Send what b holds.  A shared sink sends it as one COPY (header, rows,
+ * trailer) and empties b down to its header; a streaming sink begins its
+ * COPY the first time and queues b without waiting for the server.
+ * 0, or -1 with err and the SQLSTATE in state.
+ */
+static int sink_flush(struct sink *s, char *err, size_t errlen, char state[6])
+{
+    ntt_copybuf *b = &s->b;
+    if (b->failed) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (s->stream) {
+        if (!s->open) {
+            if (ntt_pg_copy_begin(s->c, s->sql, err, errlen, state) != 0)
+                return -1;
+            s->open = 1;
+            if (PQsetnonblocking(s->c, 1) != 0) {
+                snprintf(err, errlen, "%s", PQerrorMessage(s->c));
+                return -1;
+            }
+        }
+        if (sink_drain(&s, 1, err, errlen) != 0)
+            return -1;
+        if (PQputCopyData(s->c, b->data, (int)b->len) != 1 || PQflush(s->c) < 0) {
+            snprintf(err, errlen, "%s", PQerrorMessage(s->c));
+            return -1;
+        }
+        b->len = 0;   /* the header went with the first buffer */
+        return 0;
+    }
     long long n = 0;
-    if (ntt_pg_copy_begin(conn, sql, err, errlen, state) != 0)
+    if (ntt_pg_copy_begin(s->c, s->sql, err, errlen, state) != 0)
         return -1;
     ntt_copybuf_trailer(b);
-    int rc = b->failed ? -1 : ntt_pg_copy_send(conn, b->data, b->len, err, errlen);
+    int rc = b->failed ? -1 : ntt_pg_copy_send(s->c, b->data, b->len, err, errlen);
     if (rc && b->failed)
         snprintf(err, errlen, "out of memory");
     char err2[1024] = "";
-    int endrc = ntt_pg_copy_end(conn, rc ? err : NULL, &n, err2, sizeof err2, state);
+    int endrc = ntt_pg_copy_end(s->c, rc ? err : NULL, &n, err2, sizeof err2, state);
     if (!rc && endrc) {
         snprintf(err, errlen, "%s", err2);
         rc = -1;
     }
-    b->len = hdr;
-    if (rows)
-        *rows += n;
+    b->len = s->hdr;
+    s->rows += n;
+    return rc;
+}
+
+/* Send b when it has grown past the sink's threshold. */
+static int sink_maybe_flush(struct sink *s, char *err, size_t errlen, char state[6])
+{
+    if (s->b.len < s->flush_at && !s->b.failed)
+        return 0;
+    s->flush_at = s->flush_at < FLUSH_AT ? 2 * s->flush_at : FLUSH_AT;
+    return sink_flush(s, err, errlen, state);
+}
+
+/*
+ * The end of the walk: what is left in the buffers, then each streaming
+ * COPY's trailer and end, the two servers finishing at once.  failed: the
+ * load is abandoned (the open COPYs are ended with an error, so that the
+ * connections are usable for the ROLLBACK).  Keeps the first error.
+ */
+static int sink_finish(struct sink **s, int n, int failed, char *err, size_t errlen, char state[6])
+{
+    int rc = failed ? -1 : 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        if (s[i]->stream) {
+            ntt_copybuf_trailer(&s[i]->b);
+            rc = sink_flush(s[i], err, errlen, state);
+        } else if (s[i]->b.len > s[i]->hdr) {
+            rc = sink_flush(s[i], err, errlen, state);
+        }
+    }
+    if (rc == 0)
+        rc = sink_drain(s, n, err, errlen);
+    for (int i = 0; i < n; i++) {
+        if (!s[i]->stream || !s[i]->open) continue;
+        char err2[1024] = "", state2[6] = "";
+        long long rows = 0;
+        /* back to blocking: a failed drain leaves bytes queued, and the end must reach the server */
+        while (PQsetnonblocking(s[i]->c, 0) != 0 && PQflush(s[i]->c) >= 0) {
+            struct pollfd p = { .fd = PQsocket(s[i]->c), .events = POLLOUT | POLLIN };
+            poll(&p, 1, 1000);
+            if (p.revents & POLLIN) PQconsumeInput(s[i]->c);
+        }
+        s[i]->open = 0;
+        if (ntt_pg_copy_end(s[i]->c, rc ? "load abandoned" : NULL, &rows, err2, sizeof err2, state2) != 0
+            && rc == 0) {
+            snprintf(err, errlen, "%s", err2);
+            memcpy(state, state2, 6);
+            rc = -1;
+        }
+        s[i]->rows += rows;
+    }
     return rc;
 }
 
@@ -267,6 +421,12 @@ static int load_walk(lua_State *L)
     if (!lua_isnil(L, -1)) o.batch = (int)luaL_checkinteger(L, -1);
     lua_getfield(L, 2, "freeze");
     const char *freeze = lua_toboolean(L, -1) ? ", FREEZE" : "";
+    PGconn *pconn = NULL;
+    lua_getfield(L, 2, "path_conn");
+    if (!lua_isnil(L, -1)) {
+        pconn = ntt_pg_checkconn(L, -1);
+        if (pconn == conn) pconn = NULL;
+    }
     lua_getfield(L, 2, "progress");
     int progress = lua_isfunction(L, -1) ? lua_gettop(L) : 0;
 
@@ -281,27 +441,20 @@ static int load_walk(lua_State *L)
         ignore_free(&ig);
         return ntt_fail(L, e, root);
     }
-    char isql[600], psql[600];
-    snprintf(isql, sizeof isql,
+    struct sink is, ps;
+    sink_init(&is, conn, pconn != NULL);
+    sink_init(&ps, pconn ? pconn : conn, pconn != NULL);
+    snprintf(is.sql, sizeof is.sql,
              "COPY %s (medium_hash, fs_index, ino, state, reason, size, mode, nlink, mtime_ns, fs_type,"
              " dir_key, link_target) FROM STDIN (FORMAT binary%s)", itable, freeze);
-    snprintf(psql, sizeof psql,
+    snprintf(ps.sql, sizeof ps.sql,
              "COPY %s (medium_hash, fs_index, path, ino, parent_ino, exclude_reason) FROM STDIN (FORMAT binary%s)",
              ptable, freeze);
-    ntt_copybuf ib, pb;
-    ntt_copybuf_init(&ib);
-    ntt_copybuf_init(&pb);
-    ntt_copybuf_header(&ib);
-    ntt_copybuf_header(&pb);
-    size_t hdr = ib.len;
+    ntt_copybuf *ib = &is.b, *pb = &ps.b;
     char *tmp = NULL;
     size_t tmpcap = 0;
-    long long excluded = 0, inodes = 0, files = 0, rows = 0;
+    long long excluded = 0, excluded_inodes = 0, excluded_links = 0, inodes = 0, files = 0;
     struct inoset links = { 0 };
-    /* The first COPYs are small, so the server starts on the rows while the
-     * walk is still reading directories (a small medium's whole load would
-     * otherwise wait for its end); they double up to FLUSH_AT. */
-    size_t iflush = FLUSH_START, pflush = FLUSH_START;
     int rc = 0;
     const struct ntt_walk_rec *recs;
     size_t n;
@@ -312,53 +465,56 @@ static int load_walk(lua_State *L)
             int first = 1;
             if (r->nlink > 1 && r->type != 'd') {
                 first = inoset_add(&links, r->ino);
-                if (first < 0) { pb.failed = 1; break; }
+                if (first < 0) { pb->failed = 1; break; }
             }
             if (first) {
                 const char *reason = kind_reason(r->type);
                 inodes++;
                 if (r->type == 'f') files++;
-                ntt_copybuf_tuple(&ib, 12);
-                ntt_copybuf_field(&ib, medium, mlen);
-                ntt_copybuf_int32(&ib, fs_index);
-                ntt_copybuf_int64(&ib, (int64_t)r->ino);
-                if (r->type == 'f') ntt_copybuf_field(&ib, "pending", 7);
-                else ntt_copybuf_field(&ib, "non_file", 8);
-                if (reason) ntt_copybuf_field(&ib, reason, strlen(reason));
-                else ntt_copybuf_null(&ib);
-                ntt_copybuf_int64(&ib, r->size);
-                ntt_copybuf_int32(&ib, (int32_t)r->mode);
-                ntt_copybuf_int32(&ib, (int32_t)(r->nlink > INT32_MAX ? INT32_MAX : r->nlink));
-                ntt_copybuf_int64(&ib, r->mtime_ns);
-                ntt_copybuf_field(&ib, &r->type, 1);
-                ntt_copybuf_int64(&ib, (int64_t)r->parent);
-                if (r->target) ntt_copybuf_field(&ib, r->target, r->target_len);
-                else ntt_copybuf_null(&ib);
+                ntt_copybuf_tuple(ib, 12);
+                ntt_copybuf_field(ib, medium, mlen);
+                ntt_copybuf_int32(ib, fs_index);
+                ntt_copybuf_int64(ib, (int64_t)r->ino);
+                if (r->type == 'f' && m >= 0 && r->nlink <= 1) {
+                    /* its only path is excluded: never claimable */
+                    ntt_copybuf_field(ib, "excluded", 8);
+                    reason = "every path excluded by policy";
+                    excluded_inodes++;
+                } else if (r->type == 'f') {
+                    ntt_copybuf_field(ib, "pending", 7);
+                    if (m >= 0) excluded_links++;
+                } else {
+                    ntt_copybuf_field(ib, "non_file", 8);
+                }
+                if (reason) ntt_copybuf_field(ib, reason, strlen(reason));
+                else ntt_copybuf_null(ib);
+                ntt_copybuf_int64(ib, r->size);
+                ntt_copybuf_int32(ib, (int32_t)r->mode);
+                ntt_copybuf_int32(ib, (int32_t)(r->nlink > INT32_MAX ? INT32_MAX : r->nlink));
+                ntt_copybuf_int64(ib, r->mtime_ns);
+                ntt_copybuf_field(ib, &r->type, 1);
+                ntt_copybuf_int64(ib, (int64_t)r->parent);
+                if (r->target) ntt_copybuf_field(ib, r->target, r->target_len);
+                else ntt_copybuf_null(ib);
             }
-            ntt_copybuf_tuple(&pb, 6);
-            ntt_copybuf_field(&pb, medium, mlen);
-            ntt_copybuf_int32(&pb, fs_index);
-            ntt_copybuf_field(&pb, r->path, r->path_len);
-            ntt_copybuf_int64(&pb, (int64_t)r->ino);
-            ntt_copybuf_int64(&pb, (int64_t)r->parent);
+            ntt_copybuf_tuple(pb, 6);
+            ntt_copybuf_field(pb, medium, mlen);
+            ntt_copybuf_int32(pb, fs_index);
+            ntt_copybuf_field(pb, r->path, r->path_len);
+            ntt_copybuf_int64(pb, (int64_t)r->ino);
+            ntt_copybuf_int64(pb, (int64_t)r->parent);
             if (m >= 0) {
                 char why[600];
                 int len = snprintf(why, sizeof why, "ignore:%s", ig.src[m]);
-                ntt_copybuf_field(&pb, why, (size_t)(len < (int)sizeof why ? len : (int)sizeof why - 1));
+                ntt_copybuf_field(pb, why, (size_t)(len < (int)sizeof why ? len : (int)sizeof why - 1));
                 excluded++;
             } else {
-                ntt_copybuf_null(&pb);
+                ntt_copybuf_null(pb);
             }
         }
-        if (ib.failed || pb.failed) { snprintf(err, sizeof err, "out of memory"); rc = -1; break; }
-        if (ib.len >= iflush) {
-            rc = flush(conn, isql, &ib, hdr, NULL, err, sizeof err, state);
-            iflush = iflush < FLUSH_AT ? 2 * iflush : FLUSH_AT;
-        }
-        if (rc == 0 && pb.len >= pflush) {
-            rc = flush(conn, psql, &pb, hdr, &rows, err, sizeof err, state);
-            pflush = pflush < FLUSH_AT ? 2 * pflush : FLUSH_AT;
-        }
+        rc = sink_maybe_flush(&is, err, sizeof err, state);
+        if (rc == 0)
+            rc = sink_maybe_flush(&ps, err, sizeof err, state);
         if (rc == 0 && progress) {
             struct ntt_walk_stats st;
             ntt_walk_stats(w, &st);
@@ -370,13 +526,11 @@ static int load_walk(lua_State *L)
                 lua_pop(L, 1);   /* progress is advisory */
         }
     }
-    if (rc == 0 && (ib.failed || pb.failed)) { snprintf(err, sizeof err, "out of memory"); rc = -1; }
-    if (rc == 0 && ib.len > hdr)
-        rc = flush(conn, isql, &ib, hdr, NULL, err, sizeof err, state);
-    if (rc == 0 && pb.len > hdr)
-        rc = flush(conn, psql, &pb, hdr, &rows, err, sizeof err, state);
-    ntt_copybuf_free(&ib);
-    ntt_copybuf_free(&pb);
+    struct sink *sinks[2] = { &is, &ps };
+    rc = sink_finish(sinks, 2, rc, err, sizeof err, state);
+    long long rows = ps.rows;
+    ntt_copybuf_free(ib);
+    ntt_copybuf_free(pb);
     free(links.slot);
     free(tmp);
     ignore_free(&ig);
@@ -396,6 +550,8 @@ static int load_walk(lua_State *L)
     lua_pushinteger(L, (lua_Integer)st.entries); lua_setfield(L, res, "entries");
     lua_pushinteger(L, (lua_Integer)st.dirs); lua_setfield(L, res, "dirs");
     lua_pushinteger(L, excluded); lua_setfield(L, res, "excluded");
+    lua_pushinteger(L, excluded_inodes); lua_setfield(L, res, "excluded_inodes");
+    lua_pushinteger(L, excluded_links); lua_setfield(L, res, "excluded_links");
     lua_pushinteger(L, inodes); lua_setfield(L, res, "inodes");
     lua_pushinteger(L, files); lua_setfield(L, res, "files");
     lua_pushinteger(L, (lua_Integer)st.errors); lua_setfield(L, res, "error_count");

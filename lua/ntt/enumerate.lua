@@ -3,7 +3,7 @@
 --   enumerate.load(conn, hash, roots, opts) -> summary | nil, msg, code
 --     roots: { {fs_index=, root=path}, ... } (the mounted filesystems)
 --     opts:  replace=bool, ignore={regex...}, threads=, stall_timeout=,
---            progress=function(entries, dirs)
+--            progress=function(entries, dirs), parallel=false (one connection)
 --     summary: { entries=, files=, inodes=, excluded=, excluded_inodes=, errors={...},
 --                duplicates={...}, mountpoints={...}, seconds= }
 --
@@ -15,7 +15,7 @@
 -- A medium that already has rows is refused unless replace is set, and then
 -- the old rows stay until the new ones are complete (nothing is lost if the
 -- new load fails).  A stalled walk aborts the load: nothing is committed,
--- code "ESTALLED".
+-- code "ESTALLED".  A second load of a medium while one runs: "EBUSY".
 local db = require "ntt.db"
 local load = require "ntt.core.load"
 local util = require "ntt.core.util"
@@ -28,6 +28,13 @@ local function q(conn, sql, ...)
   return r
 end
 
+-- Several statements in one round trip (no parameters).
+local function script(conn, sql)
+  local r, err, code = conn:exec_script(sql)
+  if not r then error({ db = true, msg = err, code = code }, 0) end
+  return r
+end
+
 function M.count(conn, hash)
   local _, pname = db.partition_names(hash)
   local ok, r = pcall(q, conn, ("SELECT count(*) AS n FROM %s"):format(conn:escape_identifier(pname)))
@@ -35,33 +42,30 @@ function M.count(conn, hash)
   return r[1].n
 end
 
--- A load runs in three steps, so that the slow part -- sorting a million
--- rows into each of four indexes -- can use two connections at once:
---   1. one transaction makes two staging tables (plain tables shaped like
---      the partitions, with a CHECK on the medium's hash), the walks stream
---      into them by binary COPY, all-excluded inodes are made terminal, and
---      it commits.  Tables made and filled in one transaction need no WAL
---      for their rows when wal_level is minimal (the private cluster's).
---   2. the inode keys and the path keys are built at the same time, one
---      connection each (PostgreSQL builds each index once, by sorting); the
---      inode keys in the transaction that then
---   3. drops the medium's old partitions (--replace), renames the staging
---      tables to the partitions' names, attaches them (the CHECK lets ATTACH
---      skip its scan) and adds path -> inode NOT VALID (consistent by
+-- A load runs in two steps, so that the slow parts -- loading a million
+-- rows into each table and sorting them into four indexes -- run on two
+-- connections (two server processes) at once:
+--   1. each table is made, filled and finished in one transaction of its
+--      own connection: a staging table shaped like the partition (with a
+--      CHECK on the medium's hash), one binary COPY FREEZE streaming into it
+--      for the whole walk, its keys, ANALYZE, COMMIT.  A table made and
+--      filled in one transaction needs no WAL for its rows when wal_level is
+--      minimal (the private cluster's), and frozen rows need no hint bits
+--      set (so no page rewritten) by their first readers.
+--   2. one short transaction drops the medium's old partitions (--replace),
+--      renames the staging tables to the partitions' names, attaches them
+--      (the CHECK lets ATTACH skip its scan; the indexes the parents want
+--      are there already), adds path -> inode NOT VALID (consistent by
 --      construction: both come from the same walk rows; enforced for every
---      later change), and sets enum_done.  The medium's partitions and the
---      parent tables are locked only for this last part.
--- Until step 3 commits, the medium's partitions are untouched: a failed or
+--      later change) and sets enum_done.  Only this step locks the parents.
+-- Until step 2 commits, the medium's partitions are untouched: a failed or
 -- interrupted load leaves the old rows (or none) and drops its staging
 -- tables; staging tables a killed process left are dropped by the next load
--- of the same medium.
+-- of the same medium.  A session advisory lock keeps two loads of one
+-- medium apart (the second is refused at once).
 local function staging_names(iname, pname)
   local function s(n) return (n:gsub("^(%a+)_p_", "%1_s_"):gsub("^(%a+)_h_", "%1_g_")) end
   return s(iname), s(pname)
-end
-
-local function drop_staging(conn, si, sp)
-  conn:exec(("DROP TABLE IF EXISTS %s, %s"):format(si, sp))
 end
 
 local function existing_rows(conn, pname)
@@ -70,17 +74,22 @@ local function existing_rows(conn, pname)
   return q(conn, ("SELECT count(*) AS n FROM %s"):format(conn:escape_identifier(pname)))[1].n
 end
 
--- Step 2 starts the path keys on a second connection (nil when none can be
--- had: then they are built here, one after the other).
-local function start_path_keys(conn, path_keys)
+-- The connection for the path table (nil when none can be had, or
+-- opts.parallel is false: then both tables load on conn, one after the other).
+local function second_connection(conn, opts)
+  if opts.parallel == false then return nil end
   local pg = require "ntt.core.pg"
-  local other = pg.connect(conn:url())
-  if not other then return nil end
-  if not other:send("SET statement_timeout = '30min'; SET maintenance_work_mem = '256MB'; " .. path_keys) then
-    other:close()
-    return nil
-  end
-  return other
+  return pg.connect(conn:url())
+end
+
+-- Settings for the transactions that fill and index the staging tables;
+-- ANALYZE needs only row counts and rough distributions (the claim and
+-- report queries), so a small sample keeps it from reading every page.
+local FILL_SETTINGS = "SET LOCAL statement_timeout = '30min'; SET LOCAL maintenance_work_mem = '256MB'; "
+                      .. "SET LOCAL default_statistics_target = 10"
+
+local function keys_sql(conn, fn, t)
+  return ("SELECT %s(%s::regclass); ANALYZE %s"):format(fn, conn:escape_literal(t), t)
 end
 
 function M.load(conn, hash, roots, opts)
@@ -88,8 +97,8 @@ function M.load(conn, hash, roots, opts)
   local iname, pname = db.ensure_partitions(conn, hash, { create = false })
   if not iname then return nil, pname end
   local t0 = util.monotonic()
-  local summary = { entries = 0, inodes = 0, files = 0, excluded = 0, errors = {}, duplicates = {}, mountpoints = {},
-                    error_count = 0, duplicate_count = 0 }
+  local summary = { entries = 0, inodes = 0, files = 0, excluded = 0, excluded_inodes = 0, errors = {},
+                    duplicates = {}, mountpoints = {}, error_count = 0, duplicate_count = 0 }
   local it, pt = conn:escape_identifier(iname), conn:escape_identifier(pname)
   local siname, spname = staging_names(iname, pname)
   local si, sp = conn:escape_identifier(siname), conn:escape_identifier(spname)
@@ -98,74 +107,90 @@ function M.load(conn, hash, roots, opts)
     return nil, ("medium %s already has %d entries: refusing to load it again (use --replace to "
                  .. "replace them)"):format(hash, existing), "EEXIST"
   end
-  local staged = false
+  local lockkey = "ntt load " .. hash
+  local got = q(conn, "SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok", lockkey)[1].ok
+  if not got then
+    return nil, ("medium %s is being loaded by another process"):format(hash), "EBUSY", summary
+  end
+  local other = second_connection(conn, opts)
+  local pconn = other or conn
+  local open_a, open_b, staged = false, false, false
+  local excluded_links = 0
   local ok, res, emsg, ecode = pcall(function()
-    -- 1. walk into the staging tables
-    local r1, e1, c1 = db.tx(conn, function()
+    local existing = existing_rows(conn, pname)
+    if existing > 0 then
+      if not opts.replace then return refuse(existing) end
+      summary.replaced = existing
+    end
+    q(conn, ("DROP TABLE IF EXISTS %s, %s"):format(sp, si))
+    -- 1. fill each staging table in its connection's transaction
+    open_a = true   -- (a ROLLBACK outside a transaction only warns)
+    script(conn, "BEGIN; " .. FILL_SETTINGS)
+    if other then open_b = true; script(other, "BEGIN; " .. FILL_SETTINGS) end
+    q(conn, ("CREATE TABLE %s (LIKE inode INCLUDING DEFAULTS INCLUDING CONSTRAINTS, CHECK (medium_hash = %s))")
+      :format(si, lit))
+    -- the index the parent has on blobid, so that ATTACH finds it instead of
+    -- building it under the parents' lock; made empty, as no new row has a
+    -- blob, it costs the COPY one predicate per row and no second scan
+    q(conn, ("CREATE INDEX ON %s (blobid) WHERE blobid IS NOT NULL"):format(si))
+    q(pconn, ("CREATE TABLE %s (LIKE path INCLUDING DEFAULTS INCLUDING CONSTRAINTS, CHECK (medium_hash = %s))")
+      :format(sp, lit))
+    for _, r in ipairs(roots) do
+      local st, err, code = load.walk(conn, {
+        root = r.root, inode_table = siname, path_table = spname, medium = hash, fs_index = r.fs_index,
+        path_conn = other, ignore = opts.ignore, threads = opts.threads, stall_timeout = opts.stall_timeout,
+        progress = opts.progress, freeze = true })
+      if not st then return nil, err, code end
+      summary.entries = summary.entries + st.entries
+      summary.inodes, summary.files = summary.inodes + st.inodes, summary.files + st.files
+      summary.excluded = summary.excluded + st.excluded
+      summary.excluded_inodes = summary.excluded_inodes + st.excluded_inodes
+      excluded_links = excluded_links + st.excluded_links
+      summary.error_count = summary.error_count + st.error_count
+      summary.duplicate_count = summary.duplicate_count + st.duplicate_count
+      for _, e in ipairs(st.errors) do e.fs_index = r.fs_index; summary.errors[#summary.errors + 1] = e end
+      for _, d in ipairs(st.duplicates) do summary.duplicates[#summary.duplicates + 1] = { fs_index = r.fs_index, path = d } end
+      for _, m in ipairs(st.mountpoints) do summary.mountpoints[#summary.mountpoints + 1] = { fs_index = r.fs_index, path = m } end
+      if st.interrupted then return nil, "interrupted", "EINTR" end
+      if st.stalled then
+        summary.stalled = { fs_index = r.fs_index, path = st.stalled_path, seconds = st.seconds }
+        return nil, ("walk of p%d stalled in '%s' (no progress for %gs)"):format(r.fs_index,
+          tostring(st.stalled_path), opts.stall_timeout or 120), "ESTALLED"
+      end
+    end
+    -- keys and statistics, the two tables at once
+    if other then
+      local sent, err, code = other:send(keys_sql(conn, "ntt_path_keys", sp) .. "; COMMIT")
+      if not sent then error({ db = true, msg = err, code = code }, 0) end
+    else
+      script(conn, keys_sql(conn, "ntt_path_keys", sp))
+    end
+    local okk, kerr = pcall(script, conn, keys_sql(conn, "ntt_inode_keys", si))
+    if other then
+      local r, err, code = other:wait()
+      open_b = false
+      if not r then error({ db = true, msg = err, code = code }, 0) end
+      staged = true   -- the path table is committed: dropped if the rest fails
+    end
+    if not okk then error(kerr, 0) end
+    staged = true
+    local c_ok, c_err, c_code = conn:commit()
+    open_a = false
+    if not c_ok then return nil, c_err, c_code end
+    -- 2. swap them in
+    return db.tx(conn, function()
       q(conn, "SET LOCAL statement_timeout = '30min'")
-      local existing = existing_rows(conn, pname)
-      if existing > 0 then
-        if not opts.replace then return refuse(existing) end
-        summary.replaced = existing
-      end
       q(conn, "SELECT pg_advisory_xact_lock($1, $2)", db.LOCK_NS, db.LOCK_PARTITIONS)
-      q(conn, ("DROP TABLE IF EXISTS %s, %s"):format(sp, si))
-      for _, t in ipairs { { si, "inode" }, { sp, "path" } } do
-        q(conn, ("CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS, CHECK (medium_hash = %s))")
-          :format(t[1], t[2], lit))
-      end
-      for _, r in ipairs(roots) do
-        local st, err, code = load.walk(conn, {
-          root = r.root, inode_table = siname, path_table = spname, medium = hash, fs_index = r.fs_index,
-          ignore = opts.ignore, threads = opts.threads, stall_timeout = opts.stall_timeout, progress = opts.progress,
-          freeze = true })
-        if not st then return nil, err, code end
-        summary.entries = summary.entries + st.entries
-        summary.inodes, summary.files = summary.inodes + st.inodes, summary.files + st.files
-        summary.excluded = summary.excluded + st.excluded
-        summary.error_count = summary.error_count + st.error_count
-        summary.duplicate_count = summary.duplicate_count + st.duplicate_count
-        for _, e in ipairs(st.errors) do e.fs_index = r.fs_index; summary.errors[#summary.errors + 1] = e end
-        for _, d in ipairs(st.duplicates) do summary.duplicates[#summary.duplicates + 1] = { fs_index = r.fs_index, path = d } end
-        for _, m in ipairs(st.mountpoints) do summary.mountpoints[#summary.mountpoints + 1] = { fs_index = r.fs_index, path = m } end
-        if st.interrupted then return nil, "interrupted", "EINTR" end
-        if st.stalled then
-          summary.stalled = { fs_index = r.fs_index, path = st.stalled_path, seconds = st.seconds }
-          return nil, ("walk of p%d stalled in '%s' (no progress for %gs)"):format(r.fs_index,
-            tostring(st.stalled_path), opts.stall_timeout or 120), "ESTALLED"
-        end
-      end
-      summary.excluded_inodes = 0
-      if summary.excluded > 0 then
-        summary.excluded_inodes = q(conn, ([[
+      existing = existing_rows(conn, pname)
+      if existing > 0 and not opts.replace then return refuse(existing) end
+      if excluded_links > 0 then
+        -- hardlinked files whose first path was excluded: excluded when every path is
+        summary.excluded_inodes = summary.excluded_inodes + q(conn, ([[
           UPDATE %s i SET state = 'excluded', reason = 'every path excluded by policy'
-           WHERE state = 'pending' AND NOT EXISTS (
+           WHERE state = 'pending' AND nlink > 1 AND NOT EXISTS (
              SELECT 1 FROM %s p WHERE p.fs_index = i.fs_index AND p.ino = i.ino
                                   AND p.exclude_reason IS NULL)]]):format(si, sp)).n
       end
-      return true
-    end)
-    if not r1 then return nil, e1, c1 end
-    staged = true
-    -- 2. keys, two at a time: the path keys on another connection, the
-    -- inode keys here, in the transaction that then 3. swaps them in
-    local path_keys = ("SELECT ntt_path_keys(%s::regclass)"):format(conn:escape_literal(sp))
-    local other = start_path_keys(conn, path_keys)
-    local function other_done()
-      if not other then return end
-      local r, err, code = other:wait()
-      other:close()
-      other = nil
-      if not r then error({ db = true, msg = err, code = code }, 0) end
-    end
-    local ok2, r2, e2, c2 = pcall(db.tx, conn, function()
-      q(conn, "SET LOCAL statement_timeout = '30min'")
-      q(conn, "SET LOCAL maintenance_work_mem = '256MB'")
-      q(conn, ("SELECT ntt_inode_keys(%s::regclass)"):format(conn:escape_literal(si)))
-      if other then other_done() else q(conn, path_keys) end
-      q(conn, "SELECT pg_advisory_xact_lock($1, $2)", db.LOCK_NS, db.LOCK_PARTITIONS)
-      local existing = existing_rows(conn, pname)
-      if existing > 0 and not opts.replace then return refuse(existing) end
       q(conn, ("DROP TABLE IF EXISTS %s, %s"):format(pt, it))
       q(conn, ("ALTER TABLE %s RENAME TO %s"):format(si, it))
       q(conn, ("ALTER TABLE %s RENAME TO %s"):format(sp, pt))
@@ -175,21 +200,17 @@ function M.load(conn, hash, roots, opts)
       q(conn, "UPDATE medium SET enum_done = now() WHERE medium_hash = $1", hash)
       return true
     end)
-    if other then pcall(other_done) end
-    if not ok2 then error(r2, 0) end
-    return r2, e2, c2
   end)
-  if not (ok and res) and staged then drop_staging(conn, si, sp) end
+  if open_b then other:rollback() end
+  if other then other:close() end
+  if open_a then conn:rollback() end
+  if not (ok and res) and staged then conn:exec(("DROP TABLE IF EXISTS %s, %s"):format(si, sp)) end
+  conn:exec("SELECT pg_advisory_unlock(hashtextextended($1, 0))", lockkey)
   if not ok then
     if type(res) == "table" and res.db then return nil, res.msg, res.code, summary end
     error(res, 0)
   end
   if not res then return nil, emsg, ecode, summary end
-  -- Row counts and rough distributions are all the claim and report queries
-  -- need; a small sample keeps ANALYZE from reading every page again.
-  conn:exec("SET default_statistics_target = 10")
-  conn:exec(("ANALYZE %s, %s"):format(it, pt))
-  conn:exec("RESET default_statistics_target")
   summary.seconds = util.monotonic() - t0
   return summary
 end
