@@ -62,6 +62,9 @@
 #ifndef FLUSH_START
 #define FLUSH_START (128 * 1024)
 #endif
+#ifndef STREAM_CHUNK
+#define STREAM_CHUNK (256 * 1024)
+#endif
 
 struct ignore {
     regex_t *re;
@@ -237,6 +240,7 @@ struct sink {
     size_t hdr;          /* the binary header at the start of b */
     size_t flush_at;
     int stream;          /* the connection is this sink's alone */
+    struct sink *other;  /* the other table's sink */
     int open;            /* stream: the COPY has begun */
     long long rows;
 };
@@ -249,41 +253,49 @@ static void sink_init(struct sink *s, PGconn *c, int stream)
     ntt_copybuf_init(&s->b);
     ntt_copybuf_header(&s->b);
     s->hdr = s->b.len;
-    /* The first COPYs are small, so the server starts on the rows while the
-     * walk is still reading directories (a small medium's whole load would
-     * otherwise wait for its end); they double up to FLUSH_AT. */
-    s->flush_at = FLUSH_START;
+    /* A streaming sink sends small chunks: the server keeps up with the walk
+     * and has little left when it ends, and a chunk costs no more than a
+     * write.  A shared sink's first COPYs are small, so the server starts on
+     * the rows while the walk is still reading directories (a small medium's
+     * whole load would otherwise wait for its end); they double up to
+     * FLUSH_AT, as each COPY costs a round trip. */
+    s->flush_at = stream ? STREAM_CHUNK : FLUSH_START;
 }
 
-/* Until every byte queued on the streaming sinks has left (the servers read
- * as fast as they load).  0, or -1 with err. */
-static int sink_drain(struct sink **s, int n, char *err, size_t errlen)
+/* Until every byte queued on sink s has left (its server reads as fast as
+ * it loads), keeping the other sink's queue moving meanwhile, so that
+ * neither server waits for rows that sit in our buffers.  0, or -1 with err. */
+static int sink_drain(struct sink *s, struct sink *other, char *err, size_t errlen)
 {
+    if (!s->stream || !s->open)
+        return 0;
     for (;;) {
+        struct sink *q[2] = { s, other };
         struct pollfd p[2];
         PGconn *pc[2];
         int k = 0;
-        for (int i = 0; i < n && k < 2; i++) {
-            if (!s[i]->stream || !s[i]->open) continue;
-            int r = PQflush(s[i]->c);
+        for (int i = 0; i < 2; i++) {
+            if (!q[i] || !q[i]->stream || !q[i]->open) continue;
+            int r = PQflush(q[i]->c);
             if (r < 0) {
-                snprintf(err, errlen, "%s", PQerrorMessage(s[i]->c));
+                snprintf(err, errlen, "%s", PQerrorMessage(q[i]->c));
                 return -1;
             }
+            if (r == 0 && i == 0) return 0;
             if (r == 1) {
-                pc[k] = s[i]->c;
-                p[k].fd = PQsocket(s[i]->c);
+                pc[k] = q[i]->c;
+                p[k].fd = PQsocket(q[i]->c);
                 p[k].events = POLLOUT | POLLIN;
                 p[k].revents = 0;
                 k++;
             }
         }
-        if (k == 0) return 0;
         if (poll(p, (nfds_t)k, -1) < 0 && errno != EINTR) {
             snprintf(err, errlen, "poll: %s", strerror(errno));
             return -1;
         }
-        /* an error the server sends mid-COPY is read here and reported at its end */
+        /* whatever the server says mid-COPY is read here, and an error it
+         * reported is returned at the COPY's end */
         for (int i = 0; i < k; i++)
             if ((p[i].revents & (POLLIN | POLLHUP | POLLERR)) && !PQconsumeInput(pc[i])) {
                 snprintf(err, errlen, "%s", PQerrorMessage(pc[i]));
@@ -315,7 +327,7 @@ static int sink_flush(struct sink *s, char *err, size_t errlen, char state[6])
                 return -1;
             }
         }
-        if (sink_drain(&s, 1, err, errlen) != 0)
+        if (sink_drain(s, s->other, err, errlen) != 0)
             return -1;
         if (PQputCopyData(s->c, b->data, (int)b->len) != 1 || PQflush(s->c) < 0) {
             snprintf(err, errlen, "%s", PQerrorMessage(s->c));
@@ -347,7 +359,8 @@ static int sink_maybe_flush(struct sink *s, char *err, size_t errlen, char state
 {
     if (s->b.len < s->flush_at && !s->b.failed)
         return 0;
-    s->flush_at = s->flush_at < FLUSH_AT ? 2 * s->flush_at : FLUSH_AT;
+    if (!s->stream)
+        s->flush_at = s->flush_at < FLUSH_AT ? 2 * s->flush_at : FLUSH_AT;
     return sink_flush(s, err, errlen, state);
 }
 
@@ -368,8 +381,8 @@ static int sink_finish(struct sink **s, int n, int failed, char *err, size_t err
             rc = sink_flush(s[i], err, errlen, state);
         }
     }
-    if (rc == 0)
-        rc = sink_drain(s, n, err, errlen);
+    for (int i = 0; i < n && rc == 0; i++)
+        rc = sink_drain(s[i], s[i]->other, err, errlen);
     for (int i = 0; i < n; i++) {
         if (!s[i]->stream || !s[i]->open) continue;
         char err2[1024] = "", state2[6] = "";
@@ -444,6 +457,8 @@ static int load_walk(lua_State *L)
     struct sink is, ps;
     sink_init(&is, conn, pconn != NULL);
     sink_init(&ps, pconn ? pconn : conn, pconn != NULL);
+    is.other = &ps;
+    ps.other = &is;
     snprintf(is.sql, sizeof is.sql,
              "COPY %s (medium_hash, fs_index, ino, state, reason, size, mode, nlink, mtime_ns, fs_type,"
              " dir_key, link_target) FROM STDIN (FORMAT binary%s)", itable, freeze);
