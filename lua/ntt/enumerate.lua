@@ -108,8 +108,9 @@ function M.load(conn, hash, roots, opts)
                  .. "replace them)"):format(hash, existing), "EEXIST"
   end
   local lockkey = "ntt load " .. hash
-  local got = q(conn, "SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok", lockkey)[1].ok
-  if not got then
+  local got, lerr, lcode = conn:exec("SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok", lockkey)
+  if not got then return nil, lerr, lcode, summary end
+  if not got[1].ok then
     return nil, ("medium %s is being loaded by another process"):format(hash), "EBUSY", summary
   end
   local other = second_connection(conn, opts)
