@@ -284,6 +284,42 @@ describe("enumerate", function()
     assert.equal(1, assert(other:exec("SELECT 1 AS x"))[1].x)
   end)
 
+  it("stops at ^C mid-load, leaves nothing behind, and loads again after", function()
+    local dir = helper.tmpdir("intr")
+    helper.sh { "sh", "-c", 'cd "$1" && for d in $(seq 40); do mkdir "d$d"; for i in $(seq 150); do : > "d$d/f$i"; done; done',
+                "-", dir }
+    local h = medium(dir)
+    local script = helper.tmpdir("intrscript") .. "/s.lua"
+    helper.write(script, [=[
+      local util = require "ntt.core.util"
+      local pg = require "ntt.core.pg"
+      local db = require "ntt.db"
+      local enumerate = require "ntt.enumerate"
+      util.raise_on_interrupt(false)
+      local conn = assert(pg.connect(arg[1]))
+      local h, root = arg[2], arg[3]
+      local sent = false
+      local function progress()
+        if sent then return end
+        sent = true
+        require("ntt.core.proc").run { argv = { "kill", "-INT", tostring(util.pid()) } }
+        while not util.interrupted() do util.sleep(0.01) end
+      end
+      local s, err, code = enumerate.load(conn, h, { { fs_index = 0, root = root } }, { threads = 1, progress = progress })
+      local i, p = db.partition_names(h)
+      local si, sp = i:gsub("_p_", "_s_"), p:gsub("_p_", "_s_")
+      local left = assert(conn:exec("SELECT count(*) AS n FROM pg_class WHERE relname IN ($1, $2, $3, $4)", i, p, si, sp))
+      local m = assert(conn:exec("SELECT enum_done IS NULL AS open FROM medium WHERE medium_hash = $1", h))
+      print(tostring(s), err, code, left[1].n, tostring(m[1].open))
+      util.clear_interrupt()
+      s = assert(enumerate.load(conn, h, { { fs_index = 0, root = root } }))
+      print(s.entries)
+    ]=])
+    local r = assert(proc.run { argv = { helper.ntt, script, url, h, dir }, timeout = 120 })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("nil\tinterrupted\tEINTR\t0\ttrue\n" .. (40 * 150 + 40 + 1) .. "\n", r.stdout)
+  end)
+
   it("reports a directory that blocks forever as stalled, and ntt run exits", function()
     if not helper.is_root() then pending("needs root to mount FUSE") return end
     local pc = proc.run { argv = { "pkg-config", "--cflags", "--libs", "fuse3" } }
