@@ -89,6 +89,14 @@ local function many_files(label, reps)
   return files
 end
 
+-- The data blocks of file /name in an ext image, in file order (debugfs).
+local function data_blocks(img, name)
+  local r = helper.sh { "debugfs", "-R", "blocks /" .. name, img }
+  local blocks = {}
+  for b in r.stdout:gmatch("%d+") do blocks[#blocks + 1] = tonumber(b) end
+  return blocks, r.stdout
+end
+
 -- Every blob in the store hashes to its name.
 local function check_store(home)
   local r = helper.sh { "find", home .. "/store/by-hash", "-type", "f" }
@@ -233,13 +241,11 @@ describe("ntt run", function()
     for i = 1, 8 do files[("f%d.bin"):format(i)] = (string.char(96 + i)):rep(256 * 1024) .. tag end
     local img = images.ext(dir .. "/disk.img", { size_mb = 8, block = 4096, files = files })
     -- find where f5's data lies, then make the map say that area was never read
-    local r = helper.sh { "debugfs", "-R", "blocks /f5.bin", img }
-    local blocks = {}
-    for b in r.stdout:gmatch("%d+") do blocks[#blocks + 1] = tonumber(b) end
+    local blocks = data_blocks(img, "f5.bin")
     local lo, hi = blocks[1] * 4096, (blocks[#blocks] + 1) * 4096
     images.mapfile(dir .. "/disk.map", { { 0, lo, "+" }, { lo, hi - lo, "-" }, { hi, 8 * MiB - hi, "+" } })
     local home = dir .. "/home"
-    r = run(home, { policy(dir), img })
+    local r = run(home, { policy(dir), img })
     assert.equal(1, r.code, r.stderr .. r.stdout)
     local h = medium_of(img)
     local by_state = {}
@@ -271,16 +277,14 @@ describe("ntt run", function()
     for i = 1, 4 do files[("f%d.bin"):format(i)] = (string.char(96 + i)):rep(256 * 1024) .. tag end
     local img = images.ext(dir .. "/disk.img", { size_mb = 8, block = 4096, files = files })
     -- the map says the middle 64 KiB of f3's data were never read
-    local r = helper.sh { "debugfs", "-R", "blocks /f3.bin", img }
-    local blocks = {}
-    for b in r.stdout:gmatch("%d+") do blocks[#blocks + 1] = tonumber(b) end
-    assert.is_true(#blocks >= 64, r.stdout)
+    local blocks, listing = data_blocks(img, "f3.bin")
+    assert.is_true(#blocks >= 64, listing)
     local lo = blocks[17] * 4096
     local hi = (blocks[32] + 1) * 4096
     assert.equal(16 * 4096, hi - lo, "f3's blocks 17-32 are contiguous")
     images.mapfile(dir .. "/disk.map", { { 0, lo, "+" }, { lo, hi - lo, "-" }, { hi, 8 * MiB - hi, "+" } })
     local home = dir .. "/home"
-    r = run(home, { policy(dir, '{ copy = { damaged = "salvage" } }'), img })
+    local r = run(home, { policy(dir, '{ copy = { damaged = "salvage" } }'), img })
     assert.equal(1, r.code, r.stderr .. r.stdout)
     assert.matches("damaged:%s+1 %(1 salvaged", r.stdout)
     local h = medium_of(img)

@@ -1,17 +1,20 @@
 -- lua/ntt/summary.lua: the end-of-run summary a careful tool prints.
 local progress = require "ntt.progress"
+local copier = require "ntt.copier"
 
 local M = {}
 
 -- results: pipeline results; returns the text.
 function M.format(results, seconds)
-  local t = { media = 0, failed_media = 0, found = 0, copied = 0, new = 0, deduplicated = 0, skipped = 0,
-              failed = 0, damaged = 0, salvaged = 0, bytes = 0, copy_seconds = 0, reasons = {}, problems = 0 }
+  -- the enumerate stage's count, then the copier's additive ones
+  local keys = { "found", table.unpack(copier.COUNTS) }
+  local t = { media = 0, failed_media = 0, copy_seconds = 0, reasons = {}, problems = 0 }
+  for _, k in ipairs(keys) do t[k] = 0 end
   for _, r in ipairs(results) do
     t.media = t.media + 1
     if not r.ok then t.failed_media = t.failed_media + 1 end
     local c = r.ctx.counts
-    for _, k in ipairs { "found", "copied", "new", "deduplicated", "skipped", "failed", "damaged", "salvaged", "bytes" } do
+    for _, k in ipairs(keys) do
       t[k] = t[k] + (c[k] or 0)
     end
     t.copy_seconds = t.copy_seconds + (c.seconds or 0)
