@@ -25,13 +25,23 @@ B        := build
 SANFLAGS :=
 endif
 
-ALL_CFLAGS  = -std=gnu11 $(OPT) $(CFLAGS) $(WARN) $(SANFLAGS) -D_GNU_SOURCE -Isrc \
+ALL_CFLAGS  = -std=gnu11 $(OPT) $(CFLAGS) $(WARN) $(SANFLAGS) -D_GNU_SOURCE $(addprefix -Isrc/,$(SRC_DIRS)) \
               $(shell pkg-config --cflags $(PKGS))
 ALL_LDFLAGS = $(SANFLAGS) -Wl,-E $(LDFLAGS)
 LIBS        = $(shell pkg-config --libs $(PKGS)) -lreadline -lpthread -lm
 
-# Every src/*.c is part of the ntt host; helpers live in their own folders.
-NTT_SRC   := $(wildcard src/*.c)
+# The ntt host is built from one folder per subsystem (docs/layout.md):
+#   host/    main, the embedded-Lua loader, the REPL, ntt.core.util, ntt.h
+#   blake3/  the BLAKE3 algorithm and its SIMD kernels, ntt.core.hash
+#   walk/    the parallel directory walk (ntt.core.walk)
+#   pg/      libpq connections, the binary COPY encoder, the loader (ntt.core.pg, .load)
+#   copy/    the content-addressed store and the copy engine (ntt.core.store, .copy)
+#   media/   image identity, layout and kernel messages (ntt.core.media, .kmsg)
+#   os/      filesystem and process primitives (ntt.core.fs, .proc)
+# The privileged mount helper is its own program in src/mount-helper/.
+SRC_DIRS  := host blake3 walk pg copy media os
+NTT_SRC   := $(foreach d,$(SRC_DIRS),$(wildcard src/$(d)/*.c))
+NTT_HDR   := $(foreach d,$(SRC_DIRS),$(wildcard src/$(d)/*.h))
 NTT_OBJ   := $(patsubst src/%.c,$(B)/%.o,$(NTT_SRC)) $(B)/embed.o
 EMBEDDED  := $(sort $(shell find lua policies -type f \( -name '*.lua' -o -name '*.sql' \) 2>/dev/null))
 HELPER_SRC := $(wildcard src/mount-helper/*.c)
@@ -46,17 +56,18 @@ DEB_PACKAGES := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted libpq
 all: $(B)/ntt $(if $(HELPER_SRC),$(B)/ntt-mount-helper)
 
 $(B):
-	@mkdir -p $(B) $(B)/mount-helper
+	@mkdir -p $(B) $(B)/mount-helper $(addprefix $(B)/,$(SRC_DIRS))
 
 # SIMD variants of a file carry their instruction set in their name.
 $(B)/%_sse41.o: XFLAGS = -msse4.1
 $(B)/%_avx2.o:  XFLAGS = -mavx2
 
-$(B)/%.o: src/%.c $(wildcard src/*.h) | $(B)
+$(B)/%.o: src/%.c $(NTT_HDR) | $(B)
+	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(XFLAGS) -c -o $@ $<
 
-$(B)/embed.c: src/embed.lua $(EMBEDDED) $(NTT_SRC) | $(B)
-	$(LUA) src/embed.lua $@ $(NTT_SRC) -- $(EMBEDDED)
+$(B)/embed.c: src/host/embed.lua $(EMBEDDED) $(NTT_SRC) | $(B)
+	$(LUA) src/host/embed.lua $@ $(NTT_SRC) -- $(EMBEDDED)
 
 $(B)/embed.o: $(B)/embed.c
 	$(CC) $(ALL_CFLAGS) -Wno-overlength-strings -c -o $@ $<

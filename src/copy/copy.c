@@ -1,6 +1,6 @@
 /*
  * copy.c - ntt.core.copy: the copy engine that moves files from mounted
- * media into the content-addressed store (src/store.c), hashing in the
+ * media into the content-addressed store (src/copy/store.c), hashing in the
  * same pass.
  *
  * Lua API (ntt.core.copy):

@@ -1,5 +1,5 @@
 /*
- * hash.c - ntt.core.hash: BLAKE3 for Lua (the algorithm is src/blake3.c).
+ * hash.c - ntt.core.hash: BLAKE3 for Lua (the algorithm is src/blake3/blake3.c).
  *
  * Lua API (ntt.core.hash):
  *   new()                 -> Hasher (plain BLAKE3)

@@ -4,8 +4,8 @@
  * Layout under a root:  by-hash/AA/BB/<64-hex BLAKE3>  (files 0644, dirs
  * 0755 whatever the umask) and tmp/ (staging on the same filesystem).  A
  * blob reaches its final name only complete, by rename without replace;
- * nothing overwrites or deletes a blob.  The copy engine (src/copy.c)
- * writes through the same helpers (src/store.h).
+ * nothing overwrites or deletes a blob.  The copy engine (src/copy/copy.c)
+ * writes through the same helpers (src/copy/store.h).
  *
  * Lua API (ntt.core.store):
  *   open(root)            -> Store | nil, msg, errname

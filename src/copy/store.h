@@ -1,6 +1,6 @@
 /*
- * store.h - the content-addressed store shared by src/store.c (the
- * ntt.core.store binding) and src/copy.c (the copy engine).
+ * store.h - the content-addressed store shared by src/copy/store.c (the
+ * ntt.core.store binding) and src/copy/copy.c (the copy engine).
  */
 #ifndef NTT_STORE_H
 #define NTT_STORE_H

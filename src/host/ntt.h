@@ -71,7 +71,7 @@ extern const size_t ntt_embedded_count;
 /* Open the standard libraries, preload ntt.core.*, install the searcher. */
 void ntt_openlibs(lua_State *L);
 
-/* The interactive loop (src/repl.c); returns when the user ends input. */
+/* The interactive loop (src/host/repl.c); returns when the user ends input. */
 int ntt_repl(lua_State *L);
 
 /*

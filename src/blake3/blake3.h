@@ -1,6 +1,6 @@
 /*
  * blake3.h - BLAKE3 hashing for the C runtime of ntt (no Lua here; the
- * binding is src/hash.c).
+ * binding is src/blake3/hash.c).
  *
  * Written from the BLAKE3 specification: 1024-byte chunks of 64-byte blocks
  * compressed in 7 rounds, chunk chaining values merged in a binary tree
