@@ -36,6 +36,20 @@ int ntt_failf(lua_State *L, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /*
+ * The one wording of an interrupted call: push nil, "interrupted", "EINTR"
+ * and return 3.
+ */
+int ntt_fail_interrupted(lua_State *L);
+
+/*
+ * Reject an options table (at idx; nil is fine) holding a key that is not
+ * in the NULL-terminated list known: raises "FN: unknown option 'durabilty'
+ * (did you mean 'durability'?)", so a typo never silently falls back to a
+ * default.  Non-string keys are rejected too.
+ */
+void ntt_checkopts(lua_State *L, int idx, const char *fn, const char *const known[]);
+
+/*
  * Register a userdata class: metatable named tname with the given
  * metamethods, and __index set to a table of methods.  Leaves nothing on
  * the stack.

@@ -58,6 +58,60 @@ int ntt_failf(lua_State *L, int err, const char *fmt, ...)
     return ntt_fail(L, err, buf);
 }
 
+int ntt_fail_interrupted(lua_State *L)
+{
+    lua_pushnil(L);
+    lua_pushliteral(L, "interrupted");
+    lua_pushliteral(L, "EINTR");
+    return 3;
+}
+
+/* Edit distance, bounded: names are short and a suggestion needs <= 2 edits. */
+static size_t opt_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), prev[33], cur[33];
+    if (la > 32 || lb > 32) return 99;
+    for (size_t j = 0; j <= lb; j++) prev[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        cur[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t c = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            if (prev[j] + 1 < c) c = prev[j] + 1;
+            if (cur[j - 1] + 1 < c) c = cur[j - 1] + 1;
+            cur[j] = c;
+        }
+        memcpy(prev, cur, (lb + 1) * sizeof *cur);
+    }
+    return prev[lb];
+}
+
+void ntt_checkopts(lua_State *L, int idx, const char *fn, const char *const known[])
+{
+    if (lua_isnoneornil(L, idx)) return;
+    idx = lua_absindex(L, idx);
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "%s: option keys are names, not %s", fn, luaL_typename(L, -1));
+        const char *k = lua_tostring(L, -1);
+        const char *best = NULL;
+        size_t bestd = 3;
+        int i;
+        for (i = 0; known[i]; i++) {
+            if (strcmp(known[i], k) == 0) break;
+            size_t d = opt_distance(k, known[i]);
+            if (d < bestd) { bestd = d; best = known[i]; }
+        }
+        if (!known[i]) {
+            if (best)
+                luaL_error(L, "%s: unknown option '%s' (did you mean '%s'?)", fn, k, best);
+            luaL_error(L, "%s: unknown option '%s'", fn, k);
+        }
+    }
+}
+
 void ntt_newclass(lua_State *L, const char *tname, const luaL_Reg *methods,
                   const luaL_Reg *meta)
 {

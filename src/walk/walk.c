@@ -66,14 +66,12 @@ static void walk_luaopts(lua_State *L, int idx, const char *root, struct ntt_wal
     memset(o, 0, sizeof *o);
     o->root = root;
     if (lua_isnoneornil(L, idx)) { ntt_walk_defaults(o); return; }
-    luaL_checktype(L, idx, LUA_TTABLE);
+    ntt_checkopts(L, idx, "walk", opt_names);
     lua_pushnil(L);
     while (lua_next(L, idx)) {
-        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+        const char *k = lua_tostring(L, -2);
         int i = 0;
-        while (opt_names[i] && strcmp(opt_names[i], k) != 0) i++;
-        if (!opt_names[i])
-            luaL_error(L, "walk: unknown option '%s'", k);
+        while (strcmp(opt_names[i], k) != 0) i++;
         if (!lua_isnumber(L, -1))
             luaL_error(L, "walk: option '%s' must be a number", k);
         double v = lua_tonumber(L, -1);
