@@ -54,6 +54,7 @@
 #include <string.h>
 #include "ntt.h"
 #include "pg.h"
+#include "pgcopy.h"
 #include "walk.h"
 
 #ifndef FLUSH_AT
