@@ -96,11 +96,9 @@ int mnt_is_mounted(const char *path);
 int mnt_unmount_under(const char *dir, char *out, size_t outlen);
 int run_timed(char *const argv[], char *err, size_t errlen);
 
-/* probe.c */
-uint64_t probe_declared_size(int fd, uint64_t off, uint64_t avail, const char *fstype);
+/* probe.c (over the shared layout probe, src/media/layout.c) */
 int probe_medium(int fd, uint64_t file_size, uint64_t *need, struct medium *md,
                  char *err, size_t errlen);
-int probe_fs(int fd, uint64_t off, uint64_t size, struct fsent *e);
 
 /* main.c */
 extern int mh_lock_fd;
