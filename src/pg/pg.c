@@ -110,7 +110,8 @@ void pg_deliver(lua_State *L, int idx, PgConn *pc)
         lua_pushstring(L, n->sev);
         lua_pushstring(L, n->state);
         free(n);
-        lua_call(L, 3, 0);
+        if (ntt_call(L, 3, 0) != LUA_OK)
+            lua_error(L);   /* the callback's error is the caller's, as if called directly */
     }
 }
 
