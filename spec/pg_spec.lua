@@ -220,6 +220,17 @@ describe("ntt.core.pg", function()
     assert.equal("queued", conn:notices()[1].message)
   end)
 
+  it("raises a callback's error to the caller of exec; the connection stays usable", function()
+    if not need_db() then return end
+    conn:notices()
+    conn:on_notice(function(msg) error("callback saw " .. msg) end)
+    local ok, err = pcall(conn.exec, conn, "DO $$ BEGIN RAISE NOTICE 'boom'; END $$")
+    conn:on_notice(nil)
+    assert.is_false(ok)
+    assert.matches("callback saw boom", tostring(err))
+    assert.equal(1, assert(conn:exec("SELECT 1 AS one"))[1].one)
+  end)
+
   it("streams COPY FROM STDIN in text format", function()
     if not need_db() then return end
     assert(conn:exec("CREATE TEMP TABLE c (id int, name text)"))

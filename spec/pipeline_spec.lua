@@ -32,7 +32,7 @@ local function run(home, argv, opts)
   local full = { helper.ntt, "run" }
   for _, a in ipairs(argv) do full[#full + 1] = a end
   local t0 = util.monotonic()
-  local r = assert(proc.run { argv = full, env = { NTT_HOME = home, NTT_MOUNT_TIMEOUT = "20" },
+  local r = assert(proc.run { argv = full, env = { NTT_HOME = home },
                               timeout = opts.timeout or 300 })
   r.seconds = util.monotonic() - t0
   return r

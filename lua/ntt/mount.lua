@@ -4,11 +4,16 @@
 -- ntt that needs root: it is run directly when ntt is root, else through
 -- `sudo -n`.  Its JSON answer becomes a Lua table (JSON null -> nil).
 --
---   mount.mount(hash, image [, {map=path}]) -> result | nil, msg, errname
+--   mount.mount(hash, image [, {map=path, timeout=seconds}]) -> result | nil, msg, errname
 --   mount.unmount(hash [, image])           -> result | nil, msg, errname
 --   mount.status(hash [, image])            -> result | nil, msg, errname
 --   mount.cleanup()                         -> result | nil, msg, errname
 --   mount.helper_path()                     -> path of the helper binary
+--
+-- timeout bounds each mount attempt inside the helper (policy mount.timeout);
+-- it goes on the helper's command line as --timeout (rounded up to whole
+-- seconds; the helper refuses anything outside 1..3600 with EINVAL), since
+-- sudo does not pass the environment on.
 --
 -- result is the helper's object plus `exit` (its exit code) and `ok`
 -- (exit == 0).  Exit 1 (nothing mountable, partial, busy) still returns the
@@ -96,6 +101,11 @@ function M.mount(hash, image, opts)
   if opts and opts.map then
     words[#words + 1] = "--map"
     words[#words + 1] = opts.map
+  end
+  if opts and opts.timeout ~= nil then
+    if type(opts.timeout) ~= "number" then error("mount.mount: timeout must be a number of seconds", 2) end
+    words[#words + 1] = "--timeout"
+    words[#words + 1] = tostring(math.ceil(opts.timeout))   -- inf, nan: refused by the helper
   end
   return run(words)
 end

@@ -124,7 +124,7 @@ static void show_results(lua_State *L, int base)
         return;
     lua_getglobal(L, "require");
     lua_pushliteral(L, "ntt.repl");
-    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+    if (ntt_call(L, 1, 1) == LUA_OK && lua_istable(L, -1)) {
         lua_getfield(L, -1, "show");
         lua_remove(L, -2);
     } else {

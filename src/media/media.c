@@ -28,19 +28,14 @@
  *          uniform.
  *        | nil, "path: strerror", errname | nil, "interrupted", "EINTR"
  *   probe(path [, { offset=, size= }])
- *       -> { size=, pttype="dos"|"gpt"|...|nil, ptuuid=,
+ *       -> { size=, pttype="dos"|"gpt"|...|nil, ptuuid=, hybrid=true|nil,
  *            fstype=, label=, uuid=, usage=, ambivalent=true|nil,
- *            partitions = { { fs_index=, offset=, size=, type=, name=,
- *                             partuuid=, container=bool, truncated=bool,
- *                             fstype=, label=, uuid=, usage=,
- *                             ambivalent=true|nil }, ... } }
- *          libblkid on the file itself, no loop device.  fstype/label/uuid
- *          at the top describe a filesystem on the whole region.  partitions
- *          lists every place a filesystem can be: the table's entries (each
- *          probed within its own bounds, clipped at EOF; an extended
- *          container is not probed), or with no table one entry fs_index 0
- *          for a whole-disk filesystem at offset 0, or at offset 16384 when
- *          nothing is at 0 (Zip disks).  Offsets are absolute in the file.
+ *            partitions = { { fs_index=, offset=, size=, type=, name=, partuuid=,
+ *                             container=bool, truncated=bool, fstype=, label=,
+ *                             uuid=, usage=, ambivalent=true|nil }, ... } }
+ *          the layout probe the mount helper uses too (layout.h has the
+ *          rules), on the file itself, no loop device.  fstype/label/uuid
+ *          at the top: the whole region.  Offsets are absolute in the file.
  *        | nil, msg, errname
  *   fiemap(path)
  *       -> { { logical=, physical=, length=, flags= }, ... }
@@ -69,31 +64,34 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
-#include <blkid.h>
 #include "ntt.h"
+#include "layout.h"
 
 #define RES_MT "ntt.MediaResource"
 #define SECTOR 512
 #define REGION_MAX ((lua_Integer)256 << 20)
 #define SCAN_BLOCK (1 << 20)
-#define ZIP_OFFSET 16384
 
 /* OS resources held while a function builds Lua tables: freed by close or
  * by the collector if a Lua error interrupts the function. */
 typedef struct {
     int fd;
-    blkid_probe pr;
     void *mem;
     int open;
 } Res;
 
-static int res_close(lua_State *L)
+/* Frees the resource at idx now (its __gc then finds nothing to do). */
+static void res_free(lua_State *L, int idx)
 {
-    Res *r = luaL_checkudata(L, 1, RES_MT);
-    if (r->pr) blkid_free_probe(r->pr);
+    Res *r = luaL_checkudata(L, idx, RES_MT);
     if (r->fd >= 0) close(r->fd);
     free(r->mem);
-    r->pr = NULL; r->fd = -1; r->mem = NULL; r->open = 0;
+    r->fd = -1; r->mem = NULL; r->open = 0;
+}
+
+static int res_close(lua_State *L)
+{
+    res_free(L, 1);
     return 0;
 }
 
@@ -110,13 +108,6 @@ static Res *res_new(lua_State *L)
     r->fd = -1;
     r->open = 1;
     return r;
-}
-
-static void res_free(lua_State *L, int idx)
-{
-    lua_pushcfunction(L, res_close);
-    lua_pushvalue(L, idx);
-    lua_call(L, 1, 0);
 }
 
 /* Open a regular file or block device read-only and find its size.
@@ -401,31 +392,15 @@ static int media_scan_uniform(lua_State *L)
     return 1;
 }
 
-/* Probe the superblock chain on [off, off+len) of the resource's fd and
- * set fstype/label/uuid/usage in the table on top.  Returns blkid's rc
- * (0 found, 1 nothing, -2 ambivalent, -1 error). */
-static int probe_fs(lua_State *L, Res *r, int64_t off, int64_t len)
+/* fstype/label/uuid/usage (and ambivalent) of a probe into the table on top. */
+static void push_fs(lua_State *L, const struct ntt_layout_fs *fs)
 {
-    if (len <= 0 || blkid_probe_set_device(r->pr, r->fd, off, len) != 0)
-        return -1;
-    blkid_probe_enable_partitions(r->pr, 0);
-    blkid_probe_enable_superblocks(r->pr, 1);
-    blkid_probe_set_superblocks_flags(r->pr, BLKID_SUBLKS_LABEL | BLKID_SUBLKS_UUID |
-                                      BLKID_SUBLKS_TYPE | BLKID_SUBLKS_USAGE);
-    int rc = blkid_do_safeprobe(r->pr);
-    if (rc == 0) {
-        static const char *const keys[][2] = {
-            { "TYPE", "fstype" }, { "LABEL", "label" }, { "UUID", "uuid" }, { "USAGE", "usage" },
-        };
-        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-            const char *v = NULL;
-            if (blkid_probe_lookup_value(r->pr, keys[i][0], &v, NULL) == 0)
-                set_str(L, keys[i][1], v);
-        }
-    } else if (rc == -2) {
-        set_bool(L, "ambivalent", 1);
-    }
-    return rc;
+    if (fs->rc == -2) set_bool(L, "ambivalent", 1);
+    if (fs->rc != 0) return;
+    set_str(L, "fstype", fs->type);
+    set_str(L, "label", fs->label);
+    set_str(L, "uuid", fs->uuid);
+    set_str(L, "usage", fs->usage);
 }
 
 static int media_probe(lua_State *L)
@@ -456,102 +431,34 @@ static int media_probe(lua_State *L)
     }
     int64_t len = fsize - base;
     if (want >= 0 && want < len) len = want;
-    r->pr = blkid_new_probe();
-    if (!r->pr) {
-        res_free(L, ri);
-        return ntt_fail(L, ENOMEM, path);
-    }
-
-    lua_createtable(L, 0, 8);
-    int t = lua_gettop(L);
-    set_int(L, "size", len);
-    lua_newtable(L);
-    int parts = lua_gettop(L);
-    int haspt = 0;
-
-    /* 1. the partition table; entries are copied out before the probe is reused */
-    if (len > 0 && blkid_probe_set_device(r->pr, r->fd, base, len) == 0) {
-        blkid_probe_enable_superblocks(r->pr, 0);
-        blkid_probe_enable_partitions(r->pr, 1);
-        blkid_probe_set_partitions_flags(r->pr, BLKID_PARTS_ENTRY_DETAILS);
-        blkid_partlist ls = blkid_probe_get_partitions(r->pr);
-        blkid_parttable tab = ls ? blkid_partlist_get_table(ls) : NULL;
-        if (tab) {
-            haspt = 1;
-            lua_pushvalue(L, t);
-            set_str(L, "pttype", blkid_parttable_get_type(tab));
-            set_str(L, "ptuuid", blkid_parttable_get_id(tab));
-            lua_pop(L, 1);
-            int n = blkid_partlist_numof_partitions(ls);
-            for (int i = 0; i < n; i++) {
-                blkid_partition p = blkid_partlist_get_partition(ls, i);
-                if (!p) continue;
-                int64_t off = (int64_t)blkid_partition_get_start(p) * SECTOR;
-                int64_t psz = (int64_t)blkid_partition_get_size(p) * SECTOR;
-                lua_createtable(L, 0, 10);
-                set_int(L, "fs_index", blkid_partition_get_partno(p));
-                set_int(L, "offset", base + off);
-                set_int(L, "size", psz);
-                const char *ts = blkid_partition_get_type_string(p);
-                if (ts) set_str(L, "type", ts);
-                else {
-                    char hex[16];
-                    snprintf(hex, sizeof hex, "0x%02x", (unsigned)blkid_partition_get_type(p));
-                    set_str(L, "type", hex);
-                }
-                set_str(L, "name", blkid_partition_get_name(p));
-                set_str(L, "partuuid", blkid_partition_get_uuid(p));
-                set_bool(L, "container", blkid_partition_is_extended(p));
-                set_bool(L, "truncated", off + psz > len);
-                lua_rawseti(L, parts, (lua_Integer)lua_rawlen(L, parts) + 1);
-            }
-        }
-    }
-
-    /* 2. each partition's filesystem, within its bounds clipped at EOF */
-    int np = (int)lua_rawlen(L, parts);
-    for (int i = 1; i <= np; i++) {
-        lua_rawgeti(L, parts, i);
-        lua_getfield(L, -1, "container");
-        int container = lua_toboolean(L, -1);
-        lua_getfield(L, -2, "offset");
-        lua_getfield(L, -3, "size");
-        int64_t off = lua_tointeger(L, -2), psz = lua_tointeger(L, -1);
-        lua_pop(L, 3);
-        if (off + psz > base + len) psz = base + len - off;
-        if (!container && psz > 0)
-            probe_fs(L, r, off, psz);
-        lua_pop(L, 1);
-    }
-
-    /* 3. the whole region; with no table, the whole-disk or Zip filesystem */
-    lua_pushvalue(L, t);
-    int rc = len > 0 ? probe_fs(L, r, base, len) : 1;
-    lua_pop(L, 1);
-    if (!haspt) {
-        int64_t at = -1;
-        lua_createtable(L, 0, 8);
-        if (rc == 0 || rc == -2) {
-            at = 0;
-            probe_fs(L, r, base, len);
-        } else if (rc == 1 && len > ZIP_OFFSET && probe_fs(L, r, base + ZIP_OFFSET, len - ZIP_OFFSET) == 0) {
-            at = ZIP_OFFSET;
-        }
-        if (at >= 0) {
-            set_int(L, "fs_index", 0);
-            set_int(L, "offset", base + at);
-            set_int(L, "size", len - at);
-            set_bool(L, "container", 0);
-            set_bool(L, "truncated", 0);
-            lua_rawseti(L, parts, 1);
-        } else {
-            lua_pop(L, 1);
-        }
-    }
-    lua_pushvalue(L, parts);
-    lua_setfield(L, t, "partitions");
+    struct ntt_layout *lo = lua_newuserdatauv(L, sizeof *lo, 0);   /* collected, even on a raise */
+    char err[256];
+    int rc = ntt_layout_probe(r->fd, (uint64_t)base, (uint64_t)len, lo, err, sizeof err);
     res_free(L, ri);
-    lua_pushvalue(L, t);
+    if (rc != 0)
+        return ntt_failf(L, EIO, "%s: %s", path, err);
+    lua_createtable(L, 0, 8);
+    set_int(L, "size", len);
+    set_str(L, "pttype", lo->pttype);
+    set_str(L, "ptuuid", lo->ptuuid);
+    if (lo->hybrid) set_bool(L, "hybrid", 1);
+    push_fs(L, &lo->whole);
+    lua_createtable(L, lo->nparts, 0);
+    for (int i = 0; i < lo->nparts; i++) {
+        const struct ntt_layout_part *p = &lo->part[i];
+        lua_createtable(L, 0, 12);
+        set_int(L, "fs_index", p->index);
+        set_int(L, "offset", base + (int64_t)p->offset);
+        set_int(L, "size", (int64_t)p->size);
+        set_str(L, "type", p->type);
+        set_str(L, "name", p->name);
+        set_str(L, "partuuid", p->partuuid);
+        set_bool(L, "container", p->container);
+        set_bool(L, "truncated", p->truncated);
+        push_fs(L, &p->fs);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "partitions");
     return 1;
 }
 

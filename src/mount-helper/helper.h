@@ -96,11 +96,28 @@ int mnt_is_mounted(const char *path);
 int mnt_unmount_under(const char *dir, char *out, size_t outlen);
 int run_timed(char *const argv[], char *err, size_t errlen);
 
-/* probe.c */
-uint64_t probe_declared_size(int fd, uint64_t off, uint64_t avail, const char *fstype);
+/* probe.c (over the shared layout probe, src/media/layout.c) */
 int probe_medium(int fd, uint64_t file_size, uint64_t *need, struct medium *md,
                  char *err, size_t errlen);
-int probe_fs(int fd, uint64_t off, uint64_t size, struct fsent *e);
+
+/* args.c: the command line and the config file (0, or an exit code and err) */
+#define MH_TIMEOUT_MIN 1
+#define MH_TIMEOUT_MAX 3600
+#define MH_MAXROOTS 32
+struct mh_args {
+    const char *cmd, *hash, *image, *map;   /* NULL when not given */
+    int timeout;                            /* --timeout seconds, 0 when not given */
+};
+struct mh_conf {
+    int restricted;                         /* came through sudo / not root: roots apply */
+    char base[MH_PATH];
+    char roots[MH_MAXROOTS][PATH_MAX];
+    int nroots;
+    int have_conf;
+};
+int mh_valid_hash(const char *h);
+int mh_parse_args(int argc, char **argv, struct mh_args *a, char *err, size_t errlen);
+int mh_load_config(struct mh_conf *c, char *err, size_t errlen);
 
 /* main.c */
 extern int mh_lock_fd;

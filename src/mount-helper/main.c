@@ -2,10 +2,16 @@
  * ntt-mount-helper - mounts a disk image read-only for ntt; the only part of
  * ntt that needs root (run through sudo when ntt is not root).
  *
- *   ntt-mount-helper mount   HASH IMAGE [--map MAPFILE]
- *   ntt-mount-helper unmount HASH [IMAGE]
- *   ntt-mount-helper status  HASH [IMAGE]
- *   ntt-mount-helper cleanup
+ *   ntt-mount-helper mount   HASH IMAGE [--map MAPFILE] [--timeout SECONDS]
+ *   ntt-mount-helper unmount HASH [IMAGE] [--timeout SECONDS]
+ *   ntt-mount-helper status  HASH [IMAGE] [--timeout SECONDS]
+ *   ntt-mount-helper cleanup [--timeout SECONDS]
+ *
+ * --timeout (whole seconds, 1..3600, default 10) bounds every mount attempt
+ * and FUSE start; waiting for a medium's lock gets 6 times as long (at
+ * least 60 s).  It is an argument, not an environment variable, because
+ * sudo does not pass the caller's environment on.  The command line and
+ * the config file are checked in args.c.
  *
  * Prints one JSON object on stdout ({"error":..,"code":..} on failure, with
  * a message on stderr).  Exit: 0 ok, 1 nothing mountable / partial,
@@ -18,7 +24,6 @@
  * the config's mount_root (default /run/ntt/mnt).  No free-form options.
  * Everything is serialised per medium by flock(<base>/.locks/<hash>.lock).
  */
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -33,21 +38,11 @@
 #include "helper.h"
 #include "out.h"
 
-#ifndef NTT_MH_CONF
-#define NTT_MH_CONF "/etc/ntt/mount-helper.conf"
-#endif
 #define DEFAULT_BASE "/run/ntt/mnt"
-#define MAXROOTS 32
 
 int mh_lock_fd = -1;
 
-static struct {
-    int restricted;                 /* came through sudo / not root: roots apply */
-    char base[MH_PATH];
-    char roots[MAXROOTS][PATH_MAX];
-    int nroots;
-    int have_conf;
-} C;
+static struct mh_conf C;
 
 static const char *mh_hash;
 
@@ -66,64 +61,6 @@ static void die(int code, const char *fmt, ...)
     puts("}");
     fprintf(stderr, "ntt-mount-helper: %s\n", msg);
     exit(code);
-}
-
-static int valid_hash(const char *h)
-{
-    size_t n = strlen(h);
-    if (n < 16 || n > 64) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!isdigit((unsigned char)h[i]) && !(h[i] >= 'a' && h[i] <= 'f')) return 0;
-    return 1;
-}
-
-static char *trim(char *s)
-{
-    while (isspace((unsigned char)*s)) s++;
-    size_t n = strlen(s);
-    while (n && isspace((unsigned char)s[n - 1])) s[--n] = 0;
-    return s;
-}
-
-/* Reads the config: root-owned, not group/world-writable, else refused. */
-static void load_config(void)
-{
-    const char *path = NTT_MH_CONF;
-    const char *env = getenv("NTT_MOUNT_HELPER_CONF");
-    if (env && *env && getuid() == 0) path = env;     /* only real root may point elsewhere */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        if (errno == ENOENT && !C.restricted) return;
-        die(MH_DENIED, "config %s: %s (required when called through sudo)", path, strerror(errno));
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != 0 || (st.st_mode & 022))
-        die(MH_DENIED, "config %s must be a regular file owned by root and not group/world-writable", path);
-    FILE *f = fdopen(fd, "r");
-    if (!f) die(MH_INTERNAL, "config %s: %s", path, strerror(errno));
-    char line[PATH_MAX + 64];
-    int lineno = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        char *s = trim(line);
-        if (!*s || *s == '#') continue;
-        char *eq = strchr(s, '=');
-        if (!eq) die(MH_DENIED, "config %s:%d: expected 'key = value'", path, lineno);
-        *eq = 0;
-        char *k = trim(s), *v = trim(eq + 1);
-        if (*v != '/') die(MH_DENIED, "config %s:%d: %s must be an absolute path", path, lineno, k);
-        if (!strcmp(k, "root")) {
-            char real[PATH_MAX];
-            if (C.nroots < MAXROOTS && realpath(v, real)) snprintf(C.roots[C.nroots++], PATH_MAX, "%s", real);
-        } else if (!strcmp(k, "mount_root")) {
-            if (strlen(v) > 200) die(MH_DENIED, "config %s:%d: mount_root too long", path, lineno);
-            snprintf(C.base, sizeof C.base, "%s", v);
-        } else {
-            die(MH_DENIED, "config %s:%d: unknown key '%s'", path, lineno, k);
-        }
-    }
-    fclose(f);
-    C.have_conf = 1;
 }
 
 static int under_roots(const char *real)
@@ -578,7 +515,7 @@ static int cmd_cleanup(void)
         const char *h = q.tag[i];
         char msgs[1024] = "";
         const char *st = "detached";
-        if (valid_hash(h)) {                /* lo_file_name holds a (possibly cut) hash */
+        if (mh_valid_hash(h)) {                /* lo_file_name holds a (possibly cut) hash */
             lock_medium(h);
             struct medium md;
             char sp[MH_PATH];
@@ -605,41 +542,22 @@ static int cmd_cleanup(void)
     return bad ? MH_PARTIAL : MH_OK;
 }
 
-static void usage(void)
-{
-    die(MH_USAGE, "usage: ntt-mount-helper mount HASH IMAGE [--map MAPFILE] | unmount HASH [IMAGE] | "
-                  "status HASH [IMAGE] | cleanup");
-}
-
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOFBF, 1 << 16);
     umask(022);
-    const char *t = getenv("NTT_MOUNT_TIMEOUT");
-    if (t && *t) {
-        int v = atoi(t);
-        if (v >= 1 && v <= 600) mh_timeout = v;
-    }
+    struct mh_args a;
+    char err[512];
+    int rc = mh_parse_args(argc, argv, &a, err, sizeof err);
+    mh_hash = a.hash;
+    if (rc) die(rc, "%s", err);
+    if (a.timeout) mh_timeout = a.timeout;
     const char *sudo_uid = getenv("SUDO_UID");
     C.restricted = getuid() != 0 || (sudo_uid && strcmp(sudo_uid, "0"));
-    if (argc < 2) usage();
-    const char *cmd = argv[1];
-    int is_cleanup = !strcmp(cmd, "cleanup");
-    if (is_cleanup ? argc != 2 : argc < 3) usage();
-    if (!is_cleanup) {
-        if (!valid_hash(argv[2])) die(MH_USAGE, "invalid hash (want ^[0-9a-f]{16,64}$)");
-        mh_hash = argv[2];
-    }
-    load_config();
+    if ((rc = mh_load_config(&C, err, sizeof err))) die(rc, "%s", err);
     setup_base();
-    if (!strcmp(cmd, "mount")) {
-        const char *map = NULL;
-        if (argc == 6 && !strcmp(argv[4], "--map")) map = argv[5];
-        else if (argc != 4) usage();
-        return cmd_mount(argv[2], argv[3], map);
-    }
-    if (!strcmp(cmd, "unmount") && (argc == 3 || argc == 4)) return cmd_unmount(argv[2], argc == 4 ? argv[3] : NULL);
-    if (!strcmp(cmd, "status") && (argc == 3 || argc == 4)) return cmd_status(argv[2], argc == 4 ? argv[3] : NULL);
-    if (is_cleanup) return cmd_cleanup();
-    usage();
+    if (!strcmp(a.cmd, "mount")) return cmd_mount(a.hash, a.image, a.map);
+    if (!strcmp(a.cmd, "unmount")) return cmd_unmount(a.hash, a.image);
+    if (!strcmp(a.cmd, "status")) return cmd_status(a.hash, a.image);
+    return cmd_cleanup();
 }

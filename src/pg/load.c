@@ -54,6 +54,7 @@
 #include <string.h>
 #include "ntt.h"
 #include "pg.h"
+#include "pgcopy.h"
 #include "walk.h"
 
 #ifndef FLUSH_AT
@@ -537,7 +538,7 @@ static int load_walk(lua_State *L)
             lua_pushinteger(L, (lua_Integer)st.entries);
             lua_pushinteger(L, (lua_Integer)st.dirs);
             ntt_walk_stats_free(&st);
-            if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+            if (ntt_call(L, 2, 0) != LUA_OK)
                 lua_pop(L, 1);   /* progress is advisory */
         }
     }

@@ -29,17 +29,7 @@
  *       Conn:wait() -> what exec_script would have returned.  Until then
  *       the connection takes nothing else (raises).
  *   Conn:begin() / :commit() / :rollback() -> true | nil, msg, SQLSTATE
- *   Conn:copy_in(sql) -> Copy | nil, msg, SQLSTATE   (sql: COPY ... FROM STDIN)
- *   Copy:put(data) -> true | nil, msg, SQLSTATE
- *   Copy:finish() -> rows (integer) | nil, msg, SQLSTATE
- *   Copy:abort([msg]) -> true ; Copy:close() aborts an unfinished COPY
- *   Conn:copy_rows(sql, rows [, ncols | types]) -> rows copied | nil, msg, SQLSTATE
- *       sql is a COPY ... FROM STDIN (FORMAT binary); every row is an array
- *       of ncols (default row.n or #row) values encoded in C: integer ->
- *       bigint, float -> float8, boolean -> bool, string/bytea(s) -> bytes,
- *       nil -> NULL.  types (array of "int8"|"int4"|"int2"|"float8"|"bool"|
- *       "raw"|"auto", one per column) fixes the column count and encoding.
- *       Bad values raise before the COPY starts.
+ *   Conn:copy_in(sql), Conn:copy_rows(sql, rows [, types]): COPY, in pgcopy.c
  *   Conn:notices() -> array of { severity=, message=, sqlstate= } (drains)
  *   Conn:on_notice(fn|nil): fn(message, severity, sqlstate) is called
  *       after the libpq call that received the notice returns.
@@ -58,28 +48,9 @@
 #include <string.h>
 #include "ntt.h"
 #include "pg.h"
+#include "pg_int.h"
 
-#define CONN_MT  "ntt.PgConn"
-#define COPY_MT  "ntt.PgCopy"
-#define BYTEA_MT "ntt.PgBytea"
 #define NOTICE_MAX 1000
-#define COPY_FLUSH (256 * 1024)
-
-typedef struct notice { struct notice *next; char *sev, *msg, *state; } notice;
-
-typedef struct {
-    PGconn *conn;          /* NULL once closed */
-    char *url;
-    notice *head, *tail;   /* queued by the receiver, drained in Lua */
-    int nqueued, dropped;
-    int has_callback;
-    int sent;              /* a send() awaits its wait() */
-} PgConn;
-
-typedef struct {
-    PgConn *pc;            /* the Conn is anchored in the user value */
-    int active;
-} PgCopy;
 
 /* ---------- notices: queued from inside libpq, delivered afterwards ---------- */
 
@@ -127,7 +98,7 @@ static void pg_notice_clear(PgConn *pc)
 }
 
 /* Calls the on_notice callback (user value of the Conn at idx) per notice. */
-static void pg_deliver(lua_State *L, int idx, PgConn *pc)
+void pg_deliver(lua_State *L, int idx, PgConn *pc)
 {
     if (!pc->has_callback || !pc->head)
         return;
@@ -139,14 +110,15 @@ static void pg_deliver(lua_State *L, int idx, PgConn *pc)
         lua_pushstring(L, n->sev);
         lua_pushstring(L, n->state);
         free(n);
-        lua_call(L, 3, 0);
+        if (ntt_call(L, 3, 0) != LUA_OK)
+            lua_error(L);   /* the callback's error is the caller's, as if called directly */
     }
 }
 
 /* ---------- helpers ---------- */
 
 /* Leaves a COPY state a statement entered by mistake; the connection stays usable. */
-static void pg_drain_copy(PGconn *c, ExecStatusType st)
+void pg_drain_copy(PGconn *c, ExecStatusType st)
 {
     PGresult *res;
     if (st == PGRES_COPY_IN)
@@ -162,7 +134,7 @@ static void pg_drain_copy(PGconn *c, ExecStatusType st)
     }
 }
 
-static PgConn *pg_check(lua_State *L, int idx)
+PgConn *pg_check(lua_State *L, int idx)
 {
     PgConn *pc = luaL_checkudata(L, idx, CONN_MT);
     if (!pc->conn)
@@ -177,7 +149,7 @@ PGconn *ntt_pg_checkconn(lua_State *L, int idx)
     return pg_check(L, idx)->conn;
 }
 
-static void pg_copy_str(char *dst, size_t n, const char *src)
+void pg_copy_str(char *dst, size_t n, const char *src)
 {
     if (!dst || !n) return;
     snprintf(dst, n, "%s", src ? src : "");
@@ -187,7 +159,7 @@ static void pg_copy_str(char *dst, size_t n, const char *src)
 }
 
 /* Message and SQLSTATE of a failed result (res may be NULL). */
-static void pg_describe(PGconn *c, const PGresult *res, char *buf, size_t n, char state[6])
+void pg_describe(PGconn *c, const PGresult *res, char *buf, size_t n, char state[6])
 {
     const char *prim = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     const char *det = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
@@ -215,91 +187,12 @@ static int pg_fail_res(lua_State *L, PGconn *c, const PGresult *res)
     return 3;
 }
 
-static int pg_fail_msg(lua_State *L, const char *msg, const char *state)
+int pg_fail_msg(lua_State *L, const char *msg, const char *state)
 {
     lua_pushnil(L);
     lua_pushstring(L, msg);
     lua_pushstring(L, state && *state ? state : "EIO");
     return 3;
-}
-
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
-static void pg_push_bytea(lua_State *L, const char *v, size_t len)
-{
-    if (len >= 2 && v[0] == '\\' && v[1] == 'x') {
-        luaL_Buffer b;
-        size_t n = (len - 2) / 2;
-        char *p = luaL_buffinitsize(L, &b, n);
-        for (size_t i = 0; i < n; i++) {
-            int hi = hexval((unsigned char)v[2 + 2 * i]), lo = hexval((unsigned char)v[3 + 2 * i]);
-            p[i] = (char)((hi < 0 ? 0 : hi) << 4 | (lo < 0 ? 0 : lo));
-        }
-        luaL_pushresultsize(&b, n);
-        return;
-    }
-    size_t n = 0;   /* the old "escape" output format */
-    unsigned char *raw = PQunescapeBytea((const unsigned char *)v, &n);
-    if (!raw) { lua_pushlstring(L, v, len); return; }
-    lua_pushlstring(L, (const char *)raw, n);
-    PQfreemem(raw);
-}
-
-static void pg_push_value(lua_State *L, const PGresult *res, int r, int f)
-{
-    const char *v = PQgetvalue(res, r, f);
-    size_t len = (size_t)PQgetlength(res, r, f);
-    switch (PQftype(res, f)) {
-    case 16:                                        /* bool */
-        lua_pushboolean(L, v[0] == 't');
-        return;
-    case 17:                                        /* bytea */
-        pg_push_bytea(L, v, len);
-        return;
-    case 20: case 21: case 23: case 26:             /* int8 int2 int4 oid */
-    case 700: case 701: case 1700:                  /* float4 float8 numeric */
-        if (lua_stringtonumber(L, v) != 0)
-            return;
-        if (strcmp(v, "NaN") == 0) lua_pushnumber(L, NAN);
-        else if (strcmp(v, "Infinity") == 0) lua_pushnumber(L, HUGE_VAL);
-        else if (strcmp(v, "-Infinity") == 0) lua_pushnumber(L, -HUGE_VAL);
-        else lua_pushlstring(L, v, len);
-        return;
-    default:
-        lua_pushlstring(L, v, len);
-    }
-}
-
-/* Pushes the Lua result table of a successful result. */
-static int pg_push_result(lua_State *L, const PGresult *res)
-{
-    int nr = PQntuples(res), nf = PQnfields(res);
-    lua_createtable(L, nr, 2);
-    lua_createtable(L, nf, 0);
-    for (int f = 0; f < nf; f++) {
-        lua_pushstring(L, PQfname(res, f));
-        lua_rawseti(L, -2, f + 1);
-    }
-    lua_setfield(L, -2, "columns");
-    for (int r = 0; r < nr; r++) {
-        lua_createtable(L, 0, nf);
-        for (int f = 0; f < nf; f++) {
-            if (PQgetisnull(res, r, f)) continue;
-            pg_push_value(L, res, r, f);
-            lua_setfield(L, -2, PQfname(res, f));
-        }
-        lua_rawseti(L, -2, r + 1);
-    }
-    const char *ct = PQcmdTuples((PGresult *)res);
-    lua_pushinteger(L, *ct ? strtoll(ct, NULL, 10) : nr);
-    lua_setfield(L, -2, "n");
-    return 1;
 }
 
 static double pg_mono(void)
@@ -420,34 +313,6 @@ static int pg_connect(lua_State *L)
     }
     PQsetNoticeReceiver(pc->conn, pg_notice_rx, pc);
     return 1;
-}
-
-static int pg_bytea(lua_State *L)
-{
-    luaL_checkstring(L, 1);
-    lua_newuserdatauv(L, 0, 1);
-    lua_pushvalue(L, 1);
-    lua_setiuservalue(L, -2, 1);
-    luaL_setmetatable(L, BYTEA_MT);
-    return 1;
-}
-
-static int bytea_tostring(lua_State *L)
-{
-    lua_getiuservalue(L, 1, 1);
-    lua_pushfstring(L, "ntt.PgBytea (%d bytes)", (int)lua_rawlen(L, -1));
-    return 1;
-}
-
-/* The bytes of a bytea wrapper at idx, or NULL when idx is not one. */
-static const char *pg_tobytea(lua_State *L, int idx, size_t *len)
-{
-    if (!luaL_testudata(L, idx, BYTEA_MT))
-        return NULL;
-    lua_getiuservalue(L, idx, 1);
-    const char *s = lua_tolstring(L, -1, len);
-    lua_pop(L, 1);   /* still anchored by the wrapper */
-    return s;
 }
 
 /* ---------- Conn methods ---------- */
@@ -665,295 +530,6 @@ static int conn_tostring(lua_State *L)
     return 1;
 }
 
-/* ---------- COPY: C API ---------- */
-
-int ntt_pg_copy_begin(PGconn *c, const char *sql, char *errbuf, size_t errlen, char sqlstate[6])
-{
-    PGresult *res = PQexec(c, sql);
-    if (res && PQresultStatus(res) == PGRES_COPY_IN) { PQclear(res); return 0; }
-    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-    if (st != PGRES_FATAL_ERROR && st != PGRES_NONFATAL_ERROR) {
-        pg_copy_str(errbuf, errlen, "copy: the statement is not a COPY ... FROM STDIN");
-        if (sqlstate) snprintf(sqlstate, 6, "42601");
-    } else {
-        pg_describe(c, res, errbuf, errlen, sqlstate);
-    }
-    PQclear(res);
-    pg_drain_copy(c, st);
-    return -1;
-}
-
-int ntt_pg_copy_send(PGconn *c, const char *data, size_t len, char *errbuf, size_t errlen)
-{
-    while (len > 0) {
-        int n = len > 0x40000000 ? 0x40000000 : (int)len;
-        if (PQputCopyData(c, data, n) != 1) {
-            pg_copy_str(errbuf, errlen, PQerrorMessage(c));
-            return -1;
-        }
-        data += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-int ntt_pg_copy_end(PGconn *c, const char *errmsg, long long *rows,
-                    char *errbuf, size_t errlen, char sqlstate[6])
-{
-    int rc = 0;
-    if (sqlstate) sqlstate[0] = '\0';
-    if (rows) *rows = 0;
-    if (PQputCopyEnd(c, errmsg) != 1) {
-        pg_copy_str(errbuf, errlen, PQerrorMessage(c));
-        if (sqlstate && PQstatus(c) == CONNECTION_BAD) snprintf(sqlstate, 6, "08006");
-        rc = -1;
-    }
-    PGresult *res;
-    int first = 1;
-    while ((res = PQgetResult(c))) {
-        if (first && rc == 0) {
-            if (PQresultStatus(res) == PGRES_COMMAND_OK) {
-                if (rows) *rows = strtoll(PQcmdTuples(res), NULL, 10);
-            } else {
-                pg_describe(c, res, errbuf, errlen, sqlstate);
-                rc = -1;
-            }
-        }
-        first = 0;
-        PQclear(res);
-    }
-    return rc;
-}
-
-/* ---------- COPY: Lua API ---------- */
-
-static int conn_copy_in(lua_State *L)
-{
-    PgConn *pc = pg_check(L, 1);
-    const char *sql = luaL_checkstring(L, 2);
-    char err[2048], st[6];
-    int rc = ntt_pg_copy_begin(pc->conn, sql, err, sizeof err, st);
-    pg_deliver(L, 1, pc);
-    if (rc != 0)
-        return pg_fail_msg(L, err, st);
-    PgCopy *cp = ntt_newudata(L, sizeof *cp, COPY_MT);
-    cp->pc = pc;
-    cp->active = 1;
-    lua_pushvalue(L, 1);
-    lua_setiuservalue(L, -2, 1);
-    return 1;
-}
-
-static PgCopy *copy_check(lua_State *L)
-{
-    PgCopy *cp = luaL_checkudata(L, 1, COPY_MT);
-    if (!cp->active)
-        luaL_error(L, "pg: COPY is finished");
-    if (!cp->pc->conn)
-        luaL_error(L, "pg: connection is closed");
-    return cp;
-}
-
-static int copy_put(lua_State *L)
-{
-    PgCopy *cp = copy_check(L);
-    size_t len;
-    const char *s = luaL_checklstring(L, 2, &len);
-    char err[1024];
-    if (ntt_pg_copy_send(cp->pc->conn, s, len, err, sizeof err) != 0)
-        return pg_fail_msg(L, err, PQstatus(cp->pc->conn) == CONNECTION_BAD ? "08006" : "EIO");
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int copy_end(lua_State *L, const char *abort_msg)
-{
-    PgCopy *cp = copy_check(L);
-    char err[2048], st[6];
-    long long rows;
-    cp->active = 0;
-    int rc = ntt_pg_copy_end(cp->pc->conn, abort_msg, &rows, err, sizeof err, st);
-    lua_getiuservalue(L, 1, 1);
-    pg_deliver(L, -1, cp->pc);
-    lua_pop(L, 1);
-    if (abort_msg) { lua_pushboolean(L, 1); return 1; }
-    if (rc != 0) return pg_fail_msg(L, err, st);
-    lua_pushinteger(L, (lua_Integer)rows);
-    return 1;
-}
-
-static int copy_finish(lua_State *L) { return copy_end(L, NULL); }
-static int copy_abort(lua_State *L) { return copy_end(L, luaL_optstring(L, 2, "aborted by ntt")); }
-
-static int copy_close(lua_State *L)
-{
-    PgCopy *cp = luaL_checkudata(L, 1, COPY_MT);
-    if (cp->active && cp->pc->conn) {
-        char err[256], st[6];
-        ntt_pg_copy_end(cp->pc->conn, "COPY abandoned", NULL, err, sizeof err, st);
-    }
-    cp->active = 0;
-    return 0;
-}
-
-static int copy_tostring(lua_State *L)
-{
-    PgCopy *cp = luaL_checkudata(L, 1, COPY_MT);
-    lua_pushstring(L, cp->active ? "ntt.PgCopy (active)" : "ntt.PgCopy (closed)");
-    return 1;
-}
-
-enum { T_AUTO, T_INT8, T_INT4, T_INT2, T_FLOAT8, T_BOOL, T_RAW };
-#define MAXCOLS 1600
-
-/* Column count of the row at idx: fixed, else row.n, else #row. */
-static lua_Integer copy_ncols(lua_State *L, int row, lua_Integer fixed)
-{
-    if (fixed) return fixed;
-    row = lua_absindex(L, row);
-    lua_getfield(L, row, "n");
-    lua_Integer nc = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, row);
-    lua_pop(L, 1);
-    return nc;
-}
-
-/* Raises unless the value at idx can be sent as type t. */
-static void copy_check_value(lua_State *L, int idx, int t, int row, int col)
-{
-    static const lua_Integer lim[] = { [T_INT4] = INT32_MAX, [T_INT2] = INT16_MAX };
-    int lt = lua_type(L, idx), isint;
-    lua_Integer v = lua_tointegerx(L, idx, &isint);
-    const char *why = NULL;
-    if (lt == LUA_TNIL) return;
-    switch (t) {
-    case T_AUTO:
-        if (lt != LUA_TBOOLEAN && lt != LUA_TNUMBER && lt != LUA_TSTRING && !luaL_testudata(L, idx, BYTEA_MT))
-            why = "cannot send";
-        break;
-    case T_INT8: case T_INT4: case T_INT2:
-        if (lt != LUA_TNUMBER || !isint) why = "wants an integer, not";
-        else if (t != T_INT8 && (v > lim[t] || v < -lim[t] - 1)) why = "integer out of range:";
-        break;
-    case T_FLOAT8: if (lt != LUA_TNUMBER) why = "wants a number, not"; break;
-    case T_BOOL: if (lt != LUA_TBOOLEAN) why = "wants a boolean, not"; break;
-    default:
-        if (lt != LUA_TSTRING && !luaL_testudata(L, idx, BYTEA_MT)) why = "wants a string or bytea, not";
-    }
-    if (why)
-        luaL_error(L, "pg: copy_rows: row %d column %d %s a %s", row, col, why, luaL_typename(L, idx));
-}
-
-/* Encodes the (validated) value at idx as type t; 0 or -1 (out of memory). */
-static int copy_encode(lua_State *L, ntt_copybuf *b, int idx, int t)
-{
-    size_t len;
-    const char *s;
-    int lt = lua_type(L, idx);
-    if (lt == LUA_TNIL) return ntt_copybuf_null(b);
-    switch (t) {
-    case T_INT4: return ntt_copybuf_int32(b, (int32_t)lua_tointeger(L, idx));
-    case T_INT2: return ntt_copybuf_int16(b, (int16_t)lua_tointeger(L, idx));
-    case T_INT8: return ntt_copybuf_int64(b, (int64_t)lua_tointeger(L, idx));
-    case T_FLOAT8: return ntt_copybuf_float8(b, lua_tonumber(L, idx));
-    }
-    if (lt == LUA_TBOOLEAN) return ntt_copybuf_bool(b, lua_toboolean(L, idx));
-    if (lt == LUA_TNUMBER && lua_isinteger(L, idx)) return ntt_copybuf_int64(b, (int64_t)lua_tointeger(L, idx));
-    if (lt == LUA_TNUMBER) return ntt_copybuf_float8(b, lua_tonumber(L, idx));
-    if (lt == LUA_TSTRING) s = lua_tolstring(L, idx, &len);
-    else s = pg_tobytea(L, idx, &len);
-    return ntt_copybuf_field(b, s ? s : "", s ? len : 0);
-}
-
-/* The buffer lives in a userdata whose __gc frees it, so raising leaks nothing. */
-static int copybuf_gc(lua_State *L)
-{
-    ntt_copybuf_free(lua_touserdata(L, 1));
-    return 0;
-}
-
-static int conn_copy_rows(lua_State *L)
-{
-    PgConn *pc = pg_check(L, 1);
-    const char *sql = luaL_checkstring(L, 2);
-    luaL_checktype(L, 3, LUA_TTABLE);
-    unsigned char types[MAXCOLS] = { 0 };
-    lua_Integer fixed = 0;
-    if (lua_istable(L, 4)) {      /* column types */
-        static const char *const names[] = { "auto", "int8", "int4", "int2", "float8", "bool", "raw", NULL };
-        fixed = (lua_Integer)lua_rawlen(L, 4);
-        if (fixed < 1 || fixed > MAXCOLS)
-            return luaL_error(L, "pg: copy_rows: bad column count");
-        for (int c = 1; c <= fixed; c++) {
-            lua_rawgeti(L, 4, c);
-            types[c - 1] = (unsigned char)luaL_checkoption(L, -1, NULL, names);
-            lua_pop(L, 1);
-        }
-    } else {
-        fixed = luaL_optinteger(L, 4, 0);
-        if (fixed < 0 || fixed > MAXCOLS)
-            return luaL_error(L, "pg: copy_rows: bad column count");
-    }
-    ntt_copybuf *b = lua_newuserdatauv(L, sizeof *b, 0);
-    ntt_copybuf_init(b);
-    lua_newtable(L);
-    lua_pushcfunction(L, copybuf_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
-    int bidx = lua_gettop(L);
-    /* Validate every row first: a bad value raises while the connection is
-     * still idle, never in the middle of a COPY. */
-    lua_Integer nrows = (lua_Integer)lua_rawlen(L, 3);
-    for (lua_Integer r = 1; r <= nrows; r++) {
-        lua_rawgeti(L, 3, r);
-        int row = lua_gettop(L);
-        if (!lua_istable(L, row))
-            return luaL_error(L, "pg: copy_rows: row %d is not a table", (int)r);
-        lua_Integer nc = copy_ncols(L, row, fixed);
-        if (nc < 1 || nc > MAXCOLS)
-            return luaL_error(L, "pg: copy_rows: row %d has no columns", (int)r);
-        for (lua_Integer c = 1; c <= nc; c++) {
-            lua_rawgeti(L, row, c);
-            copy_check_value(L, -1, types[c - 1], (int)r, (int)c);
-            lua_pop(L, 1);
-        }
-        lua_pop(L, 1);
-    }
-    char err[2048], st[6] = "";
-    long long rows = 0;
-    int rc = ntt_pg_copy_begin(pc->conn, sql, err, sizeof err, st);
-    if (rc == 0) {
-        ntt_copybuf_header(b);
-        for (lua_Integer r = 1; r <= nrows && rc == 0; r++) {
-            lua_rawgeti(L, 3, r);
-            lua_Integer nc = copy_ncols(L, -1, fixed);
-            ntt_copybuf_tuple(b, (int)nc);
-            for (lua_Integer c = 1; c <= nc; c++) {
-                lua_rawgeti(L, -1, c);
-                copy_encode(L, b, -1, types[c - 1]);
-                lua_pop(L, 1);
-            }
-            lua_pop(L, 1);
-            if (b->len >= COPY_FLUSH && !b->failed) {
-                rc = ntt_pg_copy_send(pc->conn, b->data, b->len, err, sizeof err);
-                b->len = 0;
-            }
-        }
-        ntt_copybuf_trailer(b);
-        if (b->failed && rc == 0) { snprintf(err, sizeof err, "copy_rows: out of memory"); rc = -1; }
-        if (rc == 0) rc = ntt_pg_copy_send(pc->conn, b->data, b->len, err, sizeof err);
-        char err2[2048], st2[6];
-        int e = ntt_pg_copy_end(pc->conn, rc ? "copy_rows failed" : NULL, &rows, err2, sizeof err2, st2);
-        if (rc == 0 && e != 0) { rc = -1; memcpy(err, err2, sizeof err); memcpy(st, st2, sizeof st); }
-    }
-    ntt_copybuf_free(b);
-    lua_settop(L, bidx);
-    pg_deliver(L, 1, pc);
-    if (rc != 0)
-        return pg_fail_msg(L, err, *st ? st : (PQstatus(pc->conn) == CONNECTION_BAD ? "08006" : "EIO"));
-    lua_pushinteger(L, (lua_Integer)rows);
-    return 1;
-}
-
 /* ---------- registration ---------- */
 
 static const luaL_Reg conn_methods[] = {
@@ -984,21 +560,6 @@ static const luaL_Reg conn_meta[] = {
     { NULL, NULL }
 };
 
-static const luaL_Reg copy_methods[] = {
-    { "abort", copy_abort },
-    { "close", copy_close },
-    { "finish", copy_finish },
-    { "put", copy_put },
-    { NULL, NULL }
-};
-
-static const luaL_Reg copy_meta[] = {
-    { "__close", copy_close },
-    { "__gc", copy_close },
-    { "__tostring", copy_tostring },
-    { NULL, NULL }
-};
-
 static const luaL_Reg bytea_meta[] = {
     { "__tostring", bytea_tostring },
     { NULL, NULL }
@@ -1013,7 +574,7 @@ static const luaL_Reg pg_funcs[] = {
 int luaopen_ntt_core_pg(lua_State *L)
 {
     ntt_newclass(L, CONN_MT, conn_methods, conn_meta);
-    ntt_newclass(L, COPY_MT, copy_methods, copy_meta);
+    ntt_pgcopy_open(L);
     luaL_newmetatable(L, BYTEA_MT);
     luaL_setfuncs(L, bytea_meta, 0);
     lua_pop(L, 1);

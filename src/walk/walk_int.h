@@ -1,6 +1,10 @@
 /*
- * walk_int.h - private to walk_engine.c and walk_list.c: the walk's shared
- * state and the functions the two halves call in each other.
+ * walk_int.h - private to the C side of ntt.core.walk: the walk's shared
+ * state and the functions its files call, in one direction only:
+ *
+ *     walk_engine.c  (threads, stall watch, start/next/finish)
+ *       -> walk_list.c  (listing one directory)
+ *       -> walk_queue.c (directory stack, batch queue, events; calls nothing)
  */
 #ifndef NTT_WALK_INT_H
 #define NTT_WALK_INT_H
@@ -73,6 +77,8 @@ struct ntt_walk {
     double t0;
 };
 
+/* ---- walk_queue.c: the bottom; used by walk_list.c and walk_engine.c ---- */
+
 double ntt_walk_mono(void);
 void *ntt_walk_xmalloc(size_t n);             /* abort()s when out of memory */
 void *ntt_walk_xrealloc(void *p, size_t n);
@@ -88,9 +94,23 @@ void ntt_walk_event(struct ntt_walk *w, int kind, int err, const char *path,
 void ntt_walk_emit(struct worker *k, const struct stat *st, const char *path,
                    size_t plen, size_t nlen, uint64_t parent,
                    const char *target, size_t tlen, uint32_t flags);
+/* Hand the worker's batch (if not empty) to the consumer; waits for room. */
+void ntt_walk_flush(struct worker *k);
 
-/* walk_list.c: list one directory; drop a reference to a directory item. */
-void ntt_walk_dir(struct worker *k, struct item *it);
+/* Batches: arena offsets turned into pointers; back to the free list; freed. */
+void ntt_walk_batch_seal(struct batch *b);
+void ntt_walk_batch_put(struct ntt_walk *w, struct batch *b);
+void ntt_walk_batch_free(struct batch *b);
+
+/* Push a subdirectory of parent to list (it holds a reference to parent). */
+void ntt_walk_push_dir(struct ntt_walk *w, struct item *parent, const char *path,
+                       size_t len, uint64_t ino);
+/* Drop a reference to a directory item; freeing it drops its parent's. */
 void ntt_walk_item_unref(struct item *it);
+
+/* ---- walk_list.c: used by walk_engine.c ---- */
+
+/* List one directory: emit its entries, push its subdirectories. */
+void ntt_walk_dir(struct worker *k, struct item *it);
 
 #endif

@@ -1,6 +1,7 @@
 /*
- * walk_list.c - listing one directory for ntt.core.walk (the threads and
- * queues are in walk_engine.c): open it below the root without crossing
+ * walk_list.c - listing one directory for ntt.core.walk (the threads are
+ * in walk_engine.c, which calls ntt_walk_dir; the queues in walk_queue.c,
+ * which this file calls): open it below the root without crossing
  * symlinks or mounts, read it with getdents64, lstat every entry with
  * statx, drop names listed twice, queue subdirectories, emit records.
  */
@@ -140,36 +141,6 @@ static void path_room(struct worker *k, size_t need)
     }
 }
 
-/* Drop a reference; an item freed drops its parent's in turn. */
-void ntt_walk_item_unref(struct item *it)
-{
-    while (it && atomic_fetch_sub(&it->refs, 1) == 1) {
-        struct item *up = it->parent;
-        free(it);
-        it = up;
-    }
-}
-
-static void push_dir(struct ntt_walk *w, struct item *parent, const char *path,
-                     size_t len, uint64_t ino)
-{
-    struct item *it = ntt_walk_xmalloc(sizeof *it + len + 1);
-    memcpy(it->path, path, len);
-    it->path[len] = 0;
-    it->len = len;
-    it->ino = ino;
-    it->depth = parent->depth + 1;
-    it->emit_self = 0;
-    atomic_init(&it->refs, 1);
-    atomic_fetch_add(&parent->refs, 1);
-    it->parent = parent;
-    pthread_mutex_lock(&w->mu);
-    it->next = w->stack;
-    w->stack = it;
-    pthread_cond_signal(&w->work_cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
 static int is_ancestor(const struct item *it, uint64_t ino)
 {
     for (; it; it = it->parent)
@@ -256,7 +227,7 @@ static void walk_entry(struct worker *k, int dfd, struct item *it,
             flags = NTT_WALK_NOTDESC;
             walk_note(w, NTT_WALK_EV_ERROR, ELOOP, p, plen, "deeper than max_depth: not descended");
         } else {
-            push_dir(w, it, p, plen, st.st_ino);
+            ntt_walk_push_dir(w, it, p, plen, st.st_ino);
         }
     }
     ntt_walk_emit(k, &st, p, plen, nlen, it->ino, target, tlen, flags);

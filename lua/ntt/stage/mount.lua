@@ -7,7 +7,6 @@
 -- medium and on its filesystem row, never silently dropped.
 local mount = require "ntt.mount"
 local problems = require "ntt.problems"
-local util = require "ntt.core.util"
 
 local M = {}
 
@@ -19,8 +18,7 @@ function M.run(ctx)
     return true
   end
   local p = ctx.policy.mount or {}
-  if p.timeout then util.setenv("NTT_MOUNT_TIMEOUT", tostring(math.ceil(p.timeout))) end
-  local res, err = mount.mount(m.hash, m.image_path, { map = m.map_path })
+  local res, err = mount.mount(m.hash, m.image_path, { map = m.map_path, timeout = p.timeout })
   local db = ctx.db
   if not res then
     problems.note(db, m.hash, "mount_failed", { error = err })

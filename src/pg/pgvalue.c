@@ -1,0 +1,120 @@
+/*
+ * pgvalue.c - values of ntt.core.pg: result rows as Lua tables, and the
+ * bytea wrapper (pg.bytea(s)) that exec and copy_rows send as raw bytes.
+ *
+ * Result values: int2/4/8, oid -> integer; float4/8, numeric -> number
+ * (NaN and +-Infinity too); bool -> boolean; bytea -> raw string;
+ * anything else -> the server's text.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ntt.h"
+#include "pg_int.h"
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+static void pg_push_bytea(lua_State *L, const char *v, size_t len)
+{
+    if (len >= 2 && v[0] == '\\' && v[1] == 'x') {
+        luaL_Buffer b;
+        size_t n = (len - 2) / 2;
+        char *p = luaL_buffinitsize(L, &b, n);
+        for (size_t i = 0; i < n; i++) {
+            int hi = hexval((unsigned char)v[2 + 2 * i]), lo = hexval((unsigned char)v[3 + 2 * i]);
+            p[i] = (char)((hi < 0 ? 0 : hi) << 4 | (lo < 0 ? 0 : lo));
+        }
+        luaL_pushresultsize(&b, n);
+        return;
+    }
+    size_t n = 0;   /* the old "escape" output format */
+    unsigned char *raw = PQunescapeBytea((const unsigned char *)v, &n);
+    if (!raw) { lua_pushlstring(L, v, len); return; }
+    lua_pushlstring(L, (const char *)raw, n);
+    PQfreemem(raw);
+}
+
+static void pg_push_value(lua_State *L, const PGresult *res, int r, int f)
+{
+    const char *v = PQgetvalue(res, r, f);
+    size_t len = (size_t)PQgetlength(res, r, f);
+    switch (PQftype(res, f)) {
+    case 16:                                        /* bool */
+        lua_pushboolean(L, v[0] == 't');
+        return;
+    case 17:                                        /* bytea */
+        pg_push_bytea(L, v, len);
+        return;
+    case 20: case 21: case 23: case 26:             /* int8 int2 int4 oid */
+    case 700: case 701: case 1700:                  /* float4 float8 numeric */
+        if (lua_stringtonumber(L, v) != 0)
+            return;
+        if (strcmp(v, "NaN") == 0) lua_pushnumber(L, NAN);
+        else if (strcmp(v, "Infinity") == 0) lua_pushnumber(L, HUGE_VAL);
+        else if (strcmp(v, "-Infinity") == 0) lua_pushnumber(L, -HUGE_VAL);
+        else lua_pushlstring(L, v, len);
+        return;
+    default:
+        lua_pushlstring(L, v, len);
+    }
+}
+
+/* Pushes the Lua result table of a successful result. */
+int pg_push_result(lua_State *L, const PGresult *res)
+{
+    int nr = PQntuples(res), nf = PQnfields(res);
+    lua_createtable(L, nr, 2);
+    lua_createtable(L, nf, 0);
+    for (int f = 0; f < nf; f++) {
+        lua_pushstring(L, PQfname(res, f));
+        lua_rawseti(L, -2, f + 1);
+    }
+    lua_setfield(L, -2, "columns");
+    for (int r = 0; r < nr; r++) {
+        lua_createtable(L, 0, nf);
+        for (int f = 0; f < nf; f++) {
+            if (PQgetisnull(res, r, f)) continue;
+            pg_push_value(L, res, r, f);
+            lua_setfield(L, -2, PQfname(res, f));
+        }
+        lua_rawseti(L, -2, r + 1);
+    }
+    const char *ct = PQcmdTuples((PGresult *)res);
+    lua_pushinteger(L, *ct ? strtoll(ct, NULL, 10) : nr);
+    lua_setfield(L, -2, "n");
+    return 1;
+}
+
+int pg_bytea(lua_State *L)
+{
+    luaL_checkstring(L, 1);
+    lua_newuserdatauv(L, 0, 1);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    luaL_setmetatable(L, BYTEA_MT);
+    return 1;
+}
+
+int bytea_tostring(lua_State *L)
+{
+    lua_getiuservalue(L, 1, 1);
+    lua_pushfstring(L, "ntt.PgBytea (%d bytes)", (int)lua_rawlen(L, -1));
+    return 1;
+}
+
+/* The bytes of a bytea wrapper at idx, or NULL when idx is not one. */
+const char *pg_tobytea(lua_State *L, int idx, size_t *len)
+{
+    if (!luaL_testudata(L, idx, BYTEA_MT))
+        return NULL;
+    lua_getiuservalue(L, idx, 1);
+    const char *s = lua_tolstring(L, -1, len);
+    lua_pop(L, 1);   /* still anchored by the wrapper */
+    return s;
+}
