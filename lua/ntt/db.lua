@@ -21,6 +21,7 @@
 --       | nil, msg, code   (create=false only checks: a load makes its own)
 local pg = require "ntt.core.pg"
 local embed = require "ntt.core.embed"
+local fs = require "ntt.core.fs"
 local proc = require "ntt.core.proc"
 local config = require "ntt.config"
 
@@ -69,10 +70,7 @@ function M.migrations()
     end
   end
   if embed.root then   -- a source tree in development: its files, not the binary's
-    local r = proc.run { argv = { "ls", embed.root .. "/" .. MIGRATION_DIR }, timeout = 10 }
-    if r and r.code == 0 then
-      for f in r.stdout:gmatch("[^\n]+") do add(f) end
-    end
+    for _, f in ipairs(fs.readdir(embed.root .. "/" .. MIGRATION_DIR) or {}) do add(f) end
   end
   for _, p in ipairs(embed.list()) do
     if p:sub(1, #MIGRATION_DIR) == MIGRATION_DIR then add(p) end
