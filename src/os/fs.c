@@ -30,7 +30,7 @@
  *          directory's search permission count exactly as they will for a
  *          process of that account (for any other user than our own this
  *          needs root: otherwise nil, msg, "EPERM")
- *   chmod(path, mode) -> true
+ *   chmod(path, mode) -> true   (every mode here is an integer 0..07777)
  *   chown(path, user) -> true   owner user, group the account's primary group
  *   rmtree(path) -> true   removes path and everything below it; symbolic
  *          links are removed, never followed; a missing path is fine; a
@@ -56,8 +56,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <limits.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,7 +63,6 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include "mountinfo.h"
 #include "paths.h"
