@@ -96,7 +96,15 @@ bench: all
 demo: all
 	$(B)/ntt examples/demo.lua
 
+# A Lua module or policy never spawns a process for a filesystem primitive
+# (ntt.core.fs has them) nor runs a shell; spec/lint_spec.lua checks the same
+# across lines.
+FS_PROGS := ls|find|stat|test|mkdir|rm|rmdir|cp|mv|cat|readlink|realpath|du|df|chmod|chown|touch|ln
+SPAWN_RE := io\.popen|os\.execute|(argv *= *|run *\(? *|spawn *\(? *)\{ *["'"'"'](/[^"'"'"']*/)?($(FS_PROGS))["'"'"']
+
 lint:
+	@if grep -rnE --include='*.lua' '$(SPAWN_RE)' lua policies | grep -vE '^[^:]+:[0-9]+: *--'; then \
+	  echo "lint: the lines above spawn a process for a filesystem primitive: use ntt.core.fs" >&2; exit 1; fi
 	@command -v luacheck >/dev/null && luacheck lua policies examples spec || echo "luacheck not installed"
 
 install: all

@@ -9,6 +9,7 @@
 -- Everything lives under $NTT_HOME (default: ./demo-home).
 local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
+local fs = require "ntt.core.fs"
 
 local source = arg[0]:match("^(.*)/examples/demo%.lua$") or "."
 package.path = source .. "/?.lua;" .. package.path
@@ -21,12 +22,12 @@ if util.euid() ~= 0 then
 end
 local home = os.getenv("NTT_HOME")
 if not home or home == "" then
-  local pwd = assert(proc.run { argv = { "pwd" } }).stdout:gsub("%s+$", "")
+  local pwd = assert(fs.realpath("."))
   home = pwd .. "/demo-home"
   util.setenv("NTT_HOME", home)
 end
 local shelf = home .. "/images"
-helper.sh { "mkdir", "-p", shelf }
+assert(fs.mkdirp(shelf))
 
 local function say(...) io.stdout:write(...); io.stdout:write("\n"); io.stdout:flush() end
 

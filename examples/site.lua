@@ -6,6 +6,9 @@ return ntt.policy.extend("default", {
   name = "site",
   workers = 4,
   retry = { checkpoint = 5, max = 10 },
+  -- the shelf's cloud drive is mounted with rclone's FUSE driver under
+  -- another name: copy from it with the network thread count
+  copy = { network_fuse = ntt.policy.append { "fuse.shelfcloud" } },
   enumerate = {
     ignore = { "(^|/)\\.cache/", "(^|/)node_modules/", "(^|/)Thumbs\\.db$" },
     raw_audit = true,

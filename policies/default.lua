@@ -40,6 +40,14 @@ return ntt.policy {
     lease = 600,           -- seconds a claim stays ours without renewal
     adapt = true,          -- let measured latency and errors move the thread count
     damaged = "record",    -- files over unrescued areas: record, never store as complete
+    -- FUSE mount types that reach over the network: copied from with the
+    -- network thread count (fs.network below).  A site adds its own with
+    --   copy = { network_fuse = ntt.policy.append { "fuse.mydriver" } }
+    network_fuse = {
+      "fuse.sshfs", "fuse.s3fs", "fuse.rclone", "fuse.gcsfuse", "fuse.davfs", "fuse.curlftpfs",
+      "fuse.goofys", "fuse.glusterfs", "fuse.cephfs", "fuse.ceph", "fuse.smbnetfs", "fuse.blobfuse",
+      "fuse.juicefs", "fuse.9p", "fuse.lizardfs", "fuse.moosefs", "fuse.mfs", "fuse.beegfs", "fuse.nfs",
+    },
     threads = function(fs)
       if fs.kind == "9p" then return 1 end
       if fs.network then return 2 end

@@ -1,5 +1,5 @@
--- spec/fs_spec.lua: filesystem probing (ntt.core.fs) and the concurrency
--- policy built on it (ntt.concurrency).
+-- spec/fs_spec.lua: the filesystem primitives and probing of ntt.core.fs,
+-- and the concurrency policy built on the probe (ntt.concurrency).
 local helper = require "spec.support.helper"
 local fs = require "ntt.core.fs"
 local concurrency = require "ntt.concurrency"
@@ -54,6 +54,201 @@ describe("ntt.core.fs", function()
     local rel = f and f:read("a") or ""
     if f then f:close() end
     assert.equal(rel:lower():find("microsoft") ~= nil or rel:lower():find("wsl") ~= nil, fs.wsl())
+  end)
+end)
+
+describe("ntt.core.fs primitives", function()
+  local function octal(s) return tonumber(s, 8) end
+
+  it("stat: type, size, mode and owner; links followed unless asked", function()
+    local dir = helper.tmpdir("fs")
+    helper.write(dir .. "/f", "hello")
+    assert(fs.chmod(dir .. "/f", octal "640"))
+    helper.sh { "ln", "-s", "f", dir .. "/l" }
+    local st = assert(fs.stat(dir .. "/f"))
+    assert.same({ "file", 5, octal "640" }, { st.type, st.size, st.mode })
+    assert.equal(require("ntt.core.util").euid(), st.uid)
+    assert.equal("file", fs.stat(dir .. "/l").type)
+    assert.equal("link", fs.stat(dir .. "/l", true).type)
+    assert.equal("directory", fs.stat(dir).type)
+    local null = assert(fs.stat("/dev/null"))
+    assert.same({ "char", 1, 3 }, { null.type, null.major, null.minor })
+    local nope, msg, code = fs.stat(dir .. "/missing")
+    assert.same({ nil, dir .. "/missing: No such file or directory", "ENOENT" }, { nope, msg, code })
+    assert.has_error(function() fs.stat() end)
+  end)
+
+  it("realpath resolves links and dots", function()
+    local dir = fs.realpath(helper.tmpdir("fs"))
+    assert(fs.mkdirp(dir .. "/a/b"))
+    helper.sh { "ln", "-s", "a/b", dir .. "/l" }
+    assert.equal(dir .. "/a/b", fs.realpath(dir .. "/l/../b/."))
+    local nope, _, code = fs.realpath(dir .. "/missing/x")
+    assert.same({ nil, "ENOENT" }, { nope, code })
+  end)
+
+  it("readdir lists raw names, sorted bytewise, without . and ..", function()
+    local dir = helper.tmpdir("fs")
+    local names = { "b", "a b", "back\\slash", "new\nline", "\xff\xfeinvalid", "Z", "a", ".hidden", "-dash" }
+    for _, n in ipairs(names) do helper.write(dir .. "/" .. n, n) end
+    assert(fs.mkdirp(dir .. "/sub"))
+    names[#names + 1] = "sub"
+    table.sort(names)
+    assert.same(names, assert(fs.readdir(dir)))
+    assert.same({}, assert(fs.readdir(dir .. "/sub")))
+    local nope, msg, code = fs.readdir(dir .. "/missing")
+    assert.is_nil(nope)
+    assert.matches("missing: No such file", msg)
+    assert.equal("ENOENT", code)
+    assert.equal("ENOTDIR", select(3, fs.readdir(dir .. "/a")))
+  end)
+
+  it("mkdirp makes every missing directory; existing ones are fine", function()
+    local dir = helper.tmpdir("fs")
+    assert.is_true(fs.mkdirp(dir .. "/x/y//z/", octal "700"))
+    assert.equal(octal "700", fs.stat(dir .. "/x/y/z").mode)
+    assert.is_true(fs.mkdirp(dir .. "/x/y"))
+    helper.sh { "ln", "-s", "x", dir .. "/lx" }
+    assert.is_true(fs.mkdirp(dir .. "/lx/y/w"))
+    assert.equal("directory", fs.stat(dir .. "/x/y/w").type)
+    helper.write(dir .. "/file", "")
+    assert.same({ nil, dir .. "/file: File exists", "EEXIST" }, { fs.mkdirp(dir .. "/file") })
+    assert.same({ nil, dir .. "/file/sub: Not a directory", "ENOTDIR" }, { fs.mkdirp(dir .. "/file/sub") })
+    assert.has_error(function() fs.mkdirp(dir .. "/m", -1) end)
+    assert.has_error(function() fs.mkdirp(dir .. "/m", "755") end)
+  end)
+
+  it("owner names the account, or its number when it has no name", function()
+    if not helper.is_root() then return pending("needs root to chown") end
+    local dir = helper.tmpdir("fs")
+    helper.write(dir .. "/f", "")
+    assert.same({ "root", 0 }, { fs.owner(dir .. "/f") })
+    assert(fs.chown(dir .. "/f", "nobody"))
+    local uid = require("ntt.core.proc").user_ids("nobody")
+    assert.same({ "nobody", uid }, { fs.owner(dir .. "/f") })
+    helper.sh { "chown", "54321", dir .. "/f" }
+    assert.same({ "54321", 54321 }, { fs.owner(dir .. "/f") })
+    assert.equal("ENOENT", select(3, fs.owner(dir .. "/missing")))
+    assert.same({ nil, "user 'no-such-account': no such account", "ENOENT" },
+                { fs.chown(dir .. "/f", "no-such-account") })
+  end)
+
+  it("access answers for this process or for another account", function()
+    local dir = helper.tmpdir("fs")
+    helper.write(dir .. "/f", "")
+    assert.is_true(fs.access(dir .. "/f", "rw"))
+    assert.same({ false, dir .. "/f: Permission denied", "EACCES" }, { fs.access(dir .. "/f", "x") })
+    assert.equal("ENOENT", select(3, fs.access(dir .. "/missing", "r")))
+    assert.has_error(function() fs.access(dir, "q") end)
+    assert.has_error(function() fs.access(dir, "") end)
+    if not helper.is_root() then return pending("needs root to act as another account") end
+    -- root may write anywhere; nobody only where the kernel says so
+    assert(fs.chmod(dir, octal "755"))
+    assert.is_true(fs.access(dir, "w"))
+    assert.same({ false, dir .. ": Permission denied", "EACCES" }, { fs.access(dir, "w", "nobody") })
+    assert.is_true(fs.access(dir, "rx", "nobody"))
+    assert(fs.mkdirp(dir .. "/mine/deeper"))
+    assert(fs.chown(dir .. "/mine", "nobody"))
+    assert.is_true(fs.access(dir .. "/mine", "w", "nobody"))
+    assert.is_false((fs.access(dir .. "/mine/deeper", "w", "nobody")))
+    -- a parent the account cannot search hides everything below it
+    assert(fs.chmod(dir, octal "700"))
+    assert.same({ false, "EACCES" }, { (fs.access(dir .. "/mine", "w", "nobody")), select(3, fs.access(dir .. "/mine", "w", "nobody")) })
+    assert.same({ nil, "user 'no-such-account': no such account", "ENOENT" },
+                { fs.access(dir, "r", "no-such-account") })
+  end)
+
+  it("rmtree removes a tree, never follows links, stays on its filesystem", function()
+    local dir = helper.tmpdir("fs")
+    assert(fs.mkdirp(dir .. "/keep"))
+    helper.write(dir .. "/keep/precious", "x")
+    assert(fs.mkdirp(dir .. "/t/a/b"))
+    helper.write(dir .. "/t/a/b/f", "x")
+    helper.write(dir .. "/t/new\nline", "x")
+    helper.sh { "ln", "-s", dir .. "/keep", dir .. "/t/a/link" }
+    assert.is_true(fs.rmtree(dir .. "/t"))
+    assert.is_nil(fs.stat(dir .. "/t", true))
+    assert.equal("x", helper.read(dir .. "/keep/precious"))
+    assert.is_true(fs.rmtree(dir .. "/t"))   -- already gone
+    helper.sh { "ln", "-s", dir .. "/keep", dir .. "/l" }
+    assert.is_true(fs.rmtree(dir .. "/l"))   -- the link, not its target
+    assert.equal("x", helper.read(dir .. "/keep/precious"))
+    if not helper.is_root() then return pending("needs root to mount") end
+    assert(fs.mkdirp(dir .. "/m/mnt"))
+    helper.sh { "mount", "-t", "tmpfs", "none", dir .. "/m/mnt" }
+    helper.write(dir .. "/m/mnt/inside", "x")
+    local ok, msg, code = fs.rmtree(dir .. "/m")
+    helper.sh { "umount", dir .. "/m/mnt" }
+    assert.same({ nil, dir .. "/m: Invalid cross-device link", "EXDEV" }, { ok, msg, code })
+  end)
+
+  it("mountinfo unescapes space, tab, newline and backslash in every field", function()
+    local all = assert(fs.mountinfo())
+    local root
+    for _, m in ipairs(all) do if m.target == "/" then root = m end end
+    assert.is_table(root)
+    for _, k in ipairs { "id", "parent", "major", "minor" } do assert.equal("integer", math.type(root[k])) end
+    assert.is_string(root.super_options)
+    assert.is_table(root.optional)
+    if not helper.is_root() then return pending("needs root to mount") end
+    local dir = helper.tmpdir("fs")
+    local odd = dir .. "/a b\\c\nd\te"
+    assert(fs.mkdirp(odd))
+    helper.sh { "mount", "-t", "tmpfs", "-o", "size=1m", "my src\\x", odd }
+    local found
+    for _, m in ipairs(assert(fs.mountinfo())) do if m.target == odd then found = m end end
+    local probe = fs.probe(odd)
+    local diagnose = require "ntt.diagnose"
+    local check = diagnose.mount_check(odd)
+    helper.sh { "umount", odd }
+    assert.is_table(found)
+    assert.equal("tmpfs", found.fstype)
+    assert.equal("my src\\x", found.source)
+    assert.equal("/", found.root)
+    assert.matches("size=1024k", found.super_options)
+    assert.same({ "tmpfs", "tmpfs" }, { probe.kind, probe.fstype })
+    assert.equal("mount_check:ok", check)
+    assert.equal("mount_check:missing", diagnose.mount_check(odd))
+  end)
+end)
+
+describe("network FUSE types come from the policy", function()
+  it("probe counts a FUSE type as network only when listed", function()
+    assert.has_error(function() fs.probe("/", { netwrok_fuse = {} }) end, "fs.probe: unknown option 'netwrok_fuse' (did you mean 'network_fuse'?)")
+    assert.has_error(function() fs.probe("/", { network_fuse = "fuse.sshfs" }) end)
+    assert.is_false(assert(fs.probe("/proc", { network_fuse = { "fuse.sshfs" } })).network)
+    if not helper.is_root() then return pending("needs root to mount") end
+    local dir = helper.tmpdir("fs")
+    assert(fs.mkdirp(dir .. "/m"))
+    helper.sh { "mkfs.ext2", "-q", dir .. "/img", "8M" }
+    local r = helper.sh({ "fuse2fs", "-o", "ro", dir .. "/img", dir .. "/m" }, { may_fail = true })
+    if r.code ~= 0 then return pending("fuse2fs failed: " .. r.stderr) end
+    local plain = fs.probe(dir .. "/m")
+    local listed = fs.probe(dir .. "/m", { network_fuse = { "fuse.sshfs", plain.fstype } })
+    local bad = pcall(fs.probe, dir .. "/m", { network_fuse = { 42 } })
+    helper.sh { "umount", dir .. "/m" }
+    assert.is_false(plain.network)
+    assert.is_true(listed.network)
+    assert.is_false(bad)
+  end)
+
+  it("the default policy lists them, a site policy adds to them, a typo is an error", function()
+    local policy = require "ntt.policy"
+    local default = assert(policy.load("default"))
+    local list = default.copy.network_fuse
+    assert.is_true(#list > 5)
+    local has = {}
+    for _, t in ipairs(list) do has[t] = true end
+    assert.is_true(has["fuse.sshfs"] and has["fuse.rclone"])
+    local site = policy.extend(default, { copy = { network_fuse = policy.append { "fuse.shelfcloud" } } })
+    assert.equal("fuse.shelfcloud", site.copy.network_fuse[#site.copy.network_fuse])
+    assert.equal(#list + 1, #site.copy.network_fuse)
+    local ok, err = pcall(policy.extend, default, { copy = { network_fuse = { "sshfs" } } })
+    assert.is_false(ok)
+    assert.matches('"fuse.sshfs"', err)
+    ok, err = pcall(policy.extend, default, { copy = { network_fuses = {} } })
+    assert.is_false(ok)
+    assert.matches("network_fuse", err)
   end)
 end)
 

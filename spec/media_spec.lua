@@ -116,7 +116,7 @@ local function faulty(dir, size, bad_lo, bad_len)
   local util = require "ntt.core.util"
   local deadline = util.monotonic() + 10
   while util.monotonic() < deadline do
-    local st = cmedia.stat(mnt .. "/img")
+    local st = require("ntt.core.fs").stat(mnt .. "/img")
     if st and st.size == size then break end
     util.sleep(0.05)
   end
@@ -125,7 +125,7 @@ local function faulty(dir, size, bad_lo, bad_len)
     if not p:wait(5) then p:kill(9); p:wait(5) end
     p:close()
   end
-  local st = cmedia.stat(mnt .. "/img")
+  local st = require("ntt.core.fs").stat(mnt .. "/img")
   if not st or st.size ~= size then stop(); return nil, "FUSE mount did not come up" end
   return mnt .. "/img", stop
 end

@@ -4,6 +4,7 @@
 -- it returns a table { summary = "...", usage = "...", main = function(args) -> exit code }.
 -- Later capabilities add subcommands by adding modules; nothing here changes.
 local embed = require "ntt.core.embed"
+local fs = require "ntt.core.fs"
 
 local M = {}
 
@@ -14,14 +15,10 @@ local function commands()
   local function add(name)
     if not seen[name] then seen[name] = true; list[#list + 1] = name end
   end
-  if embed.root then
-    local p = io.popen(("ls %q/lua/ntt/cmd 2>/dev/null"):format(embed.root))
-    if p then
-      for f in p:lines() do
-        local n = f:match("^([%w_]+)%.lua$")
-        if n then add(n) end
-      end
-      p:close()
+  if embed.root then   -- a source tree in development: its commands too
+    for _, f in ipairs(fs.readdir(embed.root .. "/lua/ntt/cmd") or {}) do
+      local n = f:match("^([%w_]+)%.lua$")
+      if n then add(n) end
     end
   end
   for _, path in ipairs(embed.list()) do

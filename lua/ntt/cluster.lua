@@ -25,6 +25,7 @@
 --   c:url([dbname])          -> "postgresql:///ntt?host=<run, %-encoded>&user=ntt"
 --   c:bindir()               -> directory of initdb/pg_ctl | nil, msg
 local proc = require "ntt.core.proc"
+local fs = require "ntt.core.fs"
 local util = require "ntt.core.util"
 
 local M = {}
@@ -73,13 +74,10 @@ end
 
 -- Versions under /usr/lib/postgresql, highest first.
 local function debian_versions()
-  local r = proc.run { argv = { "ls", "/usr/lib/postgresql" }, timeout = 10 }
   local v = {}
-  if r and r.code == 0 then
-    for name in r.stdout:gmatch("[^\n]+") do
-      if name:match("^%d+$") and exists("/usr/lib/postgresql/" .. name .. "/bin/pg_ctl") then
-        v[#v + 1] = tonumber(name)
-      end
+  for _, name in ipairs(fs.readdir("/usr/lib/postgresql") or {}) do
+    if name:match("^%d+$") and exists("/usr/lib/postgresql/" .. name .. "/bin/pg_ctl") then
+      v[#v + 1] = tonumber(name)
     end
   end
   table.sort(v, function(a, b) return a > b end)
@@ -106,9 +104,8 @@ function M.new(opts)
     self.user = opts.user
   elseif util.euid() == 0 then
     -- the account that owns an existing data directory, else postgres/nobody
-    local r = proc.run { argv = { "stat", "-c", "%U", self.data }, timeout = 10 }
-    local owner = r and r.code == 0 and r.stdout:match("^(%S+)")
-    if owner and owner ~= "root" and owner ~= "UNKNOWN" and proc.user_ids(owner) then
+    local owner, uid = fs.owner(self.data)
+    if owner and uid ~= 0 and proc.user_ids(owner) then
       self.user = owner
     else
       self.user = proc.user_ids("postgres") and "postgres" or "nobody"
@@ -173,19 +170,22 @@ function C:_prepare()
     return nil, ("cluster: socket path %s is %d bytes (limit %d): choose a shorter data root (NTT_HOME)")
       :format(sock, #sock, SOCKET_MAX)
   end
-  local ok, err = run { "mkdir", "-p", self.root, self.run }
-  if not ok then return nil, err end
-  if self.user then
-    ok, err = run { "chown", self.user .. ":", self.root, self.run }
-    if not ok then return nil, err end
-    local r = proc.run { argv = { "test", "-w", self.run }, user = self.user, cwd = "/", timeout = 10 }
-    if not r or r.code ~= 0 then
-      return nil, ("cluster: account '%s' cannot reach %s: make its parent directories searchable "
-        .. "(chmod o+x) or choose another data root (NTT_HOME)"):format(self.user, self.root)
+  for _, dir in ipairs { self.root, self.run } do
+    local ok, err = fs.mkdirp(dir)
+    if not ok then return nil, "cluster: " .. err end
+    if self.user then
+      ok, err = fs.chown(dir, self.user)
+      if not ok then return nil, "cluster: " .. err end
     end
   end
-  ok, err = run { "chmod", "0700", self.root, self.run }
-  if not ok then return nil, err end
+  if self.user and not fs.access(self.run, "w", self.user) then
+    return nil, ("cluster: account '%s' cannot reach %s: make its parent directories searchable "
+      .. "(chmod o+x) or choose another data root (NTT_HOME)"):format(self.user, self.root)
+  end
+  for _, dir in ipairs { self.root, self.run } do
+    local ok, err = fs.chmod(dir, tonumber("700", 8))
+    if not ok then return nil, "cluster: " .. err end
+  end
   return true
 end
 
@@ -199,11 +199,11 @@ function C:init()
   -- initdb into a private directory renamed into place at the end, so that
   -- concurrent first starts (several workers) never see a half-made cluster.
   local tmpdata = ("%s/data.init.%d"):format(self.root, util.pid())
-  run { "rm", "-rf", tmpdata }
+  fs.rmtree(tmpdata)
   ok, err = self:_tool("initdb", { "-D", tmpdata, "-U", "ntt", "-E", "UTF8", "--locale=C",
                                     "--auth-local=trust", "--auth-host=reject" }, { timeout = 300 })
   if not ok then
-    run { "rm", "-rf", tmpdata }
+    fs.rmtree(tmpdata)
     return nil, "cluster: " .. err
   end
   local conf = table.concat({
@@ -220,12 +220,12 @@ function C:init()
     "",
   }, "\n")
   local f, ferr = io.open(tmpdata .. "/postgresql.conf", "ab")
-  if not f then run { "rm", "-rf", tmpdata }; return nil, "cluster: " .. ferr end
+  if not f then fs.rmtree(tmpdata); return nil, "cluster: " .. ferr end
   f:write(conf)
   f:close()
   local moved, merr = os.rename(tmpdata, self.data)
   if not moved then
-    run { "rm", "-rf", tmpdata }
+    fs.rmtree(tmpdata)
     if exists(self.data .. "/PG_VERSION") then return true end   -- another process won
     return nil, "cluster: " .. tostring(merr)
   end

@@ -4,7 +4,8 @@
 --   concurrency.default(probe [, opts]) -> threads, reason
 --     probe: the table of ntt.core.fs.probe (kind, network, fstype).
 --     9p (WSL2's drvfs, virtio shares) -> 1: it serialises and stalls under
---     parallel access; network filesystems (nfs, cifs, smb2, network FUSE)
+--     parallel access; network filesystems (nfs, cifs, smb2, and FUSE types
+--     the policy lists in copy.network_fuse, passed to fs.probe)
 --     -> 2; local -> opts.cores * 4 clamped to [4, 16]: cold small-file
 --     copying waits on the device, so reads from several directories
 --     must be in flight even on a 2-core machine.

@@ -107,7 +107,8 @@ function M.run(o)
   for _, r in ipairs(o.roots) do roots[r.fs_index] = r.root end
   -- Threads from the source filesystem, as the policy says.
   local first_root = o.roots[1] and o.roots[1].root
-  local probe = first_root and fs.probe(first_root) or { kind = "unknown", network = false }
+  local probe = first_root and fs.probe(first_root, { network_fuse = cp.network_fuse })
+    or { kind = "unknown", network = false }
   local threads = cp.threads
   if type(threads) == "function" then threads = threads(probe) end
   threads = math.max(1, math.tointeger(threads) or concurrency.default(probe))

@@ -21,7 +21,7 @@
 --       | nil, msg, code   (create=false only checks: a load makes its own)
 local pg = require "ntt.core.pg"
 local embed = require "ntt.core.embed"
-local proc = require "ntt.core.proc"
+local fs = require "ntt.core.fs"
 local config = require "ntt.config"
 
 local M = {}
@@ -69,10 +69,7 @@ function M.migrations()
     end
   end
   if embed.root then   -- a source tree in development: its files, not the binary's
-    local r = proc.run { argv = { "ls", embed.root .. "/" .. MIGRATION_DIR }, timeout = 10 }
-    if r and r.code == 0 then
-      for f in r.stdout:gmatch("[^\n]+") do add(f) end
-    end
+    for _, f in ipairs(fs.readdir(embed.root .. "/" .. MIGRATION_DIR) or {}) do add(f) end
   end
   for _, p in ipairs(embed.list()) do
     if p:sub(1, #MIGRATION_DIR) == MIGRATION_DIR then add(p) end
@@ -228,8 +225,7 @@ function M.partition_names(h)
     error(("db: invalid medium hash %q (want 16-64 lowercase hex)"):format(tostring(h)), 2)
   end
   if #h <= NAME_MAX_HASH then return "inode_p_" .. h, "path_p_" .. h end
-  local r = assert(proc.run { argv = { "md5sum" }, input = h, timeout = 10 })
-  local d = assert(r.stdout:match("^(%x+)"), "md5sum failed")
+  local d = require("ntt.md5").hex(h)   -- md5sum's digest: the names already made stay
   return "inode_h_" .. d, "path_h_" .. d
 end
 

@@ -6,7 +6,7 @@
 --   mount_check(root)         -> "mount_check:ok" | "...:missing" | "...:inaccessible"
 --   gather(opts)              -> list of findings (sorted, no duplicates)
 --     opts = { err=, msg=, root=, kernel_lines=, devices=, patterns=, kernel_unavailable= }
-local media = require "ntt.core.media"
+local fs = require "ntt.core.fs"
 
 local M = {}
 
@@ -66,17 +66,12 @@ end
 
 -- Is root still a mount point we can read?
 function M.mount_check(root)
-  local f = io.open("/proc/self/mountinfo", "r")
   local mounted = false
-  if f then
-    for line in f:lines() do
-      local mp = line:match("^%S+ %S+ %S+ %S+ (%S+)")
-      if mp and mp:gsub("\\040", " ") == root then mounted = true; break end
-    end
-    f:close()
+  for _, m in ipairs(fs.mountinfo() or {}) do
+    if m.target == root then mounted = true; break end
   end
   if not mounted then return "mount_check:missing" end
-  local st = media.stat(root)
+  local st = fs.stat(root)
   if not st or st.type ~= "directory" then return "mount_check:inaccessible" end
   return "mount_check:ok"
 end

@@ -75,10 +75,8 @@ function M.open(opts)
     fields = opts.fields or {},
   }, Logger)
   if opts.dir then
-    local r = require("ntt.core.proc").run { argv = { "mkdir", "-p", opts.dir }, timeout = 30 }
-    if not r or r.code ~= 0 then
-      return nil, ("log: cannot create %s: %s"):format(opts.dir, r and r.stderr or "mkdir failed")
-    end
+    local made, merr, mcode = require("ntt.core.fs").mkdirp(opts.dir)
+    if not made then return nil, "log: cannot create directory: " .. merr, mcode end
     local max, keep = opts.max_bytes or 16 * 1024 * 1024, opts.keep or 5
     local e
     self.ops, e = new_stream(opts.dir .. "/ops.jsonl", max, keep)

@@ -23,6 +23,7 @@
 -- "DIR:" .. its canonical path.  An empty or wholly unreadable image is
 -- refused, so that no two of them share a hash.
 local cmedia = require "ntt.core.media"
+local fs = require "ntt.core.fs"
 local mapfile = require "ntt.mapfile"
 
 local M = {}
@@ -71,14 +72,14 @@ end
 -- The mapfile beside an image: <dir>/<stem>.map, then <image>.map.
 function M.find_map(image)
   for _, c in ipairs { dirname(image) .. "/" .. stem(image) .. ".map", image .. ".map" } do
-    local st = cmedia.stat(c)
+    local st = fs.stat(c)
     if st and st.type == "file" then return c end
   end
   return nil
 end
 
 local function identify_directory(target)
-  local rp, err, code = cmedia.realpath(target)
+  local rp, err, code = fs.realpath(target)
   if not rp then return nil, err, code end
   local hash, herr, hcode = blake3()
   if not hash then return nil, herr, hcode end
@@ -91,14 +92,14 @@ end
 function M.identify(target, opts)
   if type(target) ~= "string" then error("media.identify: target must be a path", 2) end
   opts = opts or {}
-  local st, err, code = cmedia.stat(target)
+  local st, err, code = fs.stat(target)
   if not st then return nil, err, code end
   if st.type == "directory" then return identify_directory(target) end
   if st.type ~= "file" and st.type ~= "block" then
     return nil, ("%s: not an image file, block device or directory"):format(target), "EINVAL"
   end
   local path
-  path, err, code = cmedia.realpath(target)
+  path, err, code = fs.realpath(target)
   if not path then return nil, err, code end
   local ident = { kind = st.type == "block" and "device" or "image", image_path = path }
   if ident.kind == "device" then
@@ -115,7 +116,7 @@ function M.identify(target, opts)
     ident.model, ident.serial = "unknown", "unknown"
     ident.human = stem(target)
     local map = opts.map or M.find_map(target) or M.find_map(path)
-    ident.map_path = map and (cmedia.realpath(map) or map)
+    ident.map_path = map and (fs.realpath(map) or map)
   end
   if ident.size == 0 then
     return nil, ("%s: empty %s (0 bytes): nothing to identify"):format(target, ident.kind), "EINVAL"

@@ -35,19 +35,21 @@ local IMAGE_EXT = { img = true, ima = true, iso = true, dd = true, raw = true, b
 -- A folder holding disk images (with their .map files beside them) means
 -- each image; any other folder is a directory medium.
 function M.expand(targets)
-  local media = require "ntt.core.media"
-  local proc = require "ntt.core.proc"
+  local fs = require "ntt.core.fs"
   local out = {}
   for _, t in ipairs(targets) do
-    local st = media.stat(t)
+    local st = fs.stat(t)
     local images = {}
     if st and st.type == "directory" then
-      local r = proc.run { argv = { "find", t, "-maxdepth", "1", "-type", "f" }, timeout = 60 }
-      for name in ((r and r.stdout) or ""):gmatch("[^\n]+") do
+      local dir = t:gsub("/+$", "")
+      for _, name in ipairs(fs.readdir(t) or {}) do   -- sorted
         local ext = name:match("%.([%w]+)$")
-        if ext and IMAGE_EXT[ext:lower()] then images[#images + 1] = name end
+        local path = dir .. "/" .. name
+        if ext and IMAGE_EXT[ext:lower()] then
+          local f = fs.stat(path, true)   -- regular files only, as before: no links
+          if f and f.type == "file" then images[#images + 1] = path end
+        end
       end
-      table.sort(images)
     end
     if #images > 0 then
       for _, i in ipairs(images) do out[#out + 1] = i end

@@ -40,6 +40,13 @@ end
 
 local function sec(t) return { section = t } end
 
+-- A FUSE mount type as the mount table writes it: "fuse.<driver>".
+local function fuse_type_check(v)
+  if type(v) == "string" and v:match("^fuse%.[%w_%.%-]+$") then return true end
+  return nil, ("must be a FUSE mount type such as \"fuse.sshfs\" (got %s)"):format(
+    type(v) == "string" and ("'" .. v .. "'") or type(v))
+end
+
 M.schema = {
   name = "string",
   description = "string",
@@ -66,6 +73,7 @@ M.schema = {
     lease = "number",
     adapt = "boolean",
     damaged = { "record", "salvage" },
+    network_fuse = { list = { check = fuse_type_check } },
   },
   retry = sec {
     checkpoint = "integer",

@@ -45,10 +45,6 @@
  *        | nil, "path: Operation not supported", "EOPNOTSUPP" where the
  *          filesystem has no FIEMAP (tmpfs, most FUSE filesystems, vfat...)
  *        | nil, msg, errname
- *   stat(path [, nofollow]) -> { type="file"|"directory"|"block"|"char"|"link"|"other",
- *                   size=, major=, minor= } | nil, msg, errname
- *          (follows a symbolic link unless nofollow is true)
- *   realpath(path) -> canonical path | nil, msg, errname
  *   EXTENT = { last=, unknown=, delalloc=, encoded=, ... }  fiemap flag bits
  */
 #include <errno.h>
@@ -525,37 +521,6 @@ static int media_fiemap(lua_State *L)
     return 1;
 }
 
-static int media_stat(lua_State *L)
-{
-    const char *path = luaL_checkstring(L, 1);
-    int nofollow = lua_toboolean(L, 2);
-    struct stat st;
-    if ((nofollow ? lstat(path, &st) : stat(path, &st)) < 0)
-        return ntt_fail(L, errno, path);
-    const char *type = S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory"
-                     : S_ISBLK(st.st_mode) ? "block" : S_ISCHR(st.st_mode) ? "char"
-                     : S_ISLNK(st.st_mode) ? "link" : "other";
-    lua_createtable(L, 0, 4);
-    set_str(L, "type", type);
-    set_int(L, "size", st.st_size);
-    if (S_ISBLK(st.st_mode) || S_ISCHR(st.st_mode)) {
-        set_int(L, "major", major(st.st_rdev));
-        set_int(L, "minor", minor(st.st_rdev));
-    }
-    return 1;
-}
-
-static int media_realpath(lua_State *L)
-{
-    const char *path = luaL_checkstring(L, 1);
-    char *rp = realpath(path, NULL);
-    if (!rp)
-        return ntt_fail(L, errno, path);
-    lua_pushstring(L, rp);
-    free(rp);
-    return 1;
-}
-
 static const luaL_Reg res_methods[] = {
     { "close", res_close },
     { NULL, NULL }
@@ -573,9 +538,7 @@ static const luaL_Reg media_funcs[] = {
     { "fiemap", media_fiemap },
     { "probe", media_probe },
     { "read_regions", media_read_regions },
-    { "realpath", media_realpath },
     { "scan_uniform", media_scan_uniform },
-    { "stat", media_stat },
     { NULL, NULL }
 };
 

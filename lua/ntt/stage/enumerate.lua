@@ -55,7 +55,7 @@ function M.run(ctx)
     local config = require "ntt.config"
     local walk = require "ntt.core.walk"
     local dir = config.path("raw")
-    require("ntt.core.proc").run { argv = { "mkdir", "-p", dir }, timeout = 30 }
+    require("ntt.core.fs").mkdirp(dir)
     for _, r in ipairs(ctx.roots) do
       local file = ("%s/%s.p%d.walk.zst"):format(dir, m.hash, r.fs_index)
       local ok, aerr = walk.to_file(r.root, file, { threads = p.threads, stall_timeout = p.stall_timeout })
