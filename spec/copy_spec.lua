@@ -6,6 +6,7 @@ local store = require "ntt.core.store"
 local copy = require "ntt.core.copy"
 local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
+local diagnose = require "ntt.diagnose"
 
 local function mkdirs(path) helper.sh { "mkdir", "-p", path } end
 
@@ -207,10 +208,12 @@ describe("ntt.core.copy", function()
     assert.is_false(res[1].ok)
     assert.equal("failed", res[1].status)
     assert.equal("ENODATA", res[1].err)
+    assert.equal("read", res[1].phase)
     assert.equal(5000, res[1].offset)
     assert.equal("ENODATA", res[2].err)
     assert.equal(3 * 1048576 + 5, res[2].offset)
     assert.equal("EFBIG", res[3].err)
+    assert.equal("read", res[3].phase)
     assert.equal("ENODATA", res[4].err)
     assert.equal(0, res[4].offset)
     assert.same({}, blobs(dir .. "/store"))
@@ -240,10 +243,29 @@ describe("ntt.core.copy", function()
     assert.equal("EXDEV", res[4].err)
     assert.equal("ELOOP", res[5].err)
     assert.equal("EINVAL", res[6].err)
+    for i = 1, 6 do assert.equal("open", res[i].phase) end
     assert.is_true(res[7].ok)
+    assert.is_nil(res[7].phase)
     assert.equal(1, #blobs(dir .. "/store"))
     assert.has_error(function() copy.batch(st, { { root = dir, path = "x" } }) end)
     assert.has_error(function() copy.batch(st, {}, { durability = "maybe" }) end)
+  end)
+
+  it("rejects an unknown option key (a typo is never a silent default)", function()
+    local dir = helper.tmpdir("copy")
+    helper.write(dir .. "/f", "data")
+    local st = assert(store.open(dir .. "/store"))
+    local items = { { root = dir, path = "f", size = 4 } }
+    assert.has_error(function() copy.batch(st, items, { durabilty = "fsync" }) end,
+      "copy.batch: unknown option 'durabilty' (did you mean 'durability'?)")
+    assert.has_error(function() copy.start(st, items, { thread = 2 }) end,
+      "copy.start: unknown option 'thread' (did you mean 'threads'?)")
+    assert.has_error(function() copy.batch(st, items, { [1] = true }) end)
+    -- nothing ran: no blob, no temp, and the store is not held by a job
+    assert.same({}, blobs(dir .. "/store"))
+    assert.same({}, temps(dir .. "/store"))
+    assert.is_true(copy.batch(st, items, { threads = 1, durability = "none", buffer = 4096, trace = true })[1].ok)
+    st:close()
   end)
 
   it("never has two threads in one source directory, while directories run in parallel", function()
@@ -345,8 +367,14 @@ describe("ntt.core.copy", function()
       local st = assert(store.open(dir .. "/store"))
       local res = copy.batch(st, { { root = dir .. "/mnt", path = "big", size = 8 * 1048576, id = "big" } })
       assert.is_false(res[1].ok)
-      assert.equal("EIO", res[1].err)
       assert.equal("big", res[1].id)
+      -- What failed and where come as fields; the message is for people.
+      local f = res[1]
+      assert.equal("EIO", f.err)
+      assert.equal("read", f.phase)
+      assert.equal(5, f.errno)
+      f.msg = ""
+      assert.equal("detected_io_error", diagnose.classify(f))
       assert.is_true(res[1].offset > 0 and res[1].offset <= 512 * 4096, tostring(res[1].offset))
       assert.same({}, blobs(dir .. "/store"))
       assert.same({}, temps(dir .. "/store"))
@@ -381,6 +409,8 @@ describe("ntt.core.copy", function()
       local copied, nospc = 0, 0
       for _, x in ipairs(res) do
         if x.ok then copied = copied + 1 elseif x.err == "ENOSPC" then nospc = nospc + 1 end
+        -- the store side failed: writing a temp, or the batch stopped after that
+        if not x.ok then assert.is_truthy(x.phase == "write" or x.phase == "store", x.phase) end
       end
       assert.is_true(copied >= 1, "nothing fit")
       assert.is_true(nospc >= 1, "never ran out of space")
@@ -423,7 +453,8 @@ describe("ntt.core.copy", function()
       local res = copy.batch(st, items, { threads = 3, durability = arg[1] })
       local copied, eintr = 0, 0
       for _, r in ipairs(res) do
-        if r.ok then copied = copied + 1 elseif r.err == "EINTR" then eintr = eintr + 1 end
+        if r.ok then copied = copied + 1
+        elseif r.err == "EINTR" and r.msg == "interrupted" and r.phase then eintr = eintr + 1 end
       end
       io.stdout:write("copied ", copied, " eintr ", eintr, "\n")
     ]]):format(dir .. "/store", nfiles, dir .. "/src", dir .. "/src"))

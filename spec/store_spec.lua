@@ -60,6 +60,29 @@ describe("ntt.core.store", function()
     assert.equal("ENOTDIR", ename)
   end)
 
+  it("a put that fails leaves no temp and no blob behind (ENOSPC)", function()
+    if not helper.is_root() then return pending("needs root to mount a small store") end
+    local dir = helper.tmpdir("storefull")
+    helper.sh { "mkdir", "-p", dir .. "/m" }
+    local r = helper.sh({ "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir .. "/m" }, { may_fail = true })
+    if r.code ~= 0 then return pending("cannot mount: " .. r.stderr) end
+    local ok, err = pcall(function()
+      local st = assert(store.open(dir .. "/m/s"))
+      local big = string.rep("x", 2 * 1048576)
+      local blob, msg, ename = st:put(big)
+      assert.is_nil(blob)
+      assert.equal("ENOSPC", ename)
+      assert.matches("^store %x+: ", msg)
+      assert.is_nil(st:has(hash.sum(big)))
+      assert.equal("", helper.sh({ "find", dir .. "/m/s/tmp", "-mindepth", "1" }).stdout)
+      -- the store goes on working once there is room
+      assert.equal(hash.sum("small"), (st:put("small")))
+      st:close()
+    end)
+    helper.sh({ "umount", dir .. "/m" }, { may_fail = true })
+    assert(ok, err)
+  end)
+
   it("cleans only old entries of tmp", function()
     local dir = helper.tmpdir("store")
     local st = assert(store.open(dir .. "/s"))

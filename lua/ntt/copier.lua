@@ -304,14 +304,14 @@ function M.run(o)
         local attempts = attempts_of[item.fs_index .. ":" .. item.ino] or (item.attempts + round)
         local res = item.res
         if attempts >= max_attempts then
-          local class = diagnose.classify(res.err, res.msg)
+          local class = diagnose.classify(res)
           local state = IO_FINDINGS[class] and "failed_permanent" or "failed_retryable"
           final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = state,
                                 reason = ("%s after %d attempts: %s"):format(res.err, attempts, trim(res.msg, 200)) }
           event(item, attempts, { class }, "max_retries", res)
         elseif attempts >= checkpoint and (attempts - checkpoint) % checkpoint == 0 then
           local checks = diagnose.gather {
-            err = res.err, msg = res.msg, root = item.root, kernel_lines = kernel_lines,
+            err = res.err, phase = res.phase, root = item.root, kernel_lines = kernel_lines,
             devices = o.devices, patterns = policy.kernel_patterns, kernel_unavailable = kernel == nil }
           local action = rules.decide(policy.diagnose or {}, checks, rule_hits) or rules.CONTINUE
           if action.kind == "skip" then

@@ -1,11 +1,13 @@
 -- lua/ntt/diagnose.lua: the findings gathered when a file keeps failing.
 --
---   classify(err, msg)        -> "detected_io_error" | "detected_beyond_eof" | ...
+--   classify(failure)         -> "detected_io_error" | "detected_beyond_eof" | ...
+--     failure = a failed copy result's fields: { err = "EIO", phase = "read", ... };
+--     decided from err and phase only, never from the message text
 --   kernel(lines, devices, patterns) -> set of "dmesg:*" findings from the
 --                                kernel lines that name one of our devices
 --   mount_check(root)         -> "mount_check:ok" | "...:missing" | "...:inaccessible"
 --   gather(opts)              -> list of findings (sorted, no duplicates)
---     opts = { err=, msg=, root=, kernel_lines=, devices=, patterns=, kernel_unavailable= }
+--     opts = { err=, phase=, root=, kernel_lines=, devices=, patterns=, kernel_unavailable= }
 local fs = require "ntt.core.fs"
 
 local M = {}
@@ -21,14 +23,18 @@ local BY_ERRNO = {
   EPERM = "detected_permission_error",
 }
 
-function M.classify(err, msg)
-  local m = (msg or ""):lower()
-  if m:find("beyond end of device", 1, true) or m:find("beyond eof", 1, true) then
-    return "detected_beyond_eof"
+-- Failures of the read phase that are not the medium refusing a read: the
+-- file ended early (ENODATA) or ran past its size (EFBIG), or a signal.
+local NOT_A_FAILING_READ = { ENODATA = true, EFBIG = true, EINTR = true }
+
+function M.classify(f)
+  if type(f) ~= "table" or type(f.phase) ~= "string" then
+    error("diagnose.classify: expects a failed copy result's fields {err=, phase=, ...}", 2)
   end
+  local err = f.err
   -- Once a file is open, a failing read is the medium failing, whatever
   -- errno the driver chose (fusefat reports EPERM for unreadable clusters).
-  if m:find("^read at byte") and err ~= "ENODATA" and err ~= "EINTR" then
+  if f.phase == "read" and not NOT_A_FAILING_READ[err] then
     return "detected_io_error"
   end
   return BY_ERRNO[err or ""] or ("detected_other:" .. tostring(err))
@@ -78,7 +84,7 @@ end
 
 function M.gather(o)
   local set = {}
-  set[M.classify(o.err, o.msg)] = true
+  set[M.classify(o)] = true
   if o.kernel_unavailable then
     set["dmesg:unavailable"] = true
   else

@@ -4,8 +4,9 @@
  * Layout under a root:  by-hash/AA/BB/<64-hex BLAKE3>  (files 0644, dirs
  * 0755 whatever the umask) and tmp/ (staging on the same filesystem).  A
  * blob reaches its final name only complete, by rename without replace;
- * nothing overwrites or deletes a blob.  The copy engine (src/copy/copy.c)
- * writes through the same helpers (src/copy/store.h).
+ * nothing overwrites or deletes a blob.  Every blob is written through
+ * the temp calls of src/copy/store.h (open, write, close, commit or drop):
+ * st:put here and the copy engine (src/copy/copy_engine.c) alike.
  *
  * Lua API (ntt.core.store):
  *   open(root)            -> Store | nil, msg, errname
@@ -70,7 +71,8 @@ static int mkdir0755(int dirfd, const char *name)
     return errno == EEXIST ? 0 : errno;
 }
 
-int ntt_store_tmpname(char *buf, size_t size)
+/* A temp name unique across processes and machines; 0 or an errno. */
+static int tmpname(char *buf, size_t size)
 {
     static unsigned long counter;
     static char host[64];
@@ -108,7 +110,8 @@ int ntt_store_tmpname(char *buf, size_t size)
     return w > 0 && (size_t)w < size ? 0 : ENAMETOOLONG;
 }
 
-int ntt_store_tmpcreate(struct ntt_store *st, const char *name)
+/* Create <tmp>/name exclusively, mode 0644 whatever the umask; fd or -errno. */
+static int tmpcreate(struct ntt_store *st, const char *name)
 {
     int fd = openat(st->tmpfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0)
@@ -120,6 +123,53 @@ int ntt_store_tmpcreate(struct ntt_store *st, const char *name)
         return -e;
     }
     return fd;
+}
+
+int ntt_store_tmp_open(struct ntt_store *st, struct ntt_store_tmp *t)
+{
+    int err = tmpname(t->name, sizeof t->name);
+    if (err == 0 && (t->fd = tmpcreate(st, t->name)) < 0)
+        err = -t->fd;
+    if (err) {
+        t->fd = -1;
+        t->name[0] = 0;
+    }
+    return err;
+}
+
+int ntt_store_tmp_write(struct ntt_store_tmp *t, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    while (len > 0) {
+        ssize_t w = write(t->fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+int ntt_store_tmp_close(struct ntt_store_tmp *t, int sync)
+{
+    int err = sync && fsync(t->fd) != 0 ? errno : 0;
+    if (close(t->fd) != 0 && !err)
+        err = errno;
+    t->fd = -1;
+    return err;
+}
+
+void ntt_store_tmp_drop(struct ntt_store *st, struct ntt_store_tmp *t)
+{
+    if (t->fd >= 0)
+        close(t->fd);
+    if (t->name[0])
+        unlinkat(st->tmpfd, t->name, 0);
+    t->fd = -1;
+    t->name[0] = 0;
 }
 
 static void blob_rel(const char *hex, char *rel)
@@ -189,11 +239,13 @@ static void forget_dirs(struct ntt_store *st, const char *hex)
     __atomic_fetch_and(&st->dirs[idx >> 3], (uint8_t)~(1u << (idx & 7)), __ATOMIC_RELAXED);
 }
 
-int ntt_store_commit(struct ntt_store *st, const char *name, const char *hex,
-                     int dirsync, int *is_new)
+/* Move <tmp>/name to by-hash (see ntt_store_tmp_commit). */
+static int commit(struct ntt_store *st, const char *name, const char *hex,
+                  int dirsync, int *is_new)
 {
     char rel[71], dir[6];
     int err, created = 0;
+    *is_new = 0;
     blob_rel(hex, rel);
     memcpy(dir, rel, 5);
     dir[5] = 0;
@@ -232,6 +284,17 @@ int ntt_store_commit(struct ntt_store *st, const char *name, const char *hex,
     if ((created & 1) && (err = fsync_at(st->byhashfd, ".")) != 0)
         return err;
     return 0;
+}
+
+int ntt_store_tmp_commit(struct ntt_store *st, struct ntt_store_tmp *t, const char *hex,
+                         int dirsync, int *is_new)
+{
+    int err = commit(st, t->name, hex, dirsync, is_new);
+    /* After the move (or the dedup's removal) the temp name is gone;
+     * only a failing rename leaves it behind. */
+    if (err == 0 || *is_new)
+        t->name[0] = 0;
+    return err;
 }
 
 /* The process umask, read without changing it (threads may be creating files). */
@@ -322,21 +385,6 @@ static int store_has(lua_State *L)
     return ntt_fail(L, errno, rel);
 }
 
-static int write_all(int fd, const char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 static int store_put(lua_State *L)
 {
     struct ntt_store *st = ntt_store_check(L, 1);
@@ -344,26 +392,22 @@ static int store_put(lua_State *L)
     const char *data = luaL_checklstring(L, 2, &len);
     ntt_blake3 b3;
     uint8_t d[32];
-    char hex[65], name[160];
+    char hex[65];
+    struct ntt_store_tmp t;
     int err, is_new = 0;
     ntt_blake3_init(&b3);
     ntt_blake3_update(&b3, data, len);
     ntt_blake3_finalize(&b3, d, sizeof d);
     ntt_hex(d, sizeof d, hex);
-    if ((err = ntt_store_tmpname(name, sizeof name)) != 0)
-        return ntt_fail(L, err, "temp name");
-    int fd = ntt_store_tmpcreate(st, name);
-    if (fd < 0)
-        return ntt_failf(L, -fd, "%s/tmp/%s", st->root, name);
-    err = write_all(fd, data, len);
-    if (!err && fsync(fd) != 0)
-        err = errno;
-    if (close(fd) != 0 && !err)
-        err = errno;
+    if ((err = ntt_store_tmp_open(st, &t)) != 0)
+        return ntt_failf(L, err, "%s/tmp", st->root);
+    err = ntt_store_tmp_write(&t, data, len);
     if (!err)
-        err = ntt_store_commit(st, name, hex, 1, &is_new);
+        err = ntt_store_tmp_close(&t, 1);
+    if (!err)
+        err = ntt_store_tmp_commit(st, &t, hex, 1, &is_new);
     if (err) {
-        unlinkat(st->tmpfd, name, 0);
+        ntt_store_tmp_drop(st, &t);
         return ntt_failf(L, err, "store %s", hex);
     }
     lua_pushstring(L, hex);

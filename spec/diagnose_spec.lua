@@ -1,0 +1,67 @@
+-- spec/diagnose_spec.lua: the findings for a failing file (ntt.diagnose) come
+-- from a failure's fields (err, phase), never from its message text.
+local diagnose = require "ntt.diagnose"
+
+local function failure(err, phase, msg)
+  return { ok = false, status = "failed", err = err, phase = phase, msg = msg or "" }
+end
+
+describe("ntt.diagnose", function()
+  it("classifies a failure from err and phase, with a message that says nothing", function()
+    local cases = {
+      { "EIO", "read", "detected_io_error" },
+      -- once the file is open, any failing read is the medium failing
+      -- (fusefat answers EPERM for an unreadable cluster)
+      { "EPERM", "read", "detected_io_error" },
+      { "ENXIO", "read", "detected_io_error" },
+      { "EIO", "open", "detected_io_error" },
+      { "ENODATA", "read", "detected_beyond_eof" },
+      { "ENOENT", "open", "detected_missing_file" },
+      { "ENOTDIR", "open", "detected_missing_file" },
+      { "ESTALE", "open", "detected_missing_file" },
+      { "EACCES", "open", "detected_permission_error" },
+      { "EPERM", "open", "detected_permission_error" },
+      { "EFBIG", "read", "detected_other:EFBIG" },
+      { "EINTR", "read", "detected_other:EINTR" },
+      { "ENOSPC", "write", "detected_other:ENOSPC" },
+      { "ENOSPC", "store", "detected_other:ENOSPC" },
+    }
+    for _, c in ipairs(cases) do
+      assert.equal(c[3], diagnose.classify(failure(c[1], c[2])), c[1] .. " in " .. c[2])
+    end
+  end)
+
+  it("ignores the message text: the same fields give the same finding whatever it says", function()
+    local texts = { "", "read at byte 4096: Input/output error", "attempt to access beyond end of device",
+                    "beyond EOF", "short file: 0 of 10 bytes" }
+    for _, msg in ipairs(texts) do
+      assert.equal("detected_missing_file", diagnose.classify(failure("ENOENT", "open", msg)), msg)
+      assert.equal("detected_io_error", diagnose.classify(failure("EIO", "read", msg)), msg)
+      assert.equal("detected_other:EFBIG", diagnose.classify(failure("EFBIG", "read", msg)), msg)
+    end
+  end)
+
+  it("raises when given something other than a failure's fields", function()
+    assert.has_error(function() diagnose.classify("EIO", "read at byte 0: Input/output error") end,
+      "diagnose.classify: expects a failed copy result's fields {err=, phase=, ...}")
+    assert.has_error(function() diagnose.classify({ err = "EIO", msg = "read at byte 0" }) end)
+    assert.has_error(function() diagnose.gather { err = "EIO", msg = "read at byte 0", kernel_unavailable = true } end)
+  end)
+
+  it("gathers the class from the fields, with the kernel lines of our devices only", function()
+    local patterns = { { pattern = "I/O error, dev loop%d+", finding = "dmesg:io_error" },
+                       { pattern = "beyond end of device", finding = "dmesg:beyond_eof" } }
+    local lines = {
+      "blk_update_request: I/O error, dev loop3, sector 4096",
+      { text = "loop31: rw=0, want=20, limit=10: attempt to access beyond end of device" },
+    }
+    assert.same({ "detected_io_error", "dmesg:io_error" },
+      diagnose.gather { err = "EPERM", phase = "read", kernel_lines = lines, devices = { "/dev/loop3" },
+                        patterns = patterns })
+    assert.same({ "detected_beyond_eof", "dmesg:beyond_eof", "dmesg:io_error" },
+      diagnose.gather { err = "ENODATA", phase = "read", kernel_lines = lines,
+                        devices = { "/dev/loop3", "/dev/loop31" }, patterns = patterns })
+    assert.same({ "detected_permission_error", "dmesg:unavailable" },
+      diagnose.gather { err = "EACCES", phase = "open", kernel_unavailable = true })
+  end)
+end)
