@@ -19,6 +19,7 @@
 local db = require "ntt.db"
 local load = require "ntt.core.load"
 local util = require "ntt.core.util"
+local S = require "ntt.states"
 
 local M = {}
 
@@ -186,11 +187,13 @@ function M.load(conn, hash, roots, opts)
       if existing > 0 and not opts.replace then return refuse(existing) end
       if excluded_links > 0 then
         -- hardlinked files whose first path was excluded: excluded when every path is
+        -- (the one decision the loader leaves: it sees one path at a time)
         summary.excluded_inodes = summary.excluded_inodes + q(conn, ([[
-          UPDATE %s i SET state = 'excluded', reason = 'every path excluded by policy'
-           WHERE state = 'pending' AND nlink > 1 AND NOT EXISTS (
+          UPDATE %s i SET state = $1::inode_state, reason = $2
+           WHERE state = $3::inode_state AND nlink > 1 AND NOT EXISTS (
              SELECT 1 FROM %s p WHERE p.fs_index = i.fs_index AND p.ino = i.ino
-                                  AND p.exclude_reason IS NULL)]]):format(si, sp)).n
+                                  AND p.exclude_reason IS NULL)]]):format(si, sp),
+          S.EXCLUDED, S.REASONS.excluded, S.PENDING).n
       end
       q(conn, ("DROP TABLE IF EXISTS %s, %s"):format(pt, it))
       q(conn, ("ALTER TABLE %s RENAME TO %s"):format(si, it))

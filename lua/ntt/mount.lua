@@ -9,6 +9,8 @@
 --   mount.status(hash [, image])            -> result | nil, msg, errname
 --   mount.cleanup()                         -> result | nil, msg, errname
 --   mount.helper_path()                     -> path of the helper binary
+--   mount.roots_of(result)                  -> { {fs_index=, root=, fstype=, driver=} }
+--                                              the mounted filesystems of a result
 --
 -- result is the helper's object plus `exit` (its exit code) and `ok`
 -- (exit == 0).  Exit 1 (nothing mountable, partial, busy) still returns the
@@ -108,6 +110,17 @@ end
 function M.status(hash, image)
   check_hash(hash)
   return run { "status", hash, image }
+end
+
+-- The roots the later stages read: each mounted filesystem of a result.
+function M.roots_of(res)
+  local roots = {}
+  for _, fs in ipairs((res or {}).filesystems or {}) do
+    if fs.status == "mounted" and fs.mount then
+      roots[#roots + 1] = { fs_index = fs.fs_index, root = fs.mount, fstype = fs.fstype, driver = fs.driver }
+    end
+  end
+  return roots
 end
 
 function M.cleanup()

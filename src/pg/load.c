@@ -44,6 +44,7 @@
  *             interrupted=bool, seconds=, errors={ {path=, err=, msg=}... },
  *             duplicates={ path... }, mountpoints={ path... },
  *             error_count=, duplicate_count= }
+ *   STATES, REASONS   the inode states and the loader's reasons (states.h)
  *   Failures: a bad regular expression raises; the root cannot be opened ->
  *   nil, "root: strerror", ERRNAME; the COPY fails -> nil, msg, SQLSTATE.
  */
@@ -54,6 +55,7 @@
 #include <string.h>
 #include "ntt.h"
 #include "pg.h"
+#include "states.h"
 #include "walk.h"
 
 #ifndef FLUSH_AT
@@ -212,16 +214,10 @@ static void push_events(lua_State *L, const struct ntt_walk_stats *st)
 
 static const char *kind_reason(char type)
 {
-    switch (type) {
-    case 'f': return NULL;
-    case 'd': return "directory";
-    case 'l': return "symlink";
-    case 'b': return "block device";
-    case 'c': return "character device";
-    case 'p': return "fifo";
-    case 's': return "socket";
-    default: return "unknown type";
-    }
+    if (type == 'f') return NULL;
+    size_t i = 0;
+    while (NTT_KIND_REASONS[i].type && NTT_KIND_REASONS[i].type != type) i++;
+    return NTT_KIND_REASONS[i].reason;
 }
 
 /*
@@ -492,14 +488,14 @@ static int load_walk(lua_State *L)
                 ntt_copybuf_int64(ib, (int64_t)r->ino);
                 if (r->type == 'f' && m >= 0 && r->nlink <= 1) {
                     /* its only path is excluded: never claimable */
-                    ntt_copybuf_field(ib, "excluded", 8);
-                    reason = "every path excluded by policy";
+                    ntt_copybuf_field(ib, NTT_STATE_EXCLUDED, strlen(NTT_STATE_EXCLUDED));
+                    reason = NTT_REASON_EXCLUDED;
                     excluded_inodes++;
                 } else if (r->type == 'f') {
-                    ntt_copybuf_field(ib, "pending", 7);
+                    ntt_copybuf_field(ib, NTT_STATE_PENDING, strlen(NTT_STATE_PENDING));
                     if (m >= 0) excluded_links++;
                 } else {
-                    ntt_copybuf_field(ib, "non_file", 8);
+                    ntt_copybuf_field(ib, NTT_STATE_NON_FILE, strlen(NTT_STATE_NON_FILE));
                 }
                 if (reason) ntt_copybuf_field(ib, reason, strlen(reason));
                 else ntt_copybuf_null(ib);
@@ -594,5 +590,6 @@ static const luaL_Reg load_funcs[] = {
 int luaopen_ntt_core_load(lua_State *L)
 {
     luaL_newlib(L, load_funcs);
+    ntt_push_states(L);
     return 1;
 }
