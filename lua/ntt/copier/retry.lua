@@ -20,6 +20,7 @@
 local util = require "ntt.core.util"
 local kmsg = require "ntt.core.kmsg"
 local json = require "ntt.json"
+-- the decisions: the policy's rules over the findings diagnose gathers
 local rules = require "ntt.rules"
 local diagnose = require "ntt.diagnose"
 local problems = require "ntt.problems"
