@@ -20,17 +20,19 @@
 local util = require "ntt.core.util"
 local kmsg = require "ntt.core.kmsg"
 local json = require "ntt.json"
+local S = require "ntt.states"
+
+-- The findings of a failed read: at the maximum, such a file is failed_permanent.
+local IO_FINDINGS = { detected_io_error = true, detected_beyond_eof = true }
+
 -- the decisions: the policy's rules over the findings diagnose gathers
 local rules = require "ntt.rules"
 local diagnose = require "ntt.diagnose"
 local problems = require "ntt.problems"
-local S = require "ntt.states"
 
-local M = {}
-local D = {}
+local D = { __name = "ntt.copier.retry" }   -- the metatable of a retry state
 D.__index = D
-
-local IO_FINDINGS = { detected_io_error = true, detected_beyond_eof = true }
+local M = {}
 
 function M.backoff(b, attempt)
   local d = (b.base or 0.02) * (b.factor or 1.5) ^ math.max(0, attempt - 1)
