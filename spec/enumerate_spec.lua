@@ -192,9 +192,15 @@ describe("enumerate", function()
     helper.sh { "ln", dir .. "/.cache/twin1", dir .. "/.cache/twin2" }
     helper.sh { "mkdir", "-p", dir .. "/.cache/sole" }
     helper.write(dir .. "/.cache/sole/only", "only")
+    -- hardlinks in one directory, the excluded name made first and last:
+    -- whichever name the walk meets first, the file is to be copied
+    helper.write(dir .. "/keep/a~", "a")
+    helper.sh { "ln", dir .. "/keep/a~", dir .. "/keep/a" }
+    helper.write(dir .. "/keep/b", "b")
+    helper.sh { "ln", dir .. "/keep/b", dir .. "/keep/b~" }
     local h = medium(dir)
-    local s = assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }, { ignore = { "^\\.cache/" } }))
-    assert.equal(6, s.excluded)   -- junk, link-to-kept, twin1, twin2, sole, sole/only
+    local s = assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }, { ignore = { "^\\.cache/", "~$" } }))
+    assert.equal(8, s.excluded)   -- junk, link-to-kept, twin1, twin2, sole, sole/only, a~, b~
     local by = {}
     for _, r in ipairs(rows(h, "SELECT p.path, p.exclude_reason, i.state::text AS state FROM PATH p JOIN INODE i USING (fs_index, ino)")) do
       by[r.path] = r
@@ -202,12 +208,14 @@ describe("enumerate", function()
     assert.equal("ignore:^\\.cache/", by[".cache/junk"].exclude_reason)
     assert.equal("excluded", by[".cache/junk"].state)
     assert.equal("pending", by["keep/file"].state)        -- one of its paths is kept
+    assert.equal("pending", by["keep/a~"].state)
+    assert.equal("pending", by["keep/b"].state)
     assert.equal("excluded", by[".cache/twin1"].state)   -- hardlinked, every path excluded
     assert.equal(3, s.excluded_inodes)                   -- junk, twin1/twin2, and sole/only
     local inode_states = rows(h, "SELECT state::text AS state, count(*) AS n FROM INODE WHERE fs_type = 'f' GROUP BY 1")
     local n_by = {}
     for _, r in ipairs(inode_states) do n_by[r.state] = r.n end
-    assert.same({ excluded = 3, pending = 1 }, n_by)
+    assert.same({ excluded = 3, pending = 3 }, n_by)
     assert.has_error(function()
       enumerate.load(conn, medium(dir), { { fs_index = 0, root = dir } }, { ignore = { "(" } })
     end)

@@ -182,7 +182,9 @@ describe("ntt run", function()
     local img = images.fat(dir .. "/floppy.img", { kb = 1440, files = files })
     images.truncate(img, 700 * 1024)
     local home = dir .. "/home"
-    local r = run(home, { policy(dir), img })
+    -- the policy's on_problem hears every problem recorded
+    local pol = policy(dir, '{ hooks = { on_problem = function(h, kind) print("heard " .. h .. " " .. kind) end } }')
+    local r = run(home, { pol, img })
     assert.equal(1, r.code, r.stderr .. r.stdout)          -- finished, with skipped files
     local h = medium_of(img)
     local copied, skipped = 0, 0
@@ -198,7 +200,7 @@ describe("ntt run", function()
     assert.is_true(skipped >= 5, "unreadable files skipped: " .. skipped)
     assert.equal(12, copied + skipped)
     local pr = problems(h)
-    assert.equal(skipped, #pr.diagnostic_events)
+    assert.equal(skipped, #pr.diagnostic_events, json.encode(pr.diagnostic_events))
     for _, ev in ipairs(pr.diagnostic_events) do
       assert.equal("skipped", ev.action)
       assert.equal(10, ev.retry_count)
@@ -233,6 +235,15 @@ describe("ntt run", function()
        WHERE medium_hash = $1 GROUP BY 1 ORDER BY 2 DESC]], h))
     assert.equal("skipped", q[1].action)
     assert.equal(skipped, q[1].count)
+    local heard = {}
+    for kind in r.stdout:gmatch("heard " .. h .. " (%S+)") do heard[kind] = (heard[kind] or 0) + 1 end
+    assert.equal(skipped, heard.diagnostic_event)
+    assert.equal(1, heard.partial_image)
+    -- the rule that decided counts its hits in the run's row
+    local run_row = assert(db():exec("SELECT rule_hits::text AS hits FROM run WHERE policy = $1", pol))
+    assert.equal(1, #run_row)
+    local hits = json.decode(run_row[1].hits)
+    assert.equal(skipped, hits['2: all(detected_io_error, dmesg:io_error) -> skip "IO_ERROR_CONFIRMED"'], run_row[1].hits)
   end)
 
   it("records files over the holes of a partial ext4 image as damaged, never as zero-filled blobs", function()

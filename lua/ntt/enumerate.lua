@@ -9,8 +9,9 @@
 --
 -- The walks stream by binary COPY into fresh tables (one inode row per
 -- (fs_index, ino), from the first sighting of a hardlinked inode --
--- hardlinks give several path rows; non-files terminal with their kind),
--- all-excluded inodes are made terminal, and the tables replace the
+-- hardlinks give several path rows; non-files terminal with their kind,
+-- files whose every path is excluded terminal too: each row's state is the
+-- loader's, decided once, src/pg/states.h), and the tables replace the
 -- medium's partitions in one short transaction that also sets enum_done.
 -- A medium that already has rows is refused unless replace is set, and then
 -- the old rows stay until the new ones are complete (nothing is lost if the
@@ -116,7 +117,6 @@ function M.load(conn, hash, roots, opts)
   local other = second_connection(conn, opts)
   local pconn = other or conn
   local open_a, open_b, staged = false, false, false
-  local excluded_links = 0
   local ok, res, emsg, ecode = pcall(function()
     local existing = existing_rows(conn, pname)
     if existing > 0 then
@@ -146,7 +146,6 @@ function M.load(conn, hash, roots, opts)
       summary.inodes, summary.files = summary.inodes + st.inodes, summary.files + st.files
       summary.excluded = summary.excluded + st.excluded
       summary.excluded_inodes = summary.excluded_inodes + st.excluded_inodes
-      excluded_links = excluded_links + st.excluded_links
       summary.error_count = summary.error_count + st.error_count
       summary.duplicate_count = summary.duplicate_count + st.duplicate_count
       for _, e in ipairs(st.errors) do e.fs_index = r.fs_index; summary.errors[#summary.errors + 1] = e end
@@ -184,14 +183,6 @@ function M.load(conn, hash, roots, opts)
       q(conn, "SELECT pg_advisory_xact_lock($1, $2)", db.LOCK_NS, db.LOCK_PARTITIONS)
       existing = existing_rows(conn, pname)
       if existing > 0 and not opts.replace then return refuse(existing) end
-      if excluded_links > 0 then
-        -- hardlinked files whose first path was excluded: excluded when every path is
-        summary.excluded_inodes = summary.excluded_inodes + q(conn, ([[
-          UPDATE %s i SET state = 'excluded', reason = 'every path excluded by policy'
-           WHERE state = 'pending' AND nlink > 1 AND NOT EXISTS (
-             SELECT 1 FROM %s p WHERE p.fs_index = i.fs_index AND p.ino = i.ino
-                                  AND p.exclude_reason IS NULL)]]):format(si, sp)).n
-      end
       q(conn, ("DROP TABLE IF EXISTS %s, %s"):format(pt, it))
       q(conn, ("ALTER TABLE %s RENAME TO %s"):format(si, it))
       q(conn, ("ALTER TABLE %s RENAME TO %s"):format(sp, pt))

@@ -9,6 +9,8 @@
 --   mount.status(hash [, image])            -> result | nil, msg, errname
 --   mount.cleanup()                         -> result | nil, msg, errname
 --   mount.helper_path()                     -> path of the helper binary
+--   mount.roots_of(result)                  -> { {fs_index=, root=, fstype=, driver=} }
+--                                              the mounted filesystems of a result
 --
 -- timeout bounds each mount attempt inside the helper (policy mount.timeout);
 -- it goes on the helper's command line as --timeout (rounded up to whole
@@ -118,6 +120,17 @@ end
 function M.status(hash, image)
   check_hash(hash)
   return run { "status", hash, image }
+end
+
+-- The roots the later stages read: each mounted filesystem of a result.
+function M.roots_of(res)
+  local roots = {}
+  for _, fs in ipairs((res or {}).filesystems or {}) do
+    if fs.status == "mounted" and fs.mount then
+      roots[#roots + 1] = { fs_index = fs.fs_index, root = fs.mount, fstype = fs.fstype, driver = fs.driver }
+    end
+  end
+  return roots
 end
 
 function M.cleanup()

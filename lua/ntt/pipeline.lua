@@ -5,7 +5,10 @@
 -- function is called the same way.  ctx carries: policy, log, db (when the
 -- run has one), target, medium (filled by identify), problems (list), and
 -- counters for the end-of-run summary.  Each stage decides itself whether
--- its work is already done (stages are idempotent).
+-- its work is already done (stages are idempotent).  The policy's hooks:
+-- on_stage(name, ctx) after each stage that succeeded, on_problem(hash,
+-- kind, detail) for each problem recorded on a medium (ntt.problems.watch);
+-- a failing hook is logged and the run goes on.
 local M = {}
 
 local function stage_impl(name)
@@ -65,6 +68,10 @@ end
 -- unmounted when the policy has an unmount stage.
 function M.run(base, targets)
   local results = {}
+  local policy = require "ntt.policy"
+  local problems = require "ntt.problems"
+  local function hook(name, ...) policy.call_hook(base.policy, base.log, name, ...) end
+  local watched = problems.watch(function(...) hook("on_problem", ...) end)
   for _, target in ipairs(M.expand(targets)) do
     local ctx = setmetatable({ target = target, problems = {}, counts = {} }, { __index = base })
     local res = { target = target, ok = true, ctx = ctx }
@@ -93,12 +100,11 @@ function M.run(base, targets)
       end
       base.log:info("stage_done", { stage = name, target = target,
                                     seconds = require("ntt.core.util").monotonic() - t0 })
-      if base.policy.hooks and base.policy.hooks.on_stage then
-        base.policy.hooks.on_stage(name, ctx)
-      end
+      hook("on_stage", name, ctx)
     end
     results[#results + 1] = res
   end
+  problems.watch(watched)
   return results
 end
 

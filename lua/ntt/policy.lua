@@ -330,4 +330,15 @@ end
 
 function M.is_policy(v) return getmetatable(v) == policy_mt end
 
+-- Calls policy.hooks[name](...) if the policy has it, in a protected call:
+-- a failing hook is logged (hook_failed) and the run goes on.
+function M.call_hook(policy, log, name, ...)
+  local fn = (policy and policy.hooks or {})[name]
+  if not fn then return end
+  local ok, err = pcall(fn, ...)
+  if not ok and log then
+    log:error("hook_failed", { hook = name, error = tostring(err) }, ("hooks.%s failed: %s"):format(name, tostring(err)))
+  end
+end
+
 return setmetatable(M, { __call = function(_, t) return M.new(t) end })

@@ -10,9 +10,26 @@
 --                                       max_events only "events_dropped" counts
 --   get(conn, hash) -> table
 -- All return true | nil, msg, sqlstate.
+--   watch(fn) -> the previous watcher: fn(hash, kind, detail) is called
+--     each time a problem is recorded -- a finding newly noted or set (kind
+--     = its key), or an event appended (kind = "diagnostic_event"); nil
+--     for none.  A run watches with its policy's hooks.on_problem.
 local json = require "ntt.json"
 
 local M = {}
+
+local watcher
+
+function M.watch(fn)
+  local prev = watcher
+  watcher = fn
+  return prev
+end
+
+local function recorded(hash, kind, detail)
+  if watcher then watcher(hash, kind, detail) end
+  return true
+end
 
 local function exec(conn, sql, ...)
   local r, err, state = conn:exec(sql, ...)
@@ -26,7 +43,8 @@ function M.note(conn, hash, key, value)
      WHERE medium_hash = $1 AND NOT (coalesce(problems, '{}'::jsonb) ? $2)]],
     hash, key, json.encode(value == nil and true or value))
   if not r then return nil, err, state end
-  return true
+  if (r.n or 0) == 0 then return true end   -- already there (or no such medium)
+  return recorded(hash, key, value == nil and true or value)
 end
 
 function M.set(conn, hash, key, value)
@@ -34,7 +52,7 @@ function M.set(conn, hash, key, value)
     UPDATE medium SET problems = coalesce(problems, '{}'::jsonb) || jsonb_build_object($2::text, $3::jsonb)
      WHERE medium_hash = $1]], hash, key, json.encode(value == nil and true or value))
   if not r then return nil, err, state end
-  return true
+  return recorded(hash, key, value == nil and true or value)
 end
 
 function M.event(conn, hash, ev, max_events)
@@ -48,7 +66,7 @@ function M.event(conn, hash, ev, max_events)
       END
      WHERE medium_hash = $1]], hash, json.encode(ev), max_events or 1000)
   if not r then return nil, err, state end
-  return true
+  return recorded(hash, "diagnostic_event", ev)
 end
 
 function M.get(conn, hash)

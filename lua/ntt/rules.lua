@@ -1,10 +1,11 @@
 -- lua/ntt/rules.lua: ordered decision rules (predicates + actions).
 --
 -- A rule list is { {predicate, action}, ... }; the first rule whose
--- predicate holds decides, and every rule counts its hits (visible from the
--- REPL).  Predicates are lower-case constructors over a set of findings
--- (strings such as "detected_io_error", "dmesg:io_error"); actions are
--- upper-case values the runtime carries out.
+-- predicate holds decides, and every rule counts its hits (the copier logs
+-- them and stores them with the run, by label()).  Predicates are
+-- lower-case constructors over a set of findings (strings such as
+-- "detected_io_error", "dmesg:io_error"); actions are upper-case values the
+-- runtime carries out.
 --   has "f"            the finding is present
 --   all("a", "b")      every finding is present
 --   any("a", "b")      at least one is present
@@ -69,7 +70,7 @@ end
 M.REMOUNT = action("remount")
 M.CONTINUE = action("continue")
 function M.GIVE_UP(state)
-  assert(state == "failed_permanent" or state == "failed_retryable",
+  assert(require("ntt.states").failed(state),
          "GIVE_UP: 'failed_permanent' or 'failed_retryable' expected")
   return action("give_up", state)
 end
@@ -88,6 +89,16 @@ function M.check_rule(r)
     if k ~= 1 and k ~= 2 and k ~= "name" then return nil, ("has an unknown field '%s'"):format(tostring(k)) end
   end
   return true
+end
+
+-- The name of rule i of a list, for its hit counter: the rule's `name`,
+-- else "i: predicate -> action" (e.g. '2: all(a, b) -> skip "X"').
+function M.label(rules, i)
+  local r = rules[i] or {}
+  if r.name then return tostring(r.name) end
+  local p = r[1]
+  local doc = getmetatable(p) == pred_mt and p.doc or type(p)
+  return ("%d: %s -> %s"):format(i, doc, tostring(r[2]))
 end
 
 -- Evaluate: first match wins; returns action, rule index.  hits[i] counts.

@@ -36,14 +36,14 @@
  *                       so that the first reads after commit need not set
  *                       hint bits on, and so rewrite, every page
  *     opts.progress     function(entries, dirs) called once per batch
- *   A file whose only path is excluded goes in as state excluded; a
- *   hardlinked file whose first path is excluded is counted in
- *   excluded_links (its other paths decide: the caller's SQL).
- *   stats = { rows=, entries=, dirs=, excluded=, excluded_inodes=, excluded_links=,
+ *   A file whose every path is excluded goes in as state excluded (a
+ *   hardlinked one whose first path is excluded waits for its other paths).
+ *   stats = { rows=, entries=, dirs=, excluded=, excluded_inodes=,
  *             inodes=, files=, stalled=bool, stalled_path=,
  *             interrupted=bool, seconds=, errors={ {path=, err=, msg=}... },
  *             duplicates={ path... }, mountpoints={ path... },
  *             error_count=, duplicate_count= }
+ *   STATES, REASONS   the inode states and the loader's reasons (states.h)
  *   Failures: a bad regular expression raises; the root cannot be opened ->
  *   nil, "root: strerror", ERRNAME; the COPY fails -> nil, msg, SQLSTATE.
  */
@@ -55,6 +55,8 @@
 #include "ntt.h"
 #include "pg.h"
 #include "pgcopy.h"
+#include "states.h"
+#include "inomap.h"
 #include "walk.h"
 
 #ifndef FLUSH_AT
@@ -135,49 +137,34 @@ static int ignore_match(const struct ignore *ig, const char *path, size_t len, c
     return -1;
 }
 
-/*
- * The inode numbers of hardlinked entries already sent: an open-addressing
- * set that grows with the number of hardlinked inodes only (ordinary files
- * and directories never enter it).  Inode 0 is stored as a flag.
- */
-struct inoset {
-    uint64_t *slot;
-    size_t cap, n;
-    int has_zero;
+/* A hardlinked file whose first path is excluded waits (struct wait) for
+ * a path that is not (then its row goes pending) or the walk's end (then
+ * excluded): the map gives its index in the list, or LINK_SENT. */
+#define LINK_SENT UINT32_MAX
+struct wait {
+    struct ntt_walk_rec r;   /* its first sighting; no pointers kept */
+    int sent;
 };
 
-static uint64_t mix(uint64_t x)
+/* One inode row. */
+static void put_inode(ntt_copybuf *ib, const char *medium, size_t mlen, int fs_index,
+                      const struct ntt_walk_rec *r, const char *state, const char *reason)
 {
-    x ^= x >> 33; x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL;
-    return x ^ (x >> 33);
-}
-
-/* 1 if ino was new (and is now in the set), 0 if seen, -1 out of memory. */
-static int inoset_add(struct inoset *s, uint64_t ino)
-{
-    if (ino == 0) { int was = s->has_zero; s->has_zero = 1; return !was; }
-    if ((s->n + 1) * 2 > s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 1024;
-        uint64_t *t = calloc(cap, sizeof *t);
-        if (!t) return -1;
-        for (size_t i = 0; i < s->cap; i++) {
-            if (!s->slot[i]) continue;
-            size_t j = mix(s->slot[i]) & (cap - 1);
-            while (t[j]) j = (j + 1) & (cap - 1);
-            t[j] = s->slot[i];
-        }
-        free(s->slot);
-        s->slot = t; s->cap = cap;
-    }
-    size_t j = mix(ino) & (s->cap - 1);
-    while (s->slot[j]) {
-        if (s->slot[j] == ino) return 0;
-        j = (j + 1) & (s->cap - 1);
-    }
-    s->slot[j] = ino;
-    s->n++;
-    return 1;
+    ntt_copybuf_tuple(ib, 12);
+    ntt_copybuf_field(ib, medium, mlen);
+    ntt_copybuf_int32(ib, fs_index);
+    ntt_copybuf_int64(ib, (int64_t)r->ino);
+    ntt_copybuf_field(ib, state, strlen(state));
+    if (reason) ntt_copybuf_field(ib, reason, strlen(reason));
+    else ntt_copybuf_null(ib);
+    ntt_copybuf_int64(ib, r->size);
+    ntt_copybuf_int32(ib, (int32_t)r->mode);
+    ntt_copybuf_int32(ib, (int32_t)(r->nlink > INT32_MAX ? INT32_MAX : r->nlink));
+    ntt_copybuf_int64(ib, r->mtime_ns);
+    ntt_copybuf_field(ib, &r->type, 1);
+    ntt_copybuf_int64(ib, (int64_t)r->parent);
+    if (r->target) ntt_copybuf_field(ib, r->target, r->target_len);
+    else ntt_copybuf_null(ib);
 }
 
 static int valid_table(const char *s)
@@ -213,16 +200,10 @@ static void push_events(lua_State *L, const struct ntt_walk_stats *st)
 
 static const char *kind_reason(char type)
 {
-    switch (type) {
-    case 'f': return NULL;
-    case 'd': return "directory";
-    case 'l': return "symlink";
-    case 'b': return "block device";
-    case 'c': return "character device";
-    case 'p': return "fifo";
-    case 's': return "socket";
-    default: return "unknown type";
-    }
+    if (type == 'f') return NULL;
+    size_t i = 0;
+    while (NTT_KIND_REASONS[i].type && NTT_KIND_REASONS[i].type != type) i++;
+    return NTT_KIND_REASONS[i].reason;
 }
 
 /*
@@ -469,8 +450,10 @@ static int load_walk(lua_State *L)
     ntt_copybuf *ib = &is.b, *pb = &ps.b;
     char *tmp = NULL;
     size_t tmpcap = 0;
-    long long excluded = 0, excluded_inodes = 0, excluded_links = 0, inodes = 0, files = 0;
-    struct inoset links = { 0 };
+    long long excluded = 0, excluded_inodes = 0, inodes = 0, files = 0;
+    struct ntt_inomap links = { 0 };
+    struct wait *waits = NULL;
+    uint32_t nwaits = 0, capwaits = 0;
     int rc = 0;
     const struct ntt_walk_rec *recs;
     size_t n;
@@ -479,39 +462,37 @@ static int load_walk(lua_State *L)
             const struct ntt_walk_rec *r = &recs[i];
             int m = ignore_match(&ig, r->path, r->path_len, &tmp, &tmpcap);
             int first = 1;
+            uint32_t *link = NULL;
             if (r->nlink > 1 && r->type != 'd') {
-                first = inoset_add(&links, r->ino);
-                if (first < 0) { pb->failed = 1; break; }
+                link = ntt_inomap_get(&links, r->ino, LINK_SENT, &first);
+                if (!link) { pb->failed = 1; break; }
             }
             if (first) {
-                const char *reason = kind_reason(r->type);
                 inodes++;
                 if (r->type == 'f') files++;
-                ntt_copybuf_tuple(ib, 12);
-                ntt_copybuf_field(ib, medium, mlen);
-                ntt_copybuf_int32(ib, fs_index);
-                ntt_copybuf_int64(ib, (int64_t)r->ino);
-                if (r->type == 'f' && m >= 0 && r->nlink <= 1) {
-                    /* its only path is excluded: never claimable */
-                    ntt_copybuf_field(ib, "excluded", 8);
-                    reason = "every path excluded by policy";
-                    excluded_inodes++;
-                } else if (r->type == 'f') {
-                    ntt_copybuf_field(ib, "pending", 7);
-                    if (m >= 0) excluded_links++;
-                } else {
-                    ntt_copybuf_field(ib, "non_file", 8);
+            }
+            if (first && r->type == 'f' && m >= 0 && link) {
+                if (nwaits == capwaits) {
+                    uint32_t cap = capwaits ? capwaits * 2 : 64;
+                    struct wait *t = cap > capwaits ? realloc(waits, cap * sizeof *t) : NULL;
+                    if (!t) { pb->failed = 1; break; }
+                    waits = t; capwaits = cap;
                 }
-                if (reason) ntt_copybuf_field(ib, reason, strlen(reason));
-                else ntt_copybuf_null(ib);
-                ntt_copybuf_int64(ib, r->size);
-                ntt_copybuf_int32(ib, (int32_t)r->mode);
-                ntt_copybuf_int32(ib, (int32_t)(r->nlink > INT32_MAX ? INT32_MAX : r->nlink));
-                ntt_copybuf_int64(ib, r->mtime_ns);
-                ntt_copybuf_field(ib, &r->type, 1);
-                ntt_copybuf_int64(ib, (int64_t)r->parent);
-                if (r->target) ntt_copybuf_field(ib, r->target, r->target_len);
-                else ntt_copybuf_null(ib);
+                waits[nwaits] = (struct wait){ .r = *r };
+                waits[nwaits].r.name = waits[nwaits].r.path = waits[nwaits].r.target = NULL;
+                *link = nwaits++;
+            } else if (first && r->type == 'f' && m >= 0) {
+                /* its only path is excluded: never claimable */
+                put_inode(ib, medium, mlen, fs_index, r, NTT_STATE_EXCLUDED, NTT_REASON_EXCLUDED);
+                excluded_inodes++;
+            } else if (first) {
+                put_inode(ib, medium, mlen, fs_index, r, r->type == 'f' ? NTT_STATE_PENDING : NTT_STATE_NON_FILE,
+                          kind_reason(r->type));
+            } else if (link && *link != LINK_SENT && m < 0) {
+                /* a path that is not excluded: the waiting file is to be copied */
+                put_inode(ib, medium, mlen, fs_index, &waits[*link].r, NTT_STATE_PENDING, NULL);
+                waits[*link].sent = 1;
+                *link = LINK_SENT;
             }
             ntt_copybuf_tuple(pb, 6);
             ntt_copybuf_field(pb, medium, mlen);
@@ -542,12 +523,18 @@ static int load_walk(lua_State *L)
                 lua_pop(L, 1);   /* progress is advisory */
         }
     }
+    for (uint32_t k = 0; k < nwaits; k++) {
+        if (waits[k].sent) continue;
+        put_inode(ib, medium, mlen, fs_index, &waits[k].r, NTT_STATE_EXCLUDED, NTT_REASON_EXCLUDED);
+        excluded_inodes++;
+    }
     struct sink *sinks[2] = { &is, &ps };
     rc = sink_finish(sinks, 2, rc, err, sizeof err, state);
     long long rows = ps.rows;
     ntt_copybuf_free(ib);
     ntt_copybuf_free(pb);
-    free(links.slot);
+    ntt_inomap_free(&links);
+    free(waits);
     free(tmp);
     ignore_free(&ig);
     struct ntt_walk_stats st;
@@ -567,7 +554,6 @@ static int load_walk(lua_State *L)
     lua_pushinteger(L, (lua_Integer)st.dirs); lua_setfield(L, res, "dirs");
     lua_pushinteger(L, excluded); lua_setfield(L, res, "excluded");
     lua_pushinteger(L, excluded_inodes); lua_setfield(L, res, "excluded_inodes");
-    lua_pushinteger(L, excluded_links); lua_setfield(L, res, "excluded_links");
     lua_pushinteger(L, inodes); lua_setfield(L, res, "inodes");
     lua_pushinteger(L, files); lua_setfield(L, res, "files");
     lua_pushinteger(L, (lua_Integer)st.errors); lua_setfield(L, res, "error_count");
@@ -595,5 +581,6 @@ static const luaL_Reg load_funcs[] = {
 int luaopen_ntt_core_load(lua_State *L)
 {
     luaL_newlib(L, load_funcs);
+    ntt_push_states(L);
     return 1;
 }

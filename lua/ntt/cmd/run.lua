@@ -91,11 +91,15 @@ local function main(args)
     log:close()
     return EXIT.failed
   end
+  -- The run's row (rule hits gather there).
+  local runs = require "ntt.runs"
+  local run_id, rerr = runs.start(conn, o.policy)
+  if not run_id then log:warn("run_not_recorded", { error = rerr }) end
   -- 4. The stages: a first SIGINT lets the current step finish; a second one raises.
   util.raise_on_interrupt(false)
   local t0 = util.monotonic()
   local results = pipeline.run({
-    policy = policy, policy_path = o.policy, log = log, db = conn,
+    policy = policy, policy_path = o.policy, log = log, db = conn, run_id = run_id,
     workers = o.workers or policy.workers or 1,
     interrupted = util.interrupted, replace = o.replace,
   }, o.targets)
@@ -111,8 +115,9 @@ local function main(args)
   end
   local text, totals = require("ntt.summary").format(results, util.monotonic() - t0)
   if not o.quiet then io.stdout:write(text) end
-  log:info("run_done", { exit = code, totals = totals })
-  if policy.hooks and policy.hooks.on_finish then policy.hooks.on_finish(totals, results) end
+  log:info("run_done", { exit = code, totals = totals, run = run_id })
+  if run_id then runs.finish(conn, run_id, code) end
+  ntt.policy.call_hook(policy, log, "on_finish", totals, results)
   conn:close()
   log:close()
   return code

@@ -12,7 +12,7 @@ Claims and copies batches of medium HASH's pending files until none is left.
 Several workers (processes or machines sharing the database and the store)
 cooperate through their claims.  When done, prints its counts (files,
 copied, new, deduplicated, skipped, failed, damaged, salvaged, bytes,
-reasons) as one JSON line on stdout.]]
+reasons, rule_hits) as one JSON line on stdout.]]
 
 local function main(args)
   local ntt = require "ntt"
@@ -39,14 +39,13 @@ local function main(args)
   else
     local res, merr = ntt.mount.mount(medium.hash, medium.image_path, { map = medium.map_path })
     if not res then log:error("mount_failed", { error = merr }, tostring(merr)); return 2 end
-    ctx.mount_result, ctx.roots = res, {}
-    for _, fs in ipairs(res.filesystems or {}) do
-      if fs.status == "mounted" then ctx.roots[#ctx.roots + 1] = { fs_index = fs.fs_index, root = fs.mount } end
-    end
+    ctx.mount_result, ctx.roots = res, ntt.mount.roots_of(res)
     if medium.map_path then
       ctx.inspection = { map = ntt.mapfile.read(medium.map_path) }
     end
   end
+  -- its diagnostic events are problems too: the policy's on_problem hears them
+  require("ntt.problems").watch(function(...) ntt.policy.call_hook(policy, log, "on_problem", ...) end)
   util.raise_on_interrupt(false)
   local opts = require("ntt.stage.copy").setup(ctx)
   local stats, cerr = require("ntt.copier").run(opts)
@@ -56,7 +55,7 @@ local function main(args)
   log:close()
   -- The counts, one JSON line, for the `ntt run` that started this worker
   -- (its summary covers every worker's files).
-  local counts = { reasons = stats.reasons }
+  local counts = { reasons = stats.reasons, rule_hits = stats.rule_hits }
   for _, k in ipairs(require("ntt.copier").COUNTS) do counts[k] = stats[k] end
   io.write(require("ntt.json").encode(counts), "\n")
   return 0

@@ -8,13 +8,14 @@
 -- ranges as zeros, and the row stays damaged with blob and ranges).
 -- copy_done is set only when no file of the medium is left pending.
 local copier = require "ntt.copier"
+local rows_mod = require "ntt.copier.rows"
+local runs = require "ntt.runs"
 local config = require "ntt.config"
 local media = require "ntt.media"
 local cmedia = require "ntt.core.media"
 local mount = require "ntt.mount"
 local progress = require "ntt.progress"
 local proc = require "ntt.core.proc"
-local db = require "ntt.db"
 local json = require "ntt.json"
 
 local M = {}
@@ -43,10 +44,7 @@ function M.setup(ctx)
     mount.unmount(m.hash, m.image_path)
     local res, err = mount.mount(m.hash, m.image_path, { map = m.map_path })
     if not res then return nil, err end
-    local roots = {}
-    for _, fs in ipairs(res.filesystems or {}) do
-      if fs.status == "mounted" then roots[#roots + 1] = { fs_index = fs.fs_index, root = fs.mount } end
-    end
+    local roots = mount.roots_of(res)
     ctx.roots, ctx.mount_result = roots, res
     return roots
   end
@@ -66,15 +64,15 @@ function M.run(ctx)
   local m = ctx.medium
   if not m then return nil, "copy needs identify first" end
   local conn = ctx.db
-  local it = conn:escape_identifier((db.partition_names(m.hash)))
-  local ok_part = conn:exec(("SELECT count(*) FILTER (WHERE state = 'pending') AS pending, count(*) AS n FROM %s"):format(it))
-  if not ok_part then
+  local rows = rows_mod.open(conn, m.hash)
+  local counts = rows:counts()
+  if not counts then
     ctx.log:info("copy_skipped", { medium = m.hash, reason = "not enumerated" })
     return true
   end
-  local pending = ok_part[1].pending
+  local pending = counts.pending
   if pending == 0 then
-    conn:exec("UPDATE medium SET copy_done = coalesce(copy_done, now()) WHERE medium_hash = $1", m.hash)
+    rows:copy_done(true)
     ctx.log:info("copy_skipped", { medium = m.hash, reason = "nothing pending" })
     return true
   end
@@ -101,8 +99,8 @@ function M.run(ctx)
       local now = require("ntt.core.util").monotonic()
       if now - last < interval then return end
       last = now
-      local r = conn:exec(("SELECT count(*) AS n FROM %s WHERE state <> 'pending'"):format(it))
-      if r then pr:set(math.max(0, r[1].n - (ok_part[1].n - pending)), s.bytes) end
+      local n = rows:finished()
+      if n then pr:set(math.max(0, n - (counts.total - pending)), s.bytes) end
     end
   end
   -- A worker that died leaves its batch claimed: hand it back now rather
@@ -112,9 +110,7 @@ function M.run(ctx)
     if how == "exit" and code == 0 then return end
     ctx.log:error("worker_failed", { medium = m.hash, pid = p.pid, how = how, code = code },
                   ("copy worker %d ended: %s %s"):format(p.pid, tostring(how), tostring(code)))
-    conn:exec(([[UPDATE %s SET claimed_by = NULL, lease_until = NULL
-                  WHERE medium_hash = $1 AND state = 'pending' AND starts_with(claimed_by, $2)]]):format(it),
-              m.hash, copier.worker_prefix(p.pid))
+    rows:release_prefix(copier.worker_prefix(p.pid))
   end
   opts.idle = function()
     for _, c in ipairs(children) do
@@ -124,16 +120,17 @@ function M.run(ctx)
       end
     end
   end
-  local stats, err = copier.run(opts)
+  local stats, err, code = copier.run(opts)
   pr:finish()
   for _, c in ipairs(children) do
     if not c.reaped then reaped(c, c.proc:wait()) end
   end
   if not stats then
     for _, c in ipairs(children) do os.remove(c.out) end
-    return nil, err
+    return nil, err, code
   end
   stats.reasons = stats.reasons or {}
+  stats.rule_hits = stats.rule_hits or {}
   for _, c in ipairs(children) do
     -- its counts are its last line (a policy may have printed before)
     local f, line = io.open(c.out, "rb"), nil
@@ -150,6 +147,9 @@ function M.run(ctx)
       for r, n in pairs(type(w.reasons) == "table" and w.reasons or {}) do
         stats.reasons[r] = (stats.reasons[r] or 0) + (tonumber(n) or 0)
       end
+      for r, n in pairs(type(w.rule_hits) == "table" and w.rule_hits or {}) do
+        stats.rule_hits[r] = (stats.rule_hits[r] or 0) + (tonumber(n) or 0)
+      end
     end
   end
   for _, k in ipairs(copier.COUNTS) do
@@ -158,15 +158,17 @@ function M.run(ctx)
   ctx.counts.seconds = (ctx.counts.seconds or 0) + stats.seconds
   ctx.counts.reasons = ctx.counts.reasons or {}
   for r, n in pairs(stats.reasons) do ctx.counts.reasons[r] = (ctx.counts.reasons[r] or 0) + n end
-  local left = conn:exec(("SELECT count(*) AS n FROM %s WHERE state = 'pending'"):format(it))
-  if left and left[1].n == 0 then
-    conn:exec("UPDATE medium SET copy_done = now() WHERE medium_hash = $1", m.hash)
-  end
+  if rows:pending() == 0 then rows:copy_done() end
   ctx.log:info("copied", { medium = m.hash, files = stats.files, copied = stats.copied, new = stats.new,
                            deduplicated = stats.deduplicated, skipped = stats.skipped, failed = stats.failed,
                            damaged = stats.damaged, bytes = stats.bytes, seconds = stats.seconds,
                            batches = stats.batches, claim_seconds = stats.claim_seconds,
-                           threads = stats.threads, kernel = stats.kernel })
+                           threads = stats.threads, kernel = stats.kernel, rule_hits = stats.rule_hits })
+  -- Which diagnose rules decided (every worker's), added to the run's row.
+  if ctx.run_id and next(stats.rule_hits) then
+    local ok, rerr = runs.add_rule_hits(conn, ctx.run_id, stats.rule_hits)
+    if not ok then ctx.log:warn("run_not_recorded", { run = ctx.run_id, error = rerr }) end
+  end
   return true
 end
 

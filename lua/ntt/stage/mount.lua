@@ -30,7 +30,7 @@ function M.run(ctx)
     -- A partial image is read through the view that fails unrescued reads.
     problems.note(db, m.hash, "partial_image", res.view)
   end
-  local roots, not_mounted = {}, {}
+  local roots, not_mounted = mount.roots_of(res), {}
   for _, fs in ipairs(res.filesystems or {}) do
     local r, qerr = db:exec([[
       INSERT INTO filesystem (medium_hash, fs_index, byte_offset, size, fstype, label, uuid, mount_status, mount_options)
@@ -41,9 +41,7 @@ function M.run(ctx)
       m.hash, fs.fs_index, fs.offset or 0, fs.size, fs.fstype, fs.label, fs.uuid,
       fs.status .. (fs.reason and (": " .. fs.reason) or ""), fs.options)
     if not r then return nil, qerr end
-    if fs.status == "mounted" and fs.mount then
-      roots[#roots + 1] = { fs_index = fs.fs_index, root = fs.mount, fstype = fs.fstype, driver = fs.driver }
-    else
+    if not (fs.status == "mounted" and fs.mount) then
       not_mounted[#not_mounted + 1] = { fs_index = fs.fs_index, status = fs.status, reason = fs.reason,
                                         fstype = fs.fstype }
     end

@@ -1,0 +1,211 @@
+-- lua/ntt/copier/retry.lua: what happens to the files of a batch that
+-- failed: attempts counted in their rows, backoff, findings gathered at the
+-- checkpoint and handed to the policy's diagnose rules, give-up at the
+-- maximum, a remount when a rule asks for one; every decision recorded.
+--
+--   retry.new(o) -> d
+--     o = { rows=ntt.copier.rows, policy=, log=, medium=, worker=, roots={fs_index -> root},
+--           devices={ "loop3", ... }, remount=function() -> roots | nil, msg }
+--   d:settle(failed, final, recopy) -> true | nil, msg, code
+--     failed: items { fs_index=, ino=, attempts=, root=, path=, res={err=, msg=, offset=} }
+--     final:  the batch's results; each decided file gets its entry there
+--     recopy(items) -> the items that failed again (each with its new res)
+--     Retries until every file is decided or ^C (the undecided then go back
+--     pending, their claims released by the batch's write).
+--   d:record(processed, errored) -> true | nil, msg, code
+--     after a batch committed: its diagnostic events and the medium's
+--     summaries (beyond_eof_detected, high_error_rate) into medium.problems
+--   d:rule_hits() -> { [rules.label] = hits }
+--   d.kernel: "available" | "unavailable: why";  d:close()
+local util = require "ntt.core.util"
+local kmsg = require "ntt.core.kmsg"
+local json = require "ntt.json"
+local S = require "ntt.states"
+
+-- The findings of a failed read: at the maximum, such a file is failed_permanent.
+local IO_FINDINGS = { detected_io_error = true, detected_beyond_eof = true }
+
+-- the decisions: the policy's rules over the findings diagnose gathers
+local rules = require "ntt.rules"
+local diagnose = require "ntt.diagnose"
+local problems = require "ntt.problems"
+
+local D = { __name = "ntt.copier.retry" }   -- the metatable of a retry state
+D.__index = D
+local M = {}
+
+function M.backoff(b, attempt)
+  local d = (b.base or 0.02) * (b.factor or 1.5) ^ math.max(0, attempt - 1)
+  return math.min(d, b.cap or 0.25)
+end
+
+local function trim(s, n)
+  s = tostring(s or "")
+  return #s > n and s:sub(1, n) or s
+end
+
+local function now() return require("ntt.log").timestamp(util.now()) end
+
+function M.new(o)
+  local rp = o.policy.retry or {}
+  local kernel, kerr = kmsg.open()
+  return setmetatable({
+    rows = o.rows, policy = o.policy, log = o.log, medium = o.medium, worker = o.worker,
+    roots = o.roots, devices = o.devices or {}, remount = o.remount,
+    checkpoint = rp.checkpoint or 10, max = rp.max or 50, history = rp.history or 10,
+    backoff_of = rp.backoff or {},
+    kmsg = kernel, kernel = kernel and "available" or ("unavailable: " .. tostring(kerr)),
+    kernel_lines = {}, hits = {}, events = {}, summary = {},
+  }, D)
+end
+
+-- This medium's kernel lines since the copy began (the last 500).
+function D:read_kernel()
+  if not self.kmsg then return end
+  local lines = self.kernel_lines
+  for _, rec in ipairs(self.kmsg:read()) do
+    for _, d in ipairs(self.devices) do
+      if rec.text:find((d:gsub("^/dev/", "")), 1, true) then
+        lines[#lines + 1] = rec.text
+        if #lines > 500 then table.remove(lines, 1) end
+        break
+      end
+    end
+  end
+end
+
+function D:event(item, attempts, checks, action)
+  local res = item.res
+  self.events[#self.events + 1] = {
+    ino = item.ino, fs_index = item.fs_index, retry_count = attempts, checks = json.array(checks),
+    action = action, timestamp = now(), worker_id = self.worker,
+    exception_type = res.err, exception_msg = trim(res.msg, 100),
+  }
+end
+
+-- The checkpoint: findings to the rules; returns true when the file is
+-- tried again, and whether a remount is asked for.
+function D:diagnose(item, attempts, final)
+  local res, policy = item.res, self.policy
+  local checks = diagnose.gather {
+    err = res.err, phase = res.phase, root = item.root, kernel_lines = self.kernel_lines,
+    devices = self.devices, patterns = policy.kernel_patterns, kernel_unavailable = self.kmsg == nil }
+  local action = rules.decide(policy.diagnose or {}, checks, self.hits) or rules.CONTINUE
+  if action.kind == "skip" then
+    final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.SKIPPED, reason = action.reason }
+    self:event(item, attempts, checks, "skipped")
+    if action.reason:find("BEYOND_EOF", 1, true) then
+      local b = self.summary.beyond_eof or { first_ino = item.ino, skip_count = 0 }
+      b.skip_count = b.skip_count + 1
+      self.summary.beyond_eof = b
+    end
+    return false
+  elseif action.kind == "give_up" then
+    final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = action.reason,
+                          reason = S.REASONS.given_up:format(trim(res.msg, 200)) }
+    self:event(item, attempts, checks, "max_retries")
+    return false
+  elseif action.kind == "remount" then
+    self:event(item, attempts, checks, "remounted")
+    return true, true
+  end
+  self:event(item, attempts, checks, "continuing")
+  return true
+end
+
+-- One round: count the attempt of each failed item, decide what is
+-- decided, remount if asked.  Returns the items to try again.
+function D:round(failed, final, round)
+  local errs = {}
+  for i, item in ipairs(failed) do
+    errs[i] = { err = item.res.err, msg = trim(item.res.msg, 200), offset = item.res.offset, at = now() }
+  end
+  local attempts_of, err, code = self.rows:count_attempts(failed, errs, self.history)
+  if not attempts_of then return nil, err, code end
+  self:read_kernel()
+  local again, reset = {}, {}
+  for _, item in ipairs(failed) do
+    local attempts = attempts_of[item.fs_index .. ":" .. item.ino] or (item.attempts + round)
+    local res = item.res
+    if attempts >= self.max then
+      local class = diagnose.classify(res)
+      final[#final + 1] = { fs_index = item.fs_index, ino = item.ino,
+                            state = IO_FINDINGS[class] and S.FAILED_PERMANENT or S.FAILED_RETRYABLE,
+                            reason = S.REASONS.after_attempts:format(res.err, attempts, trim(res.msg, 200)) }
+      self:event(item, attempts, { class }, "max_retries")
+    elseif attempts >= self.checkpoint and (attempts - self.checkpoint) % self.checkpoint == 0 then
+      local retry, remount = self:diagnose(item, attempts, final)
+      if retry then again[#again + 1] = item end
+      if remount then reset[#reset + 1] = item end
+    else
+      again[#again + 1] = item
+    end
+  end
+  if #reset > 0 and self.remount then
+    local m = self.medium
+    local new_roots, rerr = self.remount()
+    if new_roots then
+      for _, r in ipairs(new_roots) do self.roots[r.fs_index] = r.root end
+      for _, item in ipairs(again) do item.root = self.roots[item.fs_index] end
+      local ok, e, c = self.rows:reset_attempts(reset)
+      if not ok then return nil, e, c end
+      self.log:warn("remounted", { medium = m.hash }, (m.human or m.hash) .. ": remounted after the mount went missing")
+    else
+      self.log:error("remount_failed", { medium = m.hash, error = rerr })
+    end
+  end
+  return again
+end
+
+function D:settle(failed, final, recopy)
+  local round = 1
+  while #failed > 0 do
+    if util.interrupted() then
+      for _, item in ipairs(failed) do
+        final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.PENDING, release = true }
+      end
+      break
+    end
+    local again, err, code = self:round(failed, final, round)
+    if not again then return nil, err, code end
+    if #again == 0 then break end
+    util.sleep(M.backoff(self.backoff_of, round))
+    round = round + 1
+    failed = recopy(again)
+  end
+  return true
+end
+
+function D:record(processed, errored)
+  local conn, hash, pp = self.rows.conn, self.medium.hash, self.policy.problems or {}
+  for _, ev in ipairs(self.events) do
+    local ok, err, code = problems.event(conn, hash, ev, pp.max_events)
+    if not ok then return nil, err, code end
+  end
+  self.events = {}
+  local s = self.summary
+  if s.beyond_eof then
+    local ok, err, code = problems.set(conn, hash, "beyond_eof_detected", s.beyond_eof)
+    if not ok then return nil, err, code end
+  end
+  local hr = pp.high_error_rate or {}
+  if not s.high_error_rate and processed >= (hr.min_files or 100) and errored / processed > (hr.rate or 0.10) then
+    s.high_error_rate = true
+    local ok, err, code = problems.note(conn, hash, "high_error_rate", { rate = errored / processed, errors = errored,
+                                                                       processed = processed, worker_id = self.worker })
+    if not ok then return nil, err, code end
+  end
+  return true
+end
+
+function D:rule_hits()
+  local out = {}
+  for i, n in pairs(self.hits) do out[rules.label(self.policy.diagnose or {}, i)] = n end
+  return out
+end
+
+function D:close()
+  if self.kmsg then self.kmsg:close(); self.kmsg = nil end
+end
+
+return M

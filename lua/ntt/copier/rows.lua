@@ -1,0 +1,192 @@
+-- lua/ntt/copier/rows.lua: all the SQL of copying a medium -- its inode
+-- rows (claims, paths, attempts, results, release) and its copy_done.
+--
+--   rows.open(conn, hash) -> r         (statements on the medium's partitions)
+--   r:claim(n, worker, lease)          -> { {fs_index=, ino=, size=, attempts=, dir_key=} }
+--   r:paths(list)                      -> { ["fs_index:ino"] = first non-excluded path }
+--   r:count_attempts(items, errs, keep)-> { ["fs_index:ino"] = attempts after this one }
+--   r:reset_attempts(items)            -> true   (after a remount)
+--   r:write(final, worker)             -> true   (blobs + results, one transaction)
+--   r:release(worker)                  -> true   (this worker's claims)
+--   r:release_prefix(prefix)           -> true   (a dead process's pending claims)
+--   r:pending()                        -> number of pending rows
+--   r:counts()                         -> { pending=, total= }
+--   r:finished()                       -> number of rows no longer pending
+--   r:copy_done(keep)                  -> true   (sets medium.copy_done; keep: an
+--                                                 earlier time stays)
+-- Every function returns its value or nil, msg, code (SQLSTATE); none raises.
+-- items/list are arrays of { fs_index=, ino= }; final entries are
+-- { fs_index=, ino=, state=, reason=, blobid=, size=, damage=, release= }
+-- (release: leave the row as it was, only drop the claim).
+local db = require "ntt.db"
+local json = require "ntt.json"
+local S = require "ntt.states"
+
+local M = {}
+local R = {}
+R.__index = R
+
+function M.open(conn, hash)
+  local it, pt = db.partition_names(hash)
+  return setmetatable({ conn = conn, hash = hash, it = conn:escape_identifier(it),
+                        pt = conn:escape_identifier(pt) }, R)
+end
+
+local function key(fs_index, ino) return fs_index .. ":" .. ino end
+M.key = key
+
+-- {1,2,3} for an int[] / bigint[] parameter.
+local function ints(list, field)
+  local out = {}
+  for i, x in ipairs(list) do out[i] = x[field] end
+  return "{" .. table.concat(out, ",") .. "}"
+end
+
+-- Up to n pending inodes, in (fs_index, dir_key, ino) order, in one short
+-- transaction stamping them with worker and a lease of `lease` seconds.
+function R:claim(n, worker, lease)
+  local conn = self.conn
+  return db.tx(conn, function()
+    return conn:exec(([[
+      WITH c AS (
+        SELECT fs_index, ino FROM %s
+         WHERE medium_hash = $4 AND state = '%s' AND (claimed_by IS NULL OR lease_until < now())
+         ORDER BY fs_index, dir_key, ino
+         LIMIT $1 FOR UPDATE SKIP LOCKED)
+      UPDATE %s i SET claimed_by = $2, lease_until = now() + make_interval(secs => $3)
+        FROM c WHERE i.medium_hash = $4 AND i.fs_index = c.fs_index AND i.ino = c.ino
+      RETURNING i.fs_index, i.ino, i.size, i.attempts, i.dir_key]]):format(self.it, S.PENDING, self.it),
+      n, worker, lease, self.hash)
+  end)
+end
+
+function R:paths(list)
+  local res, err, code = self.conn:exec(([[
+    SELECT DISTINCT ON (p.fs_index, p.ino) p.fs_index, p.ino, p.path
+      FROM %s p JOIN unnest($1::int[], $2::bigint[]) AS c(fs_index, ino)
+        ON p.medium_hash = $3 AND p.fs_index = c.fs_index AND p.ino = c.ino
+     WHERE p.exclude_reason IS NULL
+     ORDER BY p.fs_index, p.ino, p.path]]):format(self.pt),
+    ints(list, "fs_index"), ints(list, "ino"), self.hash)
+  if not res then return nil, err, code end
+  local map = {}
+  for _, r in ipairs(res) do map[key(r.fs_index, r.ino)] = r.path end
+  return map
+end
+
+-- One attempt more for each item, its error (errs[i]) pushed on the row's
+-- bounded history (keep entries); shared by every worker.
+function R:count_attempts(items, errs, keep)
+  local res, err, code = self.conn:exec(([[
+    UPDATE %s i SET attempts = i.attempts + 1,
+           errors = ntt_push_bounded(i.errors, e.err, $4)
+      FROM (SELECT * FROM unnest($1::int[], $2::bigint[]) WITH ORDINALITY AS u(fs_index, ino, n)) u
+      JOIN (SELECT x AS err, n FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS j(x, n)) e
+        ON e.n = u.n
+     WHERE i.medium_hash = $5 AND i.fs_index = u.fs_index AND i.ino = u.ino
+    RETURNING i.fs_index, i.ino, i.attempts]]):format(self.it),
+    ints(items, "fs_index"), ints(items, "ino"), json.encode(json.array(errs)), keep, self.hash)
+  if not res then return nil, err, code end
+  local map = {}
+  for _, r in ipairs(res) do map[key(r.fs_index, r.ino)] = r.attempts end
+  return map
+end
+
+function R:reset_attempts(items)
+  local res, err, code = self.conn:exec(([[
+    UPDATE %s i SET attempts = 0 FROM unnest($1::int[], $2::bigint[]) AS u(fs_index, ino)
+     WHERE i.medium_hash = $3 AND i.fs_index = u.fs_index AND i.ino = u.ino]]):format(self.it),
+    ints(items, "fs_index"), ints(items, "ino"), self.hash)
+  if not res then return nil, err, code end
+  return true
+end
+
+-- Column arrays and unnest: no per-row JSON to build and parse.  The
+-- worker id is a column of the join, not a filter on the partition: the
+-- statistics say claimed_by is NULL everywhere (as at the load's ANALYZE),
+-- and "claimed_by = me" taken for one row made the planner scan the whole
+-- partition for each result instead of going by key.
+function R:write(final, worker)
+  local conn = self.conn
+  local c = { fs = {}, ino = {}, state = {}, blob = {}, reason = {}, damage = {}, release = {} }
+  local bid, bsize, nb, seen = {}, {}, 0, {}
+  for i, f in ipairs(final) do
+    c.fs[i], c.ino[i], c.state[i], c.blob[i] = f.fs_index, f.ino, f.state, f.blobid
+    c.reason[i], c.release[i] = f.reason, f.release or false
+    c.damage[i] = f.damage and json.encode(f.damage) or nil
+    if f.blobid and not seen[f.blobid] then
+      seen[f.blobid] = true
+      nb = nb + 1
+      bid[nb], bsize[nb] = f.blobid, f.size
+    end
+  end
+  local n = #final
+  return db.tx(conn, function()
+    if nb > 0 then
+      local r, err, code = conn:exec([[INSERT INTO blob (blobid, size) SELECT * FROM unnest($1::text[], $2::bigint[])
+                                        ON CONFLICT (blobid) DO NOTHING]], db.array(bid, nb), db.array(bsize, nb))
+      if not r then return nil, err, code end
+    end
+    local r, err, code = conn:exec(([[
+      UPDATE %s i SET
+             state = CASE WHEN r.release THEN i.state ELSE r.state::inode_state END,
+             blobid = coalesce(r.blobid, i.blobid),
+             reason = CASE WHEN r.release THEN i.reason ELSE r.reason END,
+             damage = coalesce(r.damage, i.damage),
+             processed_at = CASE WHEN r.release THEN i.processed_at ELSE now() END,
+             claimed_by = NULL, lease_until = NULL
+        FROM unnest($1::int[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::bool[],
+                    array_fill($8::text, array[$10::int]))
+             AS r(fs_index, ino, state, blobid, reason, damage, release, worker)
+       WHERE i.medium_hash = $9 AND i.fs_index = r.fs_index AND i.ino = r.ino
+         AND i.claimed_by = r.worker]]):format(self.it),
+      db.array(c.fs, n), db.array(c.ino, n), db.array(c.state, n), db.array(c.blob, n),
+      db.array(c.reason, n), db.array(c.damage, n), db.array(c.release, n), worker, self.hash, n)
+    if not r then return nil, err, code end
+    return true
+  end)
+end
+
+local function ok(r, err, code)
+  if not r then return nil, err, code end
+  return true
+end
+
+function R:release(worker)
+  return ok(self.conn:exec(("UPDATE %s SET claimed_by = NULL, lease_until = NULL WHERE medium_hash = $1 AND claimed_by = $2")
+                           :format(self.it), self.hash, worker))
+end
+
+function R:release_prefix(prefix)
+  return ok(self.conn:exec(([[UPDATE %s SET claimed_by = NULL, lease_until = NULL
+                               WHERE medium_hash = $1 AND state = '%s' AND starts_with(claimed_by, $2)]])
+                           :format(self.it, S.PENDING), self.hash, prefix))
+end
+
+function R:pending()
+  local r, err, code = self.conn:exec(("SELECT count(*) AS n FROM %s WHERE medium_hash = $1 AND state = '%s'")
+                                      :format(self.it, S.PENDING), self.hash)
+  if not r then return nil, err, code end
+  return r[1].n
+end
+
+function R:counts()
+  local r, err, code = self.conn:exec(("SELECT count(*) FILTER (WHERE state = '%s') AS pending, count(*) AS n FROM %s")
+                                      :format(S.PENDING, self.it))
+  if not r then return nil, err, code end
+  return { pending = r[1].pending, total = r[1].n }
+end
+
+function R:finished()
+  local r, err, code = self.conn:exec(("SELECT count(*) AS n FROM %s WHERE state <> '%s'"):format(self.it, S.PENDING))
+  if not r then return nil, err, code end
+  return r[1].n
+end
+
+function R:copy_done(keep)
+  local sql = keep and "UPDATE medium SET copy_done = coalesce(copy_done, now()) WHERE medium_hash = $1"
+              or "UPDATE medium SET copy_done = now() WHERE medium_hash = $1"
+  return ok(self.conn:exec(sql, self.hash))
+end
+
+return M
