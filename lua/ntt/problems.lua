@@ -9,7 +9,7 @@
 --   event(conn, hash, ev, max_events)   append a diagnostic event; past
 --                                       max_events only "events_dropped" counts
 --   get(conn, hash) -> table
--- All return true | nil, msg, sqlstate.
+-- All return true | nil, msg, "EDB", sqlstate (docs/errors.md).
 local json = require "ntt.json"
 
 local M = {}

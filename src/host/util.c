@@ -298,7 +298,7 @@ static int util_sleep(lua_State *L)
     double left = luaL_checknumber(L, 1);
     while (left > 0) {
         if (ntt_interrupted)
-            return ntt_fail(L, EINTR, "sleep");
+            return ntt_fail_interrupted(L);
         double step = left > 0.05 ? 0.05 : left;
         struct timespec ts = { (time_t)step, (long)((step - (time_t)step) * 1e9) };
         nanosleep(&ts, NULL);

@@ -383,12 +383,8 @@ static int media_scan_uniform(lua_State *L)
         }
     }
     close(fd);
-    if (err == EINTR) {
-        lua_pushnil(L);
-        lua_pushstring(L, "interrupted");
-        lua_pushstring(L, "EINTR");
-        return 3;
-    }
+    if (err == EINTR)
+        return ntt_fail_interrupted(L);
     if (err)
         return ntt_fail(L, err, path);
     lua_createtable(L, 0, 5);
@@ -608,12 +604,8 @@ static int media_fiemap(lua_State *L)
             break;
     }
     res_free(L, ri);
-    if (ntt_interrupted) {
-        lua_pushnil(L);
-        lua_pushstring(L, "interrupted");
-        lua_pushstring(L, "EINTR");
-        return 3;
-    }
+    if (ntt_interrupted)
+        return ntt_fail_interrupted(L);
     lua_pushvalue(L, out);
     return 1;
 }

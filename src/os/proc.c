@@ -398,7 +398,7 @@ static int proc_wait(lua_State *L)
             pid_t w = waitpid(p->pid, &p->status, timeout < 0 ? 0 : WNOHANG);
             if (w == p->pid) { p->pid = 0; break; }
             if (w < 0 && errno == EINTR) {
-                if (ntt_interrupted) return ntt_fail(L, EINTR, "wait");
+                if (ntt_interrupted) return ntt_fail_interrupted(L);
                 continue;
             }
             if (w < 0) return ntt_fail(L, errno, "waitpid");

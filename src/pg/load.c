@@ -45,7 +45,7 @@
  *             duplicates={ path... }, mountpoints={ path... },
  *             error_count=, duplicate_count= }
  *   Failures: a bad regular expression raises; the root cannot be opened ->
- *   nil, "root: strerror", ERRNAME; the COPY fails -> nil, msg, SQLSTATE.
+ *   nil, "root: strerror", ERRNAME; the COPY fails -> nil, msg, "EDB", SQLSTATE.
  */
 #include <errno.h>
 #include <poll.h>
@@ -554,10 +554,7 @@ static int load_walk(lua_State *L)
     ntt_walk_finish(w);
     if (rc != 0) {
         ntt_walk_stats_free(&st);
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        lua_pushstring(L, state[0] ? state : "EIO");
-        return 3;
+        return ntt_pg_fail(L, err, state);
     }
     lua_createtable(L, 0, 16);
     int res = lua_gettop(L);

@@ -7,12 +7,16 @@
  * hashes (escape_identifier is there for that).
  *
  * Lua API (ntt.core.pg):
+ * Failures follow docs/errors.md: a database error is nil, message, "EDB",
+ * SQLSTATE (the fourth value is absent when the server gave none; a lost
+ * connection gives "08006"); below, "nil, msg, EDB" stands for that.
+ *
  *   connect(conninfo_or_url) -> Conn | nil, "connect: <libpq message>", code
  *       code is an errno-like name guessed from libpq's text: "ECONNREFUSED",
  *       "ENOENT" (no socket / no such database), "EACCES" (authentication),
- *       "ETIMEDOUT", "EHOSTUNREACH", or "ECONNECT" for anything else.
+ *       "ETIMEDOUT", "EHOSTUNREACH", or "EDB" for anything else.
  *   bytea(s) -> a wrapper that exec sends as a binary bytea parameter.
- *   Conn:exec(sql, ...) -> result | nil, message, SQLSTATE
+ *   Conn:exec(sql, ...) -> result | nil, msg, EDB
  *       parameters: nil -> NULL, boolean, integer, float, string (no NUL
  *       byte; raises otherwise), bytea(s) (any bytes).  result is an array
  *       of rows (tables keyed by column name; NULL columns absent) with
@@ -20,20 +24,20 @@
  *       Values: int2/4/8, oid -> integer; float4/8, numeric -> number;
  *       bool -> boolean; bytea -> raw string; anything else -> string.
  *       message is the primary message plus " (DETAIL: ...)" when present;
- *       a lost connection gives SQLSTATE "08006".  On SIGINT/SIGTERM a
+ *       On SIGINT/SIGTERM a
  *       running statement gets 2 s, then is cancelled: nil, "interrupted", "EINTR".
- *   Conn:exec_script(sql) -> result of the last statement | nil, msg, SQLSTATE
- *   Conn:send(sql) -> true | nil, msg, SQLSTATE   starts a script (no
+ *   Conn:exec_script(sql) -> result of the last statement | nil, msg, EDB
+ *   Conn:send(sql) -> true | nil, msg, EDB   starts a script (no
  *       parameters) and returns at once, so that the server works on it
  *       while the caller does something else (another connection's work);
  *       Conn:wait() -> what exec_script would have returned.  Until then
  *       the connection takes nothing else (raises).
- *   Conn:begin() / :commit() / :rollback() -> true | nil, msg, SQLSTATE
- *   Conn:copy_in(sql) -> Copy | nil, msg, SQLSTATE   (sql: COPY ... FROM STDIN)
- *   Copy:put(data) -> true | nil, msg, SQLSTATE
- *   Copy:finish() -> rows (integer) | nil, msg, SQLSTATE
+ *   Conn:begin() / :commit() / :rollback() -> true | nil, msg, EDB
+ *   Conn:copy_in(sql) -> Copy | nil, msg, EDB   (sql: COPY ... FROM STDIN)
+ *   Copy:put(data) -> true | nil, msg, EDB
+ *   Copy:finish() -> rows (integer) | nil, msg, EDB
  *   Copy:abort([msg]) -> true ; Copy:close() aborts an unfinished COPY
- *   Conn:copy_rows(sql, rows [, ncols | types]) -> rows copied | nil, msg, SQLSTATE
+ *   Conn:copy_rows(sql, rows [, ncols | types]) -> rows copied | nil, msg, EDB
  *       sql is a COPY ... FROM STDIN (FORMAT binary); every row is an array
  *       of ncols (default row.n or #row) values encoded in C: integer ->
  *       bigint, float -> float8, boolean -> bool, string/bytea(s) -> bytes,
@@ -205,22 +209,27 @@ static void pg_describe(PGconn *c, const PGresult *res, char *buf, size_t n, cha
     }
 }
 
+int ntt_pg_fail(lua_State *L, const char *msg, const char *state)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    lua_pushliteral(L, "EDB");
+    if (!state || !*state)
+        return 3;
+    lua_pushstring(L, state);
+    return 4;
+}
+
 static int pg_fail_res(lua_State *L, PGconn *c, const PGresult *res)
 {
     char buf[2048], st[6];
     pg_describe(c, res, buf, sizeof buf, st);
-    lua_pushnil(L);
-    lua_pushstring(L, buf);
-    if (*st) lua_pushstring(L, st); else lua_pushstring(L, "EIO");
-    return 3;
+    return ntt_pg_fail(L, buf, st);
 }
 
 static int pg_fail_msg(lua_State *L, const char *msg, const char *state)
 {
-    lua_pushnil(L);
-    lua_pushstring(L, msg);
-    lua_pushstring(L, state && *state ? state : "EIO");
-    return 3;
+    return ntt_pg_fail(L, msg, state);
 }
 
 static int hexval(int ch)
@@ -354,7 +363,7 @@ static int pg_finish(lua_State *L, PgConn *pc, PGresult *res, int cancelled)
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     int n;
     if (cancelled && st == PGRES_FATAL_ERROR) {
-        n = pg_fail_msg(L, "interrupted", "EINTR");
+        n = ntt_fail_interrupted(L);
     } else if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) {
         n = pg_push_result(L, res);
     } else if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
@@ -389,7 +398,7 @@ static const char *pg_guess_code(const char *msg)
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (strstr(msg, map[i].needle)) return map[i].code;
-    return "ECONNECT";
+    return "EDB";
 }
 
 static int pg_connect(lua_State *L)
@@ -612,7 +621,10 @@ static int conn_escape(lua_State *L, int ident)
     if (!e) {
         char buf[512];
         pg_copy_str(buf, sizeof buf, PQerrorMessage(pc->conn));
-        return pg_fail_msg(L, buf, "EINVAL");
+        lua_pushnil(L);
+        lua_pushstring(L, buf);
+        lua_pushliteral(L, "EINVAL");
+        return 3;
     }
     lua_pushstring(L, e);
     PQfreemem(e);
@@ -761,7 +773,7 @@ static int copy_put(lua_State *L)
     const char *s = luaL_checklstring(L, 2, &len);
     char err[1024];
     if (ntt_pg_copy_send(cp->pc->conn, s, len, err, sizeof err) != 0)
-        return pg_fail_msg(L, err, PQstatus(cp->pc->conn) == CONNECTION_BAD ? "08006" : "EIO");
+        return pg_fail_msg(L, err, PQstatus(cp->pc->conn) == CONNECTION_BAD ? "08006" : NULL);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -949,7 +961,7 @@ static int conn_copy_rows(lua_State *L)
     lua_settop(L, bidx);
     pg_deliver(L, 1, pc);
     if (rc != 0)
-        return pg_fail_msg(L, err, *st ? st : (PQstatus(pc->conn) == CONNECTION_BAD ? "08006" : "EIO"));
+        return pg_fail_msg(L, err, *st ? st : (PQstatus(pc->conn) == CONNECTION_BAD ? "08006" : NULL));
     lua_pushinteger(L, (lua_Integer)rows);
     return 1;
 }

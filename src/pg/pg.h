@@ -139,4 +139,11 @@ int ntt_pg_copy_send(PGconn *c, const char *data, size_t len, char *errbuf, size
 int ntt_pg_copy_end(PGconn *c, const char *errmsg, long long *rows,
                     char *errbuf, size_t errlen, char sqlstate[6]);
 
+/*
+ * A database failure in ntt's vocabulary (docs/errors.md): pushes nil, msg,
+ * "EDB" and, when sqlstate is non-empty, the SQLSTATE as a fourth value.
+ * Returns the number of values pushed.
+ */
+int ntt_pg_fail(lua_State *L, const char *msg, const char *sqlstate);
+
 #endif
