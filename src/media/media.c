@@ -55,6 +55,8 @@
  *          (follows a symbolic link unless nofollow is true)
  *   realpath(path) -> canonical path | nil, msg, errname
  *   EXTENT = { last=, unknown=, delalloc=, encoded=, ... }  fiemap flag bits
+ * An options table holding a key its function does not know raises (with a
+ * did-you-mean).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -317,6 +319,8 @@ static int media_device_facts(lua_State *L)
 
 struct range { int64_t pos, size; };
 
+static const char *const scan_opts[] = { "block", "ranges", NULL };
+
 static int media_scan_uniform(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -324,7 +328,7 @@ static int media_scan_uniform(lua_State *L)
     int nranges = -1;
     struct range *ranges = NULL;
     if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
+        ntt_checkopts(L, 2, "media.scan_uniform", scan_opts);
         if (lua_getfield(L, 2, "block") != LUA_TNIL) block = luaL_checkinteger(L, -1);
         lua_pop(L, 1);
         luaL_argcheck(L, block >= 4096 && block <= (64 << 20), 2, "block: 4 KiB .. 64 MiB");
@@ -424,12 +428,14 @@ static int probe_fs(lua_State *L, Res *r, int64_t off, int64_t len)
     return rc;
 }
 
+static const char *const probe_opts[] = { "offset", "size", NULL };
+
 static int media_probe(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     lua_Integer base = 0, want = -1;
     if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
+        ntt_checkopts(L, 2, "media.probe", probe_opts);
         if (lua_getfield(L, 2, "offset") != LUA_TNIL) base = luaL_checkinteger(L, -1);
         if (lua_getfield(L, 2, "size") != LUA_TNIL) want = luaL_checkinteger(L, -1);
         lua_pop(L, 2);

@@ -18,7 +18,8 @@
  *   Proc:close()         forgets the child (kills nothing); idempotent
  *   user_ids(name)       -> uid, gid, home | nil, msg, "ENOENT"
  * env is a table of NAME=value overrides on top of the current environment
- * (a value of false removes the name).
+ * (a value of false removes the name).  A key run or spawn does not know
+ * raises (with a did-you-mean), so a typo never falls back to a default.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -208,9 +209,17 @@ static void push_status(lua_State *L, int st)
     }
 }
 
+static const char *const run_opts[] = {
+    "argv", "env", "user", "cwd", "input", "timeout", "stderr", NULL
+};
+static const char *const spawn_opts[] = {
+    "argv", "env", "user", "cwd", "stdin", "stdout", "stderr", NULL
+};
+
 static int proc_run(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
+    ntt_checkopts(L, 1, "proc.run", run_opts);
     struct spec s;
     read_common(L, 1, &s);
     lua_getfield(L, 1, "timeout");
@@ -352,6 +361,7 @@ static int open_target(const char *mode, int flags)
 static int proc_spawn(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
+    ntt_checkopts(L, 1, "proc.spawn", spawn_opts);
     struct spec s;
     read_common(L, 1, &s);
     lua_getfield(L, 1, "stdout");

@@ -44,7 +44,7 @@
  *             interrupted=bool, seconds=, errors={ {path=, err=, msg=}... },
  *             duplicates={ path... }, mountpoints={ path... },
  *             error_count=, duplicate_count= }
- *   Failures: a bad regular expression raises; the root cannot be opened ->
+ *   Failures: an unknown key in opts or a bad regular expression raises; the root cannot be opened ->
  *   nil, "root: strerror", ERRNAME; the COPY fails -> nil, msg, "EDB", SQLSTATE.
  */
 #include <errno.h>
@@ -405,10 +405,16 @@ static int sink_finish(struct sink **s, int n, int failed, char *err, size_t err
     return rc;
 }
 
+static const char *const walk_opts[] = {
+    "root", "inode_table", "path_table", "medium", "fs_index", "threads", "stall_timeout",
+    "batch", "ignore", "path_conn", "freeze", "progress", NULL
+};
+
 static int load_walk(lua_State *L)
 {
     PGconn *conn = ntt_pg_checkconn(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
+    ntt_checkopts(L, 2, "load.walk", walk_opts);
     lua_getfield(L, 2, "root");
     const char *root = luaL_checkstring(L, -1);
     lua_getfield(L, 2, "inode_table");
