@@ -38,6 +38,15 @@ local function stage_check(v)
     near and (" (did you mean '%s'?)"):format(near) or "", table.concat(M.STAGES, ", "))
 end
 
+-- An ignore pattern is compiled now, as enumerate will compile it, so a bad
+-- one is the policy's error (file:line), not a failed enumerate later.
+local function regex_check(v)
+  if type(v) ~= "string" then return nil, ("must be a string (got %s)"):format(type(v)) end
+  local ok, why = require("ntt.core.util").check_regex(v)
+  if not ok then return nil, "is not a valid pattern: " .. why end
+  return true
+end
+
 local function sec(t) return { section = t } end
 
 M.schema = {
@@ -53,7 +62,7 @@ M.schema = {
     timeout = "number",
   },
   enumerate = sec {
-    ignore = { list = "string" },
+    ignore = { list = { check = regex_check, doc = "POSIX extended regular expression" } },
     stall_timeout = "number",
     threads = "integer",
     raw_audit = "boolean",

@@ -98,7 +98,7 @@ static int ignore_compile(lua_State *L, int t, struct ignore *ig, char *errbuf, 
         lua_rawgeti(L, -1, i);
         const char *pat = lua_tostring(L, -1);
         if (!pat) { lua_pop(L, 2); ignore_free(ig); snprintf(errbuf, errlen, "ignore[%d] is not a string", i); return -1; }
-        int rc = regcomp(&ig->re[ig->n], pat, REG_EXTENDED | REG_NOSUB);
+        int rc = regcomp(&ig->re[ig->n], pat, NTT_IGNORE_REGFLAGS);
         if (rc != 0) {
             char m[256];
             regerror(rc, &ig->re[ig->n], m, sizeof m);
