@@ -64,7 +64,7 @@ end
 
 function M.run(ctx)
   local m = ctx.medium
-  if not m then return nil, "copy needs identify first" end
+  if not m then return nil, "copy needs identify first", "EINVAL" end
   local conn = ctx.db
   local it = conn:escape_identifier((db.partition_names(m.hash)))
   local ok_part = conn:exec(("SELECT count(*) FILTER (WHERE state = 'pending') AS pending, count(*) AS n FROM %s"):format(it))
@@ -124,14 +124,14 @@ function M.run(ctx)
       end
     end
   end
-  local stats, err = copier.run(opts)
+  local stats, err, code = copier.run(opts)
   pr:finish()
   for _, c in ipairs(children) do
     if not c.reaped then reaped(c, c.proc:wait()) end
   end
   if not stats then
     for _, c in ipairs(children) do os.remove(c.out) end
-    return nil, err
+    return nil, err, code
   end
   stats.reasons = stats.reasons or {}
   for _, c in ipairs(children) do
@@ -167,6 +167,9 @@ function M.run(ctx)
                            damaged = stats.damaged, bytes = stats.bytes, seconds = stats.seconds,
                            batches = stats.batches, claim_seconds = stats.claim_seconds,
                            threads = stats.threads, kernel = stats.kernel })
+  -- ^C stops the copier after its batch (claims released): counted above,
+  -- and the run ends here with the code that makes its exit status 130.
+  if require("ntt.core.util").interrupted() then return nil, "interrupted", "EINTR" end
   return true
 end
 
