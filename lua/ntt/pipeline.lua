@@ -14,7 +14,7 @@ local function stage_impl(name)
   local ok, mod = pcall(require, "ntt.stage." .. name)
   if not ok then
     if tostring(mod):find("module 'ntt.stage." .. name .. "' not found", 1, true) then
-      return nil, ("stage '%s' is not available in this build of ntt"):format(name)
+      return nil, ("stage '%s' is not available in this build of ntt"):format(name), "ENOSYS"
     end
     error(mod, 0)
   end
@@ -24,8 +24,8 @@ end
 -- Check every stage exists before doing anything.
 function M.check(policy)
   for _, s in ipairs(policy.stages or {}) do
-    local impl, err = stage_impl(s)
-    if not impl then return nil, err end
+    local impl, err, code = stage_impl(s)
+    if not impl then return nil, err, code end
   end
   return true
 end
