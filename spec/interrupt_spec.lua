@@ -169,3 +169,22 @@ describe("^C during ntt run", function()
     assert.is_true(copied() < 2000, "the copy was over before the signal")
   end)
 end)
+
+describe("^C during a child process", function()
+  it("proc.run kills the child and returns nil, \"interrupted\", \"EINTR\"", function()
+    local script = helper.tmpdir("intr-proc") .. "/s.lua"
+    helper.write(script, [[
+      local util = require "ntt.core.util"
+      local proc = require "ntt.core.proc"
+      util.raise_on_interrupt(false)
+      assert(proc.spawn { argv = { "sh", "-c", "sleep 0.3; kill -INT " .. util.pid() } })
+      local t0 = util.monotonic()
+      local r, msg, code = proc.run { argv = { "sleep", "30" }, timeout = 60 }
+      util.clear_interrupt()
+      print(tostring(r), msg, code, util.monotonic() - t0 < 10)
+    ]])
+    local r = assert(proc.run { argv = { helper.ntt, script }, timeout = 60 })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("nil\tinterrupted\tEINTR\ttrue\n", r.stdout)
+  end)
+end)

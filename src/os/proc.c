@@ -10,6 +10,7 @@
  *   run{argv, env=, user=, cwd=, input=, timeout=, stderr="pipe"|"stdout"|"inherit"}
  *       -> { code=int|nil, signal=int|nil, stdout=s, stderr=s, timed_out=bool }
  *        | nil, "argv[1]: strerror", "ENOENT"      (could not start)
+ *        | nil, "interrupted", "EINTR"    (SIGINT/SIGTERM: the child was killed)
  *   spawn{argv, env=, user=, cwd=, stdout="inherit"|"null"|path, stderr=...}
  *       -> Proc | nil, msg, errname
  *   Proc:pid()           -> integer
@@ -269,7 +270,7 @@ static int proc_run(lua_State *L)
     for (int i = 0; i < 2; i++) if (fds[i] >= 0) fcntl(fds[i], F_SETFL, O_NONBLOCK);
     if (fds[2] >= 0) fcntl(fds[2], F_SETFL, O_NONBLOCK);
     double deadline = timeout > 0 ? mono() + timeout : 0;
-    int status = 0, reaped = 0, timed_out = 0;
+    int status = 0, reaped = 0, timed_out = 0, stopped = 0;
     double reaped_at = 0;
     /* A pidfd wakes the poll when the child exits, so a short command costs
      * its own run time, not a poll interval; without one, 50 ms ticks. */
@@ -328,6 +329,7 @@ static int proc_run(lua_State *L)
             }
             else if ((deadline && mono() > deadline) || ntt_interrupted) {
                 timed_out = deadline && mono() > deadline;
+                stopped = !timed_out;
                 kill(-pid, SIGKILL);
                 kill(pid, SIGKILL);
                 waitpid(pid, &status, 0);
@@ -337,6 +339,11 @@ static int proc_run(lua_State *L)
     }
     for (int i = 0; i < 3; i++) if (fds[i] >= 0) close(fds[i]);
     if (pidfd >= 0) close(pidfd);
+    if (stopped) {
+        /* killed for ^C: its output is partial, not an answer */
+        free(acc[0]); free(acc[1]);
+        return ntt_fail_interrupted(L);
+    }
     lua_pushlstring(L, acc[0] ? acc[0] : "", acclen[0]);
     lua_setfield(L, res, "stdout");
     lua_pushlstring(L, acc[1] ? acc[1] : "", acclen[1]);
