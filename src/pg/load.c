@@ -44,8 +44,9 @@
  *             interrupted=bool, seconds=, errors={ {path=, err=, msg=}... },
  *             duplicates={ path... }, mountpoints={ path... },
  *             error_count=, duplicate_count= }
- *   Failures: an unknown key in opts or a bad regular expression raises; the root cannot be opened ->
- *   nil, "root: strerror", ERRNAME; the COPY fails -> nil, msg, "EDB", SQLSTATE.
+ *   Failures: an unknown key in opts or a bad regular expression raises;
+ *   the root cannot be opened -> nil, "root: strerror", ERRNAME; the COPY
+ *   fails -> nil, msg, "EDB", SQLSTATE.
  */
 #include <errno.h>
 #include <poll.h>
@@ -405,10 +406,8 @@ static int sink_finish(struct sink **s, int n, int failed, char *err, size_t err
     return rc;
 }
 
-static const char *const walk_opts[] = {
-    "root", "inode_table", "path_table", "medium", "fs_index", "threads", "stall_timeout",
-    "batch", "ignore", "path_conn", "freeze", "progress", NULL
-};
+static const char *const walk_opts[] = { "root", "inode_table", "path_table", "medium", "fs_index",
+    "threads", "stall_timeout", "batch", "ignore", "path_conn", "freeze", "progress", NULL };
 
 static int load_walk(lua_State *L)
 {
