@@ -384,7 +384,7 @@ describe("ntt.core.pg", function()
     local victim = assert(pg.connect(url))
     local pid = victim:exec("SELECT pg_backend_pid() AS p")[1].p
     assert(conn:exec("SELECT pg_terminate_backend($1)", pid))
-    local r, code, state
+    local r, _, code, state
     for _ = 1, 50 do   -- termination is asynchronous
       r, _, code, state = victim:exec("SELECT 1")
       if not r then break end

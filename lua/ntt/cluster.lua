@@ -257,7 +257,7 @@ function C:_ensure_db()
     if not conn then util.sleep(0.1) end
   until conn or util.monotonic() > deadline
   if not conn then return nil, "cluster: " .. err end
-  local res, qerr, state
+  local res, qerr, _, state
   for _ = 1, 50 do
     res, qerr = conn:exec("SELECT 1 AS x FROM pg_database WHERE datname = 'ntt'")
     if not res or #res > 0 then break end
