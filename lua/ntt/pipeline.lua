@@ -62,9 +62,10 @@ end
 -- A target whose run stopped early: its medium is still unmounted when the
 -- policy has an unmount stage.  After ^C the flag is cleared first, or the
 -- helper would be killed at once (proc.run stops its child on an interrupt);
--- a second ^C during this unmount still stops it.
-local function unmount_after(base, ctx, name)
-  if not ctx.mount_result or name == "unmount" then return end
+-- a second ^C during this unmount still stops it.  An unmount stage that
+-- failed is not tried again, unless ^C is what stopped it.
+local function unmount_after(base, ctx, name, code)
+  if not ctx.mount_result or (name == "unmount" and code ~= "EINTR") then return end
   for _, later in ipairs(base.policy.stages) do
     if later == "unmount" then
       require("ntt.core.util").clear_interrupt()
@@ -106,7 +107,7 @@ function M.run(base, targets)
         base.log:error("stage_failed", { stage = name, target = target, error = tostring(res.error),
                                          code = res.code },
                        ("%s: stage %s failed: %s"):format(target, name, tostring(res.error)))
-        unmount_after(base, ctx, name)
+        unmount_after(base, ctx, name, res.interrupted and "EINTR" or res.code)
         break
       end
       base.log:info("stage_done", { stage = name, target = target,
