@@ -99,10 +99,11 @@ describe("copier data access and runs", function()
       function() return r:write({ { fs_index = 0, ino = 1, state = S.COPIED } }, "me") end,
       function() return r:paths({ { fs_index = 0, ino = 1 } }) end,
     } do
-      local v, msg, code = call()
+      local v, msg, code, state = call()
       assert.is_nil(v)
       assert.matches("does not exist", msg)
-      assert.equal("42P01", code)
+      assert.equal("EDB", code)
+      assert.equal("42P01", state)
     end
   end)
 

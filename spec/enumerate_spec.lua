@@ -282,10 +282,11 @@ describe("enumerate", function()
     assert(conn:exec(("CREATE TABLE %s (LIKE inode INCLUDING DEFAULTS)"):format(it_)))
     -- the path table refuses every name longer than 3 bytes: fails mid-stream
     assert(other:exec(("CREATE TABLE %s (LIKE path INCLUDING DEFAULTS, CHECK (length(path) < 4))"):format(pt_)))
-    local st, err, code = load.walk(conn, { root = dir, inode_table = it_, path_table = pt_, medium = h,
-                                            fs_index = 0, path_conn = other, freeze = true })
+    local st, err, code, state = load.walk(conn, { root = dir, inode_table = it_, path_table = pt_, medium = h,
+                                                   fs_index = 0, path_conn = other, freeze = true })
     assert.is_nil(st)
-    assert.equal("23514", code)
+    assert.equal("EDB", code)
+    assert.equal("23514", state)
     assert.matches("check constraint", err)
     assert(conn:rollback()); assert(other:rollback())
     assert.equal(1, assert(conn:exec("SELECT 1 AS x"))[1].x)

@@ -49,6 +49,25 @@ describe("policies", function()
     assert.equal(path .. ":3: retry.max must be an integer (got string)", err)
   end)
 
+  it("compiles ignore patterns at load: a bad one names the policy's file:line", function()
+    local path = file(dir, "ig.lua", table.concat({
+      'local ntt = require "ntt"',
+      'return ntt.policy.extend("default", {',
+      '  enumerate = {',
+      '    threads = 2,',
+      '    ignore = { "^tmp/", "(unclosed" },',
+      '  },',
+      '})',
+    }, "\n"))
+    local p, err = policy.load(path)
+    assert.is_nil(p)
+    assert.matches("^" .. path:gsub("%p", "%%%0") .. ":5: enumerate%.ignore%[2%] is not a valid pattern: "
+                   .. "bad regular expression '%(unclosed'", err)
+    local _, err2 = policy.load(file(dir, "ig2.lua", 'return { enumerate = { ignore = { 7 } } }'))
+    assert.matches(":1: enumerate%.ignore%[1%] must be a string %(got number%)", err2)
+    assert(policy.load(file(dir, "ig3.lua", 'return { enumerate = { ignore = { "^tmp/", "%.bak$" } } }')))
+  end)
+
   it("rejects unknown top-level keys, bad stages and bad rules", function()
     local _, err = policy.load(file(dir, "a.lua", 'return { stagse = {} }'))
     assert.matches("unknown option 'stagse' in the policy %(did you mean 'stages'%?%)", err)

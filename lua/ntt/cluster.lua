@@ -257,11 +257,11 @@ function C:_ensure_db()
     if not conn then util.sleep(0.1) end
   until conn or util.monotonic() > deadline
   if not conn then return nil, "cluster: " .. err end
-  local res, qerr, state
+  local res, qerr, _, state
   for _ = 1, 50 do
     res, qerr = conn:exec("SELECT 1 AS x FROM pg_database WHERE datname = 'ntt'")
     if not res or #res > 0 then break end
-    res, qerr, state = conn:exec("CREATE DATABASE ntt")
+    res, qerr, _, state = conn:exec("CREATE DATABASE ntt")
     -- 42P04: created meanwhile; 23505: created meanwhile, caught by the
     -- catalog's unique index instead; 55006: template1 busy with another creator
     if res or state == "42P04" then res = true; break end

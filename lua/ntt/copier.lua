@@ -97,8 +97,8 @@ function M.run(o)
   -- Claim a batch, find its paths, set aside what is not to be copied.
   local function take()
     local t0 = util.monotonic()
-    local claimed, err, code = rows:claim(batch_n, worker, lease)
-    if not claimed then return nil, err, code end
+    local claimed, err, code, state = rows:claim(batch_n, worker, lease)
+    if not claimed then return nil, err, code, state end
     stats.claim_seconds = stats.claim_seconds + (util.monotonic() - t0)
     local b = { rows = claimed, items = {}, final = {}, timing = { claim = util.monotonic() - t0, copy = 0, wait = 0 } }
     if #claimed == 0 then return b end
@@ -202,21 +202,21 @@ function M.run(o)
       if f.state == S.SKIPPED then stats.reasons[f.reason] = (stats.reasons[f.reason] or 0) + 1 end
     end
     local tw = util.monotonic()
-    local ok, err, code = rows:write(b.final, worker)
-    if not ok then return nil, err, code end
+    local ok, err, code, state = rows:write(b.final, worker)
+    if not ok then return nil, err, code, state end
     timing.write = util.monotonic() - tw
     log:info("copy_batch", { medium = m.hash, files = #b.rows, claim = timing.claim, paths = timing.paths,
                              copy = timing.copy, wait = timing.wait, write = timing.write,
                              threads = timing.threads })
-    ok, err, code = diag:record(processed, errored)
-    if not ok then return nil, err, code end
+    ok, err, code, state = diag:record(processed, errored)
+    if not ok then return nil, err, code, state end
     if o.on_batch then o.on_batch(stats) end
     return true
   end
 
   local function finish_write(b, reading)
-    local ok, err, code = finish(b, reading)
-    if not ok then return nil, err, code end
+    local ok, err, code, state = finish(b, reading)
+    if not ok then return nil, err, code, state end
     return write(b)
   end
 
@@ -224,35 +224,35 @@ function M.run(o)
   -- writeback), then has its results and retries handled and written.
   local prev, cur
   local function drive()
-    local err, code
-    cur, err, code = take()
-    if not cur then return nil, err, code end
+    local err, code, state
+    cur, err, code, state = take()
+    if not cur then return nil, err, code, state end
     while true do
       if #cur.rows == 0 then
         if prev then
-          local ok, e, c = finish_write(prev)
+          local ok, e, c, s = finish_write(prev)
           prev = nil
-          if not ok then return nil, e, c end
+          if not ok then return nil, e, c, s end
         end
         -- Others may still hold claims: wait for them, or for their leases.
-        local left, e, c = rows:pending()
-        if not left then return nil, e, c end
+        local left, e, c, s = rows:pending()
+        if not left then return nil, e, c, s end
         if left == 0 or util.interrupted() then break end
         if o.idle then o.idle() end
         util.sleep(0.5)
-        cur, err, code = take()
-        if not cur then return nil, err, code end
+        cur, err, code, state = take()
+        if not cur then return nil, err, code, state end
       else
         start(cur)
         if prev then
-          local ok, e, c = finish_write(prev, cur)
+          local ok, e, c, s = finish_write(prev, cur)
           prev = nil
-          if not ok then return nil, e, c end
+          if not ok then return nil, e, c, s end
         end
         local nxt
         if not util.interrupted() then
-          nxt, err, code = take()
-          if not nxt then return nil, err, code end
+          nxt, err, code, state = take()
+          if not nxt then return nil, err, code, state end
         end
         if cur.job then cur.job:wait_reads() end
         prev, cur = cur, nxt
@@ -267,7 +267,7 @@ function M.run(o)
     return true
   end
   -- (a raising hook or bug still gets its jobs closed and claims released)
-  local done, ok, err, code = pcall(drive)
+  local done, ok, err, code, state = pcall(drive)
   for _, b in ipairs { prev or false, cur or false } do
     if b and b.job then b.job:close() end
   end
@@ -276,7 +276,7 @@ function M.run(o)
   diag:close()
   st:close()
   if not done then error(ok, 0) end
-  if not ok then return nil, err, code end
+  if not ok then return nil, err, code, state end
   stats.seconds = util.monotonic() - t_start
   stats.rule_hits = diag:rule_hits()
   stats.kernel = diag.kernel

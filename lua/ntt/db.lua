@@ -126,8 +126,8 @@ function M.array(list, n)
 end
 
 function M.tx(conn, fn, ...)
-  local ok, err, code = conn:begin()
-  if not ok then return nil, err, code end
+  local ok, err, code, state = conn:begin()
+  if not ok then return nil, err, code, state end
   local res = table.pack(pcall(fn, conn, ...))
   if not res[1] then
     conn:rollback()
@@ -137,10 +137,10 @@ function M.tx(conn, fn, ...)
     conn:rollback()
     return table.unpack(res, 2, res.n)
   end
-  ok, err, code = conn:commit()
+  ok, err, code, state = conn:commit()
   if not ok then
     if select(2, conn:status()) ~= "idle" then conn:rollback() end
-    return nil, err, code
+    return nil, err, code, state
   end
   return table.unpack(res, 2, res.n)
 end

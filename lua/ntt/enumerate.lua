@@ -95,8 +95,8 @@ end
 
 function M.load(conn, hash, roots, opts)
   opts = opts or {}
-  local iname, pname = db.ensure_partitions(conn, hash, { create = false })
-  if not iname then return nil, pname end
+  local iname, pname, pcode = db.ensure_partitions(conn, hash, { create = false })
+  if not iname then return nil, pname, pcode end
   local t0 = util.monotonic()
   local summary = { entries = 0, inodes = 0, files = 0, excluded = 0, excluded_inodes = 0, errors = {},
                     duplicates = {}, mountpoints = {}, error_count = 0, duplicate_count = 0 }

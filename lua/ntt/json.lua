@@ -186,10 +186,10 @@ local function decoder(s)
 end
 
 function M.decode(s)
-  if type(s) ~= "string" then return nil, "json: expected a string" end
+  if type(s) ~= "string" then return nil, "json: expected a string", "EINVAL" end
   local ok, v = pcall(decoder(s))
   if ok then return v end
-  if type(v) == "table" and v.json then return nil, v.json end
+  if type(v) == "table" and v.json then return nil, v.json, "EINVAL" end
   error(v, 0)
 end
 

@@ -1,7 +1,8 @@
 -- lua/ntt/pipeline.lua: runs a policy's stages over its targets.
 --
 -- A stage named in policy.stages is the module ntt.stage.<name>, which
--- returns { run = function(ctx) -> true | nil, msg }.  A stage given as a
+-- returns { run = function(ctx) -> true | nil, msg, code }, code being a
+-- name from docs/errors.md ("EINTR" when ^C stopped it).  A stage given as a
 -- function is called the same way.  ctx carries: policy, log, db (when the
 -- run has one), target, medium (filled by identify), problems (list), and
 -- counters for the end-of-run summary.  Each stage decides itself whether
@@ -16,7 +17,7 @@ local function stage_impl(name)
   local ok, mod = pcall(require, "ntt.stage." .. name)
   if not ok then
     if tostring(mod):find("module 'ntt.stage." .. name .. "' not found", 1, true) then
-      return nil, ("stage '%s' is not available in this build of ntt"):format(name)
+      return nil, ("stage '%s' is not available in this build of ntt"):format(name), "ENOSYS"
     end
     error(mod, 0)
   end
@@ -26,8 +27,8 @@ end
 -- Check every stage exists before doing anything.
 function M.check(policy)
   for _, s in ipairs(policy.stages or {}) do
-    local impl, err = stage_impl(s)
-    if not impl then return nil, err end
+    local impl, err, code = stage_impl(s)
+    if not impl then return nil, err, code end
   end
   return true
 end
@@ -63,39 +64,59 @@ function M.expand(targets)
   return out
 end
 
--- run(ctx_base, targets) -> results (one per target: {target=, ok=, failed_stage=, error=})
+-- A target whose run stopped early: its medium is still unmounted when the
+-- policy has an unmount stage.  After ^C the flag is cleared first, or the
+-- helper would be killed at once (proc.run stops its child on an interrupt);
+-- a second ^C during this unmount still stops it.  An unmount stage that
+-- failed is not tried again, unless ^C is what stopped it.
+local function unmount_after(base, ctx, name, code)
+  if not ctx.mount_result or (name == "unmount" and code ~= "EINTR") then return end
+  for _, later in ipairs(base.policy.stages) do
+    if later == "unmount" then
+      require("ntt.core.util").clear_interrupt()
+      local uok, done, uerr = pcall(require("ntt.stage.unmount").run, ctx)
+      if not (uok and done) then
+        base.log:error("unmount_failed", { target = ctx.target, error = tostring(uok and uerr or done) })
+      end
+    end
+  end
+end
+
+-- run(ctx_base, targets) -> results (one per target: {target=, ok=, failed_stage=,
+-- error=, code=, interrupted=})
 -- A stage that fails ends that target's run, but a mounted medium is still
--- unmounted when the policy has an unmount stage.
+-- unmounted when the policy has an unmount stage.  An interrupt (code
+-- "EINTR" from a stage, or base.interrupted() true) ends the whole run
+-- after that unmount: res.interrupted is set and no further target starts.
 function M.run(base, targets)
   local results = {}
   local policy = require "ntt.policy"
   local problems = require "ntt.problems"
   local function hook(name, ...) policy.call_hook(base.policy, base.log, name, ...) end
   local watched = problems.watch(function(...) hook("on_problem", ...) end)
+  local function interrupted() return base.interrupted and base.interrupted() and true or false end
   for _, target in ipairs(M.expand(targets)) do
     local ctx = setmetatable({ target = target, problems = {}, counts = {} }, { __index = base })
     local res = { target = target, ok = true, ctx = ctx }
     for _, s in ipairs(base.policy.stages or {}) do
       local impl, name = stage_impl(s)
-      if base.interrupted and base.interrupted() then
-        res.ok, res.error, res.interrupted = false, "interrupted", true
+      if interrupted() then
+        res.ok, res.error, res.code, res.interrupted = false, "interrupted", "EINTR", true
+        base.log:warn("run_interrupted", { stage = name, target = target }, target .. ": interrupted")
+        unmount_after(base, ctx)
         break
       end
       local t0 = require("ntt.core.util").monotonic()
       base.log:debug("stage_start", { stage = name, target = target })
-      local ok, done, err = pcall(impl.run, ctx)
+      local ok, done, err, code = pcall(impl.run, ctx)
       if not ok or not done then
         res.ok, res.failed_stage, res.error = false, name, ok and err or done
-        base.log:error("stage_failed", { stage = name, target = target, error = tostring(res.error) },
+        res.code = ok and code or nil
+        res.interrupted = res.code == "EINTR" or interrupted()
+        base.log:error("stage_failed", { stage = name, target = target, error = tostring(res.error),
+                                         code = res.code },
                        ("%s: stage %s failed: %s"):format(target, name, tostring(res.error)))
-        if ctx.mount_result and name ~= "unmount" then
-          for _, later in ipairs(base.policy.stages) do
-            if later == "unmount" then
-              local uok, uerr = pcall(require("ntt.stage.unmount").run, ctx)
-              if not uok then base.log:error("unmount_failed", { target = target, error = tostring(uerr) }) end
-            end
-          end
-        end
+        unmount_after(base, ctx, name, res.interrupted and "EINTR" or res.code)
         break
       end
       base.log:info("stage_done", { stage = name, target = target,
@@ -103,6 +124,7 @@ function M.run(base, targets)
       hook("on_stage", name, ctx)
     end
     results[#results + 1] = res
+    if res.interrupted then break end
   end
   problems.watch(watched)
   return results

@@ -38,6 +38,15 @@ local function stage_check(v)
     near and (" (did you mean '%s'?)"):format(near) or "", table.concat(M.STAGES, ", "))
 end
 
+-- An ignore pattern is compiled now, as enumerate will compile it, so a bad
+-- one is the policy's error (file:line), not a failed enumerate later.
+local function regex_check(v)
+  if type(v) ~= "string" then return nil, ("must be a string (got %s)"):format(type(v)) end
+  local ok, why = require("ntt.core.util").check_regex(v)
+  if not ok then return nil, "is not a valid pattern: " .. why end
+  return true
+end
+
 local function sec(t) return { section = t } end
 
 -- A FUSE mount type as the mount table writes it: "fuse.<driver>".
@@ -60,7 +69,7 @@ M.schema = {
     timeout = "number",
   },
   enumerate = sec {
-    ignore = { list = "string" },
+    ignore = { list = { check = regex_check, doc = "POSIX extended regular expression" } },
     stall_timeout = "number",
     threads = "integer",
     raw_audit = "boolean",
@@ -295,33 +304,34 @@ function load_file(path, embedded)
   local src, chunk
   if embedded then
     src, chunk = embed.get(path)
-    if not src then return nil, ("no policy %s"):format(path) end
+    if not src then return nil, ("no policy %s"):format(path), "ENOENT" end
   else
-    local f, err = io.open(path, "rb")
-    if not f then return nil, err end
+    local f, err, errno = io.open(path, "rb")
+    if not f then return nil, err, require("ntt.core.util").errname(errno) end
     src = f:read("a")
     f:close()
     chunk = "@" .. path
   end
   local fn, err = load(src, chunk, "t", sandbox(path))
-  if not fn then return nil, err end
+  if not fn then return nil, err, "EINVAL" end
   loading[#loading + 1] = { file = chunk:gsub("^@", ""), text = src }
   local ok, res = pcall(fn)
   loading[#loading] = nil
-  if not ok then return nil, tostring(res) end
+  if not ok then return nil, tostring(res), "EINVAL" end
   if getmetatable(res) == policy_mt then return res end
   if type(res) ~= "table" then
-    return nil, ("%s: a policy must return ntt.policy { ... } (got %s)"):format(path, type(res))
+    return nil, ("%s: a policy must return ntt.policy { ... } (got %s)"):format(path, type(res)), "EINVAL"
   end
   -- A plain table: validate it here, naming this file.
   local ok2, msg, keypath = schema.check(res, M.schema)
   if not ok2 then
-    return nil, ("%s:%d: %s"):format(chunk:gsub("^@", ""), locate(src, keypath, 1), msg)
+    return nil, ("%s:%d: %s"):format(chunk:gsub("^@", ""), locate(src, keypath, 1), msg), "EINVAL"
   end
   return setmetatable(res, policy_mt)
 end
 
--- policy.load(path_or_name) -> policy | nil, msg
+-- policy.load(path_or_name) -> policy | nil, msg, code ("EINVAL": the policy
+-- is wrong, msg naming its file:line; else why it could not be read)
 function M.load(name)
   local path, embedded = M.resolve(name)
   if not embedded then return load_file(path) end

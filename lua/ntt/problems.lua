@@ -9,7 +9,7 @@
 --   event(conn, hash, ev, max_events)   append a diagnostic event; past
 --                                       max_events only "events_dropped" counts
 --   get(conn, hash) -> table
--- All return true | nil, msg, sqlstate.
+-- All return true | nil, msg, "EDB", sqlstate (docs/errors.md).
 --   watch(fn) -> the previous watcher: fn(hash, kind, detail) is called
 --     each time a problem is recorded -- a finding newly noted or set (kind
 --     = its key), or an event appended (kind = "diagnostic_event"); nil
@@ -32,31 +32,31 @@ local function recorded(hash, kind, detail)
 end
 
 local function exec(conn, sql, ...)
-  local r, err, state = conn:exec(sql, ...)
-  if not r then return nil, err, state end
+  local r, err, code, state = conn:exec(sql, ...)
+  if not r then return nil, err, code, state end
   return r
 end
 
 function M.note(conn, hash, key, value)
-  local r, err, state = exec(conn, [[
+  local r, err, code, state = exec(conn, [[
     UPDATE medium SET problems = coalesce(problems, '{}'::jsonb) || jsonb_build_object($2::text, $3::jsonb)
      WHERE medium_hash = $1 AND NOT (coalesce(problems, '{}'::jsonb) ? $2)]],
     hash, key, json.encode(value == nil and true or value))
-  if not r then return nil, err, state end
+  if not r then return nil, err, code, state end
   if (r.n or 0) == 0 then return true end   -- already there (or no such medium)
   return recorded(hash, key, value == nil and true or value)
 end
 
 function M.set(conn, hash, key, value)
-  local r, err, state = exec(conn, [[
+  local r, err, code, state = exec(conn, [[
     UPDATE medium SET problems = coalesce(problems, '{}'::jsonb) || jsonb_build_object($2::text, $3::jsonb)
      WHERE medium_hash = $1]], hash, key, json.encode(value == nil and true or value))
-  if not r then return nil, err, state end
+  if not r then return nil, err, code, state end
   return recorded(hash, key, value == nil and true or value)
 end
 
 function M.event(conn, hash, ev, max_events)
-  local r, err, state = exec(conn, [[
+  local r, err, code, state = exec(conn, [[
     UPDATE medium SET problems =
       CASE WHEN jsonb_array_length(coalesce(problems->'diagnostic_events', '[]'::jsonb)) < $3
            THEN coalesce(problems, '{}'::jsonb) || jsonb_build_object('diagnostic_events',
@@ -65,13 +65,13 @@ function M.event(conn, hash, ev, max_events)
                   coalesce((problems->>'events_dropped')::int, 0) + 1)
       END
      WHERE medium_hash = $1]], hash, json.encode(ev), max_events or 1000)
-  if not r then return nil, err, state end
+  if not r then return nil, err, code, state end
   return recorded(hash, "diagnostic_event", ev)
 end
 
 function M.get(conn, hash)
-  local r, err, state = exec(conn, "SELECT problems::text AS p FROM medium WHERE medium_hash = $1", hash)
-  if not r then return nil, err, state end
+  local r, err, code, state = exec(conn, "SELECT problems::text AS p FROM medium WHERE medium_hash = $1", hash)
+  if not r then return nil, err, code, state end
   if not r[1] or not r[1].p then return {} end
   return json.decode(r[1].p)
 end

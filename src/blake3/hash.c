@@ -365,12 +365,8 @@ static int hash_file(lua_State *L)
         err = read_hash(fd, buf, &b3, &total, UINT64_MAX);
     free(buf);
     close(fd);
-    if (err == EINTR) {
-        lua_pushnil(L);
-        lua_pushstring(L, "interrupted");
-        lua_pushstring(L, "EINTR");
-        return 3;
-    }
+    if (err == EINTR)
+        return ntt_fail_interrupted(L);
     if (err)
         return ntt_failf(L, err, "%s: at byte %llu", path, (unsigned long long)total);
     uint8_t *out = lua_newuserdatauv(L, n ? n : 1, 0);

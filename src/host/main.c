@@ -123,12 +123,13 @@ static int run_subcommand(lua_State *L, char **argv, int argc)
         }
         status = ntt_call(L, 1, 1);
     }
+    /* ^C is 130 (docs/operations.md) whether the command returned or raised. */
     if (status != LUA_OK) {
         ntt_report(L, status);
-        return 2;
+        return ntt_interrupted ? 130 : 2;
     }
     int code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 0;
-    return code;
+    return ntt_interrupted && code != 0 ? 130 : code;
 }
 
 int main(int argc, char **argv)

@@ -49,6 +49,9 @@ int ntt_fail_interrupted(lua_State *L);
  */
 void ntt_checkopts(lua_State *L, int idx, const char *fn, const char *const known[]);
 
+/* regcomp flags of ignore patterns (load.walk; util.check_regex at policy load). */
+#define NTT_IGNORE_REGFLAGS (REG_EXTENDED | REG_NOSUB)
+
 /*
  * Register a userdata class: metatable named tname with the given
  * metamethods, and __index set to a table of methods.  Leaves nothing on

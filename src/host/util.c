@@ -16,8 +16,11 @@
  *   isatty(fd)               -> boolean
  *   errname(errno)           -> "EIO"
  *   setenv(name, value|nil)  -> true | nil, msg, errname
+ *   check_regex(pattern)     -> true | nil, "bad regular expression 'p': why", "EINVAL"
+ *                            (POSIX extended, as load.walk's ignore patterns)
  */
 #include <errno.h>
+#include <regex.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -298,7 +301,7 @@ static int util_sleep(lua_State *L)
     double left = luaL_checknumber(L, 1);
     while (left > 0) {
         if (ntt_interrupted)
-            return ntt_fail(L, EINTR, "sleep");
+            return ntt_fail_interrupted(L);
         double step = left > 0.05 ? 0.05 : left;
         struct timespec ts = { (time_t)step, (long)((step - (time_t)step) * 1e9) };
         nanosleep(&ts, NULL);
@@ -308,7 +311,28 @@ static int util_sleep(lua_State *L)
     return 1;
 }
 
+/* Compiled as load.walk compiles ignore patterns, so a policy can refuse a
+ * bad one when it loads instead of failing an enumerate later. */
+static int util_check_regex(lua_State *L)
+{
+    const char *pat = luaL_checkstring(L, 1);
+    regex_t re;
+    int rc = regcomp(&re, pat, NTT_IGNORE_REGFLAGS);
+    if (rc != 0) {
+        char m[256];
+        regerror(rc, &re, m, sizeof m);
+        lua_pushnil(L);
+        lua_pushfstring(L, "bad regular expression '%s': %s", pat, m);
+        lua_pushliteral(L, "EINVAL");
+        return 3;
+    }
+    regfree(&re);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static const luaL_Reg util_funcs[] = {
+    { "check_regex", util_check_regex },
     { "clear_interrupt", util_clear_interrupt },
     { "cores", util_cores },
     { "errname", util_errname },

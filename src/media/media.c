@@ -46,6 +46,8 @@
  *          filesystem has no FIEMAP (tmpfs, most FUSE filesystems, vfat...)
  *        | nil, msg, errname
  *   EXTENT = { last=, unknown=, delalloc=, encoded=, ... }  fiemap flag bits
+ * An options table holding a key its function does not know raises (with a
+ * did-you-mean).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -304,6 +306,8 @@ static int media_device_facts(lua_State *L)
 
 struct range { int64_t pos, size; };
 
+static const char *const scan_opts[] = { "block", "ranges", NULL };
+
 static int media_scan_uniform(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -311,7 +315,7 @@ static int media_scan_uniform(lua_State *L)
     int nranges = -1;
     struct range *ranges = NULL;
     if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
+        ntt_checkopts(L, 2, "media.scan_uniform", scan_opts);
         if (lua_getfield(L, 2, "block") != LUA_TNIL) block = luaL_checkinteger(L, -1);
         lua_pop(L, 1);
         luaL_argcheck(L, block >= 4096 && block <= (64 << 20), 2, "block: 4 KiB .. 64 MiB");
@@ -370,12 +374,8 @@ static int media_scan_uniform(lua_State *L)
         }
     }
     close(fd);
-    if (err == EINTR) {
-        lua_pushnil(L);
-        lua_pushstring(L, "interrupted");
-        lua_pushstring(L, "EINTR");
-        return 3;
-    }
+    if (err == EINTR)
+        return ntt_fail_interrupted(L);
     if (err)
         return ntt_fail(L, err, path);
     lua_createtable(L, 0, 5);
@@ -399,12 +399,14 @@ static void push_fs(lua_State *L, const struct ntt_layout_fs *fs)
     set_str(L, "usage", fs->usage);
 }
 
+static const char *const probe_opts[] = { "offset", "size", NULL };
+
 static int media_probe(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     lua_Integer base = 0, want = -1;
     if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
+        ntt_checkopts(L, 2, "media.probe", probe_opts);
         if (lua_getfield(L, 2, "offset") != LUA_TNIL) base = luaL_checkinteger(L, -1);
         if (lua_getfield(L, 2, "size") != LUA_TNIL) want = luaL_checkinteger(L, -1);
         lua_pop(L, 2);
@@ -511,12 +513,8 @@ static int media_fiemap(lua_State *L)
             break;
     }
     res_free(L, ri);
-    if (ntt_interrupted) {
-        lua_pushnil(L);
-        lua_pushstring(L, "interrupted");
-        lua_pushstring(L, "EINTR");
-        return 3;
-    }
+    if (ntt_interrupted)
+        return ntt_fail_interrupted(L);
     lua_pushvalue(L, out);
     return 1;
 }

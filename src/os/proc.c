@@ -10,6 +10,7 @@
  *   run{argv, env=, user=, cwd=, input=, timeout=, stderr="pipe"|"stdout"|"inherit"}
  *       -> { code=int|nil, signal=int|nil, stdout=s, stderr=s, timed_out=bool }
  *        | nil, "argv[1]: strerror", "ENOENT"      (could not start)
+ *        | nil, "interrupted", "EINTR"    (SIGINT/SIGTERM: the child was killed)
  *   spawn{argv, env=, user=, cwd=, stdout="inherit"|"null"|path, stderr=...}
  *       -> Proc | nil, msg, errname
  *   Proc:pid()           -> integer
@@ -18,7 +19,8 @@
  *   Proc:close()         forgets the child (kills nothing); idempotent
  *   user_ids(name)       -> uid, gid, home | nil, msg, "ENOENT"
  * env is a table of NAME=value overrides on top of the current environment
- * (a value of false removes the name).
+ * (a value of false removes the name).  A key run or spawn does not know
+ * raises (with a did-you-mean), so a typo never falls back to a default.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -208,9 +210,17 @@ static void push_status(lua_State *L, int st)
     }
 }
 
+static const char *const run_opts[] = {
+    "argv", "env", "user", "cwd", "input", "timeout", "stderr", NULL
+};
+static const char *const spawn_opts[] = {
+    "argv", "env", "user", "cwd", "stdin", "stdout", "stderr", NULL
+};
+
 static int proc_run(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
+    ntt_checkopts(L, 1, "proc.run", run_opts);
     struct spec s;
     read_common(L, 1, &s);
     lua_getfield(L, 1, "timeout");
@@ -260,7 +270,7 @@ static int proc_run(lua_State *L)
     for (int i = 0; i < 2; i++) if (fds[i] >= 0) fcntl(fds[i], F_SETFL, O_NONBLOCK);
     if (fds[2] >= 0) fcntl(fds[2], F_SETFL, O_NONBLOCK);
     double deadline = timeout > 0 ? mono() + timeout : 0;
-    int status = 0, reaped = 0, timed_out = 0;
+    int status = 0, reaped = 0, timed_out = 0, stopped = 0;
     double reaped_at = 0;
     /* A pidfd wakes the poll when the child exits, so a short command costs
      * its own run time, not a poll interval; without one, 50 ms ticks. */
@@ -319,6 +329,7 @@ static int proc_run(lua_State *L)
             }
             else if ((deadline && mono() > deadline) || ntt_interrupted) {
                 timed_out = deadline && mono() > deadline;
+                stopped = !timed_out;
                 kill(-pid, SIGKILL);
                 kill(pid, SIGKILL);
                 waitpid(pid, &status, 0);
@@ -328,6 +339,11 @@ static int proc_run(lua_State *L)
     }
     for (int i = 0; i < 3; i++) if (fds[i] >= 0) close(fds[i]);
     if (pidfd >= 0) close(pidfd);
+    if (stopped) {
+        /* killed for ^C: its output is partial, not an answer */
+        free(acc[0]); free(acc[1]);
+        return ntt_fail_interrupted(L);
+    }
     lua_pushlstring(L, acc[0] ? acc[0] : "", acclen[0]);
     lua_setfield(L, res, "stdout");
     lua_pushlstring(L, acc[1] ? acc[1] : "", acclen[1]);
@@ -352,6 +368,7 @@ static int open_target(const char *mode, int flags)
 static int proc_spawn(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
+    ntt_checkopts(L, 1, "proc.spawn", spawn_opts);
     struct spec s;
     read_common(L, 1, &s);
     lua_getfield(L, 1, "stdout");
@@ -398,7 +415,7 @@ static int proc_wait(lua_State *L)
             pid_t w = waitpid(p->pid, &p->status, timeout < 0 ? 0 : WNOHANG);
             if (w == p->pid) { p->pid = 0; break; }
             if (w < 0 && errno == EINTR) {
-                if (ntt_interrupted) return ntt_fail(L, EINTR, "wait");
+                if (ntt_interrupted) return ntt_fail_interrupted(L);
                 continue;
             }
             if (w < 0) return ntt_fail(L, errno, "waitpid");

@@ -44,8 +44,9 @@
  *             duplicates={ path... }, mountpoints={ path... },
  *             error_count=, duplicate_count= }
  *   STATES, REASONS   the inode states and the loader's reasons (states.h)
- *   Failures: a bad regular expression raises; the root cannot be opened ->
- *   nil, "root: strerror", ERRNAME; the COPY fails -> nil, msg, SQLSTATE.
+ *   Failures: an unknown key in opts or a bad regular expression raises;
+ *   the root cannot be opened -> nil, "root: strerror", ERRNAME; the COPY
+ *   fails -> nil, msg, "EDB", SQLSTATE.
  */
 #include <errno.h>
 #include <poll.h>
@@ -101,7 +102,7 @@ static int ignore_compile(lua_State *L, int t, struct ignore *ig, char *errbuf, 
         lua_rawgeti(L, -1, i);
         const char *pat = lua_tostring(L, -1);
         if (!pat) { lua_pop(L, 2); ignore_free(ig); snprintf(errbuf, errlen, "ignore[%d] is not a string", i); return -1; }
-        int rc = regcomp(&ig->re[ig->n], pat, REG_EXTENDED | REG_NOSUB);
+        int rc = regcomp(&ig->re[ig->n], pat, NTT_IGNORE_REGFLAGS);
         if (rc != 0) {
             char m[256];
             regerror(rc, &ig->re[ig->n], m, sizeof m);
@@ -387,10 +388,14 @@ static int sink_finish(struct sink **s, int n, int failed, char *err, size_t err
     return rc;
 }
 
+static const char *const walk_opts[] = { "root", "inode_table", "path_table", "medium", "fs_index",
+    "threads", "stall_timeout", "batch", "ignore", "path_conn", "freeze", "progress", NULL };
+
 static int load_walk(lua_State *L)
 {
     PGconn *conn = ntt_pg_checkconn(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
+    ntt_checkopts(L, 2, "load.walk", walk_opts);
     lua_getfield(L, 2, "root");
     const char *root = luaL_checkstring(L, -1);
     lua_getfield(L, 2, "inode_table");
@@ -542,10 +547,7 @@ static int load_walk(lua_State *L)
     ntt_walk_finish(w);
     if (rc != 0) {
         ntt_walk_stats_free(&st);
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        lua_pushstring(L, state[0] ? state : "EIO");
-        return 3;
+        return ntt_pg_fail(L, err, state);
     }
     lua_createtable(L, 0, 16);
     int res = lua_gettop(L);

@@ -6,13 +6,17 @@
  * ($1, $2, ...); identifiers are built only by callers from validated
  * hashes (escape_identifier is there for that).
  *
+ * Failures follow docs/errors.md: a database error is nil, message, "EDB",
+ * SQLSTATE (the fourth value is absent when the server gave none; a lost
+ * connection gives "08006"); below, "nil, msg, EDB" stands for that.
+ *
  * Lua API (ntt.core.pg):
  *   connect(conninfo_or_url) -> Conn | nil, "connect: <libpq message>", code
  *       code is an errno-like name guessed from libpq's text: "ECONNREFUSED",
  *       "ENOENT" (no socket / no such database), "EACCES" (authentication),
- *       "ETIMEDOUT", "EHOSTUNREACH", or "ECONNECT" for anything else.
+ *       "ETIMEDOUT", "EHOSTUNREACH", or "EDB" for anything else.
  *   bytea(s) -> a wrapper that exec sends as a binary bytea parameter.
- *   Conn:exec(sql, ...) -> result | nil, message, SQLSTATE
+ *   Conn:exec(sql, ...) -> result | nil, msg, EDB
  *       parameters: nil -> NULL, boolean, integer, float, string (no NUL
  *       byte; raises otherwise), bytea(s) (any bytes).  result is an array
  *       of rows (tables keyed by column name; NULL columns absent) with
@@ -20,15 +24,15 @@
  *       Values: int2/4/8, oid -> integer; float4/8, numeric -> number;
  *       bool -> boolean; bytea -> raw string; anything else -> string.
  *       message is the primary message plus " (DETAIL: ...)" when present;
- *       a lost connection gives SQLSTATE "08006".  On SIGINT/SIGTERM a
+ *       On SIGINT/SIGTERM a
  *       running statement gets 2 s, then is cancelled: nil, "interrupted", "EINTR".
- *   Conn:exec_script(sql) -> result of the last statement | nil, msg, SQLSTATE
- *   Conn:send(sql) -> true | nil, msg, SQLSTATE   starts a script (no
+ *   Conn:exec_script(sql) -> result of the last statement | nil, msg, EDB
+ *   Conn:send(sql) -> true | nil, msg, EDB   starts a script (no
  *       parameters) and returns at once, so that the server works on it
  *       while the caller does something else (another connection's work);
  *       Conn:wait() -> what exec_script would have returned.  Until then
  *       the connection takes nothing else (raises).
- *   Conn:begin() / :commit() / :rollback() -> true | nil, msg, SQLSTATE
+ *   Conn:begin() / :commit() / :rollback() -> true | nil, msg, EDB
  *   Conn:copy_in(sql), Conn:copy_rows(sql, rows [, types]): COPY, in pgcopy.c
  *   Conn:notices() -> array of { severity=, message=, sqlstate= } (drains)
  *   Conn:on_notice(fn|nil): fn(message, severity, sqlstate) is called
@@ -181,18 +185,23 @@ static int pg_fail_res(lua_State *L, PGconn *c, const PGresult *res)
 {
     char buf[2048], st[6];
     pg_describe(c, res, buf, sizeof buf, st);
+    return ntt_pg_fail(L, buf, st);
+}
+
+int ntt_pg_fail(lua_State *L, const char *msg, const char *state)
+{
     lua_pushnil(L);
-    lua_pushstring(L, buf);
-    if (*st) lua_pushstring(L, st); else lua_pushstring(L, "EIO");
-    return 3;
+    lua_pushstring(L, msg);
+    lua_pushliteral(L, "EDB");
+    if (!state || !*state)
+        return 3;
+    lua_pushstring(L, state);
+    return 4;
 }
 
 int pg_fail_msg(lua_State *L, const char *msg, const char *state)
 {
-    lua_pushnil(L);
-    lua_pushstring(L, msg);
-    lua_pushstring(L, state && *state ? state : "EIO");
-    return 3;
+    return ntt_pg_fail(L, msg, state);
 }
 
 static double pg_mono(void)
@@ -247,7 +256,7 @@ static int pg_finish(lua_State *L, PgConn *pc, PGresult *res, int cancelled)
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     int n;
     if (cancelled && st == PGRES_FATAL_ERROR) {
-        n = pg_fail_msg(L, "interrupted", "EINTR");
+        n = ntt_fail_interrupted(L);
     } else if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) {
         n = pg_push_result(L, res);
     } else if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
@@ -282,7 +291,7 @@ static const char *pg_guess_code(const char *msg)
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (strstr(msg, map[i].needle)) return map[i].code;
-    return "ECONNECT";
+    return "EDB";
 }
 
 static int pg_connect(lua_State *L)
@@ -477,7 +486,10 @@ static int conn_escape(lua_State *L, int ident)
     if (!e) {
         char buf[512];
         pg_copy_str(buf, sizeof buf, PQerrorMessage(pc->conn));
-        return pg_fail_msg(L, buf, "EINVAL");
+        lua_pushnil(L);
+        lua_pushstring(L, buf);
+        lua_pushliteral(L, "EINVAL");
+        return 3;
     }
     lua_pushstring(L, e);
     PQfreemem(e);

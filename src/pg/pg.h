@@ -15,4 +15,11 @@
 /* The PGconn of the Conn at idx; raises on a non-Conn or a closed Conn. */
 PGconn *ntt_pg_checkconn(lua_State *L, int idx);
 
+/*
+ * A database failure in ntt's vocabulary (docs/errors.md): pushes nil, msg,
+ * "EDB" and, when sqlstate is non-empty, the SQLSTATE as a fourth value.
+ * Returns the number of values pushed.
+ */
+int ntt_pg_fail(lua_State *L, const char *msg, const char *sqlstate);
+
 #endif

@@ -6,11 +6,11 @@
  * the loader encodes millions of fields per medium.
  *
  * Lua API (methods of ntt.core.pg's Conn, registered by pg.c):
- *   Conn:copy_in(sql) -> Copy | nil, msg, SQLSTATE   (sql: COPY ... FROM STDIN)
- *   Copy:put(data) -> true | nil, msg, SQLSTATE
- *   Copy:finish() -> rows (integer) | nil, msg, SQLSTATE
+ *   Conn:copy_in(sql) -> Copy | nil, msg, EDB   (sql: COPY ... FROM STDIN)
+ *   Copy:put(data) -> true | nil, msg, EDB
+ *   Copy:finish() -> rows (integer) | nil, msg, EDB
  *   Copy:abort([msg]) -> true ; Copy:close() aborts an unfinished COPY
- *   Conn:copy_rows(sql, rows [, ncols | types]) -> rows copied | nil, msg, SQLSTATE
+ *   Conn:copy_rows(sql, rows [, ncols | types]) -> rows copied | nil, msg, EDB
  *       sql is a COPY ... FROM STDIN (FORMAT binary); every row is an array
  *       of ncols (default row.n or #row) values encoded in C: integer ->
  *       bigint, float -> float8, boolean -> bool, string/bytea(s) -> bytes,
@@ -130,7 +130,7 @@ static int copy_put(lua_State *L)
     const char *s = luaL_checklstring(L, 2, &len);
     char err[1024];
     if (ntt_pg_copy_send(cp->pc->conn, s, len, err, sizeof err) != 0)
-        return pg_fail_msg(L, err, PQstatus(cp->pc->conn) == CONNECTION_BAD ? "08006" : "EIO");
+        return pg_fail_msg(L, err, PQstatus(cp->pc->conn) == CONNECTION_BAD ? "08006" : NULL);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -318,7 +318,7 @@ int conn_copy_rows(lua_State *L)
     lua_settop(L, bidx);
     pg_deliver(L, 1, pc);
     if (rc != 0)
-        return pg_fail_msg(L, err, *st ? st : (PQstatus(pc->conn) == CONNECTION_BAD ? "08006" : "EIO"));
+        return pg_fail_msg(L, err, *st ? st : (PQstatus(pc->conn) == CONNECTION_BAD ? "08006" : NULL));
     lua_pushinteger(L, (lua_Integer)rows);
     return 1;
 }

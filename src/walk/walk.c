@@ -173,12 +173,8 @@ static int walker_next(lua_State *L)
     const struct ntt_walk_rec *recs;
     size_t n = ntt_walk_next(w, &recs);
     if (n == 0) {
-        if (ntt_walk_interrupted(w)) {
-            lua_pushnil(L);
-            lua_pushliteral(L, "interrupted");
-            lua_pushliteral(L, "EINTR");
-            return 3;
-        }
+        if (ntt_walk_interrupted(w))
+            return ntt_fail_interrupted(L);
         lua_pushnil(L);
         return 1;
     }
@@ -224,11 +220,8 @@ static int walker_tostring(lua_State *L)
 static int walk_pushresult(lua_State *L, struct ntt_walk_stats *st)
 {
     int intr = st->interrupted;
-    if (intr) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "interrupted");
-        lua_pushliteral(L, "EINTR");
-    }
+    if (intr)
+        ntt_fail_interrupted(L);
     walk_pushstats(L, st);
     ntt_walk_stats_free(st);
     return intr ? 4 : 1;

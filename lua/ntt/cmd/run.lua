@@ -104,9 +104,10 @@ local function main(args)
     interrupted = util.interrupted, replace = o.replace,
   }, o.targets)
   util.raise_on_interrupt(true)
-  local code = EXIT.ok
+  -- ^C anywhere (a stage's EINTR, or the flag) is 130, the largest code.
+  local code = util.interrupted() and EXIT.interrupted or EXIT.ok
   for _, r in ipairs(results) do
-    if r.interrupted then code = EXIT.interrupted
+    if r.interrupted or r.code == "EINTR" then code = EXIT.interrupted
     elseif not r.ok then code = math.max(code, EXIT.failed)
     elseif #r.ctx.problems > 0 or (r.ctx.counts.skipped or 0) + (r.ctx.counts.failed or 0)
            + (r.ctx.counts.damaged or 0) > 0 then

@@ -120,8 +120,8 @@ function D:round(failed, final, round)
   for i, item in ipairs(failed) do
     errs[i] = { err = item.res.err, msg = trim(item.res.msg, 200), offset = item.res.offset, at = now() }
   end
-  local attempts_of, err, code = self.rows:count_attempts(failed, errs, self.history)
-  if not attempts_of then return nil, err, code end
+  local attempts_of, err, code, state = self.rows:count_attempts(failed, errs, self.history)
+  if not attempts_of then return nil, err, code, state end
   self:read_kernel()
   local again, reset = {}, {}
   for _, item in ipairs(failed) do
@@ -147,8 +147,8 @@ function D:round(failed, final, round)
     if new_roots then
       for _, r in ipairs(new_roots) do self.roots[r.fs_index] = r.root end
       for _, item in ipairs(again) do item.root = self.roots[item.fs_index] end
-      local ok, e, c = self.rows:reset_attempts(reset)
-      if not ok then return nil, e, c end
+      local ok, e, c, st = self.rows:reset_attempts(reset)
+      if not ok then return nil, e, c, st end
       self.log:warn("remounted", { medium = m.hash }, (m.human or m.hash) .. ": remounted after the mount went missing")
     else
       self.log:error("remount_failed", { medium = m.hash, error = rerr })
@@ -166,8 +166,8 @@ function D:settle(failed, final, recopy)
       end
       break
     end
-    local again, err, code = self:round(failed, final, round)
-    if not again then return nil, err, code end
+    local again, err, code, state = self:round(failed, final, round)
+    if not again then return nil, err, code, state end
     if #again == 0 then break end
     util.sleep(M.backoff(self.backoff_of, round))
     round = round + 1
@@ -179,21 +179,21 @@ end
 function D:record(processed, errored)
   local conn, hash, pp = self.rows.conn, self.medium.hash, self.policy.problems or {}
   for _, ev in ipairs(self.events) do
-    local ok, err, code = problems.event(conn, hash, ev, pp.max_events)
-    if not ok then return nil, err, code end
+    local ok, err, code, state = problems.event(conn, hash, ev, pp.max_events)
+    if not ok then return nil, err, code, state end
   end
   self.events = {}
   local s = self.summary
   if s.beyond_eof then
-    local ok, err, code = problems.set(conn, hash, "beyond_eof_detected", s.beyond_eof)
-    if not ok then return nil, err, code end
+    local ok, err, code, state = problems.set(conn, hash, "beyond_eof_detected", s.beyond_eof)
+    if not ok then return nil, err, code, state end
   end
   local hr = pp.high_error_rate or {}
   if not s.high_error_rate and processed >= (hr.min_files or 100) and errored / processed > (hr.rate or 0.10) then
     s.high_error_rate = true
-    local ok, err, code = problems.note(conn, hash, "high_error_rate", { rate = errored / processed, errors = errored,
+    local ok, err, code, state = problems.note(conn, hash, "high_error_rate", { rate = errored / processed, errors = errored,
                                                                        processed = processed, worker_id = self.worker })
-    if not ok then return nil, err, code end
+    if not ok then return nil, err, code, state end
   end
   return true
 end

@@ -61,14 +61,14 @@ function R:claim(n, worker, lease)
 end
 
 function R:paths(list)
-  local res, err, code = self.conn:exec(([[
+  local res, err, code, state = self.conn:exec(([[
     SELECT DISTINCT ON (p.fs_index, p.ino) p.fs_index, p.ino, p.path
       FROM %s p JOIN unnest($1::int[], $2::bigint[]) AS c(fs_index, ino)
         ON p.medium_hash = $3 AND p.fs_index = c.fs_index AND p.ino = c.ino
      WHERE p.exclude_reason IS NULL
      ORDER BY p.fs_index, p.ino, p.path]]):format(self.pt),
     ints(list, "fs_index"), ints(list, "ino"), self.hash)
-  if not res then return nil, err, code end
+  if not res then return nil, err, code, state end
   local map = {}
   for _, r in ipairs(res) do map[key(r.fs_index, r.ino)] = r.path end
   return map
@@ -77,7 +77,7 @@ end
 -- One attempt more for each item, its error (errs[i]) pushed on the row's
 -- bounded history (keep entries); shared by every worker.
 function R:count_attempts(items, errs, keep)
-  local res, err, code = self.conn:exec(([[
+  local res, err, code, state = self.conn:exec(([[
     UPDATE %s i SET attempts = i.attempts + 1,
            errors = ntt_push_bounded(i.errors, e.err, $4)
       FROM (SELECT * FROM unnest($1::int[], $2::bigint[]) WITH ORDINALITY AS u(fs_index, ino, n)) u
@@ -86,18 +86,18 @@ function R:count_attempts(items, errs, keep)
      WHERE i.medium_hash = $5 AND i.fs_index = u.fs_index AND i.ino = u.ino
     RETURNING i.fs_index, i.ino, i.attempts]]):format(self.it),
     ints(items, "fs_index"), ints(items, "ino"), json.encode(json.array(errs)), keep, self.hash)
-  if not res then return nil, err, code end
+  if not res then return nil, err, code, state end
   local map = {}
   for _, r in ipairs(res) do map[key(r.fs_index, r.ino)] = r.attempts end
   return map
 end
 
 function R:reset_attempts(items)
-  local res, err, code = self.conn:exec(([[
+  local res, err, code, state = self.conn:exec(([[
     UPDATE %s i SET attempts = 0 FROM unnest($1::int[], $2::bigint[]) AS u(fs_index, ino)
      WHERE i.medium_hash = $3 AND i.fs_index = u.fs_index AND i.ino = u.ino]]):format(self.it),
     ints(items, "fs_index"), ints(items, "ino"), self.hash)
-  if not res then return nil, err, code end
+  if not res then return nil, err, code, state end
   return true
 end
 
@@ -123,11 +123,11 @@ function R:write(final, worker)
   local n = #final
   return db.tx(conn, function()
     if nb > 0 then
-      local r, err, code = conn:exec([[INSERT INTO blob (blobid, size) SELECT * FROM unnest($1::text[], $2::bigint[])
+      local r, err, code, state = conn:exec([[INSERT INTO blob (blobid, size) SELECT * FROM unnest($1::text[], $2::bigint[])
                                         ON CONFLICT (blobid) DO NOTHING]], db.array(bid, nb), db.array(bsize, nb))
-      if not r then return nil, err, code end
+      if not r then return nil, err, code, state end
     end
-    local r, err, code = conn:exec(([[
+    local r, err, code, state = conn:exec(([[
       UPDATE %s i SET
              state = CASE WHEN r.release THEN i.state ELSE r.state::inode_state END,
              blobid = coalesce(r.blobid, i.blobid),
@@ -142,13 +142,13 @@ function R:write(final, worker)
          AND i.claimed_by = r.worker]]):format(self.it),
       db.array(c.fs, n), db.array(c.ino, n), db.array(c.state, n), db.array(c.blob, n),
       db.array(c.reason, n), db.array(c.damage, n), db.array(c.release, n), worker, self.hash, n)
-    if not r then return nil, err, code end
+    if not r then return nil, err, code, state end
     return true
   end)
 end
 
-local function ok(r, err, code)
-  if not r then return nil, err, code end
+local function ok(r, err, code, state)
+  if not r then return nil, err, code, state end
   return true
 end
 
@@ -164,22 +164,22 @@ function R:release_prefix(prefix)
 end
 
 function R:pending()
-  local r, err, code = self.conn:exec(("SELECT count(*) AS n FROM %s WHERE medium_hash = $1 AND state = '%s'")
+  local r, err, code, state = self.conn:exec(("SELECT count(*) AS n FROM %s WHERE medium_hash = $1 AND state = '%s'")
                                       :format(self.it, S.PENDING), self.hash)
-  if not r then return nil, err, code end
+  if not r then return nil, err, code, state end
   return r[1].n
 end
 
 function R:counts()
-  local r, err, code = self.conn:exec(("SELECT count(*) FILTER (WHERE state = '%s') AS pending, count(*) AS n FROM %s")
+  local r, err, code, state = self.conn:exec(("SELECT count(*) FILTER (WHERE state = '%s') AS pending, count(*) AS n FROM %s")
                                       :format(S.PENDING, self.it))
-  if not r then return nil, err, code end
+  if not r then return nil, err, code, state end
   return { pending = r[1].pending, total = r[1].n }
 end
 
 function R:finished()
-  local r, err, code = self.conn:exec(("SELECT count(*) AS n FROM %s WHERE state <> '%s'"):format(self.it, S.PENDING))
-  if not r then return nil, err, code end
+  local r, err, code, state = self.conn:exec(("SELECT count(*) AS n FROM %s WHERE state <> '%s'"):format(self.it, S.PENDING))
+  if not r then return nil, err, code, state end
   return r[1].n
 end
 

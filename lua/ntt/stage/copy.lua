@@ -62,7 +62,7 @@ end
 
 function M.run(ctx)
   local m = ctx.medium
-  if not m then return nil, "copy needs identify first" end
+  if not m then return nil, "copy needs identify first", "EINVAL" end
   local conn = ctx.db
   local rows = rows_mod.open(conn, m.hash)
   local counts = rows:counts()
@@ -120,14 +120,14 @@ function M.run(ctx)
       end
     end
   end
-  local stats, err, code = copier.run(opts)
+  local stats, err, code, state = copier.run(opts)
   pr:finish()
   for _, c in ipairs(children) do
     if not c.reaped then reaped(c, c.proc:wait()) end
   end
   if not stats then
     for _, c in ipairs(children) do os.remove(c.out) end
-    return nil, err, code
+    return nil, err, code, state
   end
   stats.reasons = stats.reasons or {}
   stats.rule_hits = stats.rule_hits or {}
@@ -169,6 +169,9 @@ function M.run(ctx)
     local ok, rerr = runs.add_rule_hits(conn, ctx.run_id, stats.rule_hits)
     if not ok then ctx.log:warn("run_not_recorded", { run = ctx.run_id, error = rerr }) end
   end
+  -- ^C stops the copier after its batch (claims released): counted above,
+  -- and the run ends here with the code that makes its exit status 130.
+  if require("ntt.core.util").interrupted() then return nil, "interrupted", "EINTR" end
   return true
 end
 

@@ -17,7 +17,7 @@ end
 
 function M.run(ctx)
   local m = ctx.medium
-  if not m then return nil, "enumerate needs identify first" end
+  if not m then return nil, "enumerate needs identify first", "EINVAL" end
   local db = ctx.db
   local row = assert(db:exec("SELECT enum_done::text AS done FROM medium WHERE medium_hash = $1", m.hash))[1]
   if row and row.done and not ctx.replace then
@@ -47,7 +47,7 @@ function M.run(ctx)
       problems.set(db, m.hash, "enum_stalled", s.stalled or { error = err })
       ctx.problems[#ctx.problems + 1] = { kind = "enum_stalled" }
     end
-    return nil, err
+    return nil, err, code
   end
   ctx.enumerated = summary
   if p.raw_audit then

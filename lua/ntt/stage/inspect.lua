@@ -8,19 +8,19 @@ local M = {}
 
 function M.run(ctx)
   local m = ctx.medium
-  if not m then return nil, "inspect needs identify first" end
+  if not m then return nil, "inspect needs identify first", "EINVAL" end
   if m.kind == "directory" then return true end
   local p = ctx.policy.inspect or {}
   local report = media.inspect(m, { health = p.health, erased_bytes = p.erased_bytes })
   ctx.inspection = report
   local db, hash = ctx.db, m.hash
-  local r, err = db:exec([[UPDATE medium SET health = $2, rescued_pct = $3 WHERE medium_hash = $1]],
+  local r, err, code = db:exec([[UPDATE medium SET health = $2, rescued_pct = $3 WHERE medium_hash = $1]],
                          hash, report.health ~= "unknown" and report.health or nil, report.rescued_pct)
-  if not r then return nil, err end
+  if not r then return nil, err, code end
   for _, pr in ipairs(report.problems or {}) do
     local key = pr.kind or "problem"
-    local ok, perr = problems.note(db, hash, key, pr)
-    if not ok then return nil, perr end
+    local ok, perr, pcode = problems.note(db, hash, key, pr)
+    if not ok then return nil, perr, pcode end
     ctx.problems[#ctx.problems + 1] = pr
     ctx.log:warn("medium_problem", { medium = hash, problem = key, detail = pr },
                  ("%s: %s"):format(m.human or hash, key:gsub("_", " ")))
@@ -35,17 +35,17 @@ function M.run(ctx)
     local extra = {}
     if fs.container then extra.container = true end
     if fs.truncated then extra.truncated = true end
-    r, err = db:exec([[
+    r, err, code = db:exec([[
       INSERT INTO filesystem (medium_hash, fs_index, byte_offset, size, fstype, label, uuid, problems)
       VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
       ON CONFLICT (medium_hash, fs_index) DO UPDATE
          SET byte_offset = EXCLUDED.byte_offset, size = EXCLUDED.size, fstype = EXCLUDED.fstype,
              label = EXCLUDED.label, uuid = EXCLUDED.uuid, problems = EXCLUDED.problems]],
       hash, fs.fs_index, fs.offset or 0, fs.size, fs.fstype or fs.type, fs.label, fs.uuid, json.encode(extra))
-    if not r then return nil, err end
+    if not r then return nil, err, code end
   end
-  r, err = db:exec("UPDATE medium SET inspected_at = now() WHERE medium_hash = $1", hash)
-  if not r then return nil, err end
+  r, err, code = db:exec("UPDATE medium SET inspected_at = now() WHERE medium_hash = $1", hash)
+  if not r then return nil, err, code end
   ctx.log:info("inspected", { medium = hash, health = report.health, rescued_pct = report.rescued_pct,
                               filesystems = #fss, pttype = probe.pttype })
   return true

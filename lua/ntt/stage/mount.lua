@@ -12,18 +12,18 @@ local M = {}
 
 function M.run(ctx)
   local m = ctx.medium
-  if not m then return nil, "mount needs identify first" end
+  if not m then return nil, "mount needs identify first", "EINVAL" end
   if m.kind == "directory" then
     ctx.roots = { { fs_index = 0, root = m.image_path, fstype = "directory" } }
     return true
   end
   local p = ctx.policy.mount or {}
-  local res, err = mount.mount(m.hash, m.image_path, { map = m.map_path, timeout = p.timeout })
+  local res, err, code = mount.mount(m.hash, m.image_path, { map = m.map_path, timeout = p.timeout })
   local db = ctx.db
   if not res then
     problems.note(db, m.hash, "mount_failed", { error = err })
     ctx.problems[#ctx.problems + 1] = { kind = "mount_failed", error = err }
-    return nil, err
+    return nil, err, code
   end
   ctx.mount_result = res
   if res.view then
@@ -32,7 +32,7 @@ function M.run(ctx)
   end
   local roots, not_mounted = mount.roots_of(res), {}
   for _, fs in ipairs(res.filesystems or {}) do
-    local r, qerr = db:exec([[
+    local r, qerr, qcode = db:exec([[
       INSERT INTO filesystem (medium_hash, fs_index, byte_offset, size, fstype, label, uuid, mount_status, mount_options)
       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
       ON CONFLICT (medium_hash, fs_index) DO UPDATE
@@ -40,7 +40,7 @@ function M.run(ctx)
              fstype = coalesce(EXCLUDED.fstype, filesystem.fstype)]],
       m.hash, fs.fs_index, fs.offset or 0, fs.size, fs.fstype, fs.label, fs.uuid,
       fs.status .. (fs.reason and (": " .. fs.reason) or ""), fs.options)
-    if not r then return nil, qerr end
+    if not r then return nil, qerr, qcode end
     if not (fs.status == "mounted" and fs.mount) then
       not_mounted[#not_mounted + 1] = { fs_index = fs.fs_index, status = fs.status, reason = fs.reason,
                                         fstype = fs.fstype }
