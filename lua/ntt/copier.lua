@@ -12,7 +12,7 @@
 --             bytes=, seconds=, batches=, claim_seconds=, reasons={reason -> n},
 --             rule_hits={rule label -> n}, threads=, fs_kind=, kernel= }
 --   A failing query ends the run: its claims are released and it returns
---   nil, msg, SQLSTATE.
+--   nil, msg, "EDB", SQLSTATE (docs/errors.md).
 --
 -- This module drives the batches; the SQL is ntt.copier.rows', the retries
 -- and diagnosis ntt.copier.retry's.  Claims: one short transaction takes up

@@ -5,7 +5,7 @@
 --                                                    to the row's counts)
 --   runs.finish(conn, id, exit_code)      -> true
 --   runs.get(conn, id)                    -> { run_id=, policy=, exit_code=, rule_hits={...} }
--- Each returns its value or nil, msg, SQLSTATE.
+-- Each returns its value or nil, msg, "EDB", SQLSTATE (docs/errors.md).
 local json = require "ntt.json"
 
 local M = {}

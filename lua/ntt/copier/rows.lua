@@ -14,7 +14,7 @@
 --   r:finished()                       -> number of rows no longer pending
 --   r:copy_done(keep)                  -> true   (sets medium.copy_done; keep: an
 --                                                 earlier time stays)
--- Every function returns its value or nil, msg, code (SQLSTATE); none raises.
+-- Every function returns its value or nil, msg, code, SQLSTATE (docs/errors.md); none raises.
 -- items/list are arrays of { fs_index=, ino= }; final entries are
 -- { fs_index=, ino=, state=, reason=, blobid=, size=, damage=, release= }
 -- (release: leave the row as it was, only drop the claim).
