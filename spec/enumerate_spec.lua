@@ -199,7 +199,7 @@ describe("enumerate", function()
     helper.write(dir .. "/keep/b", "b")
     helper.sh { "ln", dir .. "/keep/b", dir .. "/keep/b~" }
     local h = medium(dir)
-    local s = assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }, { ignore = { "^\\.cache/", "~$" } }))
+    local s = assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }, { ignore = { assert(require("ntt.core.util").regex("^\\.cache/")), "~$" } }))
     assert.equal(8, s.excluded)   -- junk, link-to-kept, twin1, twin2, sole, sole/only, a~, b~
     local by = {}
     for _, r in ipairs(rows(h, "SELECT p.path, p.exclude_reason, i.state::text AS state FROM PATH p JOIN INODE i USING (fs_index, ino)")) do

@@ -2,7 +2,7 @@
 --
 --   enumerate.load(conn, hash, roots, opts) -> summary | nil, msg, code
 --     roots: { {fs_index=, root=path}, ... } (the mounted filesystems)
---     opts:  replace=bool, ignore={regex...}, threads=, stall_timeout=,
+--     opts:  replace=bool, ignore={Regex or pattern...}, threads=, stall_timeout=,
 --            progress=function(entries, dirs), parallel=false (one connection)
 --     summary: { entries=, files=, inodes=, excluded=, excluded_inodes=, errors={...},
 --                duplicates={...}, mountpoints={...}, seconds= }

@@ -38,12 +38,18 @@ local function stage_check(v)
     near and (" (did you mean '%s'?)"):format(near) or "", table.concat(M.STAGES, ", "))
 end
 
--- An ignore pattern is compiled now, as enumerate will compile it, so a bad
--- one is the policy's error (file:line), not a failed enumerate later.
+-- Ignore patterns are compiled when the policy loads: a bad one is the
+-- policy's error (file:line), and enumerate is handed the compiled Regex
+-- (M.ignore_of), never the text to compile again.  Keyed by the pattern:
+-- a pattern means the same in every policy.
+local compiled = {}
+
 local function regex_check(v)
   if type(v) ~= "string" then return nil, ("must be a string (got %s)"):format(type(v)) end
-  local ok, why = require("ntt.core.util").check_regex(v)
-  if not ok then return nil, "is not a valid pattern: " .. why end
+  if compiled[v] then return true end
+  local rx, why = require("ntt.core.util").regex(v)
+  if not rx then return nil, "is not a valid pattern: " .. why end
+  compiled[v] = rx
   return true
 end
 
@@ -336,6 +342,16 @@ function M.load(name)
   local path, embedded = M.resolve(name)
   if not embedded then return load_file(path) end
   return load_file(path, true)
+end
+
+-- The compiled enumerate.ignore patterns of a policy, in order.
+function M.ignore_of(policy)
+  local out = {}
+  for i, pat in ipairs((policy.enumerate or {}).ignore or {}) do
+    if not compiled[pat] then assert(regex_check(pat)) end
+    out[i] = compiled[pat]
+  end
+  return out
 end
 
 function M.is_policy(v) return getmetatable(v) == policy_mt end

@@ -10,6 +10,7 @@
 #ifndef NTT_H
 #define NTT_H
 
+#include <regex.h>
 #include <signal.h>
 #include <stddef.h>
 #include "lua.h"
@@ -49,8 +50,19 @@ int ntt_fail_interrupted(lua_State *L);
  */
 void ntt_checkopts(lua_State *L, int idx, const char *fn, const char *const known[]);
 
-/* regcomp flags of ignore patterns (load.walk; util.check_regex at policy load). */
+/*
+ * A compiled ignore pattern (util.regex, class "ntt.Regex"): compiled once,
+ * when the policy loads, and matched by load.walk without compiling again.
+ * POSIX extended, no subexpressions.
+ */
+#define NTT_REGEX_CLASS "ntt.Regex"
 #define NTT_IGNORE_REGFLAGS (REG_EXTENDED | REG_NOSUB)
+struct ntt_regex {
+    regex_t re;
+    char *src;          /* the pattern as written; NULL once closed */
+};
+/* The compiled pattern at idx, or NULL when it is not an open Regex. */
+const struct ntt_regex *ntt_toregex(lua_State *L, int idx);
 
 /*
  * Register a userdata class: metatable named tname with the given

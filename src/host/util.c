@@ -16,8 +16,10 @@
  *   isatty(fd)               -> boolean
  *   errname(errno)           -> "EIO"
  *   setenv(name, value|nil)  -> true | nil, msg, errname
- *   check_regex(pattern)     -> true | nil, "bad regular expression 'p': why", "EINVAL"
- *                            (POSIX extended, as load.walk's ignore patterns)
+ *   regex(pattern)           -> Regex | nil, "bad regular expression 'p': why", "EINVAL"
+ *                            POSIX extended, compiled once (policy load) and
+ *                            handed to load.walk's ignore as is
+ *   Regex:match(s) -> bool; Regex:source() -> pattern; Regex:close() (idempotent)
  */
 #include <errno.h>
 #include <regex.h>
@@ -311,33 +313,89 @@ static int util_sleep(lua_State *L)
     return 1;
 }
 
-/* Compiled as load.walk compiles ignore patterns, so a policy can refuse a
- * bad one when it loads instead of failing an enumerate later. */
-static int util_check_regex(lua_State *L)
+/* ---- Regex: an ignore pattern compiled once, when the policy loads ---- */
+
+static int regex_new(lua_State *L)
 {
     const char *pat = luaL_checkstring(L, 1);
-    regex_t re;
-    int rc = regcomp(&re, pat, NTT_IGNORE_REGFLAGS);
+    struct ntt_regex *rx = ntt_newudata(L, sizeof *rx, NTT_REGEX_CLASS);
+    int rc = regcomp(&rx->re, pat, NTT_IGNORE_REGFLAGS);
     if (rc != 0) {
         char m[256];
-        regerror(rc, &re, m, sizeof m);
+        regerror(rc, &rx->re, m, sizeof m);
         lua_pushnil(L);
         lua_pushfstring(L, "bad regular expression '%s': %s", pat, m);
         lua_pushliteral(L, "EINVAL");
         return 3;
     }
-    regfree(&re);
-    lua_pushboolean(L, 1);
+    rx->src = strdup(pat);
+    if (!rx->src) {
+        regfree(&rx->re);
+        return luaL_error(L, "regex: out of memory");
+    }
     return 1;
 }
 
+const struct ntt_regex *ntt_toregex(lua_State *L, int idx)
+{
+    const struct ntt_regex *rx = luaL_testudata(L, idx, NTT_REGEX_CLASS);
+    return rx && rx->src ? rx : NULL;
+}
+
+static struct ntt_regex *regex_check(lua_State *L)
+{
+    struct ntt_regex *rx = luaL_checkudata(L, 1, NTT_REGEX_CLASS);
+    if (!rx->src) luaL_error(L, "regex: closed");
+    return rx;
+}
+
+static int regex_match(lua_State *L)
+{
+    struct ntt_regex *rx = regex_check(L);
+    const char *s = luaL_checkstring(L, 2);
+    lua_pushboolean(L, regexec(&rx->re, s, 0, NULL, 0) == 0);
+    return 1;
+}
+
+static int regex_source(lua_State *L)
+{
+    lua_pushstring(L, regex_check(L)->src);
+    return 1;
+}
+
+static int regex_close(lua_State *L)
+{
+    struct ntt_regex *rx = luaL_checkudata(L, 1, NTT_REGEX_CLASS);
+    if (rx->src) {
+        regfree(&rx->re);
+        free(rx->src);
+        rx->src = NULL;
+    }
+    return 0;
+}
+
+static int regex_tostring(lua_State *L)
+{
+    struct ntt_regex *rx = luaL_checkudata(L, 1, NTT_REGEX_CLASS);
+    if (rx->src) lua_pushfstring(L, "ntt.Regex (%s)", rx->src);
+    else lua_pushliteral(L, "ntt.Regex (closed)");
+    return 1;
+}
+
+static const luaL_Reg regex_methods[] = {
+    { "match", regex_match }, { "source", regex_source }, { "close", regex_close }, { NULL, NULL }
+};
+static const luaL_Reg regex_meta[] = {
+    { "__gc", regex_close }, { "__close", regex_close }, { "__tostring", regex_tostring }, { NULL, NULL }
+};
+
 static const luaL_Reg util_funcs[] = {
-    { "check_regex", util_check_regex },
     { "clear_interrupt", util_clear_interrupt },
     { "cores", util_cores },
     { "errname", util_errname },
     { "euid", util_euid },
     { "hostname", util_hostname },
+    { "regex", regex_new },
     { "interrupted", util_interrupted },
     { "isatty", util_isatty },
     { "monotonic", util_monotonic },
@@ -351,6 +409,7 @@ static const luaL_Reg util_funcs[] = {
 
 int luaopen_ntt_core_util(lua_State *L)
 {
+    ntt_newclass(L, NTT_REGEX_CLASS, regex_methods, regex_meta);
     luaL_newlib(L, util_funcs);
     lua_pushliteral(L, NTT_VERSION);
     lua_setfield(L, -2, "version");

@@ -27,7 +27,7 @@
  *                       names give path rows only
  *     opts.fs_index     integer stored in every row
  *     opts.threads, opts.stall_timeout, opts.batch   walk settings
- *     opts.ignore       array of regular expressions; the first that matches
+ *     opts.ignore       array of Regex (util.regex) or pattern strings; the first that matches
  *                       a path puts "ignore:<pattern>" in its exclude column
  *     opts.path_conn    a second connection (its own transaction, in which
  *                       the path table was made) for the path rows
@@ -50,7 +50,6 @@
  */
 #include <errno.h>
 #include <poll.h>
-#include <regex.h>
 #include <stdlib.h>
 #include <string.h>
 #include "ntt.h"
@@ -58,6 +57,7 @@
 #include "pgcopy.h"
 #include "states.h"
 #include "inomap.h"
+#include "ignore.h"
 #include "walk.h"
 
 #ifndef FLUSH_AT
@@ -69,74 +69,6 @@
 #ifndef STREAM_CHUNK
 #define STREAM_CHUNK (256 * 1024)
 #endif
-
-struct ignore {
-    regex_t *re;
-    char **src;
-    int n;
-};
-
-static void ignore_free(struct ignore *ig)
-{
-    for (int i = 0; i < ig->n; i++) {
-        regfree(&ig->re[i]);
-        free(ig->src[i]);
-    }
-    free(ig->re);
-    free(ig->src);
-    ig->re = NULL; ig->src = NULL; ig->n = 0;
-}
-
-/* Compile opts.ignore; on a bad pattern the message is in errbuf, -1. */
-static int ignore_compile(lua_State *L, int t, struct ignore *ig, char *errbuf, size_t errlen)
-{
-    memset(ig, 0, sizeof *ig);
-    lua_getfield(L, t, "ignore");
-    if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
-    luaL_checktype(L, -1, LUA_TTABLE);
-    int n = (int)lua_rawlen(L, -1);
-    ig->re = calloc((size_t)n + 1, sizeof *ig->re);
-    ig->src = calloc((size_t)n + 1, sizeof *ig->src);
-    if (!ig->re || !ig->src) { ignore_free(ig); snprintf(errbuf, errlen, "out of memory"); lua_pop(L, 1); return -1; }
-    for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, -1, i);
-        const char *pat = lua_tostring(L, -1);
-        if (!pat) { lua_pop(L, 2); ignore_free(ig); snprintf(errbuf, errlen, "ignore[%d] is not a string", i); return -1; }
-        int rc = regcomp(&ig->re[ig->n], pat, NTT_IGNORE_REGFLAGS);
-        if (rc != 0) {
-            char m[256];
-            regerror(rc, &ig->re[ig->n], m, sizeof m);
-            snprintf(errbuf, errlen, "ignore pattern '%s': %s", pat, m);
-            lua_pop(L, 2);
-            ignore_free(ig);
-            return -1;
-        }
-        ig->src[ig->n] = strdup(pat);
-        ig->n++;
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-    return 0;
-}
-
-/* Index of the first pattern matching path, or -1. */
-static int ignore_match(const struct ignore *ig, const char *path, size_t len, char **tmp, size_t *tmpcap)
-{
-    if (ig->n == 0)
-        return -1;
-    if (len + 1 > *tmpcap) {
-        size_t cap = (len + 1) * 2;
-        char *p = realloc(*tmp, cap);
-        if (!p) return -1;
-        *tmp = p; *tmpcap = cap;
-    }
-    memcpy(*tmp, path, len);
-    (*tmp)[len] = 0;
-    for (int i = 0; i < ig->n; i++)
-        if (regexec(&ig->re[i], *tmp, 0, NULL, 0) == 0)
-            return i;
-    return -1;
-}
 
 /* A hardlinked file whose first path is excluded waits (struct wait) for
  * a path that is not (then its row goes pending) or the walk's end (then
@@ -432,13 +364,13 @@ static int load_walk(lua_State *L)
 
     char err[1024] = "", state[6] = "";
     struct ignore ig;
-    if (ignore_compile(L, 2, &ig, err, sizeof err) != 0)
+    if (ntt_ignore_compile(L, 2, &ig, err, sizeof err) != 0)
         return luaL_error(L, "load.walk: %s", err);
 
     struct ntt_walk *w = ntt_walk_start(&o);
     if (!w) {
         int e = errno;
-        ignore_free(&ig);
+        ntt_ignore_free(&ig);
         return ntt_fail(L, e, root);
     }
     struct sink is, ps;
@@ -465,7 +397,7 @@ static int load_walk(lua_State *L)
     while (rc == 0 && (n = ntt_walk_next(w, &recs)) > 0) {
         for (size_t i = 0; i < n; i++) {
             const struct ntt_walk_rec *r = &recs[i];
-            int m = ignore_match(&ig, r->path, r->path_len, &tmp, &tmpcap);
+            int m = ntt_ignore_match(&ig, r->path, r->path_len, &tmp, &tmpcap);
             int first = 1;
             uint32_t *link = NULL;
             if (r->nlink > 1 && r->type != 'd') {
@@ -541,7 +473,7 @@ static int load_walk(lua_State *L)
     ntt_inomap_free(&links);
     free(waits);
     free(tmp);
-    ignore_free(&ig);
+    ntt_ignore_free(&ig);
     struct ntt_walk_stats st;
     ntt_walk_stats(w, &st);
     ntt_walk_finish(w);

@@ -32,7 +32,7 @@ function M.run(ctx)
   local pr = progress.new { label = "enumerate " .. (m.human or m.hash), interval = (ctx.policy.progress or {}).interval,
                             bar = (ctx.policy.progress or {}).bar }
   local summary, err, code, partial = enumerate.load(db, m.hash, ctx.roots, {
-    replace = ctx.replace, ignore = p.ignore, threads = p.threads, stall_timeout = p.stall_timeout,
+    replace = ctx.replace, ignore = require("ntt.policy").ignore_of(ctx.policy), threads = p.threads, stall_timeout = p.stall_timeout,
     progress = function(entries) pr:set(entries) end })
   pr:finish()
   local s = summary or partial or {}
