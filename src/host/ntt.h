@@ -64,6 +64,14 @@ struct ntt_regex {
 /* The compiled pattern at idx, or NULL when it is not an open Regex. */
 const struct ntt_regex *ntt_toregex(lua_State *L, int idx);
 
+/* Set field k of the table on top of the stack (result tables of bindings). */
+static inline void ntt_setstr(lua_State *L, const char *k, const char *v)
+{ lua_pushstring(L, v); lua_setfield(L, -2, k); }
+static inline void ntt_setint(lua_State *L, const char *k, lua_Integer v)
+{ lua_pushinteger(L, v); lua_setfield(L, -2, k); }
+static inline void ntt_setbool(lua_State *L, const char *k, int v)
+{ lua_pushboolean(L, v); lua_setfield(L, -2, k); }
+
 /*
  * Register a userdata class: metatable named tname with the given
  * metamethods, and __index set to a table of methods.  Leaves nothing on

@@ -230,23 +230,6 @@ static int udev_value(const char *db, const char *key, char *out, size_t size)
     return 0;
 }
 
-static void set_str(lua_State *L, const char *k, const char *v)
-{
-    if (v && *v) { lua_pushstring(L, v); lua_setfield(L, -2, k); }
-}
-
-static void set_int(lua_State *L, const char *k, lua_Integer v)
-{
-    lua_pushinteger(L, v);
-    lua_setfield(L, -2, k);
-}
-
-static void set_bool(lua_State *L, const char *k, int v)
-{
-    lua_pushboolean(L, v);
-    lua_setfield(L, -2, k);
-}
-
 static int media_device_facts(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -293,14 +276,14 @@ static int media_device_facts(lua_State *L)
     }
 
     lua_createtable(L, 0, 8);
-    set_int(L, "size", (lua_Integer)size);
-    set_int(L, "logical_sector", ssz);
-    set_int(L, "major", maj);
-    set_int(L, "minor", min);
-    set_str(L, "model", model);
-    set_str(L, "serial", serial);
-    if (rot[0]) set_bool(L, "rotational", rot[0] == '1');
-    if (rem[0]) set_bool(L, "removable", rem[0] == '1');
+    ntt_setint(L, "size", (lua_Integer)size);
+    ntt_setint(L, "logical_sector", ssz);
+    ntt_setint(L, "major", maj);
+    ntt_setint(L, "minor", min);
+    if (model[0]) ntt_setstr(L, "model", model);
+    if (serial[0]) ntt_setstr(L, "serial", serial);
+    if (rot[0]) ntt_setbool(L, "rotational", rot[0] == '1');
+    if (rem[0]) ntt_setbool(L, "removable", rem[0] == '1');
     return 1;
 }
 
@@ -380,23 +363,23 @@ static int media_scan_uniform(lua_State *L)
         return ntt_fail(L, err, path);
     lua_createtable(L, 0, 5);
     int uniform = differs < 0 && first >= 0;
-    set_bool(L, "uniform", uniform);
-    if (uniform) set_int(L, "byte", first);
-    set_int(L, "size", size);
-    set_int(L, "scanned", scanned);
-    if (differs >= 0) set_int(L, "differs_at", differs);
+    ntt_setbool(L, "uniform", uniform);
+    if (uniform) ntt_setint(L, "byte", first);
+    ntt_setint(L, "size", size);
+    ntt_setint(L, "scanned", scanned);
+    if (differs >= 0) ntt_setint(L, "differs_at", differs);
     return 1;
 }
 
 /* fstype/label/uuid/usage (and ambivalent) of a probe into the table on top. */
 static void push_fs(lua_State *L, const struct ntt_layout_fs *fs)
 {
-    if (fs->rc == -2) set_bool(L, "ambivalent", 1);
+    if (fs->rc == -2) ntt_setbool(L, "ambivalent", 1);
     if (fs->rc != 0) return;
-    set_str(L, "fstype", fs->type);
-    set_str(L, "label", fs->label);
-    set_str(L, "uuid", fs->uuid);
-    set_str(L, "usage", fs->usage);
+    ntt_setstr(L, "fstype", fs->type);
+    ntt_setstr(L, "label", fs->label);
+    ntt_setstr(L, "uuid", fs->uuid);
+    ntt_setstr(L, "usage", fs->usage);
 }
 
 static const char *const probe_opts[] = { "offset", "size", NULL };
@@ -436,23 +419,23 @@ static int media_probe(lua_State *L)
     if (rc != 0)
         return ntt_failf(L, EIO, "%s: %s", path, err);
     lua_createtable(L, 0, 8);
-    set_int(L, "size", len);
-    set_str(L, "pttype", lo->pttype);
-    set_str(L, "ptuuid", lo->ptuuid);
-    if (lo->hybrid) set_bool(L, "hybrid", 1);
+    ntt_setint(L, "size", len);
+    ntt_setstr(L, "pttype", lo->pttype);
+    ntt_setstr(L, "ptuuid", lo->ptuuid);
+    if (lo->hybrid) ntt_setbool(L, "hybrid", 1);
     push_fs(L, &lo->whole);
     lua_createtable(L, lo->nparts, 0);
     for (int i = 0; i < lo->nparts; i++) {
         const struct ntt_layout_part *p = &lo->part[i];
         lua_createtable(L, 0, 12);
-        set_int(L, "fs_index", p->index);
-        set_int(L, "offset", base + (int64_t)p->offset);
-        set_int(L, "size", (int64_t)p->size);
-        set_str(L, "type", p->type);
-        set_str(L, "name", p->name);
-        set_str(L, "partuuid", p->partuuid);
-        set_bool(L, "container", p->container);
-        set_bool(L, "truncated", p->truncated);
+        ntt_setint(L, "fs_index", p->index);
+        ntt_setint(L, "offset", base + (int64_t)p->offset);
+        ntt_setint(L, "size", (int64_t)p->size);
+        ntt_setstr(L, "type", p->type);
+        ntt_setstr(L, "name", p->name);
+        ntt_setstr(L, "partuuid", p->partuuid);
+        ntt_setbool(L, "container", p->container);
+        ntt_setbool(L, "truncated", p->truncated);
         push_fs(L, &p->fs);
         lua_rawseti(L, -2, i + 1);
     }
@@ -501,10 +484,10 @@ static int media_fiemap(lua_State *L)
         for (unsigned i = 0; i < fm->fm_mapped_extents; i++) {
             struct fiemap_extent *x = &fm->fm_extents[i];
             lua_createtable(L, 0, 4);
-            set_int(L, "logical", (lua_Integer)x->fe_logical);
-            set_int(L, "physical", (lua_Integer)x->fe_physical);
-            set_int(L, "length", (lua_Integer)x->fe_length);
-            set_int(L, "flags", (lua_Integer)x->fe_flags);
+            ntt_setint(L, "logical", (lua_Integer)x->fe_logical);
+            ntt_setint(L, "physical", (lua_Integer)x->fe_physical);
+            ntt_setint(L, "length", (lua_Integer)x->fe_length);
+            ntt_setint(L, "flags", (lua_Integer)x->fe_flags);
             lua_rawseti(L, out, ++n);
             start = x->fe_logical + x->fe_length;
             if (x->fe_flags & FIEMAP_EXTENT_LAST) last = 1;
@@ -554,7 +537,7 @@ int luaopen_ntt_core_media(lua_State *L)
     };
     lua_createtable(L, 0, (int)(sizeof flags / sizeof flags[0]));
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
-        set_int(L, flags[i].name, flags[i].bit);
+        ntt_setint(L, flags[i].name, flags[i].bit);
     lua_setfield(L, -2, "EXTENT");
     return 1;
 }

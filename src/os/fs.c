@@ -101,18 +101,6 @@ static Box *box_new(lua_State *L)
     return b;
 }
 
-static void set_str(lua_State *L, const char *k, const char *v)
-{
-    lua_pushstring(L, v);
-    lua_setfield(L, -2, k);
-}
-
-static void set_int(lua_State *L, const char *k, lua_Integer v)
-{
-    lua_pushinteger(L, v);
-    lua_setfield(L, -2, k);
-}
-
 /* ------------------------------------------------------------ paths */
 
 static int fs_stat(lua_State *L)
@@ -127,14 +115,14 @@ static int fs_stat(lua_State *L)
                      : S_ISCHR(m) ? "char" : S_ISLNK(m) ? "link" : S_ISFIFO(m) ? "fifo"
                      : "socket";
     lua_createtable(L, 0, 8);
-    set_str(L, "type", type);
-    set_int(L, "size", st.st_size);
-    set_int(L, "mode", m & 07777);
-    set_int(L, "uid", st.st_uid);
-    set_int(L, "gid", st.st_gid);
+    ntt_setstr(L, "type", type);
+    ntt_setint(L, "size", st.st_size);
+    ntt_setint(L, "mode", m & 07777);
+    ntt_setint(L, "uid", st.st_uid);
+    ntt_setint(L, "gid", st.st_gid);
     if (S_ISBLK(m) || S_ISCHR(m)) {
-        set_int(L, "major", major(st.st_rdev));
-        set_int(L, "minor", minor(st.st_rdev));
+        ntt_setint(L, "major", major(st.st_rdev));
+        ntt_setint(L, "minor", minor(st.st_rdev));
     }
     return 1;
 }
@@ -351,16 +339,16 @@ static int fs_mountinfo(lua_State *L)
     struct mountinfo m;
     while (mountinfo_next(b->file, &b->line, &b->cap, &m)) {
         lua_createtable(L, 0, 11);
-        set_int(L, "id", m.id);
-        set_int(L, "parent", m.parent);
-        set_int(L, "major", m.major);
-        set_int(L, "minor", m.minor);
-        set_str(L, "root", m.root);
-        set_str(L, "target", m.target);
-        set_str(L, "options", m.options);
-        set_str(L, "fstype", m.fstype);
-        set_str(L, "source", m.source);
-        set_str(L, "super_options", m.super_options);
+        ntt_setint(L, "id", m.id);
+        ntt_setint(L, "parent", m.parent);
+        ntt_setint(L, "major", m.major);
+        ntt_setint(L, "minor", m.minor);
+        ntt_setstr(L, "root", m.root);
+        ntt_setstr(L, "target", m.target);
+        ntt_setstr(L, "options", m.options);
+        ntt_setstr(L, "fstype", m.fstype);
+        ntt_setstr(L, "source", m.source);
+        ntt_setstr(L, "super_options", m.super_options);
         lua_createtable(L, m.noptional, 0);
         for (int i = 0; i < m.noptional; i++) {
             lua_pushstring(L, m.optional[i]);
@@ -484,12 +472,12 @@ static int fs_probe(lua_State *L)
     if (magic == 0x65735546 && nf && listed(L, nf, type))
         network = 1;
     lua_createtable(L, 0, 4);
-    set_str(L, "kind", kind);
-    set_int(L, "magic", (lua_Integer)magic);
+    ntt_setstr(L, "kind", kind);
+    ntt_setint(L, "magic", (lua_Integer)magic);
     lua_pushboolean(L, network);
     lua_setfield(L, -2, "network");
     if (type[0])
-        set_str(L, "fstype", type);
+        ntt_setstr(L, "fstype", type);
     return 1;
 }
 
