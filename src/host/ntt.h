@@ -67,6 +67,9 @@ const struct ntt_regex *ntt_toregex(lua_State *L, int idx);
 /* Set field k of the table on top of the stack (result tables of bindings). */
 static inline void ntt_setstr(lua_State *L, const char *k, const char *v)
 { lua_pushstring(L, v); lua_setfield(L, -2, k); }
+/* The same, leaving the field out when v is NULL or empty. */
+static inline void ntt_setstr_opt(lua_State *L, const char *k, const char *v)
+{ if (v && *v) ntt_setstr(L, k, v); }
 static inline void ntt_setint(lua_State *L, const char *k, lua_Integer v)
 { lua_pushinteger(L, v); lua_setfield(L, -2, k); }
 static inline void ntt_setbool(lua_State *L, const char *k, int v)

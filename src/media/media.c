@@ -280,8 +280,8 @@ static int media_device_facts(lua_State *L)
     ntt_setint(L, "logical_sector", ssz);
     ntt_setint(L, "major", maj);
     ntt_setint(L, "minor", min);
-    if (model[0]) ntt_setstr(L, "model", model);
-    if (serial[0]) ntt_setstr(L, "serial", serial);
+    ntt_setstr_opt(L, "model", model);
+    ntt_setstr_opt(L, "serial", serial);
     if (rot[0]) ntt_setbool(L, "rotational", rot[0] == '1');
     if (rem[0]) ntt_setbool(L, "removable", rem[0] == '1');
     return 1;
@@ -376,10 +376,10 @@ static void push_fs(lua_State *L, const struct ntt_layout_fs *fs)
 {
     if (fs->rc == -2) ntt_setbool(L, "ambivalent", 1);
     if (fs->rc != 0) return;
-    ntt_setstr(L, "fstype", fs->type);
-    ntt_setstr(L, "label", fs->label);
-    ntt_setstr(L, "uuid", fs->uuid);
-    ntt_setstr(L, "usage", fs->usage);
+    ntt_setstr_opt(L, "fstype", fs->type);
+    ntt_setstr_opt(L, "label", fs->label);
+    ntt_setstr_opt(L, "uuid", fs->uuid);
+    ntt_setstr_opt(L, "usage", fs->usage);
 }
 
 static const char *const probe_opts[] = { "offset", "size", NULL };
@@ -420,8 +420,8 @@ static int media_probe(lua_State *L)
         return ntt_failf(L, EIO, "%s: %s", path, err);
     lua_createtable(L, 0, 8);
     ntt_setint(L, "size", len);
-    ntt_setstr(L, "pttype", lo->pttype);
-    ntt_setstr(L, "ptuuid", lo->ptuuid);
+    ntt_setstr_opt(L, "pttype", lo->pttype);
+    ntt_setstr_opt(L, "ptuuid", lo->ptuuid);
     if (lo->hybrid) ntt_setbool(L, "hybrid", 1);
     push_fs(L, &lo->whole);
     lua_createtable(L, lo->nparts, 0);
@@ -431,9 +431,9 @@ static int media_probe(lua_State *L)
         ntt_setint(L, "fs_index", p->index);
         ntt_setint(L, "offset", base + (int64_t)p->offset);
         ntt_setint(L, "size", (int64_t)p->size);
-        ntt_setstr(L, "type", p->type);
-        ntt_setstr(L, "name", p->name);
-        ntt_setstr(L, "partuuid", p->partuuid);
+        ntt_setstr_opt(L, "type", p->type);
+        ntt_setstr_opt(L, "name", p->name);
+        ntt_setstr_opt(L, "partuuid", p->partuuid);
         ntt_setbool(L, "container", p->container);
         ntt_setbool(L, "truncated", p->truncated);
         push_fs(L, &p->fs);
