@@ -130,26 +130,33 @@ describe("ntt.cluster", function()
 
   it("does not create a cluster on start without init", function()
     local c = cluster.new { root = tmp("noinit") .. "/pg" }
-    local ok, msg = c:start()
+    local ok, msg, code = c:start()
     assert.is_nil(ok)
     assert.matches("ntt db init", msg, 1, true)
+    assert.equal("ENOENT", code)
   end)
 
   it("says which package to install when the server binaries are missing", function()
     local c = cluster.new { root = tmp("nobin") .. "/pg", bindir = tmp("emptybin") }
-    local ok, msg = c:start { init = true }
+    local ok, msg, code = c:start { init = true }
     assert.is_nil(ok)
     assert.matches("apt-get install postgresql", msg, 1, true)
+    assert.equal("ENOENT", code)
     assert.equal("absent", (c:status()))
   end)
 
   it("refuses a socket path that is too long", function()
     if not have_server() then pending("PostgreSQL server binaries not installed"); return end
     local c = cluster.new { root = tmp("long") .. "/" .. ("d"):rep(90) }
-    local ok, msg = c:init()
+    local ok, msg, code = c:init()
     assert.is_nil(ok)
     assert.matches("socket path", msg)
     assert.matches("NTT_HOME", msg)
+    assert.equal("ENAMETOOLONG", code)
+    ok, msg, code = c:start { init = true }           -- passed on by start
+    assert.is_nil(ok)
+    assert.matches("socket path", msg)
+    assert.equal("ENAMETOOLONG", code)
   end)
 
   it("encodes the socket directory in its URL", function()

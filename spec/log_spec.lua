@@ -57,6 +57,26 @@ describe("ntt.log", function()
     assert.equal(json.decode(one[#one]).i + 1, json.decode(cur[1]).i)
   end)
 
+  it("fails with nil, message, errname when a directory or file cannot be made", function()
+    local dir = helper.tmpdir("logfail")
+    local file = dir .. "/plain"
+    assert(io.open(file, "wb")):close()
+    local l, msg, code = log.open { dir = file .. "/log", err = sink() }
+    assert.is_nil(l)
+    assert.matches("^log: cannot create directory", msg)
+    assert.equal("ENOTDIR", code)
+    assert(require("ntt.core.fs").mkdirp(dir .. "/a/ops.jsonl"))      -- a directory where a log goes
+    l, msg, code = log.open { dir = dir .. "/a", err = sink() }
+    assert.is_nil(l)
+    assert.matches("^log: cannot open .*/ops%.jsonl", msg)
+    assert.equal("EISDIR", code)
+    assert(require("ntt.core.fs").mkdirp(dir .. "/b/errors.jsonl"))
+    l, msg, code = log.open { dir = dir .. "/b", err = sink() }
+    assert.is_nil(l)
+    assert.matches("^log: cannot open .*/errors%.jsonl", msg)
+    assert.equal("EISDIR", code)
+  end)
+
   it("sends info to stderr with -v and is closed idempotently", function()
     local err = sink()
     local l = assert(log.open { stderr = "info", err = err })

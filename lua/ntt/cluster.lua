@@ -16,14 +16,20 @@
 --   cluster.new{root=dir [, user=account] [, bindir=dir]} -> Cluster
 --       bindir: where initdb/pg_ctl are (default: searched, see bindir())
 --   cluster.default()                       -> Cluster for <config.home()>/pg
---   c:init()                 -> true | nil, msg    (initdb + settings; idempotent)
---   c:start{init=bool, timeout=s} -> true | nil, msg  (already running: true;
+--   c:init()                 -> true | nil, msg, code  (initdb + settings; idempotent)
+--   c:start{init=bool, timeout=s} -> true | nil, msg, code  (already running: true;
 --                               creates database ntt when missing)
---   c:stop{timeout=s}        -> true | nil, msg    (not running: true)
+--   c:stop{timeout=s}        -> true | nil, msg, code  (not running: true)
 --   c:status()               -> "running"|"stopped"|"absent", details
 --       details = { root=, data=, run=, log=, url=, user=, version=, pid=, bindir= }
 --   c:url([dbname])          -> "postgresql:///ntt?host=<run, %-encoded>&user=ntt"
---   c:bindir()               -> directory of initdb/pg_ctl | nil, msg
+--   c:bindir()               -> directory of initdb/pg_ctl | nil, msg, "ENOENT"
+-- Failure codes (docs/errors.md): the code of the failing call passed on
+-- (fs.*, proc.run, pg.connect, "EDB" + SQLSTATE from a query), and ntt's own
+-- decisions: "ENOENT" no server binaries / no cluster (start without init),
+-- "ENAMETOOLONG" the socket path does not fit, "EACCES" the server's account
+-- cannot reach the data root, "EIO" initdb or pg_ctl exited non-zero (the
+-- proc.run result as a fourth value).
 local proc = require "ntt.core.proc"
 local fs = require "ntt.core.fs"
 local util = require "ntt.core.util"
@@ -53,13 +59,13 @@ end
 
 local function run(argv, opts)
   opts = opts or {}
-  local r, err = proc.run { argv = argv, user = opts.user, timeout = opts.timeout or 120,
-                            cwd = opts.cwd or "/", env = opts.env }
-  if not r then return nil, err end
+  local r, err, code = proc.run { argv = argv, user = opts.user, timeout = opts.timeout or 120,
+                                  cwd = opts.cwd or "/", env = opts.env }
+  if not r then return nil, err, code end
   if r.code ~= 0 then
     local out = (r.stderr ~= "" and r.stderr or r.stdout):gsub("%s+$", "")
     return nil, ("%s failed (%s): %s"):format(argv[1]:match("[^/]*$"),
-      r.code and ("exit " .. r.code) or ("signal " .. tostring(r.signal)), out), r
+      r.code and ("exit " .. r.code) or ("signal " .. tostring(r.signal)), out), "EIO", r
   end
   return r
 end
@@ -127,7 +133,7 @@ function C:bindir()
       self._bindir = self.want_bindir
       return self._bindir
     end
-    return nil, (INSTALL_HINT:gsub("/usr/lib/postgresql/%*/bin or PATH", self.want_bindir))
+    return nil, (INSTALL_HINT:gsub("/usr/lib/postgresql/%*/bin or PATH", self.want_bindir)), "ENOENT"
   end
   local want = (read_file(self.data .. "/PG_VERSION") or ""):match("^(%d+)")
   if want and exists("/usr/lib/postgresql/" .. want .. "/bin/pg_ctl") then
@@ -145,7 +151,7 @@ function C:bindir()
       return dir
     end
   end
-  return nil, INSTALL_HINT
+  return nil, INSTALL_HINT, "ENOENT"
 end
 
 function C:url(dbname)
@@ -153,8 +159,8 @@ function C:url(dbname)
 end
 
 function C:_tool(name, args, opts)
-  local bin, err = self:bindir()
-  if not bin then return nil, err end
+  local bin, err, code = self:bindir()
+  if not bin then return nil, err, code end
   local argv = { bin .. "/" .. name }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   opts = opts or {}
@@ -168,43 +174,43 @@ function C:_prepare()
   local sock = self.run .. "/.s.PGSQL." .. PORT
   if #sock >= SOCKET_MAX then
     return nil, ("cluster: socket path %s is %d bytes (limit %d): choose a shorter data root (NTT_HOME)")
-      :format(sock, #sock, SOCKET_MAX)
+      :format(sock, #sock, SOCKET_MAX), "ENAMETOOLONG"
   end
   for _, dir in ipairs { self.root, self.run } do
-    local ok, err = fs.mkdirp(dir)
-    if not ok then return nil, "cluster: " .. err end
+    local ok, err, code = fs.mkdirp(dir)
+    if not ok then return nil, "cluster: " .. err, code end
     if self.user then
-      ok, err = fs.chown(dir, self.user)
-      if not ok then return nil, "cluster: " .. err end
+      ok, err, code = fs.chown(dir, self.user)
+      if not ok then return nil, "cluster: " .. err, code end
     end
   end
   if self.user and not fs.access(self.run, "w", self.user) then
     return nil, ("cluster: account '%s' cannot reach %s: make its parent directories searchable "
-      .. "(chmod o+x) or choose another data root (NTT_HOME)"):format(self.user, self.root)
+      .. "(chmod o+x) or choose another data root (NTT_HOME)"):format(self.user, self.root), "EACCES"
   end
   for _, dir in ipairs { self.root, self.run } do
-    local ok, err = fs.chmod(dir, tonumber("700", 8))
-    if not ok then return nil, "cluster: " .. err end
+    local ok, err, code = fs.chmod(dir, tonumber("700", 8))
+    if not ok then return nil, "cluster: " .. err, code end
   end
   return true
 end
 
 function C:init()
   if exists(self.data .. "/PG_VERSION") then return true end
-  local bin, err = self:bindir()
-  if not bin then return nil, err end
+  local bin, err, code = self:bindir()
+  if not bin then return nil, err, code end
   local ok
-  ok, err = self:_prepare()
-  if not ok then return nil, err end
+  ok, err, code = self:_prepare()
+  if not ok then return nil, err, code end
   -- initdb into a private directory renamed into place at the end, so that
   -- concurrent first starts (several workers) never see a half-made cluster.
   local tmpdata = ("%s/data.init.%d"):format(self.root, util.pid())
   fs.rmtree(tmpdata)
-  ok, err = self:_tool("initdb", { "-D", tmpdata, "-U", "ntt", "-E", "UTF8", "--locale=C",
+  ok, err, code = self:_tool("initdb", { "-D", tmpdata, "-U", "ntt", "-E", "UTF8", "--locale=C",
                                     "--auth-local=trust", "--auth-host=reject" }, { timeout = 300 })
   if not ok then
     fs.rmtree(tmpdata)
-    return nil, "cluster: " .. err
+    return nil, "cluster: " .. err, code
   end
   local conf = table.concat({
     "",
@@ -219,15 +225,15 @@ function C:init()
     "max_wal_senders = 0",
     "",
   }, "\n")
-  local f, ferr = io.open(tmpdata .. "/postgresql.conf", "ab")
-  if not f then fs.rmtree(tmpdata); return nil, "cluster: " .. ferr end
+  local f, ferr, ferrno = io.open(tmpdata .. "/postgresql.conf", "ab")
+  if not f then fs.rmtree(tmpdata); return nil, "cluster: " .. ferr, util.errname(ferrno) end
   f:write(conf)
   f:close()
-  local moved, merr = os.rename(tmpdata, self.data)
+  local moved, merr, merrno = os.rename(tmpdata, self.data)
   if not moved then
     fs.rmtree(tmpdata)
     if exists(self.data .. "/PG_VERSION") then return true end   -- another process won
-    return nil, "cluster: " .. tostring(merr)
+    return nil, "cluster: " .. tostring(merr), util.errname(merrno)
   end
   return true
 end
@@ -250,18 +256,18 @@ end
 -- Creates database ntt when missing (a concurrent creator is fine).
 function C:_ensure_db()
   local pg = require "ntt.core.pg"
-  local conn, err
+  local conn, err, code
   local deadline = util.monotonic() + 30
   repeat   -- a server another process just started may still be starting up
-    conn, err = pg.connect(self:url("postgres"))
+    conn, err, code = pg.connect(self:url("postgres"))
     if not conn then util.sleep(0.1) end
   until conn or util.monotonic() > deadline
-  if not conn then return nil, "cluster: " .. err end
-  local res, qerr, _, state
+  if not conn then return nil, "cluster: " .. err, code end
+  local res, qerr, qcode, state
   for _ = 1, 50 do
-    res, qerr = conn:exec("SELECT 1 AS x FROM pg_database WHERE datname = 'ntt'")
+    res, qerr, qcode, state = conn:exec("SELECT 1 AS x FROM pg_database WHERE datname = 'ntt'")
     if not res or #res > 0 then break end
-    res, qerr, _, state = conn:exec("CREATE DATABASE ntt")
+    res, qerr, qcode, state = conn:exec("CREATE DATABASE ntt")
     -- 42P04: created meanwhile; 23505: created meanwhile, caught by the
     -- catalog's unique index instead; 55006: template1 busy with another creator
     if res or state == "42P04" then res = true; break end
@@ -269,7 +275,7 @@ function C:_ensure_db()
     util.sleep(0.1)
   end
   conn:close()
-  if not res then return nil, "cluster: " .. tostring(qerr) end
+  if not res then return nil, "cluster: " .. tostring(qerr), qcode, state end
   return true
 end
 
@@ -278,20 +284,20 @@ function C:start(opts)
   local state = self:status()
   if state == "absent" then
     if not opts.init then
-      return nil, ("cluster: no cluster at %s (run `ntt db init`)"):format(self.data)
+      return nil, ("cluster: no cluster at %s (run `ntt db init`)"):format(self.data), "ENOENT"
     end
-    local ok, err = self:init()
-    if not ok then return nil, err end
+    local ok, err, code = self:init()
+    if not ok then return nil, err, code end
   end
   if state ~= "running" then
-    local ok, err = self:_prepare()
-    if not ok then return nil, err end
+    local ok, err, code = self:_prepare()
+    if not ok then return nil, err, code end
     local timeout = opts.timeout or 60
     local r
-    r, err = self:_tool("pg_ctl", { "start", "-w", "-s", "-t", tostring(timeout), "-D", self.data,
+    r, err, code = self:_tool("pg_ctl", { "start", "-w", "-s", "-t", tostring(timeout), "-D", self.data,
                                     "-l", self.log }, { timeout = timeout + 10 })
     if not r and self:status() ~= "running" then
-      return nil, ("cluster: %s\n%s"):format(err, tail(self.log, 5))
+      return nil, ("cluster: %s\n%s"):format(err, tail(self.log, 5)), code
     end
   end
   return self:_ensure_db()
@@ -301,9 +307,9 @@ function C:stop(opts)
   opts = opts or {}
   if self:status() ~= "running" then return true end
   local timeout = opts.timeout or 60
-  local r, err = self:_tool("pg_ctl", { "stop", "-w", "-s", "-m", "fast", "-t", tostring(timeout),
+  local r, err, code = self:_tool("pg_ctl", { "stop", "-w", "-s", "-m", "fast", "-t", tostring(timeout),
                                         "-D", self.data }, { timeout = timeout + 10 })
-  if not r and self:status() == "running" then return nil, "cluster: " .. err end
+  if not r and self:status() == "running" then return nil, "cluster: " .. err, code end
   return true
 end
 

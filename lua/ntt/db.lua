@@ -41,8 +41,8 @@ function M.connect(opts)
     url = cluster:url()
     conn = pg.connect(url)            -- already running: no pg_ctl needed
     if not conn and opts.autostart ~= false then
-      local ok, serr = cluster:start { init = true }
-      if not ok then return nil, serr, "ECONNREFUSED" end
+      local ok, serr, scode, sstate = cluster:start { init = true }
+      if not ok then return nil, serr, scode, sstate end
     end
   end
   if not conn then conn, err, code = pg.connect(url) end

@@ -7,7 +7,8 @@
 -- by size: name -> name.1 -> ... -> name.<keep>.  Humans read stderr, which
 -- is quiet by default (warnings and errors), -v adds info, --debug all.
 --
---   log.open{dir=, level="info", stderr="warn", max_bytes=, keep=} -> Logger
+--   log.open{dir=, level="info", stderr="warn", max_bytes=, keep=} -> Logger | nil, msg, errname
+--       (the directory cannot be made, or a log file cannot be opened)
 --   Logger:debug|info|warn|error(event, fields, [message]) 
 --   Logger:close()
 --   log.set_default(logger); log.default() (a stderr-only logger until set)
@@ -31,10 +32,10 @@ end
 M.timestamp = timestamp
 
 local function open_append(path)
-  local f, err = io.open(path, "ab")
-  if not f then return nil, err end
+  local f, err, errno = io.open(path, "ab")
+  if not f then return nil, err, util.errname(errno) end
   f:setvbuf("line")
-  return f, nil, f:seek("end")
+  return f
 end
 
 local function rotate(stream)
@@ -61,9 +62,9 @@ local function write(stream, line)
 end
 
 local function new_stream(path, max_bytes, keep)
-  local f, err, size = open_append(path)
-  if not f then return nil, ("log: cannot open %s: %s"):format(path, err) end
-  return { path = path, f = f, size = size or 0, max_bytes = max_bytes, keep = keep }
+  local f, err, code = open_append(path)
+  if not f then return nil, ("log: cannot open %s: %s"):format(path, err), code end
+  return { path = path, f = f, size = f:seek("end") or 0, max_bytes = max_bytes, keep = keep }
 end
 
 function M.open(opts)
@@ -78,11 +79,11 @@ function M.open(opts)
     local made, merr, mcode = require("ntt.core.fs").mkdirp(opts.dir)
     if not made then return nil, "log: cannot create directory: " .. merr, mcode end
     local max, keep = opts.max_bytes or 16 * 1024 * 1024, opts.keep or 5
-    local e
-    self.ops, e = new_stream(opts.dir .. "/ops.jsonl", max, keep)
-    if not self.ops then return nil, e end
-    self.errors, e = new_stream(opts.dir .. "/errors.jsonl", max, keep)
-    if not self.errors then self.ops.f:close(); return nil, e end
+    local e, c
+    self.ops, e, c = new_stream(opts.dir .. "/ops.jsonl", max, keep)
+    if not self.ops then return nil, e, c end
+    self.errors, e, c = new_stream(opts.dir .. "/errors.jsonl", max, keep)
+    if not self.errors then self.ops.f:close(); return nil, e, c end
   end
   return self
 end

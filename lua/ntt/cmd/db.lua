@@ -39,8 +39,8 @@ local function external()
 end
 
 local function connect()
-  local conn, err = db.connect()
-  if not conn then return nil, err end
+  local conn, err, code = db.connect()
+  if not conn then return nil, err, code end
   return conn
 end
 

@@ -26,18 +26,18 @@ local function parse(args)
     local a = args[i]
     if a == "--workers" then
       o.workers = math.tointeger(tonumber(args[i + 1] or ""))
-      if not o.workers or o.workers < 1 then return nil, "--workers needs a positive number" end
+      if not o.workers or o.workers < 1 then return nil, "--workers needs a positive number", "EINVAL" end
       i = i + 1
     elseif a == "--replace" then o.replace = true
     elseif a == "-v" or a == "--verbose" then o.stderr = "info"
     elseif a == "--debug" then o.stderr = "debug"; o.level = "debug"
     elseif a == "-q" or a == "--quiet" then o.stderr = "error"; o.quiet = true
-    elseif a:match("^%-") then return nil, "unknown option " .. a
+    elseif a:match("^%-") then return nil, "unknown option " .. a, "EINVAL"
     elseif not o.policy then o.policy = a
     else o.targets[#o.targets + 1] = a end
     i = i + 1
   end
-  if not o.policy then return nil, "a POLICY is required" end
+  if not o.policy then return nil, "a POLICY is required", "EINVAL" end
   return o
 end
 

@@ -42,8 +42,8 @@ function M.setup(ctx)
   local function remount()
     if m.kind == "directory" then return ctx.roots end
     mount.unmount(m.hash, m.image_path)
-    local res, err = mount.mount(m.hash, m.image_path, { map = m.map_path })
-    if not res then return nil, err end
+    local res, err, code = mount.mount(m.hash, m.image_path, { map = m.map_path })
+    if not res then return nil, err, code end
     local roots = mount.roots_of(res)
     ctx.roots, ctx.mount_result = roots, res
     return roots
