@@ -5,29 +5,10 @@
 local helper = require "spec.support.helper"
 local images = require "spec.support.images"
 local proc = require "ntt.core.proc"
-local util = require "ntt.core.util"
 local json = require "ntt.json"
 local pg = require "ntt.core.pg"
-
-local function can_run()
-  if not helper.is_root() then return nil, "needs root (loop devices, mounts)" end
-  if not io.open("/dev/loop-control") then return nil, "no /dev/loop-control" end
-  if not helper.db_url() then return nil, "no test database" end
-  return true
-end
-
-local tag = ("%d-%d"):format(util.pid(), math.floor(util.now() * 1000))
-
-local function policy(dir, overrides)
-  local path = dir .. "/policy.lua"
-  helper.write(path, 'local ntt = require "ntt"\nreturn ntt.policy.extend("default", ' .. (overrides or "{}") .. ")\n")
-  return path
-end
-
-local function medium_of(image)
-  local r = assert(proc.run { argv = { helper.ntt, "identify", "--json", image }, timeout = 60 })
-  return assert(json.decode((r.stdout:match("[^\n]+")))).hash
-end
+local runs = require "spec.support.runs"
+local policy, medium_of = runs.policy, runs.medium_of
 
 -- Mount points under root, from /proc/self/mountinfo (field 5).
 local function mounts_under(root)
@@ -73,16 +54,6 @@ local function start(dir, pol, img)
   return run
 end
 
--- Waits (up to 60 s) for ok() to be true; false if it never was.
-local function wait_for(ok)
-  local deadline = util.monotonic() + 60
-  while util.monotonic() < deadline do
-    if ok() then return true end
-    util.sleep(0.02)
-  end
-  return false
-end
-
 -- SIGINT, then: exit status 130, nothing mounted, no loop device left.
 local function interrupt_and_check(run, stage)
   assert(run.p:kill(2))
@@ -96,7 +67,7 @@ local function interrupt_and_check(run, stage)
 end
 
 describe("^C during ntt run", function()
-  local ok, why = can_run()
+  local ok, why = runs.can_run()
   if not ok then
     it("exits 130 and leaves nothing mounted", function() pending(why) end)
     return
@@ -111,7 +82,7 @@ describe("^C during ntt run", function()
   it("during enumerate exits 130 and leaves nothing mounted", function()
     local dir = helper.tmpdir("intr-enum")
     local files = {}
-    for i = 1, 50 do files[("d%d/f%d"):format(i % 5, i)] = ("%s enum %d\n"):format(tag, i) end
+    for i = 1, 50 do files[("d%d/f%d"):format(i % 5, i)] = ("%s enum %d\n"):format(runs.tag, i) end
     local img = images.ext(dir .. "/enum.img", { size_mb = 8, files = files })
     local pol = policy(dir)
     -- Enumerate's first step that needs the inode table (or one of its
@@ -126,7 +97,7 @@ describe("^C during ntt run", function()
     finally(function() if run.p:wait(0) == nil then run.p:kill(9); run.p:wait(10) end end)
     local other = assert(pg.connect(assert(helper.db_url())))
     finally(function() other:close() end)
-    local waiting = wait_for(function()
+    local waiting = runs.wait_for(function()
       local r = other:exec([[SELECT count(*) AS n FROM pg_stat_activity
                               WHERE wait_event_type = 'Lock' AND datname = current_database()]])
       return r and r[1].n > 0
@@ -149,22 +120,15 @@ describe("^C during ntt run", function()
 
   it("during copy exits 130 and leaves nothing mounted", function()
     local dir = helper.tmpdir("intr-copy")
-    local files = {}
-    for d = 1, 20 do
-      for f = 1, 100 do files[("d%02d/f%03d"):format(d, f)] = ("%s copy %d %d "):format(tag, d, f):rep(100) end
-    end
+    local files = runs.many_files("copy", 100)
     local img = images.ext(dir .. "/copy.img", { size_mb = 64, files = files })
     -- fsync per file and one thread: slow enough to be caught mid-copy
     local pol = policy(dir, "{ copy = { batch = 20, threads = 1, durability = 'fsync' } }")
     local h = medium_of(img)
     local run = start(dir, pol, img)
     finally(function() if run.p:wait(0) == nil then run.p:kill(9); run.p:wait(10) end end)
-    local function copied()
-      local okq, r = pcall(conn.exec, conn,
-                           ("SELECT count(*) AS n FROM inode_p_%s WHERE state = 'copied'"):format(h))
-      return okq and r and r[1].n or 0
-    end
-    assert.is_true(wait_for(function() return copied() >= 100 end), "the copy never got going: " .. read(run.errf))
+    local function copied() return runs.copied(conn, h) or 0 end
+    assert.is_true(runs.wait_for(function() return copied() >= 100 end), "the copy never got going: " .. read(run.errf))
     interrupt_and_check(run, "copy")
     assert.is_true(copied() < 2000, "the copy was over before the signal")
   end)

@@ -5,42 +5,15 @@
 local helper = require "spec.support.helper"
 local images = require "spec.support.images"
 local cmedia = require "ntt.core.media"
-local util = require "ntt.core.util"
+local mh = require "spec.support.mounthelper"
 
 local MiB = images.MiB
 
-local function exists(p)
-  local f = io.open(p, "rb")
-  if f then f:close() return true end
-  return false
-end
-
-local function skip_reason()
-  if not helper.is_root() then return "the mount helper needs root" end
-  if not exists("/dev/loop-control") then return "no /dev/loop-control" end
-  if not exists("/dev/fuse") then return "no /dev/fuse" end
-  if not exists(helper.build .. "/ntt-mount-helper") then return "ntt-mount-helper not built" end
-  return nil
-end
-
 describe("one layout probe for inspect and the mount helper", function()
-  local why = skip_reason()
-  if why then
-    it("runs", function() pending(why) end)
-    return
-  end
-
-  local HELPER = helper.sh({ "realpath", helper.build .. "/ntt-mount-helper" }).stdout:gsub("%s+$", "")
-  local base = helper.tmpdir("mnt")
-  local work = helper.tmpdir("layout")
-  local saved = { NTT_MOUNT_ROOT = os.getenv("NTT_MOUNT_ROOT"), NTT_MOUNT_HELPER = os.getenv("NTT_MOUNT_HELPER") }
-  util.setenv("NTT_MOUNT_ROOT", base)
-  util.setenv("NTT_MOUNT_HELPER", HELPER)
-  teardown(function()
-    for k, v in pairs(saved) do util.setenv(k, v) end
-  end)
-  local mount = require "ntt.mount"
-  local seq = 0
+  -- for this file's specs only: later spec files see the defaults again
+  local t, why = mh.setup("layout", teardown)
+  if not t then it("runs", function() pending(why) end) return end
+  local work = t.work
 
   -- { fs_index, offset, size, fstype } per entry, in fs_index order.
   local function rows(list)
@@ -54,11 +27,7 @@ describe("one layout probe for inspect and the mount helper", function()
 
   -- Both views of img; the helper's through a real mount, undone at the end.
   local function both(img)
-    seq = seq + 1
-    local h = ("%016x%04x"):format(util.pid(), 0x1000 + seq)
-    finally(function() mount.unmount(h, img) end)
-    local res, err = mount.mount(h, img)
-    assert.is_table(res, err)
+    local res = t.mounted(finally, t.new_hash(), img)
     local p = assert(cmedia.probe(img))
     return p, res
   end

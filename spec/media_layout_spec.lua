@@ -2,19 +2,18 @@
 -- libblkid probe and FIEMAP, ntt.media's damage and inspect, on images built
 -- here.  Reading a medium's bytes: media_spec.lua.
 local helper = require "spec.support.helper"
-local img = require "spec.support.mediaimg"
+local mediaimg = require "spec.support.mediaimg"
 local cmedia = require "ntt.core.media"
 local media = require "ntt.media"
 local mapfile = require "ntt.mapfile"
 
-local MIB = img.MIB
-local have, pattern, mkext4, place = img.have, img.pattern, img.mkext4, img.place
+local MIB = mediaimg.MIB
 
 describe("media.probe", function()
   local dir, ext4
   setup(function()
     dir = helper.tmpdir("probe")
-    ext4 = mkext4(dir, "e.img", 8 * MIB, { ["a.txt"] = "hello\n" }, "EXTL")
+    ext4 = mediaimg.mkext4(dir, "e.img", 8 * MIB, { ["a.txt"] = "hello\n" }, "EXTL")
   end)
 
   it("finds a whole-disk ext4 as fs_index 0", function()
@@ -41,7 +40,7 @@ describe("media.probe", function()
     assert.equal(0, p.partitions[1].offset)
     local zip = dir .. "/zip.img"
     helper.sh { "truncate", "-s", "2M", zip }
-    place(fat, zip, 16384)
+    mediaimg.place(fat, zip, 16384)
     p = assert(cmedia.probe(zip))
     assert.is_nil(p.fstype)
     assert.is_nil(p.pttype)
@@ -57,13 +56,13 @@ describe("media.probe", function()
     local img = dir .. "/" .. name
     helper.sh { "truncate", "-s", tostring(size), img }
     helper.sh({ "sfdisk", "-q", img }, { input = "label: dos\n2048,16384,83\n18432,16384,83\n" })
-    place(ext4, img, 2048 * 512)
-    place(ext4, img, 18432 * 512)
+    mediaimg.place(ext4, img, 2048 * 512)
+    mediaimg.place(ext4, img, 18432 * 512)
     return img
   end
 
   it("reads an MBR table and probes both partitions in place", function()
-    if not have("sfdisk") then return pending("sfdisk not installed (Debian package fdisk)") end
+    if not mediaimg.have("sfdisk") then return pending("sfdisk not installed (Debian package fdisk)") end
     local p = assert(cmedia.probe(mbr("m.img", 20 * MIB)))
     assert.equal("dos", p.pttype)
     assert.is_nil(p.fstype)
@@ -81,7 +80,7 @@ describe("media.probe", function()
   end)
 
   it("marks a partition that extends beyond the end of a truncated image", function()
-    if not have("sfdisk") then return pending("sfdisk not installed (Debian package fdisk)") end
+    if not mediaimg.have("sfdisk") then return pending("sfdisk not installed (Debian package fdisk)") end
     local img = mbr("t.img", 20 * MIB)
     helper.sh { "truncate", "-s", tostring(12 * MIB), img }
     local p = assert(cmedia.probe(img))
@@ -97,11 +96,11 @@ describe("media.probe", function()
   end)
 
   it("reads a GPT table", function()
-    if not have("sfdisk") then return pending("sfdisk not installed (Debian package fdisk)") end
+    if not mediaimg.have("sfdisk") then return pending("sfdisk not installed (Debian package fdisk)") end
     local img = dir .. "/g.img"
     helper.sh { "truncate", "-s", "20M", img }
     helper.sh({ "sfdisk", "-q", img }, { input = "label: gpt\n2048,16384,L\n" })
-    place(ext4, img, 2048 * 512)
+    mediaimg.place(ext4, img, 2048 * 512)
     local p = assert(cmedia.probe(img))
     assert.equal("gpt", p.pttype)
     assert.matches("^%x+%-", p.ptuuid)
@@ -113,7 +112,7 @@ describe("media.probe", function()
   end)
 
   it("probes a region of an image and reports offsets in the file", function()
-    if not have("sfdisk") then return pending("sfdisk not installed (Debian package fdisk)") end
+    if not mediaimg.have("sfdisk") then return pending("sfdisk not installed (Debian package fdisk)") end
     local p = assert(cmedia.probe(dir .. "/m.img", { offset = 18432 * 512, size = 8 * MIB }))
     assert.equal("ext4", p.fstype)
     assert.equal(18432 * 512, p.partitions[1].offset)
@@ -142,7 +141,7 @@ describe("media.probe", function()
   end)
 
   it("finds nothing in random bytes and fails on a missing file", function()
-    helper.write(dir .. "/rand.img", pattern(MIB, 5))
+    helper.write(dir .. "/rand.img", mediaimg.pattern(MIB, 5))
     local p = assert(cmedia.probe(dir .. "/rand.img"))
     assert.is_nil(p.fstype)
     assert.is_nil(p.pttype)
@@ -159,8 +158,8 @@ describe("media.fiemap and media.damage", function()
 
   it("maps a file on a loop-mounted ext4 to image offsets that hold its bytes", function()
     if not helper.is_root() then return pending("needs root for losetup and mount") end
-    local data = pattern(300000, 9)
-    local img = mkext4(dir, "e.img", 16 * MIB, { ["big.bin"] = data, ["small.txt"] = "tiny\n" })
+    local data = mediaimg.pattern(300000, 9)
+    local img = mediaimg.mkext4(dir, "e.img", 16 * MIB, { ["big.bin"] = data, ["small.txt"] = "tiny\n" })
     local loop = helper.sh({ "losetup", "-r", "-f", "--show", img }).stdout:gsub("%s+$", "")
     local mnt = dir .. "/mnt"
     helper.sh { "mkdir", "-p", mnt }
@@ -199,8 +198,8 @@ describe("media.fiemap and media.damage", function()
     if shm then shm:write("data"); shm:close(); targets[#targets + 1] = "/dev/shm/ntt-fiemap-spec" end
     finally(function() os.remove("/dev/shm/ntt-fiemap-spec") end)
     local fuse_mnt
-    if helper.is_root() and have("fuse2fs") then
-      local img = mkext4(dir, "fuse.img", 8 * MIB, { ["f.txt"] = "fuse data\n" })
+    if helper.is_root() and mediaimg.have("fuse2fs") then
+      local img = mediaimg.mkext4(dir, "fuse.img", 8 * MIB, { ["f.txt"] = "fuse data\n" })
       fuse_mnt = dir .. "/fmnt"
       helper.sh { "mkdir", "-p", fuse_mnt }
       if helper.sh({ "fuse2fs", "-o", "ro", img, fuse_mnt }, { may_fail = true }).code == 0 then
@@ -309,7 +308,7 @@ describe("media.inspect", function()
 
   it("records a bad boot sector, a failed rescue and a map longer than the image", function()
     local img = dir .. "/bad.img"
-    helper.write(img, pattern(8192, 3))
+    helper.write(img, mediaimg.pattern(8192, 3))
     helper.write(dir .. "/bad.map", "0 -\n0 1024 -\n1024 1024 +\n2048 14336 ?\n")
     local r = media.inspect(ident(img, dir .. "/bad.map"), { health = { incomplete = 99, corrupt = 50 } })
     assert.is_true(r.boot_sector_bad)
@@ -320,7 +319,7 @@ describe("media.inspect", function()
   end)
 
   it("records an invalid mapfile as a problem and still probes", function()
-    local img = mkext4(dir, "ok.img", 4 * MIB, { ["x"] = "x" })
+    local img = mediaimg.mkext4(dir, "ok.img", 4 * MIB, { ["x"] = "x" })
     helper.write(dir .. "/ok.map", "0 +\nnonsense\n")
     local r = media.inspect(ident(img, dir .. "/ok.map"))
     assert.same({ "mapfile_invalid" }, kinds(r))

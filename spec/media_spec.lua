@@ -3,20 +3,19 @@
 -- here.  What is on a medium and where (probe, FIEMAP, inspect):
 -- media_layout_spec.lua.
 local helper = require "spec.support.helper"
-local img = require "spec.support.mediaimg"
+local mediaimg = require "spec.support.mediaimg"
 local cmedia = require "ntt.core.media"
 local media = require "ntt.media"
 local proc = require "ntt.core.proc"
 
-local MIB = img.MIB
-local have, pattern, mkext4, place = img.have, img.pattern, img.mkext4, img.place
+local MIB = mediaimg.MIB
 
 describe("media.read_regions", function()
   local dir
   setup(function() dir = helper.tmpdir("regions") end)
 
   it("returns head and tail of a small file, each the whole file", function()
-    local data = pattern(3000)
+    local data = mediaimg.pattern(3000)
     helper.write(dir .. "/small", data)
     local head, tail, size, bad = cmedia.read_regions(dir .. "/small", MIB, MIB)
     assert.equal(data, head)
@@ -29,13 +28,13 @@ describe("media.read_regions", function()
   end)
 
   it("returns the first and last MiB of a larger file and all of a file under 1 MiB", function()
-    local data = pattern(3 * MIB + 123, 11)
+    local data = mediaimg.pattern(3 * MIB + 123, 11)
     helper.write(dir .. "/big", data)
     local head, tail, size = cmedia.read_regions(dir .. "/big", MIB, MIB)
     assert.equal(#data, size)
     assert.is_true(head == data:sub(1, MIB))
     assert.is_true(tail == data:sub(-MIB))
-    local under = pattern(700 * 1024, 3)
+    local under = mediaimg.pattern(700 * 1024, 3)
     helper.write(dir .. "/under", under)
     head, tail, size = cmedia.read_regions(dir .. "/under", MIB, MIB)
     assert.equal(700 * 1024, size)
@@ -99,7 +98,7 @@ int main(int argc, char **argv)
 local faulty_bin
 local function faulty(dir, size, bad_lo, bad_len)
   if not helper.is_root() then return nil, "needs root to mount FUSE" end
-  if not have("cc") or not have("pkg-config") then return nil, "no C compiler" end
+  if not mediaimg.have("cc") or not mediaimg.have("pkg-config") then return nil, "no C compiler" end
   if not faulty_bin then
     helper.write(dir .. "/faulty.c", FAULTY_C)
     local flags = helper.sh({ "pkg-config", "--cflags", "--libs", "fuse3" }, { may_fail = true })
@@ -249,7 +248,7 @@ end)
 describe("ntt.core.media resources", function()
   it("closes every file descriptor on success and failure paths", function()
     local dir = helper.tmpdir("fds")
-    local img = mkext4(dir, "e.img", 4 * MIB, { ["x"] = "x" })
+    local img = mediaimg.mkext4(dir, "e.img", 4 * MIB, { ["x"] = "x" })
     -- Only descriptors on what the probes touched count: other specs'
     -- connections and files may close (by GC) or open meanwhile.
     local function fds()

@@ -13,30 +13,14 @@ local util = require "ntt.core.util"
 local MiB = images.MiB
 
 describe("ntt-mount-helper at its edges", function()
-  local why = mh.skip_reason()
-  if why then
-    it("runs", function() pending(why) end)
-    return
-  end
-
   -- for this file's specs only: later spec files see the defaults again
-  local t = mh.open("mhe")
-  teardown(t.restore)
+  local t, why = mh.setup("mhe", teardown)
+  if not t then it("runs", function() pending(why) end) return end
   local HELPER, base, work = t.HELPER, t.base, t.work
-  local new_hash, raw, mounts, loops_of, fs, read =
-    t.new_hash, t.raw, t.mounts, t.loops_of, t.fs, t.read
+  local new_hash, raw, mounts, loops_of, fs, read, mounted =
+    t.new_hash, t.raw, t.mounts, t.loops_of, t.fs, t.read, t.mounted
   local mount = require "ntt.mount"
 
-  -- mount.mount that always unmounts when the test ends, however it ends.
-  local function mounted(hash, image, opts)
-    finally(function()
-      mount.unmount(hash, image)
-      assert.are.same({}, loops_of(image), "loops left for " .. image)
-    end)
-    local res, err = mount.mount(hash, image, opts)
-    assert.is_table(res, err)
-    return res
-  end
 
   it("mounts a partition table whose last partition lies beyond the image end", function()
     local p1 = images.ext(work .. "/tp1.fs", { size_mb = 4, files = { ["ok.txt"] = "ok\n" } })
@@ -44,7 +28,7 @@ describe("ntt-mount-helper at its edges", function()
       parts = { { start_mb = 1, size_mb = 4, image = p1 }, { start_mb = 8, size_mb = 4 } } })
     images.truncate(img, 6 * MiB)
     local h = new_hash()
-    local res = mounted(h, img)
+    local res = mounted(finally, h, img)
     assert.are.equal("mounted", fs(res, 1).status)
     assert.are.equal("truncated", fs(res, 2).status)
     assert.matches("beyond the end", fs(res, 2).reason)
@@ -58,7 +42,7 @@ describe("ntt-mount-helper at its edges", function()
     for i = 1, 65536 do bytes[i] = string.char((i * 7919 + 13) % 251) end
     helper.write(img, table.concat(bytes))
     local h = new_hash()
-    local res = mounted(h, img)
+    local res = mounted(finally, h, img)
     assert.are.equal("none", res.layout)
     assert.are.equal(1, res.exit)
     assert.are.equal("skipped", res.filesystems[1].status)
@@ -72,7 +56,7 @@ describe("ntt-mount-helper at its edges", function()
     local img = images.ext(work .. "/unsupported.img", { files = { ["u"] = "u\n" } })
     helper.sh { "debugfs", "-w", "-R", "ssv feature_incompat 0x10002c2", img }
     local h = new_hash()
-    local res = mounted(h, img)
+    local res = mounted(finally, h, img)
     local e = fs(res, 0)
     assert.are.equal("failed", e.status)
     assert.are.equal(1, res.exit)
@@ -144,7 +128,7 @@ describe("ntt-mount-helper at its edges", function()
   it("unmount detaches every loop device backed by the image, also stray ones", function()
     local img = images.ext(work .. "/stray.img", { files = { ["f"] = "f\n" } })
     local h = new_hash()
-    local res = mounted(h, img)
+    local res = mounted(finally, h, img)
     assert.are.equal("mounted", fs(res, 0).status)
     helper.sh { "losetup", "-f", "-r", img }     -- a leftover from some other run
     assert.are.equal(2, #loops_of(img))
@@ -157,7 +141,7 @@ describe("ntt-mount-helper at its edges", function()
   it("cleanup detaches its own loops whose image was deleted", function()
     local img = images.ext(work .. "/gone.img", { files = { ["f"] = "f\n" } })
     local h = new_hash()
-    local res = mounted(h, img)
+    local res = mounted(finally, h, img)
     local dev = fs(res, 0).device
     os.remove(img)
     local c = assert(mount.cleanup())

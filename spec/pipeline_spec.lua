@@ -7,25 +7,10 @@ local util = require "ntt.core.util"
 local hash = require "ntt.core.hash"
 local json = require "ntt.json"
 local pg = require "ntt.core.pg"
+local runs = require "spec.support.runs"
 
 local MiB = images.MiB
-
-local function can_run()
-  if not helper.is_root() then return nil, "needs root (loop devices, mounts)" end
-  if not io.open("/dev/loop-control") then return nil, "no /dev/loop-control" end
-  if not io.open("/dev/fuse") then return nil, "no /dev/fuse" end
-  if not helper.db_url() then return nil, "no test database" end
-  return true
-end
-
--- A unique payload so every spec's media get their own hashes.
-local tag = ("%d-%d"):format(util.pid(), math.floor(util.now() * 1000))
-
-local function policy(dir, overrides)
-  local path = dir .. "/policy.lua"
-  helper.write(path, 'local ntt = require "ntt"\nreturn ntt.policy.extend("default", ' .. (overrides or "{}") .. ")\n")
-  return path
-end
+local tag, policy, medium_of, many_files = runs.tag, runs.policy, runs.medium_of, runs.many_files
 
 local function run(home, argv, opts)
   opts = opts or {}
@@ -44,11 +29,6 @@ local function db()
   return conn
 end
 
-local function medium_of(image)
-  local r = assert(proc.run { argv = { helper.ntt, "identify", "--json", image }, timeout = 60 })
-  return assert(json.decode((r.stdout:match("[^\n]+")))).hash
-end
-
 local function inodes(h)
   local name = h:len() <= 55 and ("inode_p_" .. h) or nil
   return assert(db():exec(("SELECT ino, fs_index, state::text AS state, reason, blobid, size, attempts, errors::text AS errors, damage::text AS damage FROM %s ORDER BY fs_index, ino"):format(name)))
@@ -61,32 +41,6 @@ end
 local function problems(h)
   local r = assert(db():exec("SELECT problems::text AS p, copy_done::text AS copy_done, enum_done::text AS enum_done FROM medium WHERE medium_hash = $1", h))
   return json.decode(r[1].p), r[1]
-end
-
--- Rows of medium h copied so far (nil while it has no partition yet).
-local function copied(h)
-  local ok, rows = pcall(db().exec, db(), ("SELECT count(*) AS n FROM inode_p_%s WHERE state = 'copied'"):format(h))
-  return ok and rows and rows[1].n or nil
-end
-
--- Waits (up to 60 s) until at least n rows of h are copied: the count seen, or nil.
-local function wait_copied(h, n)
-  local deadline = util.monotonic() + 60
-  while util.monotonic() < deadline do
-    local c = copied(h)
-    if c and c >= n then return c end
-    util.sleep(0.02)
-  end
-  return nil
-end
-
--- 2000 files in 20 directories, each its own content (label, reps).
-local function many_files(label, reps)
-  local files = {}
-  for d = 1, 20 do
-    for f = 1, 100 do files[("d%02d/f%03d"):format(d, f)] = ("%s %s %d %d "):format(tag, label, d, f):rep(reps) end
-  end
-  return files
 end
 
 -- The data blocks of file /name in an ext image, in file order (debugfs).
@@ -110,7 +64,7 @@ local function check_store(home)
 end
 
 describe("ntt run", function()
-  local ok, why = can_run()
+  local ok, why = runs.can_run { fuse = true }
   if not ok then
     it("runs the pipeline end to end", function() pending(why) end)
     return
@@ -347,11 +301,11 @@ describe("ntt run", function()
     local p = assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = { NTT_HOME = home },
                                   stdout = "null", stderr = "null" })
     local h = medium_of(img)
-    wait_copied(h, 100)
+    runs.wait_copied(db(), h, 100)
     p:kill(9)
     p:wait()
     util.sleep(2.5)   -- the killed worker's lease runs out
-    local before = assert(copied(h))
+    local before = assert(runs.copied(db(), h))
     local r = run(home, { "--workers", "4", pol, img })
     assert.equal(0, r.code, r.stderr .. r.stdout)
     local rows = inodes(h)
@@ -382,10 +336,7 @@ describe("ntt run", function()
 
   it("hands a dead worker's claims back at once instead of waiting out its lease", function()
     local dir = helper.tmpdir("dead")
-    local files = {}
-    for d = 1, 10 do
-      for f = 1, 100 do files[("d%02d/f%03d"):format(d, f)] = ("%s dead %d %d "):format(tag, d, f):rep(300) end
-    end
+    local files = many_files("dead", 300, 10)
     local img = images.ext(dir .. "/dead.img", { size_mb = 64, files = files })
     local home = dir .. "/home"
     local pol = policy(dir, "{ workers = 2, copy = { batch = 50, lease = 600, durability = 'fsync', threads = 1 } }")
@@ -478,7 +429,7 @@ describe("ntt run", function()
                                   stdout = "null", stderr = "null" })
     -- Once the copy is under way (and far from done), unmount the medium's
     -- filesystem from another process, as an operator or a dying driver would.
-    local copied_then = wait_copied(h, 100)
+    local copied_then = runs.wait_copied(db(), h, 100)
     assert.truthy(copied_then, "the copy never got going")
     assert.is_true(copied_then < 2000, "the copy was over before the mount could be taken away")
     local unmounted = 0

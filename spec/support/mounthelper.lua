@@ -3,13 +3,23 @@
 -- looking at mounts and loop devices from outside.
 --
 --   mh.skip_reason()   -> nil, or why the helper specs cannot run
+--   mh.setup(tag, teardown) -> in a describe block: nil and skip_reason()
+--                         when the specs cannot run, else mh.open(tag) for
+--                         this block's specs only (t.restore handed to
+--                         busted's teardown)
 --   mh.open(tag)       -> t: t.HELPER, t.base (mount root), t.work (images),
 --                         t.restore() (the environment as before), and
 --                         t.new_hash(), t.raw(args [, {env=, user=}]) -> r, obj,
 --                         t.mounts([prefix]), t.loops_of(image),
 --                         t.check_options(prefix), t.fs(res, fs_index),
 --                         t.read(path), t.read_as_nobody(path),
---                         t.kmsg_mark(), t.kmsg_since(tag)
+--                         t.kmsg_mark(), t.kmsg_since(tag),
+--                         t.mounted(finally, hash, image [, opts]) -> the
+--                         result of a mount.mount that must succeed, with an
+--                         unmount (and a check that no loop device is left)
+--                         handed to the test's finally (busted's, which
+--                         exists only inside an it): it runs however the
+--                         test ends
 local helper = require "spec.support.helper"
 local json = require "ntt.json"
 local proc = require "ntt.core.proc"
@@ -126,6 +136,25 @@ function M.open(tag)
     local at = out:find(mark, 1, true)
     return at and out:sub(at) or ""
   end
+
+  function t.mounted(finally, hash, image, opts)
+    local mount = require "ntt.mount"
+    finally(function()
+      mount.unmount(hash, image)
+      assert.are.same({}, t.loops_of(image), "loops left for " .. image)
+    end)
+    local res, err = mount.mount(hash, image, opts)
+    assert.is_table(res, err)
+    return res
+  end
+  return t
+end
+
+function M.setup(tag, teardown)
+  local why = M.skip_reason()
+  if why then return nil, why end
+  local t = M.open(tag)
+  teardown(t.restore)
   return t
 end
 

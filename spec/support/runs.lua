@@ -1,0 +1,76 @@
+-- spec/support/runs.lua: what the specs that drive `ntt run` end to end
+-- share: whether they can run here, a policy file, a medium's hash, many
+-- files to copy, and watching a copy from the database.
+--
+--   runs.can_run([{fuse = true}]) -> true, or nil and why not (root, loop
+--                                    devices, a test database; /dev/fuse too)
+--   runs.tag                      a unique payload: each spec's media hash apart
+--   runs.policy(dir [, overrides]) -> path of dir/policy.lua extending "default"
+--                                    with the Lua table text overrides
+--   runs.medium_of(image)         -> the medium hash `ntt identify` gives image
+--   runs.many_files(label, reps [, dirs, per]) -> dirs (20) directories of
+--                                    per (100) files, each its own content
+--   runs.copied(conn, h)          -> rows of medium h copied, or nil while it
+--                                    has no partition
+--   runs.wait_for(ok)             -> true once ok() is, false after 60 s
+--   runs.wait_copied(conn, h, n)  -> the count once n rows of h are copied,
+--                                    nil after 60 s
+local helper = require "spec.support.helper"
+local proc = require "ntt.core.proc"
+local util = require "ntt.core.util"
+local json = require "ntt.json"
+
+local M = {}
+
+function M.can_run(opts)
+  if not helper.is_root() then return nil, "needs root (loop devices, mounts)" end
+  if not io.open("/dev/loop-control") then return nil, "no /dev/loop-control" end
+  if opts and opts.fuse and not io.open("/dev/fuse") then return nil, "no /dev/fuse" end
+  if not helper.db_url() then return nil, "no test database" end
+  return true
+end
+
+M.tag = ("%d-%d"):format(util.pid(), math.floor(util.now() * 1000))
+
+function M.policy(dir, overrides)
+  local path = dir .. "/policy.lua"
+  helper.write(path, 'local ntt = require "ntt"\nreturn ntt.policy.extend("default", ' .. (overrides or "{}") .. ")\n")
+  return path
+end
+
+function M.medium_of(image)
+  local r = assert(proc.run { argv = { helper.ntt, "identify", "--json", image }, timeout = 60 })
+  return assert(json.decode((r.stdout:match("[^\n]+")))).hash
+end
+
+function M.many_files(label, reps, dirs, per)
+  local files = {}
+  for d = 1, dirs or 20 do
+    for f = 1, per or 100 do
+      files[("d%02d/f%03d"):format(d, f)] = ("%s %s %d %d "):format(M.tag, label, d, f):rep(reps)
+    end
+  end
+  return files
+end
+
+function M.copied(conn, h)
+  local ok, rows = pcall(conn.exec, conn, ("SELECT count(*) AS n FROM inode_p_%s WHERE state = 'copied'"):format(h))
+  return ok and rows and rows[1].n or nil
+end
+
+function M.wait_for(ok)
+  local deadline = util.monotonic() + 60
+  while util.monotonic() < deadline do
+    if ok() then return true end
+    util.sleep(0.02)
+  end
+  return false
+end
+
+function M.wait_copied(conn, h, n)
+  local c
+  if M.wait_for(function() c = M.copied(conn, h); return c and c >= n end) then return c end
+  return nil
+end
+
+return M
