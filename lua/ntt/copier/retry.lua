@@ -7,7 +7,8 @@
 --     o = { rows=ntt.copier.rows, policy=, log=, medium=, worker=, roots={fs_index -> root},
 --           devices={ "loop3", ... }, remount=function() -> roots | nil, msg }
 --   d:settle(failed, final, recopy) -> true | nil, msg, code
---     failed: items { fs_index=, ino=, attempts=, root=, path=, res={err=, msg=, offset=} }
+--     failed: items { fs_index=, ino=, attempts=, root=, path=,
+--             res={err=, errno=, phase=, msg=, offset=} } (the engine's failure fields)
 --     final:  the batch's results; each decided file gets its entry there
 --     recopy(items) -> the items that failed again (each with its new res)
 --     Retries until every file is decided or ^C (the undecided then go back
