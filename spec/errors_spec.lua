@@ -3,9 +3,7 @@
 -- `return nil, X` whose statement ends after X, i.e. a failure with a
 -- message and no code.  The only ones allowed are the schema validators
 -- listed in SCHEMA_VALIDATORS.
-local fs = require "ntt.core.fs"
-
-local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$") or "."
+local luasrc = require "spec.support.luasrc"
 
 -- Functions that return (nil, reason) to the policy schema checker
 -- (lua/ntt/schema.lua), which turns the reason into the policy's error
@@ -34,14 +32,7 @@ local function tokens(text)
     if c == "\n" then line = line + 1; i = i + 1
     elseif c:match("%s") then i = i + 1
     elseif text:sub(i, i + 1) == "--" then
-      local eq = text:match("^%-%-%[(=*)%[", i)
-      local stop
-      if eq then
-        local _, e = text:find("]" .. eq .. "]", i, true)
-        stop = e or n
-      else
-        stop = (text:find("\n", i, true) or n + 1) - 1
-      end
+      local stop = luasrc.comment_end(text, i)
       local _, breaks = text:sub(i, stop):gsub("\n", "")
       line = line + breaks
       i = stop + 1
@@ -133,26 +124,6 @@ local function scan(text)
   return found
 end
 
-local function lua_files(dir, out)
-  for _, name in ipairs(assert(fs.readdir(ROOT .. "/" .. dir))) do
-    local path = dir .. "/" .. name
-    local st = assert(fs.stat(ROOT .. "/" .. path, true))
-    if st.type == "directory" then
-      if name ~= "migrations" then lua_files(path, out) end
-    elseif name:match("%.lua$") then
-      out[#out + 1] = path
-    end
-  end
-  return out
-end
-
-local function read(path)
-  local f = assert(io.open(ROOT .. "/" .. path, "rb"))
-  local text = f:read("a")
-  f:close()
-  return text
-end
-
 describe("errors: every expected failure carries a code", function()
   it("the scan finds `return nil, X` without a code, and only that", function()
     local text = table.concat({
@@ -189,11 +160,11 @@ describe("errors: every expected failure carries a code", function()
   end)
 
   it("holds for every Lua module under lua/ntt (schema validators aside)", function()
-    local files = lua_files("lua/ntt", {})
+    local files = luasrc.files("lua/ntt", { migrations = true })
     assert.is_true(#files > 30)
     local bad, used = {}, {}
     for _, path in ipairs(files) do
-      for _, f in ipairs(scan(read(path))) do
+      for _, f in ipairs(scan(luasrc.read(path))) do
         local key = path .. ":" .. f.fn
         if SCHEMA_VALIDATORS[key] then
           used[key] = true

@@ -2,9 +2,7 @@
 -- filesystem primitive (ntt.core.fs has them all), and no module reaches
 -- for a shell at all (io.popen, os.execute).  `make lint` greps for the
 -- same on single lines; this check also sees an argv spread over lines.
-local fs = require "ntt.core.fs"
-
-local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$") or "."
+local luasrc = require "spec.support.luasrc"
 
 -- Programs that only do what ntt.core.fs does in-process.
 local PRIMITIVES = {}
@@ -20,14 +18,7 @@ local function code_only(text)
   while i <= n do
     local c = text:sub(i, i)
     if c == "-" and text:sub(i, i + 1) == "--" then
-      local eq = text:match("^%-%-%[(=*)%[", i)
-      local stop
-      if eq then
-        local _, e = text:find("]" .. eq .. "]", i, true)
-        stop = e or n
-      else
-        stop = (text:find("\n", i, true) or n + 1) - 1
-      end
+      local stop = luasrc.comment_end(text, i)
       out[#out + 1] = text:sub(i, stop):gsub("[^\n]", " ")
       i = stop + 1
     elseif c == '"' or c == "'" then
@@ -91,16 +82,6 @@ local function check(name, text)
   return list
 end
 
-local function lua_files(dir, out)
-  for _, name in ipairs(assert(fs.readdir(ROOT .. "/" .. dir))) do
-    local path = dir .. "/" .. name
-    local st = assert(fs.stat(ROOT .. "/" .. path, true))
-    if st.type == "directory" then lua_files(path, out)
-    elseif name:match("%.lua$") then out[#out + 1] = path end
-  end
-  return out
-end
-
 describe("lint: no process for a filesystem primitive", function()
   it("finds shells and primitive programs, and names file:line", function()
     local text = table.concat({
@@ -129,13 +110,11 @@ describe("lint: no process for a filesystem primitive", function()
   end)
 
   it("holds for every file under lua/ and policies/", function()
-    local files = lua_files("policies", lua_files("lua", {}))
+    local files = luasrc.files("policies", nil, luasrc.files("lua"))
     assert.is_true(#files > 20)
     local found = {}
     for _, path in ipairs(files) do
-      local f = assert(io.open(ROOT .. "/" .. path, "rb"))
-      local text = f:read("a")
-      f:close()
+      local text = luasrc.read(path)
       for _, line in ipairs(check(path, text)) do found[#found + 1] = line end
     end
     assert(#found == 0, "\n" .. table.concat(found, "\n"))
