@@ -30,13 +30,9 @@ local function commands()
 end
 
 local function load_cmd(name)
-  local ok, mod = pcall(require, "ntt.cmd." .. name:gsub("-", "_"))
-  if ok then return mod end
-  if not tostring(mod):find("no ntt module", 1, true)
-     and not tostring(mod):find("module 'ntt.cmd.", 1, true) then
-    error(mod, 0)
-  end
-  return nil
+  local mod = "ntt.cmd." .. name:gsub("-", "_")
+  if not require("ntt.modules").exists(mod) then return nil end
+  return require(mod)
 end
 
 function M.help(out)

@@ -14,14 +14,10 @@ local M = {}
 
 local function stage_impl(name)
   if type(name) == "function" then return { run = name }, "function" end
-  local ok, mod = pcall(require, "ntt.stage." .. name)
-  if not ok then
-    if tostring(mod):find("module 'ntt.stage." .. name .. "' not found", 1, true) then
-      return nil, ("stage '%s' is not available in this build of ntt"):format(name), "ENOSYS"
-    end
-    error(mod, 0)
+  if not require("ntt.modules").exists("ntt.stage." .. name) then
+    return nil, ("stage '%s' is not available in this build of ntt"):format(name), "ENOSYS"
   end
-  return mod, name
+  return require("ntt.stage." .. name), name
 end
 
 -- Check every stage exists before doing anything.

@@ -95,7 +95,13 @@ function D:diagnose(item, attempts, final)
   if action.kind == "skip" then
     final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.SKIPPED, reason = action.reason }
     self:event(item, attempts, checks, "skipped")
-    if action.reason:find("BEYOND_EOF", 1, true) then
+    -- A file skipped on the finding (not on the wording of the rule's reason)
+    -- counts towards the medium's beyond-EOF summary.
+    local beyond = false
+    for _, c in ipairs(checks) do
+      if c == "detected_beyond_eof" or c == "dmesg:beyond_eof" then beyond = true end
+    end
+    if beyond then
       local b = self.summary.beyond_eof or { first_ino = item.ino, skip_count = 0 }
       b.skip_count = b.skip_count + 1
       self.summary.beyond_eof = b
