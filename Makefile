@@ -45,8 +45,9 @@ NTT_HDR   := $(foreach d,$(SRC_DIRS),$(wildcard src/$(d)/*.h))
 NTT_OBJ   := $(patsubst src/%.c,$(B)/%.o,$(NTT_SRC)) $(B)/embed.o
 EMBEDDED  := $(sort $(shell find lua policies -type f \( -name '*.lua' -o -name '*.sql' \) 2>/dev/null))
 HELPER_SRC := $(wildcard src/mount-helper/*.c)
-# The layout probe is shared with ntt.core.media, so inspect and mount agree.
-HELPER_SHARED := $(B)/media/layout.o
+# The layout probe and the mapfile parser are shared with ntt.core.media and
+# ntt.core.mapfile, so inspect and mount agree on partitions and on maps.
+HELPER_SHARED := $(B)/media/layout.o $(B)/media/mapfile_parse.o
 
 # Debian packages ntt needs to build, test and run (make deps installs them).
 DEB_PACKAGES := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted libpq-dev \
@@ -77,7 +78,7 @@ $(B)/embed.o: $(B)/embed.c
 $(B)/ntt: $(NTT_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-$(B)/mount-helper/%.o: src/mount-helper/%.c $(wildcard src/mount-helper/*.h) src/media/layout.h | $(B)
+$(B)/mount-helper/%.o: src/mount-helper/%.c $(wildcard src/mount-helper/*.h) src/media/layout.h src/media/mapfile_parse.h | $(B)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(B)/ntt-mount-helper: $(patsubst src/mount-helper/%.c,$(B)/mount-helper/%.o,$(HELPER_SRC)) $(HELPER_SHARED)

@@ -4,20 +4,19 @@
 -- writes nothing into areas it could not read, so they hold zeros in the
 -- image: only the map tells a good zero from a missing one.
 --
---   mapfile.parse(text [, name]) -> Map | nil, "NAME:LINE: what is wrong", "EINVAL"
+--   mapfile.parse(text [, name]) -> Map | nil, "NAME: line N: what is wrong", "EINVAL"
 --   mapfile.read(path)           -> Map | nil, "path: strerror", errname
---                                      | nil, "path:LINE: what is wrong", "EINVAL"
+--                                      | nil, "path: line N: what is wrong", "EINVAL"
 --
--- Format: `#` at the start of a line or after blanks starts a comment; blank
--- lines are ignored.  The first other line is the status line
--- `current_pos current_status [current_pass]` (two fields up to ddrescue
--- 1.21, three since).  Then `pos size status` block lines.  Numbers are C
--- integer constants: decimal, hex `0x...`, octal with a leading `0`.
--- Block status: `+` rescued, `-` bad sector, `/` non-scraped,
--- `*` non-trimmed, `?` non-tried.  Blocks are in ascending order and do not
--- overlap; a gap between two blocks (or before the first) is non-tried, and
--- so is everything after the last block.  A block that starts before the
--- end of the previous one (overlap, or out of order) is an error.
+-- Parsing is ntt.core.mapfile's: the one C parser the mount helper uses
+-- too, so a map one rejects the other rejects with the same line number.
+-- Its rules (src/media/mapfile_parse.h, docs/media.md): comments `#`, the
+-- status line `current_pos current_status [current_pass]`, then
+-- `pos size status` block lines; numbers decimal or 0x-hex; block status
+-- `+` rescued, `-` bad sector, `/` non-scraped, `*` non-trimmed,
+-- `?` non-tried; blocks contiguous and non-overlapping.  The area before
+-- a first block that starts past 0 is non-tried (a block with gap=true),
+-- and so is everything after the last block.
 --
 -- Map fields and methods (offsets and sizes in bytes, integers):
 --   map.blocks          contiguous list of {pos=, size=, status=} from 0 to
@@ -32,6 +31,7 @@
 --   map:grade([thresholds], [total]) -> "ok"|"incomplete"|"corrupt"|"failed"
 --   map:boot_sector_bad([sector_size]) -> true when sector 0 is not all rescued
 local util = require "ntt.core.util"
+local cmap = require "ntt.core.mapfile"
 
 local M = {}
 
@@ -43,104 +43,15 @@ M.DEFAULT_THRESHOLDS = { incomplete = 90, corrupt = 20 }
 
 local BLOCK_STATUS = { ["+"] = "rescued", ["-"] = "bad sector", ["/"] = "non-scraped",
                        ["*"] = "non-trimmed", ["?"] = "non-tried" }
-local PHASE_STATUS = { ["?"] = true, ["*"] = true, ["/"] = true, ["-"] = true,
-                       ["F"] = true, ["G"] = true, ["+"] = true }
 M.STATUS = BLOCK_STATUS
-
--- A C integer constant -> non-negative integer, or nil.  Bounded in length
--- so that nothing silently wraps past 2^63.
-local function number(s)
-  local hex = s:match("^0[xX](%x+)$")
-  if hex then
-    hex = hex:gsub("^0+", "")
-    if #hex > 15 then return nil end
-    return #hex == 0 and 0 or tonumber(hex, 16)
-  end
-  if s:match("^0[0-7]*$") then
-    local oct = s:gsub("^0+", "")
-    if #oct > 20 then return nil end
-    return #oct == 0 and 0 or tonumber(oct, 8)
-  end
-  if s:match("^[1-9]%d*$") and #s <= 18 then return tonumber(s, 10) end
-  return nil
-end
-M.number = number
-
-local function fields(line)
-  -- A comment starts with '#' at the line start or after whitespace.
-  if line:find("#", 1, true) then line = line:gsub("^#.*", ""):gsub("%s#.*", "") end
-  local a, b, c, d = line:match("^%s*(%S+)%s*(%S*)%s*(%S*)%s*(%S*)")
-  return a, b, c, d
-end
 
 function M.parse(text, name)
   if type(text) ~= "string" then error("mapfile.parse: text must be a string", 2) end
   name = name or "mapfile"
-  local function bad(lineno, fmt, ...)
-    return nil, ("%s:%d: " .. fmt):format(name, lineno, ...), "EINVAL"
-  end
-  local map = setmetatable({ blocks = {}, rescued_bytes = 0, name = name }, Map)
-  local blocks, nb = map.blocks, 0
-  local have_status, last_end = false, 0
-  local lineno, pos, len = 0, 1, #text
-  while pos <= len do
-    local nl = text:find("\n", pos, true) or len + 1
-    local line = text:sub(pos, nl - 1)
-    pos = nl + 1
-    lineno = lineno + 1
-    local a, b, c, d = fields(line)
-    if a then
-      if d ~= "" then return bad(lineno, "too many fields: %q", line) end
-      if not have_status then
-        local p = number(a)
-        if not p then return bad(lineno, "status line: bad current position %q", a) end
-        if not PHASE_STATUS[b] then
-          return bad(lineno, "status line: bad current status %q (expected one of ?*/-FG+)", b)
-        end
-        local pass
-        if c ~= "" then
-          pass = c:match("^[1-9]%d*$") and #c <= 9 and tonumber(c)
-          if not pass then return bad(lineno, "status line: bad pass %q (a positive decimal integer)", c) end
-        end
-        map.current_pos, map.current_status, map.pass = p, b, pass
-        have_status = true
-      else
-        if c == "" then return bad(lineno, "block line needs 'pos size status': %q", line) end
-        local p, s = number(a), number(b)
-        if not p then return bad(lineno, "bad block position %q", a) end
-        if not s then return bad(lineno, "bad block size %q", b) end
-        if not BLOCK_STATUS[c] then
-          return bad(lineno, "bad block status %q (expected one of +-/*?)", c)
-        end
-        if s == 0 and not (p == 0 and nb == 0) then
-          return bad(lineno, "block at %d has size 0", p)
-        end
-        if p < last_end then
-          return bad(lineno, "block at %d overlaps or precedes the previous block ending at %d",
-                     p, last_end)
-        end
-        if p > last_end then   -- a gap: ddrescue reads it as non-tried
-          nb = nb + 1
-          blocks[nb] = { pos = last_end, size = p - last_end, status = "?", gap = true }
-        end
-        if s > 0 then
-          local prev = blocks[nb]
-          if prev and prev.status == c and not prev.gap then
-            prev.size = prev.size + s      -- adjacent blocks of one status: one block
-          else
-            nb = nb + 1
-            blocks[nb] = { pos = p, size = s, status = c }
-          end
-          if c == "+" then map.rescued_bytes = map.rescued_bytes + s end
-          last_end = p + s
-          if last_end > math.maxinteger // 2 then return bad(lineno, "block at %d is too large", p) end
-        end
-      end
-    end
-  end
-  if not have_status then return bad(lineno, "no status line (not a ddrescue mapfile?)") end
-  map.size = last_end
-  return map
+  local map, err, code = cmap.parse(text)
+  if not map then return nil, ("%s: %s"):format(name, err), code end
+  map.name = name
+  return setmetatable(map, Map)
 end
 
 function M.read(path)

@@ -10,7 +10,7 @@
 #include <sys/types.h>
 
 /* Exit codes (documented in docs/mount-helper.md). */
-enum { MH_OK = 0, MH_PARTIAL = 1, MH_USAGE = 2, MH_DENIED = 3, MH_INTERNAL = 4 };
+enum { MH_OK = 0, MH_PARTIAL = 1, MH_USAGE = 2, MH_DENIED = 3, MH_INTERNAL = 4, MH_REFUSED = 5 };
 
 /* Paths are built with snprintf into MH_PATH buffers.  Inputs are bounded
  * before use (base <= 200 bytes, hash <= 64, image < MH_PATH - 16), so the
@@ -69,7 +69,7 @@ struct map {
 };
 
 /* mapfile.c */
-int map_load(const char *path, struct map *m, char *err, size_t errlen);
+int map_load_fd(int fd, const char *path, struct map *m, char *err, size_t errlen);
 void map_free(struct map *m);
 void map_clip(struct map *m, uint64_t limit);
 int map_readable(const struct map *m, uint64_t off, uint64_t len);

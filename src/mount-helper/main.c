@@ -15,7 +15,8 @@
  *
  * Prints one JSON object on stdout ({"error":..,"code":..} on failure, with
  * a message on stderr).  Exit: 0 ok, 1 nothing mountable / partial,
- * 2 bad arguments, 3 not permitted, 4 internal error.
+ * 2 bad arguments (an unparsable mapfile too), 3 not permitted, 4 internal
+ * error, 5 refused: a partial image whose honest view cannot be set up.
  *
  * Trust: the hash must be ^[0-9a-f]{16,64}$, the image a regular file;
  * a caller coming through sudo (SUDO_UID of another user, or real uid not
@@ -297,8 +298,9 @@ static int cmd_mount(const char *hash, const char *image_arg, const char *map_ar
     else find_sibling_map(real, mapname, sizeof mapname);
     if (*mapname) {
         int mfd = open_input("mapfile", mapname, mapreal);
+        int lr = map_load_fd(mfd, mapreal, &map, err, sizeof err);
         close(mfd);
-        if (map_load(mapreal, &map, err, sizeof err) < 0) die(MH_USAGE, "%s", err);
+        if (lr < 0) die(MH_USAGE, "%s", err);
         have_map = 1;
     }
     need_root();
@@ -370,7 +372,15 @@ static int cmd_mount(const char *hash, const char *image_arg, const char *map_ar
                 v->holes = map_holes(&map, need);
             }
         }
-        if (!v->active) rmdir(v->mount);
+        if (!v->active) {
+            /* Mounting the image itself would hand out ddrescue's zero fill
+             * (or a cut-off filesystem) as data: refuse instead. */
+            rmdir(v->mount);
+            map_free(&map);
+            close(fd);
+            die(MH_REFUSED, "partial image (%s): %s: refusing to mount the image without the honest view",
+                file_size < need ? "image file shorter than the medium" : "mapfile has unrescued areas", note);
+        }
     }
 
     char tag[64];

@@ -1,114 +1,84 @@
 /*
- * mapfile.c - the ddrescue mapfile, parsed without trusting it.
- *
- * Format: lines starting with '#' are comments; the first other line is the
- * current position and status (2 fields in ddrescue <= 1.21, 3 since); every
- * following line is "pos size status" with numbers in decimal, 0x-hex or
- * 0-octal and status one of + - / * ?.  Blocks are ascending and do not
- * overlap; areas no line covers are non-tried.  Only '+' is readable.
- * Anything else in the file is an error (never guessed around).
+ * mapfile.c - the ddrescue mapfile as the helper needs it: the rescued
+ * ranges.  The file is parsed by the parser ntt uses too
+ * (src/media/mapfile_parse.c), so a map ntt rejects the helper rejects,
+ * with the same line number; only '+' is readable, and everything no
+ * block covers is not.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "helper.h"
+#include "mapfile_parse.h"
 
-static int map_number(char **p, uint64_t *v)
-{
-    while (**p == ' ' || **p == '\t') (*p)++;
-    if (!isdigit((unsigned char)**p)) return -1;
-    errno = 0;
-    char *end;
-    unsigned long long x = strtoull(*p, &end, 0);
-    if (errno || end == *p || (*end && !isspace((unsigned char)*end))) return -1;
-    *v = x;
-    *p = end;
-    return 0;
-}
+#define MAP_MAX_BYTES (1ull << 30)      /* far above any real map: a bound, not a limit */
 
-static int map_word(char **p, char *out, size_t len)
+/* The whole file behind fd, NUL-terminated; NULL with errno set. */
+static char *slurp(int fd, size_t *len)
 {
-    while (**p == ' ' || **p == '\t') (*p)++;
-    size_t i = 0;
-    while (**p && !isspace((unsigned char)**p)) {
-        if (i + 1 >= len) return -1;
-        out[i++] = *(*p)++;
+    struct stat st;
+    if (fstat(fd, &st) < 0) return NULL;
+    if ((uint64_t)st.st_size > MAP_MAX_BYTES) { errno = EFBIG; return NULL; }
+    size_t cap = (size_t)st.st_size + 1, n = 0;
+    char *buf = malloc(cap);
+    if (!buf) return NULL;
+    for (;;) {
+        if (n + 1 >= cap) {             /* the file grew while being read */
+            if (cap > MAP_MAX_BYTES) { free(buf); errno = EFBIG; return NULL; }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) { free(buf); return NULL; }
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t r = pread(fd, buf + n, cap - 1 - n, (off_t)n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) { int e = errno; free(buf); errno = e; return NULL; }
+        if (r == 0) break;
+        n += (size_t)r;
     }
-    out[i] = 0;
-    return i ? 0 : -1;
+    buf[n] = 0;
+    *len = n;
+    return buf;
 }
 
-static int map_rest_empty(char *p)
-{
-    while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
-    return *p == 0 || *p == '#';
-}
-
-/* Loads path into m (rescued ranges only).  0, or -1 with err set. */
-int map_load(const char *path, struct map *m, char *err, size_t errlen)
+/* Loads the map behind fd (named path in messages) into m (rescued ranges
+ * only).  0, or -1 with err = "mapfile PATH: line N: why". */
+int map_load_fd(int fd, const char *path, struct map *m, char *err, size_t errlen)
 {
     memset(m, 0, sizeof *m);
-    FILE *f = fopen(path, "re");
-    if (!f) { snprintf(err, errlen, "mapfile %s: %s", path, strerror(errno)); return -1; }
-    char *line = NULL;
-    size_t cap = 0, alloc = 0, lineno = 0;
-    int seen_status = 0, blocks = 0;
-    uint64_t prev_end = 0;
-    ssize_t r;
-    while ((r = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        if (memchr(line, 0, (size_t)r)) goto bad;
-        char *p = line;
-        while (*p == ' ' || *p == '\t') p++;
-        if (*p == '#' || map_rest_empty(p)) continue;
-        uint64_t a, b;
-        char st[8];
-        if (!seen_status) {          /* current_pos current_status [current_pass] */
-            if (map_number(&p, &a) || map_word(&p, st, sizeof st) || strlen(st) != 1 ||
-                !strchr("?*/-FGR+", st[0]))
-                goto bad;
-            if (!map_rest_empty(p) && (map_number(&p, &b) || !map_rest_empty(p))) goto bad;
-            seen_status = 1;
-            continue;
+    size_t len = 0;
+    char *text = slurp(fd, &len);
+    if (!text) { snprintf(err, errlen, "mapfile %s: %s", path, strerror(errno)); return -1; }
+    struct ntt_map pm;
+    char why[256];
+    size_t line;
+    int rc = ntt_map_parse(text, len, &pm, &line, why, sizeof why);
+    free(text);
+    if (rc < 0) { snprintf(err, errlen, "mapfile %s: %s", path, why); return -1; }
+    size_t nok = 0;
+    for (size_t i = 0; i < pm.n; i++) nok += pm.blocks[i].status == '+';
+    if (nok) {
+        m->ok = malloc(nok * sizeof *m->ok);
+        if (!m->ok) {
+            ntt_map_free(&pm);
+            snprintf(err, errlen, "mapfile %s: out of memory", path);
+            return -1;
         }
-        if (map_number(&p, &a) || map_number(&p, &b) || map_word(&p, st, sizeof st) ||
-            strlen(st) != 1 || !strchr("+-/*?", st[0]) || !map_rest_empty(p))
-            goto bad;
-        if (a < prev_end || b == 0 || a + b < a) goto bad;
-        prev_end = a + b;
-        blocks++;
-        if (st[0] != '+') continue;
-        if (m->n && m->ok[m->n - 1][1] == a) { m->ok[m->n - 1][1] = a + b; continue; }
-        if (m->n == alloc) {
-            alloc = alloc ? alloc * 2 : 64;
-            void *nw = realloc(m->ok, alloc * sizeof *m->ok);
-            if (!nw) { snprintf(err, errlen, "mapfile %s: out of memory", path); goto fail; }
-            m->ok = nw;
-        }
-        m->ok[m->n][0] = a;
-        m->ok[m->n][1] = a + b;
+    }
+    for (size_t i = 0; i < pm.n; i++) {       /* the parser merged adjacent '+' blocks */
+        const struct ntt_mapblock *b = &pm.blocks[i];
+        if (b->status != '+') continue;
+        m->ok[m->n][0] = b->pos;
+        m->ok[m->n][1] = b->pos + b->size;
         m->n++;
     }
-    if (ferror(f)) { snprintf(err, errlen, "mapfile %s: %s", path, strerror(errno)); goto fail; }
-    if (!blocks) {
-        snprintf(err, errlen, "mapfile %s: not a ddrescue mapfile (no block lines)", path);
-        goto fail;
-    }
-    m->total = prev_end;
-    free(line);
-    fclose(f);
+    m->total = pm.size;
+    ntt_map_free(&pm);
     return 0;
-bad:
-    snprintf(err, errlen, "mapfile %s: line %zu is not a ddrescue mapfile line", path, lineno);
-fail:
-    free(line);
-    fclose(f);
-    map_free(m);
-    return -1;
 }
-
 void map_free(struct map *m)
 {
     free(m->ok);
