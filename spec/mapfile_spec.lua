@@ -1,6 +1,7 @@
 -- spec/mapfile_spec.lua: the ddrescue mapfile parser and what it says about a medium.
 local helper = require "spec.support.helper"
 local mapfile = require "ntt.mapfile"
+local badmaps = require "spec.support.badmaps"
 
 local SAMPLE = [[
 # Mapfile. Created by GNU ddrescue version 1.27
@@ -42,8 +43,8 @@ describe("mapfile.parse", function()
     assert.equal(4096, m.size)
   end)
 
-  it("reads decimal, hex and octal numbers and trailing comments", function()
-    local m = assert(parse("0 +  # done\n0 512 +\n512 0x200 - # bad\n02000 01000 +\n\n   \n"))
+  it("reads decimal and hex numbers, trailing comments, blanks and CRLF line ends", function()
+    local m = assert(parse("0 +  # done\r\n0 512 +\r\n512 0x200 - # bad\n\t1024\t0X200\t+\n\n   \n"))
     assert.same({ pos = 0, size = 512, status = "+" }, m.blocks[1])
     assert.same({ pos = 512, size = 512, status = "-" }, m.blocks[2])
     assert.same({ pos = 1024, size = 512, status = "+" }, m.blocks[3])
@@ -51,49 +52,74 @@ describe("mapfile.parse", function()
     assert.equal(1024, m.rescued_bytes)
   end)
 
-  it("counts a gap between blocks and before the first as non-tried", function()
-    local m = assert(parse("0 +\n1024 1024 +\n4096 1024 +\n"))
+  it("counts the area before the first block and after the last as non-tried", function()
+    local m = assert(parse("0 +\n1024 1024 +\n2048 2048 -\n4096 1024 +\n"))
+    assert.same({ pos = 0, size = 1024, status = "?", gap = true }, m.blocks[1])
     assert.equal("?", m:status_at(0))
     assert.equal("?", m:status_at(1023))
     assert.equal("+", m:status_at(1024))
-    assert.equal("?", m:status_at(2048))
+    assert.equal("-", m:status_at(2048))
     assert.equal("+", m:status_at(4096))
     assert.equal("?", m:status_at(5120))   -- past the end
-    assert.same({ { pos = 0, size = 1024, status = "?" }, { pos = 2048, size = 2048, status = "?" } },
+    assert.same({ { pos = 0, size = 1024, status = "?" }, { pos = 2048, size = 2048, status = "-" } },
                 m:holes())
-    assert.same({ { pos = 0, size = 1024, status = "?" }, { pos = 2048, size = 2048, status = "?" },
+    assert.same({ { pos = 0, size = 1024, status = "?" }, { pos = 2048, size = 2048, status = "-" },
                   { pos = 5120, size = 880, status = "?" } }, m:holes(6000))
   end)
 
-  it("rejects overlapping and out-of-order blocks with the line number", function()
-    local m, err, code = parse("# head\n0 +\n0 1024 +\n1000 100 -\n")
-    assert.is_nil(m)
-    assert.equal("EINVAL", code)
-    assert.matches("^t%.map:4: block at 1000 overlaps", err)
-    m, err = parse("0 +\n4096 1024 +\n0 1024 +\n")
-    assert.is_nil(m)
-    assert.matches("^t%.map:3: ", err)
+  it("merges adjacent blocks of one status", function()
+    local m = assert(parse("0 +\n0 512 +\n512 512 +\n1024 512 -\n1536 512 -\n2048 1 +\n"))
+    assert.same({ { pos = 0, size = 1024, status = "+" }, { pos = 1024, size = 1024, status = "-" },
+                  { pos = 2048, size = 1, status = "+" } }, m.blocks)
   end)
 
-  it("rejects garbage with the line number", function()
-    local cases = {
-      { "hello world\n", "^t%.map:1: status line: bad current position" },
-      { "0 x\n", "^t%.map:1: status line: bad current status" },
-      { "0 + 0\n", "^t%.map:1: status line: bad pass" },
-      { "0 +\n0 512\n", "^t%.map:2: block line needs" },
-      { "0 +\n0 512 X\n", "^t%.map:2: bad block status" },
-      { "0 +\n0 0x 0x10 +\n", "^t%.map:2: too many fields" },
-      { "0 +\n0 0xZZ +\n", "^t%.map:2: bad block size" },
-      { "0 +\n09 512 +\n", "^t%.map:2: bad block position" },
-      { "0 +\n0 512 +\n512 0 -\n", "^t%.map:3: block at 512 has size 0" },
-      { "0 +\n0 99999999999999999999 +\n", "^t%.map:2: bad block size" },
-      { "# only comments\n", "no status line" },
-    }
-    for _, c in ipairs(cases) do
+  it("rejects every bad map of the shared list with its line number and reason", function()
+    for _, c in ipairs(badmaps.cases) do
       local m, err, code = parse(c[1])
       assert.is_nil(m, c[1])
       assert.equal("EINVAL", code)
-      assert.matches(c[2], err)
+      local line, why = err:match("^t%.map: line (%d+): (.*)$")
+      assert.equal(c[2], tonumber(line), err)
+      assert.matches(c[3], why)
+    end
+  end)
+
+  it("ntt.core.mapfile: the C parser's own answer, and misuse raises", function()
+    local cmap = require "ntt.core.mapfile"
+    local m = assert(cmap.parse("0x10 ? 3\n0x0 0x10 +\n0x10 0x10 ?\n"))
+    assert.equal(16, m.current_pos)
+    assert.equal("?", m.current_status)
+    assert.equal(3, m.pass)
+    assert.equal(32, m.size)
+    assert.equal(16, m.rescued_bytes)
+    local none, err, code = cmap.parse("0 +\n0 1 +\n5 1 +\n")
+    assert.is_nil(none)
+    assert.equal("line 3: block at 5 leaves a gap after the previous block ending at 1 (blocks must be contiguous)", err)
+    assert.equal("EINVAL", code)
+    assert.has_error(function() cmap.parse(12) end)
+    assert.has_error(function() cmap.parse() end)
+  end)
+
+  it("never accepts a mutated map that breaks the rules, and names a real line", function()
+    for _, text in ipairs(badmaps.fuzz(7, 400)) do
+      local m, err, code = parse(text)
+      if m then
+        local at, rescued = 0, 0
+        for _, b in ipairs(m.blocks) do
+          assert.equal(at, b.pos, text)
+          assert.is_true(b.size > 0, text)
+          assert.truthy(mapfile.STATUS[b.status], text)
+          if b.status == "+" then rescued = rescued + b.size end
+          at = b.pos + b.size
+        end
+        assert.equal(at, m.size, text)
+        assert.equal(rescued, m.rescued_bytes, text)
+      else
+        assert.equal("EINVAL", code)
+        local line = tonumber(err:match("^t%.map: line (%d+): "))
+        local lines = select(2, text:gsub("\n", "")) + (text:sub(-1) == "\n" and 0 or 1)
+        assert.is_true(line ~= nil and line >= 1 and line <= math.max(lines, 1), err)
+      end
     end
   end)
 
@@ -171,7 +197,7 @@ describe("a parsed map", function()
     assert.matches("none%.map", err)
     helper.write(dir .. "/bad.map", "0 +\n0 512 +\n100 1 +\n")
     local _, berr = mapfile.read(dir .. "/bad.map")
-    assert.equal(dir .. "/bad.map:3: block at 100 overlaps or precedes the previous block ending at 512", berr)
+    assert.equal(dir .. "/bad.map: line 3: block at 100 overlaps or precedes the previous block ending at 512", berr)
   end)
 
   it("parses a 100k-line map quickly", function()
