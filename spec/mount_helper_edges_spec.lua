@@ -243,7 +243,7 @@ describe("ntt-mount-helper at its edges", function()
     it("a garbage mapfile", function()
       local map = work .. "/garbage.map"
       helper.write(map, "this is not\na ddrescue map\n")
-      refused({ "mount", new_hash(), img, "--map", map }, 2, "not a ddrescue mapfile")
+      refused({ "mount", new_hash(), img, "--map", map }, 2, "line 1: status line: bad current position")
       helper.write(map, "0 +\n0x0 0x100 +\n0x80 0x100 +\n")     -- overlapping blocks
       refused({ "mount", new_hash(), img, "--map", map }, 2, "line 3")
       local res, err, ename = mount.mount(new_hash(), img, { map = map })

@@ -317,12 +317,12 @@ describe("ntt-mount-helper", function()
     assert.are.equal("sibling\n", read(fs(res2, 0).mount .. "/s.txt"))
   end)
 
-  it("reads mapfiles in decimal, octal and hex with the old two-field status line", function()
+  it("reads mapfiles in decimal and hex with the old two-field status line", function()
     local img = images.ext(work .. "/oldmap.img", { files = { ["o.txt"] = "old map\n" } })
     local map = work .. "/oldmap.log"
     helper.write(map, "# Rescue Logfile. Created by GNU ddrescue version 1.19\n# current_pos  current_status\n"
       .. "0x00500000     +\n#      pos        size  status\n"
-      .. "0 6291456 +\n030000000 0x100000 /\n  7340032\t1048576  +  \n")
+      .. "0 6291456 +\n6291456 0x100000 /\n  7340032\t1048576  +  \n")
     local h = new_hash()
     local res = mounted(finally, h, img, { map = map })
     assert.is_table(res.view)

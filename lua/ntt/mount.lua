@@ -20,9 +20,11 @@
 -- result is the helper's object plus `exit` (its exit code) and `ok`
 -- (exit == 0).  Exit 1 (nothing mountable, partial, busy) still returns the
 -- result - each filesystem carries its own status and reason.  Refusals and
--- failures (exit 2, 3, 4, or no JSON) return nil, message, and "EINVAL"
--- (bad arguments), "EPERM" (not permitted), "EIO" (internal) or the
--- errname of a helper that could not be started.
+-- failures (exit 2, 3, 4, 5, or no JSON) return nil, message, and "EINVAL"
+-- (bad arguments, an unparsable mapfile), "EPERM" (not permitted), "EIO"
+-- (internal; or exit 5: a partial image whose honest view could not be set
+-- up, which the helper refuses to mount raw) or the errname of a helper
+-- that could not be started.
 local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
 local json = require "ntt.json"
@@ -31,7 +33,7 @@ local M = {}
 
 M.timeout = 300   -- seconds for one helper call (each mount inside has its own)
 
-local errnames = { [2] = "EINVAL", [3] = "EPERM", [4] = "EIO" }
+local errnames = { [2] = "EINVAL", [3] = "EPERM", [4] = "EIO", [5] = "EIO" }
 
 local function is_file(p)
   local f = io.open(p, "rb")
