@@ -236,6 +236,30 @@ describe("ntt run", function()
     assert.equal(7, check_store(home))
   end)
 
+  it("mounts nothing and stores nothing when the mapfile is rejected, and exits non-zero", function()
+    local dir = helper.tmpdir("badmap")
+    local files = { ["f1.bin"] = ("p"):rep(256 * 1024) .. tag, ["f2.bin"] = ("q"):rep(256 * 1024) .. tag }
+    local img = images.ext(dir .. "/disk.img", { size_mb = 8, block = 4096, files = files })
+    -- a hole over f2 in a map whose status line says pass 0: both of ntt's
+    -- readers reject it (line 3), so the holes are unknown and the image is
+    -- never read raw
+    local blocks = data_blocks(img, "f2.bin")
+    local lo, hi = blocks[1] * 4096, (blocks[#blocks] + 1) * 4096
+    helper.write(dir .. "/disk.map", ("# Mapfile\n# current_pos current_status current_pass\n0x0 + 0\n"
+      .. "0x0 0x%X +\n0x%X 0x%X -\n0x%X 0x%X +\n"):format(lo, lo, hi - lo, hi, 8 * MiB - hi))
+    local home = dir .. "/home"
+    local r = run(home, { policy(dir), img })
+    assert.are_not.equal(0, r.code, r.stderr .. r.stdout)
+    local h = medium_of(img)
+    local probs = problems(h)
+    assert.matches("disk%.map: line 3: status line: bad pass '0'", probs.mapfile_invalid.message)
+    assert.matches("line 3: status line: bad pass '0'", json.encode(probs.mount_failed))
+    local n = db():exec(("SELECT count(*) AS n FROM inode_p_%s WHERE state = 'copied'"):format(h))
+    assert.equal(0, n and tonumber(n[1].n) or 0)
+    assert.equal("", helper.sh({ "find", home, "-type", "f", "-path", "*/store/by-hash/*" }).stdout)
+    assert.is_nil(helper.sh({ "losetup", "-a" }).stdout:find(img, 1, true))
+  end)
+
   it("salvages a damaged file on request: readable bytes stored, unrescued ranges as zeros, still damaged", function()
     local dir = helper.tmpdir("salvage")
     local files = {}
