@@ -36,7 +36,7 @@ LIBS        = $(shell pkg-config --libs $(PKGS)) -lreadline -lpthread -lm
 #   walk/    the parallel directory walk (ntt.core.walk)
 #   pg/      libpq connections, the binary COPY encoder, the loader (ntt.core.pg, .load)
 #   copy/    the content-addressed store and the copy engine (ntt.core.store, .copy)
-#   media/   image identity, layout and kernel messages (ntt.core.media, .kmsg)
+#   media/   image identity, layout, mapfiles and kernel messages (ntt.core.media, .mapfile, .kmsg)
 #   os/      filesystem and process primitives (ntt.core.fs, .proc)
 # The privileged mount helper is its own program in src/mount-helper/.
 SRC_DIRS  := host blake3 walk pg copy media os
