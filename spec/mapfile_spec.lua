@@ -100,6 +100,15 @@ describe("mapfile.parse", function()
     assert.has_error(function() cmap.parse() end)
   end)
 
+  it("reads numbers as ddrescue does: 0x-hex, 0-octal, decimal", function()
+    local m = assert(require("ntt.core.mapfile").parse("01000 - 2\n0 01000 +\n01000 0x200 -\n1024 512 ?\n"))
+    assert.equal(512, m.current_pos)
+    assert.equal(1536, m.size)
+    assert.equal(512, m.rescued_bytes)
+    assert.equal(3, #m.blocks)
+    assert.same({ 512, 512, "-" }, { m.blocks[2].pos, m.blocks[2].size, m.blocks[2].status })
+  end)
+
   it("never accepts a mutated map that breaks the rules, and names a real line", function()
     for _, text in ipairs(badmaps.fuzz(7, 400)) do
       local m, err, code = parse(text)

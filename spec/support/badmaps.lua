@@ -23,7 +23,8 @@ M.cases = {
   { "0 +\n0 0xZZ +\n", 2, "^bad block size '0xZZ'" },
   { "0 +\n0 0x +\n", 2, "^bad block size '0x'" },
   { "0 +\n09 512 +\n", 2, "^bad block position '09'" },
-  { "0 +\n0 512 +\n01000 512 +\n", 3, "^bad block position '01000'" },   -- octal to ddrescue
+  { "0 +\n0 01000 +\n0100 512 -\n", 3, "^block at 64 overlaps or precedes the previous block ending at 512" },  -- octal
+  { "0 +\n0 512 +\n0800 512 +\n", 3, "^bad block position '0800'" },     -- 8 is no octal digit
   { "0 +\n-1 512 +\n", 2, "^bad block position '%-1'" },
   { "0 +\n+0 512 +\n", 2, "^bad block position '%+0'" },
   { "0 +\n0 512 +\n512 0 -\n", 3, "^block at 512 has size 0" },

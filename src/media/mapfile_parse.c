@@ -35,7 +35,8 @@ static int fields(const char *p, const char *end, struct tok *t)
     return n;
 }
 
-/* A decimal or 0x-hex number below 2^63; 0 or -1. */
+/* A number as ddrescue reads it (C's base-0 rule: 0x-hex, a leading 0
+ * octal, else decimal), below 2^63; 0 or -1. */
 static int number(const struct tok *t, uint64_t *v)
 {
     const char *s = t->s;
@@ -50,12 +51,13 @@ static int number(const struct tok *t, uint64_t *v)
             x = x * 16 + (uint64_t)d;
         }
     } else {
-        if (n == 0 || (s[0] == '0' && n > 1)) return -1;   /* octal to ddrescue: refused */
+        if (n == 0) return -1;
+        unsigned base = s[0] == '0' && n > 1 ? 8 : 10;
         for (i = 0; i < n; i++) {
-            if (s[i] < '0' || s[i] > '9') return -1;
+            if (s[i] < '0' || s[i] >= (char)('0' + base)) return -1;
             uint64_t d = (uint64_t)(s[i] - '0');
-            if (x > (POS_MAX - d) / 10) return -1;
-            x = x * 10 + d;
+            if (x > (POS_MAX - d) / base) return -1;
+            x = x * base + d;
         }
     }
     *v = x;
@@ -114,7 +116,7 @@ static int status_line(struct ntt_map *m, const struct tok *t, int nf, size_t ln
     char b[160];
     if (nf > 3) return fail(line, ln, err, errlen, "status line: too many fields");
     if (number(&t[0], &m->current_pos) < 0)
-        return fail(line, ln, err, errlen, "status line: bad current position %s (a decimal or 0x-hex integer)",
+        return fail(line, ln, err, errlen, "status line: bad current position %s (decimal, 0x-hex or 0-octal)",
                     shown(&t[0], b, sizeof b));
     if (nf < 2 || t[1].n != 1 || !strchr("?*/-FG+", t[1].s[0]))
         return fail(line, ln, err, errlen, "status line: bad current status %s (expected one of ?*/-FG+)",
@@ -138,10 +140,10 @@ static int block_line(struct ntt_map *m, const struct tok *t, int nf, size_t ln,
     if (nf > 3) return fail(line, ln, err, errlen, "too many fields (a block line is 'pos size status')");
     if (nf < 3) return fail(line, ln, err, errlen, "block line needs 'pos size status'");
     if (number(&t[0], &pos) < 0)
-        return fail(line, ln, err, errlen, "bad block position %s (a decimal or 0x-hex integer)",
+        return fail(line, ln, err, errlen, "bad block position %s (decimal, 0x-hex or 0-octal)",
                     shown(&t[0], b, sizeof b));
     if (number(&t[1], &size) < 0)
-        return fail(line, ln, err, errlen, "bad block size %s (a decimal or 0x-hex integer)",
+        return fail(line, ln, err, errlen, "bad block size %s (decimal, 0x-hex or 0-octal)",
                     shown(&t[1], b, sizeof b));
     if (t[2].n != 1 || !strchr("+-/*?", t[2].s[0]))
         return fail(line, ln, err, errlen, "bad block status %s (expected one of +-/*?)",

@@ -13,9 +13,8 @@
  *     pass a positive decimal integer;
  *   - every following line is a block: pos size status, status one of
  *     + - / * ?; at least one block line;
- *   - numbers are decimal or 0x-hex, as ddrescue writes them, below 2^63
- *     (pos + size too).  Deliberate: a decimal with a leading 0 is refused
- *     (ddrescue's scanf would read it as octal, a person as decimal);
+ *   - numbers are read as ddrescue reads them: 0x-hex, octal with a
+ *     leading 0, else decimal; below 2^63 (pos + size too);
  *   - blocks are contiguous and do not overlap: each starts where the one
  *     before ends.  The first may start past 0 (ddrescue reads the area
  *     before it as non-tried; it is listed as a '?' block with gap set);
