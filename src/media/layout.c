@@ -249,6 +249,51 @@ static int read_gpt_primary(struct ntt_layout *lo, int fd, uint64_t base)
     return lo->nparts;
 }
 
+/* ---- MBR extended chains ----
+ * libblkid follows each extended partition's chain of EBRs and quietly
+ * stops one that links back on itself; the chain is walked again here so
+ * that such a loop is reported (ebr_loop), never silent and never endless. */
+
+#define EBR_MAX 65536               /* links followed before a chain counts as a loop */
+
+static int is_ext_type(unsigned t) { return t == 0x05 || t == 0x0f || t == 0x85; }
+
+static void check_ebr_chains(struct ntt_layout *lo, int fd, uint64_t base)
+{
+    uint64_t *seen = NULL;
+    size_t cap = 0;
+    for (int k = 0; k < lo->nparts && !lo->ebr_loop; k++) {
+        const struct ntt_layout_part *p = &lo->part[k];
+        if (!p->container || p->index > 4) continue;
+        uint64_t ext = p->offset / SECTOR, cur = ext;
+        size_t n = 0;
+        for (;;) {
+            for (size_t i = 0; i < n; i++) if (seen[i] == cur) { lo->ebr_loop = 1; break; }
+            if (lo->ebr_loop) break;
+            if (n == EBR_MAX) { lo->ebr_loop = 1; break; }
+            if (n == cap) {
+                size_t nc = cap ? cap * 2 : 64;
+                uint64_t *ns = realloc(seen, nc * sizeof *ns);
+                if (!ns) { lo->oom = 1; free(seen); return; }
+                seen = ns;
+                cap = nc;
+            }
+            seen[n++] = cur;
+            unsigned char b[SECTOR];
+            if (cur > lo->size / SECTOR || read_at(fd, base + cur * SECTOR, b, SECTOR, base + lo->size) != 0 ||
+                b[510] != 0x55 || b[511] != 0xAA) break;
+            uint64_t next = 0;
+            for (int i = 0; i < 4 && !next; i++) {
+                const unsigned char *e = b + 446 + 16 * i;
+                if (is_ext_type(e[4]) && le32(e + 12)) next = ext + le32(e + 8);
+            }
+            if (!next) break;
+            cur = next;
+        }
+    }
+    free(seen);
+}
+
 int ntt_layout_probe(int fd, uint64_t base, uint64_t len, struct ntt_layout *lo,
                      char *err, size_t errlen)
 {
@@ -266,6 +311,7 @@ int ntt_layout_probe(int fd, uint64_t base, uint64_t len, struct ntt_layout *lo,
     int nparts = read_table(lo, pr);
     blkid_free_probe(pr);
     if (!lo->pttype[0] && !lo->oom) nparts = read_gpt_primary(lo, fd, base);
+    else if (!strcmp(lo->pttype, "dos")) check_ebr_chains(lo, fd, base);
     if (lo->oom) {
         ntt_layout_free(lo);
         snprintf(err, errlen, "out of memory");

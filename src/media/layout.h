@@ -15,6 +15,8 @@
  *   - a GPT libblkid refuses because the image is cut short (backup header
  *     and the end of the usable area missing): the primary header and entry
  *     array are read here, their CRC32s checked, and used (gpt_primary);
+ *   - an MBR whose extended chain loops: the logical partitions before the
+ *     loop are kept, the loop is flagged (ebr_loop);
  *   - no table (or an empty one): a whole-disk filesystem (or an ambivalent
  *     probe) at offset 0, else a filesystem at the Zip offset 16384, else
  *     no entry at all.
@@ -50,6 +52,7 @@ struct ntt_layout {
     char pttype[32], ptuuid[64];    /* "" without a table */
     int hybrid;                     /* a table ignored for a whole-disk optical fs */
     int gpt_primary;                /* GPT read from its primary header alone */
+    int ebr_loop;                   /* an MBR extended chain links back on itself */
     struct ntt_layout_fs whole;     /* the superblock probe of the whole region */
     int nparts, cap, oom;           /* oom: an entry could not be added (probe fails) */
     struct ntt_layout_part *part;   /* nparts entries, no fixed cap: ntt_layout_free */

@@ -428,6 +428,7 @@ static int media_probe(lua_State *L)
     ntt_setstr_opt(L, "ptuuid", lo->ptuuid);
     if (lo->hybrid) ntt_setbool(L, "hybrid", 1);
     if (lo->gpt_primary) ntt_setbool(L, "gpt_primary", 1);
+    if (lo->ebr_loop) ntt_setbool(L, "ebr_loop", 1);
     push_fs(L, &lo->whole);
     lua_createtable(L, lo->nparts, 0);
     for (int i = 0; i < lo->nparts; i++) {

@@ -57,6 +57,7 @@ struct medium {
     char pttype[32];
     char hybrid[8];             /* "apm" or "" */
     int gpt_primary;            /* GPT read from its primary header (backup missing) */
+    int ebr_loop;               /* an MBR extended chain links back on itself */
     int nfs, cap;
     struct fsent *fs;           /* nfs entries, one per partition, no fixed cap: medium_free */
     struct viewinfo view;

@@ -71,6 +71,7 @@ void json_medium(FILE *f, const struct medium *md, int keep_open)
     json_kv(f, "pttype", md->pttype, 1);
     if (md->hybrid[0]) json_kv(f, "hybrid", md->hybrid, 1);
     if (md->gpt_primary) fputs(",\"gpt_primary\":true", f);
+    if (md->ebr_loop) fputs(",\"ebr_loop\":true", f);
     fputs(",\"filesystems\":[", f);
     for (int i = 0; i < md->nfs; i++) {
         const struct fsent *e = &md->fs[i];

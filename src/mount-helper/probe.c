@@ -95,6 +95,7 @@ int probe_medium(int fd, uint64_t file_size, uint64_t *need, struct medium *md,
     snprintf(md->pttype, sizeof md->pttype, "%s", lo->pttype);
     if (lo->hybrid && !strcmp(lo->pttype, "mac")) snprintf(md->hybrid, sizeof md->hybrid, "apm");
     md->gpt_primary = lo->gpt_primary;
+    md->ebr_loop = lo->ebr_loop;
     int table = lo->pttype[0] && !lo->hybrid && lo->nparts > 0;
     for (int i = 0; i < lo->nparts; i++) {
         const struct ntt_layout_part *p = &lo->part[i];
