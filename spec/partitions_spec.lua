@@ -79,6 +79,18 @@ describe("the layout probe", function()
     assert.same({}, p.partitions)
   end)
 
+  it("keeps every logical partition of a long MBR extended chain", function()
+    local logical = {}
+    for i = 1, 60 do logical[i] = { start_mb = 2 * i + 2, size_mb = 1 } end
+    local img = images.mbr(dir .. "/ebr60.img", { size_mb = 124, parts = { { start_mb = 1, size_mb = 2 } },
+                                                   logical = logical })
+    local p = assert(cmedia.probe(img))
+    assert.is_nil(p.ebr_loop)
+    assert.equal(62, #p.partitions)                 -- a primary, the container, 60 logical
+    local last = p.partitions[62]
+    assert.same({ 64, 122 * MiB, MiB }, { last.fs_index, last.offset, last.size })
+  end)
+
   it("reports an MBR extended chain that loops, keeping each logical partition once", function()
     local img = images.mbr(dir .. "/ebr.img", { size_mb = 12, parts = { { start_mb = 1, size_mb = 2 } },
       logical = { { start_mb = 4, size_mb = 1 }, { start_mb = 6, size_mb = 1 }, { start_mb = 8, size_mb = 1 } } })
@@ -136,6 +148,16 @@ describe("ntt run on many partitions", function()
     return out
   end
 
+  -- The tag in the unused sectors after the GPT entry array: the medium's
+  -- sampled hash (first and last MiB) then differs from one run to the next.
+  local function stamp(img, tag)
+    local f = assert(io.open(img, "r+b"))
+    f:seek("set", 64 * 1024)
+    f:write(tag)
+    f:close()
+    return img
+  end
+
   after_each(function()
     local r = proc.run { argv = { "findmnt", "-rn", "-o", "TARGET" }, timeout = 10 }
     for mp in (r and r.stdout or ""):gmatch("[^\n]+") do
@@ -146,7 +168,7 @@ describe("ntt run on many partitions", function()
   it("mounts and copies all 40 partitions of a GPT disk", function()
     local dir = helper.tmpdir("parts40")
     local tag = runs.tag .. "-40"
-    local img = images.gpt(dir .. "/g40.img", { size_mb = 42, parts = images.tiny_parts(dir, 40, tag) })
+    local img = stamp(images.gpt(dir .. "/g40.img", { size_mb = 42, parts = images.tiny_parts(dir, 40, tag) }), tag)
     local r = run(dir .. "/home", { runs.policy(dir), img })
     assert.equal(0, r.code, r.stderr .. r.stdout)
     local h = runs.medium_of(img)
@@ -162,7 +184,7 @@ describe("ntt run on many partitions", function()
   it("copies partitions 1-4 of a GPT cut after partition 4 and records the rest as truncated", function()
     local dir = helper.tmpdir("partscut")
     local tag = runs.tag .. "-cut"
-    local img = images.gpt(dir .. "/cut.img", { size_mb = 10, parts = images.tiny_parts(dir, 8, tag) })
+    local img = stamp(images.gpt(dir .. "/cut.img", { size_mb = 10, parts = images.tiny_parts(dir, 8, tag) }), tag)
     images.truncate(img, 5 * MiB)
     local r = run(dir .. "/home", { runs.policy(dir), img })
     assert.is_true(r.code ~= 0, "exit code " .. r.code)
