@@ -62,7 +62,7 @@ struct medium {
     struct fsent *fs;           /* nfs entries, one per partition, no fixed cap: medium_free */
     struct viewinfo view;
 };
-#define MH_STATE_MAGIC 0x6e74746du
+#define MH_STATE_MAGIC 0x6e747432u   /* "ntt2": entries after the record (a state file of the fixed-array format is not read) */
 
 /* Rescued ranges of a ddrescue mapfile, sorted and merged. */
 struct map {
