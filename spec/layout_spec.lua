@@ -75,6 +75,28 @@ describe("one layout probe for inspect and the mount helper", function()
     assert.is_true(p.partitions[2].truncated)
   end)
 
+  it("agree on all 40 partitions of a GPT disk", function()
+    local img = images.gpt(work .. "/g40.img", { size_mb = 42, parts = images.tiny_parts(work, 40) })
+    local want = {}
+    for i = 1, 40 do want[i] = { i, i * MiB, MiB, "ext2" } end
+    local _, res = same(img, "gpt", want)
+    for _, fs in ipairs(res.filesystems) do assert.are.equal("mounted", fs.status) end
+  end)
+
+  it("agree on a GPT cut after partition 4: read from its primary header, the rest truncated", function()
+    local img = images.gpt(work .. "/gcut.img", { size_mb = 10, parts = images.tiny_parts(work, 8) })
+    images.truncate(img, 5 * MiB)
+    local want = {}
+    for i = 1, 8 do want[i] = { i, i * MiB, MiB, i <= 4 and "ext2" or false } end
+    local p, res = same(img, "gpt", want)
+    assert.is_true(p.gpt_primary)
+    assert.is_true(res.gpt_primary)
+    for i, fs in ipairs(res.filesystems) do
+      assert.are.equal(i <= 4 and "mounted" or "truncated", fs.status)
+      assert.are.equal(i > 4, p.partitions[i].truncated)
+    end
+  end)
+
   it("agree that an APM hybrid disc is its whole-disk ISO9660", function()
     local img = images.apm_iso(work .. "/hybrid.iso", { label = "HYB", files = { ["mac.txt"] = "hybrid\n" } })
     local p, res = both(img)

@@ -222,6 +222,8 @@ function M.inspect(ident, policy)
   else
     report.probe = probe
     if probe.ambivalent then problem("probe_ambivalent", { fs_index = 0 }) end
+    if probe.gpt_primary then problem("gpt_backup_missing", { image_size = size }) end
+    if probe.ebr_loop then problem("partition_chain_loop") end
     for _, p in ipairs(probe.partitions) do
       if p.truncated then
         problem("partition_truncated", { fs_index = p.fs_index, offset = p.offset, size = p.size,

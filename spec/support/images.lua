@@ -10,7 +10,9 @@
 --   images.zip(path, fat_image)                           16384 zero bytes, then the FAT
 --   images.mbr(path, {size_mb=, parts={{start_mb=, size_mb=, type=0x83, image=path}, ...},
 --                     logical={{start_mb=, size_mb=, type=, image=}}})   extended = last primary
---   images.gpt(path, {size_mb=, parts={{start_mb=, size_mb=, image=path}, ...}})
+--   images.gpt(path, {size_mb=, parts={{start_mb=, size_mb=, image=path}, ...}, entries=128})
+--   images.tiny_parts(dir, n, tag)                        n 1 MiB ext2 filesystems at 1, 2, ... MiB,
+--                                                         each with pN.txt: a parts list
 --   images.apm_iso(path, {label=, files=})                 ISO9660 + HFS+ with an Apple partition map
 --   images.dirty(path)                                    sets needs_recovery on an ext3/4
 --   images.mapfile(path, {{pos, size, status}, ...}, current_pos)
@@ -148,8 +150,8 @@ function M.gpt(path, o)
   sh { "rm", "-f", path }
   local sectors = o.size_mb * 2048
   M.truncate(path, o.size_mb * MiB)
-  local entries = {}
-  for i = 1, 128 do
+  local entries, count = {}, o.entries or 128
+  for i = 1, count do
     local p = o.parts[i]
     if p then
       local name = ("part" .. i):gsub(".", "%0\0")
@@ -161,11 +163,13 @@ function M.gpt(path, o)
     end
   end
   local array = table.concat(entries)
+  local asec = (#array + 511) // 512
   local function header(current, backup, entries_lba)
     local function h(crc)
-      return "EFI PART" .. string.pack("<I4I4I4I4I8I8I8I8", 0x00010000, 92, crc, 0, current, backup, 34, sectors - 34)
+      return "EFI PART" .. string.pack("<I4I4I4I4I8I8I8I8", 0x00010000, 92, crc, 0, current, backup,
+                                       2 + asec, sectors - 2 - asec)
         .. string.pack("<I4I4I4I4", 0x4e545447, 0x50540001, 2, 3)
-        .. string.pack("<I8I4I4I4", entries_lba, 128, 128, crc32(array))
+        .. string.pack("<I8I4I4I4", entries_lba, count, 128, crc32(array))
     end
     return h(crc32(h(0)))
   end
@@ -174,13 +178,23 @@ function M.gpt(path, o)
   put(f, 510, "\x55\xaa")
   put(f, 512, header(1, sectors - 1, 2))
   put(f, 1024, array)
-  put(f, (sectors - 33) * 512, array)
-  put(f, (sectors - 1) * 512, header(sectors - 1, 1, sectors - 33))
+  put(f, (sectors - 1 - asec) * 512, array)
+  put(f, (sectors - 1) * 512, header(sectors - 1, 1, sectors - 1 - asec))
   for _, p in ipairs(o.parts) do
     if p.image then put(f, p.start_mb * MiB, helper.read(p.image)) end
   end
   f:close()
   return path
+end
+
+function M.tiny_parts(dir, n, tag)
+  local parts = {}
+  for i = 1, n do
+    local img = M.ext(("%s/tiny%d.fs"):format(dir, i), { type = "ext2", size_mb = 1, block = 1024,
+      files = { [("p%d.txt"):format(i)] = ("partition %d %s\n"):format(i, tag or "") } })
+    parts[i] = { start_mb = i, size_mb = 1, image = img }
+  end
+  return parts
 end
 
 function M.apm_iso(path, o)

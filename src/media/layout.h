@@ -12,6 +12,11 @@
  *     starts at or past the end, is not probed;
  *   - a table plus a whole-disk iso9660/udf: a hybrid disc (Apple APM or
  *     isohybrid); the table is ignored, one entry fs_index 0 at offset 0;
+ *   - a GPT libblkid refuses because the image is cut short (backup header
+ *     and the end of the usable area missing): the primary header and entry
+ *     array are read here, their CRC32s checked, and used (gpt_primary);
+ *   - an MBR whose extended chain loops: the logical partitions before the
+ *     loop are kept, the loop is flagged (ebr_loop);
  *   - no table (or an empty one): a whole-disk filesystem (or an ambivalent
  *     probe) at offset 0, else a filesystem at the Zip offset 16384, else
  *     no entry at all.
@@ -24,7 +29,6 @@
 #include <stdint.h>
 
 #define NTT_LAYOUT_ZIP_OFFSET 16384
-#define NTT_LAYOUT_MAX 128          /* entries kept; GPT's usual table size */
 
 /* What the superblock probe found in a range. */
 struct ntt_layout_fs {
@@ -47,17 +51,23 @@ struct ntt_layout {
     uint64_t size;                  /* bytes of the region */
     char pttype[32], ptuuid[64];    /* "" without a table */
     int hybrid;                     /* a table ignored for a whole-disk optical fs */
+    int gpt_primary;                /* GPT read from its primary header alone */
+    int ebr_loop;                   /* an MBR extended chain links back on itself */
     struct ntt_layout_fs whole;     /* the superblock probe of the whole region */
-    int nparts;
-    struct ntt_layout_part part[NTT_LAYOUT_MAX];
+    int nparts, cap, oom;           /* oom: an entry could not be added (probe fails) */
+    struct ntt_layout_part *part;   /* nparts entries, no fixed cap: ntt_layout_free */
 };
 
 /*
  * Probes fd[base, base+len) (a regular file or block device).  0, or -1
- * with a message in err (libblkid could not be set up or read).
+ * with a message in err (libblkid could not be set up or read, out of
+ * memory); on -1 nothing is left allocated.  After 0, ntt_layout_free(lo).
  */
 int ntt_layout_probe(int fd, uint64_t base, uint64_t len, struct ntt_layout *lo,
                      char *err, size_t errlen);
+
+/* Frees lo->part (idempotent). */
+void ntt_layout_free(struct ntt_layout *lo);
 
 /* The superblock probe of fd[off, off+len); returns fs->rc. */
 int ntt_layout_probe_fs(int fd, uint64_t off, uint64_t len, struct ntt_layout_fs *fs);

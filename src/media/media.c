@@ -415,14 +415,20 @@ static int media_probe(lua_State *L)
     struct ntt_layout *lo = lua_newuserdatauv(L, sizeof *lo, 0);   /* collected, even on a raise */
     char err[256];
     int rc = ntt_layout_probe(r->fd, (uint64_t)base, (uint64_t)len, lo, err, sizeof err);
-    res_free(L, ri);
-    if (rc != 0)
+    close(r->fd);
+    r->fd = -1;
+    if (rc != 0) {
+        res_free(L, ri);
         return ntt_failf(L, EIO, "%s: %s", path, err);
+    }
+    r->mem = lo->part;              /* the entries go with the resource, even on a raise */
     lua_createtable(L, 0, 8);
     ntt_setint(L, "size", len);
     ntt_setstr_opt(L, "pttype", lo->pttype);
     ntt_setstr_opt(L, "ptuuid", lo->ptuuid);
     if (lo->hybrid) ntt_setbool(L, "hybrid", 1);
+    if (lo->gpt_primary) ntt_setbool(L, "gpt_primary", 1);
+    if (lo->ebr_loop) ntt_setbool(L, "ebr_loop", 1);
     push_fs(L, &lo->whole);
     lua_createtable(L, lo->nparts, 0);
     for (int i = 0; i < lo->nparts; i++) {
@@ -440,6 +446,7 @@ static int media_probe(lua_State *L)
         lua_rawseti(L, -2, i + 1);
     }
     lua_setfield(L, -2, "partitions");
+    res_free(L, ri);
     return 1;
 }
 

@@ -17,7 +17,7 @@ enum { MH_OK = 0, MH_PARTIAL = 1, MH_USAGE = 2, MH_DENIED = 3, MH_INTERNAL = 4, 
  * compiler's "may be truncated" guesses cannot happen; they are silenced here. */
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 
-#define MH_MAXFS    32
+#define MH_STATE_MAXFS 65536   /* sanity bound on a state file's entry count, not a cap */
 #define MH_PATH     512     /* every path the helper builds fits (base is length-checked) */
 #define MH_REASON   768
 
@@ -47,7 +47,8 @@ struct viewinfo {
     int pid;
 };
 
-/* Everything mount/status print; persisted as the medium's state file. */
+/* Everything mount/status print; persisted as the medium's state file:
+ * this struct (fs meaningless there) followed by its nfs entries. */
 struct medium {
     uint32_t magic;
     char hash[65];
@@ -55,11 +56,13 @@ struct medium {
     char layout[8];             /* single|multi|none */
     char pttype[32];
     char hybrid[8];             /* "apm" or "" */
-    int nfs;
-    struct fsent fs[MH_MAXFS];
+    int gpt_primary;            /* GPT read from its primary header (backup missing) */
+    int ebr_loop;               /* an MBR extended chain links back on itself */
+    int nfs, cap;
+    struct fsent *fs;           /* nfs entries, one per partition, no fixed cap: medium_free */
     struct viewinfo view;
 };
-#define MH_STATE_MAGIC 0x6e74746du
+#define MH_STATE_MAGIC 0x6e747432u   /* "ntt2": entries after the record (a state file of the fixed-array format is not read) */
 
 /* Rescued ranges of a ddrescue mapfile, sorted and merged. */
 struct map {
@@ -87,6 +90,18 @@ typedef void (*loop_visit)(int nr, const char *backing, const char *tag, void *c
 void loop_each(loop_visit fn, void *ctx);
 int loop_detach(int nr);
 int loop_exists(int nr);
+/* Loops of one medium: its tag, or (when not another medium's) backed by
+ * image or viewfile; with deleted_only, only its own whose backing file is
+ * gone.  loop_match is a loop_visit; nr grows as found (loopq_free). */
+struct loopq {
+    const char *image, *viewfile, *tag;
+    int deleted_only;
+    int *nr;
+    int n, cap;
+};
+void loop_match(int nr, const char *backing, const char *tag, void *ctx);
+void loopq_push(struct loopq *q, int nr);
+void loopq_free(struct loopq *q);
 
 /* mnt.c */
 extern int mh_timeout;
@@ -97,6 +112,8 @@ int mnt_unmount_under(const char *dir, char *out, size_t outlen);
 int run_timed(char *const argv[], char *err, size_t errlen);
 
 /* probe.c (over the shared layout probe, src/media/layout.c) */
+struct fsent *medium_add(struct medium *md);    /* zeroed; NULL when out of memory */
+void medium_free(struct medium *md);
 int probe_medium(int fd, uint64_t file_size, uint64_t *need, struct medium *md,
                  char *err, size_t errlen);
 
@@ -121,6 +138,8 @@ int mh_load_config(struct mh_conf *c, char *err, size_t errlen);
 
 /* main.c */
 extern int mh_lock_fd;
+/* Prints {"error":..,"code":..} and a message on stderr, exits with code. */
+void mh_die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 void mh_appendf(char *buf, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

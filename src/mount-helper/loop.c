@@ -121,3 +121,45 @@ int loop_detach(int nr)
     errno = e;
     return rc;
 }
+
+/* ---- the loops of one medium (see struct loopq) ---- */
+
+void loopq_push(struct loopq *q, int nr)
+{
+    if (q->n == q->cap) {
+        int cap = q->cap ? q->cap * 2 : 64;
+        int *n = realloc(q->nr, (size_t)cap * sizeof *n);
+        if (!n) mh_die(MH_INTERNAL, "out of memory");
+        q->nr = n;
+        q->cap = cap;
+    }
+    q->nr[q->n++] = nr;
+}
+
+void loopq_free(struct loopq *q)
+{
+    free(q->nr);
+    q->nr = NULL;
+    q->n = q->cap = 0;
+}
+
+static int backing_is(const char *backing, const char *path)
+{
+    if (!path || !*path) return 0;
+    size_t n = strlen(path);
+    return !strncmp(backing, path, n) && (!backing[n] || !strcmp(backing + n, " (deleted)"));
+}
+
+void loop_match(int nr, const char *backing, const char *tag, void *ctx)
+{
+    struct loopq *q = ctx;
+    int ours = q->tag && !strcmp(tag, q->tag);
+    if (q->deleted_only) {
+        size_t n = strlen(backing);
+        if (!(ours && n > 10 && !strcmp(backing + n - 10, " (deleted)"))) return;
+    } else if (!ours && (!strncmp(tag, "ntt:", 4) ||         /* another medium's: not ours to take */
+                         (!backing_is(backing, q->image) && !backing_is(backing, q->viewfile)))) {
+        return;
+    }
+    loopq_push(q, nr);
+}

@@ -25,6 +25,7 @@
  * the config's mount_root (default /run/ntt/mnt).  No free-form options.
  * Everything is serialised per medium by flock(<base>/.locks/<hash>.lock).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -47,8 +48,9 @@ static struct mh_conf C;
 
 static const char *mh_hash;
 
-static void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
-static void die(int code, const char *fmt, ...)
+#define die mh_die
+
+void mh_die(int code, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
@@ -146,34 +148,6 @@ static void state_path(char *buf, size_t len, const char *hash)
 
 /* ---- loops belonging to a medium ---- */
 
-struct loopq {
-    const char *image, *viewfile, *tag;
-    int deleted_only;
-    int nr[256];
-    int n;
-};
-
-static int backing_is(const char *backing, const char *path)
-{
-    if (!path || !*path) return 0;
-    size_t n = strlen(path);
-    return !strncmp(backing, path, n) && (!backing[n] || !strcmp(backing + n, " (deleted)"));
-}
-
-static void loop_match(int nr, const char *backing, const char *tag, void *ctx)
-{
-    struct loopq *q = ctx;
-    int ours = q->tag && !strcmp(tag, q->tag);
-    if (q->deleted_only) {
-        size_t n = strlen(backing);
-        if (!(ours && n > 10 && !strcmp(backing + n - 10, " (deleted)"))) return;
-    } else if (!ours && (!strncmp(tag, "ntt:", 4) ||         /* another medium's: not ours to take */
-                         (!backing_is(backing, q->image) && !backing_is(backing, q->viewfile)))) {
-        return;
-    }
-    if (q->n < 256) q->nr[q->n++] = nr;
-}
-
 static void make_tag(char *tag, size_t len, const char *hash)
 {
     snprintf(tag, len < 64 ? len : 64, "ntt:%s", hash);
@@ -210,12 +184,16 @@ static int teardown(const char *hash, const char *image, FILE *out)
         for (int i = 0; i < left.n; i++) mh_appendf(msgs, sizeof msgs, "loop%d still attached", left.nr[i]);
     }
     if (mnt_unmount_under(vdir, msgs, sizeof msgs) != 0) problems++;
-    /* remove the (now empty) mount points; a non-empty one is left and reported */
-    char p[MH_PATH + 8];
-    for (int i = 0; i <= 256; i++) {
-        snprintf(p, sizeof p, "%s/p%d", dir, i);
+    /* remove the (now empty) mount points p<N>, whatever N; a non-empty one is left and reported */
+    char p[MH_PATH + 300];
+    DIR *d = opendir(dir);
+    for (struct dirent *de; d && (de = readdir(d)); ) {
+        if (de->d_name[0] != 'p' || !de->d_name[1] || strspn(de->d_name + 1, "0123456789") != strlen(de->d_name + 1))
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
         if (rmdir(p) < 0 && errno != ENOENT) { mh_appendf(msgs, sizeof msgs, "rmdir %s: %s", p, strerror(errno)); problems++; }
     }
+    if (d) closedir(d);
     if (rmdir(dir) < 0 && errno != ENOENT) { mh_appendf(msgs, sizeof msgs, "rmdir %s: %s", dir, strerror(errno)); problems++; }
     if (rmdir(vdir) < 0 && errno != ENOENT) { mh_appendf(msgs, sizeof msgs, "rmdir %s: %s", vdir, strerror(errno)); problems++; }
     if (out) {
@@ -224,6 +202,8 @@ static int teardown(const char *hash, const char *image, FILE *out)
         fprintf(out, "],\"remaining_loops\":%d", left.n);
         json_kv(out, "problems", msgs, 1);
     }
+    loopq_free(&q);
+    loopq_free(&left);
     return problems;
 }
 
@@ -314,7 +294,9 @@ static int cmd_mount(const char *hash, const char *image_arg, const char *map_ar
         putchar('\n');
         map_free(&map);
         close(fd);
-        return exit_code(&md);
+        int rc = exit_code(&md);
+        medium_free(&md);
+        return rc;
     }
     if (r != 0) { teardown(hash, r == 1 ? md.image : real, NULL); unlink(sp); }
     {   /* stale "(deleted)" loops of this medium go before a new attach */
@@ -323,7 +305,9 @@ static int cmd_mount(const char *hash, const char *image_arg, const char *map_ar
         struct loopq q = { .tag = tag, .deleted_only = 1 };
         loop_each(loop_match, &q);
         for (int i = 0; i < q.n; i++) loop_detach(q.nr[i]);
+        loopq_free(&q);
     }
+    medium_free(&md);
     memset(&md, 0, sizeof md);
     md.magic = MH_STATE_MAGIC;
     snprintf(md.hash, sizeof md.hash, "%s", hash);
@@ -431,7 +415,9 @@ static int cmd_mount(const char *hash, const char *image_arg, const char *map_ar
     json_medium(stdout, &md, 0);
     putchar('\n');
     map_free(&map);
-    return exit_code(&md);
+    int rc = exit_code(&md);
+    medium_free(&md);
+    return rc;
 }
 
 /* An image named for unmount/status: it may already be deleted (then only a
@@ -461,6 +447,7 @@ static int cmd_unmount(const char *hash, const char *image_arg)
     json_kv(stdout, "image", image, 1);
     int problems = teardown(hash, image, stdout);
     unlink(sp);
+    if (r == 1) medium_free(&md);
     json_kv(stdout, "status", problems ? "busy" : "unmounted", 1);
     puts("}");
     return problems ? MH_PARTIAL : MH_OK;
@@ -475,6 +462,7 @@ static void print_loops(const char *hash, const char *image)
     fputs(",\"loops\":[", stdout);
     for (int i = 0; i < q.n; i++) printf("%s\"/dev/loop%d\"", i ? "," : "", q.nr[i]);
     fputc(']', stdout);
+    loopq_free(&q);
 }
 
 static int cmd_status(const char *hash, const char *image_arg)
@@ -498,19 +486,31 @@ static int cmd_status(const char *hash, const char *image_arg)
     printf(",\"state\":\"%s\"", live ? "mounted" : "partial");
     print_loops(hash, image);
     puts("}");
-    return live ? exit_code(&md) : MH_PARTIAL;
+    int rc = live ? exit_code(&md) : MH_PARTIAL;
+    medium_free(&md);
+    return rc;
 }
 
-struct cleanq { int nr[256]; char tag[256][65]; char backing[256][256]; int n; };
+struct cleanq {
+    struct { int nr; char tag[65]; char backing[256]; } *e;    /* n of them, grown as found */
+    int n, cap;
+};
 
 static void clean_match(int nr, const char *backing, const char *tag, void *ctx)
 {
     struct cleanq *q = ctx;
     size_t n = strlen(backing);
-    if (strncmp(tag, "ntt:", 4) || n < 10 || strcmp(backing + n - 10, " (deleted)") || q->n >= 256) return;
-    q->nr[q->n] = nr;
-    snprintf(q->tag[q->n], sizeof q->tag[0], "%s", tag + 4);
-    snprintf(q->backing[q->n], sizeof q->backing[0], "%s", backing);
+    if (strncmp(tag, "ntt:", 4) || n < 10 || strcmp(backing + n - 10, " (deleted)")) return;
+    if (q->n == q->cap) {
+        int cap = q->cap ? q->cap * 2 : 16;
+        void *e = realloc(q->e, (size_t)cap * sizeof *q->e);
+        if (!e) die(MH_INTERNAL, "out of memory");
+        q->e = e;
+        q->cap = cap;
+    }
+    q->e[q->n].nr = nr;
+    snprintf(q->e[q->n].tag, sizeof q->e[0].tag, "%s", tag + 4);
+    snprintf(q->e[q->n].backing, sizeof q->e[0].backing, "%s", backing);
     q->n++;
 }
 
@@ -522,7 +522,7 @@ static int cmd_cleanup(void)
     fputs("{\"cleaned\":[", stdout);
     int bad = 0;
     for (int i = 0; i < q.n; i++) {
-        const char *h = q.tag[i];
+        const char *h = q.e[i].tag;
         char msgs[1024] = "";
         const char *st = "detached";
         if (mh_valid_hash(h)) {                /* lo_file_name holds a (possibly cut) hash */
@@ -530,25 +530,29 @@ static int cmd_cleanup(void)
             struct medium md;
             char sp[MH_PATH];
             state_path(sp, sizeof sp, h);
-            if (state_load(sp, &md) == 1 && !strcmp(md.hash, h)) {
-                teardown(h, md.image, NULL);
-                unlink(sp);
+            if (state_load(sp, &md) == 1) {
+                if (!strcmp(md.hash, h)) {
+                    teardown(h, md.image, NULL);
+                    unlink(sp);
+                }
+                medium_free(&md);
             }
             close(mh_lock_fd);
             mh_lock_fd = -1;
         }
-        if (loop_exists(q.nr[i]) && loop_detach(q.nr[i]) < 0) {
+        if (loop_exists(q.e[i].nr) && loop_detach(q.e[i].nr) < 0) {
             st = "busy";
             mh_appendf(msgs, sizeof msgs, "%s", strerror(errno));
             bad++;
         }
-        printf("%s{\"device\":\"/dev/loop%d\"", i ? "," : "", q.nr[i]);
-        json_kv(stdout, "backing_file", q.backing[i], 1);
+        printf("%s{\"device\":\"/dev/loop%d\"", i ? "," : "", q.e[i].nr);
+        json_kv(stdout, "backing_file", q.e[i].backing, 1);
         json_kv(stdout, "status", st, 1);
         json_kv(stdout, "reason", msgs, 1);
         putchar('}');
     }
     puts("]}");
+    free(q.e);
     return bad ? MH_PARTIAL : MH_OK;
 }
 

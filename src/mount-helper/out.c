@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "helper.h"
@@ -69,6 +70,8 @@ void json_medium(FILE *f, const struct medium *md, int keep_open)
     json_kv(f, "layout", md->layout, 1);
     json_kv(f, "pttype", md->pttype, 1);
     if (md->hybrid[0]) json_kv(f, "hybrid", md->hybrid, 1);
+    if (md->gpt_primary) fputs(",\"gpt_primary\":true", f);
+    if (md->ebr_loop) fputs(",\"ebr_loop\":true", f);
     fputs(",\"filesystems\":[", f);
     for (int i = 0; i < md->nfs; i++) {
         const struct fsent *e = &md->fs[i];
@@ -108,23 +111,40 @@ int state_save(const char *path, const struct medium *md)
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) return -1;
-    ssize_t w = write(fd, md, sizeof *md);
-    int ok = w == (ssize_t)sizeof *md && fsync(fd) == 0;
+    size_t flen = (size_t)md->nfs * sizeof *md->fs;
+    int ok = write(fd, md, sizeof *md) == (ssize_t)sizeof *md &&
+             (!flen || write(fd, md->fs, flen) == (ssize_t)flen) && fsync(fd) == 0;
     close(fd);
     if (!ok || rename(tmp, path) < 0) { unlink(tmp); return -1; }
     return 0;
 }
 
-/* 1 loaded, 0 no state, -1 unreadable. */
+/* 1 loaded (medium_free(md) later), 0 no state, -1 unreadable. */
 int state_load(const char *path, struct medium *md)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) return errno == ENOENT ? 0 : -1;
     ssize_t r = read(fd, md, sizeof *md);
-    close(fd);
-    if (r != (ssize_t)sizeof *md || md->magic != MH_STATE_MAGIC || md->nfs < 0 || md->nfs > MH_MAXFS)
+    md->fs = NULL;
+    md->cap = 0;
+    if (r != (ssize_t)sizeof *md || md->magic != MH_STATE_MAGIC || md->nfs < 0 || md->nfs > MH_STATE_MAXFS) {
+        md->nfs = 0;
+        close(fd);
         return -1;
+    }
+    size_t flen = (size_t)md->nfs * sizeof *md->fs;
+    md->fs = flen ? malloc(flen) : NULL;
+    char extra;
+    int ok = (!flen || (md->fs && read(fd, md->fs, flen) == (ssize_t)flen)) && read(fd, &extra, 1) == 0;
+    close(fd);
+    if (!ok) { medium_free(md); return -1; }
+    md->cap = md->nfs;
     md->hash[sizeof md->hash - 1] = 0;
     md->image[sizeof md->image - 1] = 0;
+    for (int i = 0; i < md->nfs; i++) {    /* strings stay terminated whatever the file says */
+        struct fsent *e = &md->fs[i];
+        e->mount[sizeof e->mount - 1] = e->status[sizeof e->status - 1] = e->reason[sizeof e->reason - 1] = 0;
+        e->device[sizeof e->device - 1] = e->fstype[sizeof e->fstype - 1] = 0;
+    }
     return 1;
 }

@@ -49,11 +49,31 @@ static void probe_fill(struct fsent *e, const struct ntt_layout_fs *fs, int in_t
     }
 }
 
-static struct fsent *probe_add(struct medium *md, int index, uint64_t off, uint64_t size)
+struct fsent *medium_add(struct medium *md)
 {
-    if (md->nfs >= MH_MAXFS) return NULL;
+    if (md->nfs == md->cap) {
+        int cap = md->cap ? md->cap * 2 : 16;
+        struct fsent *n = realloc(md->fs, (size_t)cap * sizeof *n);
+        if (!n) return NULL;
+        md->fs = n;
+        md->cap = cap;
+    }
     struct fsent *e = &md->fs[md->nfs++];
     memset(e, 0, sizeof *e);
+    return e;
+}
+
+void medium_free(struct medium *md)
+{
+    free(md->fs);
+    md->fs = NULL;
+    md->nfs = md->cap = 0;
+}
+
+static struct fsent *probe_add(struct medium *md, int index, uint64_t off, uint64_t size)
+{
+    struct fsent *e = medium_add(md);
+    if (!e) return NULL;
     e->index = index;
     e->offset = off;
     e->size = size;
@@ -74,11 +94,13 @@ int probe_medium(int fd, uint64_t file_size, uint64_t *need, struct medium *md,
     if (ntt_layout_probe(fd, 0, file_size, lo, err, errlen) != 0) { free(lo); return -1; }
     snprintf(md->pttype, sizeof md->pttype, "%s", lo->pttype);
     if (lo->hybrid && !strcmp(lo->pttype, "mac")) snprintf(md->hybrid, sizeof md->hybrid, "apm");
+    md->gpt_primary = lo->gpt_primary;
+    md->ebr_loop = lo->ebr_loop;
     int table = lo->pttype[0] && !lo->hybrid && lo->nparts > 0;
     for (int i = 0; i < lo->nparts; i++) {
         const struct ntt_layout_part *p = &lo->part[i];
         struct fsent *e = probe_add(md, p->index, p->offset, p->size);
-        if (!e) break;
+        if (!e) goto oom;
         if (p->offset + p->size > *need) *need = p->offset + p->size;
         if (p->container) {
             snprintf(e->status, sizeof e->status, "skipped");
@@ -99,9 +121,16 @@ int probe_medium(int fd, uint64_t file_size, uint64_t *need, struct medium *md,
     }
     if (lo->nparts == 0) {
         struct fsent *e = probe_add(md, 0, 0, file_size);
+        if (!e) goto oom;
         snprintf(e->status, sizeof e->status, "skipped");
         snprintf(e->reason, sizeof e->reason, "no partition table and no filesystem found");
     }
+    ntt_layout_free(lo);
     free(lo);
     return 0;
+oom:
+    ntt_layout_free(lo);
+    free(lo);
+    snprintf(err, errlen, "out of memory");
+    return -1;
 }

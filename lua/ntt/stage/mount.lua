@@ -49,6 +49,11 @@ function M.run(ctx)
   ctx.roots = roots
   if #not_mounted > 0 then
     problems.set(db, m.hash, "filesystems_not_mounted", not_mounted)
+    -- a filesystem that should have been mounted and was not makes the run's exit code say so
+    -- (skipped ones are containers, swap, empty partitions: nothing of them to copy)
+    local lost = {}
+    for _, f in ipairs(not_mounted) do if f.status ~= "skipped" then lost[#lost + 1] = f.fs_index end end
+    if #lost > 0 then ctx.problems[#ctx.problems + 1] = { kind = "filesystems_not_mounted", fs_index = lost } end
     for _, f in ipairs(not_mounted) do
       ctx.log:warn("fs_not_mounted", { medium = m.hash, fs_index = f.fs_index, status = f.status, reason = f.reason },
                    ("%s: filesystem p%d %s%s"):format(m.human or m.hash, f.fs_index, f.status,
