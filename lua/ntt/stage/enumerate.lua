@@ -69,12 +69,17 @@ local function rerun(ctx, m, done)
   count_problem(ctx, "enum_errors", math.max(s.error_count, s.still))
   count_problem(ctx, "duplicate_paths", s.duplicate_count)
   ctx.counts.found = (ctx.counts.found or 0) + s.files
+  local where = {}
+  for i, w in ipairs(s.walked) do
+    if i > 5 then where[#where + 1] = "..."; break end
+    where[i] = ("p%d:'%s'"):format(w.fs_index, w.path)
+  end
   local level = s.still > 0 and "warn" or "info"
   ctx.log[level](ctx.log, "enumerate_retried", { medium = m.hash, walked = s.walked, tried = s.tried,
       resolved = s.resolved, still = s.still, entries = s.entries, files = s.files, inodes = s.inodes,
       errors = s.error_count, seconds = s.seconds },
-    ("%s: %d unreadable place(s) walked again: %d now read, %d still unreadable"):format(
-      m.human or m.hash, s.tried, s.resolved, s.still))
+    ("%s: %d unreadable place(s) walked again (%s): %d now read, %d still unreadable"):format(
+      m.human or m.hash, s.tried, table.concat(where, ", "), s.resolved, s.still))
   return true
 end
 
