@@ -109,6 +109,14 @@ describe("a damaged directory", function()
     assert.equal(0, r.code, r.stderr .. r.stdout)
     -- broken alone was walked again
     assert.matches("1 unreadable place%(s%) walked again %(p1:'broken'%): 1 now read, 0 still unreadable", r.stderr)
+    local retried
+    for line in helper.read(home .. "/log/ops.jsonl"):gmatch("[^\n]+") do
+      local e = json.decode(line)
+      if e.event == "enumerate_retried" then retried = e end
+    end
+    assert.truthy(retried)
+    assert.equal(1, retried.resolved)
+    assert.is_true(retried.entries <= 6, "entries walked again: " .. retried.entries)   -- the root, broken and its 4
     assert.matches("files found:%s+3\n", r.stdout)
     assert.matches("copied:%s+3 ", r.stdout)
     assert.matches("medium problems recorded: 0\n", r.stdout)
