@@ -72,7 +72,10 @@ function M.run(conn, hash, roots, opts)
   local mounted, rootof = {}, {}
   for _, r in ipairs(roots or {}) do mounted[r.fs_index] = true; rootof[r.fs_index] = r.root end
   local ok0, open = pcall(failures.open, conn, hash)
-  if not ok0 then return nil, open.msg, open.code, summary end
+  if not ok0 then
+    if type(open) ~= "table" then error(open, 0) end
+    return nil, open.msg, open.code, summary
+  end
   local tried = {}
   for _, f in ipairs(open) do if mounted[f.fs_index] then tried[#tried + 1] = f end end
   summary.tried = #tried

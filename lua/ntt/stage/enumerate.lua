@@ -22,6 +22,10 @@ local function first(list, n)
   return out
 end
 
+-- A path for a human line (the log's fields keep the bytes): no control
+-- characters to break the line or the terminal.
+local function shown(path) return (tostring(path):gsub("%c", "?")) end
+
 local function count_problem(ctx, kind, n)
   if n > 0 then ctx.problems[#ctx.problems + 1] = { kind = kind, count = n } end
 end
@@ -31,7 +35,10 @@ end
 -- listed twice.
 local function restate(db, m)
   local ok, st = pcall(failures.state, db, m.hash)
-  if not ok then return nil, st.msg, st.code end
+  if not ok then
+    if type(st) ~= "table" then error(st, 0) end
+    return nil, st.msg, st.code
+  end
   if st.errors > 0 then
     problems.set(db, m.hash, "enum_errors", { count = st.errors, first = st.first, resolved = st.resolved })
   else
@@ -72,7 +79,7 @@ local function rerun(ctx, m, done)
   local where = {}
   for i, w in ipairs(s.walked) do
     if i > 5 then where[#where + 1] = "..."; break end
-    where[i] = ("p%d:'%s'"):format(w.fs_index, w.path)
+    where[i] = ("p%d:'%s'"):format(w.fs_index, shown(w.path))
   end
   local level = s.still > 0 and "warn" or "info"
   ctx.log[level](ctx.log, "enumerate_retried", { medium = m.hash, walked = s.walked, tried = s.tried,
@@ -114,7 +121,7 @@ function M.run(ctx)
   for _, e in ipairs(first(s.errors or {}, 20)) do
     ctx.log:warn("enum_error", { medium = m.hash, fs_index = e.fs_index, path = e.path, err = e.err, msg = e.msg },
                  ("%s: p%d: '%s' could not be read (%s): what is below it is missing"):format(
-                   m.human or m.hash, e.fs_index or 0, e.path, e.msg or e.err))
+                   m.human or m.hash, e.fs_index or 0, shown(e.path), e.msg or e.err))
   end
   if not summary then
     if code == "ESTALLED" then
