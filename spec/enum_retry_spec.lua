@@ -152,4 +152,26 @@ describe("enumerate retry", function()
     assert.equal(2, st.errors)                        -- the ELOOP note, p7
     assert.equal(1, st.duplicates)
   end)
+
+  it("a file excluded until now that gains a path not excluded becomes pending", function()
+    local dir = helper.tmpdir("relink")
+    helper.sh { "mkdir", "-p", dir .. "/late" }
+    helper.write(dir .. "/skip.me", "linked")
+    local h = medium(dir)
+    local ignore = { util.regex("\\.me$") }
+    assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }, { ignore = ignore }))
+    assert.equal("excluded", rows(h, "SELECT state::text AS state FROM INODE WHERE fs_type = 'f'")[1].state)
+    assert(db.tx(conn, function()
+      failures.record(conn, h, { errors = { { fs_index = 0, path = "late", err = "EIO", msg = "getdents64: Input/output error" } } })
+      return true
+    end))
+    helper.sh { "ln", dir .. "/skip.me", dir .. "/late/kept" }
+    local r = assert(retry.run(conn, h, { { fs_index = 0, root = dir } }, { ignore = ignore }))
+    assert.equal(1, r.resolved)
+    assert.equal(0, r.files)                           -- the inode was there already
+    local st = rows(h, "SELECT i.state::text AS state, count(p.path) AS n FROM INODE i JOIN PATH p USING (fs_index, ino) WHERE i.fs_type = 'f' GROUP BY 1")
+    assert.equal(1, #st)
+    assert.equal("pending", st[1].state)
+    assert.equal(2, st[1].n)
+  end)
 end)
