@@ -175,3 +175,12 @@ describe("enumerate retry", function()
     assert.equal(2, st[1].n)
   end)
 end)
+
+describe("the end-of-run summary", function()
+  it("counts each place a problem entry stands for", function()
+    local summary = require "ntt.summary"
+    local text = summary.format({ { ok = true, ctx = { counts = {}, problems = {
+      { kind = "enum_errors", count = 3 }, { kind = "duplicate_paths", count = 2 }, { kind = "mount_failed" } } } } }, 1)
+    assert.matches("medium problems recorded: 6\n", text)
+  end)
+end)
