@@ -17,9 +17,13 @@
 -- the old rows stay until the new ones are complete (nothing is lost if the
 -- new load fails).  A stalled walk aborts the load: nothing is committed,
 -- code "ESTALLED".  A second load of a medium while one runs: "EBUSY".
+-- The walk's errors and duplicates are recorded (enum_failure, in the
+-- transaction that sets enum_done) for a later run to walk again:
+-- ntt.enumerate.retry.
 local db = require "ntt.db"
 local load = require "ntt.core.load"
 local util = require "ntt.core.util"
+local failures = require "ntt.enumerate.failures"
 
 local M = {}
 
@@ -190,6 +194,8 @@ function M.load(conn, hash, roots, opts)
       q(conn, ("ALTER TABLE path ATTACH PARTITION %s FOR VALUES IN (%s)"):format(pt, lit))
       q(conn, "SELECT ntt_path_inode_fk($1::regclass, $2::regclass, false)", it, pt)
       q(conn, "UPDATE medium SET enum_done = now() WHERE medium_hash = $1", hash)
+      -- with enum_done, what this walk could not read (a rerun walks it again)
+      failures.record(conn, hash, summary)
       return true
     end)
   end)

@@ -8,6 +8,8 @@
 --   set(conn, hash, key, value)         set or replace a finding
 --   event(conn, hash, ev, max_events)   append a diagnostic event; past
 --                                       max_events only "events_dropped" counts
+--   clear(conn, hash, key)             drop a finding that no longer holds
+--                                       (enum_errors once every place is read)
 --   get(conn, hash) -> table
 -- All return true | nil, msg, "EDB", sqlstate (docs/errors.md).
 --   watch(fn) -> the previous watcher: fn(hash, kind, detail) is called
@@ -67,6 +69,13 @@ function M.event(conn, hash, ev, max_events)
      WHERE medium_hash = $1]], hash, json.encode(ev), max_events or 1000)
   if not r then return nil, err, code, state end
   return recorded(hash, "diagnostic_event", ev)
+end
+
+function M.clear(conn, hash, key)
+  local r, err, code, state = exec(conn, "UPDATE medium SET problems = problems - $2::text WHERE medium_hash = $1",
+                                   hash, key)
+  if not r then return nil, err, code, state end
+  return true
 end
 
 function M.get(conn, hash)

@@ -19,7 +19,7 @@ function M.format(results, seconds)
     end
     t.copy_seconds = t.copy_seconds + (c.seconds or 0)
     for reason, n in pairs(c.reasons or {}) do t.reasons[reason] = (t.reasons[reason] or 0) + n end
-    t.problems = t.problems + #r.ctx.problems
+    for _, p in ipairs(r.ctx.problems) do t.problems = t.problems + (p.count or 1) end
   end
   local lines = {}
   local function add(fmt, ...) lines[#lines + 1] = fmt:format(...) end

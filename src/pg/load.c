@@ -36,6 +36,10 @@
  *                       so that the first reads after commit need not set
  *                       hint bits on, and so rewrite, every page
  *     opts.progress     function(entries, dirs) called once per batch
+ *     opts.start, opts.only   walk again one place only (walk.h): start, a
+ *                       directory relative to root (its own row is not
+ *                       sent), only, one name of its listing; paths stay
+ *                       relative to root (the retry of a failed directory)
  *   A file whose every path is excluded goes in as state excluded (a
  *   hardlinked one whose first path is excluded waits for its other paths).
  *   stats = { rows=, entries=, dirs=, excluded=, excluded_inodes=,
@@ -321,7 +325,7 @@ static int sink_finish(struct sink **s, int n, int failed, char *err, size_t err
 }
 
 static const char *const walk_opts[] = { "root", "inode_table", "path_table", "medium", "fs_index",
-    "threads", "stall_timeout", "batch", "ignore", "path_conn", "freeze", "progress", NULL };
+    "threads", "stall_timeout", "batch", "ignore", "path_conn", "freeze", "progress", "start", "only", NULL };
 
 static int load_walk(lua_State *L)
 {
@@ -351,6 +355,14 @@ static int load_walk(lua_State *L)
     if (!lua_isnil(L, -1)) o.stall_timeout = luaL_checknumber(L, -1);
     lua_getfield(L, 2, "batch");
     if (!lua_isnil(L, -1)) o.batch = (int)luaL_checkinteger(L, -1);
+    lua_getfield(L, 2, "start");
+    if (!lua_isnil(L, -1)) o.start = luaL_checkstring(L, -1);
+    lua_getfield(L, 2, "only");
+    if (!lua_isnil(L, -1)) {
+        o.only = luaL_checkstring(L, -1);
+        if (!*o.only || strchr(o.only, '/') || !strcmp(o.only, ".") || !strcmp(o.only, ".."))
+            return luaL_error(L, "load.walk: only must be one name, not '%s'", o.only);
+    }
     lua_getfield(L, 2, "freeze");
     const char *freeze = lua_toboolean(L, -1) ? ", FREEZE" : "";
     PGconn *pconn = NULL;

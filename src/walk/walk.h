@@ -51,6 +51,13 @@ struct ntt_walk_opts {
     size_t batch_bytes;     /* name/path/target bytes per batch; 0: 1 MiB */
     int max_depth;          /* directories deeper than this are not descended; <= 0: 4096 */
     int max_events;         /* events of each kind kept in the stats; <= 0: 1000 */
+    /* Walk again one place of a walk done before (records keep paths
+     * relative to root): start, a directory below root (opened beneath it,
+     * no symlink, no other mount), is listed instead of root and its own
+     * record is not emitted; only, when set (a name, no '/'), keeps of
+     * start's listing that one entry (and, a directory, all below it). */
+    const char *start;      /* NULL or "": root itself */
+    const char *only;       /* NULL: every entry of start */
 };
 
 enum ntt_walk_event_kind {

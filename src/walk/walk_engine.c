@@ -114,6 +114,7 @@ static void walk_free(struct ntt_walk *w)
     ntt_walk_stats_free(&w->st);
     if (w->rootfd >= 0) close(w->rootfd);
     free(w->root);
+    free((char *)w->o.only);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->work_cv);
     pthread_cond_destroy(&w->out_cv);
@@ -165,11 +166,27 @@ struct ntt_walk *ntt_walk_start(const struct ntt_walk_opts *opts)
     pthread_cond_init(&w->work_cv, NULL);
     pthread_cond_init(&w->out_cv, NULL);
     pthread_cond_init(&w->space_cv, NULL);
-    struct item *it = ntt_walk_xmalloc(sizeof *it + 1);
-    memset(it, 0, sizeof *it + 1);
+    /* the strings are the caller's: kept for the walk's whole life */
+    const char *start = opts->start ? opts->start : "";
+    size_t sl = strlen(start);
+    w->o.start = w->o.only = NULL;
+    if (opts->only) {
+        size_t ol = strlen(opts->only);
+        char *only = ntt_walk_xmalloc(ol + 1);
+        memcpy(only, opts->only, ol + 1);
+        w->o.only = only;
+    }
+    struct item *it = ntt_walk_xmalloc(sizeof *it + sl + 1);
+    memset(it, 0, sizeof *it + sl + 1);
     atomic_init(&it->refs, 1);
     it->ino = st.st_ino;
-    it->emit_self = 1;
+    it->emit_self = sl == 0;
+    it->first = 1;
+    memcpy(it->path, start, sl);
+    it->len = sl;
+    for (size_t i = 0; i < sl; i++)
+        if (start[i] == '/' && i + 1 < sl && start[i + 1] != '/') it->depth++;
+    if (sl) it->depth++;
     w->stack = it;
     w->t0 = ntt_walk_mono();
     w->wk = ntt_walk_xmalloc((size_t)w->o.threads * sizeof *w->wk);

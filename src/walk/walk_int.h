@@ -22,6 +22,8 @@ struct item {                  /* a directory still to list */
     uint64_t ino;
     int depth;                 /* 0 for the root */
     int emit_self;             /* the root: emit its own record first */
+    int first;                 /* the walk's first directory (root or start): its
+                                  inode is learnt when opened, only applies to it */
     struct item *parent;       /* kept alive by this item's reference */
     atomic_int refs;           /* 1 until listed, +1 per child item alive */
     size_t len;

@@ -252,6 +252,8 @@ void ntt_walk_dir(struct worker *k, struct item *it)
         close(fd);
         return;
     }
+    if (it->first)
+        it->ino = st.st_ino;   /* a start below the root: known once opened */
     if (it->emit_self)
         ntt_walk_emit(k, &st, "", 0, 0, st.st_ino, "", 0, 0);
     else if (st.st_dev != w->rootdev || st.st_ino != it->ino) {
@@ -263,6 +265,7 @@ void ntt_walk_dir(struct worker *k, struct item *it)
     atomic_fetch_add(&w->progress, 1);
     atomic_fetch_add(&w->dirs, 1);
     names_reset(k);
+    const char *only = it->first ? w->o.only : NULL;
     while (!w->stop) {
         ssize_t n = getdents64(fd, k->dents, DENTS_BUF);
         if (n < 0) {
@@ -277,6 +280,8 @@ void ntt_walk_dir(struct worker *k, struct item *it)
             off += d->d_reclen;
             const char *nm = d->d_name;
             if (nm[0] == '.' && (nm[1] == 0 || (nm[1] == '.' && nm[2] == 0)))
+                continue;
+            if (only && strcmp(nm, only) != 0)
                 continue;
             walk_entry(k, fd, it, nm, strlen(nm), d->d_ino);
         }

@@ -248,6 +248,7 @@ void ntt_walk_push_dir(struct ntt_walk *w, struct item *parent, const char *path
     it->ino = ino;
     it->depth = parent->depth + 1;
     it->emit_self = 0;
+    it->first = 0;
     atomic_init(&it->refs, 1);
     atomic_fetch_add(&parent->refs, 1);
     it->parent = parent;

@@ -1,9 +1,16 @@
 -- lua/ntt/stage/enumerate.lua: load every entry of the mounted filesystems.
 --
--- Done once: a medium with enum_done set is skipped (use `ntt run --replace`
--- to enumerate it again).  Unreadable directories, duplicate names and a
--- stalled walk are recorded on the medium.
+-- Done once: a medium with enum_done set is not walked again (use `ntt run
+-- --replace` to enumerate it again), except the places its walk could not
+-- read (ntt.enumerate.retry): those are walked again, and only those.
+-- Unreadable directories and entries, duplicate names and a stalled walk
+-- are problems of the medium (medium.problems, heard by on_problem) and of
+-- the run (ctx.problems, one entry per kind with its count: the summary's
+-- "medium problems recorded" and the exit code).  A rerun counts the places
+-- still unreadable and what it found anew.
 local enumerate = require "ntt.enumerate"
+local failures = require "ntt.enumerate.failures"
+local retry = require "ntt.enumerate.retry"
 local problems = require "ntt.problems"
 local progress = require "ntt.progress"
 
@@ -15,15 +22,80 @@ local function first(list, n)
   return out
 end
 
+-- A path for a human line (the log's fields keep the bytes): no control
+-- characters to break the line or the terminal.
+local function shown(path) return (tostring(path):gsub("%c", "?")) end
+
+local function count_problem(ctx, kind, n)
+  if n > 0 then ctx.problems[#ctx.problems + 1] = { kind = kind, count = n } end
+end
+
+-- medium.problems from the table, after a rerun: enum_errors lists the
+-- places still unreadable (gone when none is), duplicate_paths every name
+-- listed twice.
+local function restate(db, m)
+  local ok, st = pcall(failures.state, db, m.hash)
+  if not ok then
+    if type(st) ~= "table" then error(st, 0) end
+    return nil, st.msg, st.code
+  end
+  if st.errors > 0 then
+    problems.set(db, m.hash, "enum_errors", { count = st.errors, first = st.first, resolved = st.resolved })
+  else
+    problems.clear(db, m.hash, "enum_errors")
+  end
+  return st
+end
+
+-- A medium enumerated before: walk again what could not be read.
+local function rerun(ctx, m, done)
+  local db, p = ctx.db, ctx.policy.enumerate or {}
+  if not ctx.roots or #ctx.roots == 0 then
+    ctx.log:info("enumerate_skipped", { medium = m.hash, reason = "already enumerated", at = done })
+    return true
+  end
+  local s, err, code, partial = retry.run(db, m.hash, ctx.roots, {
+    ignore = require("ntt.policy").ignore_of(ctx.policy), threads = p.threads, stall_timeout = p.stall_timeout })
+  if not s then
+    if code == "ESTALLED" then
+      problems.set(db, m.hash, "enum_stalled", (partial or {}).stalled or { error = err })
+      ctx.problems[#ctx.problems + 1] = { kind = "enum_stalled" }
+    end
+    return nil, err, code
+  end
+  if s.tried == 0 then
+    ctx.log:info("enumerate_skipped", { medium = m.hash, reason = "already enumerated", at = done })
+    return true
+  end
+  local st, serr, scode = restate(db, m)
+  if not st then return nil, serr, scode end
+  if s.duplicate_count > 0 then
+    problems.set(db, m.hash, "duplicate_paths", { count = st.duplicates, first = st.first_duplicates })
+  end
+  -- still unreadable, and unreadable anew below what became readable
+  count_problem(ctx, "enum_errors", math.max(s.error_count, s.still))
+  count_problem(ctx, "duplicate_paths", s.duplicate_count)
+  ctx.counts.found = (ctx.counts.found or 0) + s.files
+  local where = {}
+  for i, w in ipairs(s.walked) do
+    if i > 5 then where[#where + 1] = "..."; break end
+    where[i] = ("p%d:'%s'"):format(w.fs_index, shown(w.path))
+  end
+  local level = s.still > 0 and "warn" or "info"
+  ctx.log[level](ctx.log, "enumerate_retried", { medium = m.hash, walked = s.walked, tried = s.tried,
+      resolved = s.resolved, still = s.still, entries = s.entries, files = s.files, inodes = s.inodes,
+      errors = s.error_count, seconds = s.seconds },
+    ("%s: %d unreadable place(s) walked again (%s): %d now read, %d still unreadable"):format(
+      m.human or m.hash, s.tried, table.concat(where, ", "), s.resolved, s.still))
+  return true
+end
+
 function M.run(ctx)
   local m = ctx.medium
   if not m then return nil, "enumerate needs identify first", "EINVAL" end
   local db = ctx.db
   local row = assert(db:exec("SELECT enum_done::text AS done FROM medium WHERE medium_hash = $1", m.hash))[1]
-  if row and row.done and not ctx.replace then
-    ctx.log:info("enumerate_skipped", { medium = m.hash, reason = "already enumerated", at = row.done })
-    return true
-  end
+  if row and row.done and not ctx.replace then return rerun(ctx, m, row.done) end
   if not ctx.roots or #ctx.roots == 0 then
     ctx.log:warn("enumerate_nothing", { medium = m.hash }, (m.human or m.hash) .. ": nothing mounted to enumerate")
     return true
@@ -38,9 +110,18 @@ function M.run(ctx)
   local s = summary or partial or {}
   if (s.error_count or 0) > 0 then
     problems.set(db, m.hash, "enum_errors", { count = s.error_count, first = first(s.errors or {}, 20) })
+  elseif summary then
+    problems.clear(db, m.hash, "enum_errors")   -- a --replace that read everything
   end
   if (s.duplicate_count or 0) > 0 then
     problems.set(db, m.hash, "duplicate_paths", { count = s.duplicate_count, first = first(s.duplicates or {}, 20) })
+  end
+  count_problem(ctx, "enum_errors", s.error_count or 0)
+  count_problem(ctx, "duplicate_paths", s.duplicate_count or 0)
+  for _, e in ipairs(first(s.errors or {}, 20)) do
+    ctx.log:warn("enum_error", { medium = m.hash, fs_index = e.fs_index, path = e.path, err = e.err, msg = e.msg },
+                 ("%s: p%d: '%s' could not be read (%s): what is below it is missing"):format(
+                   m.human or m.hash, e.fs_index or 0, shown(e.path), e.msg or e.err))
   end
   if not summary then
     if code == "ESTALLED" then
