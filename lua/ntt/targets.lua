@@ -48,7 +48,7 @@ M.MIN_BLANK = 64 * 1024    -- a blank "medium" smaller than this is just an empt
 
 local function what_probe_found(p)
   if p.pttype then
-    return ("%s partition table (%d partition%s)"):format(p.pttype, #p.partitions,
+    return ("%s partition table, %d partition%s"):format(p.pttype, #p.partitions,
                                                          #p.partitions == 1 and "" or "s")
   end
   if p.fstype then return ("%s filesystem"):format(p.fstype) end
@@ -108,22 +108,25 @@ local function companions(path, dir)
   return out
 end
 
--- The entries of a folder: { name=, path=, kind=, hidden=, st= }, kind being
--- "file", "directory", "symlink", "special" or "unreadable" (with error=).
+-- The entries of a folder: { name=, path=, hidden= }; what each is (lstat)
+-- is looked at only when a mode needs it (a tree needs names only).
 local function entries_of(dir, names)
   local out = {}
   for _, name in ipairs(names) do
-    local path = dir .. "/" .. name
-    local st, err, code = fs.stat(path, true)
-    local e = { name = name, path = path, hidden = name:sub(1, 1) == "." }
-    if not st then e.kind, e.error, e.code = "unreadable", err, code
-    elseif st.type == "file" then e.kind = "file"
-    elseif st.type == "directory" then e.kind = "directory"
-    elseif st.type == "link" then e.kind = "symlink"
-    else e.kind, e.type = "special", st.type end
-    out[#out + 1] = e
+    out[#out + 1] = { name = name, path = dir .. "/" .. name, hidden = name:sub(1, 1) == "." }
   end
   return out
+end
+
+-- e.kind: "file", "directory", "symlink", "special" (e.type the stat type)
+-- or "unreadable" (e.error, e.code).
+local function stat_entry(e)
+  local st, err, code = fs.stat(e.path, true)
+  if not st then e.kind, e.error, e.code = "unreadable", err, code
+  elseif st.type == "file" then e.kind = "file"
+  elseif st.type == "directory" then e.kind = "directory"
+  elseif st.type == "link" then e.kind = "symlink"
+  else e.kind, e.type = "special", st.type end
 end
 
 -- Could name be a ddrescue file of another entry (by name only)?  Used by
@@ -157,6 +160,7 @@ local function decide(entries, mode)
   for _, e in ipairs(entries) do names[e.name] = true end
   local images, blocker = 0, nil
   for _, e in ipairs(entries) do
+    stat_entry(e)
     if e.kind == "file" then
       e.verdict = M.look(e.path)
       if e.verdict.image then images = images + 1 end
