@@ -237,6 +237,35 @@ describe("targets.expand", function()
     assert.same({ { path = dir .. "/roms/Small.bin", as = "target" } }, media)
   end)
 
+  it("reports an entry it cannot look at as a loss (images), or copies the folder whole (auto)", function()
+    if not helper.is_root() then pending("needs root (to look as another account)"); return end
+    local dir = helper.tmpdir("exlost")
+    helper.sh { "chmod", "0755", dir }
+    helper.sh { "mkdir", dir .. "/shelf" }
+    images.fat(dir .. "/shelf/ok.flp", { kb = 1440 })
+    images.fat(dir .. "/shelf/secret.img", { kb = 1440 })
+    helper.sh { "chmod", "0000", dir .. "/shelf/secret.img" }
+    helper.write(dir .. "/look.lua", [[
+      local targets, json = require "ntt.targets", require "ntt.json"
+      for _, mode in ipairs { "images", "auto" } do
+        local media, report = targets.expand({ arg[1] }, { mode = mode })
+        print(json.encode { media = media, entries = report.entries, counts = report.counts })
+      end]])
+    local ntt = assert(require("ntt.core.fs").realpath(helper.ntt))
+    local r = helper.sh { "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", ntt,
+                          dir .. "/look.lua", dir .. "/shelf" }
+    local images_mode, auto = r.stdout:match("([^\n]+)\n([^\n]+)")
+    images_mode, auto = json.decode(images_mode), json.decode(auto)
+    assert.equal(1, #images_mode.media)
+    assert.equal(1, images_mode.counts.lost)
+    local e = by_name(images_mode)
+    assert.equal("unreadable", e["secret.img"].reason)
+    assert.is_true(e["secret.img"].loss)
+    assert.matches("Permission denied", e["secret.img"].why)
+    assert.equal("directory", auto.media[1].as)
+    assert.equal(0, auto.counts.lost)
+  end)
+
   it("is a policy setting, checked at load", function()
     local policy = require "ntt.policy"
     local p = assert(policy.load("default"))

@@ -1,6 +1,6 @@
 -- lua/ntt/cmd/run.lua: `ntt run POLICY [TARGET...]`.
 local usage = [[
-usage: ntt run [options] POLICY [TARGET...]
+usage: ntt run [options] POLICY [TARGET | --images DIR | --tree DIR]...
 
 Loads and validates POLICY (before any side effect), then runs its stages
 over each TARGET: a disk image, a folder of images (with their .map files),
