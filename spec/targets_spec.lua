@@ -232,6 +232,9 @@ describe("targets.expand", function()
     assert.equal(1, #media)
     assert.equal("ENOENT", media[1].code)
     assert.equal(4, report.counts.left_by.not_image)
+    -- misuse raises
+    assert.has_error(function() targets.expand({ { path = dir, mode = "img" } }) end)
+    assert.has_error(function() targets.expand({ dir }, { mod = "tree" }) end)
     -- a file given by name is taken as given
     media = targets.expand({ dir .. "/roms/Small.bin" })
     assert.same({ { path = dir .. "/roms/Small.bin", as = "target" } }, media)

@@ -5,14 +5,15 @@
 -- floppy image named .flp or .001 is one.  Every entry of a folder given
 -- as a target is reported as taken (and as what) or left (and why).
 --
---   targets.look(path) -> verdict
+--   targets.look(path [, {blank = false}]) -> verdict
 --       verdict = { image = true|false, content = "what was found",
 --                   error = msg, code = errname }   (error: could not be read)
 --       A file is an image when the layout probe (ntt.core.media.probe,
 --       libblkid: partition table or filesystem at the usual offsets,
 --       ISO9660/UDF, a Zip disk's FAT at 16384) finds a table or a
 --       filesystem; or when every byte has one value and it is a whole
---       number of sectors, at least MIN_BLANK (a blank or erased medium);
+--       number of sectors, at least MIN_BLANK (a blank or erased medium;
+--       not looked for with blank = false: that scan reads a blank medium whole);
 --       or when a ddrescue mapfile that parses lies beside it (a rescue
 --       whose first sectors were not read has no signature to find).
 --   targets.expand(list [, opts]) -> media, report
@@ -43,6 +44,13 @@ local fs = require "ntt.core.fs"
 
 local M = {}
 
+-- Misuse raises: unknown option keys, a mode that is not one of M.MODES.
+local function checked(v, shape, what)
+  local ok, msg = require("ntt.schema").check(v, shape, what)
+  if not ok then error(msg, 3) end
+  return v
+end
+
 M.MODES = { "auto", "images", "tree" }
 M.MIN_BLANK = 64 * 1024    -- a blank "medium" smaller than this is just an empty file
 
@@ -68,14 +76,15 @@ local function parsed_map(path)
   return map
 end
 
-function M.look(path)
+function M.look(path, opts)
   if type(path) ~= "string" then error("targets.look: path expected", 2) end
+  local blank = not (opts and checked(opts, { blank = "boolean" }, "targets.look").blank == false)
   local p, err, code = cmedia.probe(path)
   if not p then return { image = false, error = err, code = code } end
   local found = what_probe_found(p)
   if found then return { image = true, content = found } end
   local size = p.size or 0
-  if size >= M.MIN_BLANK and size % 512 == 0 then
+  if blank and size >= M.MIN_BLANK and size % 512 == 0 then
     local scan, serr, scode = cmedia.scan_uniform(path, { block = 65536 })
     if not scan then return { image = false, error = serr, code = scode } end
     if scan.uniform then
@@ -307,11 +316,14 @@ local function expand_folder(t, mode, opts, media, report)
 end
 
 function M.expand(list, opts)
-  opts = opts or {}
+  opts = checked(opts or {}, { mode = M.MODES, log = "any" }, "targets.expand")
   local media, report = {}, new_report()
   for _, item in ipairs(list) do
     local t, mode = item, nil
-    if type(item) == "table" then t, mode = item.path, item.mode end
+    if type(item) == "table" then
+      checked(item, { path = "string", mode = M.MODES }, "targets.expand")
+      t, mode = item.path, item.mode
+    end
     if type(t) ~= "string" then error("targets.expand: each target is a path or {path=, mode=}", 2) end
     mode = mode or opts.mode or "auto"
     local st = fs.stat(t)
@@ -323,7 +335,7 @@ function M.expand(list, opts)
       -- a file, a device, or what cannot be looked at: as given (identify
       -- says what is wrong with it); what the content says is logged
       if st and st.type == "file" and opts.log then
-        local v = M.look(t)
+        local v = M.look(t, { blank = false })   -- inspect scans a blank image anyway
         opts.log:info("target_classified", { target = t, mode = "image", image = v.image,
                                              why = v.error or v.content },
                       ("%s: taken as an image (given by name; content: %s)"):format(t, v.error or v.content))
