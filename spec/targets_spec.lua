@@ -192,6 +192,14 @@ describe("targets.expand", function()
     local media, report = targets.expand({ mix })
     assert.same({ { path = mix, as = "directory" } }, media)
     assert.equal(1, report.counts.tree_folders)
+    -- a map of no image keeps auto from taking a folder as images
+    local lone = dir .. "/lone"
+    helper.sh { "mkdir", lone }
+    images.fat(lone .. "/a.flp", { kb = 1440 })
+    helper.write(lone .. "/a.flp-ddrescue.log", "log")
+    assert.same({ { path = lone .. "/a.flp", as = "image", folder = lone } }, (targets.expand({ lone })))
+    images.mapfile(lone .. "/zzz.map", { { 0, 1474560, "+" } })
+    assert.same({ { path = lone, as = "directory" } }, (targets.expand({ lone })))
     local log = logger(dir)
     media, report = targets.expand({ { path = mix, mode = "images" } }, { log = log })
     log:close()

@@ -102,7 +102,8 @@ end
 local function basename(p) return (p:gsub("/+$", ""):match("([^/]*)$")) end
 
 -- The ddrescue files of an image that sit in its folder: its mapfile (as
--- identify finds it), the map's .bak and .stall, <stem>-ddrescue.log.
+-- identify finds it), the map's .bak and .stall, <name>-ddrescue.log and
+-- <stem>-ddrescue.log.
 local function companions(path, dir)
   local media = require "ntt.media"
   local out = {}
@@ -113,7 +114,9 @@ local function companions(path, dir)
     out[#out + 1] = { name = basename(map) .. ".stall", as = "ddrescue file" }
   end
   local name = basename(path)
-  out[#out + 1] = { name = (name:match("^(.+)%.[^.]*$") or name) .. "-ddrescue.log", as = "ddrescue file" }
+  local stem = name:match("^(.+)%.[^.]*$")
+  out[#out + 1] = { name = name .. "-ddrescue.log", as = "ddrescue file" }
+  if stem then out[#out + 1] = { name = stem .. "-ddrescue.log", as = "ddrescue file" } end
   return out
 end
 
@@ -141,14 +144,15 @@ end
 -- Could name be a ddrescue file of another entry (by name only)?  Used by
 -- auto mode to keep looking past it; whether it truly belongs to an image
 -- is settled once the images are known.
-local function maybe_companion(name, names)
+-- names and stems: the set of the folder's names, and of their stems
+-- (name without its last extension) to the number of names with that stem.
+local function maybe_companion(name, names, stems)
   for _, pat in ipairs { "^(.+)%.map$", "^(.+)%.map%.bak$", "^(.+)%.map%.stall$", "^(.+)%-ddrescue%.log$" } do
     local base = name:match(pat)
     if base then
       if names[base] then return true end
-      for other in pairs(names) do
-        if other ~= name and (other:match("^(.+)%.[^.]*$") == base) then return true end
-      end
+      local own = (name:match("^(.+)%.[^.]*$") == base) and 1 or 0
+      if (stems[base] or 0) > own then return true end
     end
   end
   return false
@@ -165,8 +169,12 @@ local LEFT_WHY = {
 -- and why; auto mode stops looking at the first entry that makes the folder
 -- a tree.
 local function decide(entries, mode)
-  local names = {}
-  for _, e in ipairs(entries) do names[e.name] = true end
+  local names, stems = {}, {}
+  for _, e in ipairs(entries) do
+    names[e.name] = true
+    local stem = e.name:match("^(.+)%.[^.]*$")
+    if stem then stems[stem] = (stems[stem] or 0) + 1 end
+  end
   local images, blocker = 0, nil
   for _, e in ipairs(entries) do
     stat_entry(e)
@@ -175,7 +183,7 @@ local function decide(entries, mode)
       if e.verdict.image then images = images + 1 end
     end
     if mode == "auto" and not e.hidden and not (e.verdict and e.verdict.image) then
-      local maybe = e.kind == "file" and not e.verdict.error and maybe_companion(e.name, names)
+      local maybe = e.kind == "file" and not e.verdict.error and maybe_companion(e.name, names, stems)
       if not maybe then blocker = e; break end
     end
   end
