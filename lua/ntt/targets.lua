@@ -101,14 +101,17 @@ end
 
 local function basename(p) return (p:gsub("/+$", ""):match("([^/]*)$")) end
 
+-- dir/name, also for dir "/".
+local function join(dir, name) return (dir == "/" and "" or dir) .. "/" .. name end
+
 -- The ddrescue files of an image that sit in its folder: its mapfile (as
 -- identify finds it), the map's .bak and .stall, <name>-ddrescue.log and
 -- <stem>-ddrescue.log.
-local function companions(path, dir)
+local function companions(path)
   local media = require "ntt.media"
   local out = {}
   local map = media.find_map(path)
-  if map and map ~= path and map:sub(1, #dir + 1) == dir .. "/" and not map:find("/", #dir + 2, true) then
+  if map and map ~= path then   -- find_map looks only beside the image
     out[#out + 1] = { name = basename(map), as = "mapfile" }
     out[#out + 1] = { name = basename(map) .. ".bak", as = "ddrescue file" }
     out[#out + 1] = { name = basename(map) .. ".stall", as = "ddrescue file" }
@@ -125,7 +128,7 @@ end
 local function entries_of(dir, names)
   local out = {}
   for _, name in ipairs(names) do
-    out[#out + 1] = { name = name, path = dir .. "/" .. name, hidden = name:sub(1, 1) == "." }
+    out[#out + 1] = { name = name, path = join(dir, name), hidden = name:sub(1, 1) == "." }
   end
   return out
 end
@@ -204,7 +207,7 @@ local function sort_out(dir, entries)
   for _, e in ipairs(entries) do
     if e.verdict and e.verdict.image and not e.of then
       e.as = "image"
-      for _, c in ipairs(companions(e.path, dir)) do
+      for _, c in ipairs(companions(e.path)) do
         local ce = by_name[c.name]
         if ce and ce ~= e and ce.kind == "file" and not (ce.verdict and ce.verdict.image) and not ce.of then
           ce.of, ce.as = e.name, c.as
@@ -258,7 +261,7 @@ local function note(report, log, r)
   if not log then return end
   local fields = { target = r.folder, entry = r.name, taken = r.taken, as = r.as, of = r.of,
                    reason = r.reason, why = r.why }
-  local text = ("%s/%s: %s"):format(r.folder, r.name,
+  local text = ("%s: %s"):format(join(r.folder, r.name),
     r.as == "directory medium" and ("in the directory medium " .. r.folder)
     or r.taken and (r.as .. (r.of and (" of " .. r.of) or "") .. (r.why and (" (" .. r.why .. ")") or ""))
              or ("left: " .. r.why))
@@ -315,7 +318,7 @@ local function expand_folder(t, mode, opts, media, report)
   end
   for _, r in ipairs(sorted) do
     note(report, log, r)
-    if r.as == "image" then media[#media + 1] = { path = dir .. "/" .. r.name, as = "image", folder = t } end
+    if r.as == "image" then media[#media + 1] = { path = join(dir, r.name), as = "image", folder = t } end
   end
   if n == 0 then
     media[#media + 1] = { path = t, error = ("%s: no disk image in this folder (%d entr%s left)")
