@@ -320,8 +320,10 @@ describe("ntt run over target folders", function()
     roms["tag.txt"] = runs.tag .. " roms"
     helper.write(dir .. "/roms/tag.txt", roms["tag.txt"])
     local home = dir .. "/home"
-    local r = run(home, { runs.policy(dir), dir .. "/roms" })
+    local pol = runs.policy(dir, '{ hooks = { on_finish = function(t) print("heard in_trees " .. t.targets.in_trees) end } }')
+    local r = run(home, { pol, dir .. "/roms" })
     assert.equal(0, r.code, r.stderr .. r.stdout)
+    assert.matches("heard in_trees 6", r.stdout)
     assert.matches("media:%s+1 %(0 ", r.stdout)
     assert.matches("copied:%s+6 ", r.stdout)
     assert.matches("folders:%s+1 %(0 as their images, 1 as directory media%)", r.stdout)
