@@ -12,6 +12,17 @@ return ntt.policy {
   stages = { "identify", "inspect", "mount", "enumerate", "copy", "unmount" },
   workers = 1,           -- copy processes per medium (each already copies one batch while it claims and records the next)
 
+  targets = {
+    -- A folder given as a target (ntt.targets decides by content, never by
+    -- file name): "images" takes each disk image in it as a medium (with
+    -- its mapfile) and leaves the rest, each reported; "tree" makes it one
+    -- directory medium, every file copied as a file; "auto" is "images"
+    -- when every entry not hidden is a disk image or one of its ddrescue
+    -- files, else "tree" -- a ROM library is copied, never mounted.
+    -- `ntt run --images DIR` / `--tree DIR` choose for one folder.
+    folders = "auto",
+  },
+
   inspect = {
     -- rescued % of the mapfile: 100 ok, >= incomplete, >= corrupt, else failed
     health = { incomplete = 90, corrupt = 20 },

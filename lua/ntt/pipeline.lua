@@ -29,35 +29,13 @@ function M.check(policy)
   return true
 end
 
-local IMAGE_EXT = { img = true, ima = true, iso = true, dd = true, raw = true, bin = true, dsk = true,
-                    image = true, vfd = true, hdd = true }
-
--- A folder holding disk images (with their .map files beside them) means
--- each image; any other folder is a directory medium.
-function M.expand(targets)
-  local fs = require "ntt.core.fs"
-  local out = {}
-  for _, t in ipairs(targets) do
-    local st = fs.stat(t)
-    local images = {}
-    if st and st.type == "directory" then
-      local dir = t:gsub("/+$", "")
-      for _, name in ipairs(fs.readdir(t) or {}) do   -- sorted
-        local ext = name:match("%.([%w]+)$")
-        local path = dir .. "/" .. name
-        if ext and IMAGE_EXT[ext:lower()] then
-          local f = fs.stat(path, true)   -- regular files only, as before: no links
-          if f and f.type == "file" then images[#images + 1] = path end
-        end
-      end
-    end
-    if #images > 0 then
-      for _, i in ipairs(images) do out[#out + 1] = i end
-    else
-      out[#out + 1] = t
-    end
-  end
-  return out
+-- The media of a run's targets (ntt.targets: classified by content, each
+-- entry of a folder reported taken or left): expand(targets [, opts]) ->
+-- media, report.  A target is a path or {path=, mode="auto"|"images"|"tree"};
+-- opts.mode is the folders' default (policy targets.folders), opts.log
+-- gets one line per decision.
+function M.expand(targets, opts)
+  return require("ntt.targets").expand(targets, opts)
 end
 
 -- A target whose run stopped early: its medium is still unmounted when the
@@ -78,8 +56,11 @@ local function unmount_after(base, ctx, name, code)
   end
 end
 
--- run(ctx_base, targets) -> results (one per target: {target=, ok=, failed_stage=,
--- error=, code=, interrupted=})
+-- run(ctx_base, targets) -> results (one per medium: {target=, ok=, failed_stage=,
+-- error=, code=, interrupted=}); results.targets is the report of
+-- M.expand.  A target that cannot be run at all (a folder that cannot be
+-- read, --images of a folder with no image) is a result with
+-- failed_stage "targets".
 -- A stage that fails ends that target's run, but a mounted medium is still
 -- unmounted when the policy has an unmount stage.  An interrupt (code
 -- "EINTR" from a stage, or base.interrupted() true) ends the whole run
@@ -91,10 +72,17 @@ function M.run(base, targets)
   local function hook(name, ...) policy.call_hook(base.policy, base.log, name, ...) end
   local watched = problems.watch(function(...) hook("on_problem", ...) end)
   local function interrupted() return base.interrupted and base.interrupted() and true or false end
-  for _, target in ipairs(M.expand(targets)) do
+  local media, report = M.expand(targets, { mode = (base.policy.targets or {}).folders, log = base.log })
+  results.targets = report
+  for _, m in ipairs(media) do
+    local target = m.path
     local ctx = setmetatable({ target = target, problems = {}, counts = {} }, { __index = base })
     local res = { target = target, ok = true, ctx = ctx }
-    for _, s in ipairs(base.policy.stages or {}) do
+    if m.error then
+      res.ok, res.failed_stage, res.error, res.code = false, "targets", m.error, m.code
+      base.log:error("target_failed", { target = target, error = m.error, code = m.code }, m.error)
+    end
+    for _, s in ipairs(res.ok and base.policy.stages or {}) do
       local impl, name = stage_impl(s)
       if interrupted() then
         res.ok, res.error, res.code, res.interrupted = false, "interrupted", "EINTR", true

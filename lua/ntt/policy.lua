@@ -67,6 +67,9 @@ M.schema = {
   description = "string",
   workers = "integer",
   stages = { list = { check = stage_check } },
+  targets = sec {
+    folders = { "auto", "images", "tree" },
+  },
   inspect = sec {
     health = sec { incomplete = "number", corrupt = "number" },
     erased_bytes = { list = "integer" },

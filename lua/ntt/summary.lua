@@ -24,6 +24,19 @@ function M.format(results, seconds)
   local lines = {}
   local function add(fmt, ...) lines[#lines + 1] = fmt:format(...) end
   add("media:        %d (%d could not be processed)", t.media, t.failed_media)
+  local tc = results.targets and results.targets.counts
+  if tc and tc.folders > 0 then
+    -- every entry of a target folder: taken (as what) or left (why)
+    t.targets = tc
+    add("folders:      %d (%d as their images, %d as directory media)", tc.folders, tc.image_folders,
+        tc.tree_folders)
+    local ls = {}
+    for reason, n in pairs(tc.left_by) do ls[#ls + 1] = ("%s %d"):format(reason:gsub("_", " "), n) end
+    table.sort(ls)
+    add("  entries:    %d taken (%d images, %d mapfiles and ddrescue files, %d in directory media), %d left%s",
+        tc.images + tc.companions + tc.in_trees, tc.images, tc.companions, tc.in_trees, tc.left,
+        #ls > 0 and (" (" .. table.concat(ls, ", ") .. ")") or "")
+  end
   add("files found:  %d", t.found)
   add("copied:       %d (%d new, %d deduplicated)", t.copied, t.new, t.deduplicated)
   local rs = {}

@@ -1,12 +1,23 @@
 -- lua/ntt/cmd/run.lua: `ntt run POLICY [TARGET...]`.
 local usage = [[
-usage: ntt run [options] POLICY [TARGET...]
+usage: ntt run [options] POLICY [TARGET | --images DIR | --tree DIR]...
 
 Loads and validates POLICY (before any side effect), then runs its stages
 over each TARGET: a disk image, a folder of images (with their .map files),
-or a plain directory.
+or a plain directory.  Whether a file is a disk image is read from its
+content (a partition table or filesystem, ISO9660/UDF, a Zip disk, a blank
+medium, a ddrescue mapfile beside it), never from its name.  A folder is
+taken as its images when every entry not hidden is a disk image or one of
+its ddrescue files, else as one directory medium whose files are all copied
+(the policy's targets.folders: auto, images or tree).  Every entry of a
+folder is logged as taken (as what) or left (and why) and counted in the
+summary.
 
 options:
+  --images DIR  take each disk image in folder DIR as a medium (with its
+                mapfile); every other entry is left, with its reason
+  --tree DIR    take folder DIR as one directory medium (every file copied
+                as a file, images too)
   --workers N   worker processes for the copy stage (default: the policy's)
   --replace     enumerate media again, replacing their entries (in one transaction)
   -v            more messages on stderr (info)
@@ -14,8 +25,9 @@ options:
   -q            only errors on stderr
 
 Exit status: 0 all done and clean; 1 finished, but files were skipped,
-failed or damaged, or a medium had problems; 2 could not run (policy, database,
-target); 64 usage; 130 interrupted.]]
+failed or damaged, a medium had problems, or an entry of a folder could not
+be looked at; 2 could not run (policy, database, target: e.g. --images of a
+folder with no image); 64 usage; 130 interrupted.]]
 
 local EXIT = { ok = 0, problems = 1, failed = 2, usage = 64, interrupted = 130 }
 
@@ -27,6 +39,11 @@ local function parse(args)
     if a == "--workers" then
       o.workers = math.tointeger(tonumber(args[i + 1] or ""))
       if not o.workers or o.workers < 1 then return nil, "--workers needs a positive number", "EINVAL" end
+      i = i + 1
+    elseif a == "--images" or a == "--tree" then
+      local dir = args[i + 1]
+      if not dir or dir == "" then return nil, a .. " needs a folder", "EINVAL" end
+      o.targets[#o.targets + 1] = { path = dir, mode = a:sub(3) }
       i = i + 1
     elseif a == "--replace" then o.replace = true
     elseif a == "-v" or a == "--verbose" then o.stderr = "info"
@@ -114,6 +131,8 @@ local function main(args)
       code = math.max(code, EXIT.problems)
     end
   end
+  -- an entry of a folder that could not be looked at is a loss
+  if results.targets and results.targets.counts.lost > 0 then code = math.max(code, EXIT.problems) end
   local text, totals = require("ntt.summary").format(results, util.monotonic() - t0)
   if not o.quiet then io.stdout:write(text) end
   log:info("run_done", { exit = code, totals = totals, run = run_id })
