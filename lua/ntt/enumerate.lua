@@ -193,7 +193,8 @@ function M.load(conn, hash, roots, opts)
       q(conn, ("ALTER TABLE inode ATTACH PARTITION %s FOR VALUES IN (%s)"):format(it, lit))
       q(conn, ("ALTER TABLE path ATTACH PARTITION %s FOR VALUES IN (%s)"):format(pt, lit))
       q(conn, "SELECT ntt_path_inode_fk($1::regclass, $2::regclass, false)", it, pt)
-      q(conn, "UPDATE medium SET enum_done = now() WHERE medium_hash = $1", hash)
+      q(conn, "UPDATE medium SET enum_done = now(), enum_inodes = $2 WHERE medium_hash = $1", hash,
+        summary.inodes)
       -- with enum_done, what this walk could not read (a rerun walks it again)
       failures.record(conn, hash, summary)
       return true

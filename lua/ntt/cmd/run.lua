@@ -24,9 +24,11 @@ options:
   --debug       everything on stderr (debug)
   -q            only errors on stderr
 
-Exit status: 0 all done and clean; 1 finished, but files were skipped,
-failed or damaged, a medium had problems, or an entry of a folder could not
-be looked at; 2 could not run (policy, database, target: e.g. --images of a
+Exit status: 0 all done and clean: every file of every medium copied, or
+terminal by policy without loss (excluded, not a file); 1 finished, but
+files were skipped, failed or damaged (in this run or an earlier one), were
+left pending, a medium had problems or places its walk could not read, or
+an entry of a folder could not be looked at; 2 could not run (policy, database, target: e.g. --images of a
 folder with no image); 64 usage; 130 interrupted.]]
 
 local EXIT = { ok = 0, problems = 1, failed = 2, usage = 64, interrupted = 130 }
@@ -129,6 +131,28 @@ local function main(args)
     elseif #r.ctx.problems > 0 or (r.ctx.counts.skipped or 0) + (r.ctx.counts.failed or 0)
            + (r.ctx.counts.damaged or 0) > 0 then
       code = math.max(code, EXIT.problems)
+    end
+  end
+  -- What the media hold at the end, whichever run (this one or an earlier)
+  -- decided it: a file left pending by a run that was not interrupted (a
+  -- policy without a copy stage, a filesystem not mounted), a file skipped,
+  -- failed or damaged, a place the walk could not read -- all a loss.
+  if code ~= EXIT.interrupted then
+    local accounting = require "ntt.accounting"
+    for _, r in ipairs(results) do
+      local m = r.ok and r.ctx.medium
+      if m and m.hash then
+        local left, aerr = accounting.loss(conn, m.hash)
+        if not left then
+          log:error("loss_unknown", { medium = m.hash, error = aerr }, "cannot account for the medium: " .. tostring(aerr))
+          code = math.max(code, EXIT.failed)
+        elseif left.pending + left.lost + left.unread > 0 then
+          log:warn("medium_not_clean", { medium = m.hash, pending = left.pending, lost = left.lost, unread = left.unread },
+                   ("medium %s: %d files still pending, %d skipped, failed or damaged, %d places not read")
+                     :format(m.human or m.hash, left.pending, left.lost, left.unread))
+          code = math.max(code, EXIT.problems)
+        end
+      end
     end
   end
   -- an entry of a folder that could not be looked at is a loss

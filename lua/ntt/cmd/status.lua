@@ -1,28 +1,31 @@
--- lua/ntt/cmd/status.lua: `ntt status [HASH...]` -- where every medium stands.
+-- lua/ntt/cmd/status.lua: `ntt status [MEDIUM...]` -- where every medium stands,
+-- and the accounting of one (lua/ntt/accounting.lua).
 local usage = [[
-usage: ntt status [--json] [HASH...]
+usage: ntt status [--json]
+       ntt status [--json] MEDIUM...
 
-One line per medium: its hash and name, kind, health and rescued %, which
-stages have completed, file counts by state, and the kinds of problems
-recorded.  With HASH (or a unique prefix), only those media.]]
+Without MEDIUM: one line per medium -- its hash and name, kind, health and
+rescued %, which stages have completed, file counts by state, and the kinds
+of problems recorded.
+
+With MEDIUM (a hash, a unique hash prefix, or the medium's name): its
+accounting.  Every inode of the medium, by state and reason (terminal, or
+still pending), and every byte of the image, rescued or not per its ddrescue
+map, with how many files the unrescued bytes touch; the totals are checked
+against the walk's recorded count and the map, and a mismatch is printed as
+an error.  Then the medium's recorded problems and the places its walk
+could not read.  --json: one JSON object per medium, one per line.
+
+Exit status: 0 every total checks; 1 a total does not check; 2 a MEDIUM is
+unknown or ambiguous, or the database cannot be used; 64 usage.]]
 
 local STAGES = { { "identified_at", "id" }, { "inspected_at", "insp" }, { "mounted_at", "mnt" },
                  { "enum_done", "enum" }, { "copy_done", "copy" }, { "verified_at", "ver" },
                  { "archived_at", "arch" } }
 
-local function main(args)
-  local db = require "ntt.db"
+-- Every medium, one line each (the SQL of the list is the list's own).
+local function list(conn, as_json)
   local json = require "ntt.json"
-  local as_json, wanted = false, {}
-  for _, a in ipairs(args) do
-    if a == "--json" then as_json = true
-    elseif a:match("^%-") then io.stderr:write(usage, "\n"); return 64
-    else wanted[#wanted + 1] = a end
-  end
-  local conn, err = db.connect { autostart = true }
-  if not conn then io.stderr:write("ntt: cannot use the database: ", tostring(err), "\n"); return 2 end
-  local ok, cerr = db.check(conn)
-  if not ok then io.stderr:write("ntt: ", cerr, "\n"); conn:close(); return 2 end
   local media = assert(conn:exec([[
     SELECT medium_hash, medium_human, kind, health, rescued_pct, size,
            identified_at::text, inspected_at::text, mounted_at::text, enum_done::text,
@@ -36,32 +39,20 @@ local function main(args)
     counts[row.medium_hash] = counts[row.medium_hash] or {}
     counts[row.medium_hash][row.state] = row.n
   end
-  conn:close()
-  local selected = {}
-  for _, m in ipairs(media) do
-    local keep = #wanted == 0
-    for _, w in ipairs(wanted) do
-      if m.medium_hash:sub(1, #w) == w then keep = true end
-    end
-    if keep then selected[#selected + 1] = m end
-  end
-  if #wanted > 0 and #selected == 0 then
-    io.stderr:write("ntt status: no medium matches ", table.concat(wanted, ", "), "\n")
-    return 1
-  end
   if as_json then
-    for _, m in ipairs(selected) do m.files = counts[m.medium_hash] or {} end
-    io.stdout:write(json.encode(json.array(selected)), "\n")
+    for _, m in ipairs(media) do m.files = counts[m.medium_hash] or {} end
+    io.stdout:write(json.encode(json.array(media)), "\n")
     return 0
   end
-  if #selected == 0 then io.stdout:write("no media yet\n"); return 0 end
-  for _, m in ipairs(selected) do
+  if #media == 0 then io.stdout:write("no media yet\n"); return 0 end
+  for _, m in ipairs(media) do
     local done = {}
     for _, s in ipairs(STAGES) do if m[s[1]] then done[#done + 1] = s[2] end end
     local c = counts[m.medium_hash] or {}
-    local states = {}
-    for state, n in pairs(c) do states[#states + 1] = ("%s=%d"):format(state, n) end
+    local states, total = {}, 0
+    for state, n in pairs(c) do states[#states + 1] = ("%s=%d"):format(state, n); total = total + n end
     table.sort(states)
+    if total > 0 then states[#states + 1] = ("total=%d"):format(total) end
     io.stdout:write(("%s  %-24s %-9s %-10s %6s  stages: %-28s files: %s%s\n"):format(
       m.medium_hash, (m.medium_human or "?"):sub(1, 24), m.kind, m.health or "-",
       m.rescued_pct and ("%.1f%%"):format(m.rescued_pct) or "-",
@@ -72,4 +63,130 @@ local function main(args)
   return 0
 end
 
-return { summary = "where every medium stands: stages, file states, problems", usage = usage, main = main }
+-- A path or name for a terminal: control bytes shown as \xNN.
+local function shown(s)
+  return (tostring(s):gsub("[%c\127]", function(c) return ("\\x%02x"):format(c:byte()) end))
+end
+
+local function pct(n, total)
+  if total == 0 then return "-" end
+  return ("%.2f%%"):format(n * 100.0 / total)
+end
+
+local function sorted_keys(t)
+  local out = {}
+  for k in pairs(t) do out[#out + 1] = k end
+  table.sort(out, function(a, b) return tostring(a) < tostring(b) end)
+  return out
+end
+
+-- The accounting of one medium, for people.
+local function show(r)
+  local out = {}
+  local function say(fmt, ...) out[#out + 1] = fmt:format(...) end
+  local m, ino, b = r.medium, r.inodes, r.bytes
+  local done = {}
+  for _, s in ipairs(STAGES) do if m[s[1]] then done[#done + 1] = s[2] end end
+  say("medium %s  %s  %s  health %s  rescued %s", m.medium_hash, shown(m.medium_human or "?"), m.kind,
+      m.health or "-", m.rescued_pct and ("%.1f%%"):format(m.rescued_pct) or "-")
+  if m.image_path then say("  image %s%s", shown(m.image_path), m.map_path and ("  map " .. shown(m.map_path)) or "") end
+  say("  stages: %s", #done > 0 and table.concat(done, ",") or "-")
+  say("inodes: %d rows%s, %d paths", ino.rows,
+      ino.recorded and (" (walks recorded %d)"):format(ino.recorded) or "", ino.paths)
+  local S = require "ntt.states"
+  for _, state in ipairs(S.LIST) do
+    local s = ino.states[state]
+    if s then
+      local reasons = {}
+      for _, reason in ipairs(sorted_keys(s.reasons)) do
+        reasons[#reasons + 1] = ("%s: %d"):format(shown(reason), s.reasons[reason])
+      end
+      say("  %-17s %10d  %s", state, s.n, table.concat(reasons, "; "))
+    end
+  end
+  say("  %-17s %10d  (terminal %d, still pending %d)", "total", ino.sum, ino.terminal, ino.pending)
+  if b then
+    if b.map_error then
+      say("bytes: %d in the image; its map cannot be read: %s", b.size, shown(b.map_error))
+    else
+      say("bytes: %d%s", b.total, b.map and (" (image file %d, map %d)"):format(b.size, b.map_size)
+                                   or " (no mapfile: every byte of the image taken as read)")
+      say("  %-17s %10d  %s", "rescued", b.rescued, pct(b.rescued, b.total))
+      local parts = {}
+      for _, k in ipairs(sorted_keys(b.by_status)) do
+        parts[#parts + 1] = ("%s %d"):format(require("ntt.mapfile").STATUS[k] or (k:gsub("_", " ")), b.by_status[k])
+      end
+      say("  %-17s %10d  %s%s", "not rescued", b.unrescued, pct(b.unrescued, b.total),
+          #parts > 0 and ("  (%s; %d ranges)"):format(table.concat(parts, ", "), b.holes) or "")
+      say("  files touched by unrescued bytes: %d (%d bytes)", b.files_touched, b.damaged_bytes)
+    end
+  end
+  local keys = sorted_keys(r.problems)
+  if #keys > 0 then
+    local parts = {}
+    for _, k in ipairs(keys) do
+      local v = r.problems[k]
+      parts[#parts + 1] = type(v) == "table" and #v > 0 and ("%s (%d)"):format(k, #v) or k
+    end
+    say("problems: %s", table.concat(parts, ", "))
+  else
+    say("problems: none recorded")
+  end
+  local f = r.enum_failures
+  say("unreadable places: %d open, %d resolved, %d names listed twice", f.errors, f.resolved, f.duplicates)
+  for _, e in ipairs(f.first or {}) do
+    say("  p%d /%s: %s", e.fs_index, shown(e.path), shown(e.msg or e.err or "?"))
+  end
+  for _, d in ipairs(f.first_duplicates or {}) do say("  p%d /%s: listed twice", d.fs_index, shown(d.path)) end
+  say("checks:")
+  for _, c in ipairs(r.checks) do say("  %-5s %s: %s", c.ok and "ok" or "ERROR", c.what, c.msg) end
+  io.stdout:write(table.concat(out, "\n"), "\n")
+end
+
+local function account(conn, names, as_json)
+  local json = require "ntt.json"
+  local accounting = require "ntt.accounting"
+  local media = {}
+  for _, name in ipairs(names) do
+    local m, err = accounting.resolve(conn, name)
+    if not m then
+      io.stderr:write("ntt status: ", err, "\n")
+      return 2   -- unknown (ENOENT) or ambiguous (EAMBIGUOUS)
+    end
+    media[#media + 1] = m
+  end
+  local code = 0
+  for _, m in ipairs(media) do
+    local r, err = accounting.report(conn, m)
+    if not r then io.stderr:write("ntt status: ", tostring(err), "\n"); return 2 end
+    if as_json then io.stdout:write(json.encode(r), "\n") else show(r) end
+    for _, c in ipairs(r.checks) do
+      if not c.ok then
+        io.stderr:write(("ntt status: %s: %s does not check: %s\n"):format(m.medium_hash, c.what, c.msg))
+        code = 1
+      end
+    end
+  end
+  return code
+end
+
+local function main(args)
+  local db = require "ntt.db"
+  local as_json, wanted = false, {}
+  for _, a in ipairs(args) do
+    if a == "--json" then as_json = true
+    elseif a:match("^%-") then io.stderr:write(usage, "\n"); return 64
+    else wanted[#wanted + 1] = a end
+  end
+  local conn, err = db.connect { autostart = true }
+  if not conn then io.stderr:write("ntt: cannot use the database: ", tostring(err), "\n"); return 2 end
+  local ok, cerr = db.check(conn)
+  if not ok then io.stderr:write("ntt: ", cerr, "\n"); conn:close(); return 2 end
+  local code
+  if #wanted == 0 then code = list(conn, as_json) else code = account(conn, wanted, as_json) end
+  conn:close()
+  return code
+end
+
+return { summary = "where every medium stands; one medium's inodes and bytes, accounted for",
+         usage = usage, main = main }

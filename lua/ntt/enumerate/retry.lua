@@ -132,6 +132,8 @@ function M.run(conn, hash, roots, opts)
                   AND EXISTS (SELECT 1 FROM ntt_retry_path p WHERE p.fs_index = i.fs_index
                                  AND p.ino = i.ino AND p.exclude_reason IS NULL)]]):format(it),
       states.EXCLUDED, states.REASONS.excluded)
+    -- the rows this walk added, on top of what the loads recorded (ntt status checks them)
+    q(conn, "UPDATE medium SET enum_inodes = enum_inodes + $2 WHERE medium_hash = $1", hash, summary.inodes)
     summary.still, summary.resolved = failures.settle(conn, hash, tried, summary)
     return true
   end)

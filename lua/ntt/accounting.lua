@@ -1,0 +1,226 @@
+-- lua/ntt/accounting.lua: where every inode and every byte of one medium
+-- stands, checked against what the walk and the map recorded; the one owner
+-- of the SQL of `ntt status MEDIUM` and of the run's final loss check.
+--
+--   accounting.resolve(conn, name) -> medium row | nil, msg, code
+--       name: a full hash, a unique hash prefix, or the medium's human name
+--       (an exact name wins over a prefix).  Unknown: "ENOENT"; more than
+--       one medium fits: "EAMBIGUOUS" (the message lists them).
+--   accounting.inodes(conn, m) -> { rows=, recorded=, paths=, no_path=,
+--       states = { STATE = { n=, reasons = { REASON = n } } }, pending=,
+--       terminal=, sum= }
+--       rows: the inode rows; recorded: medium.enum_inodes (nil when the
+--       medium was loaded before it was recorded); sum: the states' counts
+--       added up; pending: pending + failed_retryable (still claimable).
+--       A medium never enumerated: rows = 0, enumerated = false.
+--   accounting.bytes(conn, m) -> { size=, map_size=, total=, rescued=,
+--       unrescued=, by_status = { ["-"]=n, ... }, holes=, files_touched=,
+--       damaged_bytes= } | nil when the medium is not an image
+--       total = the larger of the image's size and the map's: bytes the map
+--       does not cover, and bytes past the file's end, are unrescued.
+--       Without a map every byte of the image counts as rescued (map=false).
+--       files_touched: inodes whose recorded damage ranges are not empty.
+--   accounting.report(conn, m) -> report | nil, msg, code
+--       { medium=, inodes=, bytes=, problems=, enum_failures=, runs=,
+--         checks = { {what=, ok=, msg=} }, ok= }  ok: every check held
+--   accounting.loss(conn, hash) -> { pending=, lost=, unread= } | nil, msg, code
+--       pending: rows still to copy; lost: skipped, failed or damaged rows;
+--       unread: places the walk could not read, not yet read by a rerun.
+-- Every function returns nil, msg, code [, SQLSTATE] on a database error
+-- (docs/errors.md); a map that cannot be read is a failed check, not an error.
+local db = require "ntt.db"
+local S = require "ntt.states"
+local mapfile = require "ntt.mapfile"
+local failures = require "ntt.enumerate.failures"
+
+local M = {}
+
+local MEDIUM_COLS = [[medium_hash, medium_human, kind, image_path, map_path, size, health, rescued_pct,
+  identified_at::text, inspected_at::text, mounted_at::text, enum_done::text, copy_done::text,
+  verified_at::text, archived_at::text, enum_inodes, problems::text AS problems]]
+
+local function q(conn, sql, ...)
+  local r, err, code, state = conn:exec(sql, ...)
+  if not r then error({ db = true, msg = err, code = code, state = state }, 0) end
+  return r
+end
+
+-- fn(...) with database errors (raised by q) turned into nil, msg, code, state.
+local function guarded(fn, ...)
+  local ok, a, b, c, d = pcall(fn, ...)
+  if ok then return a, b, c, d end
+  if type(a) == "table" and a.db then return nil, a.msg, a.code, a.state end
+  error(a, 0)
+end
+
+local function resolve(conn, name)
+  if type(name) ~= "string" or name == "" then error("accounting.resolve: name must be a non-empty string", 3) end
+  local exact = q(conn, ("SELECT %s FROM medium WHERE medium_hash = $1 OR medium_human = $1 ORDER BY medium_hash")
+                  :format(MEDIUM_COLS), name)
+  local found = exact
+  if #found == 0 and name:match("^[0-9a-f]+$") then
+    found = q(conn, ("SELECT %s FROM medium WHERE left(medium_hash, $2) = $1 ORDER BY medium_hash")
+              :format(MEDIUM_COLS), name, #name)
+  end
+  if #found == 0 then return nil, ("no medium named or hashed '%s'"):format(name), "ENOENT" end
+  if #found > 1 then
+    -- a full hash names one medium even if it is another's human name
+    for _, m in ipairs(found) do if m.medium_hash == name then return m end end
+    local list = {}
+    for i, m in ipairs(found) do
+      if i > 10 then list[#list + 1] = "..."; break end
+      list[#list + 1] = ("%s (%s)"):format(m.medium_hash, tostring(m.medium_human))
+    end
+    return nil, ("'%s' names %d media: %s"):format(name, #found, table.concat(list, ", ")), "EAMBIGUOUS"
+  end
+  return found[1]
+end
+
+function M.resolve(conn, name) return guarded(resolve, conn, name) end
+
+-- The medium's inode partition, quoted, or nil when it has none.
+local function partition(conn, hash)
+  local it, pt = db.partition_names(hash)
+  local r = q(conn, "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS present",
+              conn:escape_identifier(it), conn:escape_identifier(pt))
+  if not r[1].present then return nil end
+  return conn:escape_identifier(it), conn:escape_identifier(pt)
+end
+
+local function inodes(conn, m)
+  local out = { rows = 0, recorded = m.enum_inodes, paths = 0, no_path = 0, states = {}, pending = 0,
+                terminal = 0, sum = 0, enumerated = m.enum_done ~= nil }
+  local it, pt = partition(conn, m.medium_hash)
+  if not it then return out end
+  for _, r in ipairs(q(conn, ("SELECT state::text AS state, reason, count(*) AS n FROM %s GROUP BY 1, 2 ORDER BY 1, 2")
+                        :format(it))) do
+    local s = out.states[r.state] or { n = 0, reasons = {} }
+    out.states[r.state] = s
+    s.n = s.n + r.n
+    if r.reason then s.reasons[r.reason] = r.n end
+    out.sum = out.sum + r.n
+    if r.state == S.PENDING or r.state == S.FAILED_RETRYABLE then out.pending = out.pending + r.n
+    else out.terminal = out.terminal + r.n end
+  end
+  -- counted apart from the states, so that the two totals check each other
+  local c = q(conn, ([[SELECT (SELECT count(*) FROM %s) AS rows, (SELECT count(*) FROM %s) AS paths,
+                              (SELECT count(*) FROM %s i WHERE NOT EXISTS
+                                 (SELECT 1 FROM %s p WHERE p.fs_index = i.fs_index AND p.ino = i.ino)) AS no_path]])
+              :format(it, pt, it, pt))[1]
+  out.rows, out.paths, out.no_path = c.rows, c.paths, c.no_path
+  return out
+end
+
+function M.inodes(conn, m) return guarded(inodes, conn, m) end
+
+-- The damage recorded per inode: how many files, how many bytes.
+local function damage(conn, hash)
+  local it = partition(conn, hash)
+  if not it then return 0, 0 end
+  local r = q(conn, ([[
+    SELECT count(DISTINCT (fs_index, ino)) AS files, coalesce(sum((d->>'length')::bigint), 0)::bigint AS bytes
+      FROM %s, jsonb_array_elements(damage) d
+     WHERE jsonb_typeof(damage) = 'array']]):format(it))[1]
+  return r.files, r.bytes
+end
+
+local function bytes(conn, m)
+  if m.kind ~= "image" or not m.size then return nil end
+  local out = { size = m.size, map = false, by_status = {}, holes = 0 }
+  out.files_touched, out.damaged_bytes = damage(conn, m.medium_hash)
+  if not m.map_path then
+    out.total, out.rescued, out.unrescued = m.size, m.size, 0
+    return out
+  end
+  local map, err = mapfile.read(m.map_path)
+  if not map then out.map_error = err; return out end
+  out.map, out.map_size = true, map.size
+  local total = math.max(m.size, map.size)
+  out.total = total
+  -- rescued: "+" bytes the image file holds; the rest of total, block by
+  -- block (and past the map's end), is not rescued
+  local rescued, unrescued = 0, 0
+  for _, b in ipairs(map.blocks) do
+    local inside = math.max(0, math.min(b.pos + b.size, m.size) - b.pos)
+    if b.status == "+" then
+      rescued = rescued + inside
+      if b.size > inside then
+        unrescued = unrescued + (b.size - inside)
+        out.by_status.beyond_eof = (out.by_status.beyond_eof or 0) + (b.size - inside)
+      end
+    else
+      unrescued = unrescued + b.size
+      out.by_status[b.status] = (out.by_status[b.status] or 0) + b.size
+    end
+  end
+  if total > map.size then
+    unrescued = unrescued + (total - map.size)
+    out.by_status["?"] = (out.by_status["?"] or 0) + (total - map.size)
+  end
+  out.rescued, out.unrescued = rescued, unrescued
+  out.holes = #map:holes(total)
+  return out
+end
+
+function M.bytes(conn, m) return guarded(bytes, conn, m) end
+
+local function check(list, what, ok, msg)
+  list[#list + 1] = { what = what, ok = ok and true or false, msg = msg }
+  return ok
+end
+
+local function report(conn, m)
+  local checks = {}
+  local ino = inodes(conn, m)
+  check(checks, "inode states", ino.sum == ino.rows,
+        ("the states add up to %d inodes, the medium has %d inode rows"):format(ino.sum, ino.rows))
+  if ino.recorded then
+    check(checks, "inodes loaded", ino.rows == ino.recorded,
+          ("%d inode rows, the walks recorded %d"):format(ino.rows, ino.recorded))
+  elseif ino.enumerated then
+    check(checks, "inodes loaded", true, "the walk's count was not recorded (loaded before migration 008)")
+  end
+  if ino.rows > 0 then
+    check(checks, "inode paths", ino.no_path == 0, ("%d inode rows have no path"):format(ino.no_path))
+  end
+  local b = bytes(conn, m)
+  if b then
+    if b.map_error then
+      check(checks, "image bytes", false, "the map cannot be read: " .. tostring(b.map_error))
+    else
+      check(checks, "image bytes", b.rescued + b.unrescued == b.total,
+            ("rescued %d + unrescued %d bytes, the image is %d bytes"):format(b.rescued, b.unrescued, b.total))
+      if b.map and b.map_size ~= b.size then
+        check(checks, "map size", true, ("the map covers %d bytes, the image file has %d"):format(b.map_size, b.size))
+      end
+    end
+  end
+  local problems = require("ntt.json").decode(m.problems or "{}") or {}
+  local fails = failures.state(conn, m.medium_hash)
+  local ok = true
+  for _, c in ipairs(checks) do ok = ok and c.ok end
+  local medium = {}
+  for k, v in pairs(m) do if k ~= "problems" then medium[k] = v end end
+  return { medium = medium, inodes = ino, bytes = b, problems = problems, enum_failures = fails,
+           checks = checks, ok = ok }
+end
+
+function M.report(conn, m) return guarded(report, conn, m) end
+
+local function loss(conn, hash)
+  local out = { pending = 0, lost = 0, unread = 0 }
+  local it = partition(conn, hash)
+  if it then
+    local r = q(conn, ([[
+      SELECT count(*) FILTER (WHERE state IN ($1, $2)) AS pending,
+             count(*) FILTER (WHERE state IN ($3, $4, $5)) AS lost
+        FROM %s]]):format(it), S.PENDING, S.FAILED_RETRYABLE, S.SKIPPED, S.FAILED_PERMANENT, S.DAMAGED)[1]
+    out.pending, out.lost = r.pending, r.lost
+  end
+  out.unread = #failures.open(conn, hash)
+  return out
+end
+
+function M.loss(conn, hash) return guarded(loss, conn, hash) end
+
+return M

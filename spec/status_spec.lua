@@ -1,0 +1,191 @@
+-- spec/status_spec.lua: `ntt status MEDIUM` accounts for every inode and
+-- every byte of a medium, checks the totals against the walk and the map,
+-- and `ntt run` exits 0 only when nothing of a medium is lost or left.
+local helper = require "spec.support.helper"
+local images = require "spec.support.images"
+local proc = require "ntt.core.proc"
+local util = require "ntt.core.util"
+local json = require "ntt.json"
+local pg = require "ntt.core.pg"
+local runs = require "spec.support.runs"
+
+local MiB = images.MiB
+local tag = runs.tag
+
+local function ntt(home, argv)
+  local full = { helper.ntt }
+  for _, a in ipairs(argv) do full[#full + 1] = a end
+  return assert(proc.run { argv = full, env = { NTT_HOME = home }, timeout = 300 })
+end
+
+-- The data blocks of file /name in an ext image, in file order (debugfs).
+local function data_blocks(img, name)
+  local r = helper.sh { "debugfs", "-R", "blocks /" .. name, img }
+  local blocks = {}
+  for b in r.stdout:gmatch("%d+") do blocks[#blocks + 1] = tonumber(b) end
+  return blocks
+end
+
+describe("ntt status MEDIUM", function()
+  local url = helper.db_url()
+  if not url then
+    it("accounts for a medium", function() pending("no test database") end)
+    return
+  end
+  local conn
+  setup(function()
+    conn = assert(pg.connect(url))
+    assert(require("ntt.db").migrate(conn))
+  end)
+  teardown(function() conn:close() end)
+
+  local seq = 0
+  local function newhash()
+    seq = seq + 1
+    return ("%08x%08x%016x"):format(util.pid(), 0x5a000 + seq, math.floor(util.now() * 1e6))
+  end
+
+  it("says a medium that is unknown or ambiguous is, and exits 2", function()
+    local home = helper.tmpdir("status-unknown")
+    local r = ntt(home, { "status", "no-such-medium-" .. tag })
+    assert.equal(2, r.code, r.stderr)
+    assert.truthy(r.stderr:find("no medium named or hashed 'no%-such%-medium%-"), r.stderr)
+    local name = "twice-" .. tag
+    local a, b = newhash(), newhash()
+    for _, h in ipairs { a, b } do
+      assert(conn:exec("INSERT INTO medium (medium_hash, medium_human, kind) VALUES ($1, $2, 'directory')", h, name))
+    end
+    r = ntt(home, { "status", name })
+    assert.equal(2, r.code, r.stderr)
+    assert.truthy(r.stderr:find("names 2 media", 1, true), r.stderr)
+    assert.truthy(r.stderr:find(a, 1, true) and r.stderr:find(b, 1, true), r.stderr)
+    -- the full hash (and a prefix unique to it) still names one
+    r = ntt(home, { "status", "--json", a })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal(a, json.decode(r.stdout).medium.medium_hash)
+    r = ntt(home, { "status", b:sub(1, #b - 1) })
+    assert.equal(0, r.code, r.stderr)
+    assert.truthy(r.stdout:find("medium " .. b, 1, true), r.stdout)
+  end)
+
+  it("prints a total that does not check as an error and exits 1", function()
+    local home = helper.tmpdir("status-mismatch")
+    -- the walks recorded 5 inodes, the medium has none
+    local h = newhash()
+    assert(conn:exec([[INSERT INTO medium (medium_hash, medium_human, kind, enum_done, enum_inodes)
+                       VALUES ($1, $2, 'directory', now(), 5)]], h, "lost-rows-" .. tag))
+    local r = ntt(home, { "status", h })
+    assert.equal(1, r.code, r.stderr .. r.stdout)
+    assert.truthy(r.stderr:find("inodes loaded does not check: 0 inode rows, the walks recorded 5", 1, true), r.stderr)
+    assert.truthy(r.stdout:find("ERROR inodes loaded", 1, true), r.stdout)
+    -- an image whose map cannot be read: its bytes cannot be accounted for
+    local dir = helper.tmpdir("status-badmap")
+    helper.write(dir .. "/x.map", "this is not a map\n")
+    local h2 = newhash()
+    assert(conn:exec([[INSERT INTO medium (medium_hash, medium_human, kind, size, image_path, map_path)
+                       VALUES ($1, $2, 'image', 4096, $3, $4)]], h2, "bad-map-" .. tag, dir .. "/x.img", dir .. "/x.map"))
+    r = ntt(home, { "status", "--json", h2 })
+    assert.equal(1, r.code, r.stderr)
+    local rep = json.decode(r.stdout)
+    assert.is_false(rep.ok)
+    assert.truthy(rep.bytes.map_error)
+  end)
+
+  describe("after a real run", function()
+    local ok, why = runs.can_run { fuse = true }
+    if not ok then
+      it("accounts for a partial image", function() pending(why) end)
+      return
+    end
+
+    it("accounts for every inode and every byte of a partial image with a map", function()
+      local dir = helper.tmpdir("status-partial")
+      local files = {}
+      for i = 1, 8 do files[("f%d.bin"):format(i)] = (string.char(96 + i)):rep(256 * 1024) .. tag end
+      files["sub/deeper/g.txt"] = "g " .. tag
+      files["sub/h.txt"] = "h " .. tag
+      local name = "acct-" .. tag
+      local img = images.ext(dir .. "/" .. name .. ".img", { size_mb = 8, block = 4096, files = files })
+      -- f3 and f6 lie over holes; the map stops 1 MiB short of the image
+      local b3, b6 = data_blocks(img, "f3.bin"), data_blocks(img, "f6.bin")
+      local lo3, hi3 = b3[1] * 4096, (b3[1] + 4) * 4096
+      local lo6, hi6 = b6[#b6] * 4096, (b6[#b6] + 1) * 4096
+      assert.is_true(hi3 <= lo6)
+      images.mapfile(dir .. "/" .. name .. ".map", { { 0, lo3, "+" }, { lo3, hi3 - lo3, "-" },
+        { hi3, lo6 - hi3, "+" }, { lo6, hi6 - lo6, "/" }, { hi6, 7 * MiB - hi6, "+" } })
+      local home = dir .. "/home"
+      local r = ntt(home, { "run", runs.policy(dir), img })
+      assert.equal(1, r.code, r.stderr .. r.stdout)
+      local h = runs.medium_of(img)
+
+      r = ntt(home, { "status", "--json", h })
+      assert.equal(0, r.code, r.stderr .. r.stdout)
+      local rep = assert(json.decode(r.stdout))
+      assert.is_true(rep.ok)
+      -- inodes: the states add up to the rows, the rows to the walk's count
+      local by_state, rows = {}, 0
+      for _, row in ipairs(assert(conn:exec(("SELECT state::text AS state, count(*) AS n FROM inode_p_%s GROUP BY 1"):format(h)))) do
+        by_state[row.state] = row.n
+        rows = rows + row.n
+      end
+      assert.equal(rows, rep.inodes.rows)
+      assert.equal(rows, rep.inodes.sum)
+      assert.equal(rows, rep.inodes.recorded)
+      for state, n in pairs(by_state) do assert.equal(n, rep.inodes.states[state].n, state) end
+      for state in pairs(rep.inodes.states) do assert.truthy(by_state[state], state) end
+      assert.equal(2, by_state.damaged)
+      assert.equal(8, by_state.copied)   -- six f*.bin, g.txt, h.txt
+      assert.equal(0, rep.inodes.pending)
+      assert.equal(rows, rep.inodes.terminal)
+      assert.equal(2, rep.inodes.states.damaged.reasons["overlaps unrescued areas of the image"])
+      -- bytes: the image's size, split as the map says
+      assert.equal(8 * MiB, rep.bytes.total)
+      assert.equal(7 * MiB, rep.bytes.map_size)
+      local unrescued = (hi3 - lo3) + (hi6 - lo6) + MiB
+      assert.equal(8 * MiB - unrescued, rep.bytes.rescued)
+      assert.equal(unrescued, rep.bytes.unrescued)
+      assert.equal(hi3 - lo3, rep.bytes.by_status["-"])
+      assert.equal(hi6 - lo6, rep.bytes.by_status["/"])
+      assert.equal(MiB, rep.bytes.by_status["?"])
+      assert.equal(3, rep.bytes.holes)
+      assert.equal(2, rep.bytes.files_touched)
+      assert.equal((hi3 - lo3) + (hi6 - lo6), rep.bytes.damaged_bytes)
+
+      -- the same, for people, found by the medium's name
+      r = ntt(home, { "status", name })
+      assert.equal(0, r.code, r.stderr .. r.stdout)
+      local out = r.stdout
+      assert.truthy(out:find(("inodes: %d rows (walks recorded %d)"):format(rows, rows), 1, true), out)
+      assert.truthy(out:find(("damaged%s2"):format((" "):rep(19)), 1, true), out)
+      assert.truthy(out:find(("bytes: %d (image file %d, map %d)"):format(8 * MiB, 8 * MiB, 7 * MiB), 1, true), out)
+      assert.truthy(out:find(("rescued%s%10d"):format((" "):rep(11), 8 * MiB - unrescued), 1, true), out)
+      assert.truthy(out:find(("not rescued%s%10d"):format((" "):rep(7), unrescued), 1, true), out)
+      assert.truthy(out:find(("files touched by unrescued bytes: 2 (%d bytes)"):format(rep.bytes.damaged_bytes), 1, true), out)
+      assert.truthy(out:find("ok    inode states", 1, true), out)
+      assert.truthy(out:find("ok    image bytes", 1, true), out)
+      assert.is_nil(out:find("ERROR", 1, true), out)
+
+      -- a second run has nothing left to do, and the damaged files are still a loss
+      r = ntt(home, { "run", runs.policy(dir), img })
+      assert.equal(1, r.code, r.stderr .. r.stdout)
+      assert.truthy(r.stderr:find("2 skipped, failed or damaged", 1, true), r.stderr)
+    end)
+
+    it("exits non-zero when a run that was not interrupted leaves files pending", function()
+      local dir = helper.tmpdir("status-pending")
+      local img = images.ext(dir .. "/pend-" .. tag .. ".img",
+                             { size_mb = 4, files = { ["a.txt"] = "a " .. tag, ["b/c.txt"] = "c " .. tag } })
+      local pol = runs.policy(dir, [[{ stages = { "identify", "inspect", "mount", "enumerate", "unmount" } }]])
+      local home = dir .. "/home"
+      local r = ntt(home, { "run", pol, img })
+      assert.equal(1, r.code, r.stderr .. r.stdout)
+      assert.truthy(r.stderr:find("2 files still pending", 1, true), r.stderr)
+      local rep = json.decode(ntt(home, { "status", "--json", runs.medium_of(img) }).stdout)
+      assert.equal(2, rep.inodes.pending)
+      assert.equal(2, rep.inodes.states.pending.n)
+      -- a run with the copy stage copies them: clean, exit 0
+      r = ntt(home, { "run", runs.policy(dir), img })
+      assert.equal(0, r.code, r.stderr .. r.stdout)
+    end)
+  end)
+end)
