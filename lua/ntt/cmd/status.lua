@@ -101,7 +101,7 @@ local function show(r)
       for _, reason in ipairs(sorted_keys(s.reasons)) do
         reasons[#reasons + 1] = ("%s: %d"):format(shown(reason), s.reasons[reason])
       end
-      say("  %-17s %10d  %s", state, s.n, table.concat(reasons, "; "))
+      say("  %-17s %10d%s", state, s.n, #reasons > 0 and "  " .. table.concat(reasons, "; ") or "")
     end
   end
   say("  %-17s %10d  (terminal %d, still pending %d)", "total", ino.sum, ino.terminal, ino.pending)
