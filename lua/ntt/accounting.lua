@@ -21,8 +21,9 @@
 --       Without a map every byte of the image counts as rescued (map=false).
 --       files_touched: inodes whose recorded damage ranges are not empty.
 --   accounting.report(conn, m) -> report | nil, msg, code
---       { medium=, inodes=, bytes=, problems=, enum_failures=, runs=,
---         checks = { {what=, ok=, msg=} }, ok= }  ok: every check held
+--       { medium=, inodes=, bytes=, problems= (medium.problems),
+--         enum_failures= (ntt.enumerate.failures.state), checks = { {what=, ok=, msg=} },
+--         ok= }  ok: every check held
 --   accounting.loss(conn, hash) -> { pending=, lost=, unread= } | nil, msg, code
 --       pending: rows still to copy; lost: skipped, failed or damaged rows;
 --       unread: places the walk could not read, not yet read by a rerun.
@@ -178,7 +179,7 @@ local function report(conn, m)
     check(checks, "inodes loaded", ino.rows == ino.recorded,
           ("%d inode rows, the walks recorded %d"):format(ino.rows, ino.recorded))
   elseif ino.enumerated then
-    check(checks, "inodes loaded", true, "the walk's count was not recorded (loaded before migration 008)")
+    check(checks, "inodes loaded", true, "the walk's count was not recorded (loaded before migration 007)")
   end
   if ino.rows > 0 then
     check(checks, "inode paths", ino.no_path == 0, ("%d inode rows have no path"):format(ino.no_path))
@@ -195,14 +196,16 @@ local function report(conn, m)
       end
     end
   end
-  local problems = require("ntt.json").decode(m.problems or "{}") or {}
+  local json = require "ntt.json"
+  local problems = json.decode(m.problems or "{}") or {}
   local fails = failures.state(conn, m.medium_hash)
+  fails.first, fails.first_duplicates = json.array(fails.first), json.array(fails.first_duplicates)
   local ok = true
   for _, c in ipairs(checks) do ok = ok and c.ok end
   local medium = {}
   for k, v in pairs(m) do if k ~= "problems" then medium[k] = v end end
   return { medium = medium, inodes = ino, bytes = b, problems = problems, enum_failures = fails,
-           checks = checks, ok = ok }
+           checks = json.array(checks), ok = ok }
 end
 
 function M.report(conn, m) return guarded(report, conn, m) end

@@ -1,4 +1,4 @@
--- 008_accounting.sql: how many inode rows the walks of a medium loaded, so
+-- 007_accounting.sql: how many inode rows the walks of a medium loaded, so
 -- that `ntt status MEDIUM` can check the rows against what was recorded
 -- (a row lost or added behind the loader's back shows as a mismatch).
 --
