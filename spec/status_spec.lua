@@ -174,6 +174,13 @@ describe("ntt status MEDIUM", function()
       assert.truthy(out:find("ok    inode states", 1, true), out)
       assert.truthy(out:find("ok    image bytes", 1, true), out)
       assert.is_nil(out:find("ERROR", 1, true), out)
+      -- a map changed since inspect no longer agrees with the recorded rescued %
+      images.mapfile(dir .. "/" .. name .. ".map", { { 0, 7 * MiB, "+" } })
+      r = ntt(home, { "status", h })
+      assert.equal(1, r.code, r.stderr .. r.stdout)
+      assert.truthy(r.stderr:find("rescued % does not check", 1, true), r.stderr)
+      images.mapfile(dir .. "/" .. name .. ".map", { { 0, lo3, "+" }, { lo3, hi3 - lo3, "-" },
+        { hi3, lo6 - hi3, "+" }, { lo6, hi6 - lo6, "/" }, { hi6, 7 * MiB - hi6, "+" } })
 
       -- a second run has nothing left to do, and the damaged files are still a loss
       r = ntt(home, { "run", runs.policy(dir), img })

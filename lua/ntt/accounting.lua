@@ -15,7 +15,7 @@
 --       A medium never enumerated: rows = 0, enumerated = false.
 --   accounting.bytes(conn, m) -> { size=, map_size=, total=, rescued=,
 --       unrescued=, by_status = { ["-"]=n, ... }, holes=, files_touched=,
---       damaged_bytes= } | nil when the medium is not an image
+--       damaged_bytes=, map_pct= } | nil when the medium is not an image
 --       total = the larger of the image's size and the map's: bytes the map
 --       does not cover, and bytes past the file's end, are unrescued.
 --       Without a map every byte of the image counts as rescued (map=false).
@@ -160,6 +160,7 @@ local function bytes(conn, m)
   end
   out.rescued, out.unrescued = rescued, unrescued
   out.holes = #map:holes(total)
+  out.map_pct = map:rescued_pct(total)   -- as inspect computed medium.rescued_pct
   return out
 end
 
@@ -191,6 +192,11 @@ local function report(conn, m)
     else
       check(checks, "image bytes", b.rescued + b.unrescued == b.total,
             ("rescued %d + unrescued %d bytes, the image is %d bytes"):format(b.rescued, b.unrescued, b.total))
+      if b.map and m.rescued_pct then
+        check(checks, "rescued %", math.abs(b.map_pct - m.rescued_pct) < 1e-9,
+              ("the map says %.4f%% rescued, inspect recorded %.4f%%%s"):format(b.map_pct, m.rescued_pct,
+                math.abs(b.map_pct - m.rescued_pct) < 1e-9 and "" or " (the map changed since: run the medium again)"))
+      end
       if b.map and b.map_size ~= b.size then
         check(checks, "map size", true, ("the map covers %d bytes, the image file has %d"):format(b.map_size, b.size))
       end
