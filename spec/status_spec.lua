@@ -91,6 +91,53 @@ describe("ntt status MEDIUM", function()
     assert.truthy(rep.bytes.map_error)
   end)
 
+  it("keeps the walks' count with the rows when a rerun loads what became readable", function()
+    local db = require "ntt.db"
+    local enumerate = require "ntt.enumerate"
+    local retry = require "ntt.enumerate.retry"
+    local failures = require "ntt.enumerate.failures"
+    local accounting = require "ntt.accounting"
+    local dir = helper.tmpdir("status-retry")
+    helper.sh { "mkdir", "-p", dir .. "/ok", dir .. "/late" }
+    helper.write(dir .. "/ok/one", "1")
+    local h = newhash()
+    assert(conn:exec("INSERT INTO medium (medium_hash, medium_human, kind, image_path) VALUES ($1, $2, 'directory', $3)",
+                     h, "retry-" .. tag, dir))
+    local s = assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }))
+    local m = assert(accounting.resolve(conn, h))
+    assert.equal(s.inodes, m.enum_inodes)
+    assert.equal(4, m.enum_inodes)   -- the root, ok, ok/one, late
+    -- as if the walk had not read "late", which holds files now
+    assert(db.tx(conn, function()
+      failures.record(conn, h, { errors = { { fs_index = 0, path = "late", err = "EBADMSG", msg = "getdents64: Bad message" } } })
+      return true
+    end))
+    local left = assert(accounting.loss(conn, h))
+    assert.same({ pending = 1, lost = 0, unread = 1 }, left)
+    helper.sh { "mkdir", "-p", dir .. "/late/deeper" }
+    helper.write(dir .. "/late/new1", "n1")
+    helper.write(dir .. "/late/deeper/new2", "n2")
+    local r = assert(retry.run(conn, h, { { fs_index = 0, root = dir } }))
+    assert.equal(1, r.resolved)
+    m = assert(accounting.resolve(conn, h))
+    assert.equal(7, m.enum_inodes)
+    local rep = assert(accounting.report(conn, m))
+    assert.is_true(rep.ok)
+    assert.equal(7, rep.inodes.rows)
+    assert.equal(3, rep.inodes.pending)
+    assert.is_nil(rep.bytes)   -- a directory medium has no image bytes
+    assert.same({ pending = 3, lost = 0, unread = 0 }, assert(accounting.loss(conn, h)))
+    -- a row added behind the loader's back no longer checks
+    local it = db.partition_names(h)
+    assert(conn:exec(("INSERT INTO %s (medium_hash, fs_index, ino, state, fs_type) VALUES ($1, 0, 999999999, 'pending', 'f')")
+                     :format(conn:escape_identifier(it)), h))
+    rep = assert(accounting.report(conn, m))
+    assert.is_false(rep.ok)
+    local failed = {}
+    for _, c in ipairs(rep.checks) do if not c.ok then failed[#failed + 1] = c.what end end
+    assert.same({ "inodes loaded", "inode paths" }, failed)
+  end)
+
   describe("after a real run", function()
     local ok, why = runs.can_run { fuse = true }
     if not ok then
