@@ -33,5 +33,6 @@ CREATE TABLE image_hash_cache (
     ctime_ns      bigint NOT NULL,
     content_hash  text NOT NULL CHECK (content_hash ~ '^[0-9a-f]{16,64}$'),
     sampled_hash  text CHECK (sampled_hash ~ '^[0-9a-f]{16,64}$'),
+    unreadable_bytes bigint CHECK (unreadable_bytes >= 0),
     hashed_at     timestamptz NOT NULL DEFAULT now()
 );
