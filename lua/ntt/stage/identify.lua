@@ -92,7 +92,8 @@ function M.run(ctx)
     if not r then return nil, err, code, state end
   end
   if elsewhere then
-    ident.human = row.medium_human or ident.human
+    -- The same bytes: the recorded map describes them when none lies beside this copy.
+    ident.human, ident.map_path = row.medium_human or ident.human, ident.map_path or row.map_path
     ctx.log:info("medium_location", { medium = ident.hash, path = ident.image_path,
                                       first_path = row.image_path },
                  ("%s: byte-identical to %s, the same medium %s seen at a second location")
