@@ -58,10 +58,11 @@ describe("a damaged directory", function()
     -- the directory's one block, as debugfs sees it in the filesystem
     local r = helper.sh { "debugfs", "-R", "blocks /broken", fsimg }
     local block = assert(tonumber(r.stdout:match("%d+")), r.stdout)
-    -- the filesystem at 2 MiB of a 12 MiB disk: the block lies outside the
-    -- first and last MiB the medium's sampled identity reads, so the
-    -- repaired image is the same medium
-    local img = images.mbr(dir .. "/disk.img", { size_mb = 12, parts = { { start_mb = 2, size_mb = 8, image = fsimg } } })
+    -- an image is named by its whole content, so the repaired image would be
+    -- another medium (a new rescue); named by a hash, it stays this one
+    -- (the same medium remounted)
+    local img = images.mbr(dir .. "/" .. hash.sum("damdir " .. tag, 16) .. ".img",
+                           { size_mb = 12, parts = { { start_mb = 2, size_mb = 8, image = fsimg } } })
     local at = 2 * MiB + block * 4096
     local good = bytes(img, at, 4096)
     local h0 = runs.medium_of(img)

@@ -230,6 +230,39 @@ describe("ntt.core.hash", function()
     assert.has_error(function() hash.file(dir, nil, "mmap") end)
   end)
 
+  it("hash.file on threads agrees with b3sum, whole segments with and without a rest", function()
+    if not have_b3sum() then return pending("b3sum not installed") end
+    local dir = helper.tmpdir("hashthr")
+    local MiB = 1048576
+    local rnd = io.open("/dev/urandom", "rb")
+    -- 1, 2 and 4 MiB segments: one segment only (streamed), exactly two,
+    -- two plus a byte, an odd count with a rest, many
+    local cases = { { MiB + 7, 1 }, { 2 * MiB, 1 }, { 2 * MiB + 1, 1 }, { 5 * MiB + 5000, 1 },
+                    { 8 * MiB, 2 }, { 13 * MiB - 1, 4 }, { 37 * MiB + 1025, 1 } }
+    for _, c in ipairs(cases) do
+      local n, seg = c[1], c[2]
+      local path = ("%s/t%d-%d"):format(dir, n, seg)
+      local f = assert(io.open(path, "wb"))
+      local left = n
+      while left > 0 do
+        local k = math.min(left, MiB)
+        f:write(rnd:read(k))
+        left = left - k
+      end
+      f:close()
+      local want = b3sum(path)
+      local hex, size = hash.file(path, nil, "threads", seg)
+      assert.equal(want, hex, ("size %d, segments of %d MiB"):format(n, seg))
+      assert.equal(n, size)
+      assert.equal(b3sum(path, 16), (hash.file(path, 16, "threads", seg)))
+      os.remove(path)
+    end
+    rnd:close()
+    assert.has_error(function() hash.file(dir, nil, "threads", 3) end)
+    local _, _, code = hash.file(dir .. "/missing", nil, "threads")
+    assert.equal("ENOENT", code)
+  end)
+
   it("hash.file fails with nil, msg, errname", function()
     local hex, msg, ename = hash.file("/nonexistent/x")
     assert.is_nil(hex)

@@ -4,8 +4,10 @@
 --   media.identify(target [, opts]) -> ident | nil, msg, errname
 --     ident = { hash=, kind="image"|"device"|"directory", human=, size=,
 --               image_path=, map_path=, model=, serial=, unreadable_bytes= }
+--     ident.sampled_hash (images and devices), ident.hashed / ident.cached
 --     opts: model=, serial= (override what the device reports), map= (a
---     mapfile path instead of looking beside the image)
+--     mapfile path instead of looking beside the image), cache= (an
+--     ntt.hashcache; without it an image is read through every time)
 --   media.inspect(ident [, policy]) -> report
 --     report = { map=, map_path=, rescued_pct=, health=, holes=,
 --                boot_sector_bad=, erased={byte=}|nil, uniform={byte=}|nil,
@@ -16,12 +18,22 @@
 --     -> { {file_offset=, length=, status=, image_offset=}, ... }
 --   media.find_map(image) -> path | nil
 --
--- The medium hash (DESIGN §4): BLAKE3 of "SIZE:<bytes>|MODEL:<m>|SERIAL:<s>|"
--- followed by the first and the last MiB (unreadable bytes as zeros), first
--- 32 hex characters.  Image files use MODEL:unknown|SERIAL:unknown; an image
--- whose stem is already 16-64 lowercase hex is that hash; a directory hashes
--- "DIR:" .. its canonical path.  An empty or wholly unreadable image is
+-- The medium hash (docs/media.md, "Identity"):
+--   * an image file: BLAKE3 of its whole content, first 32 hex characters
+--     (what `b3sum -l 16` prints), unreadable sectors hashed as zeros; an
+--     image whose stem is already 16-64 lowercase hex is that hash;
+--   * a block device: its sampled hash (below), so that it is known before
+--     it is imaged;
+--   * a directory: BLAKE3 of "DIR:" .. its canonical path.
+-- The sampled hash: BLAKE3 of "SIZE:<bytes>|MODEL:<m>|SERIAL:<s>|" followed
+-- by the first and the last MiB (unreadable bytes as zeros), 32 hex
+-- characters; image files use MODEL:unknown|SERIAL:unknown.  For an image
+-- it is only a lineage hint (ident.sampled_hash): two images that share it
+-- may be two rescues of one disk.  An empty or wholly unreadable medium is
 -- refused, so that no two of them share a hash.
+-- opts.cache (ntt.hashcache) remembers an image's content hash by path,
+-- device, inode, size, mtime and ctime: ident.cached is true when it was
+-- reused, ident.hashed when the image was read through.
 local cmedia = require "ntt.core.media"
 local fs = require "ntt.core.fs"
 local mapfile = require "ntt.mapfile"
@@ -121,10 +133,19 @@ function M.identify(target, opts)
   if ident.size == 0 then
     return nil, ("%s: empty %s (0 bytes): nothing to identify"):format(target, ident.kind), "EINVAL"
   end
-  local s = stem(target)
-  if ident.kind == "image" and is_hash(s) then
-    ident.hash = s                       -- the name is the hash already
-    return ident
+  local named = ident.kind == "image" and is_hash(stem(target))
+  local pst, cache = nil, ident.kind == "image" and not named and opts.cache or nil
+  if cache then
+    pst, err, code = fs.stat(path)
+    if not pst then return nil, err, code end
+    local hit
+    hit, err, code = cache:get(path, pst)
+    if hit == nil then return nil, err, code end
+    if hit then
+      ident.hash, ident.sampled_hash, ident.unreadable_bytes = hit.hash, hit.sampled, hit.unreadable_bytes
+      ident.cached = true
+      return ident
+    end
   end
   local head, tail, size, bad = cmedia.read_regions(path, MIB, MIB)
   if not head then return nil, tail, size end
@@ -136,9 +157,38 @@ function M.identify(target, opts)
   local hash
   hash, err, code = blake3()
   if not hash then return nil, err, code end
-  ident.hash = hash.new()
+  ident.sampled_hash = hash.new()
     :update(("SIZE:%d|MODEL:%s|SERIAL:%s|"):format(size, ident.model, ident.serial))
     :update(head):update(tail):hexdigest(16)
+  head, tail = nil, nil
+  if ident.kind == "device" then
+    ident.hash = ident.sampled_hash
+  elseif named then
+    ident.hash = stem(target)            -- the name is the hash already
+  else
+    local hex, n, lbad
+    if bad == 0 then
+      hex, n, lbad = hash.file(path, 16)
+      if not hex and lbad ~= "EIO" then return nil, n, lbad end
+    end
+    if not hex then                      -- some sectors cannot be read: as zeros
+      hex, n, lbad = cmedia.hash_lenient(path, 16)
+      if not hex then return nil, n, lbad end
+      ident.unreadable_bytes = lbad > 0 and lbad or nil
+    end
+    if n ~= size then
+      return nil, ("%s: changed while it was hashed (%d bytes, then %d)"):format(target, size, n), "EAGAIN"
+    end
+    ident.hash, ident.hashed = hex, true
+    if cache then
+      local after = fs.stat(path)
+      if after and after.size == pst.size and after.mtime_ns == pst.mtime_ns
+         and after.ctime_ns == pst.ctime_ns and after.ino == pst.ino and after.dev == pst.dev then
+        local ok, perr, pcode = cache:put(path, pst, ident.hash, ident.sampled_hash, ident.unreadable_bytes)
+        if not ok then return nil, perr, pcode end
+      end
+    end
+  end
   return ident
 end
 

@@ -431,3 +431,32 @@ void ntt_blake3_finalize(const ntt_blake3 *h, uint8_t *out, size_t outlen)
 {
     ntt_blake3_finalize_seek(h, 0, out, outlen);
 }
+
+/*
+ * Subtrees hashed apart (on other threads) and put into place: the
+ * chunk counter is part of each chunk's hash, the tree shape is the one
+ * streaming would build, so the digest is the same.
+ */
+void ntt_blake3_subtree_cv(const ntt_blake3 *h, const uint8_t *data, size_t nchunks,
+                           uint64_t first, uint8_t cv[32])
+{
+    const uint8_t *in[SUBTREE_MAX];
+    uint8_t cvs[SUBTREE_MAX * 32];
+    for (size_t i = 0; i < nchunks; i++)
+        in[i] = data + i * NTT_BLAKE3_CHUNK_LEN;
+    hash_many(in, nchunks, NTT_BLAKE3_CHUNK_LEN / 64, h->key, first, 1, h->flags,
+              NTT_B3_CHUNK_START, NTT_B3_CHUNK_END, cvs);
+    reduce(h, cvs, nchunks, cv, NULL);
+}
+
+void ntt_blake3_parent_cv(const ntt_blake3 *h, const uint8_t left[32],
+                          const uint8_t right[32], uint8_t out[32])
+{
+    parent_cv(h, left, right, out);
+}
+
+void ntt_blake3_push_subtree(ntt_blake3 *h, const uint8_t cv[32], uint64_t nchunks)
+{
+    push_cv(h, cv, h->chunk_counter);
+    h->chunk_counter += nchunks;
+}

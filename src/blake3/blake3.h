@@ -49,6 +49,19 @@ void ntt_blake3_finalize(const ntt_blake3 *h, uint8_t *out, size_t outlen);
 /* Output bytes [offset, offset + outlen) of the extendable output. */
 void ntt_blake3_finalize_seek(const ntt_blake3 *h, uint64_t offset,
                               uint8_t *out, size_t outlen);
+/*
+ * Hashing apart (threads): the chaining value of nchunks (a power of two,
+ * at most 1024) whole chunks starting at chunk index `first`, in h's mode;
+ * a parent node of two such values; and pushing a subtree of nchunks
+ * chunks onto a hasher that has no open chunk and whose chunk count is a
+ * multiple of nchunks.  The whole input must not be one pushed subtree
+ * (its root is not recomputed).
+ */
+void ntt_blake3_subtree_cv(const ntt_blake3 *h, const uint8_t *data, size_t nchunks,
+                           uint64_t first, uint8_t cv[32]);
+void ntt_blake3_parent_cv(const ntt_blake3 *h, const uint8_t left[32],
+                          const uint8_t right[32], uint8_t out[32]);
+void ntt_blake3_push_subtree(ntt_blake3 *h, const uint8_t cv[32], uint64_t nchunks);
 /* The SIMD width in use: 16, 8, 4 or 1. */
 int ntt_blake3_simd_degree(void);
 /* Tests: use at most `want` lanes (0: the best the CPU has); returns it. */

@@ -6,13 +6,18 @@
  *   keyed(key)            -> Hasher (keyed mode; key is exactly 32 bytes, else error)
  *   derive_key(context)   -> Hasher (key derivation: feed the key material)
  *   sum(data [, nbytes])  -> hex digest of a string (default 32 bytes)
- *   file(path [, nbytes [, how]]) -> hex, size | nil, msg, errname
+ *   file(path [, nbytes [, how [, seg_mib]]]) -> hex, size | nil, msg, errname
  *                            a large regular file is hashed from a shared
  *                            read-only mapping or read in 1 MiB blocks,
  *                            whichever is faster (an I/O error in the
  *                            mapping is EIO, not a crash), others read;
  *                            how "map" or "read" forces one way (tests,
- *                            benchmarks; default "auto"); "interrupted"/
+ *                            benchmarks; default "auto"); a file of 64 MiB
+ *                            or more is hashed on one thread per CPU (16 MiB
+ *                            segments, hash_threads.c) when there are two or
+ *                            more; how "threads" forces that (seg_mib, a
+ *                            4th argument, sets the segment: tests);
+ *                            "interrupted"/
  *                            EINTR when SIGINT/SIGTERM arrives meanwhile
  *   hex(bytes)            -> lowercase hex of a string
  *   simd([lanes])         -> lanes in use (16, 8, 4 or 1); with an argument,
@@ -37,6 +42,7 @@
 #include <unistd.h>
 #include "ntt.h"
 #include "blake3.h"
+#include "hash_threads.h"
 
 #define HASHER "ntt.Hasher"
 #define FILE_BLOCK (1u << 20)
@@ -335,12 +341,24 @@ static int hash_mapped(int fd, uint64_t size, int race_first, ntt_blake3 *b3,
     return err;
 }
 
+/*
+ * A file of THREAD_MIN bytes or more, on a host with two CPUs or more, is
+ * hashed in 16 MiB segments on one thread per CPU (hash_threads.c): the
+ * leading whole segments, then the rest read here.
+ */
+#define THREAD_MIN ((uint64_t)64 << 20)
+#define THREAD_SEG_MIB 16
+
 static int hash_file(lua_State *L)
 {
-    static const char *const hows[] = {"auto", "map", "read", NULL};
+    static const char *const hows[] = {"auto", "map", "read", "threads", NULL};
     const char *path = luaL_checkstring(L, 1);
     size_t n = opt_len(L, 2);
     int how = luaL_checkoption(L, 3, "auto", hows);
+    lua_Integer seg_mib = luaL_optinteger(L, 4, THREAD_SEG_MIB);
+    luaL_argcheck(L, seg_mib >= 1 && seg_mib <= 1024 && !(seg_mib & (seg_mib - 1)), 4,
+                  "a power of two from 1 to 1024 (MiB)");
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
         return ntt_fail(L, errno, path);
@@ -348,12 +366,23 @@ static int hash_file(lua_State *L)
     ntt_blake3 b3;
     ntt_blake3_init(&b3);
     uint64_t total = 0;
-    int err = 0;
+    int err = 0, threaded = 0;
     uint8_t *buf = NULL;
     if (posix_memalign((void **)&buf, 4096, FILE_BLOCK) != 0)
         err = ENOMEM;
     struct stat sb;
-    if (!err && how != 2 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0 &&
+    int regular = !err && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0;
+    uint64_t seg = (uint64_t)seg_mib << 20;
+    if (regular && (how == 3 || (how == 0 && ncpu >= 2 && (uint64_t)sb.st_size >= THREAD_MIN)) &&
+        (uint64_t)sb.st_size / seg >= 2) {
+        uint64_t nseg = (uint64_t)sb.st_size / seg;
+        threaded = 1;
+        err = ntt_hash_threads(fd, &b3, seg, nseg, ncpu >= 2 ? (int)ncpu : 2);
+        total = err ? 0 : nseg * seg;
+        if (!err)
+            err = lseek(fd, (off_t)total, SEEK_SET) < 0 ? errno : 0;
+    }
+    if (!threaded && regular && how != 2 && how != 3 &&
         ((uint64_t)sb.st_size >= MAP_MIN || how == 1)) {
         memset(buf, 0, FILE_BLOCK);     /* its page faults are not the race's */
         err = hash_mapped(fd, (uint64_t)sb.st_size, how == 0, &b3, &total, buf);

@@ -12,6 +12,12 @@
  *          read in one go and only on an error sector by sector (512 B).
  *        | nil, "path: strerror", "ENOENT"   (open/stat failed, or a
  *          directory "EISDIR", or neither file nor block device "EINVAL")
+ *   hash_lenient(path [, nbytes]) -> hex, size, bad
+ *          BLAKE3 (nbytes of output, default 32) of the whole medium read
+ *          like read_regions: unreadable sectors hashed as zeros, bad their
+ *          count in bytes (ntt.core.hash.file is faster; this is for a
+ *          medium it cannot read through) | nil, msg, errname | nil,
+ *          "interrupted", "EINTR"
  *   device_facts(path)
  *       -> { size=, logical_sector=, model=|nil, serial=|nil,
  *            rotational=bool|nil, removable=bool|nil, major=, minor= }
@@ -64,6 +70,7 @@
 #include <unistd.h>
 #include "ntt.h"
 #include "layout.h"
+#include "blake3.h"
 
 #define RES_MT "ntt.MediaResource"
 #define SECTOR 512
@@ -191,6 +198,45 @@ static int media_read_regions(lua_State *L)
     lua_pushinteger(L, size);
     lua_pushinteger(L, (lua_Integer)bad);
     return 4;
+}
+
+static int media_hash_lenient(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer nb = luaL_optinteger(L, 2, NTT_BLAKE3_OUT_LEN);
+    luaL_argcheck(L, nb >= 1 && nb <= 64, 2, "1 .. 64 bytes");
+    char *buf = lua_newuserdatauv(L, SCAN_BLOCK, 0);
+    uint8_t out[64];
+    struct stat st;
+    int64_t size;
+    int fd = media_open(path, &size, &st);
+    if (fd < 0)
+        return ntt_fail(L, errno, path);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    ntt_blake3 b3;
+    ntt_blake3_init(&b3);
+    size_t bad = 0;
+    int64_t pos = 0;
+    while (pos < size && !ntt_interrupted) {
+        size_t want = (size_t)(size - pos < SCAN_BLOCK ? size - pos : SCAN_BLOCK);
+        bad += read_lenient(fd, buf, want, pos);
+        ntt_blake3_update(&b3, buf, want);
+        pos += (int64_t)want;
+    }
+    close(fd);
+    if (ntt_interrupted)
+        return ntt_fail_interrupted(L);
+    ntt_blake3_finalize(&b3, out, (size_t)nb);
+    static const char digits[] = "0123456789abcdef";
+    char hex[129];
+    for (lua_Integer i = 0; i < nb; i++) {
+        hex[2 * i] = digits[out[i] >> 4];
+        hex[2 * i + 1] = digits[out[i] & 15];
+    }
+    lua_pushlstring(L, hex, (size_t)(2 * nb));
+    lua_pushinteger(L, size);
+    lua_pushinteger(L, (lua_Integer)bad);
+    return 3;
 }
 
 /* Read a small sysfs/udev text file into buf, trailing blanks trimmed.
@@ -525,6 +571,7 @@ static const luaL_Reg media_funcs[] = {
     { "device_facts", media_device_facts },
     { "fiemap", media_fiemap },
     { "probe", media_probe },
+    { "hash_lenient", media_hash_lenient },
     { "read_regions", media_read_regions },
     { "scan_uniform", media_scan_uniform },
     { NULL, NULL }

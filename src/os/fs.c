@@ -7,7 +7,8 @@
  * "ENAME"; misuse (a wrong argument type, an unknown option) raises.
  *   stat(path [, nofollow])
  *       -> { type="file"|"directory"|"block"|"char"|"link"|"fifo"|"socket",
- *            size=, mode= (permission bits), uid=, gid=,
+ *            size=, mode= (permission bits), uid=, gid=, dev=, ino=,
+ *            mtime_ns=, ctime_ns= (nanoseconds since the epoch),
  *            major=, minor= (block and char devices only) }
  *          follows a symbolic link unless nofollow is true
  *   realpath(path) -> canonical absolute path
@@ -114,12 +115,18 @@ static int fs_stat(lua_State *L)
     const char *type = S_ISREG(m) ? "file" : S_ISDIR(m) ? "directory" : S_ISBLK(m) ? "block"
                      : S_ISCHR(m) ? "char" : S_ISLNK(m) ? "link" : S_ISFIFO(m) ? "fifo"
                      : "socket";
-    lua_createtable(L, 0, 8);
+    lua_createtable(L, 0, 12);
     ntt_setstr(L, "type", type);
     ntt_setint(L, "size", st.st_size);
     ntt_setint(L, "mode", m & 07777);
     ntt_setint(L, "uid", st.st_uid);
     ntt_setint(L, "gid", st.st_gid);
+    /* What a cache of a file's content hash is keyed by (ctime: a write
+     * that resets mtime afterwards still moves it). */
+    ntt_setint(L, "dev", (lua_Integer)st.st_dev);
+    ntt_setint(L, "ino", (lua_Integer)st.st_ino);
+    ntt_setint(L, "mtime_ns", (lua_Integer)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+    ntt_setint(L, "ctime_ns", (lua_Integer)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec);
     if (S_ISBLK(m) || S_ISCHR(m)) {
         ntt_setint(L, "major", major(st.st_rdev));
         ntt_setint(L, "minor", minor(st.st_rdev));

@@ -6,10 +6,14 @@ local USAGE = [[
 usage: ntt identify [--json] TARGET...
 
 Prints the medium hash of each TARGET (a disk image, a block device or a
-directory) and the facts it was derived from.  The hash is BLAKE3 of
+directory) and the facts it was derived from.  An image is named by BLAKE3
+of its whole content, first 32 hex characters (`b3sum -l 16`), unreadable
+sectors as zeros; an image named <hash>.img keeps that hash.  A block
+device is named by its sampled hash: BLAKE3 of
 "SIZE:<bytes>|MODEL:<m>|SERIAL:<s>|" + the first MiB + the last MiB, first
-32 hex characters; an image named <hash>.img keeps that hash; a directory
-hashes its canonical path.  Empty or unreadable images are refused.
+32 hex characters (printed as "sampled" for images too: a lineage hint).
+A directory hashes its canonical path.  Empty or unreadable images are
+refused.
 
   --json   one JSON object per target and line (failures carry "error")
 
@@ -27,6 +31,7 @@ local function print_ident(out, target, id)
     { "kind", id.kind }, { "human", id.human },
     { "size", id.size and ("%d (%s)"):format(id.size, human_size(id.size)) },
     { "model", id.model }, { "serial", id.serial },
+    { "sampled", id.kind == "image" and id.sampled_hash or nil },
     { "path", id.image_path },
     { "mapfile", id.kind == "image" and (id.map_path or "none") or nil },
     { "unreadable", id.unreadable_bytes and ("%d bytes read as zeros"):format(id.unreadable_bytes) },

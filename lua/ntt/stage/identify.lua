@@ -1,27 +1,109 @@
 -- lua/ntt/stage/identify.lua: give the target its medium hash and register it.
 --
--- Re-running is harmless: the row is updated (paths may move), the first
--- identification time is kept.
+-- Re-running is harmless: the first identification time, the human name,
+-- the image path and the problems of a medium are kept.  An image file's
+-- content hash is remembered (ntt.hashcache), so a rerun does not read an
+-- unchanged image again.  Every place a medium's bytes are seen is a row of
+-- medium_location: a byte-identical copy at another path is the same medium
+-- seen a second time, and nothing of the first is changed (its image_path
+-- moves only when the recorded file is gone).  An image sharing its sampled
+-- hash with another medium but not its content is a medium of its own; the
+-- other is noted on it as "same_sampled_hash_as" (a lineage hint).
+local fs = require "ntt.core.fs"
 local media = require "ntt.media"
+local hashcache = require "ntt.hashcache"
+local problems = require "ntt.problems"
 
 local M = {}
 
+local function exec(db, sql, ...)
+  local r, err, code, state = db:exec(sql, ...)
+  if not r then return nil, err, code, state end
+  return r
+end
+
+-- The recorded row of the medium, or false.
+local function known(db, hash)
+  local r, err, code, state = exec(db, [[
+    SELECT medium_human, kind, image_path, map_path FROM medium WHERE medium_hash = $1]], hash)
+  if not r then return nil, err, code, state end
+  return r[1] or false
+end
+
+-- Where the medium's bytes were seen this time.
+local function locate(db, ident)
+  local st = fs.stat(ident.image_path)
+  return exec(db, [[
+    INSERT INTO medium_location (medium_hash, path, size, mtime)
+    VALUES ($1, $2, $3, to_timestamp($4::double precision / 1e9))
+    ON CONFLICT (medium_hash, path) DO UPDATE
+       SET size = EXCLUDED.size, mtime = EXCLUDED.mtime, last_seen = now()]],
+    ident.hash, ident.image_path, ident.size, st and st.mtime_ns or nil)
+end
+
+-- Other media with the same sampled hash but other content: a hint only.
+local function sampled_twins(ctx, ident)
+  if ident.kind ~= "image" or not ident.sampled_hash then return true end
+  local r, err, code, state = exec(ctx.db, [[
+    SELECT medium_hash, image_path FROM medium
+     WHERE sampled_hash = $1 AND medium_hash <> $2 AND kind <> 'directory'
+     ORDER BY added_at, medium_hash]], ident.sampled_hash, ident.hash)
+  if not r then return nil, err, code, state end
+  if not r[1] then return true end
+  local ok, perr, pcode, pstate = problems.note(ctx.db, ident.hash, "same_sampled_hash_as", r[1].medium_hash)
+  if not ok then return nil, perr, pcode, pstate end
+  for _, row in ipairs(r) do
+    ctx.log:warn("same_sampled_hash", { medium = ident.hash, other = row.medium_hash,
+                                        path = ident.image_path, other_path = row.image_path },
+                 ("%s: same first and last MiB and size as medium %s (%s), other content: a medium of its own")
+                 :format(ident.image_path, row.medium_hash, tostring(row.image_path)))
+  end
+  return true
+end
+
 function M.run(ctx)
-  local ident, err, code = media.identify(ctx.target)
+  local db = ctx.db
+  local ident, err, code = media.identify(ctx.target, { cache = db and hashcache.new(db) or nil })
   if not ident then return nil, err, code end
   ctx.medium = ident
-  local r, qerr, qcode = ctx.db:exec([[
-    INSERT INTO medium (medium_hash, medium_human, kind, image_path, map_path, size, identified_at)
-    VALUES ($1, $2, $3, $4, $5, $6, now())
+  local row, state
+  row, err, code, state = known(db, ident.hash)
+  if row == nil then return nil, err, code, state end
+  -- A second location: the recorded file is elsewhere and still there.
+  local elsewhere = row and ident.kind ~= "directory" and row.image_path ~= nil
+                    and row.image_path ~= ident.image_path and fs.stat(row.image_path) ~= nil
+  local r
+  r, err, code, state = exec(db, [[
+    INSERT INTO medium (medium_hash, medium_human, kind, image_path, map_path, size, sampled_hash,
+                        identified_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, now())
     ON CONFLICT (medium_hash) DO UPDATE
        SET medium_human = coalesce(medium.medium_human, EXCLUDED.medium_human),
-           image_path = EXCLUDED.image_path, map_path = EXCLUDED.map_path,
+           image_path = CASE WHEN $8 THEN medium.image_path ELSE EXCLUDED.image_path END,
+           map_path = CASE WHEN $8 THEN medium.map_path ELSE EXCLUDED.map_path END,
            size = EXCLUDED.size,
+           sampled_hash = coalesce(medium.sampled_hash, EXCLUDED.sampled_hash),
            identified_at = coalesce(medium.identified_at, EXCLUDED.identified_at)]],
-    ident.hash, ident.human, ident.kind, ident.image_path, ident.map_path, ident.size)
-  if not r then return nil, qerr, qcode end
+    ident.hash, ident.human, ident.kind, ident.image_path, ident.map_path, ident.size,
+    ident.sampled_hash, elsewhere and true or false)
+  if not r then return nil, err, code, state end
+  if ident.kind ~= "directory" then
+    r, err, code, state = locate(db, ident)
+    if not r then return nil, err, code, state end
+  end
+  if elsewhere then
+    -- The same bytes: the recorded map describes them when none lies beside this copy.
+    ident.human, ident.map_path = row.medium_human or ident.human, ident.map_path or row.map_path
+    ctx.log:info("medium_location", { medium = ident.hash, path = ident.image_path,
+                                      first_path = row.image_path },
+                 ("%s: byte-identical to %s, the same medium %s seen at a second location")
+                 :format(ident.image_path, row.image_path, ident.hash))
+  end
+  r, err, code, state = sampled_twins(ctx, ident)
+  if not r then return nil, err, code, state end
   ctx.log:info("identified", { medium = ident.hash, kind = ident.kind, human = ident.human,
-                               size = ident.size, map = ident.map_path })
+                               size = ident.size, map = ident.map_path, sampled = ident.sampled_hash,
+                               hashed = ident.hashed or false, cached = ident.cached or false })
   return true
 end
 

@@ -1,0 +1,138 @@
+/*
+ * hash_threads.c - the threaded part of ntt.core.hash's file(): a large
+ * file's leading segments hashed as BLAKE3 subtrees on several threads
+ * (no Lua here; hash_threads.h).
+ *
+ * The file is cut into segments of `seg` bytes (a power of two, a
+ * multiple of 1 MiB), each a whole subtree of the BLAKE3 tree.  Threads
+ * take segments in order from a shared counter, so they read neighbouring
+ * parts of the file; each has its own open file (its own readahead) and
+ * asks the kernel for the whole segment ahead of reading it.  Each MiB is
+ * one subtree of 1024 chunks, the MiBs of a segment are folded into the
+ * segment's chaining value, and the segments are pushed in order onto the
+ * caller's hasher: the digest is what one streaming pass gives.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "ntt.h"
+#include "hash_threads.h"
+
+#define MIB ((uint64_t)1 << 20)
+
+typedef struct {
+    const ntt_blake3 *proto;     /* mode and key */
+    int fd;                      /* the caller's, reopened per thread */
+    uint64_t seg, nseg;
+    uint64_t next;               /* next segment to take (atomic) */
+    uint8_t *cvs;                /* 32 bytes per segment */
+    int err;                     /* first error (atomic) */
+} Job;
+
+static void fail(Job *j, int err)
+{
+    int zero = 0;
+    __atomic_compare_exchange_n(&j->err, &zero, err, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+
+/* Read exactly n bytes at off: 0, or an errno (EIO when the file shrank). */
+static int read_full(int fd, uint8_t *buf, size_t n, uint64_t off)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pread(fd, buf + done, n - done, (off_t)(off + done));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return errno;
+        if (r == 0)
+            return EIO;
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+static int hash_segment(Job *j, int fd, uint8_t *buf, uint8_t *mcv, uint64_t s)
+{
+    uint64_t base = s * j->seg, nmib = j->seg / MIB;
+    posix_fadvise(fd, (off_t)base, (off_t)j->seg, POSIX_FADV_WILLNEED);
+    for (uint64_t m = 0; m < nmib; m++) {
+        if (ntt_interrupted)
+            return EINTR;
+        if (__atomic_load_n(&j->err, __ATOMIC_RELAXED))
+            return 0;
+        int err = read_full(fd, buf, MIB, base + m * MIB);
+        if (err)
+            return err;
+        ntt_blake3_subtree_cv(j->proto, buf, MIB / NTT_BLAKE3_CHUNK_LEN,
+                              (base + m * MIB) / NTT_BLAKE3_CHUNK_LEN, mcv + 32 * m);
+    }
+    for (uint64_t n = nmib; n > 1; n /= 2)
+        for (uint64_t i = 0; i < n / 2; i++)
+            ntt_blake3_parent_cv(j->proto, mcv + 64 * i, mcv + 64 * i + 32, mcv + 32 * i);
+    memcpy(j->cvs + 32 * s, mcv, 32);
+    return 0;
+}
+
+static void *worker(void *arg)
+{
+    Job *j = arg;
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", j->fd);
+    int fd = open(self, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        fd = dup(j->fd);            /* no /proc: share the caller's readahead */
+    uint8_t *buf = NULL, *mcv = malloc(32 * (j->seg / MIB));
+    if (fd < 0 || !mcv || posix_memalign((void **)&buf, 4096, MIB) != 0) {
+        fail(j, fd < 0 ? errno : ENOMEM);
+        buf = NULL;
+    } else {
+        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        for (;;) {
+            uint64_t s = __atomic_fetch_add(&j->next, 1, __ATOMIC_SEQ_CST);
+            if (s >= j->nseg || __atomic_load_n(&j->err, __ATOMIC_RELAXED))
+                break;
+            int err = hash_segment(j, fd, buf, mcv, s);
+            if (err) {
+                fail(j, err);
+                break;
+            }
+        }
+    }
+    free(buf);
+    free(mcv);
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
+int ntt_hash_threads(int fd, ntt_blake3 *b3, uint64_t seg, uint64_t nseg, int threads)
+{
+    Job j = { .proto = b3, .fd = fd, .seg = seg, .nseg = nseg };
+    if (!(j.cvs = malloc(32 * nseg)))
+        return ENOMEM;
+    pthread_t tid[NTT_HASH_THREADS_MAX];
+    int started = 0;
+    if (threads > NTT_HASH_THREADS_MAX)
+        threads = NTT_HASH_THREADS_MAX;
+    for (int t = 1; t < threads; t++) {
+        if (pthread_create(&tid[started], NULL, worker, &j) != 0)
+            break;                  /* fewer threads: still correct */
+        started++;
+    }
+    worker(&j);
+    for (int t = 0; t < started; t++)
+        pthread_join(tid[t], NULL);
+    int err = j.err;
+    if (!err && ntt_interrupted)
+        err = EINTR;
+    if (!err)
+        for (uint64_t s = 0; s < nseg; s++)
+            ntt_blake3_push_subtree(b3, j.cvs + 32 * s, seg / NTT_BLAKE3_CHUNK_LEN);
+    free(j.cvs);
+    return err;
+}
