@@ -1,5 +1,5 @@
 -- lua/ntt/hashcache.lua: the whole-content hash of an image file, computed
--- once and remembered (table image_hash_cache, migration 007).
+-- once and remembered (table image_hash_cache, migration 008).
 --
 --   hashcache.new(conn) -> cache
 --   cache:get(path, st) -> { hash=, sampled=, unreadable_bytes= } | false
