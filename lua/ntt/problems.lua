@@ -8,6 +8,8 @@
 --   set(conn, hash, key, value)         set or replace a finding
 --   event(conn, hash, ev, max_events)   append a diagnostic event; past
 --                                       max_events only "events_dropped" counts
+--   add(conn, hash, key, value)         append value to the list at key
+--                                       (made when missing; kept once)
 --   clear(conn, hash, key)             drop a finding that no longer holds
 --                                       (enum_errors once every place is read)
 --   get(conn, hash) -> table
@@ -69,6 +71,20 @@ function M.event(conn, hash, ev, max_events)
      WHERE medium_hash = $1]], hash, json.encode(ev), max_events or 1000)
   if not r then return nil, err, code, state end
   return recorded(hash, "diagnostic_event", ev)
+end
+
+function M.add(conn, hash, key, value)
+  local v = json.encode(value)
+  local r, err, code, state = exec(conn, [[
+    UPDATE medium SET problems = coalesce(problems, '{}'::jsonb) || jsonb_build_object($2::text,
+             CASE WHEN jsonb_typeof(problems->$2) = 'array' THEN problems->$2 ELSE '[]'::jsonb END
+             || jsonb_build_array($3::jsonb))
+     WHERE medium_hash = $1
+       AND NOT (jsonb_typeof(problems->$2) = 'array' AND problems->$2 @> jsonb_build_array($3::jsonb))]],
+    hash, key, v)
+  if not r then return nil, err, code, state end
+  if (r.n or 0) == 0 then return true end
+  return recorded(hash, key, value)
 end
 
 function M.clear(conn, hash, key)

@@ -1,6 +1,6 @@
 -- lua/ntt/cmd/run.lua: `ntt run POLICY [TARGET...]`.
 local usage = [[
-usage: ntt run [options] POLICY [TARGET | --images DIR | --tree DIR]...
+usage: ntt run [options] POLICY [TARGET | --images DIR | --tree DIR | --rescue-of OLD IMAGE]...
 
 Loads and validates POLICY (before any side effect), then runs its stages
 over each TARGET: a disk image, a folder of images (with their .map files),
@@ -18,6 +18,12 @@ options:
                 mapfile); every other entry is left, with its reason
   --tree DIR    take folder DIR as one directory medium (every file copied
                 as a file, images too)
+  --rescue-of OLD IMAGE
+                IMAGE is a new rescue of the known medium OLD (its hash, a
+                unique hash prefix or its name): linked to it whatever the
+                maps say.  Without it, an image sharing size and first and
+                last MiB with a known medium is linked as its new rescue
+                when its ddrescue map rescued that medium further
   --workers N   worker processes for the copy stage (default: the policy's)
   --replace     enumerate media again, replacing their entries (in one transaction)
   -v            more messages on stderr (info)
@@ -28,7 +34,8 @@ Exit status: 0 all done and clean: every file of every medium copied, or
 terminal by policy without loss (excluded, not a file); 1 finished, but
 files were skipped, failed or damaged (in this run or an earlier one), were
 left pending, a medium had problems or places its walk could not read, or
-an entry of a folder could not be looked at; 2 could not run (policy, database, target: e.g. --images of a
+an entry of a folder could not be looked at (only the media of this run
+count: an older rescue's losses do not, once a new rescue is run); 2 could not run (policy, database, target: e.g. --images of a
 folder with no image); 64 usage; 130 interrupted.]]
 
 local EXIT = { ok = 0, problems = 1, failed = 2, usage = 64, interrupted = 130 }
@@ -47,6 +54,15 @@ local function parse(args)
       if not dir or dir == "" then return nil, a .. " needs a folder", "EINVAL" end
       o.targets[#o.targets + 1] = { path = dir, mode = a:sub(3) }
       i = i + 1
+    elseif a == "--rescue-of" then
+      local old, img = args[i + 1], args[i + 2]
+      if not old or old == "" or not img or img == "" or img:match("^%-") then
+        return nil, "--rescue-of needs a medium and an image", "EINVAL"
+      end
+      o.targets[#o.targets + 1] = img
+      o.rescues = o.rescues or {}
+      o.rescues[#o.rescues + 1] = { old = old, target = img }
+      i = i + 2
     elseif a == "--replace" then o.replace = true
     elseif a == "-v" or a == "--verbose" then o.stderr = "info"
     elseif a == "--debug" then o.stderr = "debug"; o.level = "debug"
@@ -110,6 +126,21 @@ local function main(args)
     log:close()
     return EXIT.failed
   end
+  -- --rescue-of: the older medium must be known, the new one an image file.
+  local rescue_targets
+  for _, rq in ipairs(o.rescues or {}) do
+    local st = require("ntt.core.fs").stat(rq.target)
+    local m, rerr = require("ntt.accounting").resolve(conn, rq.old)
+    if not m or (st and st.type == "directory") then
+      rerr = m and (rq.target .. ": --rescue-of takes an image, not a folder") or rerr
+      log:error("rescue_of_invalid", { old = rq.old, target = rq.target, error = rerr }, "ntt run: --rescue-of: " .. tostring(rerr))
+      conn:close()
+      log:close()
+      return EXIT.failed
+    end
+    rescue_targets = rescue_targets or {}
+    rescue_targets[rq.target] = m.medium_hash
+  end
   -- The run's row (rule hits gather there).
   local runs = require "ntt.runs"
   local run_id, rerr = runs.start(conn, o.policy)
@@ -120,7 +151,7 @@ local function main(args)
   local results = pipeline.run({
     policy = policy, policy_path = o.policy, log = log, db = conn, run_id = run_id,
     workers = o.workers or policy.workers or 1,
-    interrupted = util.interrupted, replace = o.replace,
+    interrupted = util.interrupted, replace = o.replace, rescue_targets = rescue_targets,
   }, o.targets)
   util.raise_on_interrupt(true)
   -- ^C anywhere (a stage's EINTR, or the flag) is 130, the largest code.
@@ -137,6 +168,22 @@ local function main(args)
   -- decided it: a file left pending by a run that was not interrupted (a
   -- policy without a copy stage, a filesystem not mounted), a file skipped,
   -- failed or damaged, a place the walk could not read -- all a loss.
+  -- A new rescue: how many of the older medium's lost files it now holds.
+  for _, r in ipairs(results) do
+    local m = r.ctx.medium
+    if m and m.rescue_of then
+      local c, cerr = require("ntt.lineage").recovered(conn, m.hash)
+      if c then
+        log:info("rescue_recovered", { medium = m.hash, rescue_of = c.rescue_of, lost = c.lost, recovered = c.recovered,
+                                       not_copied = c.not_copied, not_found = c.not_found, places = c.places,
+                                       places_read = c.places_read },
+                 ("medium %s, a new rescue of %s: %d of its %d files skipped, failed, damaged or pending there are copied here (%d found but not copied, %d not found); %d of %d unreadable places read")
+                 :format(m.hash, c.rescue_of, c.recovered, c.lost, c.not_copied, c.not_found, c.places_read, c.places))
+      elseif c == nil then
+        log:warn("rescue_recovered_unknown", { medium = m.hash, error = cerr })
+      end
+    end
+  end
   if code ~= EXIT.interrupted then
     local accounting = require "ntt.accounting"
     for _, r in ipairs(results) do

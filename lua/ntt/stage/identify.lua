@@ -8,11 +8,15 @@
 -- seen a second time, and nothing of the first is changed (its image_path
 -- moves only when the recorded file is gone).  An image sharing its sampled
 -- hash with another medium but not its content is a medium of its own; the
--- other is noted on it as "same_sampled_hash_as" (a lineage hint).
+-- other is noted on it as "same_sampled_hash_as" (a lineage hint).  It is a
+-- new rescue of that medium when its map rescued it further, or when the
+-- operator says so (ctx.rescue_targets[target], from `ntt run --rescue-of`):
+-- linked (medium.rescue_of), logged, noted on both (ntt.lineage).
 local fs = require "ntt.core.fs"
 local media = require "ntt.media"
 local hashcache = require "ntt.hashcache"
 local problems = require "ntt.problems"
+local lineage = require "ntt.lineage"
 
 local M = {}
 
@@ -25,7 +29,7 @@ end
 -- The recorded row of the medium, or false.
 local function known(db, hash)
   local r, err, code, state = exec(db, [[
-    SELECT medium_human, kind, image_path, map_path FROM medium WHERE medium_hash = $1]], hash)
+    SELECT medium_human, kind, image_path, map_path, rescue_of FROM medium WHERE medium_hash = $1]], hash)
   if not r then return nil, err, code, state end
   return r[1] or false
 end
@@ -42,7 +46,7 @@ local function locate(db, ident)
 end
 
 -- Other media with the same sampled hash but other content: a hint only.
-local function sampled_twins(ctx, ident)
+local function sampled_twins(ctx, ident, linked)
   if ident.kind ~= "image" or not ident.sampled_hash then return true end
   local r, err, code, state = exec(ctx.db, [[
     SELECT medium_hash, image_path FROM medium
@@ -53,12 +57,39 @@ local function sampled_twins(ctx, ident)
   local ok, perr, pcode, pstate = problems.note(ctx.db, ident.hash, "same_sampled_hash_as", r[1].medium_hash)
   if not ok then return nil, perr, pcode, pstate end
   for _, row in ipairs(r) do
-    ctx.log:warn("same_sampled_hash", { medium = ident.hash, other = row.medium_hash,
+    if row.medium_hash ~= linked then ctx.log:warn("same_sampled_hash", { medium = ident.hash, other = row.medium_hash,
                                         path = ident.image_path, other_path = row.image_path },
                  ("%s: same first and last MiB and size as medium %s (%s), other content: a medium of its own")
-                 :format(ident.image_path, row.medium_hash, tostring(row.image_path)))
+                 :format(ident.image_path, row.medium_hash, tostring(row.image_path))) end
   end
   return true
+end
+
+-- A new rescue of an older medium: the operator's word, else the rule (once).
+-- -> the older medium's hash, or false
+local function rescue(ctx, ident, row)
+  if ident.kind == "directory" then return false end
+  local given = ctx.rescue_targets and ctx.rescue_targets[ctx.target]
+  local old, basis
+  if given then
+    if row and row.rescue_of == given then return given end
+    old, basis = given, "operator"
+  elseif row and row.rescue_of then
+    return row.rescue_of
+  else
+    local found, err, code, state = lineage.decide(ctx.db, ident)
+    if found == nil then return nil, err, code, state end
+    if not found then return false end
+    old, basis = found.medium_hash, "map"
+  end
+  local ok, err, code, state = lineage.link(ctx.db, ident.hash, old, basis)
+  if not ok then return nil, err, code, state end
+  ctx.log:info("rescue_of", { medium = ident.hash, rescue_of = old, basis = basis, path = ident.image_path,
+                              was = row and row.rescue_of or nil },
+               ("%s: a new rescue of medium %s (%s), linked as its later rescue %s")
+               :format(ident.image_path, old, basis == "map" and "its map rescued the same medium further"
+                                                or "said by the operator", ident.hash))
+  return old
 end
 
 function M.run(ctx)
@@ -99,7 +130,11 @@ function M.run(ctx)
                  ("%s: byte-identical to %s, the same medium %s seen at a second location")
                  :format(ident.image_path, row.image_path, ident.hash))
   end
-  r, err, code, state = sampled_twins(ctx, ident)
+  local old
+  old, err, code, state = rescue(ctx, ident, row)
+  if old == nil then return nil, err, code, state end
+  ident.rescue_of = old or nil
+  r, err, code, state = sampled_twins(ctx, ident, old)
   if not r then return nil, err, code, state end
   ctx.log:info("identified", { medium = ident.hash, kind = ident.kind, human = ident.human,
                                size = ident.size, map = ident.map_path, sampled = ident.sampled_hash,

@@ -3,6 +3,7 @@
 local media = require "ntt.media"
 local problems = require "ntt.problems"
 local json = require "ntt.json"
+local lineage = require "ntt.lineage"
 
 local M = {}
 
@@ -17,6 +18,11 @@ function M.run(ctx)
   local r, err, code = db:exec([[UPDATE medium SET health = $2, rescued_pct = $3 WHERE medium_hash = $1]],
                          hash, report.health ~= "unknown" and report.health or nil, report.rescued_pct)
   if not r then return nil, err, code end
+  -- the map inspected with: ddrescue may later update the file in place
+  if report.map and report.map_path then
+    r, err, code = lineage.remember_map(db, hash, report.map_path, m.size)
+    if r == nil then return nil, err, code end
+  end
   for _, pr in ipairs(report.problems or {}) do
     local key = pr.kind or "problem"
     local ok, perr, pcode = problems.note(db, hash, key, pr)
