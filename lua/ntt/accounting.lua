@@ -22,6 +22,7 @@
 --       files_touched: inodes whose recorded damage ranges are not empty.
 --   accounting.report(conn, m) -> report | nil, msg, code
 --       { medium=, inodes=, bytes=, problems= (medium.problems),
+--         lineage= (ntt.lineage.of, with recovered= when it is a rescue),
 --         enum_failures= (ntt.enumerate.failures.state), checks = { {what=, ok=, msg=} },
 --         ok= }  ok: every check held
 --   accounting.loss(conn, hash) -> { pending=, lost=, unread= } | nil, msg, code
@@ -38,12 +39,18 @@ local M = {}
 
 local MEDIUM_COLS = [[medium_hash, medium_human, kind, image_path, map_path, size, health, rescued_pct,
   identified_at::text, inspected_at::text, mounted_at::text, enum_done::text, copy_done::text,
-  verified_at::text, archived_at::text, enum_inodes, problems::text AS problems]]
+  verified_at::text, archived_at::text, enum_inodes, rescue_of, rescue_basis, problems::text AS problems]]
 
 local function q(conn, sql, ...)
   local r, err, code, state = conn:exec(sql, ...)
   if not r then error({ db = true, msg = err, code = code, state = state }, 0) end
   return r
+end
+
+-- A passed-on failure (nil, msg, code, state) raised for guarded.
+local function assert_db(v, msg, code, state)
+  if v == nil then error({ db = true, msg = msg, code = code, state = state }, 0) end
+  return v
 end
 
 -- fn(...) with database errors (raised by q) turned into nil, msg, code, state.
@@ -210,8 +217,13 @@ local function report(conn, m)
   for _, c in ipairs(checks) do ok = ok and c.ok end
   local medium = {}
   for k, v in pairs(m) do if k ~= "problems" then medium[k] = v end end
+  -- its rescues: the older ones it was linked to, the later ones, and what it recovered
+  local lineage = require "ntt.lineage"
+  local lin = assert_db(lineage.of(conn, m.medium_hash))
+  lin.chain, lin.rescues = json.array(lin.chain), json.array(lin.rescues)
+  lin.recovered = assert_db(lineage.recovered(conn, m.medium_hash)) or nil
   return { medium = medium, inodes = ino, bytes = b, problems = problems, enum_failures = fails,
-           checks = json.array(checks), ok = ok }
+           lineage = lin, checks = json.array(checks), ok = ok }
 end
 
 function M.report(conn, m) return guarded(report, conn, m) end

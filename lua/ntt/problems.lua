@@ -80,7 +80,8 @@ function M.add(conn, hash, key, value)
              CASE WHEN jsonb_typeof(problems->$2) = 'array' THEN problems->$2 ELSE '[]'::jsonb END
              || jsonb_build_array($3::jsonb))
      WHERE medium_hash = $1
-       AND NOT (jsonb_typeof(problems->$2) = 'array' AND problems->$2 @> jsonb_build_array($3::jsonb))]],
+       AND NOT coalesce(jsonb_typeof(problems->$2) = 'array' AND problems->$2 @> jsonb_build_array($3::jsonb),
+                        false)]],
     hash, key, v)
   if not r then return nil, err, code, state end
   if (r.n or 0) == 0 then return true end

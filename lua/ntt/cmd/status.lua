@@ -8,13 +8,17 @@ Without MEDIUM: one line per medium -- its hash and name, kind, health and
 rescued %, which stages have completed, file counts by state, and the kinds
 of problems recorded.
 
+A new rescue of a medium is marked [rescue of HASH8], a medium rescued
+again [rescued again N].
+
 With MEDIUM (a hash, a unique hash prefix, or the medium's name): its
 accounting.  Every inode of the medium, by state and reason (terminal, or
 still pending), and every byte of the image, rescued or not per its ddrescue
 map, with how many files the unrescued bytes touch; the totals are checked
 against the walk's recorded count and the map, and a mismatch is printed as
-an error.  Then the medium's recorded problems and the places its walk
-could not read.  --json: one JSON object per medium, one per line.
+an error.  Then the medium's recorded problems, its lineage (the older
+rescues it is a new rescue of, how many of the older one's lost files it
+holds copied, and its later rescues) and the places its walk could not read.  --json: one JSON object per medium, one per line.
 
 Exit status: 0 every total checks; 1 a total does not check; 2 a MEDIUM is
 unknown or ambiguous, or the database cannot be used; 64 usage.]]
@@ -31,7 +35,8 @@ local function list(conn, as_json)
            identified_at::text, inspected_at::text, mounted_at::text, enum_done::text,
            copy_done::text, verified_at::text, archived_at::text,
            (SELECT string_agg(k, ',' ORDER BY k) FROM jsonb_object_keys(problems) k) AS problem_keys,
-           jsonb_array_length(coalesce(problems->'diagnostic_events', '[]'::jsonb)) AS events
+           jsonb_array_length(coalesce(problems->'diagnostic_events', '[]'::jsonb)) AS events,
+           rescue_of, (SELECT count(*) FROM medium l WHERE l.rescue_of = medium.medium_hash) AS rescues
       FROM medium ORDER BY added_at, medium_hash]]))
   local counts = {}
   for _, row in ipairs(assert(conn:exec(
@@ -53,12 +58,16 @@ local function list(conn, as_json)
     for state, n in pairs(c) do states[#states + 1] = ("%s=%d"):format(state, n); total = total + n end
     table.sort(states)
     if total > 0 then states[#states + 1] = ("total=%d"):format(total) end
-    io.stdout:write(("%s  %-24s %-9s %-10s %6s  stages: %-28s files: %s%s\n"):format(
+    local lin = {}
+    if m.rescue_of then lin[#lin + 1] = "rescue of " .. m.rescue_of:sub(1, 8) end
+    if m.rescues > 0 then lin[#lin + 1] = ("rescued again %d"):format(m.rescues) end
+    io.stdout:write(("%s  %-24s %-9s %-10s %6s  stages: %-28s files: %s%s%s\n"):format(
       m.medium_hash, (m.medium_human or "?"):sub(1, 24), m.kind, m.health or "-",
       m.rescued_pct and ("%.1f%%"):format(m.rescued_pct) or "-",
       #done > 0 and table.concat(done, ",") or "-",
       #states > 0 and table.concat(states, " ") or "-",
-      m.problem_keys and ("  problems: " .. m.problem_keys) or ""))
+      m.problem_keys and ("  problems: " .. m.problem_keys) or "",
+      #lin > 0 and ("  [" .. table.concat(lin, ", ") .. "]") or ""))
   end
   return 0
 end
@@ -131,6 +140,29 @@ local function show(r)
     say("problems: %s", table.concat(parts, ", "))
   else
     say("problems: none recorded")
+  end
+  local lin = r.lineage
+  if lin and lin.rescue_of then
+    local parts = {}
+    for _, c in ipairs(lin.chain) do
+      parts[#parts + 1] = ("%s (%s, %s)"):format(c.medium_hash, shown(c.medium_human or "?"),
+                                                 c.basis == "map" and "by its map" or "said by the operator")
+    end
+    say("lineage: a new rescue of %s", table.concat(parts, " <- "))
+    local c = lin.recovered
+    if c then
+      say("  of its %d files skipped, failed, damaged or pending: %d copied here, %d found but not copied, %d not found",
+          c.lost, c.recovered, c.not_copied, c.not_found)
+      say("  of its %d unreadable places: %d read here", c.places, c.places_read)
+    end
+  end
+  if lin and #lin.rescues > 0 then
+    local parts = {}
+    for _, d in ipairs(lin.rescues) do
+      parts[#parts + 1] = ("%s (%s%s)"):format(d.medium_hash, shown(d.medium_human or "?"),
+                                               d.depth > 1 and (", via " .. d.rescue_of:sub(1, 8)) or "")
+    end
+    say("lineage: rescued again as %s", table.concat(parts, ", "))
   end
   local f = r.enum_failures
   say("unreadable places: %d open, %d resolved, %d names listed twice", f.errors, f.resolved, f.duplicates)
