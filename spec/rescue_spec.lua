@@ -46,6 +46,78 @@ describe("lineage.further (the rule)", function()
   end)
 end)
 
+describe("lineage in the database", function()
+  local url = helper.db_url()
+  if not url then
+    it("links and counts", function() pending("no test database") end)
+    return
+  end
+  local db = require "ntt.db"
+  local conn
+  setup(function() conn = assert(db.connect { url = url, migrate = true }) end)
+  teardown(function() conn:close() end)
+
+  local function new_medium(label)
+    local h = hash.sum(label .. " " .. tag, 16)
+    assert(conn:exec("INSERT INTO medium (medium_hash, medium_human, kind) VALUES ($1, $2, 'image')", h, label))
+    return h
+  end
+  local blob = hash.sum("lineage blob " .. tag)
+  local function rows(h, list)
+    local it, pt = assert(db.ensure_partitions(conn, h))
+    assert(conn:exec("INSERT INTO blob (blobid, size) VALUES ($1, 1) ON CONFLICT DO NOTHING", blob))
+    for _, r in ipairs(list) do
+      assert(conn:exec(("INSERT INTO %s (medium_hash, fs_index, ino, state, fs_type, blobid) VALUES ($1, 1, $2, $3, 'f', $4) ON CONFLICT DO NOTHING")
+                       :format(it), h, r[1], r[2], r[2] == "copied" and blob or nil))
+      assert(conn:exec(("INSERT INTO %s (medium_hash, fs_index, path, ino) VALUES ($1, 1, $2::bytea, $3)"):format(pt),
+                       h, r[3], r[1]))
+    end
+  end
+
+  it("refuses a medium as its own rescue and a cycle; notes each later rescue once", function()
+    local a, b = new_medium("lin-a"), new_medium("lin-b")
+    local ok, err, code = lineage.link(conn, a, a, "operator")
+    assert.is_nil(ok)
+    assert.equal("EINVAL", code, err)
+    assert.is_true(lineage.link(conn, b, a, "map"))
+    assert.is_true(lineage.link(conn, b, a, "map"))
+    ok, err, code = lineage.link(conn, a, b, "operator")
+    assert.is_nil(ok)
+    assert.equal("EINVAL", code)
+    assert.matches("no cycle", err)
+    local p = json.decode(assert(conn:exec("SELECT problems::text AS p FROM medium WHERE medium_hash = $1", a))[1].p)
+    assert.same({ b }, p.rescued_again_as)
+    assert.has_error(function() lineage.link(conn, b, a, "guess") end)
+    assert.is_false(lineage.recovered(conn, a))
+  end)
+
+  it("counts the older medium's lost files by path: copied here, not copied, not found", function()
+    local old, new = new_medium("lin-old"), new_medium("lin-new")
+    assert.is_true(lineage.link(conn, new, old, "operator"))
+    -- nothing of either loaded yet
+    assert.same({ rescue_of = old, lost = 0, recovered = 0, not_copied = 0, not_found = 0, places = 0, places_read = 0 },
+                lineage.recovered(conn, new))
+    rows(old, { { 11, "damaged", "a" }, { 12, "skipped", "b" }, { 12, "skipped", "b2" }, { 13, "copied", "c" },
+                { 14, "pending", "d" }, { 15, "failed_permanent", "dir/e" }, { 16, "non_file", "dir" } })
+    assert(conn:exec([[INSERT INTO enum_failure (medium_hash, fs_index, path, kind, err, retry)
+                       VALUES ($1, 1, 'dir'::bytea, 'error', 'EIO', true), ($1, 1, 'gone'::bytea, 'error', 'EIO', true)]], old))
+    local c = lineage.recovered(conn, new)
+    assert.equal(4, c.lost)          -- a, b (two paths, one file), d, dir/e
+    assert.equal(4, c.not_found)     -- the new medium has no rows yet
+    assert.equal(2, c.places)
+    assert.equal(0, c.places_read)
+    -- the new one: a copied, b2 (b's other name) copied, d damaged, dir/e absent
+    rows(new, { { 21, "copied", "a" }, { 22, "copied", "b2" }, { 23, "damaged", "d" }, { 24, "copied", "c" },
+                { 26, "non_file", "dir" } })
+    c = lineage.recovered(conn, new)
+    assert.equal(4, c.lost)
+    assert.equal(2, c.recovered)
+    assert.equal(1, c.not_copied)
+    assert.equal(1, c.not_found)
+    assert.equal(1, c.places_read)   -- dir is walked here, gone is not
+  end)
+end)
+
 local function ntt(home, argv)
   local full = { helper.ntt }
   for _, a in ipairs(argv) do full[#full + 1] = a end
