@@ -56,11 +56,20 @@ local function sampled_twins(ctx, ident, linked)
   if not r[1] then return true end
   local ok, perr, pcode, pstate = problems.note(ctx.db, ident.hash, "same_sampled_hash_as", r[1].medium_hash)
   if not ok then return nil, perr, pcode, pstate end
+  -- the older rescues it is linked to are not "of its own"
+  local older = {}
+  if linked then
+    local lin, lerr, lcode, lstate = lineage.of(ctx.db, ident.hash)
+    if not lin then return nil, lerr, lcode, lstate end
+    for _, c in ipairs(lin.chain) do older[c.medium_hash] = true end
+  end
   for _, row in ipairs(r) do
-    if row.medium_hash ~= linked then ctx.log:warn("same_sampled_hash", { medium = ident.hash, other = row.medium_hash,
-                                        path = ident.image_path, other_path = row.image_path },
-                 ("%s: same first and last MiB and size as medium %s (%s), other content: a medium of its own")
-                 :format(ident.image_path, row.medium_hash, tostring(row.image_path))) end
+    if not older[row.medium_hash] then
+      ctx.log:warn("same_sampled_hash", { medium = ident.hash, other = row.medium_hash,
+                                          path = ident.image_path, other_path = row.image_path },
+                   ("%s: same first and last MiB and size as medium %s (%s), other content: a medium of its own")
+                   :format(ident.image_path, row.medium_hash, tostring(row.image_path)))
+    end
   end
   return true
 end
