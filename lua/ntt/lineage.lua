@@ -154,8 +154,15 @@ local function link(conn, hash, old, basis)
       return nil, ("medium %s is already an older rescue of %s: no cycle"):format(hash, old), "EINVAL"
     end
   end
+  local before = q(conn, "SELECT rescue_of FROM medium WHERE medium_hash = $1", hash)[1]
   q(conn, "UPDATE medium SET rescue_of = $2, rescue_basis = $3 WHERE medium_hash = $1", hash, old, basis)
-  local ok, err, code, state = problems.set(conn, hash, "rescue_of", old)
+  local ok, err, code, state = true, nil, nil, nil
+  if before and before.rescue_of and before.rescue_of ~= old then
+    -- the operator moved the link: the former older medium no longer lists it
+    ok, err, code, state = problems.remove(conn, before.rescue_of, "rescued_again_as", hash)
+    if not ok then return nil, err, code, state end
+  end
+  ok, err, code, state = problems.set(conn, hash, "rescue_of", old)
   if not ok then return nil, err, code, state end
   ok, err, code, state = problems.add(conn, old, "rescued_again_as", hash)
   if not ok then return nil, err, code, state end

@@ -10,6 +10,8 @@
 --                                       max_events only "events_dropped" counts
 --   add(conn, hash, key, value)         append value to the list at key
 --                                       (made when missing; kept once)
+--   remove(conn, hash, key, value)      drop value from the list at key (and
+--                                       the key with the last one)
 --   clear(conn, hash, key)             drop a finding that no longer holds
 --                                       (enum_errors once every place is read)
 --   get(conn, hash) -> table
@@ -86,6 +88,16 @@ function M.add(conn, hash, key, value)
   if not r then return nil, err, code, state end
   if (r.n or 0) == 0 then return true end
   return recorded(hash, key, value)
+end
+
+function M.remove(conn, hash, key, value)
+  local r, err, code, state = exec(conn, [[
+    UPDATE medium SET problems = CASE
+             WHEN jsonb_array_length((problems->$2) - $3::text) = 0 THEN problems - $2::text
+             ELSE jsonb_set(problems, ARRAY[$2::text], (problems->$2) - $3::text) END
+     WHERE medium_hash = $1 AND jsonb_typeof(problems->$2) = 'array']], hash, key, value)
+  if not r then return nil, err, code, state end
+  return true
 end
 
 function M.clear(conn, hash, key)

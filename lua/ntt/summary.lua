@@ -48,6 +48,16 @@ function M.format(results, seconds)
   add("bytes:        %s", progress.bytes(t.bytes))
   local cs = t.copy_seconds
   add("copy rate:    %.0f files/s, %s/s", cs > 0 and t.copied / cs or 0, progress.bytes(cs > 0 and t.bytes / cs or 0))
+  -- new rescues of known media (docs/media.md): what they hold of the older ones' losses
+  local rescues, lost, recovered = 0, 0, 0
+  for _, r in ipairs(results) do
+    local c = r.ctx.recovered
+    if c then rescues, lost, recovered = rescues + 1, lost + c.lost, recovered + c.recovered end
+  end
+  if rescues > 0 then
+    t.rescues, t.rescue_lost, t.rescue_recovered = rescues, lost, recovered
+    add("new rescues:  %d (of the %d files lost on the older media, %d copied now)", rescues, lost, recovered)
+  end
   add("medium problems recorded: %d", t.problems)
   add("elapsed:      %s", progress.duration(seconds))
   return table.concat(lines, "\n") .. "\n", t

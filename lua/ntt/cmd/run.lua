@@ -174,6 +174,7 @@ local function main(args)
     if m and m.rescue_of then
       local c, cerr = require("ntt.lineage").recovered(conn, m.hash)
       if c then
+        r.ctx.recovered = c
         log:info("rescue_recovered", { medium = m.hash, rescue_of = c.rescue_of, lost = c.lost, recovered = c.recovered,
                                        not_copied = c.not_copied, not_found = c.not_found, places = c.places,
                                        places_read = c.places_read },
