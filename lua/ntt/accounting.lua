@@ -20,6 +20,8 @@
 --       does not cover, and bytes past the file's end, are unrescued.
 --       Without a map every byte of the image counts as rescued (map=false).
 --       files_touched: inodes whose recorded damage ranges are not empty.
+--       map_kept = the later rescue's hash when a later pass rewrote the
+--       image and map in place: the map kept at inspect (medium_map) is read.
 --   accounting.report(conn, m) -> report | nil, msg, code
 --       { medium=, inodes=, bytes=, problems= (medium.problems),
 --         lineage= (ntt.lineage.of, with recovered= when it is a rescue),
@@ -140,7 +142,20 @@ local function bytes(conn, m)
     out.total, out.rescued, out.unrescued = m.size, m.size, 0
     return out
   end
-  local map, err = mapfile.read(m.map_path)
+  -- A later ddrescue pass rewrote the image and its map in place (a later
+  -- rescue of this medium is at its path): the map kept at inspect is this
+  -- medium's, the file's is the later one's.
+  local kept = q(conn, [[
+    SELECT k.path, k.map_text, l.medium_hash AS later FROM medium_map k
+      JOIN medium l ON l.rescue_of = k.medium_hash AND l.image_path = $2
+     WHERE k.medium_hash = $1 ORDER BY l.added_at LIMIT 1]], m.medium_hash, m.image_path)[1]
+  local map, err
+  if kept then
+    map, err = mapfile.parse(kept.map_text, kept.path)
+    out.map_kept = kept.later
+  else
+    map, err = mapfile.read(m.map_path)
+  end
   if not map then out.map_error = err; return out end
   out.map, out.map_size = true, map.size
   local total = math.max(m.size, map.size)

@@ -120,6 +120,9 @@ local function show(r)
     else
       say("bytes: %d%s", b.total, b.map and (" (image file %d, map %d)"):format(b.size, b.map_size)
                                    or " (no mapfile: every byte of the image taken as read)")
+      if b.map_kept then
+        say("  (the map kept at inspect: the image and map files now hold the later rescue %s)", b.map_kept)
+      end
       say("  %-17s %10d  %s", "rescued", b.rescued, pct(b.rescued, b.total))
       local parts = {}
       for _, k in ipairs(sorted_keys(b.by_status)) do
