@@ -40,11 +40,13 @@ local MEDIUM_COLS = [[medium_hash, medium_human, kind, image_path, map_path, siz
   identified_at::text, inspected_at::text, mounted_at::text, enum_done::text, copy_done::text,
   verified_at::text, archived_at::text, enum_inodes, problems::text AS problems]]
 
-local function q(conn, sql, ...)
-  local r, err, code, state = conn:exec(sql, ...)
+-- A result, or its database failure raised (for guarded to return).
+local function got(r, err, code, state)
   if not r then error({ db = true, msg = err, code = code, state = state }, 0) end
   return r
 end
+
+local function q(conn, sql, ...) return got(conn:exec(sql, ...)) end
 
 -- fn(...) with database errors (raised by q) turned into nil, msg, code, state.
 local function guarded(fn, ...)
@@ -204,7 +206,7 @@ local function report(conn, m)
   end
   local json = require "ntt.json"
   local problems = json.decode(m.problems or "{}") or {}
-  local fails = failures.state(conn, m.medium_hash)
+  local fails = got(failures.state(conn, m.medium_hash))
   fails.first, fails.first_duplicates = json.array(fails.first), json.array(fails.first_duplicates)
   local ok = true
   for _, c in ipairs(checks) do ok = ok and c.ok end
@@ -226,7 +228,7 @@ local function loss(conn, hash)
         FROM %s]]):format(it), S.PENDING, S.FAILED_RETRYABLE, S.SKIPPED, S.FAILED_PERMANENT, S.DAMAGED)[1]
     out.pending, out.lost = r.pending, r.lost
   end
-  out.unread = #failures.open(conn, hash)
+  out.unread = #got(failures.open(conn, hash))
   return out
 end
 
