@@ -28,6 +28,7 @@ function M.run(conn, hash, summary, fn)
   if not got[1].ok then
     return nil, ("medium %s is being loaded by another process"):format(hash), "EBUSY", summary
   end
+  -- the pcall only releases the lock before a raised error goes on up
   local ok, res, emsg, ecode, estate = pcall(fn)
   conn:exec("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
   if not ok then error(res, 0) end
