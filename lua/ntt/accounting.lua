@@ -43,17 +43,14 @@ local MEDIUM_COLS = [[medium_hash, medium_human, kind, image_path, map_path, siz
   identified_at::text, inspected_at::text, mounted_at::text, enum_done::text, copy_done::text,
   verified_at::text, archived_at::text, enum_inodes, rescue_of, rescue_basis, problems::text AS problems]]
 
-local function q(conn, sql, ...)
-  local r, err, code, state = conn:exec(sql, ...)
-  if not r then error({ db = true, msg = err, code = code, state = state }, 0) end
-  return r
-end
-
--- A passed-on failure (nil, msg, code, state) raised for guarded.
-local function assert_db(v, msg, code, state)
+-- A result, or its database failure (nil, msg, code, state) raised for
+-- guarded to return.
+local function got(v, msg, code, state)
   if v == nil then error({ db = true, msg = msg, code = code, state = state }, 0) end
   return v
 end
+
+local function q(conn, sql, ...) return got(conn:exec(sql, ...)) end
 
 -- fn(...) with database errors (raised by q) turned into nil, msg, code, state.
 local function guarded(fn, ...)
@@ -226,7 +223,7 @@ local function report(conn, m)
   end
   local json = require "ntt.json"
   local problems = json.decode(m.problems or "{}") or {}
-  local fails = failures.state(conn, m.medium_hash)
+  local fails = got(failures.state(conn, m.medium_hash))
   fails.first, fails.first_duplicates = json.array(fails.first), json.array(fails.first_duplicates)
   local ok = true
   for _, c in ipairs(checks) do ok = ok and c.ok end
@@ -234,9 +231,9 @@ local function report(conn, m)
   for k, v in pairs(m) do if k ~= "problems" then medium[k] = v end end
   -- its rescues: the older ones it was linked to, the later ones, and what it recovered
   local lineage = require "ntt.lineage"
-  local lin = assert_db(lineage.of(conn, m.medium_hash))
+  local lin = got(lineage.of(conn, m.medium_hash))
   lin.chain, lin.rescues = json.array(lin.chain), json.array(lin.rescues)
-  lin.recovered = assert_db(lineage.recovered(conn, m.medium_hash)) or nil
+  lin.recovered = got(lineage.recovered(conn, m.medium_hash)) or nil
   return { medium = medium, inodes = ino, bytes = b, problems = problems, enum_failures = fails,
            lineage = lin, checks = json.array(checks), ok = ok }
 end
@@ -253,7 +250,7 @@ local function loss(conn, hash)
         FROM %s]]):format(it), S.PENDING, S.FAILED_RETRYABLE, S.SKIPPED, S.FAILED_PERMANENT, S.DAMAGED)[1]
     out.pending, out.lost = r.pending, r.lost
   end
-  out.unread = #failures.open(conn, hash)
+  out.unread = #got(failures.open(conn, hash))
   return out
 end
 

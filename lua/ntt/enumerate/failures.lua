@@ -1,7 +1,7 @@
 -- lua/ntt/enumerate/failures.lua: the places a walk could not read, in the
 -- enum_failure table (migration 006): the one owner of its SQL.
 --
---   record(conn, hash, summary)  a full load's errors and duplicates replace
+--   record(conn, hash, summary) -> true   a full load's errors and duplicates replace
 --       the medium's rows (call inside the load's transaction, so that a
 --       medium with enum_done set always has its failures recorded)
 --   open(conn, hash) -> { {fs_index=, path=, err=, msg=}, ... }
@@ -13,24 +13,19 @@
 --       tried place with none is resolved; a new one is added.
 --       -> still, resolved (counts of the tried places)
 --   state(conn, hash) -> { errors=, first={...20}, resolved=, duplicates=, first_duplicates={...} }
--- All raise { db=true, msg=, code= } on a database error (the callers run
--- inside a transaction that they roll back).
+-- Each returns nil, msg, "EDB", SQLSTATE on a database error
+-- (docs/errors.md); none raises (record and settle run inside their
+-- caller's transaction, which rolls back on that return).
 local pg = require "ntt.core.pg"
 
 local M = {}
-
-local function q(conn, sql, ...)
-  local r, err, code = conn:exec(sql, ...)
-  if not r then error({ db = true, msg = err, code = code }, 0) end
-  return r
-end
 
 -- A cycle or a depth note (ELOOP) would be met again the same way, or, a
 -- walk started below the cycle's top, not be seen at all: never retried.
 local function retryable(e) return e.err ~= "ELOOP" end
 
 local function upsert(conn, hash, fs_index, path, kind, err, msg, retry)
-  q(conn, [[
+  return conn:exec([[
     INSERT INTO enum_failure (medium_hash, fs_index, path, kind, err, msg, retry)
     VALUES ($1, $2, $3, $4, $5, $6, $7)
     ON CONFLICT (medium_hash, fs_index, path, kind) DO UPDATE
@@ -39,21 +34,31 @@ local function upsert(conn, hash, fs_index, path, kind, err, msg, retry)
     hash, fs_index, pg.bytea(path), kind, err, msg, retry)
 end
 
+-- found's errors and duplicates, each row added or met again.
+local function add(conn, hash, found)
+  for _, e in ipairs(found.errors or {}) do
+    local r, err, code, state = upsert(conn, hash, e.fs_index, e.path, "error", e.err, e.msg, retryable(e))
+    if not r then return nil, err, code, state end
+  end
+  for _, d in ipairs(found.duplicates or {}) do
+    local r, err, code, state = upsert(conn, hash, d.fs_index, d.path, "duplicate", nil, "listed twice", false)
+    if not r then return nil, err, code, state end
+  end
+  return true
+end
+
 function M.record(conn, hash, summary)
-  q(conn, "DELETE FROM enum_failure WHERE medium_hash = $1", hash)
-  for _, e in ipairs(summary.errors or {}) do
-    upsert(conn, hash, e.fs_index, e.path, "error", e.err, e.msg, retryable(e))
-  end
-  for _, d in ipairs(summary.duplicates or {}) do
-    upsert(conn, hash, d.fs_index, d.path, "duplicate", nil, "listed twice", false)
-  end
+  local r, err, code, state = conn:exec("DELETE FROM enum_failure WHERE medium_hash = $1", hash)
+  if not r then return nil, err, code, state end
+  return add(conn, hash, summary)
 end
 
 function M.open(conn, hash)
-  local r = q(conn, [[
+  local r, err, code, state = conn:exec([[
     SELECT fs_index, path, err, msg FROM enum_failure
      WHERE medium_hash = $1 AND kind = 'error' AND retry AND resolved_at IS NULL
      ORDER BY fs_index, path]], hash)
+  if not r then return nil, err, code, state end
   local out = {}
   for i, row in ipairs(r) do out[i] = { fs_index = row.fs_index, path = row.path, err = row.err, msg = row.msg } end
   return out
@@ -75,17 +80,14 @@ function M.settle(conn, hash, tried, found)
       still = still + 1
     else
       resolved = resolved + 1
-      q(conn, [[UPDATE enum_failure SET resolved_at = now()
+      local r, err, code, state = conn:exec([[UPDATE enum_failure SET resolved_at = now()
                  WHERE medium_hash = $1 AND fs_index = $2 AND path = $3 AND kind = 'error']],
         hash, t.fs_index, pg.bytea(t.path))
+      if not r then return nil, err, code, state end
     end
   end
-  for _, e in ipairs(found.errors or {}) do
-    upsert(conn, hash, e.fs_index, e.path, "error", e.err, e.msg, retryable(e))
-  end
-  for _, d in ipairs(found.duplicates or {}) do
-    upsert(conn, hash, d.fs_index, d.path, "duplicate", nil, "listed twice", false)
-  end
+  local r, err, code, state = add(conn, hash, found)
+  if not r then return nil, err, code, state end
   return still, resolved
 end
 
@@ -97,19 +99,29 @@ local function brief(rows)
   return out
 end
 
-function M.state(conn, hash)
-  local c = q(conn, [[
+local STATE_SQL = {
+  counts = [[
     SELECT count(*) FILTER (WHERE kind = 'error' AND resolved_at IS NULL) AS errors,
            count(*) FILTER (WHERE kind = 'error' AND resolved_at IS NOT NULL) AS resolved,
            count(*) FILTER (WHERE kind = 'duplicate') AS duplicates
-      FROM enum_failure WHERE medium_hash = $1]], hash)[1]
-  local first = q(conn, [[SELECT fs_index, path, err, msg FROM enum_failure
-                           WHERE medium_hash = $1 AND kind = 'error' AND resolved_at IS NULL
-                           ORDER BY fs_index, path LIMIT 20]], hash)
-  local dups = q(conn, [[SELECT fs_index, path FROM enum_failure
-                          WHERE medium_hash = $1 AND kind = 'duplicate' ORDER BY fs_index, path LIMIT 20]], hash)
+      FROM enum_failure WHERE medium_hash = $1]],
+  first = [[SELECT fs_index, path, err, msg FROM enum_failure
+             WHERE medium_hash = $1 AND kind = 'error' AND resolved_at IS NULL
+             ORDER BY fs_index, path LIMIT 20]],
+  dups = [[SELECT fs_index, path FROM enum_failure
+            WHERE medium_hash = $1 AND kind = 'duplicate' ORDER BY fs_index, path LIMIT 20]],
+}
+
+function M.state(conn, hash)
+  local res = {}
+  for name, sql in pairs(STATE_SQL) do
+    local r, err, code, state = conn:exec(sql, hash)
+    if not r then return nil, err, code, state end
+    res[name] = r
+  end
+  local c = res.counts[1]
   return { errors = c.errors, resolved = c.resolved, duplicates = c.duplicates,
-           first = brief(first), first_duplicates = brief(dups) }
+           first = brief(res.first), first_duplicates = brief(res.dups) }
 end
 
 return M

@@ -34,11 +34,8 @@ end
 -- places still unreadable (gone when none is), duplicate_paths every name
 -- listed twice.
 local function restate(db, m)
-  local ok, st = pcall(failures.state, db, m.hash)
-  if not ok then
-    if type(st) ~= "table" then error(st, 0) end
-    return nil, st.msg, st.code
-  end
+  local st, err, code = failures.state(db, m.hash)
+  if not st then return nil, err, code end
   if st.errors > 0 then
     problems.set(db, m.hash, "enum_errors", { count = st.errors, first = st.first, resolved = st.resolved })
   else
