@@ -15,7 +15,7 @@
 --       A medium never enumerated: rows = 0, enumerated = false.
 --   accounting.bytes(conn, m) -> { size=, map_size=, total=, rescued=,
 --       unrescued=, by_status = { ["-"]=n, ... }, holes=, files_touched=,
---       damaged_bytes=, map_pct= } | nil when the medium is not an image
+--       damaged_bytes=, map_pct= } | nil when the medium is not an image (nil, msg, code on a database error)
 --       total = the larger of the image's size and the map's: bytes the map
 --       does not cover, and bytes past the file's end, are unrescued.
 --       Without a map every byte of the image counts as rescued (map=false).
@@ -30,7 +30,7 @@
 --   accounting.loss(conn, hash) -> { pending=, lost=, unread= } | nil, msg, code
 --       pending: rows still to copy; lost: skipped, failed or damaged rows;
 --       unread: places the walk could not read, not yet read by a rerun.
--- Every function returns nil, msg, code [, SQLSTATE] on a database error
+-- Every function returns nil, msg, code [, SQLSTATE] on a database error, never raises one
 -- (docs/errors.md); a map that cannot be read is a failed check, not an error.
 local db = require "ntt.db"
 local S = require "ntt.states"
@@ -43,31 +43,15 @@ local MEDIUM_COLS = [[medium_hash, medium_human, kind, image_path, map_path, siz
   identified_at::text, inspected_at::text, mounted_at::text, enum_done::text, copy_done::text,
   verified_at::text, archived_at::text, enum_inodes, rescue_of, rescue_basis, problems::text AS problems]]
 
--- A result, or its database failure (nil, msg, code, state) raised for
--- guarded to return.
-local function got(v, msg, code, state)
-  if v == nil then error({ db = true, msg = msg, code = code, state = state }, 0) end
-  return v
-end
-
-local function q(conn, sql, ...) return got(conn:exec(sql, ...)) end
-
--- fn(...) with database errors (raised by q) turned into nil, msg, code, state.
-local function guarded(fn, ...)
-  local ok, a, b, c, d = pcall(fn, ...)
-  if ok then return a, b, c, d end
-  if type(a) == "table" and a.db then return nil, a.msg, a.code, a.state end
-  error(a, 0)
-end
-
-local function resolve(conn, name)
-  if type(name) ~= "string" or name == "" then error("accounting.resolve: name must be a non-empty string", 3) end
-  local exact = q(conn, ("SELECT %s FROM medium WHERE medium_hash = $1 OR medium_human = $1 ORDER BY medium_hash")
-                  :format(MEDIUM_COLS), name)
-  local found = exact
+function M.resolve(conn, name)
+  if type(name) ~= "string" or name == "" then error("accounting.resolve: name must be a non-empty string", 2) end
+  local found, err, code, state = conn:exec(("SELECT %s FROM medium WHERE medium_hash = $1 OR medium_human = $1 ORDER BY medium_hash")
+                                            :format(MEDIUM_COLS), name)
+  if not found then return nil, err, code, state end
   if #found == 0 and name:match("^[0-9a-f]+$") then
-    found = q(conn, ("SELECT %s FROM medium WHERE left(medium_hash, $2) = $1 ORDER BY medium_hash")
-              :format(MEDIUM_COLS), name, #name)
+    found, err, code, state = conn:exec(("SELECT %s FROM medium WHERE left(medium_hash, $2) = $1 ORDER BY medium_hash")
+                                        :format(MEDIUM_COLS), name, #name)
+    if not found then return nil, err, code, state end
   end
   if #found == 0 then return nil, ("no medium named or hashed '%s'"):format(name), "ENOENT" end
   if #found > 1 then
@@ -83,24 +67,27 @@ local function resolve(conn, name)
   return found[1]
 end
 
-function M.resolve(conn, name) return guarded(resolve, conn, name) end
-
--- The medium's inode partition, quoted, or nil when it has none.
+-- The medium's inode and path partitions, quoted; false when it has none.
 local function partition(conn, hash)
   local it, pt = db.partition_names(hash)
-  local r = q(conn, "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS present",
-              conn:escape_identifier(it), conn:escape_identifier(pt))
-  if not r[1].present then return nil end
+  local r, err, code, state = conn:exec("SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS present",
+                                        conn:escape_identifier(it), conn:escape_identifier(pt))
+  if not r then return nil, err, code, state end
+  if not r[1].present then return false end
   return conn:escape_identifier(it), conn:escape_identifier(pt)
 end
 
-local function inodes(conn, m)
+function M.inodes(conn, m)
   local out = { rows = 0, recorded = m.enum_inodes, paths = 0, no_path = 0, states = {}, pending = 0,
                 terminal = 0, sum = 0, enumerated = m.enum_done ~= nil }
-  local it, pt = partition(conn, m.medium_hash)
+  local it, pt, code, state = partition(conn, m.medium_hash)
+  if it == nil then return nil, pt, code, state end
   if not it then return out end
-  for _, r in ipairs(q(conn, ("SELECT state::text AS state, reason, count(*) AS n FROM %s GROUP BY 1, 2 ORDER BY 1, 2")
-                        :format(it))) do
+  local res, err
+  res, err, code, state = conn:exec(("SELECT state::text AS state, reason, count(*) AS n FROM %s GROUP BY 1, 2 ORDER BY 1, 2")
+                                    :format(it))
+  if not res then return nil, err, code, state end
+  for _, r in ipairs(res) do
     local s = out.states[r.state] or { n = 0, reasons = {} }
     out.states[r.state] = s
     s.n = s.n + r.n
@@ -110,31 +97,37 @@ local function inodes(conn, m)
     else out.terminal = out.terminal + r.n end
   end
   -- counted apart from the states, so that the two totals check each other
-  local c = q(conn, ([[SELECT (SELECT count(*) FROM %s) AS rows, (SELECT count(*) FROM %s) AS paths,
+  res, err, code, state = conn:exec(([[SELECT (SELECT count(*) FROM %s) AS rows, (SELECT count(*) FROM %s) AS paths,
                               (SELECT count(*) FROM %s i WHERE NOT EXISTS
                                  (SELECT 1 FROM %s p WHERE p.fs_index = i.fs_index AND p.ino = i.ino)) AS no_path]])
-              :format(it, pt, it, pt))[1]
+                                    :format(it, pt, it, pt))
+  if not res then return nil, err, code, state end
+  local c = res[1]
   out.rows, out.paths, out.no_path = c.rows, c.paths, c.no_path
   return out
 end
 
-function M.inodes(conn, m) return guarded(inodes, conn, m) end
-
--- The damage recorded per inode: how many files, how many bytes.
+-- The damage recorded per inode: { files=, bytes= }.
 local function damage(conn, hash)
-  local it = partition(conn, hash)
-  if not it then return 0, 0 end
-  local r = q(conn, ([[
+  local it, err, code, state = partition(conn, hash)
+  if it == nil then return nil, err, code, state end
+  if not it then return { files = 0, bytes = 0 } end
+  local r
+  r, err, code, state = conn:exec(([[
     SELECT count(DISTINCT (fs_index, ino)) AS files, coalesce(sum((d->>'length')::bigint), 0)::bigint AS bytes
       FROM %s, jsonb_array_elements(damage) d
-     WHERE jsonb_typeof(damage) = 'array']]):format(it))[1]
-  return r.files, r.bytes
+     WHERE jsonb_typeof(damage) = 'array']]):format(it))
+  if not r then return nil, err, code, state end
+  return r[1]
 end
 
-local function bytes(conn, m)
+-- nil for a medium that is not an image (false is never returned).
+function M.bytes(conn, m)
   if m.kind ~= "image" or not m.size then return nil end
   local out = { size = m.size, map = false, by_status = {}, holes = 0 }
-  out.files_touched, out.damaged_bytes = damage(conn, m.medium_hash)
+  local d, derr, dcode, dstate = damage(conn, m.medium_hash)
+  if not d then return nil, derr, dcode, dstate end
+  out.files_touched, out.damaged_bytes = d.files, d.bytes
   if not m.map_path then
     out.total, out.rescued, out.unrescued = m.size, m.size, 0
     return out
@@ -142,10 +135,12 @@ local function bytes(conn, m)
   -- A later ddrescue pass rewrote the image and its map in place (a later
   -- rescue of this medium is at its path): the map kept at inspect is this
   -- medium's, the file's is the later one's.
-  local kept = q(conn, [[
+  local kr, kerr, kcode, kstate = conn:exec([[
     SELECT k.path, k.map_text, l.medium_hash AS later FROM medium_map k
       JOIN medium l ON l.rescue_of = k.medium_hash AND l.image_path = $2
-     WHERE k.medium_hash = $1 ORDER BY l.added_at LIMIT 1]], m.medium_hash, m.image_path)[1]
+     WHERE k.medium_hash = $1 ORDER BY l.added_at LIMIT 1]], m.medium_hash, m.image_path)
+  if not kr then return nil, kerr, kcode, kstate end
+  local kept = kr[1]
   local map, err
   if kept then
     map, err = mapfile.parse(kept.map_text, kept.path)
@@ -183,16 +178,15 @@ local function bytes(conn, m)
   return out
 end
 
-function M.bytes(conn, m) return guarded(bytes, conn, m) end
-
 local function check(list, what, ok, msg)
   list[#list + 1] = { what = what, ok = ok and true or false, msg = msg }
   return ok
 end
 
-local function report(conn, m)
+function M.report(conn, m)
   local checks = {}
-  local ino = inodes(conn, m)
+  local ino, err, code, state = M.inodes(conn, m)
+  if not ino then return nil, err, code, state end
   check(checks, "inode states", ino.sum == ino.rows,
         ("the states add up to %d inodes, the medium has %d inode rows"):format(ino.sum, ino.rows))
   if ino.recorded then
@@ -204,7 +198,9 @@ local function report(conn, m)
   if ino.rows > 0 then
     check(checks, "inode paths", ino.no_path == 0, ("%d inode rows have no path"):format(ino.no_path))
   end
-  local b = bytes(conn, m)
+  local b
+  b, err, code, state = M.bytes(conn, m)
+  if err then return nil, err, code, state end
   if b then
     if b.map_error then
       check(checks, "image bytes", false, "the map cannot be read: " .. tostring(b.map_error))
@@ -223,7 +219,9 @@ local function report(conn, m)
   end
   local json = require "ntt.json"
   local problems = json.decode(m.problems or "{}") or {}
-  local fails = got(failures.state(conn, m.medium_hash))
+  local fails
+  fails, err, code, state = failures.state(conn, m.medium_hash)
+  if not fails then return nil, err, code, state end
   fails.first, fails.first_duplicates = json.array(fails.first), json.array(fails.first_duplicates)
   local ok = true
   for _, c in ipairs(checks) do ok = ok and c.ok end
@@ -231,29 +229,36 @@ local function report(conn, m)
   for k, v in pairs(m) do if k ~= "problems" then medium[k] = v end end
   -- its rescues: the older ones it was linked to, the later ones, and what it recovered
   local lineage = require "ntt.lineage"
-  local lin = got(lineage.of(conn, m.medium_hash))
+  local lin
+  lin, err, code, state = lineage.of(conn, m.medium_hash)
+  if not lin then return nil, err, code, state end
   lin.chain, lin.rescues = json.array(lin.chain), json.array(lin.rescues)
-  lin.recovered = got(lineage.recovered(conn, m.medium_hash)) or nil
+  local rec
+  rec, err, code, state = lineage.recovered(conn, m.medium_hash)
+  if rec == nil then return nil, err, code, state end
+  lin.recovered = rec or nil
   return { medium = medium, inodes = ino, bytes = b, problems = problems, enum_failures = fails,
            lineage = lin, checks = json.array(checks), ok = ok }
 end
 
-function M.report(conn, m) return guarded(report, conn, m) end
-
-local function loss(conn, hash)
+function M.loss(conn, hash)
   local out = { pending = 0, lost = 0, unread = 0 }
-  local it = partition(conn, hash)
+  local it, err, code, state = partition(conn, hash)
+  if it == nil then return nil, err, code, state end
   if it then
-    local r = q(conn, ([[
+    local r
+    r, err, code, state = conn:exec(([[
       SELECT count(*) FILTER (WHERE state IN ($1, $2)) AS pending,
              count(*) FILTER (WHERE state IN ($3, $4, $5)) AS lost
-        FROM %s]]):format(it), S.PENDING, S.FAILED_RETRYABLE, S.SKIPPED, S.FAILED_PERMANENT, S.DAMAGED)[1]
-    out.pending, out.lost = r.pending, r.lost
+        FROM %s]]):format(it), S.PENDING, S.FAILED_RETRYABLE, S.SKIPPED, S.FAILED_PERMANENT, S.DAMAGED)
+    if not r then return nil, err, code, state end
+    out.pending, out.lost = r[1].pending, r[1].lost
   end
-  out.unread = #got(failures.open(conn, hash))
+  local open
+  open, err, code, state = failures.open(conn, hash)
+  if not open then return nil, err, code, state end
+  out.unread = #open
   return out
 end
-
-function M.loss(conn, hash) return guarded(loss, conn, hash) end
 
 return M
