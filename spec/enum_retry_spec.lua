@@ -17,6 +17,8 @@ describe("enumerate retry", function()
   local load = require "ntt.core.load"
   local t = mediadb.open(url, "retry", 0x70000)
   local medium, rows = t.medium, t.rows
+  before_each(t.connect)
+  after_each(t.close)
 
   local function failure_rows(h)
     return assert(t.conn:exec([[SELECT fs_index, path, kind, err, retry, tries, resolved_at IS NOT NULL AS resolved

@@ -18,6 +18,8 @@ describe("enumerate", function()
   local enumerate = require "ntt.enumerate"
   local t = mediadb.open(url, "spec")
   local medium, rows = t.medium, t.rows
+  before_each(t.connect)
+  after_each(t.close)
 
   local ODD = {
     "new\nline", "car\rriage", "trailing cr\r", "fs\28sep", "back\\nslash", "back\\rslash",

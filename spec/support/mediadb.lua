@@ -3,9 +3,9 @@
 --
 --   mediadb.newhash(n)        -> a medium hash unique to this process, n and
 --                                the moment (n apart: one spec's media apart)
---   mediadb.open(url, label [, base]) -> t; inside a describe: t.conn is a migrated
---                                connection, opened before and closed after
---                                each test
+--   mediadb.open(url, label [, base]) -> t, for one describe:
+--                                before_each(t.connect); after_each(t.close)
+--   t.connect() / t.close()      open t.conn, a migrated connection / close it
 --   t.medium(root)            -> the hash (newhash(base + i), i-th call) of a
 --                                new 'directory' medium at root
 --   t.rows(h, sql)            -> rows of sql with INODE and PATH naming the
@@ -22,11 +22,11 @@ end
 function M.open(url, label, base)
   local db = require "ntt.db"
   local t, seq = {}, 0
-  before_each(function()
+  function t.connect()
     t.conn = assert(pg.connect(url))
     assert(db.migrate(t.conn))
-  end)
-  after_each(function() t.conn:close() end)
+  end
+  function t.close() t.conn:close() end
 
   function t.medium(root)
     seq = seq + 1
