@@ -45,10 +45,11 @@ end
 -- buffered one halves the write speed of a copier that syncs (ntt at its
 -- default durability: 245 vs 472 MB/s measured here).
 local DEST_IMG = WORK .. "/dst.img"
+local detach = bench.detach
 local function fresh_dest(size_mb)
   local mnt = WORK .. "/dst"
   umount(mnt)
-  bench.detach(DEST_IMG)
+  detach(DEST_IMG)
   bench.fresh_ext4(DEST_IMG, mnt, size_mb)
   mounted[#mounted + 1] = mnt
   return mnt
