@@ -2,12 +2,9 @@
 -- inode states, the copier's data access (ntt.copier.rows), the run's rule
 -- hits (ntt.runs), and the problem hook.
 local helper = require "spec.support.helper"
-local util = require "ntt.core.util"
 local pg = require "ntt.core.pg"
 
-local function newhash(n)
-  return ("%08x%08x%016x"):format(util.pid(), n, math.floor(util.now() * 1e6))
-end
+local newhash = require("spec.support.mediadb").newhash
 
 describe("ntt.states", function()
   local S = require "ntt.states"

@@ -4,20 +4,14 @@
 -- directory alone, loads and copies what is in it, and exits 0.
 local helper = require "spec.support.helper"
 local images = require "spec.support.images"
-local proc = require "ntt.core.proc"
 local hash = require "ntt.core.hash"
 local json = require "ntt.json"
-local pg = require "ntt.core.pg"
 local runs = require "spec.support.runs"
 
 local MiB = images.MiB
 local tag = runs.tag
 
-local function run(home, argv)
-  local full = { helper.ntt, "run" }
-  for _, a in ipairs(argv) do full[#full + 1] = a end
-  return assert(proc.run { argv = full, env = { NTT_HOME = home }, timeout = 300 })
-end
+local run, db = runs.run, runs.db
 
 -- n bytes at offset of file path (read) or, with data, written in place.
 local function bytes(path, offset, n, data)
@@ -35,18 +29,8 @@ describe("a damaged directory", function()
     it("is a problem, and is walked again", function() pending(why) end)
     return
   end
-  local conn
-  local function db()
-    if not conn then conn = assert(pg.connect(assert(helper.db_url()))) end
-    return conn
-  end
 
-  after_each(function()
-    local r = proc.run { argv = { "findmnt", "-rn", "-o", "TARGET" }, timeout = 10 }
-    for mp in (r and r.stdout or ""):gmatch("[^\n]+") do
-      if mp:find("^/run/ntt/mnt/") then proc.run { argv = { "umount", "-l", mp }, timeout = 10 } end
-    end
-  end)
+  after_each(runs.unmount)
 
   it("is recorded as a problem (exit 1), and a rerun walks it alone once readable (exit 0)", function()
     local dir = helper.tmpdir("damdir")

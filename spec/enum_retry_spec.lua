@@ -1,12 +1,8 @@
 -- spec/enum_retry_spec.lua: the places a walk could not read are recorded
 -- with the load, and a rerun walks those again, and only those.
 local helper = require "spec.support.helper"
+local mediadb = require "spec.support.mediadb"
 local util = require "ntt.core.util"
-local pg = require "ntt.core.pg"
-
-local function newhash(n)
-  return ("%08x%08x%016x"):format(util.pid(), 0x70000 + n, math.floor(util.now() * 1e6))
-end
 
 describe("enumerate retry", function()
   local url = helper.db_url()
@@ -19,29 +15,13 @@ describe("enumerate retry", function()
   local retry = require "ntt.enumerate.retry"
   local failures = require "ntt.enumerate.failures"
   local load = require "ntt.core.load"
-  local conn
-  local seq = 0
-  before_each(function()
-    conn = assert(pg.connect(url))
-    assert(db.migrate(conn))
-  end)
-  after_each(function() conn:close() end)
-
-  local function medium(root)
-    seq = seq + 1
-    local h = newhash(seq)
-    assert(conn:exec("INSERT INTO medium (medium_hash, medium_human, kind, image_path) VALUES ($1, $2, 'directory', $3)",
-                     h, "retry " .. seq, root))
-    return h
-  end
-
-  local function rows(h, sql)
-    local i, p = db.partition_names(h)
-    return assert(conn:exec((sql:gsub("INODE", i):gsub("PATH", p))))
-  end
+  local t = mediadb.open(url, "retry", 0x70000)
+  local medium, rows = t.medium, t.rows
+  before_each(t.connect)
+  after_each(t.close)
 
   local function failure_rows(h)
-    return assert(conn:exec([[SELECT fs_index, path, kind, err, retry, tries, resolved_at IS NOT NULL AS resolved
+    return assert(t.conn:exec([[SELECT fs_index, path, kind, err, retry, tries, resolved_at IS NOT NULL AS resolved
                                 FROM enum_failure WHERE medium_hash = $1 ORDER BY path, kind]], h))
   end
 
@@ -52,28 +32,28 @@ describe("enumerate retry", function()
     helper.write(dir .. "/a/b/g", "g")
     helper.write(dir .. "/a/other/x", "x")
     local h = medium(dir)
-    assert(conn:exec("CREATE TEMP TABLE t_inode (LIKE inode INCLUDING DEFAULTS)"))
-    assert(conn:exec("CREATE TEMP TABLE t_path (LIKE path INCLUDING DEFAULTS)"))
-    local st = assert(load.walk(conn, { root = dir, start = "a", only = "b", inode_table = "t_inode",
+    assert(t.conn:exec("CREATE TEMP TABLE t_inode (LIKE inode INCLUDING DEFAULTS)"))
+    assert(t.conn:exec("CREATE TEMP TABLE t_path (LIKE path INCLUDING DEFAULTS)"))
+    local st = assert(load.walk(t.conn, { root = dir, start = "a", only = "b", inode_table = "t_inode",
                                         path_table = "t_path", medium = h, fs_index = 3 }))
     local got = {}
-    for _, r in ipairs(assert(conn:exec("SELECT path, fs_index, parent_ino FROM t_path ORDER BY path"))) do
+    for _, r in ipairs(assert(t.conn:exec("SELECT path, fs_index, parent_ino FROM t_path ORDER BY path"))) do
       got[#got + 1] = r.path
       assert.equal(3, r.fs_index)
     end
     assert.same({ "a/b", "a/b/c", "a/b/c/f", "a/b/g" }, got)
     assert.equal(4, st.entries)
     -- a/b's row names a as its parent
-    local a = assert(conn:exec("SELECT parent_ino FROM t_path WHERE path = 'a/b'"))[1].parent_ino
+    local a = assert(t.conn:exec("SELECT parent_ino FROM t_path WHERE path = 'a/b'"))[1].parent_ino
     assert.equal(tonumber((helper.sh { "stat", "-c", "%i", dir .. "/a" }).stdout), a)
     -- a start that cannot be opened is an error of the walk, not of the call
-    st = assert(load.walk(conn, { root = dir, start = "nowhere", only = "x", inode_table = "t_inode",
+    st = assert(load.walk(t.conn, { root = dir, start = "nowhere", only = "x", inode_table = "t_inode",
                                   path_table = "t_path", medium = h, fs_index = 3 }))
     assert.equal(1, st.error_count)
     assert.equal("nowhere", st.errors[1].path)
     assert.equal("ENOENT", st.errors[1].err)
     -- only is one name
-    assert.has_error(function() load.walk(conn, { root = dir, start = "a", only = "b/c", inode_table = "t_inode",
+    assert.has_error(function() load.walk(t.conn, { root = dir, start = "a", only = "b/c", inode_table = "t_inode",
                                                    path_table = "t_path", medium = h, fs_index = 3 }) end)
   end)
 
@@ -83,13 +63,13 @@ describe("enumerate retry", function()
     helper.write(dir .. "/ok/one", "1")
     helper.write(dir .. "/top", "t")
     local h = medium(dir)
-    local s = assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }))
+    local s = assert(enumerate.load(t.conn, h, { { fs_index = 0, root = dir } }))
     assert.equal(0, s.error_count)
     assert.equal(0, #failure_rows(h))
     -- as if the walk had met these (a damaged directory, a name refused,
     -- a cycle): what a load records
-    assert(db.tx(conn, function()
-      failures.record(conn, h, { errors = {
+    assert(db.tx(t.conn, function()
+      failures.record(t.conn, h, { errors = {
         { fs_index = 0, path = "late", err = "EBADMSG", msg = "getdents64: Bad message" },
         { fs_index = 0, path = "late/deeper", err = "EIO", msg = "open: Input/output error" },
         { fs_index = 0, path = "gone/x", err = "EUCLEAN", msg = "statx: Structure needs cleaning" },
@@ -99,13 +79,13 @@ describe("enumerate retry", function()
       return true
     end))
     local before = rows(h, "SELECT p.path, i.ino, i.state::text AS state FROM PATH p JOIN INODE i USING (fs_index, ino) ORDER BY 1")
-    assert(conn:exec(("UPDATE %s SET state = 'skipped', reason = 'kept' WHERE fs_type = 'f'"):format((db.partition_names(h)))))
+    assert(t.conn:exec(("UPDATE %s SET state = 'skipped', reason = 'kept' WHERE fs_type = 'f'"):format((db.partition_names(h)))))
     -- "late" is readable now, with files and a subdirectory
     helper.sh { "mkdir", "-p", dir .. "/late/deeper" }
     helper.write(dir .. "/late/new1", "n1")
     helper.write(dir .. "/late/deeper/new2", "n2")
     helper.write(dir .. "/ok/not-walked", "the rest is not walked again")
-    local r = assert(retry.run(conn, h, { { fs_index = 0, root = dir } }))
+    local r = assert(retry.run(t.conn, h, { { fs_index = 0, root = dir } }))
     assert.equal(3, r.tried)                          -- p7 is not mounted; ELOOP is not retried
     local walked = {}
     for _, w in ipairs(r.walked) do walked[#walked + 1] = w.path end
@@ -139,16 +119,16 @@ describe("enumerate retry", function()
     -- nothing left that a rerun could read: the next one walks gone only
     helper.sh { "mkdir", "-p", dir .. "/gone/x" }
     helper.write(dir .. "/gone/x/back", "b")
-    r = assert(retry.run(conn, h, { { fs_index = 0, root = dir } }))
+    r = assert(retry.run(t.conn, h, { { fs_index = 0, root = dir } }))
     assert.equal(2, r.tried)
     assert.same({ { fs_index = 0, path = "gone" } }, r.walked)
     assert.equal(2, r.resolved)
     assert.equal(0, r.still)
     assert.equal("pending", rows(h, "SELECT i.state::text AS state FROM PATH p JOIN INODE i USING (fs_index, ino) WHERE p.path = 'gone/x/back'")[1].state)
     -- and then nothing to do at all
-    r = assert(retry.run(conn, h, { { fs_index = 0, root = dir } }))
+    r = assert(retry.run(t.conn, h, { { fs_index = 0, root = dir } }))
     assert.equal(0, r.tried)
-    local st = failures.state(conn, h)
+    local st = failures.state(t.conn, h)
     assert.equal(2, st.errors)                        -- the ELOOP note, p7
     assert.equal(1, st.duplicates)
   end)
@@ -159,14 +139,14 @@ describe("enumerate retry", function()
     helper.write(dir .. "/skip.me", "linked")
     local h = medium(dir)
     local ignore = { util.regex("\\.me$") }
-    assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }, { ignore = ignore }))
+    assert(enumerate.load(t.conn, h, { { fs_index = 0, root = dir } }, { ignore = ignore }))
     assert.equal("excluded", rows(h, "SELECT state::text AS state FROM INODE WHERE fs_type = 'f'")[1].state)
-    assert(db.tx(conn, function()
-      failures.record(conn, h, { errors = { { fs_index = 0, path = "late", err = "EIO", msg = "getdents64: Input/output error" } } })
+    assert(db.tx(t.conn, function()
+      failures.record(t.conn, h, { errors = { { fs_index = 0, path = "late", err = "EIO", msg = "getdents64: Input/output error" } } })
       return true
     end))
     helper.sh { "ln", dir .. "/skip.me", dir .. "/late/kept" }
-    local r = assert(retry.run(conn, h, { { fs_index = 0, root = dir } }, { ignore = ignore }))
+    local r = assert(retry.run(t.conn, h, { { fs_index = 0, root = dir } }, { ignore = ignore }))
     assert.equal(1, r.resolved)
     assert.equal(0, r.files)                           -- the inode was there already
     local st = rows(h, "SELECT i.state::text AS state, count(p.path) AS n FROM INODE i JOIN PATH p USING (fs_index, ino) WHERE i.fs_type = 'f' GROUP BY 1")

@@ -1,15 +1,12 @@
 -- spec/enumerate_spec.lua: every directory entry into PostgreSQL, byte-exact.
 local helper = require "spec.support.helper"
+local mediadb = require "spec.support.mediadb"
 local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
 local pg = require "ntt.core.pg"
 local json = require "ntt.json"
 
 local tag = ("%d%d"):format(util.pid(), math.floor(util.now() * 1000) % 1000000)
-
-local function newhash(n)
-  return ("%08x%08x%016x"):format(util.pid(), n, math.floor(util.now() * 1e6))
-end
 
 describe("enumerate", function()
   local url = helper.db_url()
@@ -19,26 +16,10 @@ describe("enumerate", function()
   end
   local db = require "ntt.db"
   local enumerate = require "ntt.enumerate"
-  local conn
-  local seq = 0
-  before_each(function()
-    conn = assert(pg.connect(url))
-    assert(db.migrate(conn))
-  end)
-  after_each(function() conn:close() end)
-
-  local function medium(root)
-    seq = seq + 1
-    local h = newhash(seq)
-    assert(conn:exec("INSERT INTO medium (medium_hash, medium_human, kind, image_path) VALUES ($1, $2, 'directory', $3)",
-                     h, "spec " .. seq, root))
-    return h
-  end
-
-  local function rows(h, sql)
-    local i, p = db.partition_names(h)
-    return assert(conn:exec((sql:gsub("INODE", i):gsub("PATH", p))))
-  end
+  local t = mediadb.open(url, "spec")
+  local medium, rows = t.medium, t.rows
+  before_each(t.connect)
+  after_each(t.close)
 
   local ODD = {
     "new\nline", "car\rriage", "trailing cr\r", "fs\28sep", "back\\nslash", "back\\rslash",
@@ -60,7 +41,7 @@ describe("enumerate", function()
     local ok = proc.run { argv = mk }
     assert.equal(0, ok.code, ok.stderr)
     local h = medium(dir)
-    local s = assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }, { threads = 4 }))
+    local s = assert(enumerate.load(t.conn, h, { { fs_index = 0, root = dir } }, { threads = 4 }))
     assert.equal(#ODD + 40 + 1 + 1, s.entries)          -- files, dirs, leaf, the root
     local got = {}
     for _, r in ipairs(rows(h, "SELECT path, ino FROM PATH")) do got[r.path] = r.ino end
@@ -84,7 +65,7 @@ describe("enumerate", function()
     helper.sh { "ln", "-s", "../a", dir .. "/sub/link" }
     helper.sh { "ln", "-s", "/etc", dir .. "/escape" }
     local h = medium(dir)
-    assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }))
+    assert(enumerate.load(t.conn, h, { { fs_index = 0, root = dir } }))
     local p = rows(h, "SELECT p.path, i.ino, i.nlink, i.state::text AS state, i.fs_type, i.link_target FROM PATH p JOIN INODE i USING (fs_index, ino) ORDER BY p.path")
     local by = {}
     for _, r in ipairs(p) do by[r.path] = r end
@@ -104,35 +85,35 @@ describe("enumerate", function()
     local dir = helper.tmpdir("reload")
     helper.write(dir .. "/one", "1")
     local h = medium(dir)
-    assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }))
+    assert(enumerate.load(t.conn, h, { { fs_index = 0, root = dir } }))
     helper.write(dir .. "/two", "2")
-    local s, err, code = enumerate.load(conn, h, { { fs_index = 0, root = dir } })
+    local s, err, code = enumerate.load(t.conn, h, { { fs_index = 0, root = dir } })
     assert.is_nil(s)
     assert.equal("EEXIST", code)
     assert.matches("already has 2 entries: refusing to load it again %(use %-%-replace", err)
     assert.equal(2, rows(h, "SELECT count(*) AS n FROM PATH")[1].n)       -- untouched
     -- a replace that fails midway keeps the old rows
-    s, err = enumerate.load(conn, h, { { fs_index = 0, root = dir .. "/missing" } }, { replace = true })
+    s, err = enumerate.load(t.conn, h, { { fs_index = 0, root = dir .. "/missing" } }, { replace = true })
     assert.is_nil(s)
     assert.equal(2, rows(h, "SELECT count(*) AS n FROM PATH")[1].n)
-    s = assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }, { replace = true }))
+    s = assert(enumerate.load(t.conn, h, { { fs_index = 0, root = dir } }, { replace = true }))
     assert.equal(2, s.replaced)
     assert.equal(3, rows(h, "SELECT count(*) AS n FROM PATH")[1].n)
     -- the new rows are the medium's partitions, with their keys, and no
     -- staging table is left behind
     local i, p = db.partition_names(h)
-    local parts = assert(conn:exec([[
+    local parts = assert(t.conn:exec([[
       SELECT c.relname AS name, p.relname AS parent FROM pg_inherits x
         JOIN pg_class c ON c.oid = x.inhrelid JOIN pg_class p ON p.oid = x.inhparent
        WHERE c.relname IN ($1, $2) ORDER BY 2]], i, p))
     assert.equal(2, #parts)
     assert.same({ "inode", "path" }, { parts[1].parent, parts[2].parent })
-    local keys = assert(conn:exec([[
+    local keys = assert(t.conn:exec([[
       SELECT count(*) AS n FROM pg_index WHERE indrelid IN ($1::regclass, $2::regclass)]], i, p))
     assert.is_true(keys[1].n >= 4)
-    local fk = assert(conn:exec("SELECT count(*) AS n FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'f'", p))
+    local fk = assert(t.conn:exec("SELECT count(*) AS n FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'f'", p))
     assert.equal(1, fk[1].n)
-    local stray = assert(conn:exec("SELECT relname FROM pg_class WHERE relname IN ($1, $2)",
+    local stray = assert(t.conn:exec("SELECT relname FROM pg_class WHERE relname IN ($1, $2)",
                                    (i:gsub("_p_", "_s_")), (p:gsub("_p_", "_s_"))))
     assert.equal(0, #stray)
   end)
@@ -144,12 +125,12 @@ describe("enumerate", function()
     local i, p = db.partition_names(h)
     local si, sp = i:gsub("_p_", "_s_"), p:gsub("_p_", "_s_")
     -- what a load killed between its walk and its swap leaves behind
-    assert(conn:exec(("CREATE TABLE %s (LIKE inode)"):format(si)))
-    assert(conn:exec(("CREATE TABLE %s (LIKE path)"):format(sp)))
-    assert(conn:exec(("INSERT INTO %s (medium_hash, fs_index, path, ino) VALUES ($1, 0, 'junk', 1)"):format(sp), h))
-    local s = assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }))
+    assert(t.conn:exec(("CREATE TABLE %s (LIKE inode)"):format(si)))
+    assert(t.conn:exec(("CREATE TABLE %s (LIKE path)"):format(sp)))
+    assert(t.conn:exec(("INSERT INTO %s (medium_hash, fs_index, path, ino) VALUES ($1, 0, 'junk', 1)"):format(sp), h))
+    local s = assert(enumerate.load(t.conn, h, { { fs_index = 0, root = dir } }))
     assert.equal(2, s.entries)
-    assert.equal(0, #assert(conn:exec("SELECT relname FROM pg_class WHERE relname IN ($1, $2)", si, sp)))
+    assert.equal(0, #assert(t.conn:exec("SELECT relname FROM pg_class WHERE relname IN ($1, $2)", si, sp)))
     assert.equal(0, rows(h, "SELECT count(*) AS n FROM PATH WHERE path = 'junk'")[1].n)
   end)
 
@@ -159,7 +140,7 @@ describe("enumerate", function()
     helper.write(d .. "/x", "one")
     helper.sh { "ln", d .. "/x", d .. "/y" }
     local h = medium(d)
-    local s = assert(enumerate.load(conn, h, { { fs_index = 1, root = d }, { fs_index = 2, root = d } }))
+    local s = assert(enumerate.load(t.conn, h, { { fs_index = 1, root = d }, { fs_index = 2, root = d } }))
     assert.equal(4, s.inodes)                  -- root and x, twice; y is x's hardlink
     local r = rows(h, "SELECT fs_index, count(*) AS n FROM INODE GROUP BY 1 ORDER BY 1")
     assert.equal(2, #r)
@@ -171,13 +152,13 @@ describe("enumerate", function()
     assert.equal(6, rows(h, "SELECT count(*) AS n FROM PATH")[1].n)
     -- the medium's partition is keyed by (fs_index, ino); its bound pins the medium
     local i = db.partition_names(h)
-    local pk = assert(conn:exec([[SELECT a.attname FROM pg_index x JOIN pg_attribute a
+    local pk = assert(t.conn:exec([[SELECT a.attname FROM pg_index x JOIN pg_attribute a
                                     ON a.attrelid = x.indrelid AND a.attnum = ANY(x.indkey)
                                    WHERE x.indrelid = $1::regclass AND x.indisprimary ORDER BY a.attname]], i))
     local cols = {}
     for _, c in ipairs(pk) do cols[#cols + 1] = c.attname end
     assert.same({ "fs_index", "ino" }, cols)
-    local ok, err = conn:exec("INSERT INTO " .. i .. " (medium_hash, fs_index, ino) VALUES ($1, 1, $2)",
+    local ok, err = t.conn:exec("INSERT INTO " .. i .. " (medium_hash, fs_index, ino) VALUES ($1, 1, $2)",
                               h, rows(h, "SELECT min(ino) AS m FROM INODE WHERE fs_index = 1")[1].m)
     assert.is_nil(ok); assert.matches("duplicate key", err)
   end)
@@ -199,7 +180,7 @@ describe("enumerate", function()
     helper.write(dir .. "/keep/b", "b")
     helper.sh { "ln", dir .. "/keep/b", dir .. "/keep/b~" }
     local h = medium(dir)
-    local s = assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }, { ignore = { assert(require("ntt.core.util").regex("^\\.cache/")), "~$" } }))
+    local s = assert(enumerate.load(t.conn, h, { { fs_index = 0, root = dir } }, { ignore = { assert(require("ntt.core.util").regex("^\\.cache/")), "~$" } }))
     assert.equal(8, s.excluded)   -- junk, link-to-kept, twin1, twin2, sole, sole/only, a~, b~
     local by = {}
     for _, r in ipairs(rows(h, "SELECT p.path, p.exclude_reason, i.state::text AS state FROM PATH p JOIN INODE i USING (fs_index, ino)")) do
@@ -217,7 +198,7 @@ describe("enumerate", function()
     for _, r in ipairs(inode_states) do n_by[r.state] = r.n end
     assert.same({ excluded = 3, pending = 3 }, n_by)
     assert.has_error(function()
-      enumerate.load(conn, medium(dir), { { fs_index = 0, root = dir } }, { ignore = { "(" } })
+      enumerate.load(t.conn, medium(dir), { { fs_index = 0, root = dir } }, { ignore = { "(" } })
     end)
   end)
 
@@ -241,8 +222,8 @@ describe("enumerate", function()
       return out
     end
     local h1, h2 = medium(dir), medium(dir)
-    local s1 = assert(enumerate.load(conn, h1, { { fs_index = 0, root = dir } }, { ignore = { "^d03/" } }))
-    local s2 = assert(enumerate.load(conn, h2, { { fs_index = 0, root = dir } },
+    local s1 = assert(enumerate.load(t.conn, h1, { { fs_index = 0, root = dir } }, { ignore = { "^d03/" } }))
+    local s2 = assert(enumerate.load(t.conn, h2, { { fs_index = 0, root = dir } },
                                      { ignore = { "^d03/" }, parallel = false }))
     assert.equal(30 * 40 + 30 + 1 + 1, s1.entries)
     assert.equal(s1.entries, s2.entries)
@@ -260,12 +241,12 @@ describe("enumerate", function()
     local other = assert(pg.connect(url))
     finally(function() other:close() end)
     assert(other:exec("SELECT pg_advisory_lock(hashtextextended($1, 0))", "ntt load " .. h))
-    local s, err, code = enumerate.load(conn, h, { { fs_index = 0, root = dir } })
+    local s, err, code = enumerate.load(t.conn, h, { { fs_index = 0, root = dir } })
     assert.is_nil(s)
     assert.equal("EBUSY", code)
     assert.matches("being loaded by another process", err)
     assert(other:exec("SELECT pg_advisory_unlock(hashtextextended($1, 0))", "ntt load " .. h))
-    assert(enumerate.load(conn, h, { { fs_index = 0, root = dir } }))
+    assert(enumerate.load(t.conn, h, { { fs_index = 0, root = dir } }))
   end)
 
   it("reports a failing COPY with its SQLSTATE and leaves both connections usable", function()
@@ -278,18 +259,18 @@ describe("enumerate", function()
     local other = assert(pg.connect(url))
     finally(function() other:close() end)
     local it_, pt_ = "ti_" .. tag, "tp_" .. tag
-    assert(conn:begin()); assert(other:begin())
-    assert(conn:exec(("CREATE TABLE %s (LIKE inode INCLUDING DEFAULTS)"):format(it_)))
+    assert(t.conn:begin()); assert(other:begin())
+    assert(t.conn:exec(("CREATE TABLE %s (LIKE inode INCLUDING DEFAULTS)"):format(it_)))
     -- the path table refuses every name longer than 3 bytes: fails mid-stream
     assert(other:exec(("CREATE TABLE %s (LIKE path INCLUDING DEFAULTS, CHECK (length(path) < 4))"):format(pt_)))
-    local st, err, code, state = load.walk(conn, { root = dir, inode_table = it_, path_table = pt_, medium = h,
+    local st, err, code, state = load.walk(t.conn, { root = dir, inode_table = it_, path_table = pt_, medium = h,
                                                    fs_index = 0, path_conn = other, freeze = true })
     assert.is_nil(st)
     assert.equal("EDB", code)
     assert.equal("23514", state)
     assert.matches("check constraint", err)
-    assert(conn:rollback()); assert(other:rollback())
-    assert.equal(1, assert(conn:exec("SELECT 1 AS x"))[1].x)
+    assert(t.conn:rollback()); assert(other:rollback())
+    assert.equal(1, assert(t.conn:exec("SELECT 1 AS x"))[1].x)
     assert.equal(1, assert(other:exec("SELECT 1 AS x"))[1].x)
   end)
 
@@ -375,10 +356,10 @@ describe("enumerate", function()
     local kind, code = run:wait(30)
     assert.equal("exit", kind)
     assert.equal(2, code)
-    local pr = json.decode(assert(conn:exec("SELECT problems::text AS p FROM medium WHERE medium_hash = $1", h))[1].p)
+    local pr = json.decode(assert(t.conn:exec("SELECT problems::text AS p FROM medium WHERE medium_hash = $1", h))[1].p)
     assert.truthy(pr.enum_stalled, h .. ": " .. json.encode(pr))
     assert.equal("hang", pr.enum_stalled.path)
-    local m = assert(conn:exec("SELECT enum_done FROM medium WHERE medium_hash = $1", h))[1]
+    local m = assert(t.conn:exec("SELECT enum_done FROM medium WHERE medium_hash = $1", h))[1]
     assert.is_nil(m.enum_done)
   end)
 end)

@@ -5,7 +5,6 @@
 local helper = require "spec.support.helper"
 local images = require "spec.support.images"
 local runs = require "spec.support.runs"
-local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
 local fs = require "ntt.core.fs"
 local json = require "ntt.json"
@@ -13,19 +12,8 @@ local json = require "ntt.json"
 local MiB = images.MiB
 local tag, policy, medium_of = runs.tag, runs.policy, runs.medium_of
 
-local function run(home, argv)
-  local full = { helper.ntt, "run" }
-  for _, a in ipairs(argv) do full[#full + 1] = a end
-  return assert(proc.run { argv = full, env = { NTT_HOME = home }, timeout = 300 })
-end
+local run, db = runs.run, runs.db
 
-local conn
-local function db()
-  if not conn then
-    conn = assert(require("ntt.db").connect { url = assert(helper.db_url()), migrate = true })
-  end
-  return conn
-end
 
 local function medium(h)
   local r = assert(db():exec([[

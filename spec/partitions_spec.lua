@@ -8,8 +8,6 @@ local runs = require "spec.support.runs"
 local cmedia = require "ntt.core.media"
 local media = require "ntt.media"
 local hash = require "ntt.core.hash"
-local proc = require "ntt.core.proc"
-local pg = require "ntt.core.pg"
 
 local MiB = images.MiB
 
@@ -117,17 +115,9 @@ describe("ntt run on many partitions", function()
     return
   end
 
-  local conn
-  local function db()
-    if not conn then conn = assert(pg.connect(assert(helper.db_url()))) end
-    return conn
-  end
+  local db = runs.db
 
-  local function run(home, argv)
-    local full = { helper.ntt, "run" }
-    for _, a in ipairs(argv) do full[#full + 1] = a end
-    return assert(proc.run { argv = full, env = { NTT_HOME = home }, timeout = 600 })
-  end
+  local function run(home, argv) return runs.run(home, argv, 600) end
 
   -- fs_index -> blob id of each copied pN.txt
   local function copied(h)
@@ -158,12 +148,7 @@ describe("ntt run on many partitions", function()
     return img
   end
 
-  after_each(function()
-    local r = proc.run { argv = { "findmnt", "-rn", "-o", "TARGET" }, timeout = 10 }
-    for mp in (r and r.stdout or ""):gmatch("[^\n]+") do
-      if mp:find("^/run/ntt/mnt/") then proc.run { argv = { "umount", "-l", mp }, timeout = 10 } end
-    end
-  end)
+  after_each(runs.unmount)
 
   it("mounts and copies all 40 partitions of a GPT disk", function()
     local dir = helper.tmpdir("parts40")

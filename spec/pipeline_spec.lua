@@ -6,28 +6,12 @@ local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
 local hash = require "ntt.core.hash"
 local json = require "ntt.json"
-local pg = require "ntt.core.pg"
 local runs = require "spec.support.runs"
 
 local MiB = images.MiB
 local tag, policy, medium_of, many_files = runs.tag, runs.policy, runs.medium_of, runs.many_files
 
-local function run(home, argv, opts)
-  opts = opts or {}
-  local full = { helper.ntt, "run" }
-  for _, a in ipairs(argv) do full[#full + 1] = a end
-  local t0 = util.monotonic()
-  local r = assert(proc.run { argv = full, env = { NTT_HOME = home },
-                              timeout = opts.timeout or 300 })
-  r.seconds = util.monotonic() - t0
-  return r
-end
-
-local conn
-local function db()
-  if not conn then conn = assert(pg.connect(assert(helper.db_url()))) end
-  return conn
-end
+local run, db = runs.run, runs.db
 
 local function inodes(h)
   local name = h:len() <= 55 and ("inode_p_" .. h) or nil
@@ -70,13 +54,7 @@ describe("ntt run", function()
     return
   end
 
-  after_each(function()
-    -- leave no mounts behind whatever happened
-    local r = proc.run { argv = { "findmnt", "-rn", "-o", "TARGET" }, timeout = 10 }
-    for mp in (r and r.stdout or ""):gmatch("[^\n]+") do
-      if mp:find("^/run/ntt/mnt/") then proc.run { argv = { "umount", "-l", mp }, timeout = 10 } end
-    end
-  end)
+  after_each(runs.unmount)
 
   it("copies a clean two-partition image, maps every path to its blob, and a second run does nothing", function()
     local dir = helper.tmpdir("pipe")

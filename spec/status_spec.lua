@@ -3,20 +3,15 @@
 -- and `ntt run` exits 0 only when nothing of a medium is lost or left.
 local helper = require "spec.support.helper"
 local images = require "spec.support.images"
-local proc = require "ntt.core.proc"
-local util = require "ntt.core.util"
 local json = require "ntt.json"
 local pg = require "ntt.core.pg"
 local runs = require "spec.support.runs"
+local mediadb = require "spec.support.mediadb"
 
 local MiB = images.MiB
 local tag = runs.tag
 
-local function ntt(home, argv)
-  local full = { helper.ntt }
-  for _, a in ipairs(argv) do full[#full + 1] = a end
-  return assert(proc.run { argv = full, env = { NTT_HOME = home }, timeout = 300 })
-end
+local ntt = runs.ntt
 
 -- The data blocks of file /name in an ext image, in file order (debugfs).
 local function data_blocks(img, name)
@@ -42,7 +37,7 @@ describe("ntt status MEDIUM", function()
   local seq = 0
   local function newhash()
     seq = seq + 1
-    return ("%08x%08x%016x"):format(util.pid(), 0x5a000 + seq, math.floor(util.now() * 1e6))
+    return mediadb.newhash(0x5a000 + seq)
   end
 
   it("says a medium that is unknown or ambiguous is, and exits 2", function()

@@ -7,7 +7,6 @@ local runs = require "spec.support.runs"
 local targets = require "ntt.targets"
 local json = require "ntt.json"
 local hash = require "ntt.core.hash"
-local proc = require "ntt.core.proc"
 
 local MiB = images.MiB
 
@@ -294,18 +293,9 @@ describe("ntt run over target folders", function()
     return
   end
 
-  after_each(function()
-    local r = proc.run { argv = { "findmnt", "-rn", "-o", "TARGET" }, timeout = 10 }
-    for mp in (r and r.stdout or ""):gmatch("[^\n]+") do
-      if mp:find("^/run/ntt/mnt/") then proc.run { argv = { "umount", "-l", mp }, timeout = 10 } end
-    end
-  end)
+  after_each(runs.unmount)
 
-  local function run(home, argv)
-    local full = { helper.ntt, "run" }
-    for _, a in ipairs(argv) do full[#full + 1] = a end
-    return assert(proc.run { argv = full, env = { NTT_HOME = home }, timeout = 300 })
-  end
+  local run = runs.run
 
   local function stored(home, data)
     local h = hash.sum(data)

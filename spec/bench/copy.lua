@@ -9,11 +9,11 @@
 -- loop device) and starts with a cold page cache.  Prints files/s and MB/s
 -- and the ratios to the peers.
 local util = require "ntt.core.util"
-local proc = require "ntt.core.proc"
 local store = require "ntt.core.store"
 local copy = require "ntt.core.copy"
 local fs = require "ntt.core.fs"
 local concurrency = require "ntt.concurrency"
+local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
 
 local NFILES = tonumber(os.getenv("NTT_BENCH_FILES") or "") or 50000
 local NDIRS = tonumber(os.getenv("NTT_BENCH_DIRS") or "") or 500
@@ -28,26 +28,7 @@ local BATCH = tonumber(os.getenv("NTT_BENCH_BATCH") or "") or 5000
 -- of these words (the ratios then use the figures that were measured).
 local ONLY = os.getenv("NTT_BENCH_ONLY")
 
-local function sh(argv, may_fail)
-  local r = assert(proc.run { argv = argv, timeout = 3600 })
-  if r.code ~= 0 and not may_fail then
-    error(table.concat(argv, " ") .. " failed: " .. r.stdout .. r.stderr, 2)
-  end
-  return r
-end
-
-local function drop_caches()
-  sh { "sync" }
-  local f = assert(io.open("/proc/sys/vm/drop_caches", "w"))
-  f:write("3\n")
-  f:close()
-end
-
-local function timed(fn)
-  local t0 = util.monotonic()
-  fn()
-  return util.monotonic() - t0
-end
+local sh, drop_caches, timed = bench.sh, bench.drop_caches, bench.timed
 
 local mounted = {}
 local function mount_image(img, mnt, opts)
@@ -60,30 +41,16 @@ local function umount(mnt)
   for i, m in ipairs(mounted) do if m == mnt then table.remove(mounted, i) break end end
 end
 
--- The destination's loop device does direct I/O, as a disk would: through
--- a buffered loop device every byte a syncing writer makes durable goes
--- through two page caches (the filesystem's, then the image file's), which
--- halves the write speed of a copier that syncs (ntt at its default
--- durability: 245 vs 472 MB/s measured here) and costs cp -a, which never
--- syncs, nothing.
+-- The destination's loop device does direct I/O (bench.fresh_ext4): a
+-- buffered one halves the write speed of a copier that syncs (ntt at its
+-- default durability: 245 vs 472 MB/s measured here).
 local DEST_IMG = WORK .. "/dst.img"
-local function detach(img)
-  local r = sh({ "losetup", "-j", img }, true)
-  for dev in r.stdout:gmatch("(/dev/loop%d+):") do sh({ "losetup", "-d", dev }, true) end
-end
-
+local detach = bench.detach
 local function fresh_dest(size_mb)
   local mnt = WORK .. "/dst"
   umount(mnt)
   detach(DEST_IMG)
-  os.remove(DEST_IMG)
-  sh { "truncate", "-s", size_mb .. "M", DEST_IMG }
-  -- inode tables and journal written now, not by a kernel thread during
-  -- the timed run
-  sh { "mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", DEST_IMG }
-  local dev = sh({ "losetup", "-f", "--show", "--direct-io=on", DEST_IMG }).stdout:match("%S+")
-  sh { "mkdir", "-p", mnt }
-  sh { "mount", dev, mnt }
+  bench.fresh_ext4(DEST_IMG, mnt, size_mb)
   mounted[#mounted + 1] = mnt
   return mnt
 end

@@ -19,6 +19,7 @@
 -- walker's peak RSS (VmHWM).
 local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
+local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
 
 local opts = { dir = "/var/tmp/ntt-bench-enum", threads = 4 }
 do
@@ -39,11 +40,7 @@ end
 
 local NTT = arg[-1] or "build/ntt"
 
-local function sh(argv, timeout)
-  local r = assert(proc.run { argv = argv, timeout = timeout or 3600 })
-  if r.code ~= 0 then error(table.concat(argv, " ") .. " failed:\n" .. r.stdout .. r.stderr, 2) end
-  return r
-end
+local sh = bench.sh
 
 local function exists(p)
   local f = io.open(p, "rb")
@@ -121,12 +118,7 @@ local function fill_many(root)
   end
 end
 
-local function drop_caches()
-  sh { "sync" }
-  local f = assert(io.open("/proc/sys/vm/drop_caches", "w"))
-  f:write("3\n")
-  f:close()
-end
+local drop_caches = bench.drop_caches
 
 -- The walker in a child; prints entries and VmHWM (kB).
 local WALKER = [[

@@ -9,28 +9,16 @@
 -- best of NTT_BENCH_ROUNDS (default 2); ntt runs media.identify without a
 -- cache, so it reads the whole image every time.  Prints MB/s and the
 -- ratio b3sum time / ntt time (>= 0.9 is the target; above 1 ntt is faster).
-local util = require "ntt.core.util"
-local proc = require "ntt.core.proc"
 local fs = require "ntt.core.fs"
 local media = require "ntt.media"
+local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
 
 local MB = tonumber(os.getenv("NTT_BENCH_IDENTIFY_MB") or "") or 1024
 local ROUNDS = tonumber(os.getenv("NTT_BENCH_ROUNDS") or "") or 2
 local WORK = os.getenv("NTT_BENCH_DIR") or "/var/tmp/ntt-bench-identify"
 local MiB = 1048576
 
-local function sh(argv)
-  local r = assert(proc.run { argv = argv, timeout = 3600 })
-  if r.code ~= 0 then error(table.concat(argv, " ") .. " failed: " .. r.stdout .. r.stderr, 2) end
-  return r
-end
-
-local function drop_caches()
-  sh { "sync" }
-  local f = assert(io.open("/proc/sys/vm/drop_caches", "w"))
-  f:write("3\n")
-  f:close()
-end
+local sh, drop_caches, timed = bench.sh, bench.drop_caches, bench.timed
 
 -- One MiB of varied bytes per step, each MiB its own (no dedup, no sparse).
 local function make_image(path)
@@ -43,12 +31,6 @@ local function make_image(path)
   for i = 1, MB do f:write(string.pack("<I8", i), block:sub(9)) end
   f:close()
   sh { "mv", path .. ".tmp", path }
-end
-
-local function timed(fn)
-  local t0 = util.monotonic()
-  local out = fn()
-  return util.monotonic() - t0, out
 end
 
 local contenders = {

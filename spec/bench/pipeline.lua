@@ -12,6 +12,7 @@
 local util = require "ntt.core.util"
 local proc = require "ntt.core.proc"
 local json = require "ntt.json"
+local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
 
 local NFILES = tonumber(os.getenv("NTT_BENCH_FILES") or "") or 50000
 local NDIRS = tonumber(os.getenv("NTT_BENCH_DIRS") or "") or 500
@@ -22,38 +23,21 @@ local NTT = arg[i]
 local SOURCE = arg[0]:match("^(.*)/spec/bench/pipeline%.lua$") or "."
 local POLICY = os.getenv("NTT_BENCH_POLICY") or SOURCE .. "/policies/default.lua"
 
-local function sh(argv, may_fail)
-  local r = assert(proc.run { argv = argv, timeout = 7200 })
-  if r.code ~= 0 and not may_fail then error(table.concat(argv, " ") .. " failed: " .. r.stdout .. r.stderr, 2) end
-  return r
-end
-
-local function drop_caches()
-  sh { "sync" }
-  local f = assert(io.open("/proc/sys/vm/drop_caches", "w")); f:write("3\n"); f:close()
-end
+local function sh(argv, may_fail) return bench.sh(argv, may_fail, 7200) end
+local drop_caches = bench.drop_caches
 
 -- Unmounts WORK/<name> and detaches its image's loop devices.
 local function release(name)
   local img, mnt = WORK .. "/" .. name .. ".img", WORK .. "/" .. name
   sh({ "umount", mnt }, true)
-  local r = sh({ "losetup", "-j", img }, true)
-  for dev in r.stdout:gmatch("(/dev/loop%d+):") do sh({ "losetup", "-d", dev }, true) end
+  bench.detach(img)
 end
 
--- A fresh ext4 image mounted at WORK/<name>: inode tables and journal
--- written by mkfs, not by a kernel thread during the timed run, and a
--- direct-I/O loop device, as a disk would be (through a buffered one every
--- byte a syncing writer makes durable goes through two page caches).
+-- A fresh ext4 image mounted at WORK/<name> (bench.fresh_ext4).
 local function fresh(name, size_mb)
-  local img, mnt = WORK .. "/" .. name .. ".img", WORK .. "/" .. name
+  local mnt = WORK .. "/" .. name
   release(name)
-  os.remove(img)
-  sh { "mkdir", "-p", mnt }
-  sh { "truncate", "-s", size_mb .. "M", img }
-  sh { "mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", img }
-  local dev = sh({ "losetup", "-f", "--show", "--direct-io=on", img }).stdout:match("%S+")
-  sh { "mount", dev, mnt }
+  bench.fresh_ext4(WORK .. "/" .. name .. ".img", mnt, size_mb)
   sh { "chmod", "0755", mnt }
   return mnt
 end

@@ -15,6 +15,13 @@
 --   runs.wait_for(ok)             -> true once ok() is, false after 60 s
 --   runs.wait_copied(conn, h, n)  -> the count once n rows of h are copied,
 --                                    nil after 60 s
+--   runs.ntt(home, argv [, timeout]) -> the result of `ntt argv...` with
+--                                    NTT_HOME=home (timeout 300 s)
+--   runs.run(home, argv [, timeout]) -> the same for `ntt run argv...`
+--   runs.db()                     -> one migrated connection to the test
+--                                    database, opened on first use
+--   runs.unmount()                   lazily unmounts whatever a run left
+--                                    under /run/ntt/mnt (an after_each)
 local helper = require "spec.support.helper"
 local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
@@ -71,6 +78,32 @@ function M.wait_copied(conn, h, n)
   local c
   if M.wait_for(function() c = M.copied(conn, h); return c and c >= n end) then return c end
   return nil
+end
+
+function M.ntt(home, argv, timeout)
+  local full = { helper.ntt }
+  for _, a in ipairs(argv) do full[#full + 1] = a end
+  return assert(proc.run { argv = full, env = { NTT_HOME = home }, timeout = timeout or 300 })
+end
+
+function M.run(home, argv, timeout)
+  return M.ntt(home, { "run", table.unpack(argv) }, timeout)
+end
+
+local conn
+function M.db()
+  if not conn then
+    conn = assert(require("ntt.db").connect { url = assert(helper.db_url()), migrate = true })
+  end
+  return conn
+end
+
+-- A failed spec must not leave a mount behind for the next one.
+function M.unmount()
+  local r = proc.run { argv = { "findmnt", "-rn", "-o", "TARGET" }, timeout = 10 }
+  for mp in (r and r.stdout or ""):gmatch("[^\n]+") do
+    if mp:find("^/run/ntt/mnt/") then proc.run { argv = { "umount", "-l", mp }, timeout = 10 } end
+  end
 end
 
 return M
