@@ -13,15 +13,7 @@ local tag = runs.tag
 
 local run, db = runs.run, runs.db
 
--- n bytes at offset of file path (read) or, with data, written in place.
-local function bytes(path, offset, n, data)
-  local f = assert(io.open(path, data and "r+b" or "rb"))
-  f:seek("set", offset)
-  local out
-  if data then f:write(data) else out = f:read(n) end
-  f:close()
-  return out
-end
+local bytes = helper.bytes_at
 
 describe("a damaged directory", function()
   local ok, why = runs.can_run()

@@ -6,7 +6,6 @@
 local helper = require "spec.support.helper"
 local images = require "spec.support.images"
 local runs = require "spec.support.runs"
-local proc = require "ntt.core.proc"
 local hash = require "ntt.core.hash"
 local mapfile = require "ntt.mapfile"
 local lineage = require "ntt.lineage"
@@ -128,21 +127,9 @@ describe("lineage in the database", function()
   end)
 end)
 
-local function ntt(home, argv)
-  local full = { helper.ntt }
-  for _, a in ipairs(argv) do full[#full + 1] = a end
-  return assert(proc.run { argv = full, env = { NTT_HOME = home }, timeout = 300 })
-end
+local ntt = runs.ntt
 
--- n bytes at offset of file path (read) or, with data, written in place.
-local function bytes(path, offset, n, data)
-  local f = assert(io.open(path, data and "r+b" or "rb"))
-  f:seek("set", offset)
-  local out
-  if data then f:write(data) else out = f:read(n) end
-  f:close()
-  return out
-end
+local bytes = helper.bytes_at
 
 local function events(home, name)
   local out = {}

@@ -43,6 +43,16 @@ function M.read(path)
   return s
 end
 
+-- n bytes at offset of file path (read) or, with data, written in place.
+function M.bytes_at(path, offset, n, data)
+  local f = assert(io.open(path, data and "r+b" or "rb"))
+  f:seek("set", offset)
+  local out
+  if data then f:write(data) else out = f:read(n) end
+  f:close()
+  return out
+end
+
 -- Path of the ntt binary under test and of the source tree.
 M.build = os.getenv("NTT_BUILD") or "build"
 M.ntt = M.build .. "/ntt"
