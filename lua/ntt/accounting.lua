@@ -67,20 +67,10 @@ function M.resolve(conn, name)
   return found[1]
 end
 
--- The medium's inode and path partitions, quoted; false when it has none.
-local function partition(conn, hash)
-  local it, pt = db.partition_names(hash)
-  local r, err, code, state = conn:exec("SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS present",
-                                        conn:escape_identifier(it), conn:escape_identifier(pt))
-  if not r then return nil, err, code, state end
-  if not r[1].present then return false end
-  return conn:escape_identifier(it), conn:escape_identifier(pt)
-end
-
 function M.inodes(conn, m)
   local out = { rows = 0, recorded = m.enum_inodes, paths = 0, no_path = 0, states = {}, pending = 0,
                 terminal = 0, sum = 0, enumerated = m.enum_done ~= nil }
-  local it, pt, code, state = partition(conn, m.medium_hash)
+  local it, pt, code, state = db.partitions(conn, m.medium_hash)
   if it == nil then return nil, pt, code, state end
   if not it then return out end
   local res, err
@@ -109,7 +99,7 @@ end
 
 -- The damage recorded per inode: { files=, bytes= }.
 local function damage(conn, hash)
-  local it, err, code, state = partition(conn, hash)
+  local it, err, code, state = db.partitions(conn, hash)
   if it == nil then return nil, err, code, state end
   if not it then return { files = 0, bytes = 0 } end
   local r
@@ -243,7 +233,7 @@ end
 
 function M.loss(conn, hash)
   local out = { pending = 0, lost = 0, unread = 0 }
-  local it, err, code, state = partition(conn, hash)
+  local it, err, code, state = db.partitions(conn, hash)
   if it == nil then return nil, err, code, state end
   if it then
     local r

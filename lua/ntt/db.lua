@@ -17,6 +17,8 @@
 --   db.array(list [, n])     -> '{...}' array literal for a $n::type[] parameter
 --   db.valid_hash(h)         -> boolean  (^[0-9a-f]{16,64}$)
 --   db.partition_names(h)    -> inode name, path name (from the full hash)
+--   db.partitions(conn, h)   -> inode, path (quoted, for SQL) | false when the
+--                               medium has none | nil, msg, code, state
 --   db.ensure_partitions(conn, h [, {create=false}]) -> inode name, path name, exists
 --       | nil, msg, code   (create=false only checks: a load makes its own)
 local pg = require "ntt.core.pg"
@@ -227,6 +229,16 @@ function M.partition_names(h)
   if #h <= NAME_MAX_HASH then return "inode_p_" .. h, "path_p_" .. h end
   local d = require("ntt.md5").hex(h)   -- md5sum's digest: the names already made stay
   return "inode_h_" .. d, "path_h_" .. d
+end
+
+function M.partitions(conn, h)
+  local it, pt = M.partition_names(h)
+  it, pt = conn:escape_identifier(it), conn:escape_identifier(pt)
+  local r, err, code, state = conn:exec("SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS present",
+                                        it, pt)
+  if not r then return nil, err, code, state end
+  if not r[1].present then return false end
+  return it, pt
 end
 
 function M.ensure_partitions(conn, h, opts)

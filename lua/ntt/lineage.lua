@@ -38,19 +38,6 @@ local problems = require "ntt.problems"
 
 local M = {}
 
-local function q(conn, sql, ...)
-  local r, err, code, state = conn:exec(sql, ...)
-  if not r then error({ db = true, msg = err, code = code, state = state }, 0) end
-  return r
-end
-
-local function guarded(fn, ...)
-  local ok, a, b, c, d = pcall(fn, ...)
-  if ok then return a, b, c, d end
-  if type(a) == "table" and a.db then return nil, a.msg, a.code, a.state end
-  error(a, 0)
-end
-
 -- The "+" ranges of map below size, and their bytes.
 local function rescued(map, size)
   local out, n = {}, 0
@@ -81,7 +68,7 @@ function M.further(old_map, new_map, size)
   return true, ("%d bytes rescued, %d before, none lost"):format(new_n, old_n)
 end
 
-local function remember_map(conn, hash, path, size)
+function M.remember_map(conn, hash, path, size)
   local f = io.open(path, "rb")
   if not f then return false end
   local text = f:read("a")
@@ -89,40 +76,43 @@ local function remember_map(conn, hash, path, size)
   local map = text and mapfile.parse(text, path)
   if not map then return false end
   local _, n = rescued(map, size or map.size)
-  q(conn, [[
+  local r, err, code, state = conn:exec([[
     INSERT INTO medium_map (medium_hash, path, map_text, rescued_bytes) VALUES ($1, $2, $3, $4)
     ON CONFLICT (medium_hash) DO UPDATE
        SET path = EXCLUDED.path, map_text = EXCLUDED.map_text, rescued_bytes = EXCLUDED.rescued_bytes,
            recorded_at = now()
      WHERE medium_map.map_text IS DISTINCT FROM EXCLUDED.map_text]], hash, path, text, n)
+  if not r then return nil, err, code, state end
   return true
 end
 
-function M.remember_map(conn, hash, path, size) return guarded(remember_map, conn, hash, path, size) end
-
--- The map a known medium was inspected with, or nil.
+-- The map a known medium was inspected with, or false | nil, msg, code, state.
 local function old_map(conn, row)
-  local r = q(conn, "SELECT path, map_text FROM medium_map WHERE medium_hash = $1", row.medium_hash)[1]
-  if r then return mapfile.parse(r.map_text, r.path) end
+  local r, err, code, state = conn:exec("SELECT path, map_text FROM medium_map WHERE medium_hash = $1", row.medium_hash)
+  if not r then return nil, err, code, state end
+  if r[1] then return mapfile.parse(r[1].map_text, r[1].path) or false end
   -- inspected before migration 009: the file, if it still says what inspect saw
-  if not row.map_path or not row.rescued_pct or not row.size then return nil end
+  if not row.map_path or not row.rescued_pct or not row.size then return false end
   local map = mapfile.read(row.map_path)
-  if not map then return nil end
-  if math.abs(map:rescued_pct(math.max(row.size, map.size)) - row.rescued_pct) > 1e-9 then return nil end
+  if not map then return false end
+  if math.abs(map:rescued_pct(math.max(row.size, map.size)) - row.rescued_pct) > 1e-9 then return false end
   return map
 end
 
-local function decide(conn, ident)
+function M.decide(conn, ident)
   if ident.kind ~= "image" or not ident.sampled_hash or not ident.map_path or not ident.size then return false end
   local new_map = mapfile.read(ident.map_path)
   if not new_map then return false end
-  local twins = q(conn, [[
+  local twins, err, code, state = conn:exec([[
     SELECT medium_hash, medium_human, image_path, map_path, size, rescued_pct FROM medium
      WHERE sampled_hash = $1 AND medium_hash <> $2 AND kind = 'image' AND size = $3
      ORDER BY added_at, medium_hash]], ident.sampled_hash, ident.hash, ident.size)
+  if not twins then return nil, err, code, state end
   local best, best_n
   for _, row in ipairs(twins) do
-    local map = old_map(conn, row)
+    local map
+    map, err, code, state = old_map(conn, row)
+    if map == nil then return nil, err, code, state end
     if map and M.further(map, new_map, ident.size) then
       local _, n = rescued(map, ident.size)
       if not best or n > best_n then best, best_n = row, n end
@@ -131,11 +121,10 @@ local function decide(conn, ident)
   return best or false
 end
 
-function M.decide(conn, ident) return guarded(decide, conn, ident) end
-
--- The older media of hash, nearest first (rescue_of followed up).
+-- The older media of hash, nearest first (rescue_of followed up):
+-- rows | nil, msg, code, state.
 local function chain(conn, hash)
-  return q(conn, [[
+  return conn:exec([[
     WITH RECURSIVE up(medium_hash, rescue_of, basis, depth) AS (
       SELECT m.rescue_of, o.rescue_of, m.rescue_basis, 1 FROM medium m JOIN medium o ON o.medium_hash = m.rescue_of
        WHERE m.medium_hash = $1
@@ -147,16 +136,24 @@ local function chain(conn, hash)
      ORDER BY up.depth]], hash)
 end
 
-local function link(conn, hash, old, basis)
+function M.link(conn, hash, old, basis)
+  if basis ~= "map" and basis ~= "operator" then error("lineage.link: basis is 'map' or 'operator'", 2) end
   if old == hash then return nil, ("medium %s cannot be a rescue of itself"):format(hash), "EINVAL" end
-  for _, r in ipairs(chain(conn, old)) do
+  local older, err, code, state = chain(conn, old)
+  if not older then return nil, err, code, state end
+  for _, r in ipairs(older) do
     if r.medium_hash == hash then
       return nil, ("medium %s is already an older rescue of %s: no cycle"):format(hash, old), "EINVAL"
     end
   end
-  local before = q(conn, "SELECT rescue_of FROM medium WHERE medium_hash = $1", hash)[1]
-  q(conn, "UPDATE medium SET rescue_of = $2, rescue_basis = $3 WHERE medium_hash = $1", hash, old, basis)
-  local ok, err, code, state = true, nil, nil, nil
+  local cur
+  cur, err, code, state = conn:exec("SELECT rescue_of FROM medium WHERE medium_hash = $1", hash)
+  if not cur then return nil, err, code, state end
+  local before = cur[1]
+  local ok
+  ok, err, code, state = conn:exec("UPDATE medium SET rescue_of = $2, rescue_basis = $3 WHERE medium_hash = $1",
+                                   hash, old, basis)
+  if not ok then return nil, err, code, state end
   if before and before.rescue_of and before.rescue_of ~= old then
     -- the operator moved the link: the former older medium no longer lists it
     ok, err, code, state = problems.remove(conn, before.rescue_of, "rescued_again_as", hash)
@@ -169,14 +166,12 @@ local function link(conn, hash, old, basis)
   return true
 end
 
-function M.link(conn, hash, old, basis)
-  if basis ~= "map" and basis ~= "operator" then error("lineage.link: basis is 'map' or 'operator'", 2) end
-  return guarded(link, conn, hash, old, basis)
-end
-
-local function of(conn, hash)
-  local m = q(conn, "SELECT rescue_of, rescue_basis FROM medium WHERE medium_hash = $1", hash)[1]
-  local later = q(conn, [[
+function M.of(conn, hash)
+  local mr, err, code, state = conn:exec("SELECT rescue_of, rescue_basis FROM medium WHERE medium_hash = $1", hash)
+  if not mr then return nil, err, code, state end
+  local m = mr[1]
+  local later
+  later, err, code, state = conn:exec([[
     WITH RECURSIVE down(medium_hash, depth) AS (
       SELECT medium_hash, 1 FROM medium WHERE rescue_of = $1
       UNION ALL
@@ -184,32 +179,32 @@ local function of(conn, hash)
        WHERE down.depth < 1000)
     SELECT d.medium_hash, m.medium_human, m.rescue_of, m.rescue_basis AS basis, d.depth
       FROM down d JOIN medium m USING (medium_hash) ORDER BY d.depth, m.added_at, d.medium_hash]], hash)
-  return { rescue_of = m and m.rescue_of, basis = m and m.rescue_basis, chain = chain(conn, hash), rescues = later }
+  if not later then return nil, err, code, state end
+  local older
+  older, err, code, state = chain(conn, hash)
+  if not older then return nil, err, code, state end
+  return { rescue_of = m and m.rescue_of, basis = m and m.rescue_basis, chain = older, rescues = later }
 end
 
-function M.of(conn, hash) return guarded(of, conn, hash) end
-
-local function partition(conn, hash)
-  local it, pt = db.partition_names(hash)
-  local r = q(conn, "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS present",
-              conn:escape_identifier(it), conn:escape_identifier(pt))
-  if not r[1].present then return nil end
-  return conn:escape_identifier(it), conn:escape_identifier(pt)
-end
-
-local function recovered(conn, hash)
-  local m = q(conn, "SELECT rescue_of FROM medium WHERE medium_hash = $1", hash)[1]
+function M.recovered(conn, hash)
+  local mr, err, code, state = conn:exec("SELECT rescue_of FROM medium WHERE medium_hash = $1", hash)
+  if not mr then return nil, err, code, state end
+  local m = mr[1]
   if not m or not m.rescue_of then return false end
   local old = m.rescue_of
   local out = { rescue_of = old, lost = 0, recovered = 0, not_copied = 0, not_found = 0, places = 0, places_read = 0 }
-  local oit, opt = partition(conn, old)
-  local nit, npt = partition(conn, hash)
+  local oit, opt, nit, npt
+  oit, opt, code, state = db.partitions(conn, old)
+  if oit == nil then return nil, opt, code, state end
+  nit, npt, code, state = db.partitions(conn, hash)
+  if nit == nil then return nil, npt, code, state end
   if oit then
     -- the new medium's copied paths, or none when it has no rows yet
     local here = nit and ([[SELECT np.fs_index, np.path, ni.state FROM %s np JOIN %s ni USING (fs_index, ino)]])
                          :format(npt, nit)
                      or "SELECT NULL::int AS fs_index, NULL::bytea AS path, NULL::inode_state AS state WHERE false"
-    local r = q(conn, ([[
+    local r
+    r, err, code, state = conn:exec(([[
       WITH lost AS (
         SELECT i.fs_index, i.ino FROM %s i WHERE i.state IN ($1, $2, $3, $4, $5)),
       here AS (%s),
@@ -221,23 +216,25 @@ local function recovered(conn, hash)
       SELECT count(*) AS lost, count(*) FILTER (WHERE copied) AS recovered,
              count(*) FILTER (WHERE found AND NOT copied) AS not_copied,
              count(*) FILTER (WHERE NOT coalesce(found, false)) AS not_found FROM judged]])
-      :format(oit, here, opt), S.PENDING, S.FAILED_RETRYABLE, S.SKIPPED, S.FAILED_PERMANENT, S.DAMAGED, S.COPIED)[1]
+      :format(oit, here, opt), S.PENDING, S.FAILED_RETRYABLE, S.SKIPPED, S.FAILED_PERMANENT, S.DAMAGED, S.COPIED)
+    if not r then return nil, err, code, state end
+    r = r[1]
     out.lost, out.recovered, out.not_copied, out.not_found = r.lost, r.recovered, r.not_copied, r.not_found
   end
   -- places the older walk could not read: read here when the new medium has
   -- the directory and no open failure at it
-  local p = q(conn, ([[
+  local p
+  p, err, code, state = conn:exec(([[
     SELECT count(*) AS places,
            count(*) FILTER (WHERE %s AND NOT EXISTS (
              SELECT 1 FROM enum_failure n WHERE n.medium_hash = $2 AND n.fs_index = f.fs_index
                 AND n.path = f.path AND n.resolved_at IS NULL)) AS places_read
       FROM enum_failure f WHERE f.medium_hash = $1 AND f.kind = 'error' AND f.resolved_at IS NULL]])
     :format(npt and ("EXISTS (SELECT 1 FROM %s np WHERE np.fs_index = f.fs_index AND np.path = f.path)"):format(npt)
-            or "false"), old, hash)[1]
-  out.places, out.places_read = p.places, p.places_read
+            or "false"), old, hash)
+  if not p then return nil, err, code, state end
+  out.places, out.places_read = p[1].places, p[1].places_read
   return out
 end
-
-function M.recovered(conn, hash) return guarded(recovered, conn, hash) end
 
 return M

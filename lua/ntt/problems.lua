@@ -37,14 +37,8 @@ local function recorded(hash, kind, detail)
   return true
 end
 
-local function exec(conn, sql, ...)
-  local r, err, code, state = conn:exec(sql, ...)
-  if not r then return nil, err, code, state end
-  return r
-end
-
 function M.note(conn, hash, key, value)
-  local r, err, code, state = exec(conn, [[
+  local r, err, code, state = conn:exec([[
     UPDATE medium SET problems = coalesce(problems, '{}'::jsonb) || jsonb_build_object($2::text, $3::jsonb)
      WHERE medium_hash = $1 AND NOT (coalesce(problems, '{}'::jsonb) ? $2)]],
     hash, key, json.encode(value == nil and true or value))
@@ -54,7 +48,7 @@ function M.note(conn, hash, key, value)
 end
 
 function M.set(conn, hash, key, value)
-  local r, err, code, state = exec(conn, [[
+  local r, err, code, state = conn:exec([[
     UPDATE medium SET problems = coalesce(problems, '{}'::jsonb) || jsonb_build_object($2::text, $3::jsonb)
      WHERE medium_hash = $1]], hash, key, json.encode(value == nil and true or value))
   if not r then return nil, err, code, state end
@@ -62,7 +56,7 @@ function M.set(conn, hash, key, value)
 end
 
 function M.event(conn, hash, ev, max_events)
-  local r, err, code, state = exec(conn, [[
+  local r, err, code, state = conn:exec([[
     UPDATE medium SET problems =
       CASE WHEN jsonb_array_length(coalesce(problems->'diagnostic_events', '[]'::jsonb)) < $3
            THEN coalesce(problems, '{}'::jsonb) || jsonb_build_object('diagnostic_events',
@@ -77,7 +71,7 @@ end
 
 function M.add(conn, hash, key, value)
   local v = json.encode(value)
-  local r, err, code, state = exec(conn, [[
+  local r, err, code, state = conn:exec([[
     UPDATE medium SET problems = coalesce(problems, '{}'::jsonb) || jsonb_build_object($2::text,
              CASE WHEN jsonb_typeof(problems->$2) = 'array' THEN problems->$2 ELSE '[]'::jsonb END
              || jsonb_build_array($3::jsonb))
@@ -91,7 +85,7 @@ function M.add(conn, hash, key, value)
 end
 
 function M.remove(conn, hash, key, value)
-  local r, err, code, state = exec(conn, [[
+  local r, err, code, state = conn:exec([[
     UPDATE medium SET problems = CASE
              WHEN jsonb_array_length((problems->$2) - $3::text) = 0 THEN problems - $2::text
              ELSE jsonb_set(problems, ARRAY[$2::text], (problems->$2) - $3::text) END
@@ -101,14 +95,14 @@ function M.remove(conn, hash, key, value)
 end
 
 function M.clear(conn, hash, key)
-  local r, err, code, state = exec(conn, "UPDATE medium SET problems = problems - $2::text WHERE medium_hash = $1",
+  local r, err, code, state = conn:exec("UPDATE medium SET problems = problems - $2::text WHERE medium_hash = $1",
                                    hash, key)
   if not r then return nil, err, code, state end
   return true
 end
 
 function M.get(conn, hash)
-  local r, err, code, state = exec(conn, "SELECT problems::text AS p FROM medium WHERE medium_hash = $1", hash)
+  local r, err, code, state = conn:exec("SELECT problems::text AS p FROM medium WHERE medium_hash = $1", hash)
   if not r then return nil, err, code, state end
   if not r[1] or not r[1].p then return {} end
   return json.decode(r[1].p)

@@ -20,15 +20,9 @@ local lineage = require "ntt.lineage"
 
 local M = {}
 
-local function exec(db, sql, ...)
-  local r, err, code, state = db:exec(sql, ...)
-  if not r then return nil, err, code, state end
-  return r
-end
-
 -- The recorded row of the medium, or false.
 local function known(db, hash)
-  local r, err, code, state = exec(db, [[
+  local r, err, code, state = db:exec([[
     SELECT medium_human, kind, image_path, map_path, rescue_of FROM medium WHERE medium_hash = $1]], hash)
   if not r then return nil, err, code, state end
   return r[1] or false
@@ -37,7 +31,7 @@ end
 -- Where the medium's bytes were seen this time.
 local function locate(db, ident)
   local st = fs.stat(ident.image_path)
-  return exec(db, [[
+  return db:exec([[
     INSERT INTO medium_location (medium_hash, path, size, mtime)
     VALUES ($1, $2, $3, to_timestamp($4::double precision / 1e9))
     ON CONFLICT (medium_hash, path) DO UPDATE
@@ -48,7 +42,7 @@ end
 -- Other media with the same sampled hash but other content: a hint only.
 local function sampled_twins(ctx, ident, linked)
   if ident.kind ~= "image" or not ident.sampled_hash then return true end
-  local r, err, code, state = exec(ctx.db, [[
+  local r, err, code, state = ctx.db:exec([[
     SELECT medium_hash, image_path FROM medium
      WHERE sampled_hash = $1 AND medium_hash <> $2 AND kind <> 'directory'
      ORDER BY added_at, medium_hash]], ident.sampled_hash, ident.hash)
@@ -113,7 +107,7 @@ function M.run(ctx)
   local elsewhere = row and ident.kind ~= "directory" and row.image_path ~= nil
                     and row.image_path ~= ident.image_path and fs.stat(row.image_path) ~= nil
   local r
-  r, err, code, state = exec(db, [[
+  r, err, code, state = db:exec([[
     INSERT INTO medium (medium_hash, medium_human, kind, image_path, map_path, size, sampled_hash,
                         identified_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, now())
