@@ -41,9 +41,9 @@ end
 -- rows into each table and sorting them into four indexes -- run on two
 -- connections (two server processes) at once:
 --   1. each table is made, filled and finished in one transaction of its
---      own connection: a staging table shaped like the partition (with a
---      CHECK on the medium's hash), one binary COPY FREEZE streaming into it
---      for the whole walk, its keys, ANALYZE, COMMIT.  A table made and
+--      own connection: a staging table shaped like the partition but for
+--      the medium's column, one binary COPY FREEZE streaming into it for the
+--      whole walk, the medium's column (keys_sql), its keys, ANALYZE, COMMIT.  A table made and
 --      filled in one transaction needs no WAL for its rows when wal_level is
 --      minimal (the private cluster's), and frozen rows need no hint bits
 --      set (so no page rewritten) by their first readers.
@@ -95,8 +95,14 @@ end
 local FILL_SETTINGS = "SET LOCAL statement_timeout = '30min'; SET LOCAL maintenance_work_mem = '256MB'; "
                       .. "SET LOCAL default_statistics_target = 10"
 
-local function keys_sql(conn, fn, t)
-  return ("SELECT %s(%s::regclass); ANALYZE %s"):format(fn, conn:escape_literal(t), t)
+-- The medium's column, added once the rows are in: a column added with a
+-- constant default is not written into the rows already there (PostgreSQL
+-- keeps the value once, in the catalogue), so the 64-character hash costs
+-- neither the COPY nor the heap; the CHECK lets ATTACH skip its scan.
+local function keys_sql(conn, fn, t, lit)
+  return ("ALTER TABLE %s ADD COLUMN medium_hash text NOT NULL DEFAULT %s, ADD CHECK (medium_hash = %s); "
+          .. "ALTER TABLE %s ALTER COLUMN medium_hash DROP DEFAULT; SELECT %s(%s::regclass); ANALYZE %s")
+    :format(t, lit, lit, t, fn, conn:escape_literal(t), t)
 end
 
 -- The two steps, on conn (holding the medium's lock) and other (nil: conn
@@ -127,21 +133,22 @@ local function fill_and_swap(conn, other, hash, roots, opts, summary, track)
     ok, err, code, state = other:exec_script("BEGIN; " .. FILL_SETTINGS)
     if not ok then return nil, err, code, state end
   end
+  -- shaped like the partitions but for the medium's column (keys_sql)
   ok, err, code, state = session.steps(conn, {
-    { ("CREATE TABLE %s (LIKE inode INCLUDING DEFAULTS INCLUDING CONSTRAINTS, CHECK (medium_hash = %s))")
-      :format(si, lit) },
+    { ("CREATE TABLE %s (LIKE inode INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"):format(si) },
+    { ("ALTER TABLE %s DROP COLUMN medium_hash"):format(si) },
     -- the index the parent has on blobid, so that ATTACH finds it instead of
     -- building it under the parents' lock; made empty, as no new row has a
     -- blob, it costs the COPY one predicate per row and no second scan
     { ("CREATE INDEX ON %s (blobid) WHERE blobid IS NOT NULL"):format(si) } })
   if not ok then return nil, err, code, state end
-  ok, err, code, state = pconn:exec(("CREATE TABLE %s (LIKE path INCLUDING DEFAULTS INCLUDING CONSTRAINTS, "
-                                     .. "CHECK (medium_hash = %s))"):format(sp, lit))
+  ok, err, code, state = pconn:exec_script(("CREATE TABLE %s (LIKE path INCLUDING DEFAULTS INCLUDING CONSTRAINTS); "
+                                            .. "ALTER TABLE %s DROP COLUMN medium_hash"):format(sp, sp))
   if not ok then return nil, err, code, state end
   for _, r in ipairs(roots) do
     local st
     st, err, code, state = load.walk(conn, {
-      root = r.root, inode_table = siname, path_table = spname, medium = hash, fs_index = r.fs_index,
+      root = r.root, inode_table = siname, path_table = spname, fs_index = r.fs_index,
       path_conn = other, ignore = opts.ignore, threads = opts.threads, stall_timeout = opts.stall_timeout,
       progress = opts.progress, freeze = true })
     if not st then return nil, err, code, state end
@@ -150,12 +157,12 @@ local function fill_and_swap(conn, other, hash, roots, opts, summary, track)
   end
   -- keys and statistics, the two tables at once
   if other then
-    ok, err, code, state = other:send(keys_sql(conn, "ntt_path_keys", sp) .. "; COMMIT")
+    ok, err, code, state = other:send(keys_sql(conn, "ntt_path_keys", sp, lit) .. "; COMMIT")
   else
-    ok, err, code, state = conn:exec_script(keys_sql(conn, "ntt_path_keys", sp))
+    ok, err, code, state = conn:exec_script(keys_sql(conn, "ntt_path_keys", sp, lit))
   end
   if not ok then return nil, err, code, state end
-  local kok, kerr, kcode, kstate = conn:exec_script(keys_sql(conn, "ntt_inode_keys", si))
+  local kok, kerr, kcode, kstate = conn:exec_script(keys_sql(conn, "ntt_inode_keys", si, lit))
   if other then
     ok, err, code, state = other:wait()
     track.open_b = false

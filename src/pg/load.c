@@ -19,7 +19,9 @@
  *     opts.root         directory to walk (a mounted filesystem's root)
  *     opts.inode_table, opts.path_table   tables shaped like inode and
  *                       path (the medium's fresh partitions)
- *     opts.medium       the medium's hash, stored in every row
+ *     opts.medium       the medium's hash, stored in every row; absent: the
+ *                       rows have no medium column (tables that get it
+ *                       afterwards as a constant default, see enumerate.lua)
  *                       Each inode's first sighting gives its inode row:
  *                       regular files pending, everything else non_file
  *                       with its kind as reason; hardlinks (nlink > 1, not
@@ -87,8 +89,8 @@ struct wait {
 static void put_inode(ntt_copybuf *ib, const char *medium, size_t mlen, int fs_index,
                       const struct ntt_walk_rec *r, const char *state, const char *reason)
 {
-    ntt_copybuf_tuple(ib, 12);
-    ntt_copybuf_field(ib, medium, mlen);
+    ntt_copybuf_tuple(ib, medium ? 12 : 11);
+    if (medium) ntt_copybuf_field(ib, medium, mlen);
     ntt_copybuf_int32(ib, fs_index);
     ntt_copybuf_int64(ib, (int64_t)r->ino);
     ntt_copybuf_field(ib, state, strlen(state));
@@ -341,8 +343,8 @@ static int load_walk(lua_State *L)
     if (!valid_table(itable) || !valid_table(ptable))
         return luaL_error(L, "load.walk: bad table name '%s'", valid_table(itable) ? ptable : itable);
     lua_getfield(L, 2, "medium");
-    size_t mlen;
-    const char *medium = luaL_checklstring(L, -1, &mlen);
+    size_t mlen = 0;
+    const char *medium = luaL_optlstring(L, -1, NULL, &mlen);
     lua_getfield(L, 2, "fs_index");
     int fs_index = (int)luaL_checkinteger(L, -1);
     struct ntt_walk_opts o;
@@ -391,11 +393,11 @@ static int load_walk(lua_State *L)
     is.other = &ps;
     ps.other = &is;
     snprintf(is.sql, sizeof is.sql,
-             "COPY %s (medium_hash, fs_index, ino, state, reason, size, mode, nlink, mtime_ns, fs_type,"
-             " dir_key, link_target) FROM STDIN (FORMAT binary%s)", itable, freeze);
+             "COPY %s (%sfs_index, ino, state, reason, size, mode, nlink, mtime_ns, fs_type,"
+             " dir_key, link_target) FROM STDIN (FORMAT binary%s)", itable, medium ? "medium_hash, " : "", freeze);
     snprintf(ps.sql, sizeof ps.sql,
-             "COPY %s (medium_hash, fs_index, path, ino, parent_ino, exclude_reason) FROM STDIN (FORMAT binary%s)",
-             ptable, freeze);
+             "COPY %s (%sfs_index, path, ino, parent_ino, exclude_reason) FROM STDIN (FORMAT binary%s)",
+             ptable, medium ? "medium_hash, " : "", freeze);
     ntt_copybuf *ib = &is.b, *pb = &ps.b;
     char *tmp = NULL;
     size_t tmpcap = 0;
@@ -443,8 +445,8 @@ static int load_walk(lua_State *L)
                 waits[*link].sent = 1;
                 *link = LINK_SENT;
             }
-            ntt_copybuf_tuple(pb, 6);
-            ntt_copybuf_field(pb, medium, mlen);
+            ntt_copybuf_tuple(pb, medium ? 6 : 5);
+            if (medium) ntt_copybuf_field(pb, medium, mlen);
             ntt_copybuf_int32(pb, fs_index);
             ntt_copybuf_field(pb, r->path, r->path_len);
             ntt_copybuf_int64(pb, (int64_t)r->ino);
