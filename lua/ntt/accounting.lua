@@ -227,8 +227,14 @@ function M.report(conn, m)
   rec, err, code, state = lineage.recovered(conn, m.medium_hash)
   if rec == nil then return nil, err, code, state end
   lin.recovered = rec or nil
+  -- every path a byte-identical copy of the image was found at
+  local locations
+  locations, err, code, state = conn:exec([[
+    SELECT path, size, mtime::text, first_seen::text, last_seen::text FROM medium_location
+     WHERE medium_hash = $1 ORDER BY first_seen, path]], m.medium_hash)
+  if not locations then return nil, err, code, state end
   return { medium = medium, inodes = ino, bytes = b, problems = problems, enum_failures = fails,
-           lineage = lin, checks = json.array(checks), ok = ok }
+           lineage = lin, locations = json.array(locations), checks = json.array(checks), ok = ok }
 end
 
 function M.loss(conn, hash)

@@ -18,7 +18,9 @@ map, with how many files the unrescued bytes touch; the totals are checked
 against the walk's recorded count and the map, and a mismatch is printed as
 an error.  Then the medium's recorded problems, its lineage (the older
 rescues it is a new rescue of, how many of the older one's lost files it
-holds copied, and its later rescues) and the places its walk could not read.  --json: one JSON object per medium, one per line.
+holds copied, and its later rescues) and the places its walk could not read.
+Other paths where a byte-identical copy of the image was found are listed
+as "also at".  --json: one JSON object per medium, one per line.
 
 Exit status: 0 every total checks; 1 a total does not check; 2 a MEDIUM is
 unknown or ambiguous, or the database cannot be used; 64 usage.]]
@@ -99,6 +101,11 @@ local function show(r)
   say("medium %s  %s  %s  health %s  rescued %s", m.medium_hash, shown(m.medium_human or "?"), m.kind,
       m.health or "-", m.rescued_pct and ("%.1f%%"):format(m.rescued_pct) or "-")
   if m.image_path then say("  image %s%s", shown(m.image_path), m.map_path and ("  map " .. shown(m.map_path)) or "") end
+  for _, l in ipairs(r.locations) do
+    if l.path ~= m.image_path then
+      say("  also at %s  (seen %s .. %s)", shown(l.path), l.first_seen:sub(1, 19), l.last_seen:sub(1, 19))
+    end
+  end
   say("  stages: %s", #done > 0 and table.concat(done, ",") or "-")
   say("inodes: %d rows%s, %d paths", ino.rows,
       ino.recorded and (" (walks recorded %d)"):format(ino.recorded) or "", ino.paths)
