@@ -9,7 +9,7 @@ return ntt.policy {
   name = "default",
   description = "identify, inspect, mount, enumerate and copy every medium; record every problem",
 
-  stages = { "identify", "inspect", "mount", "enumerate", "copy", "unmount" },
+  stages = { "identify", "inspect", "mount", "enumerate", "copy", "report", "unmount" },
   workers = 1,           -- copy processes per medium (each already copies one batch while it claims and records the next)
 
   targets = {
@@ -99,5 +99,9 @@ return ntt.policy {
   },
 
   log = { level = "info", max_bytes = 16 * 1024 * 1024, keep = 5 },
+  -- condition reports (HTML page, JSON, DFXML) into <data root>/report/
+  -- (dir = to put them elsewhere); the page lists this many entries of
+  -- each list, the JSON every one
+  report = { limit = 200 },
   progress = { interval = 5, bar = "auto" },
 }

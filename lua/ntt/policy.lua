@@ -27,7 +27,7 @@ function M.append(list) return setmetatable({ op = "append", items = list }, wra
 function M.prepend(list) return setmetatable({ op = "prepend", items = list }, wrap_mt) end
 
 -- Stage names the runtime knows; a stage may also be given as a function.
-M.STAGES = { "identify", "inspect", "mount", "enumerate", "copy", "tree", "verify", "archive", "unmount" }
+M.STAGES = { "identify", "inspect", "mount", "enumerate", "copy", "tree", "verify", "report", "archive", "unmount" }
 
 local function stage_check(v)
   if type(v) == "function" then return true end
@@ -110,6 +110,7 @@ M.schema = {
     max_bytes = "integer",
     keep = "integer",
   },
+  report = sec { dir = "string", limit = "integer" },
   progress = sec { interval = "number", bar = { "auto", "always", "never" } },
   hooks = sec { on_stage = "function", on_problem = "function", on_finish = "function" },
 }

@@ -35,8 +35,7 @@ function M.setup(ctx)
       local extents = cmedia.fiemap(item.root .. "/" .. item.path)
       if not extents then return nil end
       local ranges = media.damage(map, extents, offsets[item.fs_index] or 0, item.size)
-      for _, r in ipairs(ranges) do r.status = nil; r.image_offset = nil end
-      return ranges
+      return ranges   -- file_offset, length, and where in the image with its map status
     end
   end
   local function remount()
