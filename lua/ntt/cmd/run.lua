@@ -148,6 +148,7 @@ local function main(args)
   -- 4. The stages: a first SIGINT lets the current step finish; a second one raises.
   util.raise_on_interrupt(false)
   local t0 = util.monotonic()
+  local started = ntt.log.timestamp(util.now())
   local results = pipeline.run({
     policy = policy, policy_path = o.policy, log = log, db = conn, run_id = run_id,
     workers = o.workers or policy.workers or 1,
@@ -205,6 +206,14 @@ local function main(args)
   end
   -- an entry of a folder that could not be looked at is a loss
   if results.targets and results.targets.counts.lost > 0 then code = math.max(code, EXIT.problems) end
+  -- The summary counts problems and diagnostic events as the database holds them.
+  for _, r in ipairs(results) do
+    local m = r.ctx.medium
+    if m and m.hash then
+      local rec, perr = require("ntt.problems").count(conn, m.hash, started)
+      if rec then r.ctx.recorded = rec else log:warn("problems_unknown", { medium = m.hash, error = perr }) end
+    end
+  end
   local text, totals = require("ntt.summary").format(results, util.monotonic() - t0)
   if not o.quiet then io.stdout:write(text) end
   log:info("run_done", { exit = code, totals = totals, run = run_id })
