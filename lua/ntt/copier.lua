@@ -78,6 +78,9 @@ end
 
 local function mib(n) return require("ntt.progress").bytes(n) end
 
+local STORE_ERRORS = { ENOSPC = "No space left on device", EDQUOT = "Disk quota exceeded",
+                       EROFS = "Read-only file system", EIO = "Input/output error" }
+
 -- The one message of a store fault, once the medium's claims are back.
 local function fault_message(fault, rows, m)
   local left = rows:pending_size()
@@ -90,7 +93,7 @@ local function fault_message(fault, rows, m)
     why = ("only %s free, below the %s it keeps free (store.min_free_bytes, min_free_fraction)")
           :format(mib(fault.avail or 0), mib(fault.keep))
   else
-    why = ("%s (%s)"):format(fault.msg or fault.err, fault.err)
+    why = ("%s (%s)"):format(STORE_ERRORS[fault.err] or fault.msg or fault.err, fault.err)
   end
   local need = fault.pending_bytes and math.max(0, fault.pending_bytes + fault.keep - (fault.avail or 0))
   fault.need = need
@@ -147,7 +150,7 @@ function M.run(o)
     local space = fs.space(store_root)
     if not space then return nil end
     local keep = M.keep_free(policy, space)
-    if space.avail < keep or space.avail == 0 then
+    if space.avail < keep then
       return { side = "store", store = store_root, err = "ENOSPC", low = true, avail = space.avail, keep = keep }
     end
   end
@@ -205,14 +208,11 @@ function M.run(o)
       local item = list[i]
       if res.ok and item.damage then
         final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.DAMAGED, blobid = res.blob,
-                              size = res.bytes, damage = json.array(item.damage), reason = S.REASONS.salvaged }
-        stats.salvaged = stats.salvaged + 1
+                              size = res.bytes, damage = json.array(item.damage), reason = S.REASONS.salvaged,
+                              salvaged = true }
       elseif res.ok then
         final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.COPIED,
-                              blobid = res.blob, size = res.bytes }
-        stats.copied = stats.copied + 1
-        stats.bytes = stats.bytes + (res.bytes or 0)
-        if res.new then stats.new = stats.new + 1 else stats.deduplicated = stats.deduplicated + 1 end
+                              blobid = res.blob, size = res.bytes, new = res.new }
       elseif res.err == "EINTR" then
         final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.PENDING, release = true }
       elseif res.side == "store" then
@@ -280,7 +280,14 @@ function M.run(o)
   -- One transaction for the batch's results, then its diagnostic events.
   local function write(b)
     local timing = b.timing
+    -- counted as written: a batch a store fault stopped is not written, nor counted
     for _, f in ipairs(b.final) do
+      if f.state == S.COPIED then
+        stats.copied = stats.copied + 1
+        stats.bytes = stats.bytes + (f.size or 0)
+        if f.new then stats.new = stats.new + 1 else stats.deduplicated = stats.deduplicated + 1 end
+      end
+      if f.salvaged then stats.salvaged = stats.salvaged + 1 end
       if f.state == S.SKIPPED then stats.skipped = stats.skipped + 1
       elseif S.failed(f.state) then stats.failed = stats.failed + 1
       elseif f.state == S.DAMAGED then stats.damaged = stats.damaged + 1 end
