@@ -36,7 +36,11 @@ files were skipped, failed or damaged (in this run or an earlier one), were
 left pending, a medium had problems or places its walk could not read, or
 an entry of a folder could not be looked at (only the media of this run
 count: an older rescue's losses do not, once a new rescue is run); 2 could not run (policy, database, target: e.g. --images of a
-folder with no image); 64 usage; 130 interrupted.]]
+folder with no image), or could not proceed: the store is full, below the
+free space the policy keeps (store.min_free_bytes), read-only or failing --
+the run stopped cleanly with one message naming the store and the space it
+needs, nothing counted against the media; free space and run again; 64
+usage; 130 interrupted.]]
 
 local EXIT = { ok = 0, problems = 1, failed = 2, usage = 64, interrupted = 130 }
 
