@@ -111,6 +111,25 @@ describe("a store fault", function()
     assert.equal("ENOSPC", fault.err)
     assert.equal(st.pending.n, fault.pending)
     assert.is_true(fault.need > 0)
+    -- with worker processes too: each stops, none is blamed, one message
+    r = run(home, { "--workers", "3", pol, img })
+    assert.equal(2, r.code, r.stderr .. r.stdout)
+    assert.matches("No space left on device %(ENOSPC%)", r.stderr)
+    assert.is_nil(r.stderr:find("copy worker", 1, true), r.stderr)
+    local stw = states(h)
+    assert.equal(0, stw.pending.attempts)
+    assert.is_nil(stw.failed_retryable)
+    assert.is_nil(problems(h).diagnostic_events)
+    -- a read-only store stops it the same way
+    helper.sh { "mount", "-o", "remount,ro", store }
+    r = run(home, { pol, img })
+    assert.equal(2, r.code, r.stderr .. r.stdout)
+    assert.matches("store " .. store:gsub("%p", "%%%0") .. ": Read%-only file system %(EROFS%)", r.stderr)
+    assert.matches("make it writable", r.stderr)
+    local st2 = states(h)
+    assert.equal(stw.pending.n, st2.pending.n)
+    assert.equal(0, st2.pending.attempts)
+    assert.is_nil(problems(h).diagnostic_events)
     -- grow the store (offline), run again: every file copied
     helper.sh { "umount", store }
     images.truncate(simg, 200 * MiB)

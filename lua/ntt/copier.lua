@@ -128,9 +128,17 @@ end
 function M.run(o)
   local conn, log, policy, m = o.db, o.log, o.policy, o.medium
   local cp = policy.copy or {}
-  local st, serr, scode = store_mod.open(o.store_root)
-  if not st then return nil, serr, scode end
   local rows = rows_mod.open(conn, m.hash)
+  local st, serr, scode = store_mod.open(o.store_root)
+  if not st then
+    -- a store that cannot even be opened is a store fault like any other
+    local fault = { side = "store", store = o.store_root, err = scode, msg = serr, stats = { files = 0 } }
+    for _, k in ipairs(M.COUNTS) do fault.stats[k] = 0 end
+    fault.stats.reasons, fault.stats.rule_hits, fault.stats.seconds = {}, {}, 0
+    local space = fs.space(o.store_root)
+    fault.keep = M.keep_free(policy, space)
+    return nil, fault_message(fault, rows, m), scode, fault
+  end
   local roots = {}
   for _, r in ipairs(o.roots) do roots[r.fs_index] = r.root end
   local threads, probe = threads_for(cp, o.roots)
