@@ -42,6 +42,24 @@ local function stored(h)
   return json.decode(r[1].p or "{}") or {}
 end
 
+describe("the end-of-run summary", function()
+  it("counts problems and events as the database holds them, and the files retried", function()
+    local summary = require "ntt.summary"
+    local text, t = summary.format({
+      { ok = true, ctx = { counts = { retried = 3 }, problems = {},
+                           recorded = { problems = 2, kinds = { high_error_rate = 1, enum_errors = 1 },
+                                        events = 45, since = 40 } } },
+      { ok = true, ctx = { counts = {}, problems = { { kind = "mount_failed" } } } },
+    }, 1)
+    assert.matches("medium problems recorded: 3\n", text)
+    assert.matches("  by kind:    enum_errors 1, high_error_rate 1, mount_failed 1\n", text)
+    assert.matches("diagnostic events: 45 %(40 by this run%)\n", text)
+    assert.matches("retried:      3 ", text)
+    assert.equal(3, t.retried)
+    assert.equal(45, t.events)
+  end)
+end)
+
 describe("retryable files", function()
   local ok, why = runs.can_run()
   if not ok then
