@@ -98,12 +98,12 @@ local function fault_message(fault, rows, m)
   local need = fault.pending_bytes and math.max(0, fault.pending_bytes + fault.keep - (fault.avail or 0))
   fault.need = need
   local tail
-  if fault.err == "EROFS" then
-    tail = "make it writable, then run again"
-  elseif fault.err == "EIO" and not fault.low then
-    tail = "check the store's disk, then run again"
-  else
+  if fault.low or fault.err == "ENOSPC" or fault.err == "EDQUOT" then
     tail = ("free at least %s there (or grow it), then run again"):format(mib(need or fault.keep))
+  elseif fault.err == "EROFS" then
+    tail = "make it writable, then run again"
+  else
+    tail = "check the store (its disk, its permissions), then run again"
   end
   return ("store %s: %s; copy of %s stopped, its %s files still to copy need up to %s plus %s kept free, %s free: %s (nothing was counted against the medium)")
          :format(fault.store, why, what, tostring(fault.pending or "?"), mib(fault.pending_bytes or 0),
