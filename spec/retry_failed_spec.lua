@@ -131,6 +131,51 @@ return ntt.policy.extend("default", {
     assert.equal(50, rows(h)["a.txt"].attempts)
   end)
 
+  it("a skip and a problem recorded are lines of errors.jsonl too", function()
+    local dir = helper.tmpdir("skipline")
+    local home, tree = dir .. "/home", dir .. "/tree"
+    helper.sh { "mkdir", "-p", tree }
+    images.files(tree, { ["x.txt"] = "skip x " .. runs.tag, ["y.txt"] = "skip y " .. runs.tag })
+    local r = run(home, { runs.policy(dir, '{ stages = { "identify", "inspect", "mount", "enumerate" } }'), "--tree", tree })
+    assert.equal(1, r.code, r.stderr .. r.stdout)
+    os.remove(tree .. "/x.txt")
+    local pol = dir .. "/skip.lua"
+    helper.write(pol, [[
+local ntt = require "ntt"
+return ntt.policy.extend("default", {
+  retry = { checkpoint = 1, max = 5, backoff = { base = 0.001, factor = 1, cap = 0.001 } },
+  diagnose = { { ntt.has "detected_missing_file", ntt.SKIP "GONE" }, { ntt.always, ntt.CONTINUE } },
+})
+]])
+    r = run(home, { pol, "--tree", tree })
+    assert.equal(1, r.code, r.stderr .. r.stdout)
+    assert.matches("skipped:%s+1 %(GONE 1%)", r.stdout)
+    local skips = events(home, "errors.jsonl", "file_skipped")
+    assert.equal(1, #skips)
+    assert.equal("x.txt", skips[1].path)
+    assert.equal("GONE", skips[1].reason)
+    assert.is_nil(r.stderr:find("x.txt: skipped", 1, true))   -- per file on stderr only with -v
+    -- a problem recorded on the medium: one line, once
+    local h = runs.medium_of(tree)
+    local log = require "ntt.log"
+    local l = assert(log.open { dir = home .. "/log", err = { write = function() end } })
+    local before = log.default()
+    log.set_default(l)
+    local problems = require "ntt.problems"
+    local ok1, e1 = problems.note(db(), h, "spec_problem", { why = "a test" })
+    local ok2, e2 = problems.note(db(), h, "spec_problem", { why = "a test" })
+    log.set_default(before)
+    l:close()
+    assert.is_true(ok1, e1)
+    assert.is_true(ok2, e2)
+    local recorded = events(home, "errors.jsonl", "problem_recorded")
+    assert.equal(1, #recorded)
+    assert.equal("spec_problem", recorded[1].problem)
+    assert.equal(h, recorded[1].medium)
+    local c = assert(problems.count(db(), h))
+    assert.equal(1, c.kinds.spec_problem)
+  end)
+
   it("ntt recover lists with --dry-run and resets without it, one log line each", function()
     local dir = helper.tmpdir("recover")
     local home, tree = dir .. "/home", dir .. "/tree"
