@@ -51,6 +51,7 @@ return ntt.policy {
     lease = 600,           -- seconds a claim stays ours without renewal
     adapt = true,          -- let measured latency and errors move the thread count
     damaged = "record",    -- files over unrescued areas: record, never store as complete
+    retry_failed = true,   -- files an earlier run left failed_retryable are tried again, with a fresh retry.max
     -- FUSE mount types that reach over the network: copied from with the
     -- network thread count (fs.network below).  A site adds its own with
     --   copy = { network_fuse = ntt.policy.append { "fuse.mydriver" } }
@@ -64,6 +65,14 @@ return ntt.policy {
       if fs.network then return 2 end
       return ntt.cores() * 4
     end,
+  },
+
+  store = {
+    -- Free space the store keeps: checked before each batch is claimed; below
+    -- it the run stops cleanly (exit 2) instead of filling the disk.  The
+    -- smaller of the two counts, so a small store is not asked for more than it has.
+    min_free_bytes = 1024 * 1024 * 1024,
+    min_free_fraction = 0.02,
   },
 
   retry = {

@@ -214,6 +214,7 @@ describe("ntt.core.copy", function()
     assert.equal(3 * 1048576 + 5, res[2].offset)
     assert.equal("EFBIG", res[3].err)
     assert.equal("read", res[3].phase)
+    assert.equal("source", res[1].side)   -- the source's fault, not the store's
     assert.equal("ENODATA", res[4].err)
     assert.equal(0, res[4].offset)
     assert.same({}, blobs(dir .. "/store"))
@@ -410,7 +411,10 @@ describe("ntt.core.copy", function()
       for _, x in ipairs(res) do
         if x.ok then copied = copied + 1 elseif x.err == "ENOSPC" then nospc = nospc + 1 end
         -- the store side failed: writing a temp, or the batch stopped after that
-        if not x.ok then assert.is_truthy(x.phase == "write" or x.phase == "store", x.phase) end
+        if not x.ok then
+          assert.is_truthy(x.phase == "write" or x.phase == "store", x.phase)
+          assert.equal("store", x.side)
+        end
       end
       assert.is_true(copied >= 1, "nothing fit")
       assert.is_true(nospc >= 1, "never ran out of space")

@@ -49,6 +49,31 @@ describe("ntt.core.fs", function()
     assert.is_false(p.network)
   end)
 
+  it("space: the size and free bytes of the filesystem under a path", function()
+    local dir = helper.tmpdir("space")
+    local sp = assert(fs.space(dir))
+    assert.is_true(sp.size > 0)
+    assert.is_true(sp.free <= sp.size)
+    assert.is_true(sp.avail <= sp.free)
+    -- a file written shows in the free bytes of a small filesystem of its own
+    if helper.is_root() then
+      helper.sh { "mkdir", "-p", dir .. "/m" }
+      local r = helper.sh({ "mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", dir .. "/m" }, { may_fail = true })
+      if r.code == 0 then
+        finally(function() helper.sh({ "umount", "-l", dir .. "/m" }, { may_fail = true }) end)
+        local before = assert(fs.space(dir .. "/m"))
+        assert.equal(4 * 1024 * 1024, before.size)
+        helper.write(dir .. "/m/f", ("x"):rep(1024 * 1024))
+        local after = assert(fs.space(dir .. "/m"))
+        assert.equal(before.avail - 1024 * 1024, after.avail)
+      end
+    end
+    local none, msg, code = fs.space(dir .. "/no/such")
+    assert.is_nil(none)
+    assert.matches("no/such", msg)
+    assert.equal("ENOENT", code)
+  end)
+
   it("detects WSL from the kernel's own words", function()
     local f = io.open("/proc/sys/kernel/osrelease")
     local rel = f and f:read("a") or ""

@@ -13,6 +13,16 @@
 --             rule_hits={rule label -> n}, threads=, fs_kind=, kernel= }
 --   A failing query ends the run: its claims are released and it returns
 --   nil, msg, "EDB", SQLSTATE (docs/errors.md).
+--   A store fault ends it too: a file failing on the store's side (the
+--   engine's side = "store": ENOSPC, EDQUOT, EROFS, EIO writing, syncing or
+--   renaming in the store), or less free space in the store than the policy
+--   keeps (store.min_free_bytes / min_free_fraction, checked before each
+--   claim).  Nothing of the batch is written: no attempt counted, no
+--   diagnosis, no problem on the medium; every claim is released and it
+--   returns nil, msg, errno name ("ENOSPC" for the low-space check),
+--   fault = { side = "store", store =, err =, avail =, keep =, pending =,
+--   pending_bytes =, need =, stats = the counts so far }.  msg names the
+--   store and the free space the medium's pending files need.
 --
 -- This module drives the batches; the SQL is ntt.copier.rows', the retries
 -- and diagnosis ntt.copier.retry's.  Claims: one short transaction takes up
@@ -56,6 +66,50 @@ local function threads_for(cp, roots)
   return math.max(1, math.tointeger(threads) or concurrency.default(probe)), probe
 end
 
+-- The free bytes a store keeps: the smaller of store.min_free_bytes and
+-- store.min_free_fraction of its filesystem (a small store is not asked
+-- for more than it has).
+function M.keep_free(policy, space)
+  local sp = policy.store or {}
+  local bytes = sp.min_free_bytes or 1024 * 1024 * 1024
+  local frac = sp.min_free_fraction or 0.02
+  return math.min(bytes, math.floor(frac * ((space and space.size) or 0)))
+end
+
+local function mib(n) return require("ntt.progress").bytes(n) end
+
+local STORE_ERRORS = { ENOSPC = "No space left on device", EDQUOT = "Disk quota exceeded",
+                       EROFS = "Read-only file system", EIO = "Input/output error" }
+
+-- The one message of a store fault, once the medium's claims are back.
+local function fault_message(fault, rows, m)
+  local left = rows:pending_size()
+  if left then fault.pending, fault.pending_bytes = left.files, left.bytes end
+  local space = fs.space(fault.store)
+  if space then fault.avail = space.avail end
+  local what = m.human or m.hash
+  local why
+  if fault.low then
+    why = ("only %s free, below the %s it keeps free (store.min_free_bytes, min_free_fraction)")
+          :format(mib(fault.avail or 0), mib(fault.keep))
+  else
+    why = ("%s (%s)"):format(STORE_ERRORS[fault.err] or fault.msg or fault.err, fault.err)
+  end
+  local need = fault.pending_bytes and math.max(0, fault.pending_bytes + fault.keep - (fault.avail or 0))
+  fault.need = need
+  local tail
+  if fault.low or fault.err == "ENOSPC" or fault.err == "EDQUOT" then
+    tail = ("free at least %s there (or grow it), then run again"):format(mib(need or fault.keep))
+  elseif fault.err == "EROFS" then
+    tail = "make it writable, then run again"
+  else
+    tail = "check the store (its disk, its permissions), then run again"
+  end
+  return ("store %s: %s; copy of %s stopped, its %s files still to copy need up to %s plus %s kept free, %s free: %s (nothing was counted against the medium)")
+         :format(fault.store, why, what, tostring(fault.pending or "?"), mib(fault.pending_bytes or 0),
+                 mib(fault.keep), mib(fault.avail or 0), tail)
+end
+
 -- What the engine gets for each item (damaged ranges of a salvage as zeros).
 local function batch_of(list, roots)
   local batch = {}
@@ -74,9 +128,17 @@ end
 function M.run(o)
   local conn, log, policy, m = o.db, o.log, o.policy, o.medium
   local cp = policy.copy or {}
-  local st, serr, scode = store_mod.open(o.store_root)
-  if not st then return nil, serr, scode end
   local rows = rows_mod.open(conn, m.hash)
+  local st, serr, scode = store_mod.open(o.store_root)
+  if not st then
+    -- a store that cannot even be opened is a store fault like any other
+    local fault = { side = "store", store = o.store_root, err = scode, msg = serr, stats = { files = 0 } }
+    for _, k in ipairs(M.COUNTS) do fault.stats[k] = 0 end
+    fault.stats.reasons, fault.stats.rule_hits, fault.stats.seconds = {}, {}, 0
+    local space = fs.space(o.store_root)
+    fault.keep = M.keep_free(policy, space)
+    return nil, fault_message(fault, rows, m), scode, fault
+  end
   local roots = {}
   for _, r in ipairs(o.roots) do roots[r.fs_index] = r.root end
   local threads, probe = threads_for(cp, o.roots)
@@ -90,12 +152,24 @@ function M.run(o)
                            devices = o.devices, remount = o.remount }
   local processed, errored = 0, 0
   local batch_n, lease = cp.batch or 200, cp.lease or 600
+  local store_root = o.store_root
+  -- Before each claim: is there room in the store?  (nil when there is)
+  local function low_space()
+    local space = fs.space(store_root)
+    if not space then return nil end
+    local keep = M.keep_free(policy, space)
+    if space.avail < keep then
+      return { side = "store", store = store_root, err = "ENOSPC", low = true, avail = space.avail, keep = keep }
+    end
+  end
   local function engine_opts()
     return { threads = ctl and ctl:threads() or threads, durability = cp.durability or "batch", buffer = cp.buffer }
   end
 
   -- Claim a batch, find its paths, set aside what is not to be copied.
   local function take()
+    local full = low_space()
+    if full then return nil, "store low on space", "ENOSPC", full end
     local t0 = util.monotonic()
     local claimed, err, code, state = rows:claim(batch_n, worker, lease)
     if not claimed then return nil, err, code, state end
@@ -107,6 +181,7 @@ function M.run(o)
     local paths, perr, pcode = rows:paths(claimed)
     if not paths then return nil, perr, pcode end
     b.timing.paths = util.monotonic() - tp
+    b.paths = paths
     local items, final = b.items, b.final
     for _, r in ipairs(claimed) do
       local path = paths[rows_mod.key(r.fs_index, r.ino)]
@@ -141,16 +216,16 @@ function M.run(o)
       local item = list[i]
       if res.ok and item.damage then
         final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.DAMAGED, blobid = res.blob,
-                              size = res.bytes, damage = json.array(item.damage), reason = S.REASONS.salvaged }
-        stats.salvaged = stats.salvaged + 1
+                              size = res.bytes, damage = json.array(item.damage), reason = S.REASONS.salvaged,
+                              salvaged = true }
       elseif res.ok then
         final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.COPIED,
-                              blobid = res.blob, size = res.bytes }
-        stats.copied = stats.copied + 1
-        stats.bytes = stats.bytes + (res.bytes or 0)
-        if res.new then stats.new = stats.new + 1 else stats.deduplicated = stats.deduplicated + 1 end
+                              blobid = res.blob, size = res.bytes, new = res.new }
       elseif res.err == "EINTR" then
         final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.PENDING, release = true }
+      elseif res.side == "store" then
+        -- the store failed, not the file: the batch stops here, untouched
+        b.fault = b.fault or { side = "store", store = store_root, err = res.err, msg = res.msg }
       else
         item.res = res
         failed[#failed + 1] = item
@@ -180,6 +255,7 @@ function M.run(o)
     timing.wait = util.monotonic() - tw
     local failed = sort(b, b.items, results)
     timing.copy = timing.copy + (util.monotonic() - b.started)
+    if b.fault then return nil, "store fault", b.fault.err, b.fault end
     if ctl then ctl:observe { files = #results, errors = #failed, seconds = util.monotonic() - b.started } end
     processed, errored = processed + #results, errored + #failed
     if #failed > 0 and not util.interrupted() and reading and reading.job then reading.job:wait_reads() end
@@ -187,14 +263,39 @@ function M.run(o)
       local t0 = util.monotonic()
       local again = sort(b, list, copy.batch(st, batch_of(list, roots), engine_opts()))
       timing.copy = timing.copy + (util.monotonic() - t0)
+      if b.fault then return nil, "store fault", b.fault.err, b.fault end
       return again
     end)
+  end
+
+  -- Each file skipped, failed or damaged: one line in the logs (errors.jsonl).
+  local LOST = { [S.SKIPPED] = "file_skipped", [S.FAILED_RETRYABLE] = "file_failed",
+                 [S.FAILED_PERMANENT] = "file_failed", [S.DAMAGED] = "file_damaged" }
+  local function tell(b)
+    for _, f in ipairs(b.final) do
+      local event = not f.release and LOST[f.state]
+      if event then
+        local path = b.paths and b.paths[rows_mod.key(f.fs_index, f.ino)]
+        log:detail("warn", event, { medium = m.hash, fs_index = f.fs_index, ino = f.ino, path = path,
+                                    state = f.state, reason = f.reason },
+                   ("%s: p%d %s: %s (%s)"):format(m.human or m.hash, f.fs_index,
+                                                  tostring(path or ("ino " .. f.ino)):gsub("%c", "?"),
+                                                  f.state, tostring(f.reason)))
+      end
+    end
   end
 
   -- One transaction for the batch's results, then its diagnostic events.
   local function write(b)
     local timing = b.timing
+    -- counted as written: a batch a store fault stopped is not written, nor counted
     for _, f in ipairs(b.final) do
+      if f.state == S.COPIED then
+        stats.copied = stats.copied + 1
+        stats.bytes = stats.bytes + (f.size or 0)
+        if f.new then stats.new = stats.new + 1 else stats.deduplicated = stats.deduplicated + 1 end
+      end
+      if f.salvaged then stats.salvaged = stats.salvaged + 1 end
       if f.state == S.SKIPPED then stats.skipped = stats.skipped + 1
       elseif S.failed(f.state) then stats.failed = stats.failed + 1
       elseif f.state == S.DAMAGED then stats.damaged = stats.damaged + 1 end
@@ -204,6 +305,7 @@ function M.run(o)
     local tw = util.monotonic()
     local ok, err, code, state = rows:write(b.final, worker)
     if not ok then return nil, err, code, state end
+    tell(b)
     timing.write = util.monotonic() - tw
     log:info("copy_batch", { medium = m.hash, files = #b.rows, claim = timing.claim, paths = timing.paths,
                              copy = timing.copy, wait = timing.wait, write = timing.write,
@@ -276,8 +378,18 @@ function M.run(o)
   diag:close()
   st:close()
   if not done then error(ok, 0) end
-  if not ok then return nil, err, code, state end
   stats.seconds = util.monotonic() - t_start
+  if not ok and type(state) == "table" and state.side == "store" then
+    state.keep = state.keep or M.keep_free(policy, fs.space(store_root))
+    state.stats = stats
+    stats.rule_hits = diag:rule_hits()
+    local msg = fault_message(state, rows, m)
+    log:info("store_fault", { medium = m.hash, store = state.store, err = state.err, avail = state.avail,
+                              keep = state.keep, pending = state.pending, pending_bytes = state.pending_bytes,
+                              need = state.need, low = state.low or false })
+    return nil, msg, state.err, state
+  end
+  if not ok then return nil, err, code, state end
   stats.rule_hits = diag:rule_hits()
   stats.kernel = diag.kernel
   return stats

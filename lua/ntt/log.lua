@@ -10,6 +10,11 @@
 --   log.open{dir=, level="info", stderr="warn", max_bytes=, keep=} -> Logger | nil, msg, errname
 --       (the directory cannot be made, or a log file cannot be opened)
 --   Logger:debug|info|warn|error(event, fields, [message]) 
+--   Logger:detail(level, event, fields, [message])   one line per item (a
+--       file skipped or failed, a problem recorded): written to the files
+--       like any other line of its level (errors.jsonl from warn), shown on
+--       stderr only from -v, so a medium of 5,000 failing files does not
+--       flood the terminal
 --   Logger:close()
 --   log.set_default(logger); log.default() (a stderr-only logger until set)
 --   log.info(...) etc. go to the default logger.
@@ -88,7 +93,7 @@ function M.open(opts)
   return self
 end
 
-function Logger:log(level, event, fields, message)
+function Logger:log(level, event, fields, message, quiet)
   local lv = LEVELS[level]
   if self.closed then return end
   if lv >= self.level and self.ops then
@@ -100,7 +105,7 @@ function Logger:log(level, event, fields, message)
     write(self.ops, line)
     if lv >= LEVELS.warn then write(self.errors, line) end
   end
-  if lv >= self.stderr_level then
+  if lv >= self.stderr_level and not (quiet and self.stderr_level > LEVELS.info) then
     local text = message
     if not text then
       local parts = {}
@@ -121,6 +126,10 @@ end
 
 for name in pairs(LEVELS) do
   Logger[name] = function(self, event, fields, message) return self:log(name, event, fields, message) end
+end
+
+function Logger:detail(level, event, fields, message)
+  return self:log(level, event, fields, message, true)
 end
 
 function Logger:close()

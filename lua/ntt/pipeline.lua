@@ -65,6 +65,8 @@ end
 -- unmounted when the policy has an unmount stage.  An interrupt (code
 -- "EINTR" from a stage, or base.interrupted() true) ends the whole run
 -- after that unmount: res.interrupted is set and no further target starts.
+-- So does a failed stage that set ctx.halt (the store cannot take more:
+-- res.halted; no further target starts).
 function M.run(base, targets)
   local results = {}
   local policy = require "ntt.policy"
@@ -101,6 +103,7 @@ function M.run(base, targets)
                                          code = res.code },
                        ("%s: stage %s failed: %s"):format(target, name, tostring(res.error)))
         unmount_after(base, ctx, name, res.interrupted and "EINTR" or res.code)
+        res.halted = ctx.halt and true or nil
         break
       end
       base.log:info("stage_done", { stage = name, target = target,
@@ -108,7 +111,7 @@ function M.run(base, targets)
       hook("on_stage", name, ctx)
     end
     results[#results + 1] = res
-    if res.interrupted then break end
+    if res.interrupted or res.halted then break end
   end
   problems.watch(watched)
   return results

@@ -55,6 +55,22 @@ end
 
 local function sec(t) return { section = t } end
 
+-- store.min_free_bytes: a whole number of bytes, 0 or more.
+local function bytes_check(v)
+  if math.type(v) ~= "integer" and not (type(v) == "number" and math.tointeger(v)) then
+    return nil, ("must be a whole number of bytes (got %s)"):format(type(v))
+  end
+  if v < 0 then return nil, ("must be 0 or more (got %d)"):format(math.tointeger(v)) end
+  return true
+end
+
+-- store.min_free_fraction: a share of the store's filesystem, 0 <= f < 1.
+local function fraction_check(v)
+  if type(v) ~= "number" then return nil, ("must be a number (got %s)"):format(type(v)) end
+  if not (v >= 0 and v < 1) then return nil, ("must be at least 0 and below 1 (got %s)"):format(tostring(v)) end
+  return true
+end
+
 -- A FUSE mount type as the mount table writes it: "fuse.<driver>".
 local function fuse_type_check(v)
   if type(v) == "string" and v:match("^fuse%.[%w_%.%-]+$") then return true end
@@ -91,7 +107,12 @@ M.schema = {
     lease = "number",
     adapt = "boolean",
     damaged = { "record", "salvage" },
+    retry_failed = "boolean",
     network_fuse = { list = { check = fuse_type_check } },
+  },
+  store = sec {
+    min_free_bytes = { check = bytes_check, doc = "bytes, 0 or more" },
+    min_free_fraction = { check = fraction_check, doc = "0 <= f < 1" },
   },
   retry = sec {
     checkpoint = "integer",

@@ -16,6 +16,14 @@
 --                                       (enum_errors once every place is read)
 --   get(conn, hash) -> table
 -- All return true | nil, msg, "EDB", sqlstate (docs/errors.md).
+--   count(conn, hash [, since]) -> { problems=, kinds = { kind = n }, events=, since= }
+--     what medium.problems holds: each finding counts its `count` field, a
+--     list its entries, anything else 1; events: the diagnostic events
+--     stored and dropped; since: those stamped at or after `since` (a
+--     log.timestamp string).  The end-of-run summary counts from here.
+-- Each problem recorded is one line in the logs (errors.jsonl):
+-- "problem_recorded" (warn; stderr from -v); a diagnostic event is an
+-- info line "diagnostic_event" (the files' own lines say skipped or failed).
 --   watch(fn) -> the previous watcher: fn(hash, kind, detail) is called
 --     each time a problem is recorded -- a finding newly noted or set (kind
 --     = its key), or an event appended (kind = "diagnostic_event"); nil
@@ -33,6 +41,13 @@ function M.watch(fn)
 end
 
 local function recorded(hash, kind, detail)
+  local log = require("ntt.log").default()
+  if kind == "diagnostic_event" then
+    log:info("diagnostic_event", { medium = hash, event = detail })
+  else
+    log:detail("warn", "problem_recorded", { medium = hash, problem = kind, detail = detail },
+               ("medium %s: problem recorded: %s"):format(hash, kind))
+  end
   if watcher then watcher(hash, kind, detail) end
   return true
 end
@@ -99,6 +114,33 @@ function M.clear(conn, hash, key)
                                    hash, key)
   if not r then return nil, err, code, state end
   return true
+end
+
+local NOT_FINDINGS = { diagnostic_events = true, events_dropped = true }
+
+function M.count(conn, hash, since)
+  local p, err, code, state = M.get(conn, hash)
+  if not p then return nil, err, code, state end
+  local out = { problems = 0, kinds = {}, events = 0, since = 0 }
+  for k, v in pairs(p) do
+    if not NOT_FINDINGS[k] then
+      local n = 1
+      if type(v) == "table" then
+        if math.tointeger(v.count) then n = math.tointeger(v.count)
+        elseif #v > 0 then n = #v end
+      end
+      out.kinds[k] = n
+      out.problems = out.problems + n
+    end
+  end
+  local evs = type(p.diagnostic_events) == "table" and p.diagnostic_events or {}
+  out.events = #evs + (math.tointeger(p.events_dropped) or 0)
+  for _, ev in ipairs(evs) do
+    if since and type(ev) == "table" and type(ev.timestamp) == "string" and ev.timestamp >= since then
+      out.since = out.since + 1
+    end
+  end
+  return out
 end
 
 function M.get(conn, hash)

@@ -18,9 +18,14 @@
  *       {id=, ok=true, status="copied", blob=hex, bytes=n, new=bool
  *        (false: the blob existed: deduplicated), seconds=}
  *       {id=, ok=false, status="failed", err="EIO", errno=5,
- *        phase="open"|"read"|"write"|"store", msg=..., offset=n (bytes
- *        read before the failure), bytes=n, seconds=}
+ *        phase="open"|"read"|"write"|"store", side="source"|"store",
+ *        msg=..., offset=n (bytes read before the failure), bytes=n,
+ *        seconds=}
  *       err, errno and phase say what failed; msg is for people only.
+ *       side is "store" when the store failed (phase write or store:
+ *       the temp, its fsync, the rename, a directory of the store, or
+ *       the batch stopped on another file's store error), never the
+ *       file: the caller must not count it against the source.
  *       Every EINTR result (signal, or the job closed) says "interrupted".
  *     Misuse (bad arguments, an unknown option key) raises; everything
  *     per file is a result.
@@ -76,6 +81,8 @@ static void push_results(lua_State *L, struct copy_job *job, int items)
             lua_setfield(L, -2, "errno");
             lua_pushstring(L, copy_phase_name(it->phase));
             lua_setfield(L, -2, "phase");
+            lua_pushstring(L, it->phase == PHASE_WRITE || it->phase == PHASE_STORE ? "store" : "source");
+            lua_setfield(L, -2, "side");
             lua_pushstring(L, it->msg);
             lua_setfield(L, -2, "msg");
             lua_pushinteger(L, it->offset);

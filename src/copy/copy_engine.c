@@ -22,7 +22,7 @@
  * error (ENOSPC...) stops the batch between blocks: the remaining items
  * fail (EINTR, or that error) and no final name ever holds a partial blob.
  * Each failure records its phase (open, read, write, store), errno and
- * message.  Worker threads never touch Lua.
+ * message; write and store are the store's side (the binding's `side`).  Worker threads never touch Lua.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -123,11 +123,12 @@ static void copy_one(struct copy_job *job, struct copy_item *it, uint8_t *buf)
     ntt_blake3_init(&b3);
     size_t zi = 0;              /* next zero range that may lie ahead */
     for (;;) {
-        if (ntt_interrupted) {
+        err = __atomic_load_n(&job->stop, __ATOMIC_RELAXED);
+        if (ntt_interrupted || err == ECANCELED) {   /* or the job was closed */
             fail_item(it, PHASE_READ, EINTR, "interrupted");
             goto out;
         }
-        if ((err = __atomic_load_n(&job->stop, __ATOMIC_RELAXED)) != 0) {
+        if (err != 0) {
             fail_item(it, PHASE_STORE, err, "batch stopped: store: %s", strerror(err));
             goto out;
         }

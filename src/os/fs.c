@@ -52,6 +52,9 @@
  *          filesystems) and for a FUSE filesystem whose mount type is in
  *          network_fuse (the policy's copy.network_fuse: the list is data,
  *          not compiled in; without it no FUSE filesystem counts as network)
+ *   space(path) -> { size=, free=, avail= }   bytes of the filesystem
+ *          holding path (statvfs): its size, free, and free to an
+ *          unprivileged writer (what a store can count on)
  *   wsl() -> true when the kernel is Microsoft's (WSL), else false
  */
 #include <dirent.h>
@@ -63,6 +66,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 #include "mountinfo.h"
@@ -488,6 +492,19 @@ static int fs_probe(lua_State *L)
     return 1;
 }
 
+static int fs_space(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct statvfs sv;
+    if (statvfs(path, &sv) != 0)
+        return ntt_fail(L, errno, path);
+    lua_createtable(L, 0, 3);
+    ntt_setint(L, "size", (lua_Integer)((unsigned long long)sv.f_blocks * sv.f_frsize));
+    ntt_setint(L, "free", (lua_Integer)((unsigned long long)sv.f_bfree * sv.f_frsize));
+    ntt_setint(L, "avail", (lua_Integer)((unsigned long long)sv.f_bavail * sv.f_frsize));
+    return 1;
+}
+
 static int mentions_microsoft(const char *file)
 {
     char buf[512];
@@ -521,6 +538,7 @@ static const luaL_Reg fs_funcs[] = {
     { "readdir", fs_readdir },
     { "realpath", fs_realpath },
     { "rmtree", fs_rmtree },
+    { "space", fs_space },
     { "stat", fs_stat },
     { "wsl", fs_wsl },
     { NULL, NULL },

@@ -36,7 +36,11 @@ files were skipped, failed or damaged (in this run or an earlier one), were
 left pending, a medium had problems or places its walk could not read, or
 an entry of a folder could not be looked at (only the media of this run
 count: an older rescue's losses do not, once a new rescue is run); 2 could not run (policy, database, target: e.g. --images of a
-folder with no image); 64 usage; 130 interrupted.]]
+folder with no image), or could not proceed: the store is full, below the
+free space the policy keeps (store.min_free_bytes), read-only or failing --
+the run stopped cleanly with one message naming the store and the space it
+needs, nothing counted against the media; free space and run again; 64
+usage; 130 interrupted.]]
 
 local EXIT = { ok = 0, problems = 1, failed = 2, usage = 64, interrupted = 130 }
 
@@ -148,6 +152,7 @@ local function main(args)
   -- 4. The stages: a first SIGINT lets the current step finish; a second one raises.
   util.raise_on_interrupt(false)
   local t0 = util.monotonic()
+  local started = ntt.log.timestamp(util.now())
   local results = pipeline.run({
     policy = policy, policy_path = o.policy, log = log, db = conn, run_id = run_id,
     workers = o.workers or policy.workers or 1,
@@ -205,6 +210,14 @@ local function main(args)
   end
   -- an entry of a folder that could not be looked at is a loss
   if results.targets and results.targets.counts.lost > 0 then code = math.max(code, EXIT.problems) end
+  -- The summary counts problems and diagnostic events as the database holds them.
+  for _, r in ipairs(results) do
+    local m = r.ctx.medium
+    if m and m.hash then
+      local rec, perr = require("ntt.problems").count(conn, m.hash, started)
+      if rec then r.ctx.recorded = rec else log:warn("problems_unknown", { medium = m.hash, error = perr }) end
+    end
+  end
   local text, totals = require("ntt.summary").format(results, util.monotonic() - t0)
   if not o.quiet then io.stdout:write(text) end
   log:info("run_done", { exit = code, totals = totals, run = run_id })

@@ -12,7 +12,10 @@ Claims and copies batches of medium HASH's pending files until none is left.
 Several workers (processes or machines sharing the database and the store)
 cooperate through their claims.  When done, prints its counts (files,
 copied, new, deduplicated, skipped, failed, damaged, salvaged, bytes,
-reasons, rule_hits) as one JSON line on stdout.]]
+reasons, rule_hits) as one JSON line on stdout.
+
+Exit status: 0 done; 3 stopped by the store (full, read-only or failing:
+the counts so far are printed, the claims released); 2 could not run; 64 usage.]]
 
 local function main(args)
   local ntt = require "ntt"
@@ -25,6 +28,7 @@ local function main(args)
   local config = require "ntt.config"
   local log = assert(ntt.log.open { dir = config.path("log"), level = (policy.log or {}).level,
                                     fields = { pid = util.pid(), worker = true } })
+  ntt.log.set_default(log)   -- the problems it records are logged here
   local db = require "ntt.db"
   local conn, err = db.connect { autostart = true }
   if not conn then log:error("db_unavailable", { error = err }, tostring(err)); return 2 end
@@ -48,8 +52,14 @@ local function main(args)
   require("ntt.problems").watch(function(...) ntt.policy.call_hook(policy, log, "on_problem", ...) end)
   util.raise_on_interrupt(false)
   local opts = require("ntt.stage.copy").setup(ctx)
-  local stats, cerr = require("ntt.copier").run(opts)
+  local stats, cerr, _, fault = require("ntt.copier").run(opts)
   conn:close()
+  local status = 0
+  if not stats and type(fault) == "table" and fault.side == "store" then
+    -- the run that started this worker says it once, for every process
+    log:info("copy_stopped", { medium = medium.hash, error = cerr })
+    stats, status = fault.stats, 3
+  end
   if not stats then log:error("copy_failed", { error = cerr }, tostring(cerr)); log:close(); return 2 end
   log:info("worker_done", { medium = medium.hash, files = stats.files, copied = stats.copied })
   log:close()
@@ -58,7 +68,7 @@ local function main(args)
   local counts = { reasons = stats.reasons, rule_hits = stats.rule_hits }
   for _, k in ipairs(require("ntt.copier").COUNTS) do counts[k] = stats[k] end
   io.write(require("ntt.json").encode(counts), "\n")
-  return 0
+  return status
 end
 
 return { summary = "one more copy worker for a medium (used by run --workers)", usage = usage, main = main }

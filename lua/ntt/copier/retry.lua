@@ -10,7 +10,8 @@
 --     failed: items { fs_index=, ino=, attempts=, root=, path=,
 --             res={err=, errno=, phase=, msg=, offset=} } (the engine's failure fields)
 --     final:  the batch's results; each decided file gets its entry there
---     recopy(items) -> the items that failed again (each with its new res)
+--     recopy(items) -> the items that failed again (each with its new res),
+--             or nil, msg, code, more: settle stops there and returns that
 --     Retries until every file is decided or ^C (the undecided then go back
 --     pending, their claims released by the batch's write).
 --   d:record(processed, errored) -> true | nil, msg, code
@@ -178,7 +179,9 @@ function D:settle(failed, final, recopy)
     if #again == 0 then break end
     util.sleep(M.backoff(self.backoff_of, round))
     round = round + 1
-    failed = recopy(again)
+    local more
+    failed, err, code, more = recopy(again)
+    if not failed then return nil, err, code, more end
   end
   return true
 end

@@ -10,6 +10,13 @@
 --   r:release(worker)                  -> true   (this worker's claims)
 --   r:release_prefix(prefix)           -> true   (a dead process's pending claims)
 --   r:pending()                        -> number of pending rows
+--   r:pending_size()                   -> { files=, bytes= } of the pending rows
+--   r:retry_failed()                   -> n: failed_retryable rows nobody holds made
+--                                         pending again, attempts reset (a run's retry)
+--   r:recover(states, dry_run)         -> { {fs_index=, ino=, state=, reason=, attempts=,
+--                                         size=} } the rows in one of states nobody
+--                                         holds, made pending with attempts reset
+--                                         (dry_run: only listed); copy_done cleared
 --   r:counts()                         -> { pending=, total= }
 --   r:finished()                       -> number of rows no longer pending
 --   r:copy_done(keep)                  -> true   (sets medium.copy_done; keep: an
@@ -168,6 +175,56 @@ function R:pending()
                                       :format(self.it, S.PENDING), self.hash)
   if not r then return nil, err, code, state end
   return r[1].n
+end
+
+function R:pending_size()
+  local r, err, code, state = self.conn:exec(([[SELECT count(*) AS n, coalesce(sum(size), 0)::bigint AS bytes
+                                                 FROM %s WHERE medium_hash = $1 AND state = '%s']])
+                                             :format(self.it, S.PENDING), self.hash)
+  if not r then return nil, err, code, state end
+  return { files = r[1].n, bytes = r[1].bytes }
+end
+
+-- Rows in one of `states` (a list) that no live claim holds: listed, and
+-- unless dry_run made pending again with a fresh attempt budget (their
+-- error history stays; reason, damage and the claim go).
+local RESET = [[
+  WITH c AS (
+    SELECT fs_index, ino, state::text AS state, reason, attempts, size FROM %s
+     WHERE medium_hash = $2 AND state::text = ANY($1::text[])
+       AND (claimed_by IS NULL OR lease_until < now())
+     ORDER BY fs_index, dir_key, ino FOR UPDATE)
+  UPDATE %s i SET state = '%s', attempts = 0, reason = NULL, damage = NULL, processed_at = NULL,
+         claimed_by = NULL, lease_until = NULL
+    FROM c WHERE i.medium_hash = $2 AND i.fs_index = c.fs_index AND i.ino = c.ino
+  RETURNING c.fs_index, c.ino, c.state, c.reason, c.attempts, c.size]]
+
+function R:recover(states, dry_run)
+  local sql = dry_run and ([[SELECT fs_index, ino, state::text AS state, reason, attempts, size FROM %s
+                               WHERE medium_hash = $2 AND state::text = ANY($1::text[])
+                                 AND (claimed_by IS NULL OR lease_until < now())
+                               ORDER BY fs_index, dir_key, ino]]):format(self.it)
+              or RESET:format(self.it, self.it, S.PENDING)
+  local res, err, code, state = self.conn:exec(sql, db.array(states, #states), self.hash)
+  if not res then return nil, err, code, state end
+  if not dry_run and #res > 0 then   -- the medium's copy is not done any more
+    local ok, e, c, st = self.conn:exec("UPDATE medium SET copy_done = NULL WHERE medium_hash = $1", self.hash)
+    if not ok then return nil, e, c, st end
+  end
+  table.sort(res, function(a, b)
+    if a.fs_index ~= b.fs_index then return a.fs_index < b.fs_index end
+    return a.ino < b.ino
+  end)
+  return res
+end
+
+function R:retry_failed()
+  local res, err, code, state = self.conn:exec(([[
+    UPDATE %s SET state = '%s', attempts = 0, reason = NULL, processed_at = NULL
+     WHERE medium_hash = $1 AND state = '%s' AND (claimed_by IS NULL OR lease_until < now())]])
+    :format(self.it, S.PENDING, S.FAILED_RETRYABLE), self.hash)
+  if not res then return nil, err, code, state end
+  return res.n or 0
 end
 
 function R:counts()

@@ -7,6 +7,12 @@
 -- (copy.damaged = "salvage": their readable bytes are stored, the damaged
 -- ranges as zeros, and the row stays damaged with blob and ranges).
 -- copy_done is set only when no file of the medium is left pending.
+--
+-- Files an earlier run left failed_retryable are tried again first
+-- (copy.retry_failed, default true): made pending with their attempts reset,
+-- so each run gives them a fresh retry.max (ctx.counts.retried).  A store
+-- fault (ntt.copier) stops the copy and the whole run (ctx.halt): the
+-- counts so far are kept, the medium is not blamed.
 local copier = require "ntt.copier"
 local rows_mod = require "ntt.copier.rows"
 local runs = require "ntt.runs"
@@ -70,6 +76,16 @@ function M.run(ctx)
     return true
   end
   local pending = counts.pending
+  if ctx.roots and #ctx.roots > 0 and (ctx.policy.copy or {}).retry_failed ~= false then
+    local n, rerr, rcode, rstate = rows:retry_failed()
+    if not n then return nil, rerr, rcode, rstate end
+    if n > 0 then
+      ctx.counts.retried = (ctx.counts.retried or 0) + n
+      pending = pending + n
+      ctx.log:info("retry_failed", { medium = m.hash, files = n },
+                   ("%s: %d files an earlier run left failed_retryable are tried again"):format(m.human or m.hash, n))
+    end
+  end
   if pending == 0 then
     rows:copy_done(true)
     ctx.log:info("copy_skipped", { medium = m.hash, reason = "nothing pending" })
@@ -107,6 +123,7 @@ function M.run(ctx)
   local function reaped(p, how, code)
     p.reaped = true
     if how == "exit" and code == 0 then return end
+    if how == "exit" and code == 3 then return end   -- stopped by the store: its claims are released
     ctx.log:error("worker_failed", { medium = m.hash, pid = p.pid, how = how, code = code },
                   ("copy worker %d ended: %s %s"):format(p.pid, tostring(how), tostring(code)))
     rows:release_prefix(copier.worker_prefix(p.pid))
@@ -123,6 +140,11 @@ function M.run(ctx)
   pr:finish()
   for _, c in ipairs(children) do
     if not c.reaped then reaped(c, c.proc:wait()) end
+  end
+  local fault = not stats and type(state) == "table" and state.side == "store" and state or nil
+  if fault then
+    -- the store stopped the copy: what was copied still counts, and the run stops
+    ctx.halt, stats = true, fault.stats
   end
   if not stats then
     for _, c in ipairs(children) do os.remove(c.out) end
@@ -157,6 +179,10 @@ function M.run(ctx)
   ctx.counts.seconds = (ctx.counts.seconds or 0) + stats.seconds
   ctx.counts.reasons = ctx.counts.reasons or {}
   for r, n in pairs(stats.reasons) do ctx.counts.reasons[r] = (ctx.counts.reasons[r] or 0) + n end
+  if fault then
+    for _, c in ipairs(children) do os.remove(c.out) end
+    return nil, err, code, fault
+  end
   if rows:pending() == 0 then rows:copy_done() end
   ctx.log:info("copied", { medium = m.hash, files = stats.files, copied = stats.copied, new = stats.new,
                            deduplicated = stats.deduplicated, skipped = stats.skipped, failed = stats.failed,
