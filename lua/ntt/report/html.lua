@@ -151,7 +151,7 @@ end
 
 local function byte_table(model)
   local b = model.accounting.bytes
-  if type(b) ~= "table" then return '<p class="muted">Not an image: no bytes to account for.</p>' end
+  if type(b) ~= "table" or b == require("ntt.json").null then return '<p class="muted">Not an image: no bytes to account for.</p>' end
   if b.map_error then return ('<p class="bad">The map cannot be read: %s</p>'):format(esc(b.map_error)) end
   local out = { "<table><tr><th></th><th class=n>bytes</th><th class=n>share</th></tr>" }
   out[#out + 1] = ('<tr><td>rescued</td><td class="n total-rescued" data-n="%d">%s</td><td class=n>%s</td></tr>')

@@ -44,11 +44,12 @@ end
 function M.map(model, damaged)
   local size = model.medium.size or 0
   local map = model.map
-  local total = math.max(size, map ~= nil and type(map) == "table" and map.size or 0)
+  if type(map) ~= "table" or not map.runs then map = nil end
+  local total = math.max(size, map and map.size or 0)
   if total <= 0 then return '<p class="muted">The image is empty: no map to draw.</p>' end
   local ncell, per = layout(total)
   local worst = {}
-  local runs = (type(map) == "table" and map.runs) or { { pos = 0, size = total, status = "+" } }
+  local runs = map and map.runs or { { pos = 0, size = total, status = "+" } }
   for _, r in ipairs(runs) do
     local first, last = r.pos // per, math.min(ncell - 1, (r.pos + r.size - 1) // per)
     for c = first, last do
