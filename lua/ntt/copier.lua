@@ -80,7 +80,9 @@ function M.run(o)
   local roots = {}
   for _, r in ipairs(o.roots) do roots[r.fs_index] = r.root end
   local threads, probe = threads_for(cp, o.roots)
-  local ctl = cp.adapt and concurrency.controller { threads = threads, max = math.max(threads, 16) } or nil
+  -- The policy's count is a ceiling: the controller moves below it, never
+  -- above (a 9p source stays at 1 thread however fast it seems).
+  local ctl = cp.adapt and concurrency.controller { threads = threads, max = threads } or nil
   local stats = { files = 0, copied = 0, new = 0, deduplicated = 0, skipped = 0, failed = 0, damaged = 0, salvaged = 0,
                   bytes = 0, batches = 0, claim_seconds = 0, reasons = {}, threads = threads,
                   fs_kind = probe.kind }
@@ -180,7 +182,13 @@ function M.run(o)
     timing.wait = util.monotonic() - tw
     local failed = sort(b, b.items, results)
     timing.copy = timing.copy + (util.monotonic() - b.started)
-    if ctl then ctl:observe { files = #results, errors = #failed, seconds = util.monotonic() - b.started } end
+    if ctl then
+      local was = ctl:threads()
+      local n, why = ctl:observe { files = #results, errors = #failed, seconds = util.monotonic() - b.started }
+      if n ~= was then
+        log:debug("copy_threads", { medium = m.hash, from = was, to = n, reason = why, ceiling = threads })
+      end
+    end
     processed, errored = processed + #results, errored + #failed
     if #failed > 0 and not util.interrupted() and reading and reading.job then reading.job:wait_reads() end
     return diag:settle(failed, b.final, function(list)
