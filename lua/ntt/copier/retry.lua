@@ -54,6 +54,7 @@ function M.new(o)
     rows = o.rows, policy = o.policy, log = o.log, medium = o.medium, worker = o.worker,
     roots = o.roots, devices = o.devices or {}, remount = o.remount,
     checkpoint = rp.checkpoint or 10, max = rp.max or 50, history = rp.history or 10,
+    confirm = rp.confirm or { attempts = 5, seconds = 2 },
     backoff_of = rp.backoff or {},
     kmsg = kernel, kernel = kernel and "available" or ("unavailable: " .. tostring(kerr)),
     kernel_lines = {}, hits = {}, events = {}, summary = {},
@@ -90,7 +91,10 @@ function D:diagnose(item, attempts, final)
   local res, policy = item.res, self.policy
   local checks = diagnose.gather {
     err = res.err, phase = res.phase, root = item.root, kernel_lines = self.kernel_lines,
-    devices = self.devices, patterns = policy.kernel_patterns, kernel_unavailable = self.kmsg == nil }
+    devices = self.devices, patterns = policy.kernel_patterns, kernel_unavailable = self.kmsg == nil,
+    -- no loop device (a directory medium): the kernel confirms nothing, a
+    -- failure repeated alike confirms itself (retry.confirm)
+    tries = #self.devices == 0 and item.tries or nil, confirm = self.confirm }
   local action = rules.decide(policy.diagnose or {}, checks, self.hits) or rules.CONTINUE
   if action.kind == "skip" then
     final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.SKIPPED, reason = action.reason }
@@ -123,9 +127,13 @@ end
 -- One round: count the attempt of each failed item, decide what is
 -- decided, remount if asked.  Returns the items to try again.
 function D:round(failed, final, round)
-  local errs = {}
+  local errs, t = {}, util.monotonic()
   for i, item in ipairs(failed) do
     errs[i] = { err = item.res.err, msg = trim(item.res.msg, 200), offset = item.res.offset, at = now() }
+    local tries = item.tries or {}
+    tries[#tries + 1] = { err = item.res.err, offset = item.res.offset, at = t }
+    if #tries > 50 then table.remove(tries, 1) end
+    item.tries = tries
   end
   local attempts_of, err, code, state = self.rows:count_attempts(failed, errs, self.history)
   if not attempts_of then return nil, err, code, state end
