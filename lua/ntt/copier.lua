@@ -7,6 +7,7 @@
 --              map=parsed mapfile or nil, worker=id, store_root=, remount=function() -> roots,
 --              damage_of=function(item) -> damaged ranges, salvage=bool (store those
 --              files with their damaged ranges as zeros; the row stays damaged),
+--              view=function(item) -> the honest view's findings for a failing file,
 --              on_batch=function(stats) after each batch, idle=function() while others hold claims }
 --   stats = { files=, copied=, new=, deduplicated=, skipped=, failed=, damaged=, salvaged=,
 --             bytes=, seconds=, batches=, claim_seconds=, reasons={reason -> n},
@@ -89,7 +90,7 @@ function M.run(o)
   local t_start = util.monotonic()
   local worker = o.worker or M.worker_id()
   local diag = retry.new { rows = rows, policy = policy, log = log, medium = m, worker = worker, roots = roots,
-                           devices = o.devices, remount = o.remount }
+                           devices = o.devices, remount = o.remount, view = o.view }
   local processed, errored = 0, 0
   local batch_n, lease = cp.batch or 200, cp.lease or 600
   local function engine_opts()

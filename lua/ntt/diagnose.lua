@@ -11,7 +11,9 @@
 --                                with one errno at one offset within `seconds`
 --   gather(opts)              -> list of findings (sorted, no duplicates)
 --     opts = { err=, phase=, root=, kernel_lines=, devices=, patterns=, kernel_unavailable=,
---              tries=, confirm={attempts=, seconds=} }
+--              tries=, confirm={attempts=, seconds=}, more= }
+--     more: findings found elsewhere, added as they are (the honest view's
+--     "view:beyond_eof" / "view:unrescued" from ntt.media.view_findings).
 --     With tries and confirm (a medium with no loop device, whose kernel
 --     can confirm nothing), a failure repeated `attempts` times as
 --     `repeated` says adds "repeat:<class>" (e.g. "repeat:io_error").
@@ -103,6 +105,7 @@ function M.gather(o)
   local set = {}
   local class = M.classify(o)
   set[class] = true
+  for _, f in ipairs(o.more or {}) do set[f] = true end
   local c = o.confirm
   if o.tries and c and M.repeated(o.tries, c.attempts or 5, c.seconds or 2) then
     set["repeat:" .. class:gsub("^detected_", "")] = true

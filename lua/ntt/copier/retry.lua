@@ -5,7 +5,8 @@
 --
 --   retry.new(o) -> d
 --     o = { rows=ntt.copier.rows, policy=, log=, medium=, worker=, roots={fs_index -> root},
---           devices={ "loop3", ... }, remount=function() -> roots | nil, msg }
+--           devices={ "loop3", ... }, remount=function() -> roots | nil, msg,
+--           view=function(item) -> findings of the honest view ("view:beyond_eof", ...) }
 --   d:settle(failed, final, recopy) -> true | nil, msg, code
 --     failed: items { fs_index=, ino=, attempts=, root=, path=,
 --             res={err=, errno=, phase=, msg=, offset=} } (the engine's failure fields)
@@ -52,7 +53,7 @@ function M.new(o)
   local kernel, kerr = kmsg.open()
   return setmetatable({
     rows = o.rows, policy = o.policy, log = o.log, medium = o.medium, worker = o.worker,
-    roots = o.roots, devices = o.devices or {}, remount = o.remount,
+    roots = o.roots, devices = o.devices or {}, remount = o.remount, view = o.view,
     checkpoint = rp.checkpoint or 10, max = rp.max or 50, history = rp.history or 10,
     confirm = rp.confirm or { attempts = 5, seconds = 2 },
     backoff_of = rp.backoff or {},
@@ -94,7 +95,8 @@ function D:diagnose(item, attempts, final)
     devices = self.devices, patterns = policy.kernel_patterns, kernel_unavailable = self.kmsg == nil,
     -- no loop device (a directory medium): the kernel confirms nothing, a
     -- failure repeated alike confirms itself (retry.confirm)
-    tries = #self.devices == 0 and item.tries or nil, confirm = self.confirm }
+    tries = #self.devices == 0 and item.tries or nil, confirm = self.confirm,
+    more = self.view and self.view(item) }
   local action = rules.decide(policy.diagnose or {}, checks, self.hits) or rules.CONTINUE
   if action.kind == "skip" then
     final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.SKIPPED, reason = action.reason }
@@ -103,7 +105,7 @@ function D:diagnose(item, attempts, final)
     -- counts towards the medium's beyond-EOF summary.
     local beyond = false
     for _, c in ipairs(checks) do
-      if c == "detected_beyond_eof" or c == "dmesg:beyond_eof" then beyond = true end
+      if c == "detected_beyond_eof" or c == "dmesg:beyond_eof" or c == "view:beyond_eof" then beyond = true end
     end
     if beyond then
       local b = self.summary.beyond_eof or { first_ino = item.ino, skip_count = 0 }
