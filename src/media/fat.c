@@ -279,8 +279,15 @@ static int map_path(Fat *f, const char *path, Ext **out, size_t *n, uint64_t *si
             Ext *x = NULL;
             size_t k = 0, cap = 0;
             uint32_t c = first;
+            /* clusters seen: a chain that comes back to one loops */
+            uint8_t *seen = need ? calloc((size_t)f->nclusters / 8 + 1, 1) : NULL;
+            if (need && !seen) return ENOMEM;
             for (uint64_t i = 0; i < need; i++) {
-                if (!valid_cluster(f, c)) { free(x); return EUCLEAN; }
+                if (!valid_cluster(f, c) || (seen[(c - 2) / 8] & (1u << ((c - 2) % 8)))) {
+                    free(x); free(seen);
+                    return EUCLEAN;
+                }
+                seen[(c - 2) / 8] |= (uint8_t)(1u << ((c - 2) % 8));
                 uint64_t phys = cluster_off(f, c);
                 if (k && x[k - 1].physical + x[k - 1].length == phys) {
                     x[k - 1].length += f->cbytes;
@@ -288,17 +295,18 @@ static int map_path(Fat *f, const char *path, Ext **out, size_t *n, uint64_t *si
                     if (k == cap) {
                         cap = cap ? cap * 2 : 16;
                         Ext *nx = realloc(x, cap * sizeof *x);
-                        if (!nx) { free(x); return ENOMEM; }
+                        if (!nx) { free(x); free(seen); return ENOMEM; }
                         x = nx;
                     }
                     x[k++] = (Ext){ i * f->cbytes, phys, f->cbytes };
                 }
                 if (i + 1 < need) {
                     uint32_t next;
-                    if ((e = fat_next(f, c, &next))) { free(x); return e; }
+                    if ((e = fat_next(f, c, &next))) { free(x); free(seen); return e; }
                     c = next;
                 }
             }
+            free(seen);
             *out = x;
             *n = k;
             return 0;
