@@ -59,6 +59,46 @@ local function inodes(h)
     .. " FROM inode_p_%s i JOIN path_p_%s p USING (fs_index, ino) ORDER BY p.path"):format(h, h)))
 end
 
+describe("media.refused and media.view_findings", function()
+  local media = require "ntt.media"
+  local mapfile = require "ntt.mapfile"
+  -- 1 MiB rescued but for [hole, hole + len)
+  local function map(hole, len)
+    return assert(mapfile.parse(("0 +\n0x0 0x%x +\n0x%x 0x%x -\n0x%x 0x%x +\n"):format(
+      hole, hole, len, hole + len, 1048576 - hole - len)))
+  end
+  -- one contiguous 64 KiB file at filesystem offset 0x12800 (not page aligned)
+  local ext = { { logical = 0, physical = 0x12800, length = 65536, flags = 0 } }
+
+  it("widens unrescued bytes to the file's pages, and to the device's pages first for a FUSE driver", function()
+    local m = map(0x12800 + 5 * 1024, 8192)              -- file bytes 5-13 KiB
+    assert.same({ { file_offset = 4096, length = 12288, status = "-" } }, media.refused(m, ext, 0, 65536))
+    -- through the device's page cache: device pages 0x13000-0x16000 are refused,
+    -- file bytes 2-14 KiB, then whole file pages 0-16 KiB
+    assert.same({ { file_offset = 0, length = 16384, status = "-" } },
+                media.refused(m, ext, 0, 65536, { device_pages = true }))
+    -- clipped to the file's size; nothing refused over rescued bytes
+    assert.same({ { file_offset = 4096, length = 6000 } }, (function()
+      local r = media.refused(m, ext, 0, 10096); r[1].status = nil; return r end)())
+    assert.same({}, media.refused(map(0x80000, 4096), ext, 0, 65536))
+  end)
+
+  it("tells bytes past the image's end from unrescued ones", function()
+    local m = map(0x12800 + 5 * 1024, 1024)
+    assert.same({ "view:unrescued" }, media.view_findings(ext, 0, 65536, 1048576, m))
+    assert.same({}, media.view_findings(ext, 0, 65536, 1048576, map(0x80000, 512)))
+    assert.same({ "view:beyond_eof" }, media.view_findings(ext, 0, 65536, 0x12800 + 4096, map(0x80000, 512)))
+    assert.same({ "view:beyond_eof", "view:unrescued" }, media.view_findings(ext, 0, 65536, 0x12800 + 8192, m))
+    -- the file ends 1 KiB before the image does: not past it, except for a
+    -- FUSE driver, which reads the device page that straddles the end
+    assert.same({}, media.view_findings(ext, 0, 65536, 0x12800 + 65536 + 1024))
+    assert.same({ "view:beyond_eof" }, media.view_findings(ext, 0, 65536, 0x12800 + 65536 + 1024, nil,
+                                                           { device_pages = true }))
+    -- a filesystem at an offset in the image
+    assert.same({ "view:beyond_eof" }, media.view_findings(ext, 16384, 65536, 0x12800 + 65536))
+  end)
+end)
+
 describe("the honest view's refusals", function()
   local ok, why = runs.can_run { fuse = true }
   if not ok then
