@@ -126,6 +126,18 @@ function D:diagnose(item, attempts, final)
   return true
 end
 
+-- A medium with no loop device has no kernel to wait for: once a failure
+-- has repeated alike retry.confirm.attempts times, the findings are
+-- gathered then (once per file and process, besides the checkpoints), so
+-- the file is decided well within the 2 s budget.
+function D:confirmed_early(item)
+  if #self.devices > 0 or item.early then return false end
+  local c = self.confirm
+  if not diagnose.repeated(item.tries, c.attempts or 5, c.seconds or 2) then return false end
+  item.early = true
+  return true
+end
+
 -- One round: count the attempt of each failed item, decide what is
 -- decided, remount if asked.  Returns the items to try again.
 function D:round(failed, final, round)
@@ -150,7 +162,8 @@ function D:round(failed, final, round)
                             state = IO_FINDINGS[class] and S.FAILED_PERMANENT or S.FAILED_RETRYABLE,
                             reason = S.REASONS.after_attempts:format(res.err, attempts, trim(res.msg, 200)) }
       self:event(item, attempts, { class }, "max_retries")
-    elseif attempts >= self.checkpoint and (attempts - self.checkpoint) % self.checkpoint == 0 then
+    elseif (attempts >= self.checkpoint and (attempts - self.checkpoint) % self.checkpoint == 0)
+        or self:confirmed_early(item) then
       local retry, remount = self:diagnose(item, attempts, final)
       if retry then again[#again + 1] = item end
       if remount then reset[#reset + 1] = item end
