@@ -103,4 +103,34 @@ describe("ntt.core.fat", function()
     assert.has_error(function() fat.extents(img, -1, "A.BIN") end)
     assert.has_error(function() fat.extents(img) end)
   end)
+
+  it("answers for a few hundred damaged images without crashing", function()
+    local dir = helper.tmpdir("fatfuzz")
+    local img, files = build(dir, 1440, 12)
+    local clean = helper.read(img)
+    local head = #clean > 24576 and 24576 or #clean     -- boot sector, FATs, root, first clusters
+    local codes = { ENOENT = true, ENOTDIR = true, EISDIR = true, EINVAL = true, EUCLEAN = true, EIO = true }
+    local names = {}
+    for name in pairs(files) do names[#names + 1] = name end
+    table.sort(names)
+    math.randomseed(1414)
+    local bad = dir .. "/bad.img"
+    for _ = 1, 300 do
+      local bytes = { clean:byte(1, head) }
+      for _ = 1, math.random(1, 24) do bytes[math.random(1, head)] = math.random(0, 255) end
+      local parts = {}
+      for i = 1, head, 4096 do parts[#parts + 1] = string.char(table.unpack(bytes, i, math.min(head, i + 4095))) end
+      helper.write(bad, table.concat(parts) .. clean:sub(head + 1))
+      for _, name in ipairs(names) do
+        local x, size, code = fat.extents(bad, 0, name)
+        if x then
+          assert.is_true(math.type(size) == "integer" and size >= 0)
+          for _, e in ipairs(x) do assert.is_true(e.physical >= 0 and e.length > 0) end
+        else
+          assert.is_string(size)
+          assert.is_true(codes[code] == true, tostring(code))
+        end
+      end
+    end
+  end)
 end)

@@ -124,6 +124,7 @@ static int fat_open(Fat *f)
     uint64_t first_data = (uint64_t)rsvd + (uint64_t)nfats * fatsz + root_secs;
     if (first_data >= tot) return EINVAL;
     f->nclusters = (uint32_t)((tot - first_data) / f->spc);
+    if (f->nclusters > 0x0ffffff5u) return EINVAL;   /* more than FAT32 can number */
     f->bits = f->nclusters < 4085 ? 12 : f->nclusters < 65525 ? 16 : 32;
     if (f->bits == 32 && f->root_entries) return EINVAL;
     if (f->bits != 32 && !f->root_entries) return EINVAL;
