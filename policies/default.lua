@@ -80,12 +80,18 @@ return ntt.policy {
     max = 50,              -- attempts before giving up
     history = 10,          -- errors kept per inode
     backoff = { base = 0.02, factor = 1.5, cap = 0.25 },
+    -- A medium with no loop device (a directory) has no kernel to confirm an
+    -- I/O error: the same errno at the same offset on `attempts` consecutive
+    -- attempts within `seconds` confirms it (the finding "repeat:io_error").
+    confirm = { attempts = 5, seconds = 2 },
   },
 
   -- At the checkpoint: first matching rule decides (each counts its hits).
   diagnose = {
     { ntt.any("detected_beyond_eof", "dmesg:beyond_eof"), ntt.SKIP "DIAGNOSTIC_SKIP:BEYOND_EOF" },
     { ntt.all("detected_io_error", "dmesg:io_error"),     ntt.SKIP "IO_ERROR_CONFIRMED" },
+    -- directory media: confirmed by repetition (retry.confirm)
+    { ntt.all("detected_io_error", "repeat:io_error"),    ntt.SKIP "IO_ERROR_CONFIRMED" },
     { ntt.has "mount_check:missing",                      ntt.REMOUNT },
     { ntt.always,                                         ntt.CONTINUE },
   },

@@ -64,4 +64,30 @@ describe("ntt.diagnose", function()
     assert.same({ "detected_permission_error", "dmesg:unavailable" },
       diagnose.gather { err = "EACCES", phase = "open", kernel_unavailable = true })
   end)
+
+  it("confirms a failure repeated alike on a medium with no kernel to ask (repeat:<class>)", function()
+    local function tries(n, err, offset, dt)
+      local t = {}
+      for i = 1, n do t[i] = { err = err, offset = offset, at = (i - 1) * dt } end
+      return t
+    end
+    assert.is_true(diagnose.repeated(tries(5, "EIO", 0, 0.1), 5, 2))
+    assert.is_false(diagnose.repeated(tries(4, "EIO", 0, 0.1), 5, 2))       -- not yet N attempts
+    assert.is_false(diagnose.repeated(tries(5, "EIO", 0, 1.0), 5, 2))       -- spread over 4 s
+    local moving = tries(5, "EIO", 0, 0.1)
+    moving[4].offset = 4096                                                 -- another offset
+    assert.is_false(diagnose.repeated(moving, 5, 2))
+    local mixed = tries(8, "EIO", 0, 0.1)
+    mixed[1].err = "ENOENT"                                                 -- older than the last 5
+    assert.is_true(diagnose.repeated(mixed, 5, 2))
+    mixed[6].err = "EACCES"
+    assert.is_false(diagnose.repeated(mixed, 5, 2))
+    local confirm = { attempts = 5, seconds = 2 }
+    assert.same({ "detected_io_error", "dmesg:unavailable", "repeat:io_error" },
+      diagnose.gather { err = "EIO", phase = "read", kernel_unavailable = true,
+                        tries = tries(10, "EIO", 8192, 0.1), confirm = confirm })
+    -- without tries (a medium whose kernel can confirm) there is no such finding
+    assert.same({ "detected_io_error", "dmesg:unavailable" },
+      diagnose.gather { err = "EIO", phase = "read", kernel_unavailable = true, confirm = confirm })
+  end)
 end)

@@ -318,4 +318,15 @@ describe("ntt.concurrency", function()
     assert.equal(5, (c:observe { files = 5, errors = 5, seconds = 0.01 }))
     assert.has_error(function() concurrency.controller { min = 4, max = 2 } end)
   end)
+
+  it("never climbs above its ceiling (the policy's threads: 9p -> 1)", function()
+    local c = concurrency.controller { threads = 1, max = 1, hold = 0 }
+    for i = 1, 30 do
+      -- ever faster batches: a controller without a ceiling would climb
+      local n = c:observe { files = 100 * i, errors = 0, seconds = 1 }
+      assert.equal(1, n)
+    end
+    c = concurrency.controller { threads = 3, max = 3, hold = 0 }
+    for i = 1, 30 do assert.is_true(c:observe { files = 100 * i, errors = 0, seconds = 1 } <= 3) end
+  end)
 end)

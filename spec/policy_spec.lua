@@ -174,7 +174,10 @@ return ntt.policy.extend("default", {
     assert.equal("DIAGNOSTIC_SKIP:BEYOND_EOF", a.reason)
     a = rules.decide(d.diagnose, { "mount_check:missing" }, hits)
     assert.equal("remount", a.kind)
-    assert.same({ [1] = 1, [2] = 1, [3] = 1, [4] = 1 }, hits)
+    -- a directory medium's I/O error, confirmed by repetition
+    a, i = rules.decide(d.diagnose, { "detected_io_error", "repeat:io_error" }, hits)
+    assert.equal("IO_ERROR_CONFIRMED", a.reason); assert.equal(3, i)
+    assert.same({ [1] = 1, [2] = 1, [3] = 1, [4] = 1, [5] = 1 }, hits)
   end)
 end)
 

@@ -23,6 +23,8 @@
 --     more than `gain` ("raise"), steps back when the last raise did not
 --     pay ("revert") and then holds ("hold") for a few batches.
 --   ctl:threads() -> the current count
+--   The controller never leaves [min, max]: the copier passes the policy's
+--   copy.threads(fs) as max, so that count is a ceiling (9p -> 1 thread).
 local M = {}
 
 function M.default(probe, opts)

@@ -7,6 +7,7 @@
 --              map=parsed mapfile or nil, worker=id, store_root=, remount=function() -> roots,
 --              damage_of=function(item) -> damaged ranges, salvage=bool (store those
 --              files with their damaged ranges as zeros; the row stays damaged),
+--              view=function(item) -> the honest view's findings for a failing file,
 --              on_batch=function(stats) after each batch, idle=function() while others hold claims }
 --   stats = { files=, copied=, new=, deduplicated=, skipped=, failed=, damaged=, salvaged=,
 --             bytes=, seconds=, batches=, claim_seconds=, reasons={reason -> n},
@@ -142,14 +143,16 @@ function M.run(o)
   local roots = {}
   for _, r in ipairs(o.roots) do roots[r.fs_index] = r.root end
   local threads, probe = threads_for(cp, o.roots)
-  local ctl = cp.adapt and concurrency.controller { threads = threads, max = math.max(threads, 16) } or nil
+  -- The policy's count is a ceiling: the controller moves below it, never
+  -- above (a 9p source stays at 1 thread however fast it seems).
+  local ctl = cp.adapt and concurrency.controller { threads = threads, max = threads } or nil
   local stats = { files = 0, copied = 0, new = 0, deduplicated = 0, skipped = 0, failed = 0, damaged = 0, salvaged = 0,
                   bytes = 0, batches = 0, claim_seconds = 0, reasons = {}, threads = threads,
                   fs_kind = probe.kind }
   local t_start = util.monotonic()
   local worker = o.worker or M.worker_id()
   local diag = retry.new { rows = rows, policy = policy, log = log, medium = m, worker = worker, roots = roots,
-                           devices = o.devices, remount = o.remount }
+                           devices = o.devices, remount = o.remount, view = o.view }
   local processed, errored = 0, 0
   local batch_n, lease = cp.batch or 200, cp.lease or 600
   local store_root = o.store_root
@@ -256,7 +259,13 @@ function M.run(o)
     local failed = sort(b, b.items, results)
     timing.copy = timing.copy + (util.monotonic() - b.started)
     if b.fault then return nil, "store fault", b.fault.err, b.fault end
-    if ctl then ctl:observe { files = #results, errors = #failed, seconds = util.monotonic() - b.started } end
+    if ctl then
+      local was = ctl:threads()
+      local n, why = ctl:observe { files = #results, errors = #failed, seconds = util.monotonic() - b.started }
+      if n ~= was then
+        log:debug("copy_threads", { medium = m.hash, from = was, to = n, reason = why, ceiling = threads })
+      end
+    end
     processed, errored = processed + #results, errored + #failed
     if #failed > 0 and not util.interrupted() and reading and reading.job then reading.job:wait_reads() end
     return diag:settle(failed, b.final, function(list)

@@ -6,8 +6,17 @@
 --   kernel(lines, devices, patterns) -> set of "dmesg:*" findings from the
 --                                kernel lines that name one of our devices
 --   mount_check(root)         -> "mount_check:ok" | "...:missing" | "...:inaccessible"
+--   repeated(tries, n, seconds) -> true when the last n of tries (oldest first,
+--                                each {err=, offset=, at=monotonic seconds}) failed
+--                                with one errno at one offset within `seconds`
 --   gather(opts)              -> list of findings (sorted, no duplicates)
---     opts = { err=, phase=, root=, kernel_lines=, devices=, patterns=, kernel_unavailable= }
+--     opts = { err=, phase=, root=, kernel_lines=, devices=, patterns=, kernel_unavailable=,
+--              tries=, confirm={attempts=, seconds=}, more= }
+--     more: findings found elsewhere, added as they are (the honest view's
+--     "view:beyond_eof" / "view:unrescued" from ntt.media.view_findings).
+--     With tries and confirm (a medium with no loop device, whose kernel
+--     can confirm nothing), a failure repeated `attempts` times as
+--     `repeated` says adds "repeat:<class>" (e.g. "repeat:io_error").
 local fs = require "ntt.core.fs"
 
 local M = {}
@@ -82,9 +91,25 @@ function M.mount_check(root)
   return "mount_check:ok"
 end
 
+function M.repeated(tries, n, seconds)
+  if type(tries) ~= "table" or n < 1 or #tries < n then return false end
+  local last, first = tries[#tries], tries[#tries - n + 1]
+  if last.at - first.at > seconds then return false end
+  for i = #tries - n + 1, #tries - 1 do
+    if tries[i].err ~= last.err or tries[i].offset ~= last.offset then return false end
+  end
+  return true
+end
+
 function M.gather(o)
   local set = {}
-  set[M.classify(o)] = true
+  local class = M.classify(o)
+  set[class] = true
+  for _, f in ipairs(o.more or {}) do set[f] = true end
+  local c = o.confirm
+  if o.tries and c and M.repeated(o.tries, c.attempts or 5, c.seconds or 2) then
+    set["repeat:" .. class:gsub("^detected_", "")] = true
+  end
   if o.kernel_unavailable then
     set["dmesg:unavailable"] = true
   else

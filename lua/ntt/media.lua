@@ -16,6 +16,17 @@
 --             scan_erased=true, erased_bytes={0xf6, 0x00, ...} (default: any)
 --   media.damage(map, extents, fs_offset [, file_size])
 --     -> { {file_offset=, length=, status=, image_offset=}, ... }
+--   media.refused(map, extents, fs_offset, file_size [, {device_pages=}])
+--     -> { {file_offset=, length=, status=}, ... }  what the honest view
+--     refuses of the file: its bytes over unrescued areas widened to whole
+--     4 KiB pages of the file (the page cache reads and fails a page as a
+--     whole); with device_pages (a FUSE driver reading the loop device
+--     through its page cache, e.g. fusefat) the unrescued areas are first
+--     widened to the 4 KiB pages of the filesystem's device
+--   media.view_findings(extents, fs_offset, file_size, image_size [, map] [, {device_pages=}])
+--     -> list of "view:beyond_eof" (the file has bytes past the end of the
+--     image file) and "view:unrescued" (bytes the map does not mark rescued,
+--     inside the image): why the honest view fails the file's reads
 --   media.find_map(image) -> path | nil
 --
 -- The medium hash (docs/media.md, "Identity"):
@@ -313,6 +324,81 @@ function M.damage(map, extents, fs_offset, file_size)
       end
     end
   end
+  return out
+end
+
+-- The page the kernel reads and fails as a whole (the page cache's unit).
+local PAGE = 4096
+
+-- [a, b) widened to whole pages counted from origin.
+local function widen(a, b, origin)
+  return origin + (a - origin) // PAGE * PAGE, origin + (b - origin + PAGE - 1) // PAGE * PAGE
+end
+
+-- The file's extents as image ranges: { {file_offset=, pos=, size=}, ... }.
+local function placed(extents, fs_offset, file_size)
+  local skip = cmedia.EXTENT.unknown | cmedia.EXTENT.delalloc
+  local out = {}
+  for _, x in ipairs(extents) do
+    local len = x.length
+    if file_size then len = math.min(len, file_size - x.logical) end
+    if len > 0 and (x.flags or 0) & skip == 0 then
+      out[#out + 1] = { file_offset = x.logical, pos = fs_offset + x.physical, size = len }
+    end
+  end
+  return out
+end
+
+function M.refused(map, extents, fs_offset, file_size, opts)
+  fs_offset = fs_offset or 0
+  local device_pages = opts and opts.device_pages
+  local bad = {}                    -- file ranges refused, before page widening
+  for _, r in ipairs(placed(extents, fs_offset, file_size)) do
+    local probe = { pos = r.pos, size = r.size }
+    if device_pages then
+      local a, b = widen(r.pos, r.pos + r.size, fs_offset)
+      probe = { pos = a, size = b - a }
+    end
+    for _, h in ipairs(map:overlap { probe }) do
+      local a, b = h.pos, h.pos + h.size
+      if device_pages then a, b = widen(a, b, fs_offset) end
+      a, b = math.max(a, r.pos), math.min(b, r.pos + r.size)
+      if a < b then
+        bad[#bad + 1] = { file_offset = r.file_offset + (a - r.pos), length = b - a, status = h.status }
+      end
+    end
+  end
+  table.sort(bad, function(x, y) return x.file_offset < y.file_offset end)
+  local out = {}
+  for _, d in ipairs(bad) do
+    local a, b = widen(d.file_offset, d.file_offset + d.length, 0)
+    if file_size then b = math.min(b, file_size) end
+    local last = out[#out]
+    if last and a <= last.file_offset + last.length then
+      last.length = math.max(last.length, b - last.file_offset)
+      if not last.status:find(d.status, 1, true) then last.status = last.status .. d.status end
+    else
+      out[#out + 1] = { file_offset = a, length = b - a, status = d.status }
+    end
+  end
+  return out
+end
+
+function M.view_findings(extents, fs_offset, file_size, image_size, map, opts)
+  fs_offset = fs_offset or 0
+  local device_pages = opts and opts.device_pages
+  local beyond, unrescued = false, false
+  for _, r in ipairs(placed(extents, fs_offset, file_size)) do
+    local a, b = r.pos, r.pos + r.size
+    if device_pages then a, b = widen(a, b, fs_offset) end
+    if b > image_size then beyond = true end
+    if map and a < image_size and #map:overlap { { pos = a, size = math.min(b, image_size) - a } } > 0 then
+      unrescued = true
+    end
+  end
+  local out = {}
+  if beyond then out[#out + 1] = "view:beyond_eof" end
+  if unrescued then out[#out + 1] = "view:unrescued" end
   return out
 end
 

@@ -119,6 +119,7 @@ M.schema = {
     max = "integer",
     history = "integer",
     backoff = sec { base = "number", factor = "number", cap = "number" },
+    confirm = sec { attempts = "integer", seconds = "number" },
   },
   diagnose = { list = { check = rules.check_rule } },
   kernel_patterns = { list = sec { pattern = "string", finding = "string" } },

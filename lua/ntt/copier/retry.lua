@@ -5,7 +5,8 @@
 --
 --   retry.new(o) -> d
 --     o = { rows=ntt.copier.rows, policy=, log=, medium=, worker=, roots={fs_index -> root},
---           devices={ "loop3", ... }, remount=function() -> roots | nil, msg }
+--           devices={ "loop3", ... }, remount=function() -> roots | nil, msg,
+--           view=function(item) -> findings of the honest view ("view:beyond_eof", ...) }
 --   d:settle(failed, final, recopy) -> true | nil, msg, code
 --     failed: items { fs_index=, ino=, attempts=, root=, path=,
 --             res={err=, errno=, phase=, msg=, offset=} } (the engine's failure fields)
@@ -53,8 +54,9 @@ function M.new(o)
   local kernel, kerr = kmsg.open()
   return setmetatable({
     rows = o.rows, policy = o.policy, log = o.log, medium = o.medium, worker = o.worker,
-    roots = o.roots, devices = o.devices or {}, remount = o.remount,
+    roots = o.roots, devices = o.devices or {}, remount = o.remount, view = o.view,
     checkpoint = rp.checkpoint or 10, max = rp.max or 50, history = rp.history or 10,
+    confirm = rp.confirm or { attempts = 5, seconds = 2 },
     backoff_of = rp.backoff or {},
     kmsg = kernel, kernel = kernel and "available" or ("unavailable: " .. tostring(kerr)),
     kernel_lines = {}, hits = {}, events = {}, summary = {},
@@ -91,7 +93,11 @@ function D:diagnose(item, attempts, final)
   local res, policy = item.res, self.policy
   local checks = diagnose.gather {
     err = res.err, phase = res.phase, root = item.root, kernel_lines = self.kernel_lines,
-    devices = self.devices, patterns = policy.kernel_patterns, kernel_unavailable = self.kmsg == nil }
+    devices = self.devices, patterns = policy.kernel_patterns, kernel_unavailable = self.kmsg == nil,
+    -- no loop device (a directory medium): the kernel confirms nothing, a
+    -- failure repeated alike confirms itself (retry.confirm)
+    tries = #self.devices == 0 and item.tries or nil, confirm = self.confirm,
+    more = self.view and self.view(item) }
   local action = rules.decide(policy.diagnose or {}, checks, self.hits) or rules.CONTINUE
   if action.kind == "skip" then
     final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.SKIPPED, reason = action.reason }
@@ -100,7 +106,7 @@ function D:diagnose(item, attempts, final)
     -- counts towards the medium's beyond-EOF summary.
     local beyond = false
     for _, c in ipairs(checks) do
-      if c == "detected_beyond_eof" or c == "dmesg:beyond_eof" then beyond = true end
+      if c == "detected_beyond_eof" or c == "dmesg:beyond_eof" or c == "view:beyond_eof" then beyond = true end
     end
     if beyond then
       local b = self.summary.beyond_eof or { first_ino = item.ino, skip_count = 0 }
@@ -121,12 +127,28 @@ function D:diagnose(item, attempts, final)
   return true
 end
 
+-- A medium with no loop device has no kernel to wait for: once a failure
+-- has repeated alike retry.confirm.attempts times, the findings are
+-- gathered then (once per file and process, besides the checkpoints), so
+-- the file is decided well within the 2 s budget.
+function D:confirmed_early(item)
+  if #self.devices > 0 or item.early then return false end
+  local c = self.confirm
+  if not diagnose.repeated(item.tries, c.attempts or 5, c.seconds or 2) then return false end
+  item.early = true
+  return true
+end
+
 -- One round: count the attempt of each failed item, decide what is
 -- decided, remount if asked.  Returns the items to try again.
 function D:round(failed, final, round)
-  local errs = {}
+  local errs, t = {}, util.monotonic()
   for i, item in ipairs(failed) do
     errs[i] = { err = item.res.err, msg = trim(item.res.msg, 200), offset = item.res.offset, at = now() }
+    local tries = item.tries or {}
+    tries[#tries + 1] = { err = item.res.err, offset = item.res.offset, at = t }
+    if #tries > 50 then table.remove(tries, 1) end
+    item.tries = tries
   end
   local attempts_of, err, code, state = self.rows:count_attempts(failed, errs, self.history)
   if not attempts_of then return nil, err, code, state end
@@ -141,7 +163,8 @@ function D:round(failed, final, round)
                             state = IO_FINDINGS[class] and S.FAILED_PERMANENT or S.FAILED_RETRYABLE,
                             reason = S.REASONS.after_attempts:format(res.err, attempts, trim(res.msg, 200)) }
       self:event(item, attempts, { class }, "max_retries")
-    elseif attempts >= self.checkpoint and (attempts - self.checkpoint) % self.checkpoint == 0 then
+    elseif (attempts >= self.checkpoint and (attempts - self.checkpoint) % self.checkpoint == 0)
+        or self:confirmed_early(item) then
       local retry, remount = self:diagnose(item, attempts, final)
       if retry then again[#again + 1] = item end
       if remount then reset[#reset + 1] = item end

@@ -19,6 +19,7 @@ local runs = require "ntt.runs"
 local config = require "ntt.config"
 local media = require "ntt.media"
 local cmedia = require "ntt.core.media"
+local cfat = require "ntt.core.fat"
 local mount = require "ntt.mount"
 local progress = require "ntt.progress"
 local proc = require "ntt.core.proc"
@@ -26,22 +27,50 @@ local json = require "ntt.json"
 
 local M = {}
 
+-- FAT read by a FUSE driver (no FIEMAP there): ntt.core.fat maps its files.
+local FAT = { vfat = true, msdos = true, fat = true, fat12 = true, fat16 = true, fat32 = true }
+
 -- Everything the copier needs to work on a mounted medium.
 function M.setup(ctx)
   local m = ctx.medium
-  local devices, offsets = {}, {}
-  for _, fs in ipairs((ctx.mount_result or {}).filesystems or {}) do
+  local mres = ctx.mount_result or {}
+  local devices, fsinfo = {}, {}
+  for _, fs in ipairs(mres.filesystems or {}) do
     if fs.device then devices[#devices + 1] = fs.device end
-    offsets[fs.fs_index] = fs.offset or 0
+    fsinfo[fs.fs_index] = { offset = fs.offset or 0,
+                            fat = FAT[fs.fstype or ""] and fs.driver ~= "kernel" or false }
   end
+  -- A file's extents, physical offsets relative to its filesystem.
+  local function extents_of(item)
+    local f = fsinfo[item.fs_index] or { offset = 0 }
+    if f.fat and m.image_path then return cfat.extents(m.image_path, f.offset, item.path) end
+    return cmedia.fiemap(item.root .. "/" .. item.path)
+  end
+  local salvage = (ctx.policy.copy or {}).damaged == "salvage"
   local damage_of
   local map = ctx.inspection and ctx.inspection.map
   if map and m.size and #map:holes(m.size) > 0 then
     damage_of = function(item)
-      local extents = cmedia.fiemap(item.root .. "/" .. item.path)
+      local extents = extents_of(item)
       if not extents then return nil end
-      local ranges = media.damage(map, extents, offsets[item.fs_index] or 0, item.size)
+      local f = fsinfo[item.fs_index] or { offset = 0 }
+      -- a salvage zeroes what the honest view refuses (whole pages), so
+      -- the engine never asks it for a refused byte
+      local ranges = salvage and media.refused(map, extents, f.offset, item.size, { device_pages = f.fat })
+        or media.damage(map, extents, f.offset, item.size)
       return ranges   -- file_offset, length, and where in the image with its map status
+    end
+  end
+  -- Why the honest view fails a file's reads: past the end of the image
+  -- file, or over bytes the map does not mark rescued (findings view:*).
+  local view_of
+  if mres.view and mres.view.image_size then
+    view_of = function(item)
+      local extents = item.path and extents_of(item)
+      if not extents then return {} end
+      local f = fsinfo[item.fs_index] or { offset = 0 }
+      return media.view_findings(extents, f.offset, item.size, mres.view.image_size, map,
+                                 { device_pages = f.fat })
     end
   end
   local function remount()
@@ -54,9 +83,8 @@ function M.setup(ctx)
     return roots
   end
   return { db = ctx.db, log = ctx.log, policy = ctx.policy, medium = m, roots = ctx.roots,
-           devices = devices, damage_of = damage_of, remount = remount,
-           salvage = (ctx.policy.copy or {}).damaged == "salvage",
-           store_root = config.path("store") }
+           devices = devices, damage_of = damage_of, view = view_of, remount = remount,
+           salvage = salvage, store_root = config.path("store") }
 end
 
 local function self_binary()
