@@ -160,4 +160,31 @@ describe("ntt-mount-helper against names that change under it", function()
     end
     assert.are.same({}, loops_of(img))
   end)
+
+  it("a mount root below a directory others may rename in, or below a link: refused", function()
+    local s = restricted()
+    local img = images.ext(s.allowed .. "/disk.img", {})
+    local open = helper.tmpdir("mhr-open")
+    helper.sh { "chmod", "0777", open }                   -- world-writable, not sticky
+    local conf = helper.tmpdir("mhr-conf") .. "/mount-helper.conf"
+    local env = { SUDO_UID = "65534", NTT_MOUNT_HELPER_CONF = conf }
+    helper.write(conf, "root = " .. s.allowed .. "\nmount_root = " .. open .. "/mnt\n")
+    local r = bounded({ "mount", new_hash(), img }, env)
+    assert.are.equal(3, r.code, r.stdout .. r.stderr)
+    assert.matches("must be a directory owned by root and not group/world%-writable unless sticky", r.stderr)
+    helper.sh { "ln", "-s", s.base, s.allowed .. "/link" }
+    helper.write(conf, "root = " .. s.allowed .. "\nmount_root = " .. s.allowed .. "/link/mnt\n")
+    r = bounded({ "mount", new_hash(), img }, env)
+    assert.are.equal(3, r.code, r.stdout .. r.stderr)
+    assert.matches("/link %(above the mount root .*%) is a symbolic link: not followed", r.stderr)
+    assert.are.same({}, loops_of(img))
+    -- sticky (like /tmp) is fine: nobody renames root's entries there
+    helper.sh { "chmod", "1777", open }
+    helper.write(conf, "root = " .. s.allowed .. "\nmount_root = " .. open .. "/mnt\n")
+    local h = new_hash()
+    finally(function() bounded({ "unmount", h }, env) end)
+    r = bounded({ "mount", h, img }, env)
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.are.equal(0, bounded({ "unmount", h }, env).code)
+  end)
 end)

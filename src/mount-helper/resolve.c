@@ -200,9 +200,13 @@ int mh_mkdirs(const struct mh_conf *c, const char *path, mode_t mode, char *err,
             rc = MH_INTERNAL;
             break;
         }
+        if (next && c->restricted && S_ISLNK(st.st_mode)) {
+            snprintf(err, errlen, "%s (above the mount root %s) is a symbolic link: not followed", sofar, path);
+            rc = MH_DENIED;
+            break;
+        }
         if (next && !S_ISDIR(st.st_mode)) {
-            snprintf(err, errlen, "mkdir %s: %s", sofar,
-                     S_ISLNK(st.st_mode) ? "a symbolic link above the mount root (not followed)" : strerror(ENOTDIR));
+            snprintf(err, errlen, "mkdir %s: %s", sofar, strerror(ENOTDIR));
             rc = MH_INTERNAL;
             break;
         }
