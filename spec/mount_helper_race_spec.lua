@@ -161,6 +161,20 @@ describe("ntt-mount-helper against names that change under it", function()
     assert.are.same({}, loops_of(img))
   end)
 
+  it("a link inside the root to an image inside the root still mounts", function()
+    local s = restricted()
+    helper.sh { "mkdir", s.allowed .. "/d" }
+    local img = images.ext(s.allowed .. "/d/disk.img", { files = { ["in.txt"] = "in\n" } })
+    helper.sh { "ln", "-s", "d/disk.img", s.allowed .. "/alias.img" }
+    local h = new_hash()
+    finally(function() bounded({ "unmount", h }, s.env) end)
+    local r, obj = raw({ "mount", h, s.allowed .. "/alias.img" }, { env = s.env })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.are.equal(img, obj.image)
+    assert.are.equal("in\n", read(obj.filesystems[1].mount .. "/in.txt"))
+    assert.are.equal(0, bounded({ "unmount", h }, s.env).code)
+  end)
+
   it("a mount root below a directory others may rename in, or below a link: refused", function()
     local s = restricted()
     local img = images.ext(s.allowed .. "/disk.img", {})

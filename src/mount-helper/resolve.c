@@ -68,12 +68,11 @@ static int walk_nofollow(int dirfd, const char *rel, int want_dir)
             cur = fd;
             struct stat st;
             if (fd < 0) { errno = e; return -1; }
-            if (fstat(fd, &st) < 0 || S_ISLNK(st.st_mode) || ((next || want_dir) && !S_ISDIR(st.st_mode))) {
-                e = S_ISLNK(st.st_mode) ? ELOOP : ENOTDIR;
-                close(fd);
-                errno = e;
-                return -1;
-            }
+            if (fstat(fd, &st) < 0) e = errno;
+            else if (S_ISLNK(st.st_mode)) e = ELOOP;             /* swapped in since realpath */
+            else if ((next || want_dir) && !S_ISDIR(st.st_mode)) e = ENOTDIR;
+            else e = 0;
+            if (e) { close(fd); errno = e; return -1; }
         }
         comp = next;
     }
@@ -129,7 +128,7 @@ int mh_open_input(const struct mh_conf *c, const char *what, const char *arg, ch
                      "way under %s): refused", what, real, root);
         else
             snprintf(err, errlen, "%s %s: %s", what, real, strerror(e));
-        return e == ENOENT ? MH_USAGE : MH_DENIED;
+        return e == ELOOP || e == EXDEV || e == ENOTDIR || e == EACCES || e == EPERM ? MH_DENIED : MH_USAGE;
     }
     struct stat pst, st;
     if (fstat(pfd, &pst) < 0) {
