@@ -142,8 +142,9 @@ int mh_open_input(const struct mh_conf *c, const char *what, const char *arg, ch
         snprintf(self, sizeof self, "/proc/self/fd/%d", pfd);
         int fd = open(self, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0) {
-            snprintf(err, errlen, "%s %s: %s", what, real, strerror(errno));
-            rc = errno == EACCES ? MH_DENIED : MH_INTERNAL;
+            int oe = errno;
+            snprintf(err, errlen, "%s %s: %s", what, real, strerror(oe));
+            rc = oe == EACCES ? MH_DENIED : MH_INTERNAL;
         } else if (fstat(fd, &st) < 0 || st.st_dev != pst.st_dev || st.st_ino != pst.st_ino
                    || !S_ISREG(st.st_mode) || fcntl(fd, F_SETFL, 0) < 0) {
             snprintf(err, errlen, "%s %s: reopened file is not the one checked", what, real);
