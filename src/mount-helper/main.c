@@ -18,7 +18,9 @@
  * 2 bad arguments (an unparsable mapfile too), 3 not permitted, 4 internal
  * error, 5 refused: a partial image whose honest view cannot be set up.
  *
- * Trust: the hash must be ^[0-9a-f]{16,64}$, the image a regular file;
+ * Trust: the hash must be ^[0-9a-f]{16,64}$, the image a regular file,
+ * opened through a walk that follows no link swapped in after the check
+ * (resolve.c);
  * a caller coming through sudo (SUDO_UID of another user, or real uid not
  * 0) may only name images under the "root =" lines of the root-owned,
  * not group/world-writable /etc/ntt/mount-helper.conf, and its mounts go to
