@@ -133,6 +133,9 @@ describe("ntt-mount-helper against names that change under it", function()
     r = bounded({ "mount", new_hash(), img, "--map", fifo }, s.env)
     assert.are.equal(2, r.code)
     assert.matches("mapfile /%S+/fifo is not a regular file", r.stderr)
+    r = bounded({ "mount", new_hash(), img, "--map", fifo })   -- root calling directly: the same
+    assert.are.equal(2, r.code)
+    assert.matches("mapfile /%S+/fifo is not a regular file", r.stderr)
     helper.sh { "ln", fifo, s.allowed .. "/disk.map" }         -- the sibling <stem>.map, a FIFO
     r = bounded({ "mount", new_hash(), img }, s.env)
     assert.are.equal(2, r.code)
