@@ -49,8 +49,10 @@ describe("ntt-mount-helper against names that change under it", function()
       helper.sh { "ln", "-s", s.other .. "/d", s.allowed .. "/s" }
       local stop = swapping(finally, s.allowed .. "/d", s.allowed .. "/s")
       local seen, escaped = { mounted = 0 }, {}
+      local h
+      finally(function() if h then raw({ "unmount", h }, { env = s.env }) end end)
       for _ = 1, 200 do
-        local h = new_hash()
+        h = new_hash()
         local r, obj = raw({ "mount", h, s.allowed .. "/d/disk.img", "--timeout", "30" }, { env = s.env })
         assert.is_table(obj, r.stdout .. r.stderr)
         local why
@@ -70,14 +72,17 @@ describe("ntt-mount-helper against names that change under it", function()
         assert.are.equal(0, u.code, u.stdout .. u.stderr)
       end
       stop()
-      assert.are.same({}, escaped)
+      local summary = {}
+      for k, n in pairs(seen) do summary[#summary + 1] = n .. " × " .. k end
+      summary = table.concat(summary, "\n")
+      assert.are.same({}, escaped, summary)
       assert.are.same({}, loops_of(outside))
       assert.are.same({}, loops_of(inside))
       -- both outcomes happened: the race was real, and the image inside still mounts
-      assert.is_true(seen.mounted > 0, "never mounted the image inside the root")
+      assert.is_true(seen.mounted > 0, "never mounted the image inside the root:\n" .. summary)
       local refused = 0
       for k, n in pairs(seen) do if k ~= "mounted" then refused = refused + n end end
-      assert.is_true(refused > 0, "the swap never hit a helper run")
+      assert.is_true(refused > 0, "the swap never hit a helper run:\n" .. summary)
     end
   end
 
