@@ -18,6 +18,21 @@ describe("ntt.core.fs", function()
     assert.equal("ENOENT", ename)
   end)
 
+  it("exchanges two names in one step, a directory and a symbolic link alike", function()
+    local dir = helper.tmpdir("fsx")
+    helper.sh { "mkdir", dir .. "/d" }
+    helper.write(dir .. "/d/f", "x")
+    helper.sh { "ln", "-s", "/nonexistent", dir .. "/l" }
+    assert.is_true(fs.exchange(dir .. "/d", dir .. "/l"))
+    assert.equal("link", fs.stat(dir .. "/d", true).type)
+    assert.equal("directory", fs.stat(dir .. "/l", true).type)
+    assert.equal("file", fs.stat(dir .. "/l/f").type)
+    local ok, msg, ename = fs.exchange(dir .. "/d", dir .. "/missing")
+    assert.is_nil(ok)
+    assert.matches("exchange .*/d .*/missing: No such file", msg)
+    assert.equal("ENOENT", ename)
+  end)
+
   it("tells ext4 from ext2 on real images", function()
     if not helper.is_root() then return pending("needs root to mount") end
     local dir = helper.tmpdir("fs")

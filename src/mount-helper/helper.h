@@ -136,6 +136,14 @@ int mh_valid_hash(const char *h);
 int mh_parse_args(int argc, char **argv, struct mh_args *a, char *err, size_t errlen);
 int mh_load_config(struct mh_conf *c, char *err, size_t errlen);
 
+/* resolve.c: opening what a caller names, making the mount directories
+ * (0, or an exit code and err) */
+int mh_under_roots(const struct mh_conf *c, const char *real);
+int mh_open_input(const struct mh_conf *c, const char *what, const char *arg, char *real,
+                  int *fdp, char *err, size_t errlen);
+int mh_mkdirs(const struct mh_conf *c, const char *path, mode_t mode, char *err, size_t errlen);
+int mh_open_view(const char *mount, uint64_t size, char *err, size_t errlen);
+
 /* main.c */
 extern int mh_lock_fd;
 /* Prints {"error":..,"code":..} and a message on stderr, exits with code. */

@@ -18,7 +18,9 @@
  * 2 bad arguments (an unparsable mapfile too), 3 not permitted, 4 internal
  * error, 5 refused: a partial image whose honest view cannot be set up.
  *
- * Trust: the hash must be ^[0-9a-f]{16,64}$, the image a regular file;
+ * Trust: the hash must be ^[0-9a-f]{16,64}$, the image a regular file,
+ * opened through a walk that follows no link swapped in after the check
+ * (resolve.c);
  * a caller coming through sudo (SUDO_UID of another user, or real uid not
  * 0) may only name images under the "root =" lines of the root-owned,
  * not group/world-writable /etc/ntt/mount-helper.conf, and its mounts go to
@@ -68,26 +70,16 @@ void mh_die(int code, const char *fmt, ...)
 
 static int under_roots(const char *real)
 {
-    if (!C.restricted) return 1;
-    for (int i = 0; i < C.nroots; i++) {
-        size_t n = strlen(C.roots[i]);
-        if (!strcmp(C.roots[i], "/") || (!strncmp(real, C.roots[i], n) && real[n] == '/')) return 1;
-    }
-    return 0;
+    return mh_under_roots(&C, real);
 }
 
-/* Opens a regular file the caller may name; the fd is what gets used (no TOCTOU). */
+/* The regular file the caller names, resolved without following a link
+ * swapped in on the way (resolve.c); its fd is what gets used. */
 static int open_input(const char *what, const char *arg, char *real)
 {
-    if (!realpath(arg, real)) die(MH_USAGE, "%s %s: %s", what, arg, strerror(errno));
-    if (strlen(real) >= MH_PATH - 16) die(MH_USAGE, "%s %s: path too long", what, arg);
-    if (!under_roots(real)) die(MH_DENIED, "%s %s is not under a configured root", what, real);
-    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) die(errno == EACCES ? MH_DENIED : MH_USAGE, "%s %s: %s", what, real, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) < 0) die(MH_INTERNAL, "%s %s: %s", what, real, strerror(errno));
-    if (!S_ISREG(st.st_mode)) die(MH_USAGE, "%s %s is not a regular file", what, real);
-    fcntl(fd, F_SETFL, 0);
+    char err[PATH_MAX + 256];
+    int fd, rc = mh_open_input(&C, what, arg, real, &fd, err, sizeof err);
+    if (rc) die(rc, "%s", err);
     return fd;
 }
 
@@ -98,18 +90,9 @@ static void need_root(void)
 
 static void mkdir_p(const char *path, mode_t mode)
 {
-    char tmp[MH_PATH];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(tmp, 0755) < 0 && errno != EEXIST) die(MH_INTERNAL, "mkdir %s: %s", tmp, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(tmp, mode) < 0 && errno != EEXIST) die(MH_INTERNAL, "mkdir %s: %s", tmp, strerror(errno));
-    struct stat st;
-    if (lstat(tmp, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
-        die(MH_INTERNAL, "%s is not a directory owned by the helper's user", tmp);
+    char err[MH_PATH + 256];
+    int rc = mh_mkdirs(&C, path, mode, err, sizeof err);
+    if (rc) die(rc, "%s", err);
 }
 
 static void setup_base(void)
@@ -343,9 +326,9 @@ static int cmd_mount(const char *hash, const char *image_arg, const char *map_ar
         } else if (view_start(fd, &map, file_size, need, v->mount, &v->pid, err, sizeof err) < 0) {
             snprintf(note, sizeof note, "%s", err);
         } else {
-            backing = open(v->file, O_RDONLY | O_CLOEXEC);
+            backing = mh_open_view(v->mount, need, err, sizeof err);
             if (backing < 0) {
-                snprintf(note, sizeof note, "honest view: open %s: %s", v->file, strerror(errno));
+                snprintf(note, sizeof note, "%s", err);
                 umount2(v->mount, 0);
                 backing = fd;
             } else {

@@ -12,6 +12,8 @@
  *            major=, minor= (block and char devices only) }
  *          follows a symbolic link unless nofollow is true
  *   realpath(path) -> canonical absolute path
+ *   exchange(a, b) -> true   swaps the two names atomically
+ *          (renameat2 RENAME_EXCHANGE): both must exist, any types
  *   readdir(path) -> { name, ... } every entry but "." and "..", names as
  *          raw bytes, sorted bytewise
  *   mkdirp(path [, mode]) -> true   like mkdir -p: creates each missing
@@ -146,6 +148,18 @@ static int fs_realpath(lua_State *L)
         return ntt_fail(L, errno, path);
     lua_pushstring(L, rp);
     free(rp);
+    return 1;
+}
+
+/* Atomic: at no moment does either name point nowhere (a rename pair
+ * would leave a gap), which is what races against path checks need. */
+static int fs_exchange(lua_State *L)
+{
+    const char *a = luaL_checkstring(L, 1);
+    const char *b = luaL_checkstring(L, 2);
+    if (renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE) != 0)
+        return ntt_failf(L, errno, "exchange %s %s", a, b);
+    lua_pushboolean(L, 1);
     return 1;
 }
 
@@ -531,6 +545,7 @@ static const luaL_Reg fs_funcs[] = {
     { "access", fs_access },
     { "chmod", fs_chmod },
     { "chown", fs_chown },
+    { "exchange", fs_exchange },
     { "mkdirp", fs_mkdirp },
     { "mountinfo", fs_mountinfo },
     { "owner", fs_owner },
