@@ -8,7 +8,7 @@
 --   report.each(conn, m, list, fn [, opts]) -> count | nil, msg, code [, SQLSTATE]
 --     streams every entry of one list ("damaged", "unread") to fn(entry),
 --     a server-side cursor at a time: memory stays flat however long the
---     list (opts.limit stops early)
+--     list (opts.limit stops early; opts.raw: each entry as JSON text)
 --
 -- Everything comes from the database (and the medium's ddrescue map): a
 -- report can be written for any medium ntt knows, mounted or not.
@@ -22,8 +22,14 @@ local M = {}
 -- but for three escapes that keep it reversible and legal in XML 1.0 --
 -- a backslash is written "\\", a control byte (0x00-0x1F, 0x7F) and every
 -- byte that is not part of valid UTF-8 "\xNN" (two lowercase hex digits).
+local function control(c) return ("\\x%02x"):format(c:byte()) end
+
 function M.name(s)
   if s == nil then return nil end
+  -- most names: plain ASCII, or valid UTF-8 (utf8.len is strict in Lua 5.4:
+  -- no overlong forms, no surrogates) with at most an escape or two
+  if not s:find("[%z\1-\31\127\\\128-\255]") then return s end
+  if utf8.len(s) then return (s:gsub("\\", "\\\\"):gsub("[%z\1-\31\127]", control)) end
   local out, i, n = {}, 1, #s
   while i <= n do
     local c = s:byte(i)
@@ -64,12 +70,18 @@ local STAGE_COLS = { "identified_at", "inspected_at", "mounted_at", "enum_done",
 local LIST_SQL = {
   damaged = [[
     SELECT i.fs_index, i.ino, i.size, i.state::text AS state, i.reason, i.damage::text AS damage,
-           (SELECT p.path FROM %s p WHERE p.fs_index = i.fs_index AND p.ino = i.ino ORDER BY p.path LIMIT 1) AS path
+           (SELECT p.path FROM %s p WHERE p.fs_index = i.fs_index AND p.ino = i.ino ORDER BY p.path LIMIT 1) AS path,
+           jsonb_build_object('fs_index', i.fs_index, 'ino', i.ino, 'size', i.size, 'state', i.state, 'reason', i.reason,
+             'ranges', coalesce(i.damage, '[]'::jsonb),
+             'damaged_bytes', (SELECT coalesce(sum((d->>'length')::bigint), 0) FROM jsonb_array_elements(
+                                 CASE WHEN jsonb_typeof(i.damage) = 'array' THEN i.damage ELSE '[]'::jsonb END) d))::text AS j
       FROM %s i WHERE i.state = '%s' ORDER BY i.fs_index, i.ino]],
   unread = [[
     SELECT i.fs_index, i.ino, i.size, i.state::text AS state, i.reason, i.attempts,
            i.errors -> -1 AS last_error_json,
-           (SELECT p.path FROM %s p WHERE p.fs_index = i.fs_index AND p.ino = i.ino ORDER BY p.path LIMIT 1) AS path
+           (SELECT p.path FROM %s p WHERE p.fs_index = i.fs_index AND p.ino = i.ino ORDER BY p.path LIMIT 1) AS path,
+           jsonb_strip_nulls(jsonb_build_object('fs_index', i.fs_index, 'ino', i.ino, 'size', i.size, 'state', i.state,
+             'reason', i.reason, 'attempts', i.attempts, 'last_error', i.errors -> -1))::text AS j
       FROM %s i WHERE i.state IN ('%s', '%s', '%s') ORDER BY i.fs_index, i.ino]],
 }
 
@@ -81,8 +93,13 @@ local function list_sql(name, it, pt)
   error(("report: no list named %q"):format(tostring(name)), 3)
 end
 
--- One row of a list as the report gives it.
-local function entry(name, r)
+-- One row of a list as the report gives it (opts.raw: as JSON text, the
+-- database's object of every field but the path, which is ntt.json's --
+-- bytes are not text -- so a long list costs no Lua table per entry).
+local function entry(name, r, raw)
+  if raw then
+    return r.path and ('{"path":' .. json.encode(r.path) .. "," .. r.j:sub(2)) or r.j
+  end
   local e = { fs_index = r.fs_index, ino = r.ino, path = r.path, size = r.size, state = r.state, reason = r.reason }
   if name == "damaged" then
     local ranges = r.damage and json.decode(r.damage)
@@ -116,7 +133,7 @@ function M.each(conn, m, name, fn, opts)
       for _, row in ipairs(r) do
         if limit and n >= limit then return true end
         n = n + 1
-        fn(entry(name, row))
+        fn(entry(name, row, opts and opts.raw))
       end
     end
     return true

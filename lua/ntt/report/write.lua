@@ -28,9 +28,9 @@ local function json_report(conn, m, out, opts)
     local n = 0
     local ok
     ok, err, code, state = report.each(conn, m, name, function(e)
-      out:write(n > 0 and "," or "", json.encode(e))
+      out:write(n > 0 and "," or "", e)
       n = n + 1
-    end)
+    end, { raw = true })
     if not ok then return nil, err, code, state end
     out:write("]}")
   end
