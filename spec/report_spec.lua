@@ -14,13 +14,6 @@ local tag, policy, medium_of, run, db = runs.tag, runs.policy, runs.medium_of, r
 
 after_each(runs.unmount)
 
-local function data_blocks(img, name)
-  local r = helper.sh { "debugfs", "-R", "blocks /" .. name, img }
-  local blocks = {}
-  for b in r.stdout:gmatch("%d+") do blocks[#blocks + 1] = tonumber(b) end
-  return blocks
-end
-
 -- chromium --headless: the DOM after rendering, or a screenshot.
 local function chromium(dir, url, what)
   local argv = { "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
@@ -71,31 +64,7 @@ describe("the condition report", function()
   it("renders a partial two-partition medium: map with a mark per damaged file, totals equal to the DB", function()
     local dir = helper.tmpdir("report")
     -- p1: ext4 with two files over map holes; p2: a FAT cut by the image's end
-    local files = {}
-    for i = 1, 6 do files[("f%d.bin"):format(i)] = (string.char(96 + i)):rep(128 * 1024) .. tag end
-    files["sub/deep.txt"] = "deep " .. tag
-    local ext = images.ext(dir .. "/p1.img", { size_mb = 8, files = files })
-    local fat_files = {}
-    for i = 1, 12 do fat_files[("FILE%02d.BIN"):format(i)] = (string.char(64 + i)):rep(100 * 1024 - 7) .. tag:sub(1, 7) end
-    local fat = images.fat(dir .. "/p2.img", { kb = 1440, files = fat_files })
-    local img = images.mbr(dir .. "/disk.img", { size_mb = 12, parts = {
-      { start_mb = 1, size_mb = 8, type = 0x83, image = ext },
-      { start_mb = 9, size_mb = 2, type = 0x01, image = fat } } })
-    local holes = {}
-    for _, name in ipairs { "f2.bin", "f5.bin" } do
-      local b = data_blocks(ext, name)
-      holes[#holes + 1] = { MiB + b[1] * 4096 + 4096, 8192 }
-    end
-    table.sort(holes, function(a, b) return a[1] < b[1] end)
-    local blocks, pos = {}, 0
-    for _, h in ipairs(holes) do
-      blocks[#blocks + 1] = { pos, h[1] - pos, "+" }
-      blocks[#blocks + 1] = { h[1], h[2], "-" }
-      pos = h[1] + h[2]
-    end
-    blocks[#blocks + 1] = { pos, 12 * MiB - pos, "+" }
-    images.mapfile(dir .. "/disk.map", blocks)
-    images.truncate(img, 9 * MiB + 700 * 1024)
+    local img = mediaimg.partial_disk(dir, tag)
     local home = dir .. "/home"
     local r = run(home, { policy(dir), img })
     assert.equal(1, r.code, r.stderr .. r.stdout)

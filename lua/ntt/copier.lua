@@ -8,7 +8,8 @@
 --              damage_of=function(item) -> damaged ranges, salvage=bool (store those
 --              files with their damaged ranges as zeros; the row stays damaged),
 --              view=function(item) -> the honest view's findings for a failing file,
---              on_batch=function(stats) after each batch, idle=function() while others hold claims }
+--              on_batch=function(stats) after each batch, idle=function() while others hold claims,
+--              limit=N: claim at most N files, then stop (ntt run --limit) }
 --   stats = { files=, copied=, new=, deduplicated=, skipped=, failed=, damaged=, salvaged=,
 --             bytes=, seconds=, batches=, claim_seconds=, reasons={reason -> n},
 --             rule_hits={rule label -> n}, threads=, fs_kind=, kernel= }
@@ -147,7 +148,7 @@ function M.run(o)
   -- above (a 9p source stays at 1 thread however fast it seems).
   local ctl = cp.adapt and concurrency.controller { threads = threads, max = threads } or nil
   local stats = { files = 0, copied = 0, new = 0, deduplicated = 0, skipped = 0, failed = 0, damaged = 0, salvaged = 0,
-                  bytes = 0, batches = 0, claim_seconds = 0, reasons = {}, threads = threads,
+                  bytes = 0, batches = 0, claim_seconds = 0, reasons = {}, threads = threads, claimed = 0,
                   fs_kind = probe.kind }
   local t_start = util.monotonic()
   local worker = o.worker or M.worker_id()
@@ -174,8 +175,12 @@ function M.run(o)
     local full = low_space()
     if full then return nil, "store low on space", "ENOSPC", full end
     local t0 = util.monotonic()
-    local claimed, err, code, state = rows:claim(batch_n, worker, lease)
+    -- o.limit: this process claims at most that many files (ntt run --limit)
+    local want = o.limit and math.min(batch_n, o.limit - stats.claimed) or batch_n
+    if want <= 0 then return { rows = {}, items = {}, final = {}, timing = { claim = 0, copy = 0, wait = 0 } } end
+    local claimed, err, code, state = rows:claim(want, worker, lease)
     if not claimed then return nil, err, code, state end
+    stats.claimed = stats.claimed + #claimed
     stats.claim_seconds = stats.claim_seconds + (util.monotonic() - t0)
     local b = { rows = claimed, items = {}, final = {}, timing = { claim = util.monotonic() - t0, copy = 0, wait = 0 } }
     if #claimed == 0 then return b end
@@ -348,7 +353,7 @@ function M.run(o)
         -- Others may still hold claims: wait for them, or for their leases.
         local left, e, c, s = rows:pending()
         if not left then return nil, e, c, s end
-        if left == 0 or util.interrupted() then break end
+        if left == 0 or util.interrupted() or (o.limit and stats.claimed >= o.limit) then break end
         if o.idle then o.idle() end
         util.sleep(0.5)
         cur, err, code, state = take()

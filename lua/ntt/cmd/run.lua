@@ -25,6 +25,14 @@ options:
                 last MiB with a known medium is linked as its new rescue
                 when its ddrescue map rescued that medium further
   --workers N   worker processes for the copy stage (default: the policy's)
+  --dry-run     print what the run would do -- per medium: filesystems and
+                how each is read, entries by kind, files and bytes to copy,
+                files the map says are damaged, ignore-pattern exclusions,
+                stages to run and those done, copy threads -- and write
+                nothing (no database row, no blob, no log file; the mounts
+                it makes are undone); --json: the same as one JSON array
+  --limit N     copy at most N files of each medium (one process); the
+                medium stays not done, so a later run continues
   --replace     enumerate media again, replacing their entries (in one transaction)
   -v            more messages on stderr (info)
   --debug       everything on stderr (debug)
@@ -67,6 +75,12 @@ local function parse(args)
       o.rescues = o.rescues or {}
       o.rescues[#o.rescues + 1] = { old = old, target = img }
       i = i + 2
+    elseif a == "--limit" then
+      o.limit = math.tointeger(tonumber(args[i + 1] or ""))
+      if not o.limit or o.limit < 1 then return nil, "--limit needs a positive number of files", "EINVAL" end
+      i = i + 1
+    elseif a == "--dry-run" then o.dry_run = true
+    elseif a == "--json" then o.json = true
     elseif a == "--replace" then o.replace = true
     elseif a == "-v" or a == "--verbose" then o.stderr = "info"
     elseif a == "--debug" then o.stderr = "debug"; o.level = "debug"
@@ -77,6 +91,7 @@ local function parse(args)
     i = i + 1
   end
   if not o.policy then return nil, "a POLICY is required", "EINVAL" end
+  if o.json and not o.dry_run then return nil, "--json goes with --dry-run", "EINVAL" end
   return o
 end
 
@@ -103,6 +118,18 @@ local function main(args)
   if #o.targets == 0 then
     io.stderr:write("ntt run: no TARGET given (an image, a folder of images, or a directory)\n")
     return EXIT.usage
+  end
+  -- --dry-run: the plan of every target, and nothing written (no log file,
+  -- a read-only database session, mounts undone: ntt.plan)
+  if o.dry_run then
+    local db = require "ntt.db"
+    local conn = db.connect { autostart = true }
+    local plan = require "ntt.plan"
+    local plans, pcode = plan.run(policy, o.targets, { conn = conn, workers = o.workers })
+    if conn then conn:close() end
+    if o.json then io.stdout:write(require("ntt.json").encode(require("ntt.json").array(plans)), "\n")
+    else io.stdout:write(plan.text(plans)) end
+    return pcode == 0 and EXIT.ok or EXIT.failed
   end
   -- 2. Logs under the data root.
   local config = require "ntt.config"
@@ -156,7 +183,7 @@ local function main(args)
   local results = pipeline.run({
     policy = policy, policy_path = o.policy, log = log, db = conn, run_id = run_id,
     workers = o.workers or policy.workers or 1,
-    interrupted = util.interrupted, replace = o.replace, rescue_targets = rescue_targets,
+    interrupted = util.interrupted, replace = o.replace, rescue_targets = rescue_targets, limit = o.limit,
   }, o.targets)
   util.raise_on_interrupt(true)
   -- ^C anywhere (a stage's EINTR, or the flag) is 130, the largest code.

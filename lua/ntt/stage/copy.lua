@@ -122,7 +122,8 @@ function M.run(ctx)
   if not ctx.roots or #ctx.roots == 0 then return true end
   -- More workers: processes of their own, each claiming from the database.
   local children = {}
-  local workers = ctx.workers or 1
+  -- --limit N: at most N files of the medium, so one process claims them all
+  local workers = ctx.limit and 1 or ctx.workers or 1
   for _ = 2, workers do
     local out = os.tmpname()   -- the worker's counts, one JSON line
     local p = proc.spawn { argv = { self_binary(), "worker", ctx.policy_path, m.hash }, stdout = out }
@@ -132,6 +133,7 @@ function M.run(ctx)
   local pr = progress.new { label = "copy " .. (m.human or m.hash), total = pending,
                             interval = pg.interval, bar = pg.bar }
   local opts = M.setup(ctx)
+  opts.limit = ctx.limit
   if #children == 0 then
     opts.on_batch = function(s) pr:set(s.files, s.bytes) end
   else

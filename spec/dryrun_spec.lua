@@ -1,0 +1,155 @@
+-- spec/dryrun_spec.lua: `ntt run --dry-run` writes nothing and tells what a
+-- real run then does; `--limit N` copies N files and leaves the rest for the
+-- next run.
+local helper = require "spec.support.helper"
+local images = require "spec.support.images"
+local runs = require "spec.support.runs"
+local mediaimg = require "spec.support.mediaimg"
+local json = require "ntt.json"
+local proc = require "ntt.core.proc"
+
+local tag, policy, medium_of, run, db = runs.tag, runs.policy, runs.medium_of, runs.run, runs.db
+
+after_each(runs.unmount)
+
+-- Everything a run could have written: every table's rows, the server's
+-- counts of inserted, updated and deleted rows, and every file under home.
+local function snapshot(home)
+  local out = {}
+  local conn = db()
+  assert(conn:exec("SELECT pg_stat_clear_snapshot()"))
+  for _, t in ipairs(assert(conn:exec([[
+      SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1]]))) do
+    local r = assert(conn:exec(("SELECT count(*) AS n FROM %s"):format(conn:escape_identifier(t.relname))))
+    out[#out + 1] = ("rows %s %d"):format(t.relname, r[1].n)
+  end
+  local st = assert(conn:exec([[
+    SELECT coalesce(sum(n_tup_ins), 0)::bigint AS i, coalesce(sum(n_tup_upd), 0)::bigint AS u,
+           coalesce(sum(n_tup_del), 0)::bigint AS d FROM pg_stat_user_tables]]))[1]
+  out[#out + 1] = ("stats ins %d upd %d del %d"):format(st.i, st.u, st.d)
+  local f = assert(proc.run { argv = { "find", home, "-path", home .. "/pg", "-prune", "-o", "-printf", "%P %s %T@\n" } })
+  local files = {}
+  for l in f.stdout:gmatch("[^\n]+") do files[#files + 1] = l end
+  table.sort(files)
+  out[#out + 1] = table.concat(files, "\n")
+  return table.concat(out, "\n")
+end
+
+local function states(h)
+  local it = require("ntt.db").partition_names(h)
+  local out, total = {}, 0
+  for _, r in ipairs(assert(db():exec(("SELECT state::text AS s, count(*) AS n FROM %s GROUP BY 1"):format(it)))) do
+    out[r.s] = r.n
+    total = total + r.n
+  end
+  return out, total
+end
+
+describe("ntt run --dry-run", function()
+  local ok, why = runs.can_run { fuse = true }
+  if ok and not mediaimg.have("mkfs.vfat") then ok, why = nil, "mkfs.vfat is not installed (make deps)" end
+  if not ok then
+    it("writes nothing", function() pending(why) end)
+    return
+  end
+
+  it("on a partial two-partition image writes nothing, and its numbers are what the real run does", function()
+    local dir = helper.tmpdir("dryrun")
+    local img = mediaimg.partial_disk(dir, tag)
+    local home = dir .. "/home"
+    -- a first medium, so the store, the logs and the database are not empty
+    local other = images.ext(dir .. "/other.img", { size_mb = 8, files = { ["o.txt"] = "other " .. tag } })
+    assert.equal(0, run(home, { policy(dir), other }).code)
+    local pol = policy(dir, '{ enumerate = { ignore = { "^sub/" } } }')
+    require("ntt.core.util").sleep(1.2)   -- the server's counts of the first run are in
+    local before = snapshot(home)
+    local r = run(home, { "--dry-run", "--json", pol, img })
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    local plans = json.decode(r.stdout)
+    require("ntt.core.util").sleep(1.2)
+    assert.equal(before, snapshot(home))
+    assert.is_nil(proc.run { argv = { "findmnt", "-rn", "-o", "TARGET" } }.stdout:find(plans[1].hash, 1, true))
+    local p = plans[1]
+    assert.equal(medium_of(img), p.hash)
+    assert.is_false(p.known)
+    assert.equal(2, p.damaged)
+    assert.equal(1, p.excluded_files)                   -- sub/deep.txt
+    assert.equal(2, #p.filesystems)
+    -- the text form says the same
+    local t = run(home, { "--dry-run", pol, img })
+    assert.equal(0, t.code, t.stderr)
+    assert.matches("damaged per the map 2 files", t.stdout)
+    assert.matches("nothing was written", t.stdout)
+
+    -- now for real: the plan's numbers are the run's
+    r = run(home, { pol, img })
+    assert.equal(1, r.code, r.stderr .. r.stdout)
+    local h = p.hash
+    local st, total = states(h)
+    assert.equal(p.inodes, total)
+    local _, pt = require("ntt.db").partition_names(h)
+    assert.equal(p.entries, assert(db():exec(("SELECT count(*) AS n FROM %s"):format(pt)))[1].n)
+    assert.equal(p.damaged, st.damaged)
+    assert.equal(p.excluded_files, st.excluded)
+    assert.equal(p.files, (st.copied or 0) + (st.damaged or 0) + (st.skipped or 0) + (st.failed_permanent or 0)
+                          + (st.failed_retryable or 0))
+    assert.equal(p.beyond_eof, (st.skipped or 0) + (st.failed_permanent or 0))
+    assert.is_true(p.beyond_eof > 0)
+
+    -- a known medium: the plan says which stages are done
+    r = run(home, { "--dry-run", "--json", pol, img })
+    assert.equal(0, r.code, r.stderr)
+    local again = json.decode(r.stdout)[1]
+    assert.is_true(again.known)
+    local done = {}
+    for _, s in ipairs(again.stages) do done[s.name] = s.done end
+    assert.is_true(done.identify)
+    assert.is_true(done.enumerate)
+  end)
+
+  it("refuses --json without --dry-run, and a bad --limit", function()
+    local dir = helper.tmpdir("dryrun-usage")
+    assert.equal(64, runs.ntt(dir, { "run", "--json", "x.lua", "y" }).code)
+    assert.equal(64, runs.ntt(dir, { "run", "--limit", "0", "x.lua", "y" }).code)
+    assert.equal(64, runs.ntt(dir, { "run", "--limit", "ten", "x.lua", "y" }).code)
+  end)
+end)
+
+describe("ntt run --limit", function()
+  local ok, why = runs.can_run()
+  if not ok then
+    it("copies at most N files", function() pending(why) end)
+    return
+  end
+
+  it("copies 10 files, then a plain run the rest, each once", function()
+    local dir = helper.tmpdir("limit")
+    local files = {}
+    for i = 1, 30 do files[("f%02d.txt"):format(i)] = ("file %d %s"):format(i, tag) end
+    local img = images.ext(dir .. "/disk.img", { size_mb = 8, files = files })
+    local home = dir .. "/home"
+    local r = run(home, { "--limit", "10", "--workers", "3", policy(dir), img })
+    assert.equal(1, r.code, r.stderr .. r.stdout)          -- files left pending
+    local h = medium_of(img)
+    local st = states(h)
+    assert.equal(10, st.copied)
+    assert.equal(20, st.pending)
+    local m = assert(db():exec("SELECT copy_done FROM medium WHERE medium_hash = $1", h))[1]
+    assert.is_nil(m.copy_done)
+    local it = require("ntt.db").partition_names(h)
+    local first = {}
+    for _, row in ipairs(assert(db():exec(("SELECT ino, processed_at::text AS at FROM %s WHERE state = 'copied'"):format(it)))) do
+      first[row.ino] = row.at
+    end
+    r = run(home, { policy(dir), img })
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    st = states(h)
+    assert.equal(30, st.copied)
+    -- the first ten were not copied again
+    for _, row in ipairs(assert(db():exec(("SELECT ino, processed_at::text AS at FROM %s WHERE state = 'copied'"):format(it)))) do
+      if first[row.ino] then assert.equal(first[row.ino], row.at) end
+    end
+    assert.is_not_nil(assert(db():exec("SELECT copy_done FROM medium WHERE medium_hash = $1", h))[1].copy_done)
+  end)
+end)
