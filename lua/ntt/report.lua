@@ -185,8 +185,10 @@ local function count_list(conn, m, name)
   local it, pt, code, state = db.partitions(conn, m.medium_hash)
   if it == nil then return nil, pt, code, state end
   if not it then return 0 end
+  local states = name == "damaged" and { S.DAMAGED } or { S.SKIPPED, S.FAILED_PERMANENT, S.FAILED_RETRYABLE }
   local r, err
-  r, err, code, state = conn:exec(("SELECT count(*) AS n FROM (%s) x"):format(list_sql(name, it, pt)))
+  r, err, code, state = conn:exec(("SELECT count(*) AS n FROM %s WHERE state::text = ANY ($1::text[])"):format(it),
+                                  db.array(states, #states))
   if not r then return nil, err, code, state end
   return r[1].n
 end
