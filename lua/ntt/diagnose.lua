@@ -7,7 +7,13 @@
 --                                kernel lines that name one of our devices
 --   mount_check(root)         -> "mount_check:ok" | "...:missing" | "...:inaccessible"
 --   gather(opts)              -> list of findings (sorted, no duplicates)
---     opts = { err=, phase=, root=, kernel_lines=, devices=, patterns=, kernel_unavailable= }
+--     opts = { err=, phase=, root=, kernel_lines=, devices=, patterns=, kernel_unavailable=,
+--              findings= { "view:beyond_eof", ... } (found elsewhere, e.g. by the honest view) }
+--     A read the view refused as past the image's end is also
+--     "detected_beyond_eof", the seed's name for "the read was beyond the
+--     image" (its queries look for that name).
+--   BEYOND_EOF                the findings that say a read went past the image's end
+--   beyond_eof(findings)      -> true when one of them is among findings (a list or a set)
 local fs = require "ntt.core.fs"
 
 local M = {}
@@ -82,15 +88,31 @@ function M.mount_check(root)
   return "mount_check:ok"
 end
 
+M.BEYOND_EOF = { "detected_beyond_eof", "dmesg:beyond_eof", "view:beyond_eof" }
+
+function M.beyond_eof(findings)
+  local set = findings
+  if findings[1] ~= nil then
+    set = {}
+    for _, f in ipairs(findings) do set[f] = true end
+  end
+  for _, f in ipairs(M.BEYOND_EOF) do
+    if set[f] then return true end
+  end
+  return false
+end
+
 function M.gather(o)
   local set = {}
   set[M.classify(o)] = true
+  for _, f in ipairs(o.findings or {}) do set[f] = true end
   if o.kernel_unavailable then
     set["dmesg:unavailable"] = true
   else
     for k in pairs(M.kernel(o.kernel_lines, o.devices, o.patterns)) do set[k] = true end
   end
   if o.root and o.check_mount ~= false then set[M.mount_check(o.root)] = true end
+  if set["view:beyond_eof"] then set.detected_beyond_eof = true end
   local list = {}
   for k in pairs(set) do list[#list + 1] = k end
   table.sort(list)

@@ -128,8 +128,9 @@ local function fill_and_swap(conn, other, hash, roots, opts, summary, track)
     if not ok then return nil, err, code, state end
   end
   ok, err, code, state = session.steps(conn, {
-    { ("CREATE TABLE %s (LIKE inode INCLUDING DEFAULTS INCLUDING CONSTRAINTS, CHECK (medium_hash = %s))")
-      :format(si, lit) },
+    -- (INCLUDING GENERATED: a partition's `copied` must be the parent's generated column)
+    { ("CREATE TABLE %s (LIKE inode INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED, "
+       .. "CHECK (medium_hash = %s))"):format(si, lit) },
     -- the index the parent has on blobid, so that ATTACH finds it instead of
     -- building it under the parents' lock; made empty, as no new row has a
     -- blob, it costs the COPY one predicate per row and no second scan
