@@ -6,7 +6,8 @@
 --   r:paths(list)                      -> { ["fs_index:ino"] = first non-excluded path }
 --   r:count_attempts(items, errs, keep)-> { ["fs_index:ino"] = attempts after this one }
 --   r:reset_attempts(items)            -> true   (after a remount)
---   r:write(final, worker)             -> true   (blobs + results, one transaction)
+--   r:write(final, worker)             -> true   (blobs + results, one transaction;
+--                                                 a skipped file's reason goes in claimed_by)
 --   r:release(worker)                  -> true   (this worker's claims)
 --   r:release_prefix(prefix)           -> true   (a dead process's pending claims)
 --   r:pending()                        -> number of pending rows
