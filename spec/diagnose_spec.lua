@@ -67,11 +67,11 @@ describe("ntt.diagnose", function()
 
   it("takes findings from elsewhere; a read the view refused past the image's end is beyond EOF", function()
     local got = diagnose.gather { err = "EIO", phase = "read", kernel_unavailable = true,
-                                  findings = { "view:beyond_eof" } }
+                                  more = { "view:beyond_eof" } }
     assert.same({ "detected_beyond_eof", "detected_io_error", "dmesg:unavailable", "view:beyond_eof" }, got)
     assert.is_true(diagnose.beyond_eof(got))
     -- a hole the map left inside the image is not the image's end
-    got = diagnose.gather { err = "EIO", phase = "read", kernel_unavailable = true, findings = { "view:unrescued" } }
+    got = diagnose.gather { err = "EIO", phase = "read", kernel_unavailable = true, more = { "view:unrescued" } }
     assert.same({ "detected_io_error", "dmesg:unavailable", "view:unrescued" }, got)
     assert.is_false(diagnose.beyond_eof(got))
     assert.is_true(diagnose.beyond_eof { ["dmesg:beyond_eof"] = true })
@@ -90,7 +90,7 @@ describe("the default policy's diagnose rules", function()
 
   it("skip a file the honest view refused past the image's end as DIAGNOSTIC_SKIP:BEYOND_EOF", function()
     local found = diagnose.gather { err = "EIO", phase = "read", kernel_unavailable = true,
-                                    findings = { "view:beyond_eof" } }
+                                    more = { "view:beyond_eof" } }
     assert.equal("skip DIAGNOSTIC_SKIP:BEYOND_EOF", decide(found))
     -- the finding alone is enough, and it wins over a confirmed I/O error
     assert.equal("skip DIAGNOSTIC_SKIP:BEYOND_EOF", decide { "view:beyond_eof" })

@@ -8,7 +8,7 @@
 --   mount_check(root)         -> "mount_check:ok" | "...:missing" | "...:inaccessible"
 --   gather(opts)              -> list of findings (sorted, no duplicates)
 --     opts = { err=, phase=, root=, kernel_lines=, devices=, patterns=, kernel_unavailable=,
---              findings= { "view:beyond_eof", ... } (found elsewhere, e.g. by the honest view) }
+--              more= { "view:beyond_eof", ... } (findings found elsewhere, e.g. by the honest view) }
 --     A read the view refused as past the image's end is also
 --     "detected_beyond_eof", the seed's name for "the read was beyond the
 --     image" (its queries look for that name).
@@ -105,7 +105,7 @@ end
 function M.gather(o)
   local set = {}
   set[M.classify(o)] = true
-  for _, f in ipairs(o.findings or {}) do set[f] = true end
+  for _, f in ipairs(o.more or {}) do set[f] = true end
   if o.kernel_unavailable then
     set["dmesg:unavailable"] = true
   else
