@@ -87,11 +87,16 @@ return ntt.policy {
   },
 
   -- At the checkpoint: first matching rule decides (each counts its hits).
+  -- Past the end of a partial image nothing will ever be read: the copy
+  -- error, the kernel or the honest view (view:beyond_eof) says so.  A
+  -- failing read with the kernel's FAT driver reporting an error on this
+  -- medium is the seed's "FAT corruption with file errors".
   diagnose = {
-    { ntt.any("detected_beyond_eof", "dmesg:beyond_eof"), ntt.SKIP "DIAGNOSTIC_SKIP:BEYOND_EOF" },
+    { ntt.any("detected_beyond_eof", "dmesg:beyond_eof", "view:beyond_eof"), ntt.SKIP "DIAGNOSTIC_SKIP:BEYOND_EOF" },
     { ntt.all("detected_io_error", "dmesg:io_error"),     ntt.SKIP "IO_ERROR_CONFIRMED" },
     -- directory media: confirmed by repetition (retry.confirm)
     { ntt.all("detected_io_error", "repeat:io_error"),    ntt.SKIP "IO_ERROR_CONFIRMED" },
+    { ntt.all("detected_io_error", "dmesg:fat_error"),    ntt.SKIP "FAT_ERROR_SKIP" },
     { ntt.has "mount_check:missing",                      ntt.REMOUNT },
     { ntt.always,                                         ntt.CONTINUE },
   },
@@ -101,7 +106,8 @@ return ntt.policy {
     { pattern = "beyond end of device",          finding = "dmesg:beyond_eof" },
     { pattern = "sector=%d+.*limit=%d+",         finding = "dmesg:beyond_eof" },
     { pattern = "request beyond EOF",            finding = "dmesg:beyond_eof" },
-    { pattern = "FAT%-fs .*error",               finding = "dmesg:fat_error" },
+    { pattern = "FAT%-fs .*error",               finding = "dmesg:fat_error" },   -- "FAT-fs (loop3): error, ..."
+    { pattern = "FAT%-fs %(.-%): .*bread.* failed", finding = "dmesg:fat_error" }, -- "... Directory bread(block 9) failed"
     { pattern = "I/O error, dev loop",           finding = "dmesg:io_error" },
     { pattern = "UDF%-fs: error",                finding = "dmesg:udf_error" },
     { pattern = "EXT4%-fs error",                finding = "dmesg:ext4_error" },

@@ -87,6 +87,32 @@ describe("copier data access and runs", function()
     assert.is_true(r:copy_done())
   end)
 
+  it("writes a skip's reason into claimed_by under an expired lease, and copied = the copier is done", function()
+    if not connected() then return end
+    local h = medium(3)
+    local r = rows_mod.open(conn, h)
+    local it = conn:escape_identifier((db.partition_names(h)))
+    local function row(ino)
+      return conn:exec(("SELECT state::text AS state, copied, claimed_by, lease_until = '-infinity' AS expired FROM %s WHERE ino = $1")
+                       :format(it), ino)[1]
+    end
+    assert.is_false(row(1).copied)                                   -- pending: still work
+    assert.equal(3, #assert(r:claim(3, "me", 60)))
+    assert.is_true(r:write({ { fs_index = 0, ino = 1, state = S.SKIPPED, reason = "DIAGNOSTIC_SKIP:BEYOND_EOF" },
+                             { fs_index = 0, ino = 2, state = S.FAILED_RETRYABLE, reason = "EIO" },
+                             { fs_index = 0, ino = 3, state = S.PENDING, release = true } }, "me"))
+    assert.same({ state = "skipped", copied = true, claimed_by = "DIAGNOSTIC_SKIP:BEYOND_EOF", expired = true }, row(1))
+    assert.same({ state = "failed_retryable", copied = false }, row(2))   -- still work: no claim, not done
+    assert.same({ state = "pending", copied = false }, row(3))
+    -- copied is computed, never assigned
+    local ok, _, code = conn:exec(("UPDATE %s SET copied = true WHERE ino = 3"):format(it))
+    assert.is_nil(ok); assert.equal("EDB", code)
+    -- a skipped file set back to pending by hand is claimable at once
+    assert(conn:exec(("UPDATE %s SET state = 'pending' WHERE ino = 1"):format(it)))
+    local again = assert(r:claim(5, "next", 60))
+    assert.equal(2, #again)
+  end)
+
   it("returns nil, msg, SQLSTATE when a statement fails (no raise)", function()
     if not connected() then return end
     local r = rows_mod.open(conn, newhash(999))   -- no partitions

@@ -90,4 +90,60 @@ describe("ntt.diagnose", function()
     assert.same({ "detected_io_error", "dmesg:unavailable" },
       diagnose.gather { err = "EIO", phase = "read", kernel_unavailable = true, confirm = confirm })
   end)
+
+  it("takes findings from elsewhere; a read the view refused past the image's end is beyond EOF", function()
+    local got = diagnose.gather { err = "EIO", phase = "read", kernel_unavailable = true,
+                                  more = { "view:beyond_eof" } }
+    assert.same({ "detected_beyond_eof", "detected_io_error", "dmesg:unavailable", "view:beyond_eof" }, got)
+    assert.is_true(diagnose.beyond_eof(got))
+    -- a hole the map left inside the image is not the image's end
+    got = diagnose.gather { err = "EIO", phase = "read", kernel_unavailable = true, more = { "view:unrescued" } }
+    assert.same({ "detected_io_error", "dmesg:unavailable", "view:unrescued" }, got)
+    assert.is_false(diagnose.beyond_eof(got))
+    assert.is_true(diagnose.beyond_eof { ["dmesg:beyond_eof"] = true })
+  end)
+end)
+
+describe("the default policy's diagnose rules", function()
+  local policy = require "ntt.policy"
+  local rules = require "ntt.rules"
+  local d = assert(policy.load("default"))
+
+  local function decide(findings)
+    local a = assert(rules.decide(d.diagnose, findings))
+    return a.reason and (a.kind .. " " .. a.reason) or a.kind
+  end
+
+  it("skip a file the honest view refused past the image's end as DIAGNOSTIC_SKIP:BEYOND_EOF", function()
+    local found = diagnose.gather { err = "EIO", phase = "read", kernel_unavailable = true,
+                                    more = { "view:beyond_eof" } }
+    assert.equal("skip DIAGNOSTIC_SKIP:BEYOND_EOF", decide(found))
+    -- the finding alone is enough, and it wins over a confirmed I/O error
+    assert.equal("skip DIAGNOSTIC_SKIP:BEYOND_EOF", decide { "view:beyond_eof" })
+    assert.equal("skip DIAGNOSTIC_SKIP:BEYOND_EOF",
+                 decide { "detected_io_error", "dmesg:io_error", "view:beyond_eof" })
+    assert.equal("continue", decide { "detected_io_error", "view:unrescued" })
+  end)
+
+  it("skip a failing file as FAT_ERROR_SKIP when the kernel's FAT driver reports an error on our device", function()
+    local lines = {
+      "FAT-fs (loop7): error, fat_get_cluster: invalid cluster chain (i_pos 0)",
+      "FAT-fs (loop70): error, invalid access to FAT (entry 0x00000abc)",
+      "FAT-fs (loop8): Directory bread(block 1316) failed",
+    }
+    local function on(dev, err, phase)
+      return diagnose.gather { err = err or "EIO", phase = phase or "read", kernel_lines = lines, devices = { dev },
+                               patterns = d.kernel_patterns }
+    end
+    assert.same({ "detected_io_error", "dmesg:fat_error" }, on("/dev/loop7"))
+    assert.equal("skip FAT_ERROR_SKIP", decide(on("/dev/loop7")))
+    assert.same({ "detected_io_error", "dmesg:fat_error" }, on("loop8"))
+    -- another device's FAT error says nothing about this file
+    assert.same({ "detected_io_error" }, on("/dev/loop9"))
+    assert.equal("continue", decide(on("/dev/loop9")))
+    -- a FAT error beside a file that fails for another reason decides nothing
+    assert.equal("continue", decide(on("/dev/loop7", "ENOENT", "open")))
+    -- the kernel's own I/O error on the device keeps its rule
+    assert.equal("skip IO_ERROR_CONFIRMED", decide { "detected_io_error", "dmesg:io_error", "dmesg:fat_error" })
+  end)
 end)

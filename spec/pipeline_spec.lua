@@ -119,26 +119,33 @@ describe("ntt run", function()
     local r = run(home, { pol, img })
     assert.equal(1, r.code, r.stderr .. r.stdout)          -- finished, with skipped files
     local h = medium_of(img)
+    local pr = problems(h)
+    -- where the honest view tells a read past the image's end apart
+    -- (view:beyond_eof), that decides; else the kernel's I/O error lines
+    local by_view = false
+    for _, ev in ipairs(pr.diagnostic_events or {}) do
+      for _, c in ipairs(ev.checks) do if c == "view:beyond_eof" then by_view = true end end
+    end
+    local reason = by_view and "DIAGNOSTIC_SKIP:BEYOND_EOF" or "IO_ERROR_CONFIRMED"
     local copied, skipped = 0, 0
     for _, row in ipairs(inodes(h)) do
       if row.state == "copied" then
         copied = copied + 1
       elseif row.state == "skipped" then
         skipped = skipped + 1
-        assert.equal("IO_ERROR_CONFIRMED", row.reason)
+        assert.equal(reason, row.reason)
       end
     end
     assert.is_true(copied >= 5, "readable files copied: " .. copied)
     assert.is_true(skipped >= 5, "unreadable files skipped: " .. skipped)
     assert.equal(12, copied + skipped)
-    local pr = problems(h)
     assert.equal(skipped, #pr.diagnostic_events, json.encode(pr.diagnostic_events))
     for _, ev in ipairs(pr.diagnostic_events) do
       assert.equal("skipped", ev.action)
       assert.equal(10, ev.retry_count)
       local checks = table.concat(ev.checks, ",")
       assert.matches("detected_io_error", checks)
-      assert.matches("dmesg:io_error", checks)
+      assert.matches(by_view and "detected_beyond_eof" or "dmesg:io_error", checks)
       assert.matches("mount_check:ok", checks)
       assert.truthy(ev.worker_id and ev.timestamp and ev.exception_type)
       assert.is_true(#ev.exception_msg <= 100)
@@ -175,7 +182,14 @@ describe("ntt run", function()
     local run_row = assert(db():exec("SELECT rule_hits::text AS hits FROM run WHERE policy = $1", pol))
     assert.equal(1, #run_row)
     local hits = json.decode(run_row[1].hits)
-    assert.equal(skipped, hits['2: all(detected_io_error, dmesg:io_error) -> skip "IO_ERROR_CONFIRMED"'], run_row[1].hits)
+    local label = by_view and '1: any(detected_beyond_eof, dmesg:beyond_eof, view:beyond_eof) -> skip "DIAGNOSTIC_SKIP:BEYOND_EOF"'
+                  or '2: all(detected_io_error, dmesg:io_error) -> skip "IO_ERROR_CONFIRMED"'
+    assert.equal(skipped, hits[label], run_row[1].hits)
+    -- the seed's summary of a medium whose files ended past its image
+    if by_view then
+      assert.is_true(pr.beyond_eof_detected)
+      assert.equal(skipped, pr.skip_count)
+    end
   end)
 
   it("records files over the holes of a partial ext4 image as damaged, never as zero-filled blobs", function()

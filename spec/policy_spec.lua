@@ -177,7 +177,10 @@ return ntt.policy.extend("default", {
     -- a directory medium's I/O error, confirmed by repetition
     a, i = rules.decide(d.diagnose, { "detected_io_error", "repeat:io_error" }, hits)
     assert.equal("IO_ERROR_CONFIRMED", a.reason); assert.equal(3, i)
-    assert.same({ [1] = 1, [2] = 1, [3] = 1, [4] = 1, [5] = 1 }, hits)
+    -- the kernel's FAT driver
+    a, i = rules.decide(d.diagnose, { "detected_io_error", "dmesg:fat_error" }, hits)
+    assert.equal("FAT_ERROR_SKIP", a.reason); assert.equal(4, i)
+    assert.same({ [1] = 1, [2] = 1, [3] = 1, [4] = 1, [5] = 1, [6] = 1 }, hits)
   end)
 end)
 

@@ -17,6 +17,11 @@
 --     With tries and confirm (a medium with no loop device, whose kernel
 --     can confirm nothing), a failure repeated `attempts` times as
 --     `repeated` says adds "repeat:<class>" (e.g. "repeat:io_error").
+--     A read the view refused as past the image's end is also
+--     "detected_beyond_eof", the seed's name for "the read was beyond the
+--     image" (its queries look for that name).
+--   BEYOND_EOF                the findings that say a read went past the image's end
+--   beyond_eof(findings)      -> true when one of them is among findings (a list or a set)
 local fs = require "ntt.core.fs"
 
 local M = {}
@@ -101,6 +106,20 @@ function M.repeated(tries, n, seconds)
   return true
 end
 
+M.BEYOND_EOF = { "detected_beyond_eof", "dmesg:beyond_eof", "view:beyond_eof" }
+
+function M.beyond_eof(findings)
+  local set = findings
+  if findings[1] ~= nil then
+    set = {}
+    for _, f in ipairs(findings) do set[f] = true end
+  end
+  for _, f in ipairs(M.BEYOND_EOF) do
+    if set[f] then return true end
+  end
+  return false
+end
+
 function M.gather(o)
   local set = {}
   local class = M.classify(o)
@@ -116,6 +135,7 @@ function M.gather(o)
     for k in pairs(M.kernel(o.kernel_lines, o.devices, o.patterns)) do set[k] = true end
   end
   if o.root and o.check_mount ~= false then set[M.mount_check(o.root)] = true end
+  if set["view:beyond_eof"] then set.detected_beyond_eof = true end
   local list = {}
   for k in pairs(set) do list[#list + 1] = k end
   table.sort(list)

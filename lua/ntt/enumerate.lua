@@ -135,7 +135,8 @@ local function fill_and_swap(conn, other, hash, roots, opts, summary, track)
   end
   -- shaped like the partitions but for the medium's column (keys_sql)
   ok, err, code, state = session.steps(conn, {
-    { ("CREATE TABLE %s (LIKE inode INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"):format(si) },
+    -- (INCLUDING GENERATED: a partition's `copied` must be the parent's generated column)
+    { ("CREATE TABLE %s (LIKE inode INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED)"):format(si) },
     { ("ALTER TABLE %s DROP COLUMN medium_hash"):format(si) },
     -- the index the parent has on blobid, so that ATTACH finds it instead of
     -- building it under the parents' lock; made empty, as no new row has a
@@ -190,6 +191,7 @@ local function fill_and_swap(conn, other, hash, roots, opts, summary, track)
       { ("ALTER TABLE inode ATTACH PARTITION %s FOR VALUES IN (%s)"):format(it, lit) },
       { ("ALTER TABLE path ATTACH PARTITION %s FOR VALUES IN (%s)"):format(pt, lit) },
       { "SELECT ntt_path_inode_fk($1::regclass, $2::regclass, false)", it, pt },
+      { "SELECT ntt_path_fk_index($1::regclass)", pt },   -- its index named after it (migration 013)
       { "UPDATE medium SET enum_done = now(), enum_inodes = $2 WHERE medium_hash = $1", hash, summary.inodes } })
     if not r then return nil, xerr, xcode, xstate end
     -- with enum_done, what this walk could not read (a rerun walks it again)

@@ -14,6 +14,18 @@
 --                                       the key with the last one)
 --   clear(conn, hash, key)             drop a finding that no longer holds
 --                                       (enum_errors once every place is read)
+--   beyond_eof(conn, hash, s)          the seed's beyond-EOF summary, at the top
+--       level of problems: beyond_eof_detected = true, first_fs_index,
+--       first_ino, skip_count, detected_at, worker_id (s = { fs_index=,
+--       ino=, count=, at=, worker= }).  The first call writes it; every
+--       later one, from any worker, adds s.count to skip_count in the same
+--       UPDATE, so concurrent workers never lose a count.
+--   high_error_rate(conn, hash, s)     the seed's high-error-rate summary, once
+--       per medium: high_error_rate = true, error_rate, errors, processed,
+--       threshold, detected_at, worker_id (s = { error_rate=, errors=,
+--       processed=, threshold=, at=, worker= }).  detected_at and worker_id
+--       are shared by the two summaries: the later one's stay (the seed's
+--       shape: each summary is merged into problems as it is).
 --   get(conn, hash) -> table
 -- All return true | nil, msg, "EDB", sqlstate (docs/errors.md).
 --   count(conn, hash [, since]) -> { problems=, kinds = { kind = n }, events=, since= }
@@ -116,7 +128,11 @@ function M.clear(conn, hash, key)
   return true
 end
 
-local NOT_FINDINGS = { diagnostic_events = true, events_dropped = true }
+-- keys that are not problems of their own: the events, and the fields the
+-- seed's summaries keep at the top level beside their flag
+local NOT_FINDINGS = { diagnostic_events = true, events_dropped = true, first_fs_index = true, first_ino = true,
+                       skip_count = true, detected_at = true, worker_id = true, error_rate = true, errors = true,
+                       processed = true, threshold = true }
 
 function M.count(conn, hash, since)
   local p, err, code, state = M.get(conn, hash)
@@ -141,6 +157,39 @@ function M.count(conn, hash, since)
     end
   end
   return out
+end
+
+function M.beyond_eof(conn, hash, s)
+  local r, err, code, state = conn:exec([[
+    UPDATE medium SET problems = CASE
+        WHEN coalesce(problems, '{}'::jsonb) ? 'beyond_eof_detected'
+        THEN problems || jsonb_build_object('skip_count',
+               CASE WHEN jsonb_typeof(problems->'skip_count') = 'number'
+                    THEN (problems->>'skip_count')::bigint ELSE 0 END + $4::bigint)
+        ELSE coalesce(problems, '{}'::jsonb) || jsonb_build_object('beyond_eof_detected', true,
+               'first_fs_index', $2::int, 'first_ino', $3::bigint, 'skip_count', $4::bigint,
+               'detected_at', $5::text, 'worker_id', $6::text)
+      END
+     WHERE medium_hash = $1
+    RETURNING (problems->>'skip_count')::bigint AS skip_count]],
+    hash, s.fs_index, s.ino, s.count, s.at, s.worker)
+  if not r then return nil, err, code, state end
+  if not r[1] or r[1].skip_count ~= s.count then return true end   -- counted on top of an earlier one
+  return recorded(hash, "beyond_eof_detected", { beyond_eof_detected = true, first_fs_index = s.fs_index,
+    first_ino = s.ino, skip_count = s.count, detected_at = s.at, worker_id = s.worker })
+end
+
+function M.high_error_rate(conn, hash, s)
+  local r, err, code, state = conn:exec([[
+    UPDATE medium SET problems = coalesce(problems, '{}'::jsonb) || jsonb_build_object('high_error_rate', true,
+             'error_rate', $2::float8, 'errors', $3::bigint, 'processed', $4::bigint, 'threshold', $5::float8,
+             'detected_at', $6::text, 'worker_id', $7::text)
+     WHERE medium_hash = $1 AND NOT (coalesce(problems, '{}'::jsonb) ? 'high_error_rate')]],
+    hash, s.error_rate, s.errors, s.processed, s.threshold, s.at, s.worker)
+  if not r then return nil, err, code, state end
+  if (r.n or 0) == 0 then return true end
+  return recorded(hash, "high_error_rate", { high_error_rate = true, error_rate = s.error_rate, errors = s.errors,
+    processed = s.processed, threshold = s.threshold, detected_at = s.at, worker_id = s.worker })
 end
 
 function M.get(conn, hash)

@@ -104,13 +104,9 @@ function D:diagnose(item, attempts, final)
     self:event(item, attempts, checks, "skipped")
     -- A file skipped on the finding (not on the wording of the rule's reason)
     -- counts towards the medium's beyond-EOF summary.
-    local beyond = false
-    for _, c in ipairs(checks) do
-      if c == "detected_beyond_eof" or c == "dmesg:beyond_eof" or c == "view:beyond_eof" then beyond = true end
-    end
-    if beyond then
-      local b = self.summary.beyond_eof or { first_ino = item.ino, skip_count = 0 }
-      b.skip_count = b.skip_count + 1
+    if diagnose.beyond_eof(checks) then
+      local b = self.summary.beyond_eof or { fs_index = item.fs_index, ino = item.ino, count = 0 }
+      b.count = b.count + 1
       self.summary.beyond_eof = b
     end
     return false
@@ -216,16 +212,24 @@ function D:record(processed, errored)
     if not ok then return nil, err, code, state end
   end
   self.events = {}
+  -- The summaries take the seed's shape (problems.beyond_eof,
+  -- problems.high_error_rate); this batch's skips are added to the medium's
+  -- count, whichever worker wrote it first.
   local s = self.summary
   if s.beyond_eof then
-    local ok, err, code, state = problems.set(conn, hash, "beyond_eof_detected", s.beyond_eof)
+    local b = s.beyond_eof
+    b.at, b.worker = now(), self.worker
+    local ok, err, code, state = problems.beyond_eof(conn, hash, b)
     if not ok then return nil, err, code, state end
+    s.beyond_eof = nil
   end
   local hr = pp.high_error_rate or {}
-  if not s.high_error_rate and processed >= (hr.min_files or 100) and errored / processed > (hr.rate or 0.10) then
+  local threshold = hr.rate or 0.10
+  if not s.high_error_rate and processed >= (hr.min_files or 100) and errored / processed > threshold then
     s.high_error_rate = true
-    local ok, err, code, state = problems.note(conn, hash, "high_error_rate", { rate = errored / processed, errors = errored,
-                                                                       processed = processed, worker_id = self.worker })
+    local ok, err, code, state = problems.high_error_rate(conn, hash, {
+      error_rate = math.floor(errored / processed * 1000 + 0.5) / 1000, errors = errored, processed = processed,
+      threshold = threshold, at = now(), worker = self.worker })
     if not ok then return nil, err, code, state end
   end
   return true

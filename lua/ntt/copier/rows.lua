@@ -6,7 +6,8 @@
 --   r:paths(list)                      -> { ["fs_index:ino"] = first non-excluded path }
 --   r:count_attempts(items, errs, keep)-> { ["fs_index:ino"] = attempts after this one }
 --   r:reset_attempts(items)            -> true   (after a remount)
---   r:write(final, worker)             -> true   (blobs + results, one transaction)
+--   r:write(final, worker)             -> true   (blobs + results, one transaction;
+--                                                 a skipped file's reason goes in claimed_by)
 --   r:release(worker)                  -> true   (this worker's claims)
 --   r:release_prefix(prefix)           -> true   (a dead process's pending claims)
 --   r:pending()                        -> number of pending rows
@@ -141,12 +142,15 @@ function R:write(final, worker)
              reason = CASE WHEN r.release THEN i.reason ELSE r.reason END,
              damage = coalesce(r.damage, i.damage),
              processed_at = CASE WHEN r.release THEN i.processed_at ELSE now() END,
-             claimed_by = NULL, lease_until = NULL
+             -- a skip names itself in claimed_by (the seed's convention,
+             -- migration 013), under a lease long expired
+             claimed_by = CASE WHEN NOT r.release AND r.state = '%s' THEN r.reason END,
+             lease_until = CASE WHEN NOT r.release AND r.state = '%s' THEN '-infinity'::timestamptz END
         FROM unnest($1::int[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::bool[],
                     array_fill($8::text, array[$10::int]))
              AS r(fs_index, ino, state, blobid, reason, damage, release, worker)
        WHERE i.medium_hash = $9 AND i.fs_index = r.fs_index AND i.ino = r.ino
-         AND i.claimed_by = r.worker]]):format(self.it),
+         AND i.claimed_by = r.worker]]):format(self.it, S.SKIPPED, S.SKIPPED),
       db.array(c.fs, n), db.array(c.ino, n), db.array(c.state, n), db.array(c.blob, n),
       db.array(c.reason, n), db.array(c.damage, n), db.array(c.release, n), worker, self.hash, n)
     if not r then return nil, err, code, state end
