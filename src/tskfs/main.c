@@ -1,0 +1,309 @@
+/*
+ * ntt-tskfs - a read-only FUSE filesystem over The Sleuth Kit: the reader
+ * ntt-mount-helper starts where the kernel has no driver for a filesystem
+ * (docs/reader.md).
+ *
+ *   ntt-tskfs FSTYPE MOUNTPOINT        (fd 3: the device or view, read-only)
+ *
+ * Started as root by the helper, it mounts (root is needed for that), then
+ * drops to the unprivileged "nobody" account with no new privileges before
+ * it reads a byte of the medium, then goes to the background; the helper
+ * unmounts a mount whose reader failed.  Every read of the medium is a
+ * pread of fd 3: an unrescued byte of the honest view is EIO for the file
+ * that needs it, never zeros.
+ *
+ * Besides the filesystem's live tree, one directory not listed in the root,
+ * "/.ntt-tsk", holds the side channel: "report" (the volume label, deleted
+ * and orphan entries, metadata that could not be read) and "deleted/N", the
+ * content of deleted entry N where TSK can read it.
+ */
+#define FUSE_USE_VERSION 31
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse3/fuse.h>
+#include <grp.h>
+#include <linux/fs.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+#include "tskfs.h"
+
+#define IMG_FD 3
+#define SIDE "/.ntt-tsk"
+
+static struct {
+    TSK_FS_INFO *fs;
+    struct tindex x;
+    int built;
+    struct stat side_st;
+} T;
+
+/* ---- the image: fd 3 ---- */
+
+struct ext_img { TSK_IMG_INFO img; int fd; };
+
+/* As many bytes as can be read from off; -1 only when the first one cannot. */
+static ssize_t img_read(TSK_IMG_INFO *img, TSK_OFF_T off, char *buf, size_t len)
+{
+    int fd = ((struct ext_img *)img)->fd;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t r = pread(fd, buf + done, len - done, off + (off_t)done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        done += (size_t)r;
+    }
+    if (done == 0 && len) {
+        tsk_error_reset();
+        tsk_error_set_errno(TSK_ERR_IMG_READ);
+        tsk_error_set_errstr("read at %lld: %s", (long long)off, strerror(errno ? errno : EIO));
+        return -1;
+    }
+    return (ssize_t)done;
+}
+
+static void img_close(TSK_IMG_INFO *img) { (void)img; }
+static void img_stat(TSK_IMG_INFO *img, FILE *f) { fputs("ntt-tskfs fd\n", f); }
+
+static TSK_FS_TYPE_ENUM tsk_type(const char *t)
+{
+    if (!strcmp(t, "vfat") || !strcmp(t, "msdos") || !strcmp(t, "fat")) return TSK_FS_TYPE_FAT_DETECT;
+    if (!strcmp(t, "exfat")) return TSK_FS_TYPE_EXFAT;
+    if (!strcmp(t, "ntfs") || !strcmp(t, "ntfs3")) return TSK_FS_TYPE_NTFS_DETECT;
+    if (!strcmp(t, "hfs") || !strcmp(t, "hfsplus")) return TSK_FS_TYPE_HFS_DETECT;
+    if (!strcmp(t, "iso9660")) return TSK_FS_TYPE_ISO9660;
+    if (!strcmp(t, "ufs")) return TSK_FS_TYPE_FFS_DETECT;
+    if (!strncmp(t, "ext", 3)) return TSK_FS_TYPE_EXT_DETECT;
+    return TSK_FS_TYPE_DETECT;
+}
+
+static TSK_FS_INFO *open_fs(const char *fstype)
+{
+    struct stat st;
+    uint64_t size = 0;
+    if (fstat(IMG_FD, &st) < 0) { fprintf(stderr, "fd %d: %s\n", IMG_FD, strerror(errno)); return NULL; }
+    if (S_ISBLK(st.st_mode)) {
+        if (ioctl(IMG_FD, BLKGETSIZE64, &size) < 0) { fprintf(stderr, "BLKGETSIZE64: %s\n", strerror(errno)); return NULL; }
+    } else {
+        size = (uint64_t)st.st_size;
+    }
+    struct ext_img *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    e->fd = IMG_FD;
+    TSK_IMG_INFO *img = tsk_img_open_external(e, (TSK_OFF_T)size, 512, img_read, img_close, img_stat);
+    if (!img) { fprintf(stderr, "image: %s\n", tsk_error_get()); free(e); return NULL; }
+    TSK_FS_INFO *fs = tsk_fs_open_img(img, 0, tsk_type(fstype));
+    if (!fs) fprintf(stderr, "%s: %s\n", fstype, tsk_error_get());
+    return fs;
+}
+
+/* ---- the filesystem ---- */
+
+static void build(void)
+{
+    if (T.built) return;
+    tindex_build(&T.x, T.fs);
+    T.built = 1;
+}
+
+/* "/.ntt-tsk/deleted/N" -> N (1-based) or 0 */
+static uint64_t deleted_id(const char *path)
+{
+    const char *p = path + strlen(SIDE "/deleted/");
+    if (!*p || strspn(p, "0123456789") != strlen(p) || strlen(p) > 18) return 0;
+    uint64_t id = strtoull(p, NULL, 10);
+    return id >= 1 && id <= T.x.ndeleted && T.x.deleted_addr[id - 1] ? id : 0;
+}
+
+static int side_stat(const char *path, struct stat *st)
+{
+    *st = T.side_st;
+    if (!strcmp(path, SIDE) || !strcmp(path, SIDE "/deleted")) return 0;
+    st->st_mode = S_IFREG | 0444;
+    st->st_nlink = 1;
+    if (!strcmp(path, SIDE "/report")) { st->st_size = (off_t)T.x.report_len; return 0; }
+    if (!strncmp(path, SIDE "/deleted/", strlen(SIDE "/deleted/"))) {
+        uint64_t id = deleted_id(path);
+        if (!id) return -ENOENT;
+        TSK_FS_FILE *f = tsk_fs_file_open_meta(T.fs, NULL, T.x.deleted_addr[id - 1]);
+        if (!f) { tsk_error_reset(); return -EIO; }
+        tindex_stat(T.fs, f->meta, st);
+        st->st_mode = S_IFREG | 0444;
+        st->st_ino = 0;
+        tsk_fs_file_close(f);
+        return 0;
+    }
+    return -ENOENT;
+}
+
+static int is_side(const char *path)
+{
+    size_t n = strlen(SIDE);
+    return !strncmp(path, SIDE, n) && (path[n] == 0 || path[n] == '/') && !tindex_lookup(&T.x, SIDE);
+}
+
+static int t_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+    build();
+    if (is_side(path)) return side_stat(path, st);
+    struct node *n = tindex_lookup(&T.x, path);
+    if (!n) return -ENOENT;
+    if (n->err) return -n->err;
+    *st = n->st;
+    return 0;
+}
+
+static int t_readlink(const char *path, char *buf, size_t len)
+{
+    build();
+    struct node *n = is_side(path) ? NULL : tindex_lookup(&T.x, path);
+    if (!n) return -ENOENT;
+    if (!n->link) return -EINVAL;
+    snprintf(buf, len, "%s", n->link);
+    return 0;
+}
+
+static int t_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
+                     struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+    build();
+    fill(buf, ".", NULL, 0, 0);
+    fill(buf, "..", NULL, 0, 0);
+    if (is_side(path)) {
+        if (!strcmp(path, SIDE)) {
+            fill(buf, "report", NULL, 0, 0);
+            fill(buf, "deleted", NULL, 0, 0);
+        } else if (!strcmp(path, SIDE "/deleted")) {
+            char name[24];
+            for (uint64_t i = 0; i < T.x.ndeleted; i++)
+                if (T.x.deleted_addr[i]) {
+                    snprintf(name, sizeof name, "%llu", (unsigned long long)i + 1);
+                    fill(buf, name, NULL, 0, 0);
+                }
+        } else {
+            return -ENOTDIR;
+        }
+        return 0;
+    }
+    struct node *n = tindex_lookup(&T.x, path);
+    if (!n) return -ENOENT;
+    if (n->err) return -n->err;
+    if (!S_ISDIR(n->st.st_mode)) return -ENOTDIR;
+    if (n->dir_err) return -n->dir_err;
+    for (uint32_t i = 0; i < n->nkids; i++) {
+        struct node *k = n->kids[i];
+        if (fill(buf, k->name, k->err ? NULL : &k->st, 0, k->err ? 0 : FUSE_FILL_DIR_PLUS)) break;
+    }
+    return 0;
+}
+
+static int t_open(const char *path, struct fuse_file_info *fi)
+{
+    build();
+    if ((fi->flags & O_ACCMODE) != O_RDONLY) return -EROFS;
+    TSK_INUM_T addr;
+    if (is_side(path)) {
+        if (!strcmp(path, SIDE "/report")) { fi->fh = 0; return 0; }
+        uint64_t id = !strncmp(path, SIDE "/deleted/", strlen(SIDE "/deleted/")) ? deleted_id(path) : 0;
+        if (!id) return -ENOENT;
+        addr = T.x.deleted_addr[id - 1];
+    } else {
+        struct node *n = tindex_lookup(&T.x, path);
+        if (!n) return -ENOENT;
+        if (n->err) return -n->err;
+        if (!S_ISREG(n->st.st_mode)) return -EISDIR;
+        addr = n->addr;
+    }
+    TSK_FS_FILE *f = tsk_fs_file_open_meta(T.fs, NULL, addr);
+    if (!f) { tsk_error_reset(); return -EIO; }
+    fi->fh = (uint64_t)(uintptr_t)f;
+    fi->keep_cache = 1;
+    return 0;
+}
+
+static int t_read(const char *path, char *buf, size_t len, off_t off, struct fuse_file_info *fi)
+{
+    if (!fi->fh) {                                   /* the report */
+        if ((size_t)off >= T.x.report_len) return 0;
+        if (len > T.x.report_len - (size_t)off) len = T.x.report_len - (size_t)off;
+        memcpy(buf, T.x.report + off, len);
+        return (int)len;
+    }
+    TSK_FS_FILE *f = (TSK_FS_FILE *)(uintptr_t)fi->fh;
+    if (off >= f->meta->size) return 0;
+    if ((off_t)len > f->meta->size - off) len = (size_t)(f->meta->size - off);
+    ssize_t r = tsk_fs_file_read(f, off, buf, len, TSK_FS_FILE_READ_FLAG_NONE);
+    /* TSK fails a read it cannot complete: all of it is an I/O error, never a short guess */
+    if (r < 0 || (size_t)r < len) { tsk_error_reset(); return -EIO; }
+    return (int)r;
+}
+
+static int t_release(const char *path, struct fuse_file_info *fi)
+{
+    if (fi->fh) tsk_fs_file_close((TSK_FS_FILE *)(uintptr_t)fi->fh);
+    return 0;
+}
+
+static void *t_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+    cfg->use_ino = 1;
+    cfg->kernel_cache = 1;          /* the medium does not change under us */
+    cfg->attr_timeout = 3600;
+    cfg->entry_timeout = 3600;
+    cfg->negative_timeout = 3600;
+    return NULL;
+}
+
+static const struct fuse_operations ops = {
+    .getattr = t_getattr,
+    .readlink = t_readlink,
+    .readdir = t_readdir,
+    .open = t_open,
+    .read = t_read,
+    .release = t_release,
+    .init = t_init,
+};
+
+/* ---- start ---- */
+
+static int drop_privileges(void)
+{
+    uid_t uid = 65534;
+    gid_t gid = 65534;
+    struct passwd *pw = getpwnam("nobody");
+    if (pw) { uid = pw->pw_uid; gid = pw->pw_gid; }
+    if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0) return -1;
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) return -1;
+    return setuid(0) == 0 ? -1 : 0;          /* must not be able to get root back */
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) { fputs("usage: ntt-tskfs FSTYPE MOUNTPOINT (image on fd 3)\n", stderr); return 2; }
+    if (fcntl(IMG_FD, F_GETFD) < 0) { fputs("ntt-tskfs: fd 3 is not open\n", stderr); return 2; }
+    /* FAT keeps local wall-clock times: TSK turns them into seconds as if UTC, exactly the fields stored */
+    setenv("TZ", "UTC0", 1);
+    tzset();
+    char *fargv[] = { "ntt-tskfs", "-o", "ro,nosuid,nodev,noexec,noatime,allow_other,fsname=ntt-tsk,subtype=ntt-tsk", NULL };
+    struct fuse_args args = FUSE_ARGS_INIT(3, fargv);
+    struct fuse *f = fuse_new(&args, &ops, sizeof ops, NULL);
+    if (!f) { fputs("ntt-tskfs: fuse_new failed\n", stderr); return 4; }
+    if (fuse_mount(f, argv[2]) != 0) { fprintf(stderr, "ntt-tskfs: cannot mount at %s\n", argv[2]); return 4; }
+    if (geteuid() == 0 && drop_privileges() < 0) {
+        fprintf(stderr, "ntt-tskfs: cannot drop privileges: %s\n", strerror(errno));
+        return 4;                               /* the helper unmounts */
+    }
+    T.fs = open_fs(argv[1]);
+    if (!T.fs) return 3;
+    T.side_st.st_mode = S_IFDIR | 0555;
+    T.side_st.st_nlink = 2;
+    if (fuse_daemonize(0) != 0) return 4;
+    int rc = fuse_loop(f);
+    fuse_unmount(f);
+    fuse_destroy(f);
+    return rc ? 1 : 0;
+}

@@ -1,0 +1,41 @@
+/*
+ * tskfs.h - shared declarations of ntt-tskfs, the read-only FUSE reader over
+ * The Sleuth Kit (docs/reader.md): index.c reads the filesystem's tree
+ * once, main.c serves it.
+ */
+#ifndef NTT_TSKFS_H
+#define NTT_TSKFS_H
+
+#include <stdint.h>
+#include <sys/stat.h>
+#include <tsk/libtsk.h>
+
+/* One entry of the live tree. */
+struct node {
+    char *name;
+    struct node *parent;
+    struct node **kids;         /* sorted by name (strcmp) once the directory is read */
+    uint32_t nkids, cap;
+    TSK_INUM_T addr;
+    struct stat st;
+    char *link;                 /* symlink target or NULL */
+    int err;                    /* errno for getattr (an unreadable entry) or 0 */
+    int dir_err;                /* errno for readdir (an unreadable directory) or 0 */
+};
+
+/* What the reader found, besides the live tree. */
+struct tindex {
+    TSK_FS_INFO *fs;
+    struct node *root;
+    char *report;               /* the side channel: label, deleted entries, damage (TSV) */
+    size_t report_len, report_cap;
+    uint64_t ndeleted;          /* deleted entries; the first ones have a content file */
+    TSK_INUM_T *deleted_addr;   /* [ndeleted]: meta address of deleted entry i, 0 = no content */
+};
+
+/* index.c */
+int tindex_build(struct tindex *x, TSK_FS_INFO *fs);
+struct node *tindex_lookup(struct tindex *x, const char *path);
+void tindex_stat(TSK_FS_INFO *fs, const TSK_FS_META *m, struct stat *st);
+
+#endif
