@@ -13,6 +13,7 @@ local failures = require "ntt.enumerate.failures"
 local retry = require "ntt.enumerate.retry"
 local problems = require "ntt.problems"
 local progress = require "ntt.progress"
+local reader = require "ntt.reader"
 
 local M = {}
 
@@ -128,6 +129,16 @@ function M.run(ctx)
     return nil, err, code
   end
   ctx.enumerated = summary
+  -- what a reader found besides the live files: deleted entries, the label, metadata damage
+  for _, r in ipairs(ctx.roots) do
+    if reader.is_reader(r) then
+      local rs, rerr, rcode, rstate = reader.record(db, m.hash, r)
+      if not rs then return nil, rerr, rcode, rstate end
+      if rs.damaged > 0 then ctx.problems[#ctx.problems + 1] = { kind = "metadata_damage", count = rs.damaged } end
+      ctx.log:info("reader_recorded", { medium = m.hash, fs_index = r.fs_index, deleted = rs.deleted,
+                                        damaged = rs.damaged, label = rs.label })
+    end
+  end
   if p.raw_audit then
     -- An audit copy of the enumeration, byte-exact and compressed (docs/walk.md).
     local config = require "ntt.config"
