@@ -60,7 +60,7 @@ function M.report(path)
     local t = split(line)
     if t[1] == "label" then
       rep.label = unescape(t[2] or "")
-    elseif t[1] == "deleted" and #t >= 13 then
+    elseif t[1] == "deleted" and #t >= 12 then
       rep.deleted[#rep.deleted + 1] = {
         entry = math.tointeger(tonumber(t[2])), type = t[3], size = math.tointeger(tonumber(t[4])),
         mtime_ns = ns(t[5]), atime_ns = ns(t[6]), ctime_ns = ns(t[7]), crtime_ns = ns(t[8]),

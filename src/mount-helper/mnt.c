@@ -249,14 +249,15 @@ void fs_mount(struct fsent *e, int devfd, int viewed)
         if (tsk) { plan[n].how = "tsk"; plan[n++].type = t; }
     } else if (!strcmp(t, "iso9660")) {
         plan[n].how = "kernel"; plan[n++].type = "iso9660";
-        if (fuse) { plan[n].how = "fuseiso"; plan[n++].type = "iso9660"; }
         if (tsk) { plan[n].how = "tsk"; plan[n++].type = "iso9660"; }
+        /* TSK declines a Rock Ridge disc without Joliet: fuseiso reads its names */
+        if (fuse || tsk) { plan[n].how = "fuseiso"; plan[n++].type = "iso9660"; }
         plan[n].how = "kernel"; plan[n++].type = "udf";
     } else if (!strcmp(t, "udf")) {
         plan[n].how = "kernel"; plan[n++].type = "udf";
         plan[n].how = "kernel"; plan[n++].type = "iso9660";
-        if (fuse) { plan[n].how = "fuseiso"; plan[n++].type = "iso9660"; }
         if (tsk) { plan[n].how = "tsk"; plan[n++].type = "iso9660"; }
+        if (fuse || tsk) { plan[n].how = "fuseiso"; plan[n++].type = "iso9660"; }
     } else {
         plan[n].how = "kernel"; plan[n++].type = t;
         if (tsk && reader_tsk_reads(t)) { plan[n].how = "tsk"; plan[n++].type = t; }

@@ -297,6 +297,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "ntt-tskfs: cannot drop privileges: %s\n", strerror(errno));
         return 4;                               /* the helper unmounts */
     }
+    if (tsk_type(argv[1]) == TSK_FS_TYPE_ISO9660 && iso_rock_ridge_only(IMG_FD)) {
+        fputs("Rock Ridge names without Joliet: The Sleuth Kit would read only the 8.3 names\n", stderr);
+        return 3;
+    }
     T.fs = open_fs(argv[1]);
     if (!T.fs) return 3;
     T.side_st.st_mode = S_IFDIR | 0555;

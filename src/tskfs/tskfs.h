@@ -38,4 +38,7 @@ int tindex_build(struct tindex *x, TSK_FS_INFO *fs);
 struct node *tindex_lookup(struct tindex *x, const char *path);
 void tindex_stat(TSK_FS_INFO *fs, const TSK_FS_META *m, struct stat *st);
 
+/* iso.c */
+int iso_rock_ridge_only(int fd);
+
 #endif
