@@ -246,25 +246,84 @@ describe("the Sleuth Kit reader", function()
 
   it("a truncated floppy: files inside copied, files past the end failed with EIO, each within 2 s", function()
     local dir = helper.tmpdir("cutfat")
-    local big = {}
-    big["early.txt"] = "early " .. tag
+    local big = { ["early.txt"] = "early " .. tag }
     for i = 1, 6 do big[("late%d.bin"):format(i)] = ("%s late %d "):format(tag, i):rep(8000) end
     local img = fat_image(dir .. "/floppy.img", { fat = 12, kb = 1440, label = "CUT", files = big })
-    images.truncate(img, 720 * 1024)
-    local r = run(dir .. "/home", { "-v", runs.policy(dir), img }, 120)
-    assert.equal(1, r.code, r.stderr .. r.stdout)
-    local got = db_files(runs.medium_of(img))
-    assert.equal("copied", got["early.txt"].state)
-    local failed = 0
-    for path, row in pairs(got) do
-      if path:find("^late") and row.state ~= "copied" then
-        failed = failed + 1
-        local at = assert(db():exec(([[SELECT errors::text AS e FROM inode_p_%s i JOIN path_p_%s p USING (fs_index, ino)
-                                        WHERE p.path = $1]]):format(runs.medium_of(img), runs.medium_of(img)), path))[1]
-        assert.matches("EIO", at.e .. (row.reason or ""))
-        assert.not_matches("EPERM", at.e)
+    -- where each file lies, as istat says, before the cut
+    local cut = 720 * 1024
+    local inside = {}
+    for line in sh({ "fls", img }).stdout:gmatch("[^\n]+") do
+      local addr, name = line:match("^r/r (%d+):\t(%S+)$")
+      if addr and big[name] then
+        local last = 0
+        local sectors = sh({ "istat", img, addr }).stdout:match("Sectors:(.*)$")
+        for n in sectors:gmatch("%d+") do last = math.max(last, tonumber(n)) end
+        inside[name] = (last + 1) * 512 <= cut
       end
     end
-    assert.is_true(failed >= 1, "nothing past the end")
+    images.truncate(img, cut)
+    local r = run(dir .. "/home", { runs.policy(dir), img }, 120)
+    assert.equal(1, r.code, r.stderr .. r.stdout)
+    local h = runs.medium_of(img)
+    local got = db_files(h)
+    local past = 0
+    for name, content in pairs(big) do
+      if inside[name] then
+        assert.equal("copied", got[name].state, name)
+        assert.equal(hash.sum(content), got[name].blobid, name)
+      else
+        past = past + 1
+        assert.are_not.equal("copied", got[name].state, name)
+        local e = assert(db():exec(([[SELECT i.errors::text AS e FROM inode_p_%s i JOIN path_p_%s p USING (fs_index, ino)
+                                       WHERE p.path = $1]]):format(h, h), name))[1].e
+        assert.matches("EIO", e, 1, true)
+        assert.not_matches("EPERM", e, 1, true)
+      end
+    end
+    assert.is_true(past >= 2, "nothing past the end")
+    -- each one decided at once, with EIO (not EPERM): read through the reader
+    local mount = require "ntt.mount"
+    local res = assert(mount.mount(h, img))
+    finally(function() mount.unmount(h, img) end)
+    local root = mount.roots_of(res)[1]
+    assert.equal("ntt-tskfs", root.driver)
+    local util = require "ntt.core.util"
+    for name in pairs(big) do
+      if not inside[name] then
+        local t0 = util.monotonic()
+        local f = assert(io.open(root.root .. "/" .. name, "rb"))
+        local data, err = f:read("a")
+        f:close()
+        assert.is_nil(data, name)
+        assert.matches("Input/output error", err)
+        assert.is_true(util.monotonic() - t0 < 2, name .. " took too long")
+      end
+    end
+  end)
+
+  it("an unrescued directory cluster: the directory is flagged (metadata_damage) and an unreadable place", function()
+    local dir = helper.tmpdir("metadmg")
+    local img = fat_image(dir .. "/floppy.img", { fat = 12, kb = 1440, label = "DMG", files = {
+      ["a.txt"] = ("a " .. tag):rep(800), ["sub/b.txt"] = "b " .. tag, ["sub/c.txt"] = "c " .. tag } })
+    local addr
+    for line in sh({ "fls", img }).stdout:gmatch("[^\n]+") do
+      addr = addr or line:match("^d/d (%d+):\tsub$")
+    end
+    local sector = tonumber(sh({ "istat", img, assert(addr) }).stdout:match("Sectors:%s+(%d+)"))
+    local size = 1440 * 1024
+    local lo = (sector * 512) // 4096 * 4096
+    images.mapfile(img .. ".map", { { 0, lo, "+" }, { lo, 4096, "-" }, { lo + 4096, size - lo - 4096, "+" } }, size)
+    local r = run(dir .. "/home", { runs.policy(dir), img })
+    assert.equal(1, r.code, r.stderr .. r.stdout)
+    local h = runs.medium_of(img)
+    local json = require "ntt.json"
+    local p = json.decode(assert(db():exec("SELECT problems::text AS p FROM medium WHERE medium_hash = $1", h))[1].p)
+    assert.truthy(p.metadata_damage, json.encode(p))
+    assert.equal("dir_unreadable", p.metadata_damage.first[1].reason)
+    assert.equal("sub", p.metadata_damage.first[1].path)
+    local f = assert(db():exec("SELECT path, err FROM enum_failure WHERE medium_hash = $1", h))
+    assert.equal(1, #f)
+    assert.equal("sub", f[1].path)
+    assert.equal("EIO", f[1].err)
   end)
 end)

@@ -34,6 +34,7 @@
 
 #define IMG_FD 3
 #define SIDE "/.ntt-tsk"
+#define READ_PIECE 32768       /* + the offset within a sector stays within TSK's 64 KiB cache block */
 
 static struct {
     TSK_FS_INFO *fs;
@@ -236,10 +237,20 @@ static int t_read(const char *path, char *buf, size_t len, off_t off, struct fus
     TSK_FS_FILE *f = (TSK_FS_FILE *)(uintptr_t)fi->fh;
     if (off >= f->meta->size) return 0;
     if ((off_t)len > f->meta->size - off) len = (size_t)(f->meta->size - off);
-    ssize_t r = tsk_fs_file_read(f, off, buf, len, TSK_FS_FILE_READ_FLAG_NONE);
-    /* TSK fails a read it cannot complete: all of it is an I/O error, never a short guess */
-    if (r < 0 || (size_t)r < len) { tsk_error_reset(); return -EIO; }
-    return (int)r;
+    /*
+     * In pieces TSK serves through its image cache: a longer read that is
+     * not a whole number of sectors takes another path in libtsk, which
+     * hands out zeros for bytes it failed to read.  A piece TSK cannot
+     * complete makes the whole read an I/O error, never a short guess.
+     */
+    size_t done = 0;
+    while (done < len) {
+        size_t n = len - done < READ_PIECE ? len - done : READ_PIECE;
+        ssize_t r = tsk_fs_file_read(f, off + (off_t)done, buf + done, n, TSK_FS_FILE_READ_FLAG_NONE);
+        if (r < 0 || (size_t)r < n) { tsk_error_reset(); return -EIO; }
+        done += n;
+    }
+    return (int)len;
 }
 
 static int t_release(const char *path, struct fuse_file_info *fi)
