@@ -23,6 +23,7 @@
 #include <fuse3/fuse.h>
 #include <grp.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,21 @@
 #define IMG_FD 3
 #define SIDE "/.ntt-tsk"
 #define READ_PIECE 32768       /* + the offset within a sector stays within TSK's 64 KiB cache block */
+
+/* One open file: the report, or a file of the medium with where its bytes are. */
+struct ofile {
+    int report;
+    TSK_FS_FILE *f;
+    struct fmap map;
+};
+
+/*
+ * Requests are served by several threads; libtsk is used by one at a time
+ * (its caches are not safe to share), while reads of mapped files are
+ * preads of the device outside the lock, so cold reads overlap.
+ */
+static pthread_mutex_t tsk_lock = PTHREAD_MUTEX_INITIALIZER;
+#define LOCKED(stmt) do { pthread_mutex_lock(&tsk_lock); stmt; pthread_mutex_unlock(&tsk_lock); } while (0)
 
 static struct {
     TSK_FS_INFO *fs;
@@ -106,9 +122,12 @@ static TSK_FS_INFO *open_fs(const char *fstype)
 
 static void build(void)
 {
-    if (T.built) return;
-    tindex_build(&T.x, T.fs);
-    T.built = 1;
+    pthread_mutex_lock(&tsk_lock);
+    if (!T.built) {
+        tindex_build(&T.x, T.fs);
+        T.built = 1;
+    }
+    pthread_mutex_unlock(&tsk_lock);
 }
 
 /* "/.ntt-tsk/deleted/N" -> N (1-based) or 0 */
@@ -130,13 +149,15 @@ static int side_stat(const char *path, struct stat *st)
     if (!strncmp(path, SIDE "/deleted/", strlen(SIDE "/deleted/"))) {
         uint64_t id = deleted_id(path);
         if (!id) return -ENOENT;
+        int rc = 0;
+        pthread_mutex_lock(&tsk_lock);
         TSK_FS_FILE *f = tsk_fs_file_open_meta(T.fs, NULL, T.x.deleted_addr[id - 1]);
-        if (!f) { tsk_error_reset(); return -EIO; }
-        tindex_stat(T.fs, f->meta, st);
+        if (!f) { tsk_error_reset(); rc = -EIO; }
+        else { tindex_stat(T.fs, f->meta, st); tsk_fs_file_close(f); }
+        pthread_mutex_unlock(&tsk_lock);
         st->st_mode = S_IFREG | 0444;
         st->st_ino = 0;
-        tsk_fs_file_close(f);
-        return 0;
+        return rc;
     }
     return -ENOENT;
 }
@@ -207,36 +228,44 @@ static int t_open(const char *path, struct fuse_file_info *fi)
     build();
     if ((fi->flags & O_ACCMODE) != O_RDONLY) return -EROFS;
     TSK_INUM_T addr;
+    struct ofile *o = calloc(1, sizeof *o);
+    if (!o) return -ENOMEM;
     if (is_side(path)) {
-        if (!strcmp(path, SIDE "/report")) { fi->fh = 0; return 0; }
+        if (!strcmp(path, SIDE "/report")) { o->report = 1; fi->fh = (uint64_t)(uintptr_t)o; return 0; }
         uint64_t id = !strncmp(path, SIDE "/deleted/", strlen(SIDE "/deleted/")) ? deleted_id(path) : 0;
-        if (!id) return -ENOENT;
+        if (!id) { free(o); return -ENOENT; }
         addr = T.x.deleted_addr[id - 1];
     } else {
         struct node *n = tindex_lookup(&T.x, path);
-        if (!n) return -ENOENT;
-        if (n->err) return -n->err;
-        if (!S_ISREG(n->st.st_mode)) return -EISDIR;
+        int rc = !n ? -ENOENT : n->err ? -n->err : !S_ISREG(n->st.st_mode) ? -EISDIR : 0;
+        if (rc) { free(o); return rc; }
         addr = n->addr;
     }
-    TSK_FS_FILE *f = tsk_fs_file_open_meta(T.fs, NULL, addr);
-    if (!f) { tsk_error_reset(); return -EIO; }
-    fi->fh = (uint64_t)(uintptr_t)f;
+    int rc = 0;
+    pthread_mutex_lock(&tsk_lock);
+    o->f = tsk_fs_file_open_meta(T.fs, NULL, addr);
+    if (!o->f || !o->f->meta || fmap_build(o->f, &o->map) < 0) rc = -EIO;
+    if (rc && o->f) tsk_fs_file_close(o->f);
+    tsk_error_reset();
+    pthread_mutex_unlock(&tsk_lock);
+    if (rc) { free(o); return rc; }
+    fi->fh = (uint64_t)(uintptr_t)o;
     fi->keep_cache = 1;
     return 0;
 }
 
 static int t_read(const char *path, char *buf, size_t len, off_t off, struct fuse_file_info *fi)
 {
-    if (!fi->fh) {                                   /* the report */
+    struct ofile *o = (struct ofile *)(uintptr_t)fi->fh;
+    if (o->report) {
         if ((size_t)off >= T.x.report_len) return 0;
         if (len > T.x.report_len - (size_t)off) len = T.x.report_len - (size_t)off;
         memcpy(buf, T.x.report + off, len);
         return (int)len;
     }
-    TSK_FS_FILE *f = (TSK_FS_FILE *)(uintptr_t)fi->fh;
-    if (off >= f->meta->size) return 0;
-    if ((off_t)len > f->meta->size - off) len = (size_t)(f->meta->size - off);
+    if ((uint64_t)off >= o->map.size) return 0;
+    if ((uint64_t)len > o->map.size - (uint64_t)off) len = (size_t)(o->map.size - (uint64_t)off);
+    if (!o->map.use_tsk) return fmap_read(&o->map, IMG_FD, buf, len, (uint64_t)off);
     /*
      * In pieces TSK serves through its image cache: a longer read that is
      * not a whole number of sectors takes another path in libtsk, which
@@ -244,18 +273,25 @@ static int t_read(const char *path, char *buf, size_t len, off_t off, struct fus
      * complete makes the whole read an I/O error, never a short guess.
      */
     size_t done = 0;
+    int rc = 0;
+    pthread_mutex_lock(&tsk_lock);
     while (done < len) {
         size_t n = len - done < READ_PIECE ? len - done : READ_PIECE;
-        ssize_t r = tsk_fs_file_read(f, off + (off_t)done, buf + done, n, TSK_FS_FILE_READ_FLAG_NONE);
-        if (r < 0 || (size_t)r < n) { tsk_error_reset(); return -EIO; }
+        ssize_t r = tsk_fs_file_read(o->f, off + (off_t)done, buf + done, n, TSK_FS_FILE_READ_FLAG_NONE);
+        if (r < 0 || (size_t)r < n) { tsk_error_reset(); rc = -EIO; break; }
         done += n;
     }
-    return (int)len;
+    pthread_mutex_unlock(&tsk_lock);
+    return rc ? rc : (int)len;
 }
 
 static int t_release(const char *path, struct fuse_file_info *fi)
 {
-    if (fi->fh) tsk_fs_file_close((TSK_FS_FILE *)(uintptr_t)fi->fh);
+    struct ofile *o = (struct ofile *)(uintptr_t)fi->fh;
+    if (!o) return 0;
+    if (o->f) LOCKED(tsk_fs_file_close(o->f));
+    fmap_free(&o->map);
+    free(o);
     return 0;
 }
 
@@ -317,7 +353,7 @@ int main(int argc, char **argv)
     T.side_st.st_mode = S_IFDIR | 0555;
     T.side_st.st_nlink = 2;
     if (fuse_daemonize(0) != 0) return 4;
-    int rc = fuse_loop(f);
+    int rc = fuse_loop_mt(f, 0);
     fuse_unmount(f);
     fuse_destroy(f);
     return rc ? 1 : 0;

@@ -38,6 +38,18 @@ int tindex_build(struct tindex *x, TSK_FS_INFO *fs);
 struct node *tindex_lookup(struct tindex *x, const char *path);
 void tindex_stat(TSK_FS_INFO *fs, const TSK_FS_META *m, struct stat *st);
 
+/* Where a file's bytes are on the device (runs.c). */
+struct extent { uint64_t foff, doff, len; int zero; };
+struct fmap {
+    struct extent *e;
+    size_t n, cap;
+    uint64_t size, covered;
+    int use_tsk;                /* content TSK must decode: read through TSK */
+};
+int fmap_build(TSK_FS_FILE *f, struct fmap *m);
+void fmap_free(struct fmap *m);
+int fmap_read(const struct fmap *m, int fd, char *buf, size_t len, uint64_t off);
+
 /* iso.c */
 int iso_rock_ridge_only(int fd);
 
