@@ -169,6 +169,8 @@ static void record_deleted(struct tindex *x, TSK_FS_FILE *f, const char *dir)
     const char *rec = recoverability(f);
     int content = !strcmp(rec, "recoverable") || !strcmp(rec, "data_reused");
     x->deleted_addr = xrealloc(x->deleted_addr, (x->ndeleted + 1) * sizeof *x->deleted_addr);
+    x->deleted_map = xrealloc(x->deleted_map, (x->ndeleted + 1) * sizeof *x->deleted_map);
+    x->deleted_map[x->ndeleted] = NULL;
     x->deleted_addr[x->ndeleted++] = content ? f->meta->addr : 0;
     const TSK_FS_META *m = f->meta;
     putf(x, "deleted\t%llu\t%s\t%lld\t", (unsigned long long)x->ndeleted, kind_of(f), m ? (long long)m->size : -1LL);

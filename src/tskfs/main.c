@@ -37,13 +37,6 @@
 #define SIDE "/.ntt-tsk"
 #define READ_PIECE 32768       /* + the offset within a sector stays within TSK's 64 KiB cache block */
 
-/* One open file: the report, or a file of the medium with where its bytes are. */
-struct ofile {
-    int report;
-    TSK_FS_FILE *f;
-    struct fmap map;
-};
-
 /*
  * Requests are served by several threads; libtsk is used by one at a time
  * (its caches are not safe to share), while reads of mapped files are
@@ -56,6 +49,7 @@ static struct {
     TSK_FS_INFO *fs;
     struct tindex x;
     int built;
+    int no_open;                /* the kernel sends no open/release (FUSE no_open) */
     struct stat side_st;
 } T;
 
@@ -223,49 +217,75 @@ static int t_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t of
     return 0;
 }
 
+/*
+ * Where the bytes of the file with meta address addr are, kept in *slot
+ * once read; NULL when TSK cannot open or walk it.  Files are not opened
+ * per open(2): the kernel is told the reader needs no open/release (FUSE
+ * no_open), so a file costs one lookup and its reads.
+ */
+static struct fmap *map_of(struct fmap **slot, TSK_INUM_T addr)
+{
+    pthread_mutex_lock(&tsk_lock);
+    if (!*slot) {
+        struct fmap *m = calloc(1, sizeof *m);
+        TSK_FS_FILE *f = m ? tsk_fs_file_open_meta(T.fs, NULL, addr) : NULL;
+        if (f && f->meta && fmap_build(f, m) == 0) { m->addr = addr; *slot = m; }
+        else free(m);
+        if (f) tsk_fs_file_close(f);
+        tsk_error_reset();
+    }
+    struct fmap *m = *slot;
+    pthread_mutex_unlock(&tsk_lock);
+    return m;
+}
+
+/* The file at path: its map, the report (*report set), or NULL with *err. */
+static struct fmap *file_of(const char *path, int *report, int *err)
+{
+    *report = 0;
+    if (is_side(path)) {
+        if (!strcmp(path, SIDE "/report")) { *report = 1; return NULL; }
+        uint64_t id = !strncmp(path, SIDE "/deleted/", strlen(SIDE "/deleted/")) ? deleted_id(path) : 0;
+        if (!id) { *err = -ENOENT; return NULL; }
+        struct fmap *m = map_of(&T.x.deleted_map[id - 1], T.x.deleted_addr[id - 1]);
+        if (!m) *err = -EIO;
+        return m;
+    }
+    struct node *n = tindex_lookup(&T.x, path);
+    *err = !n ? -ENOENT : n->err ? -n->err : !S_ISREG(n->st.st_mode) ? -EISDIR : 0;
+    if (*err) return NULL;
+    struct fmap *m = map_of(&n->map, n->addr);
+    if (!m) *err = -EIO;
+    return m;
+}
+
 static int t_open(const char *path, struct fuse_file_info *fi)
 {
     build();
     if ((fi->flags & O_ACCMODE) != O_RDONLY) return -EROFS;
-    TSK_INUM_T addr;
-    struct ofile *o = calloc(1, sizeof *o);
-    if (!o) return -ENOMEM;
-    if (is_side(path)) {
-        if (!strcmp(path, SIDE "/report")) { o->report = 1; fi->fh = (uint64_t)(uintptr_t)o; return 0; }
-        uint64_t id = !strncmp(path, SIDE "/deleted/", strlen(SIDE "/deleted/")) ? deleted_id(path) : 0;
-        if (!id) { free(o); return -ENOENT; }
-        addr = T.x.deleted_addr[id - 1];
-    } else {
-        struct node *n = tindex_lookup(&T.x, path);
-        int rc = !n ? -ENOENT : n->err ? -n->err : !S_ISREG(n->st.st_mode) ? -EISDIR : 0;
-        if (rc) { free(o); return rc; }
-        addr = n->addr;
-    }
-    int rc = 0;
-    pthread_mutex_lock(&tsk_lock);
-    o->f = tsk_fs_file_open_meta(T.fs, NULL, addr);
-    if (!o->f || !o->f->meta || fmap_build(o->f, &o->map) < 0) rc = -EIO;
-    if (rc && o->f) tsk_fs_file_close(o->f);
-    tsk_error_reset();
-    pthread_mutex_unlock(&tsk_lock);
-    if (rc) { free(o); return rc; }
-    fi->fh = (uint64_t)(uintptr_t)o;
+    if (T.no_open) return -ENOSYS;             /* never again: reads come by path */
+    int report, err = 0;
+    struct fmap *m = file_of(path, &report, &err);
+    if (!m && !report) return err;
     fi->keep_cache = 1;
     return 0;
 }
 
 static int t_read(const char *path, char *buf, size_t len, off_t off, struct fuse_file_info *fi)
 {
-    struct ofile *o = (struct ofile *)(uintptr_t)fi->fh;
-    if (o->report) {
+    build();
+    int report, err = 0;
+    struct fmap *m = file_of(path, &report, &err);
+    if (report) {
         if ((size_t)off >= T.x.report_len) return 0;
         if (len > T.x.report_len - (size_t)off) len = T.x.report_len - (size_t)off;
         memcpy(buf, T.x.report + off, len);
         return (int)len;
     }
-    if ((uint64_t)off >= o->map.size) return 0;
-    if ((uint64_t)len > o->map.size - (uint64_t)off) len = (size_t)(o->map.size - (uint64_t)off);
-    if (!o->map.use_tsk) return fmap_read(&o->map, IMG_FD, buf, len, (uint64_t)off);
+    if (!m) return err;
+    if ((uint64_t)off >= m->size) return 0;
+    if ((uint64_t)len > m->size - (uint64_t)off) len = (size_t)(m->size - (uint64_t)off);
+    if (!m->use_tsk) return fmap_read(m, IMG_FD, buf, len, (uint64_t)off);
     /*
      * In pieces TSK serves through its image cache: a longer read that is
      * not a whole number of sectors takes another path in libtsk, which
@@ -275,28 +295,26 @@ static int t_read(const char *path, char *buf, size_t len, off_t off, struct fus
     size_t done = 0;
     int rc = 0;
     pthread_mutex_lock(&tsk_lock);
-    while (done < len) {
+    TSK_FS_FILE *f = tsk_fs_file_open_meta(T.fs, NULL, m->addr);
+    while (f && done < len) {
         size_t n = len - done < READ_PIECE ? len - done : READ_PIECE;
-        ssize_t r = tsk_fs_file_read(o->f, off + (off_t)done, buf + done, n, TSK_FS_FILE_READ_FLAG_NONE);
-        if (r < 0 || (size_t)r < n) { tsk_error_reset(); rc = -EIO; break; }
+        ssize_t r = tsk_fs_file_read(f, off + (off_t)done, buf + done, n, TSK_FS_FILE_READ_FLAG_NONE);
+        if (r < 0 || (size_t)r < n) { rc = -EIO; break; }
         done += n;
     }
+    if (!f) rc = -EIO;
+    else tsk_fs_file_close(f);
+    tsk_error_reset();
     pthread_mutex_unlock(&tsk_lock);
     return rc ? rc : (int)len;
 }
 
-static int t_release(const char *path, struct fuse_file_info *fi)
-{
-    struct ofile *o = (struct ofile *)(uintptr_t)fi->fh;
-    if (!o) return 0;
-    if (o->f) LOCKED(tsk_fs_file_close(o->f));
-    fmap_free(&o->map);
-    free(o);
-    return 0;
-}
-
 static void *t_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
+    if (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) {
+        conn->want |= FUSE_CAP_NO_OPEN_SUPPORT;
+        T.no_open = 1;
+    }
     cfg->use_ino = 1;
     cfg->kernel_cache = 1;          /* the medium does not change under us */
     cfg->attr_timeout = 3600;
@@ -311,7 +329,6 @@ static const struct fuse_operations ops = {
     .readdir = t_readdir,
     .open = t_open,
     .read = t_read,
-    .release = t_release,
     .init = t_init,
 };
 

@@ -10,6 +10,15 @@
 #include <sys/stat.h>
 #include <tsk/libtsk.h>
 
+/* Where a file's bytes are on the device (runs.c). */
+struct extent { uint64_t foff, doff, len; int zero; };
+struct fmap {
+    struct extent *e;
+    size_t n, cap;
+    uint64_t size, covered;
+    TSK_INUM_T addr;            /* the file's meta address (reads through TSK reopen it) */
+    int use_tsk;                /* content TSK must decode: read through TSK */
+};
 /* One entry of the live tree. */
 struct node {
     char *name;
@@ -19,6 +28,7 @@ struct node {
     TSK_INUM_T addr;
     struct stat st;
     char *link;                 /* symlink target or NULL */
+    struct fmap *map;           /* where its bytes are, once read (main.c, under the TSK lock) */
     int err;                    /* errno for getattr (an unreadable entry) or 0 */
     int dir_err;                /* errno for readdir (an unreadable directory) or 0 */
 };
@@ -31,6 +41,7 @@ struct tindex {
     size_t report_len, report_cap;
     uint64_t ndeleted;          /* deleted entries; the first ones have a content file */
     TSK_INUM_T *deleted_addr;   /* [ndeleted]: meta address of deleted entry i, 0 = no content */
+    struct fmap **deleted_map;  /* [ndeleted]: where its bytes are, once read */
 };
 
 /* index.c */
@@ -38,14 +49,6 @@ int tindex_build(struct tindex *x, TSK_FS_INFO *fs);
 struct node *tindex_lookup(struct tindex *x, const char *path);
 void tindex_stat(TSK_FS_INFO *fs, const TSK_FS_META *m, struct stat *st);
 
-/* Where a file's bytes are on the device (runs.c). */
-struct extent { uint64_t foff, doff, len; int zero; };
-struct fmap {
-    struct extent *e;
-    size_t n, cap;
-    uint64_t size, covered;
-    int use_tsk;                /* content TSK must decode: read through TSK */
-};
 int fmap_build(TSK_FS_FILE *f, struct fmap *m);
 void fmap_free(struct fmap *m);
 int fmap_read(const struct fmap *m, int fd, char *buf, size_t len, uint64_t off);
