@@ -14,6 +14,7 @@ local SCHEMA_VALIDATORS = {
   ["lua/ntt/policy.lua:stage_check"] = true,      -- stages = { list = { check = ... } }
   ["lua/ntt/policy.lua:regex_check"] = true,      -- enumerate.ignore patterns
   ["lua/ntt/policy.lua:fuse_type_check"] = true,  -- network_fuse types
+  ["lua/ntt/policy.lua:reader_check"] = true,     -- mount.reader
   ["lua/ntt/rules.lua:M.check_rule"] = true,      -- diagnose = { list = { check = ... } }
   ["lua/ntt/schema.lua:check_simple"] = true,     -- the checker's own type test
 }
