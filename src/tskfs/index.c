@@ -17,6 +17,7 @@
 #include "tskfs.h"
 
 #define MAX_DEPTH 128
+#define MAX_DIRS 4000000        /* directories read at most: cross-linked ones must not multiply */
 #define LABEL_SUFFIX " (Volume Label Entry)"
 
 static void *xrealloc(void *p, size_t n)
@@ -193,6 +194,9 @@ static int is_bookkeeping(struct tindex *x, const TSK_FS_FILE *f, int depth)
     if (n->type == TSK_FS_NAME_TYPE_VIRT || n->type == TSK_FS_NAME_TYPE_VIRT_DIR) return 1;
     if (f->meta && (f->meta->type == TSK_FS_META_TYPE_VIRT || f->meta->type == TSK_FS_META_TYPE_VIRT_DIR)) return 1;
     if (depth == 0 && TSK_FS_TYPE_ISNTFS(x->fs->ftype) && n->name[0] == '$' && n->meta_addr < 24) return 1;
+    /* HFS+: the B-tree files (catalog ids below 16) and the store of hard-linked files */
+    if (depth == 0 && TSK_FS_TYPE_ISHFS(x->fs->ftype)
+        && ((n->name[0] == '$' && n->meta_addr < 16) || strstr(n->name, "HFS+ Private Data"))) return 1;
     return 0;
 }
 
@@ -226,6 +230,10 @@ static int loops(const struct node *dir, TSK_INUM_T addr)
  */
 static void read_dir(struct tindex *x, TSK_INUM_T addr, struct node *live, const char *path, int depth)
 {
+    if (++x->dirs_read > MAX_DIRS) {
+        if (x->dirs_read == MAX_DIRS + 1) damaged(x, "too_many_dirs", "", path);
+        return;
+    }
     TSK_FS_DIR *d = tsk_fs_dir_open_meta(x->fs, addr);
     if (!d) {
         if (live) live->dir_err = EIO;

@@ -39,6 +39,7 @@ struct tindex {
     struct node *root;
     char *report;               /* the side channel: label, deleted entries, damage (TSV) */
     size_t report_len, report_cap;
+    uint64_t dirs_read;         /* bounds the walk of a cross-linked tree */
     uint64_t ndeleted;          /* deleted entries; the first ones have a content file */
     TSK_INUM_T *deleted_addr;   /* [ndeleted]: meta address of deleted entry i, 0 = no content */
     struct fmap **deleted_map;  /* [ndeleted]: where its bytes are, once read */
