@@ -79,6 +79,31 @@ local function fls_files(img)
   return out, deleted
 end
 
+-- `mdir -/` of the whole image: path -> {size=, minute="YYYY-MM-DD HH:MM"} of every file
+local function mdir_files(img)
+  local out, dir = {}, ""
+  local text = sh({ "mdir", "-/", "-i", img, "::/" }, { env = MTOOLS_ENV }).stdout
+  for line in text:gmatch("[^\n]+") do
+    local d = line:match("^Directory for ::/(.*)$")
+    if d then
+      dir = d ~= "" and (d .. "/") or ""
+    else
+      local short, size, y, mo, dd, hh, mi, long =
+        line:match("^(.-)%s+(%d+) (%d%d%d%d)%-(%d%d)%-(%d%d) +(%d+):(%d%d) ?(.*)$")
+      if short and not line:find("<DIR>", 1, true) then
+        long = long:gsub("^%s+", ""):gsub("%s+$", "")
+        local name = long
+        if name == "" then
+          local base, ext = short:match("^(%S+)%s+(%S+)$")
+          name = base and (base .. "." .. ext) or short
+        end
+        out[dir .. name] = { size = tonumber(size), minute = ("%s-%s-%s %02d:%s"):format(y, mo, dd, tonumber(hh), mi) }
+      end
+    end
+  end
+  return out
+end
+
 -- istat's size and "Written" time (as TZ=UTC prints it) of inode addr.
 local function istat(img, addr)
   local r = sh({ "istat", img, tostring(addr) }, { env = { TZ = "UTC" } })
@@ -150,9 +175,16 @@ describe("the Sleuth Kit reader", function()
           assert.equal(when, got[path].mtime, path)
         end
       end
-      local md = sh({ "mdir", "-i", img, "::/work/deep" }, { env = MTOOLS_ENV }).stdout
-      assert.matches("résumé de l'été.txt", md, 1, true)
-      assert.matches("1994%-03%-15 +10:20", md)
+      -- mdir: every file it lists, with its size and its minute
+      local listed, m = mdir_files(img), 0
+      for path, e in pairs(listed) do
+        m = m + 1
+        assert.truthy(got[path], "mdir lists what the DB lacks: " .. path)
+        assert.equal(e.size, got[path].size, path)
+        assert.equal(e.minute, os.date("!%Y-%m-%d %H:%M", got[path].mtime), path)
+      end
+      assert.equal(4, m)
+      assert.truthy(listed["work/deep/résumé de l'été.txt"])
       -- no label file; the label is the filesystem's fact
       for path in pairs(got) do assert.falsy(path:find("ARCHIVE94", 1, true), path) end
       local fsrow = assert(db():exec("SELECT label FROM filesystem WHERE medium_hash = $1", h))[1]
