@@ -256,6 +256,26 @@ describe("the Sleuth Kit reader", function()
     end
   end)
 
+  it("ext4 mounted by the kernel: its deleted entries are rows of kind 'deleted' too", function()
+    local dir = helper.tmpdir("extdel")
+    local src = helper.tmpdir("extdelsrc")
+    tree(src, { ["keep.txt"] = "kept " .. tag, ["sub/gone.txt"] = "gone " .. tag })
+    local img = dir .. "/ext.img"
+    sh { "mkfs.ext4", "-q", "-F", "-d", src, img, "4M" }
+    sh { "debugfs", "-w", "-R", "rm sub/gone.txt", img }
+    local r = run(dir .. "/home", { runs.policy(dir), img })
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    local h = runs.medium_of(img)
+    local got = db_files(h)
+    assert.equal("copied", got["keep.txt"].state)
+    assert.is_nil(got["sub/gone.txt"])
+    local rows = assert(db():exec("SELECT kind, type, path, size FROM deleted_entry WHERE medium_hash = $1", h))
+    assert.equal(1, #rows)
+    assert.equal("deleted", rows[1].kind)
+    assert.equal("sub/gone.txt", rows[1].path)
+    assert.equal(#("gone " .. tag), rows[1].size)
+  end)
+
   it("an ISO 9660 image with Joliet long names is read exactly", function()
     local dir = helper.tmpdir("joliet")
     local src = helper.tmpdir("isosrc")
@@ -301,7 +321,7 @@ describe("the Sleuth Kit reader", function()
     local past = 0
     for name, content in pairs(big) do
       if inside[name] then
-        assert.equal("copied", got[name].state, name)
+        assert.equal("copied", got[name].state, name .. ": " .. tostring(got[name].reason))
         assert.equal(hash.sum(content), got[name].blobid, name)
       else
         past = past + 1

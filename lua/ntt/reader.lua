@@ -11,8 +11,11 @@
 --       report file at path; deleted[i] = {entry=, type=, size=, mtime_ns=, atime_ns=,
 --       ctime_ns=, crtime_ns=, mode=, meta_addr=, recoverability=, path=bytes};
 --       damaged[i] = {reason=, path=bytes, detail=}
---   reader.record(db, hash, root)   -> {deleted=n, damaged=n, label=} | nil, msg, code
---       the root's report into deleted_entry (the filesystem's rows replaced), its
+--   reader.parse(text)              -> the same from a report's text
+--   reader.side_report(image, offset, fstype [, timeout]) -> report | nil, msg, code
+--       the report of a filesystem the kernel mounted, by `ntt-tskfs --report` (no mount)
+--   reader.record(db, hash, root [, report]) -> {deleted=n, damaged=n, label=} | nil, msg, code
+--       the root's report (or the one given) into deleted_entry (the filesystem's rows replaced), its
 --       label onto the filesystem row when the probe found none, its damage
 --       into the medium's problems (metadata_damage)
 --   reader.recover(db, store_root, hash, roots [, opts]) -> {recovered=, failed=} | nil, msg, code
@@ -47,14 +50,8 @@ local function split(line)
   return out
 end
 
-function M.report(path)
-  local f, err, errno = io.open(path, "rb")
-  if not f then
-    return nil, "reader report: " .. tostring(err), errno == 2 and "ENOENT" or "EIO"
-  end
-  local text = f:read("a")
-  f:close()
-  if not text then return nil, "reader report " .. path .. ": unreadable", "EIO" end
+-- The report's text -> its facts.
+function M.parse(text)
   local rep = { deleted = {}, damaged = {} }
   for line in text:gmatch("([^\n]*)\n") do
     local t = split(line)
@@ -73,15 +70,57 @@ function M.report(path)
   return rep
 end
 
+function M.report(path)
+  local f, err, errno = io.open(path, "rb")
+  if not f then
+    return nil, "reader report: " .. tostring(err), errno == 2 and "ENOENT" or "EIO"
+  end
+  local text = f:read("a")
+  f:close()
+  if not text then return nil, "reader report " .. path .. ": unreadable", "EIO" end
+  return M.parse(text)
+end
+
+-- The filesystem types whose deleted entries TSK lists when the kernel mounted them.
+M.LISTED = { ext2 = true, ext3 = true, ext4 = true, ntfs = true, hfsplus = true, exfat = true }
+
+function M.tskfs_path()
+  local helper = require("ntt.mount").helper_path()
+  local dir = helper:match("^(.*)/[^/]*$")
+  return dir and (dir .. "/ntt-tskfs") or "ntt-tskfs"
+end
+
+-- The report of the filesystem of type fstype at byte offset of image, read
+-- by `ntt-tskfs --report` (no mount; it drops root before reading).
+function M.side_report(image, offset, fstype, timeout)
+  local proc = require "ntt.core.proc"
+  local out = os.tmpname()
+  local p, err, code = proc.spawn { argv = { M.tskfs_path(), "--report", fstype, tostring(offset or 0) },
+                                    stdin = image, stdout = out, stderr = "null" }
+  if not p then os.remove(out) return nil, "reader: " .. tostring(err), code end
+  local how, rc = p:wait(timeout or 600)
+  if not how then p:kill(9); p:wait(); os.remove(out) return nil, "reader: timed out", "ETIMEDOUT" end
+  if how ~= "exit" or rc ~= 0 then
+    os.remove(out)
+    return nil, ("reader: ntt-tskfs --report %s ended: %s %s"):format(fstype, tostring(how), tostring(rc)), "EIO"
+  end
+  local rep, rerr, rcode = M.report(out)
+  os.remove(out)
+  return rep, rerr, rcode
+end
+
 local function exec(db, sql, ...)
   local r, err, code, state = db:exec(sql, ...)
   if not r then return nil, "reader: " .. tostring(err), code, state end
   return r
 end
 
-function M.record(db, hash, root)
-  local rep, err, code = M.report(root.root .. "/" .. M.SIDE .. "/report")
-  if not rep then return nil, err, code end
+function M.record(db, hash, root, rep)
+  if not rep then
+    local err, code
+    rep, err, code = M.report(root.root .. "/" .. M.SIDE .. "/report")
+    if not rep then return nil, err, code end
+  end
   local ok, qerr, qcode, state = exec(db, "DELETE FROM deleted_entry WHERE medium_hash = $1 AND fs_index = $2",
                                       hash, root.fs_index)
   if not ok then return nil, qerr, qcode, state end

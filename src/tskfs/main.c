@@ -4,6 +4,7 @@
  * (docs/reader.md).
  *
  *   ntt-tskfs FSTYPE MOUNTPOINT        (fd 3: the device or view, read-only)
+ *   ntt-tskfs --report FSTYPE OFFSET   (stdin: an image; the report on stdout)
  *
  * Started as root by the helper, it mounts (root is needed for that), then
  * drops to the unprivileged "nobody" account with no new privileges before
@@ -92,22 +93,23 @@ static TSK_FS_TYPE_ENUM tsk_type(const char *t)
     return TSK_FS_TYPE_DETECT;
 }
 
-static TSK_FS_INFO *open_fs(const char *fstype)
+/* The filesystem of type fstype at byte offset of the image or device open as fd. */
+static TSK_FS_INFO *open_fs(int fd, uint64_t offset, const char *fstype)
 {
     struct stat st;
     uint64_t size = 0;
-    if (fstat(IMG_FD, &st) < 0) { fprintf(stderr, "fd %d: %s\n", IMG_FD, strerror(errno)); return NULL; }
+    if (fstat(fd, &st) < 0) { fprintf(stderr, "fd %d: %s\n", fd, strerror(errno)); return NULL; }
     if (S_ISBLK(st.st_mode)) {
-        if (ioctl(IMG_FD, BLKGETSIZE64, &size) < 0) { fprintf(stderr, "BLKGETSIZE64: %s\n", strerror(errno)); return NULL; }
+        if (ioctl(fd, BLKGETSIZE64, &size) < 0) { fprintf(stderr, "BLKGETSIZE64: %s\n", strerror(errno)); return NULL; }
     } else {
         size = (uint64_t)st.st_size;
     }
     struct ext_img *e = calloc(1, sizeof *e);
     if (!e) return NULL;
-    e->fd = IMG_FD;
+    e->fd = fd;
     TSK_IMG_INFO *img = tsk_img_open_external(e, (TSK_OFF_T)size, 512, img_read, img_close, img_stat);
     if (!img) { fprintf(stderr, "image: %s\n", tsk_error_get()); free(e); return NULL; }
-    TSK_FS_INFO *fs = tsk_fs_open_img(img, 0, tsk_type(fstype));
+    TSK_FS_INFO *fs = tsk_fs_open_img(img, (TSK_OFF_T)offset, tsk_type(fstype));
     if (!fs) fprintf(stderr, "%s: %s\n", fstype, tsk_error_get());
     return fs;
 }
@@ -345,13 +347,38 @@ static int drop_privileges(void)
     return setuid(0) == 0 ? -1 : 0;          /* must not be able to get root back */
 }
 
+/*
+ * ntt-tskfs --report FSTYPE OFFSET < IMAGE: the report alone, on stdout,
+ * for a filesystem the kernel mounted (its deleted entries); no mount.
+ */
+static int report_only(const char *fstype, const char *offset)
+{
+    if (!*offset || strspn(offset, "0123456789") != strlen(offset) || strlen(offset) > 18) {
+        fputs("ntt-tskfs: OFFSET must be a byte count\n", stderr);
+        return 2;
+    }
+    if (geteuid() == 0 && drop_privileges() < 0) {
+        fprintf(stderr, "ntt-tskfs: cannot drop privileges: %s\n", strerror(errno));
+        return 4;
+    }
+    TSK_FS_INFO *fs = open_fs(0, strtoull(offset, NULL, 10), fstype);
+    if (!fs) return 3;
+    tindex_build(&T.x, fs);
+    if (fwrite(T.x.report, 1, T.x.report_len, stdout) != T.x.report_len || fflush(stdout) != 0) return 4;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 3) { fputs("usage: ntt-tskfs FSTYPE MOUNTPOINT (image on fd 3)\n", stderr); return 2; }
-    if (fcntl(IMG_FD, F_GETFD) < 0) { fputs("ntt-tskfs: fd 3 is not open\n", stderr); return 2; }
     /* FAT keeps local wall-clock times: TSK turns them into seconds as if UTC, exactly the fields stored */
     setenv("TZ", "UTC0", 1);
     tzset();
+    if (argc == 4 && !strcmp(argv[1], "--report")) return report_only(argv[2], argv[3]);
+    if (argc != 3) {
+        fputs("usage: ntt-tskfs FSTYPE MOUNTPOINT (image on fd 3) | --report FSTYPE OFFSET < IMAGE\n", stderr);
+        return 2;
+    }
+    if (fcntl(IMG_FD, F_GETFD) < 0) { fputs("ntt-tskfs: fd 3 is not open\n", stderr); return 2; }
     char *fargv[] = { "ntt-tskfs", "-o", "ro,nosuid,nodev,noexec,noatime,allow_other,fsname=ntt-tsk,subtype=ntt-tsk", NULL };
     struct fuse_args args = FUSE_ARGS_INIT(3, fargv);
     struct fuse *f = fuse_new(&args, &ops, sizeof ops, NULL);
@@ -365,7 +392,7 @@ int main(int argc, char **argv)
         fputs("Rock Ridge names without Joliet: The Sleuth Kit would read only the 8.3 names\n", stderr);
         return 3;
     }
-    T.fs = open_fs(argv[1]);
+    T.fs = open_fs(IMG_FD, 0, argv[1]);
     if (!T.fs) return 3;
     T.side_st.st_mode = S_IFDIR | 0555;
     T.side_st.st_nlink = 2;
