@@ -1,6 +1,6 @@
 # ntt - build, test, bench, demo, install.
 #
-#   make                 build/ntt and build/ntt-mount-helper
+#   make                 build/ntt, build/ntt-mount-helper and build/ntt-tskfs
 #   make test            the whole spec suite inside build/ntt (last line: N passed, N failed, N skipped)
 #   make SAN=1 test      the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
 #   make bench           benchmarks against peers, in the same run
@@ -48,18 +48,22 @@ HELPER_SRC := $(wildcard src/mount-helper/*.c)
 # The layout probe and the mapfile parser are shared with ntt.core.media and
 # ntt.core.mapfile, so inspect and mount agree on partitions and on maps.
 HELPER_SHARED := $(B)/media/layout.o $(B)/media/mapfile_parse.o
+# The Sleuth Kit reader (docs/reader.md): its own program, started by the
+# helper where the kernel has no driver; the only code linked with libtsk.
+TSKFS_SRC := $(wildcard src/tskfs/*.c)
 
 # Debian packages ntt needs to build, test and run (make deps installs them).
 DEB_PACKAGES := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted libpq-dev \
                 libblkid-dev libmount-dev libzstd-dev zstd libreadline-dev libfuse3-dev fuse3 \
                 postgresql b3sum e2fsprogs dosfstools mtools fusefat fuseiso fuse2fs xorriso \
-                util-linux fdisk tmux sudo rsync procps chromium python3-jsonschema libxml2-utils sleuthkit
+                libtsk-dev sleuthkit genisoimage \
+                util-linux fdisk tmux sudo rsync procps chromium python3-jsonschema libxml2-utils
 
 .PHONY: all test bench demo install clean lint deps
-all: $(B)/ntt $(if $(HELPER_SRC),$(B)/ntt-mount-helper)
+all: $(B)/ntt $(if $(HELPER_SRC),$(B)/ntt-mount-helper) $(if $(TSKFS_SRC),$(B)/ntt-tskfs)
 
 $(B):
-	@mkdir -p $(B) $(B)/mount-helper $(addprefix $(B)/,$(SRC_DIRS))
+	@mkdir -p $(B) $(B)/mount-helper $(B)/tskfs $(addprefix $(B)/,$(SRC_DIRS))
 
 # SIMD variants of a file carry their instruction set in their name.
 $(B)/%_sse41.o: XFLAGS = -msse4.1
@@ -83,6 +87,12 @@ $(B)/mount-helper/%.o: src/mount-helper/%.c $(wildcard src/mount-helper/*.h) src
 
 $(B)/ntt-mount-helper: $(patsubst src/mount-helper/%.c,$(B)/mount-helper/%.o,$(HELPER_SRC)) $(HELPER_SHARED)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(shell pkg-config --libs blkid mount fuse3) -lpthread
+
+$(B)/tskfs/%.o: src/tskfs/%.c $(wildcard src/tskfs/*.h) | $(B)
+	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags fuse3) -c -o $@ $<
+
+$(B)/ntt-tskfs: $(patsubst src/tskfs/%.c,$(B)/tskfs/%.o,$(TSKFS_SRC))
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -ltsk $(shell pkg-config --libs fuse3) -lpthread
 
 deps:
 	apt-get update
@@ -111,6 +121,7 @@ lint:
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ntt/policies $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 0755 $(B)/ntt $(DESTDIR)$(PREFIX)/bin/ntt
+	$(if $(TSKFS_SRC),install -m 0755 $(B)/ntt-tskfs $(DESTDIR)$(PREFIX)/bin/ntt-tskfs)
 	$(if $(HELPER_SRC),install -m 0755 $(B)/ntt-mount-helper $(DESTDIR)$(PREFIX)/bin/ntt-mount-helper)
 	install -m 0644 policies/*.lua $(DESTDIR)$(PREFIX)/share/ntt/policies/
 	$(if $(wildcard docs/ntt.1),install -m 0644 docs/ntt.1 $(DESTDIR)$(PREFIX)/share/man/man1/ntt.1)

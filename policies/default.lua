@@ -35,6 +35,11 @@ return ntt.policy {
     -- shorter than their filesystem) are always attached through the honest
     -- view, which fails reads of unrescued bytes instead of returning zeros.
     timeout = 10,
+    -- where the kernel has no driver for a filesystem: "tsk" (ntt-tskfs, a
+    -- reader over The Sleuth Kit: exact names, times and modes, deleted
+    -- files, the label as a fact), "fuse" (fusefat, fuseiso, fuse2fs) or
+    -- "none"; per filesystem type, "*" for the rest (docs/reader.md)
+    reader = { ["*"] = "tsk" },
   },
 
   enumerate = {
@@ -52,6 +57,7 @@ return ntt.policy {
     adapt = true,          -- let measured latency and errors move the thread count
     damaged = "record",    -- files over unrescued areas: record, never store as complete
     retry_failed = true,   -- files an earlier run left failed_retryable are tried again, with a fresh retry.max
+    deleted = "record",    -- deleted files a reader found: a row each; "recover": their content too
     -- FUSE mount types that reach over the network: copied from with the
     -- network thread count (fs.network below).  A site adds its own with
     --   copy = { network_fuse = ntt.policy.append { "fuse.mydriver" } }

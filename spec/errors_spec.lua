@@ -16,6 +16,7 @@ local SCHEMA_VALIDATORS = {
   ["lua/ntt/policy.lua:fuse_type_check"] = true,  -- network_fuse types
   ["lua/ntt/policy.lua:bytes_check"] = true,      -- store.min_free_bytes
   ["lua/ntt/policy.lua:fraction_check"] = true,   -- store.min_free_fraction
+  ["lua/ntt/policy.lua:reader_check"] = true,     -- mount.reader
   ["lua/ntt/rules.lua:M.check_rule"] = true,      -- diagnose = { list = { check = ... } }
   ["lua/ntt/schema.lua:check_simple"] = true,     -- the checker's own type test
 }

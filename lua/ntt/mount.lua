@@ -4,7 +4,7 @@
 -- ntt that needs root: it is run directly when ntt is root, else through
 -- `sudo -n`.  Its JSON answer becomes a Lua table (JSON null -> nil).
 --
---   mount.mount(hash, image [, {map=path, timeout=seconds}]) -> result | nil, msg, errname
+--   mount.mount(hash, image [, {map=path, timeout=seconds, reader={fstype=kind}}]) -> result | nil, msg, errname
 --   mount.unmount(hash [, image])           -> result | nil, msg, errname
 --   mount.status(hash [, image])            -> result | nil, msg, errname
 --   mount.cleanup()                         -> result | nil, msg, errname
@@ -15,7 +15,8 @@
 -- timeout bounds each mount attempt inside the helper (policy mount.timeout);
 -- it goes on the helper's command line as --timeout (rounded up to whole
 -- seconds; the helper refuses anything outside 1..3600 with EINVAL), since
--- sudo does not pass the environment on.
+-- sudo does not pass the environment on.  reader (policy mount.reader)
+-- goes on as --reader FSTYPE=KIND,... (sorted, so a command line is stable).
 --
 -- result is the helper's object plus `exit` (its exit code) and `ok`
 -- (exit == 0).  Exit 1 (nothing mountable, partial, busy) still returns the
@@ -110,6 +111,16 @@ function M.mount(hash, image, opts)
     if type(opts.timeout) ~= "number" then error("mount.mount: timeout must be a number of seconds", 2) end
     words[#words + 1] = "--timeout"
     words[#words + 1] = tostring(math.ceil(opts.timeout))   -- inf, nan: refused by the helper
+  end
+  if opts and opts.reader ~= nil then
+    if type(opts.reader) ~= "table" then error("mount.mount: reader must be a table", 2) end
+    local list = {}
+    for k, v in pairs(opts.reader) do list[#list + 1] = tostring(k) .. "=" .. tostring(v) end
+    table.sort(list)
+    if #list > 0 then
+      words[#words + 1] = "--reader"
+      words[#words + 1] = table.concat(list, ",")
+    end
   end
   return run(words)
 end

@@ -78,6 +78,20 @@ local function fuse_type_check(v)
     type(v) == "string" and ("'" .. v .. "'") or type(v))
 end
 
+-- mount.reader: { FSTYPE = "tsk" | "fuse" | "none", ["*"] = ... } (docs/reader.md).
+local function reader_check(v)
+  if type(v) ~= "table" then return nil, ("must be a table of filesystem type = reader (got %s)"):format(type(v)) end
+  for k, kind in pairs(v) do
+    if type(k) ~= "string" or not (k == "*" or k:match("^[a-z0-9]+$")) or #k > 15 then
+      return nil, ("key %s must be a filesystem type such as \"vfat\", or \"*\""):format(tostring(k))
+    end
+    if kind ~= "tsk" and kind ~= "fuse" and kind ~= "none" then
+      return nil, ("%s: reader must be \"tsk\", \"fuse\" or \"none\" (got %s)"):format(k, tostring(kind))
+    end
+  end
+  return true
+end
+
 M.schema = {
   name = "string",
   description = "string",
@@ -92,6 +106,7 @@ M.schema = {
   },
   mount = sec {
     timeout = "number",
+    reader = { check = reader_check, doc = "filesystem type = \"tsk\" | \"fuse\" | \"none\"" },
   },
   enumerate = sec {
     ignore = { list = { check = regex_check, doc = "POSIX extended regular expression" } },
@@ -108,6 +123,7 @@ M.schema = {
     adapt = "boolean",
     damaged = { "record", "salvage" },
     retry_failed = "boolean",
+    deleted = { "record", "recover" },
     network_fuse = { list = { check = fuse_type_check } },
   },
   store = sec {

@@ -18,7 +18,7 @@
 #define NTT_MH_CONF "/etc/ntt/mount-helper.conf"
 #endif
 
-#define USAGE "usage: ntt-mount-helper mount HASH IMAGE [--map MAPFILE] [--timeout SECONDS] | " \
+#define USAGE "usage: ntt-mount-helper mount HASH IMAGE [--map MAPFILE] [--timeout SECONDS] [--reader FS=KIND,...] | " \
               "unmount HASH [IMAGE] [--timeout SECONDS] | status HASH [IMAGE] [--timeout SECONDS] | " \
               "cleanup [--timeout SECONDS]"
 
@@ -73,6 +73,10 @@ int mh_parse_args(int argc, char **argv, struct mh_args *a, char *err, size_t er
                          MH_TIMEOUT_MIN, MH_TIMEOUT_MAX, argv[i]);
                 return MH_USAGE;
             }
+        } else if (!strcmp(w, "--reader") && is_mount) {
+            if (i + 1 >= argc) return refuse(err, errlen, USAGE);
+            int rc = reader_parse(argv[++i], err, errlen);
+            if (rc) return rc;
         } else if (!strcmp(w, "--map") && is_mount) {
             if (a->map || i + 1 >= argc) return refuse(err, errlen, USAGE);
             a->map = argv[++i];

@@ -28,7 +28,7 @@ struct fsent {
     char fstype[32], label[128], uuid[64];
     char device[32];            /* /dev/loopN or "" */
     char mount[MH_PATH];
-    char driver[16];            /* kernel|fusefat|fuseiso|fuse2fs or "" */
+    char driver[16];            /* kernel|ntt-tskfs|fusefat|fuseiso|fuse2fs or "" */
     char options[160];
     char status[16];            /* mounted|failed|skipped|truncated|missing */
     char reason[MH_REASON];
@@ -110,6 +110,13 @@ void fs_mount(struct fsent *e, int devfd, int viewed);
 int mnt_is_mounted(const char *path);
 int mnt_unmount_under(const char *dir, char *out, size_t outlen);
 int run_timed(char *const argv[], char *err, size_t errlen);
+int mh_wait_timed(pid_t c);           /* wait status, or -1 (ETIMEDOUT: killed after mh_timeout) */
+
+/* reader.c: the userspace reader chosen per filesystem (--reader) */
+int reader_parse(const char *spec, char *err, size_t errlen);
+const char *reader_for(const char *fstype);      /* "tsk" | "fuse" | "none" */
+int reader_tsk_reads(const char *fstype);
+int reader_mount(struct fsent *e, int devfd, const char *fstype, char *err, size_t errlen);
 
 /* probe.c (over the shared layout probe, src/media/layout.c) */
 struct fsent *medium_add(struct medium *md);    /* zeroed; NULL when out of memory */

@@ -1,6 +1,8 @@
 /*
  * mnt.c - mounting one filesystem read-only, with a timeout, by the kernel
- * or by a FUSE driver when the kernel lacks the filesystem.
+ * or, where the kernel lacks the filesystem, by the reader the policy chose
+ * for it (reader.c): ntt-tskfs over The Sleuth Kit by default, or the FUSE
+ * driver of old (fusefat, fuseiso, fuse2fs).
  *
  * Kernel mounts are mount(2) with MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|
  * MS_NOATIME (+ "noload" for ext4, "norecovery" for ext3: a dirty journal is
@@ -47,7 +49,7 @@ int fs_kernel_has(const char *fstype)
 }
 
 /* Waits for child c at most mh_timeout seconds; kills it after. Returns wait status or -1. */
-static int wait_timed(pid_t c)
+int mh_wait_timed(pid_t c)
 {
     struct timespec t0, now, nap = { 0, 10000000 };
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -89,7 +91,7 @@ int run_timed(char *const argv[], char *err, size_t errlen)
         dprintf(2, "%s: %s", argv[0], strerror(errno));
         _exit(127);
     }
-    int st = wait_timed(c);
+    int st = mh_wait_timed(c);
     char msg[512] = "";
     if (mfd >= 0) {
         ssize_t r = pread(mfd, msg, sizeof msg - 1, 0);
@@ -115,7 +117,7 @@ static int kernel_mount(const char *dev, const char *target, const char *type, c
         child_fds(-1);
         _exit(mount(dev, target, type, BASE_FLAGS, data) == 0 ? 0 : (errno & 0xff));
     }
-    int st = wait_timed(c);
+    int st = mh_wait_timed(c);
     if (st < 0 && errno == ETIMEDOUT) { snprintf(err, errlen, "timed out after %d s", mh_timeout); return -1; }
     if (st < 0) { snprintf(err, errlen, "wait: %s", strerror(errno)); return -1; }
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return 0;
@@ -233,25 +235,32 @@ static void set_readahead(int devfd, int viewed, int fuse, struct fsent *e)
  */
 void fs_mount(struct fsent *e, int devfd, int viewed)
 {
-    struct { const char *how, *type; } plan[4];
+    struct { const char *how, *type; } plan[5];
     int n = 0;
-    const char *t = e->fstype;
+    const char *t = e->fstype, *rd = reader_for(t);
+    int tsk = !strcmp(rd, "tsk"), fuse = !strcmp(rd, "fuse");
     if (!strncmp(t, "ext", 3)) {
         plan[n].how = "kernel"; plan[n++].type = t;
-        if (!fs_kernel_has(t)) { plan[n].how = "fuse2fs"; plan[n++].type = t; }
+        if (!fs_kernel_has(t) && fuse) { plan[n].how = "fuse2fs"; plan[n++].type = t; }
+        if (!fs_kernel_has(t) && tsk) { plan[n].how = "tsk"; plan[n++].type = t; }
     } else if (!strcmp(t, "vfat") || !strcmp(t, "msdos")) {
         plan[n].how = "kernel"; plan[n++].type = t;
-        plan[n].how = "fusefat"; plan[n++].type = t;
+        if (fuse) { plan[n].how = "fusefat"; plan[n++].type = t; }
+        if (tsk) { plan[n].how = "tsk"; plan[n++].type = t; }
     } else if (!strcmp(t, "iso9660")) {
         plan[n].how = "kernel"; plan[n++].type = "iso9660";
-        plan[n].how = "fuseiso"; plan[n++].type = "iso9660";
+        if (tsk) { plan[n].how = "tsk"; plan[n++].type = "iso9660"; }
+        /* TSK declines a Rock Ridge disc without Joliet: fuseiso reads its names */
+        if (fuse || tsk) { plan[n].how = "fuseiso"; plan[n++].type = "iso9660"; }
         plan[n].how = "kernel"; plan[n++].type = "udf";
     } else if (!strcmp(t, "udf")) {
         plan[n].how = "kernel"; plan[n++].type = "udf";
         plan[n].how = "kernel"; plan[n++].type = "iso9660";
-        plan[n].how = "fuseiso"; plan[n++].type = "iso9660";
+        if (tsk) { plan[n].how = "tsk"; plan[n++].type = "iso9660"; }
+        if (fuse || tsk) { plan[n].how = "fuseiso"; plan[n++].type = "iso9660"; }
     } else {
         plan[n].how = "kernel"; plan[n++].type = t;
+        if (tsk && reader_tsk_reads(t)) { plan[n].how = "tsk"; plan[n++].type = t; }
     }
     char probed[32];
     snprintf(probed, sizeof probed, "%s", t);
@@ -261,7 +270,8 @@ void fs_mount(struct fsent *e, int devfd, int viewed)
         int kernel = !strcmp(plan[i].how, "kernel");
         set_readahead(devfd, viewed, !kernel, e);
         int ok = kernel ? try_kernel(e, plan[i].type, err, sizeof err)
-                        : fuse_mount_with(plan[i].how, e, err, sizeof err);
+               : !strcmp(plan[i].how, "tsk") ? reader_mount(e, devfd, plan[i].type, err, sizeof err)
+               : fuse_mount_with(plan[i].how, e, err, sizeof err);
         if (ok == 0) {
             snprintf(e->status, sizeof e->status, "mounted");
             if (strcmp(plan[i].type, probed)) {

@@ -41,7 +41,8 @@ local function main(args)
   if medium.kind == "directory" then
     ctx.roots = { { fs_index = 0, root = medium.image_path } }
   else
-    local res, merr = ntt.mount.mount(medium.hash, medium.image_path, { map = medium.map_path })
+    local res, merr = ntt.mount.mount(medium.hash, medium.image_path, { map = medium.map_path,
+                                                                      reader = (policy.mount or {}).reader })
     if not res then log:error("mount_failed", { error = merr }, tostring(merr)); return 2 end
     ctx.mount_result, ctx.roots = res, ntt.mount.roots_of(res)
     if medium.map_path then

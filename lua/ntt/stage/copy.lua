@@ -22,6 +22,7 @@ local cmedia = require "ntt.core.media"
 local cfat = require "ntt.core.fat"
 local mount = require "ntt.mount"
 local progress = require "ntt.progress"
+local reader = require "ntt.reader"
 local proc = require "ntt.core.proc"
 local json = require "ntt.json"
 
@@ -76,7 +77,8 @@ function M.setup(ctx)
   local function remount()
     if m.kind == "directory" then return ctx.roots end
     mount.unmount(m.hash, m.image_path)
-    local res, err, code = mount.mount(m.hash, m.image_path, { map = m.map_path })
+    local res, err, code = mount.mount(m.hash, m.image_path, { map = m.map_path,
+                                                               reader = (ctx.policy.mount or {}).reader })
     if not res then return nil, err, code end
     local roots = mount.roots_of(res)
     ctx.roots, ctx.mount_result = roots, res
@@ -93,10 +95,23 @@ local function self_binary()
   return arg and arg[i] or "ntt"
 end
 
+-- copy.deleted = "recover": the deleted files a reader can read, into the store.
+local function recover_deleted(ctx)
+  if (ctx.policy.copy or {}).deleted ~= "recover" or not ctx.roots then return true end
+  local s, err, code, state = reader.recover(ctx.db, config.path("store"), ctx.medium.hash, ctx.roots)
+  if not s then return nil, err, code, state end
+  if s.recovered + s.failed > 0 then
+    ctx.log:info("deleted_recovered", { medium = ctx.medium.hash, recovered = s.recovered, failed = s.failed })
+  end
+  return true
+end
+
 function M.run(ctx)
   local m = ctx.medium
   if not m then return nil, "copy needs identify first", "EINVAL" end
   local conn = ctx.db
+  local rok, rerr, rcode, rstate = recover_deleted(ctx)
+  if not rok then return nil, rerr, rcode, rstate end
   local rows = rows_mod.open(conn, m.hash)
   local counts = rows:counts()
   if not counts then

@@ -13,6 +13,7 @@ local failures = require "ntt.enumerate.failures"
 local retry = require "ntt.enumerate.retry"
 local problems = require "ntt.problems"
 local progress = require "ntt.progress"
+local reader = require "ntt.reader"
 
 local M = {}
 
@@ -128,6 +129,30 @@ function M.run(ctx)
     return nil, err, code
   end
   ctx.enumerated = summary
+  -- what a reader found besides the live files: deleted entries, the label, metadata damage
+  local res = ctx.mount_result or {}
+  for _, r in ipairs(ctx.roots) do
+    local rep
+    if not reader.is_reader(r) and reader.LISTED[r.fstype or ""] and not res.view and m.kind == "image" then
+      -- the kernel mounted it: its deleted entries come from the report alone (a whole
+      -- image only: without the honest view TSK would read unrescued bytes as data)
+      local offset
+      for _, fs in ipairs(res.filesystems or {}) do
+        if fs.fs_index == r.fs_index then offset = fs.offset end
+      end
+      local rerr
+      rep, rerr = reader.side_report(m.image_path, offset or 0, r.fstype)
+      if rep then rep.damaged = {}   -- the kernel read the live files: its word stands
+      else ctx.log:warn("reader_report_failed", { medium = m.hash, fs_index = r.fs_index, error = rerr }) end
+    end
+    if reader.is_reader(r) or rep then
+      local rs, rerr, rcode, rstate = reader.record(db, m.hash, r, rep)
+      if not rs then return nil, rerr, rcode, rstate end
+      if rs.damaged > 0 then ctx.problems[#ctx.problems + 1] = { kind = "metadata_damage", count = rs.damaged } end
+      ctx.log:info("reader_recorded", { medium = m.hash, fs_index = r.fs_index, deleted = rs.deleted,
+                                        damaged = rs.damaged, label = rs.label })
+    end
+  end
   if p.raw_audit then
     -- An audit copy of the enumeration, byte-exact and compressed (docs/walk.md).
     local config = require "ntt.config"

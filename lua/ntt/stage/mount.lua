@@ -18,7 +18,7 @@ function M.run(ctx)
     return true
   end
   local p = ctx.policy.mount or {}
-  local res, err, code = mount.mount(m.hash, m.image_path, { map = m.map_path, timeout = p.timeout })
+  local res, err, code = mount.mount(m.hash, m.image_path, { map = m.map_path, timeout = p.timeout, reader = p.reader })
   local db = ctx.db
   if not res then
     problems.note(db, m.hash, "mount_failed", { error = err })
