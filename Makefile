@@ -89,6 +89,7 @@ $(B)/ntt-mount-helper: $(patsubst src/mount-helper/%.c,$(B)/mount-helper/%.o,$(H
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(shell pkg-config --libs blkid mount fuse3) -lpthread
 
 $(B)/tskfs/%.o: src/tskfs/%.c $(wildcard src/tskfs/*.h) | $(B)
+	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags fuse3) -c -o $@ $<
 
 $(B)/ntt-tskfs: $(patsubst src/tskfs/%.c,$(B)/tskfs/%.o,$(TSKFS_SRC))
