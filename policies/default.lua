@@ -7,9 +7,9 @@ local ntt = require "ntt"
 
 return ntt.policy {
   name = "default",
-  description = "identify, inspect, mount, enumerate and copy every medium; record every problem",
+  description = "identify, inspect, mount, enumerate and copy every medium, archive its image set; record every problem",
 
-  stages = { "identify", "inspect", "mount", "enumerate", "copy", "unmount" },
+  stages = { "identify", "inspect", "mount", "enumerate", "copy", "unmount", "archive" },
   workers = 1,           -- copy processes per medium (each already copies one batch while it claims and records the next)
 
   targets = {
@@ -64,6 +64,16 @@ return ntt.policy {
       if fs.network then return 2 end
       return ntt.cores() * 4
     end,
+  },
+
+  archive = {
+    -- the image set (image, map, .map.bak, .map.stall, -ddrescue.log) into
+    -- <data root>/archive/<hash>.tar.zst, read back and compared member by
+    -- member with its sources; then, only when remove_sources is true and
+    -- the medium is not mounted, the sources are removed
+    remove_sources = false,
+    level = 3,             -- zstd level
+    -- threads = 2,        -- zstd workers; default: every core
   },
 
   retry = {

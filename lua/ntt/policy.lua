@@ -93,6 +93,11 @@ M.schema = {
     damaged = { "record", "salvage" },
     network_fuse = { list = { check = fuse_type_check } },
   },
+  archive = sec {
+    remove_sources = "boolean",
+    level = "integer",
+    threads = "integer",
+  },
   retry = sec {
     checkpoint = "integer",
     max = "integer",

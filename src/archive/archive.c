@@ -15,7 +15,8 @@
  *       changes while it is read fails "EAGAIN".  threads: zstd workers
  *       (0: compress on this thread; default 0); level: zstd level
  *       (default 3).  The file is fsynced before write returns.
- *   read(path) -> result, reading every member back
+ *   read(path) -> result, reading every member back; an archive whose
+ *       compressed frames or tar headers do not check fails "EBADMSG"
  *   result = { size =, blake3 = (the archive file's),
  *              members = { { name =, size =, blake3 = }, ... } }
  *       (write: each member's blake3 is its source's bytes as read)
@@ -101,12 +102,16 @@ static la_ssize_t src_read(struct archive *a, void *ud, const void **out)
     }
 }
 
-/* The failure of libarchive call on a (or of our own callbacks). */
+/*
+ * The failure of a libarchive read on a, or of our own callback (own).
+ * What libarchive itself rejects (a zstd frame or tar header that does not
+ * check) is data that is not what was written: EBADMSG.
+ */
 static int fail_archive(lua_State *L, struct archive *a, int own, const char *path)
 {
     int err = own ? own : archive_errno(a);
-    if (err <= 0)
-        err = EIO;
+    if (err <= 0 || err == EINVAL || err == EILSEQ)
+        err = EBADMSG;
     if (err == EINTR)
         return ntt_fail_interrupted(L);
     const char *why = archive_error_string(a);
