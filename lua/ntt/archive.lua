@@ -14,18 +14,20 @@
 --   archive.write(m [, opts])        -> w | nil, msg, code
 --       packs the set into <data root>/archive/<hash>.tar.zst.tmp.<pid>
 --       (opts: threads =, level = for zstd, root = the data root, default
---       config.home()); w = { tmp =, path = (final),
+--       config.home()); w = { tmp =, path = (final), medium = m,
 --       members = image set, written = ntt.core.archive.write's result }.
---       The image must still hold this medium (its BLAKE3 is the medium
---       hash): an image rewritten in place by a later rescue fails "ESTALE".
 --   archive.verify(w)                -> true | nil, msg, code
---       reads w.tmp back: the file's BLAKE3 and size as written, and every
---       member's BLAKE3 and size equal to what its source holds now (each
---       source hashed again).  A difference fails "EBADMSG"; the temp is
---       removed.
+--       reads w.tmp back (w.back: every member's BLAKE3 and the file's):
+--       its size as written, and every member's BLAKE3 and size equal to
+--       what its source holds now (each source hashed again).  A
+--       difference, or a zstd frame or tar header that does not check,
+--       fails "EBADMSG"; the image must still hold this medium (its BLAKE3
+--       is the medium hash): one rewritten in place by a later rescue
+--       fails "ESTALE".  On failure the temp is removed.
 --   archive.commit(conn, m, w [, level]) -> record | nil, msg, code
---       renames the temp to its final name, then records the archive and
---       its members (tables archive, archive_member) and medium.archived_at.
+--       (w verified) renames the temp to its final name, then records the
+--       archive and its members with the BLAKE3 read back (tables archive,
+--       archive_member) and medium.archived_at.
 --   archive.record(conn, hash)       -> record (with .members) | false | nil, msg, code
 --   archive.remove_sources(conn, m)  -> removed (list of paths) | nil, msg, code
 --       only for a recorded, verified archive; never while the medium is
@@ -104,12 +106,7 @@ function M.write(m, opts)
   local res
   res, err, code = car.write(tmp, set, { threads = threads, level = opts.level or 3 })
   if not res then return nil, "archive: " .. err, code end
-  if not holds(m, res.members[1]) then
-    os.remove(tmp)
-    return nil, ("archive: %s no longer holds medium %s (rewritten by a later rescue?): not archived")
-                :format(m.image_path, m.medium_hash), "ESTALE"
-  end
-  return { tmp = tmp, path = final, members = set, written = res }
+  return { tmp = tmp, path = final, members = set, written = res, medium = m }
 end
 
 function M.verify(w)
@@ -120,12 +117,15 @@ function M.verify(w)
   local back, err, code = car.read(w.tmp)
   if not back then return bad(err, code) end
   local wr = w.written
-  if back.size ~= wr.size or back.blake3 ~= wr.blake3 then
-    return bad(("%s: read back as %d bytes with BLAKE3 %s, written as %d bytes with %s")
-               :format(w.tmp, back.size, back.blake3, wr.size, wr.blake3))
+  if back.size ~= wr.size then
+    return bad(("%s: read back as %d bytes, written as %d"):format(w.tmp, back.size, wr.size))
   end
   if #back.members ~= #w.members then
     return bad(("%s: %d members read back, %d written"):format(w.tmp, #back.members, #w.members))
+  end
+  if w.medium and not holds(w.medium, back.members[1]) then
+    return bad(("%s no longer holds medium %s (rewritten by a later rescue?): not archived")
+               :format(w.medium.image_path, w.medium.medium_hash), "ESTALE")
   end
   local hash = require "ntt.core.hash"
   for i, src in ipairs(w.members) do
@@ -135,11 +135,12 @@ function M.verify(w)
     end
     local hex, size, hcode = hash.file(src.src)
     if not hex then return bad(size, hcode) end
-    if got.blake3 ~= hex or got.size ~= size or wr.members[i].blake3 ~= hex then
+    if got.blake3 ~= hex or got.size ~= size or wr.members[i].size ~= size then
       return bad(("%s: member %s does not match its source %s (archive %d bytes %s, source %d bytes %s)")
                  :format(w.tmp, got.name, src.src, got.size, got.blake3, size, hex))
     end
   end
+  w.back = back
   return true
 end
 
@@ -149,7 +150,8 @@ function M.commit(conn, m, w, level)
     os.remove(w.tmp)
     return nil, "archive: " .. tostring(err), "EIO"
   end
-  local wr = w.written
+  local wr = w.back
+  if not wr then error("archive.commit: the archive was not verified", 2) end
   local r, code
   r, err, code = require("ntt.db").tx(conn, function()
     local q, e, c = conn:exec([[
