@@ -271,7 +271,7 @@ static int ar_write(lua_State *L)
         goto fail;
     }
     if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
-        archive_write_set_bytes_per_block(a, 0) != ARCHIVE_OK ||   /* no blocking: no copy, zstd buffers */
+        archive_write_set_bytes_per_block(a, BUFSZ) != ARCHIVE_OK ||
         archive_write_set_bytes_in_last_block(a, 1) != ARCHIVE_OK ||
         archive_write_open(a, &s, NULL, sink_write, NULL) != ARCHIVE_OK) {
         err = s.err ? s.err : (archive_errno(a) > 0 ? archive_errno(a) : EINVAL);
