@@ -81,26 +81,26 @@ local function placer(fsi, sub)
 end
 
 -- The payload name of rel in a bag: each component by bagit.name, and a
--- changed name that collides with another gets "~N".
+-- name that collides with one already given (an escaped name can equal a
+-- name the medium has) gets "~N"; every path that differs from the
+-- original is listed for ntt-renamed.txt.
 local function bag_namer(summary)
   local used, dirmap = {}, { [""] = "" }
   return function(rel)
-    if rel == "" then return "" end
+    if dirmap[rel] then return dirmap[rel] end   -- "" and a filesystem's root named twice
     local parent, base = rel:match("^(.*)/([^/]*)$")
     if not parent then parent, base = "", rel end
     local pdir = dirmap[parent] or parent
     local name, changed = bagit.name(base)
     local full = pdir == "" and name or (pdir .. "/" .. name)
-    if changed then
-      local n = 1
-      while used[full] do
-        n = n + 1
-        full = (pdir == "" and "" or (pdir .. "/")) .. name .. "~" .. n
-      end
+    local n = 1
+    while used[full] do   -- an escaped name may equal a name the medium has
+      n = n + 1
+      full = (pdir == "" and "" or (pdir .. "/")) .. name .. "~" .. n
     end
     used[full] = true
     dirmap[rel] = full
-    if changed or full ~= (pdir == "" and base or (pdir .. "/" .. base)) then
+    if changed or n > 1 or pdir ~= parent then
       summary.renamed[#summary.renamed + 1] = { bag = "data/" .. full, original = rel }
     end
     return full
