@@ -9,7 +9,7 @@
 -- image, half incompressible bytes and half text-like runs (as a disk
 -- holds both), its map and a ddrescue log.  Sources are warm (read once
 -- before); each contender writes a new archive next to them, best of
--- NTT_BENCH_ROUNDS (default 3).  Prints MB/s of image set, archive sizes
+-- NTT_BENCH_ROUNDS (default 5).  Prints MB/s of image set, archive sizes
 -- and the ratio peer time / ntt time (>= 1.0 is the target; ntt fsyncs its
 -- archive, so the peer is also timed with `sync FILE`), then the time ntt's
 -- read-back (zstd -d, BLAKE3 of the file and of every member) takes on top.
@@ -19,7 +19,7 @@ local car = require "ntt.core.archive"
 local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
 
 local MB = tonumber(os.getenv("NTT_BENCH_ARCHIVE_MB") or "") or 512
-local ROUNDS = tonumber(os.getenv("NTT_BENCH_ROUNDS") or "") or 3
+local ROUNDS = tonumber(os.getenv("NTT_BENCH_ROUNDS") or "") or 5
 local WORK = os.getenv("NTT_BENCH_DIR") or "/var/tmp/ntt-bench-archive"
 local MiB = 1048576
 
