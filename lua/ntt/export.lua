@@ -30,7 +30,8 @@ local bagit = require "ntt.bagit"
 
 local M = {}
 
-local BATCH = 2000
+local BATCH = 2000    -- entries per ntt.core.export.write call
+local PAGE = 20000    -- rows per query
 
 function M.parse(spec)
   local name, path = spec:match("^([^:]+):(.*)$")
@@ -38,9 +39,11 @@ function M.parse(spec)
   return name, (path:gsub("^/+", ""):gsub("/+$", ""))
 end
 
--- The rows of medium m under path (fs_index or nil for every one; sub is
--- the path inside it, "" for its root), parents before children.
-local function rows(conn, m, fsi, sub)
+-- One page of the rows of medium m under path (fs_index or nil for every
+-- one; sub is the path inside it, "" for its root), parents before
+-- children, after the row `after` (keyset paging on the partition's key:
+-- a medium of millions of paths is never held whole).
+local function rows(conn, m, fsi, sub, after)
   local it, pt, code, state = db.partitions(conn, m.medium_hash)
   if it == nil then return nil, pt, code, state end
   if not it then return nil, ("medium %s has no entries (not enumerated)"):format(m.medium_hash), "ENOENT" end
@@ -51,7 +54,10 @@ local function rows(conn, m, fsi, sub)
      WHERE ($1::integer IS NULL OR p.fs_index = $1)
        AND ($2::bytea = ''::bytea OR p.path = $2::bytea
             OR substring(p.path FROM 1 FOR length($2::bytea) + 1) = $2::bytea || '\x2f'::bytea)
-     ORDER BY p.fs_index, p.path]]):format(pt, it), fsi, pg.bytea(sub or ""))
+       AND ($3::integer IS NULL OR (p.fs_index, p.path) > ($3::integer, $4::bytea))
+     ORDER BY p.fs_index, p.path
+     LIMIT $5]]):format(pt, it), fsi, pg.bytea(sub or ""), after and after.fs_index, pg.bytea(after and after.path or ""),
+    PAGE)
 end
 
 local function filesystems(conn, m)
@@ -181,7 +187,8 @@ function M.run(conn, m, path, dest, opts)
     return true
   end
   local function shown_of(r) return ("p%d/%s"):format(r.fs_index, r.path) end
-  for _, r in ipairs(list) do
+  -- one row: a directory, symlink or file entry, or a line of not_exported
+  local function take(r)
     local rel = bagname(place(r))
     local e
     if r.fs_type == "d" then
@@ -196,15 +203,22 @@ function M.run(conn, m, path, dest, opts)
       local why = r.fs_type == "f" and (r.state .. (r.reason and (": " .. r.reason) or ""))
                   or ("not a file, directory or symlink (type %s)"):format(tostring(r.fs_type))
       summary.not_exported[#summary.not_exported + 1] = { path = shown_of(r), why = why }
+      return true
     end
-    if e then
-      entries[#entries + 1] = e
-      origin[#entries] = { path = shown_of(r) }
-      if #entries >= BATCH then
-        ok, err, code = flush()
-        if not ok then store:close(); return nil, err, code end
-      end
+    entries[#entries + 1] = e
+    origin[#entries] = { path = shown_of(r) }
+    if #entries >= BATCH then return flush() end
+    return true
+  end
+  local page = list
+  while true do
+    for _, r in ipairs(page) do
+      ok, err, code = take(r)
+      if not ok then store:close(); return nil, err, code end
     end
+    if #page < PAGE then break end
+    page, err, code, state = rows(conn, m, fsi, sub, page[#page])
+    if not page then store:close(); return nil, err, code, state end
   end
   ok, err, code = flush()
   store:close()
