@@ -128,6 +128,44 @@ static const char *strfield(lua_State *L, int idx, const char *k, size_t *len, i
     return lua_tolstring(L, -1, len);
 }
 
+/*
+ * Raise on any malformed entry of the list at idx before anything is
+ * opened or allocated, so the loops below never raise while they hold an
+ * fd or a buffer.  finish: only path, mode and mtime_ns are used.
+ */
+static void check_entries(lua_State *L, int idx, const char *fn, int finish)
+{
+    lua_Integer n = luaL_len(L, idx);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, idx, i);
+        int e = lua_gettop(L);
+        if (!lua_istable(L, e))
+            luaL_error(L, "%s: entry %d is not a table", fn, (int)i);
+        size_t plen = 0, tlen = 0, len = 0;
+        const char *path = strfield(L, e, "path", &plen, 1);
+        if (memchr(path, 0, plen) || (plen > 0 && (path[0] == '/' || path[plen - 1] == '/')))
+            luaL_error(L, "%s: entry %d: bad path", fn, (int)i);
+        intfield(L, e, "mode", 0);
+        intfield(L, e, "mtime_ns", 0);
+        if (!finish) {
+            const char *type = strfield(L, e, "type", &tlen, 1);
+            if (tlen != 1 || !strchr("dfl", type[0]))
+                luaL_error(L, "%s: entry %d: type must be d, f or l", fn, (int)i);
+            if (type[0] == 'l') {
+                const char *target = strfield(L, e, "target", &len, 1);
+                if (plen == 0 || len == 0 || memchr(target, 0, len))
+                    luaL_error(L, "%s: entry %d: bad symlink", fn, (int)i);
+            } else if (type[0] == 'f') {
+                strfield(L, e, "src", &len, 1);
+                strfield(L, e, "blake3", &len, 1);
+                if (plen == 0 || len != 64 || intfield(L, e, "size", -1) < 0)
+                    luaL_error(L, "%s: entry %d: a file needs a path, blake3 and size", fn, (int)i);
+            }
+        }
+        lua_settop(L, e - 1);
+    }
+}
+
 struct copyres {
     int err;            /* errno, or EBADMSG for a mismatch */
     char msg[256];
@@ -247,6 +285,7 @@ static int ex_write(lua_State *L)
         with_sha = lua_toboolean(L, -1);
         lua_pop(L, 1);
     }
+    check_entries(L, 2, "export.write", 0);
     int rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0)
         return ntt_fail(L, errno, root);
@@ -347,6 +386,7 @@ static int ex_finish(lua_State *L)
 {
     const char *root = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
+    check_entries(L, 2, "export.finish", 1);
     int rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0)
         return ntt_fail(L, errno, root);
