@@ -156,6 +156,25 @@ describe("ntt export", function()
     assert(require("ntt.mount").unmount(h, img))
   end)
 
+  it("lists the files it does not write in the bag's ntt-not-exported.txt and exits 1", function()
+    local conn = runs.db()
+    local q = ([[UPDATE inode_p_%s i SET state = $1::inode_state, reason = $2 FROM path_p_%s p
+                 WHERE p.fs_index = i.fs_index AND p.ino = i.ino AND p.path = 'a.txt'::bytea]]):format(h, h)
+    assert(conn:exec(q, "damaged", "unrescued bytes"))
+    local bag = dir .. "/bag-damaged"
+    local r = ntt(home, { "export", "--bagit", h, bag })
+    assert(conn:exec(q, "copied", nil))
+    assert.equal(1, r.code, r.stderr .. r.stdout)
+    assert.truthy(r.stderr:find("a.txt: not exported: damaged: unrescued bytes", 1, true), r.stderr)
+    local p = assert(fs.readdir(bag .. "/data"))[1]
+    assert.is_nil(fs.stat(bag .. "/data/" .. p .. "/a.txt", true))
+    local listed = helper.read(bag .. "/ntt-not-exported.txt")
+    assert.truthy(listed:find(p .. "/a.txt\tdamaged: unrescued bytes\n", 1, true), listed)
+    sh { "sh", "-c", 'cd "$1" && sha256sum -c --strict --quiet manifest-sha256.txt tagmanifest-sha256.txt', "-", bag }
+    assert.truthy(helper.read(bag .. "/tagmanifest-sha256.txt"):find("  ntt-not-exported.txt\n", 1, true))
+    assert.truthy(helper.read(bag .. "/bag-info.txt"):find("Payload%-Oxum: %d+%.6\n"))
+  end)
+
   it("does not write a file whose blob no longer matches, reports it and exits 1", function()
     local conn = runs.db()
     local blob = assert(conn:exec(([[SELECT i.blobid FROM path_p_%s p JOIN inode_p_%s i USING (fs_index, ino)
