@@ -246,6 +246,7 @@ function M.run(conn, m, settings, log)
   if rec == nil then return nil, err, code end
   local st = rec and fs.stat(rec.path)
   if not (rec and st and st.size == rec.size) then
+    log:info("archiving", { medium = m.medium_hash, image = m.image_path })
     local w
     w, err, code = M.write(m, { threads = settings.threads, level = settings.level })
     if not w then return nil, err, code end
