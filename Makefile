@@ -11,7 +11,7 @@ VERSION  := 0.1.0
 PREFIX   ?= /usr/local
 CC       ?= cc
 LUA      ?= lua5.4
-PKGS     := lua5.4 libpq blkid mount libzstd
+PKGS     := lua5.4 libpq blkid mount libzstd libarchive libcrypto
 OPT      ?= -O2
 CFLAGS   ?= -g
 WARN     := -Wall -Wextra -Werror -Wno-unused-parameter
@@ -38,8 +38,9 @@ LIBS        = $(shell pkg-config --libs $(PKGS)) -lreadline -lpthread -lm
 #   copy/    the content-addressed store and the copy engine (ntt.core.store, .copy)
 #   media/   image identity, layout, mapfiles and kernel messages (ntt.core.media, .mapfile, .kmsg)
 #   os/      filesystem and process primitives (ntt.core.fs, .proc)
+#   archive/ the image set as one tar.zst, written and read back (ntt.core.archive)
 # The privileged mount helper is its own program in src/mount-helper/.
-SRC_DIRS  := host blake3 walk pg copy media os
+SRC_DIRS  := host blake3 walk pg copy media os archive
 NTT_SRC   := $(foreach d,$(SRC_DIRS),$(wildcard src/$(d)/*.c))
 NTT_HDR   := $(foreach d,$(SRC_DIRS),$(wildcard src/$(d)/*.h))
 NTT_OBJ   := $(patsubst src/%.c,$(B)/%.o,$(NTT_SRC)) $(B)/embed.o
@@ -54,7 +55,7 @@ TSKFS_SRC := $(wildcard src/tskfs/*.c)
 
 # Debian packages ntt needs to build, test and run (make deps installs them).
 DEB_PACKAGES := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted libpq-dev \
-                libblkid-dev libmount-dev libzstd-dev zstd libreadline-dev libfuse3-dev fuse3 \
+                libblkid-dev libmount-dev libzstd-dev zstd libarchive-dev libssl-dev libreadline-dev libfuse3-dev fuse3 \
                 postgresql b3sum e2fsprogs dosfstools mtools fusefat fuseiso fuse2fs xorriso \
                 libtsk-dev sleuthkit genisoimage \
                 util-linux fdisk tmux sudo rsync procps chromium python3-jsonschema libxml2-utils

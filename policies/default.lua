@@ -7,9 +7,9 @@ local ntt = require "ntt"
 
 return ntt.policy {
   name = "default",
-  description = "identify, inspect, mount, enumerate and copy every medium; record every problem",
+  description = "identify, inspect, mount, enumerate and copy every medium, archive its image set; record every problem",
 
-  stages = { "identify", "inspect", "mount", "enumerate", "copy", "report", "unmount" },
+  stages = { "identify", "inspect", "mount", "enumerate", "copy", "report", "unmount", "archive" },
   workers = 1,           -- copy processes per medium (each already copies one batch while it claims and records the next)
 
   targets = {
@@ -79,6 +79,16 @@ return ntt.policy {
     -- smaller of the two counts, so a small store is not asked for more than it has.
     min_free_bytes = 1024 * 1024 * 1024,
     min_free_fraction = 0.02,
+  },
+
+  archive = {
+    -- the image set (image, map, .map.bak, .map.stall, -ddrescue.log) into
+    -- <data root>/archive/<hash>.tar.zst, read back and compared member by
+    -- member with its sources; then, only when remove_sources is true and
+    -- the medium is not mounted, the sources are removed
+    remove_sources = false,
+    level = 3,             -- zstd level
+    -- threads = 2,        -- zstd workers; default: every core
   },
 
   retry = {

@@ -130,6 +130,11 @@ M.schema = {
     min_free_bytes = { check = bytes_check, doc = "bytes, 0 or more" },
     min_free_fraction = { check = fraction_check, doc = "0 <= f < 1" },
   },
+  archive = sec {
+    remove_sources = "boolean",
+    level = "integer",
+    threads = "integer",
+  },
   retry = sec {
     checkpoint = "integer",
     max = "integer",
