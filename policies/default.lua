@@ -35,6 +35,9 @@ return ntt.policy {
     -- shorter than their filesystem) are always attached through the honest
     -- view, which fails reads of unrescued bytes instead of returning zeros.
     timeout = 10,
+    -- times a copy process may mount a medium again after its mount was
+    -- lost (a FUSE driver or the honest view died, an unmount by hand)
+    remounts = 3,
   },
 
   enumerate = {
@@ -74,10 +77,12 @@ return ntt.policy {
   },
 
   -- At the checkpoint: first matching rule decides (each counts its hits).
+  -- A lost mount comes first: through a dead FUSE driver or honest view
+  -- every read fails, and the kernel's I/O errors then say nothing of the medium.
   diagnose = {
+    { ntt.any("mount_check:missing", "mount_check:inaccessible"), ntt.REMOUNT },
     { ntt.any("detected_beyond_eof", "dmesg:beyond_eof"), ntt.SKIP "DIAGNOSTIC_SKIP:BEYOND_EOF" },
     { ntt.all("detected_io_error", "dmesg:io_error"),     ntt.SKIP "IO_ERROR_CONFIRMED" },
-    { ntt.has "mount_check:missing",                      ntt.REMOUNT },
     { ntt.always,                                         ntt.CONTINUE },
   },
 

@@ -175,7 +175,7 @@ describe("ntt run", function()
     local run_row = assert(db():exec("SELECT rule_hits::text AS hits FROM run WHERE policy = $1", pol))
     assert.equal(1, #run_row)
     local hits = json.decode(run_row[1].hits)
-    assert.equal(skipped, hits['2: all(detected_io_error, dmesg:io_error) -> skip "IO_ERROR_CONFIRMED"'], run_row[1].hits)
+    assert.equal(skipped, hits['3: all(detected_io_error, dmesg:io_error) -> skip "IO_ERROR_CONFIRMED"'], run_row[1].hits)
   end)
 
   it("records files over the holes of a partial ext4 image as damaged, never as zero-filled blobs", function()

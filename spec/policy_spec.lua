@@ -150,7 +150,7 @@ return ntt.policy.extend("default", {
 
   it("extends a sibling policy file by name, and chains", function()
     file(dir, "base.lua", 'local ntt = require "ntt"\nreturn ntt.policy.extend("default", { copy = { batch = 7 } })')
-    local path = file(dir, "leaf.lua", 'local ntt = require "ntt"\nreturn ntt.policy.extend("base", { retry = { max = 3 } })')
+    local path = file(dir, "leaf.lua", 'local ntt = require "ntt"\nreturn ntt.policy.extend("base", { retry = { max = 3, checkpoint = 3 } })')
     local p = assert(policy.load(path))
     assert.equal(7, p.copy.batch)
     assert.equal(3, p.retry.max)
@@ -167,14 +167,19 @@ return ntt.policy.extend("default", {
     local rules = require "ntt.rules"
     local hits = {}
     local a, i = rules.decide(d.diagnose, { "detected_io_error", "dmesg:io_error" }, hits)
-    assert.equal("skip", a.kind); assert.equal("IO_ERROR_CONFIRMED", a.reason); assert.equal(2, i)
+    assert.equal("skip", a.kind); assert.equal("IO_ERROR_CONFIRMED", a.reason); assert.equal(3, i)
     a = rules.decide(d.diagnose, { "detected_io_error" }, hits)
     assert.equal("continue", a.kind)
     a = rules.decide(d.diagnose, { "dmesg:beyond_eof" }, hits)
     assert.equal("DIAGNOSTIC_SKIP:BEYOND_EOF", a.reason)
     a = rules.decide(d.diagnose, { "mount_check:missing" }, hits)
     assert.equal("remount", a.kind)
-    assert.same({ [1] = 1, [2] = 1, [3] = 1, [4] = 1 }, hits)
+    -- a lost mount is remounted whatever the kernel said of its reads
+    a = rules.decide(d.diagnose, { "detected_io_error", "dmesg:io_error", "mount_check:inaccessible" }, hits)
+    assert.equal("remount", a.kind)
+    a = rules.decide(d.diagnose, { "detected_io_error", "mount_check:directory" }, hits)
+    assert.equal("continue", a.kind)
+    assert.same({ [1] = 2, [2] = 1, [3] = 1, [4] = 2 }, hits)
   end)
 end)
 

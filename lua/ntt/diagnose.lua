@@ -5,9 +5,14 @@
 --     decided from err and phase only, never from the message text
 --   kernel(lines, devices, patterns) -> set of "dmesg:*" findings from the
 --                                kernel lines that name one of our devices
---   mount_check(root)         -> "mount_check:ok" | "...:missing" | "...:inaccessible"
+--   mount_check(root [, view]) -> "mount_check:ok" | "...:missing" | "...:inaccessible"
+--                                (view: the honest view's file the mount reads
+--                                through; a view gone makes it inaccessible)
 --   gather(opts)              -> list of findings (sorted, no duplicates)
---     opts = { err=, phase=, root=, kernel_lines=, devices=, patterns=, kernel_unavailable= }
+--     opts = { err=, phase=, root=, view=, directory=, kernel_lines=, devices=,
+--              patterns=, kernel_unavailable= }
+--     a directory medium's check is "mount_check:directory": it has no
+--     mount to lose, so no rule remounts it
 local fs = require "ntt.core.fs"
 
 local M = {}
@@ -71,14 +76,15 @@ function M.kernel(lines, devices, patterns)
 end
 
 -- Is root still a mount point we can read?
-function M.mount_check(root)
+function M.mount_check(root, view)
   local mounted = false
   for _, m in ipairs(fs.mountinfo() or {}) do
     if m.target == root then mounted = true; break end
   end
   if not mounted then return "mount_check:missing" end
-  local st = fs.stat(root)
+  local st = fs.stat(root)   -- ENOTCONN when its FUSE driver died
   if not st or st.type ~= "directory" then return "mount_check:inaccessible" end
+  if view and not fs.stat(view) then return "mount_check:inaccessible" end
   return "mount_check:ok"
 end
 
@@ -90,7 +96,8 @@ function M.gather(o)
   else
     for k in pairs(M.kernel(o.kernel_lines, o.devices, o.patterns)) do set[k] = true end
   end
-  if o.root and o.check_mount ~= false then set[M.mount_check(o.root)] = true end
+  if o.directory then set["mount_check:directory"] = true
+  elseif o.root and o.check_mount ~= false then set[M.mount_check(o.root, o.view)] = true end
   local list = {}
   for k in pairs(set) do list[#list + 1] = k end
   table.sort(list)

@@ -5,7 +5,11 @@
 --
 --   retry.new(o) -> d
 --     o = { rows=ntt.copier.rows, policy=, log=, medium=, worker=, roots={fs_index -> root},
---           devices={ "loop3", ... }, remount=function() -> roots | nil, msg }
+--           devices={ "loop3", ... }, view=the honest view's file or nil,
+--           remount=function() -> roots | nil, msg, code }
+--     A file whose mount is lost (ENOTCONN, or the mount check is not ok)
+--     is handed to the rules at once, not at the checkpoint: every file of
+--     a lost mount fails alike, and the rules decide whether to remount.
 --   d:settle(failed, final, recopy) -> true | nil, msg, code
 --     failed: items { fs_index=, ino=, attempts=, root=, path=,
 --             res={err=, errno=, phase=, msg=, offset=} } (the engine's failure fields)
@@ -52,7 +56,8 @@ function M.new(o)
   local kernel, kerr = kmsg.open()
   return setmetatable({
     rows = o.rows, policy = o.policy, log = o.log, medium = o.medium, worker = o.worker,
-    roots = o.roots, devices = o.devices or {}, remount = o.remount,
+    roots = o.roots, devices = o.devices or {}, remount = o.remount, view = o.view,
+    directory = o.medium.kind == "directory",
     checkpoint = rp.checkpoint or 10, max = rp.max or 50, history = rp.history or 10,
     backoff_of = rp.backoff or {},
     kmsg = kernel, kernel = kernel and "available" or ("unavailable: " .. tostring(kerr)),
@@ -89,7 +94,8 @@ end
 function D:diagnose(item, attempts, final)
   local res, policy = item.res, self.policy
   local checks = diagnose.gather {
-    err = res.err, phase = res.phase, root = item.root, kernel_lines = self.kernel_lines,
+    err = res.err, phase = res.phase, root = item.root, view = self.view, directory = self.directory,
+    kernel_lines = self.kernel_lines,
     devices = self.devices, patterns = policy.kernel_patterns, kernel_unavailable = self.kmsg == nil }
   local action = rules.decide(policy.diagnose or {}, checks, self.hits) or rules.CONTINUE
   if action.kind == "skip" then
@@ -131,6 +137,15 @@ function D:round(failed, final, round)
   if not attempts_of then return nil, err, code, state end
   self:read_kernel()
   local again, reset = {}, {}
+  local lost = {}   -- root -> whether its mount is lost (checked once a round)
+  local function mount_lost(item)
+    if self.directory or not item.root then return false end
+    if item.res.err == "ENOTCONN" then return true end
+    if lost[item.root] == nil then
+      lost[item.root] = diagnose.mount_check(item.root, self.view) ~= "mount_check:ok"
+    end
+    return lost[item.root]
+  end
   for _, item in ipairs(failed) do
     local attempts = attempts_of[item.fs_index .. ":" .. item.ino] or (item.attempts + round)
     local res = item.res
@@ -140,7 +155,8 @@ function D:round(failed, final, round)
                             state = IO_FINDINGS[class] and S.FAILED_PERMANENT or S.FAILED_RETRYABLE,
                             reason = S.REASONS.after_attempts:format(res.err, attempts, trim(res.msg, 200)) }
       self:event(item, attempts, { class }, "max_retries")
-    elseif attempts >= self.checkpoint and (attempts - self.checkpoint) % self.checkpoint == 0 then
+    elseif (attempts >= self.checkpoint and (attempts - self.checkpoint) % self.checkpoint == 0)
+           or mount_lost(item) then
       local retry, remount = self:diagnose(item, attempts, final)
       if retry then again[#again + 1] = item end
       if remount then reset[#reset + 1] = item end
@@ -150,15 +166,21 @@ function D:round(failed, final, round)
   end
   if #reset > 0 and self.remount then
     local m = self.medium
-    local new_roots, rerr = self.remount()
+    local t0 = util.monotonic()
+    local new_roots, rerr, rcode = self.remount()
+    local seconds = util.monotonic() - t0
     if new_roots then
       for _, r in ipairs(new_roots) do self.roots[r.fs_index] = r.root end
       for _, item in ipairs(again) do item.root = self.roots[item.fs_index] end
       local ok, e, c, st = self.rows:reset_attempts(reset)
       if not ok then return nil, e, c, st end
-      self.log:warn("remounted", { medium = m.hash }, (m.human or m.hash) .. ": remounted after the mount went missing")
+      self.remounts = (self.remounts or 0) + 1
+      self.log:warn("remounted", { medium = m.hash, seconds = seconds, files = #reset },
+                    ("%s: remounted in %.2f s after the mount was lost (%d files to try again)")
+                      :format(m.human or m.hash, seconds, #reset))
     else
-      self.log:error("remount_failed", { medium = m.hash, error = rerr })
+      self.log:error("remount_failed", { medium = m.hash, error = rerr, code = rcode },
+                     ("%s: not remounted: %s"):format(m.human or m.hash, tostring(rerr)))
     end
   end
   return again
