@@ -161,7 +161,9 @@ static int teardown(const char *hash, const char *image, FILE *out)
     snprintf(vdir, sizeof vdir, "%s/.views/%s", C.base, hash);
     snprintf(vfile, sizeof vfile, "%s/image", vdir);
     make_tag(tag, sizeof tag, hash);
-    int problems = mnt_unmount_under(dir, msgs, sizeof msgs) != 0;
+    struct stat vst;   /* a view that no longer answers: the mounts on it are dead */
+    int dead = stat(vfile, &vst) < 0 && errno == ENOTCONN;
+    int problems = mnt_unmount_under(dir, dead, msgs, sizeof msgs) != 0;
     struct loopq q = { .image = image, .viewfile = vfile, .tag = tag };
     loop_each(loop_match, &q);
     int detached = 0;
@@ -183,7 +185,7 @@ static int teardown(const char *hash, const char *image, FILE *out)
         problems++;
         for (int i = 0; i < left.n; i++) mh_appendf(msgs, sizeof msgs, "loop%d still attached", left.nr[i]);
     }
-    if (mnt_unmount_under(vdir, msgs, sizeof msgs) != 0) problems++;
+    if (mnt_unmount_under(vdir, dead, msgs, sizeof msgs) != 0) problems++;
     /* remove the (now empty) mount points p<N>, whatever N; a non-empty one is left and reported */
     char p[MH_PATH + 300];
     DIR *d = opendir(dir);
