@@ -14,6 +14,13 @@ local copier = require "ntt.copier"
 
 local policy, medium_of, db = runs.policy, runs.medium_of, runs.db
 
+-- A mount root of the spec's own: other specs on this machine lazily
+-- unmount whatever is under the shared one when they end.
+local function env_of(dir, home)
+  helper.sh { "mkdir", "-p", dir .. "/mnt" }
+  return { NTT_HOME = home or (dir .. "/home"), NTT_MOUNT_ROOT = dir .. "/mnt" }
+end
+
 -- a process that has exited (and been reaped): its pid names nothing now
 local function gone_pid()
   local p = assert(proc.spawn { argv = { "true" } })
@@ -137,7 +144,7 @@ describe("runs sharing a medium", function()
     local h = medium_of(img)
     local home = dir .. "/home"
     local function start(name)
-      return assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = { NTT_HOME = home },
+      return assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = env_of(dir, home),
                                  stdout = "null", stderr = dir .. "/" .. name })
     end
     local a = start("a")
@@ -171,7 +178,7 @@ describe("runs sharing a medium", function()
     local pol = policy(dir, "{ copy = { batch = 50, threads = 1, durability = 'fsync' } }")
     local h = medium_of(img)
     local home = dir .. "/home"
-    local a = assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = { NTT_HOME = home },
+    local a = assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = env_of(dir, home),
                                   stdout = "null", stderr = dir .. "/a" })
     finally(function() if a:wait(0) == nil then a:kill(9); a:wait(10) end end)
     assert.truthy(runs.wait_copied(db(), h, 60), "the first run never got going: " .. read(dir .. "/a"))
@@ -180,7 +187,7 @@ describe("runs sharing a medium", function()
     local claimed = assert(db():exec(("SELECT count(*) AS n FROM inode_p_%s WHERE claimed_by IS NOT NULL AND lease_until > now()"):format(h)))[1].n
     assert.is_true(claimed > 0, "the killed run held claims")
     local t0 = util.monotonic()
-    local r = runs.run(home, { pol, img }, 240)
+    local r = assert(proc.run { argv = { helper.ntt, "run", pol, img }, env = env_of(dir, home), timeout = 240 })
     local secs = util.monotonic() - t0
     assert.equal(0, r.code, r.stderr)
     assert.equal(600, runs.copied(db(), h))

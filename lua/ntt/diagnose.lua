@@ -84,7 +84,12 @@ function M.mount_check(root, view)
   if not mounted then return "mount_check:missing" end
   local st = fs.stat(root)   -- ENOTCONN when its FUSE driver died
   if not st or st.type ~= "directory" then return "mount_check:inaccessible" end
-  if view and not fs.stat(view) then return "mount_check:inaccessible" end
+  if view then
+    -- opened, not stat'ed: a dead view's attributes may still be cached
+    local f = io.open(view, "rb")
+    if not f then return "mount_check:inaccessible" end
+    f:close()
+  end
   return "mount_check:ok"
 end
 

@@ -153,6 +153,16 @@ static void make_tag(char *tag, size_t len, const char *hash)
     snprintf(tag, len < 64 ? len : 64, "ntt:%s", hash);
 }
 
+/* Whether the honest view still answers.  An open, not a stat: the kernel
+ * answers a stat from its cached attributes after the daemon died. */
+static int view_answers(const char *file)
+{
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    close(fd);
+    return 1;
+}
+
 /* Unmounts, detaches, stops the view: everything of one medium.  Returns problems found. */
 static int teardown(const char *hash, const char *image, FILE *out)
 {
@@ -161,8 +171,8 @@ static int teardown(const char *hash, const char *image, FILE *out)
     snprintf(vdir, sizeof vdir, "%s/.views/%s", C.base, hash);
     snprintf(vfile, sizeof vfile, "%s/image", vdir);
     make_tag(tag, sizeof tag, hash);
-    struct stat vst;   /* a view that no longer answers: the mounts on it are dead */
-    int dead = stat(vfile, &vst) < 0 && errno == ENOTCONN;
+    /* a view that no longer answers: the mounts on it are dead */
+    int dead = mnt_is_mounted(vdir) && !view_answers(vfile);
     int problems = mnt_unmount_under(dir, dead, msgs, sizeof msgs) != 0;
     struct loopq q = { .image = image, .viewfile = vfile, .tag = tag };
     loop_each(loop_match, &q);
@@ -171,9 +181,11 @@ static int teardown(const char *hash, const char *image, FILE *out)
         if (loop_detach(q.nr[i]) == 0) detached++;
         else mh_appendf(msgs, sizeof msgs, "detach loop%d: %s", q.nr[i], strerror(errno));
     }
-    /* Detach is lazy while a FUSE driver still holds the device: wait for it. */
+    /* Detach is lazy while a FUSE driver still holds the device: wait for it.
+     * Not over a dead view: its loops go when the files still open on the
+     * detached mounts are closed, and a remount needs none of them. */
     struct loopq left = { .image = image, .viewfile = vfile, .tag = tag };
-    for (int round = 0; round < 100; round++) {
+    for (int round = 0; round < (dead ? 1 : 100); round++) {
         left.n = 0;
         loop_each(loop_match, &left);
         if (!left.n) break;
@@ -215,7 +227,7 @@ static int medium_live(struct medium *md)
 {
     int live = 1;
     struct stat st;
-    if (md->view.active && (!mnt_is_mounted(md->view.mount) || stat(md->view.file, &st) < 0)) {
+    if (md->view.active && (!mnt_is_mounted(md->view.mount) || !view_answers(md->view.file))) {
         live = 0;
         md->view.active = 0;            /* the view died: every mount on it is unusable */
         for (int i = 0; i < md->nfs; i++)

@@ -16,7 +16,9 @@
 --     final:  the batch's results; each decided file gets its entry there
 --     recopy(items) -> the items that failed again (each with its new res)
 --     Retries until every file is decided or ^C (the undecided then go back
---     pending, their claims released by the batch's write).
+--     pending, their claims released by the batch's write).  A lost mount
+--     that cannot be mounted again (the budget mount.remounts spent, or the
+--     helper failing) ends it with nil, msg, "ENOTCONN": the copy stops.
 --   d:record(processed, errored) -> true | nil, msg, code
 --     after a batch committed: its diagnostic events and the medium's
 --     summaries (beyond_eof_detected, high_error_rate) into medium.problems
@@ -179,8 +181,11 @@ function D:round(failed, final, round)
                     ("%s: remounted in %.2f s after the mount was lost (%d files to try again)")
                       :format(m.human or m.hash, seconds, #reset))
     else
+      -- Without its mount every file would fail alike and use up its
+      -- attempts: the copy stops instead, the batch released untouched.
       self.log:error("remount_failed", { medium = m.hash, error = rerr, code = rcode },
-                     ("%s: not remounted: %s"):format(m.human or m.hash, tostring(rerr)))
+                     ("%s: the mount is lost and not mounted again: %s"):format(m.human or m.hash, tostring(rerr)))
+      return nil, ("%s: the mount is lost and not mounted again: %s"):format(m.human or m.hash, tostring(rerr)), "ENOTCONN"
     end
   end
   return again
