@@ -46,15 +46,16 @@ local SIGNAMES = { [2] = "SIGINT", [15] = "SIGTERM" }
 
 -- The one line an interrupted run ends with: what it stopped and unmounted.
 local function stopped_line(sig, results)
-  local workers, unmounted, left = 0, 0, 0
+  local workers, unmounted, left, copying = 0, 0, 0, false
   for _, r in ipairs(results) do
     workers = workers + (r.ctx.workers_stopped or 0)
+    copying = copying or r.ctx.copy_stopped or false
     if r.ctx.unmount == "unmounted" then unmounted = unmounted + 1
     elseif r.ctx.unmount == "left" then left = left + 1 end
   end
   local parts = { ("ntt run: stopped by %s"):format(SIGNAMES[sig] or ("signal " .. tostring(sig))) }
   if workers > 0 then parts[#parts + 1] = ("%d copy worker(s) stopped"):format(workers) end
-  parts[#parts + 1] = "batches being copied released (pending again)"
+  if copying then parts[#parts + 1] = "batches being copied released (pending again)" end
   parts[#parts + 1] = ("%d medium(s) unmounted"):format(unmounted)
   if left > 0 then parts[#parts + 1] = ("%d left mounted for another live run"):format(left) end
   return table.concat(parts, "; "), { signal = sig, workers = workers, unmounted = unmounted, left = left }

@@ -221,7 +221,10 @@ function M.run(ctx)
   end
   -- ^C stops the copier after its batch (claims released): counted above,
   -- and the run ends here with the code that makes its exit status 130.
-  if util.interrupted() then return nil, "interrupted", "EINTR" end
+  if util.interrupted() then
+    ctx.copy_stopped = true
+    return nil, "interrupted", "EINTR"
+  end
   return true
 end
 
