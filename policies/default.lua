@@ -35,8 +35,9 @@ return ntt.policy {
     -- shorter than their filesystem) are always attached through the honest
     -- view, which fails reads of unrescued bytes instead of returning zeros.
     timeout = 10,
-    -- times a copy process may mount a medium again after its mount was
-    -- lost (a FUSE driver or the honest view died, an unmount by hand)
+    -- times in a row (no file copied in between) a copy process may mount a
+    -- medium again after its mount was lost (a FUSE driver or the honest
+    -- view died, an unmount by hand)
     remounts = 3,
   },
 

@@ -4,6 +4,7 @@
 --   copier.run(opts) -> stats | nil, msg, code
 --     opts = { db=, log=, policy=, medium={hash=, human=, image_path=, map_path=},
 --              roots={ {fs_index=, root=} }, devices={ "loop3", ... }, view=the honest view's file,
+--              remount_ok=function() called when files were copied (the remounts in a row start again),
 --              map=parsed mapfile or nil, worker=id, store_root=, remount=function() -> roots,
 --              damage_of=function(item) -> damaged ranges, salvage=bool (store those
 --              files with their damaged ranges as zeros; the row stays damaged),
@@ -173,6 +174,11 @@ function M.run(o)
   -- items that failed (each with its res) and how many.
   local function sort(b, list, results)
     local final, failed = b.final, {}
+    if o.remount_ok then
+      for _, res in ipairs(results) do
+        if res.ok then o.remount_ok(); break end
+      end
+    end
     for i, res in ipairs(results) do
       local item = list[i]
       if res.ok and item.damage then

@@ -45,12 +45,16 @@ function M.setup(ctx)
   -- lock finds the mount it recorded dead, takes it down and mounts afresh
   -- -- or, when another process got there first, hands back that mount.
   -- Never an unmount of our own: another run may be reading the mount.
-  -- mount.remounts per medium and process; a directory is never remounted.
+  -- mount.remounts in a row per medium and process: a file copied since
+  -- the last remount starts the count again (a mount that keeps dying
+  -- stops the copy; one lost now and then over a long copy does not).
+  -- A directory is never remounted.
   local remounts, budget = 0, (ctx.policy.mount or {}).remounts or 3
+  local function remount_ok() remounts = 0 end
   local function remount()
     if m.kind == "directory" then return nil, "a directory medium is not remounted", "EINVAL" end
     if remounts >= budget then
-      return nil, ("remount budget spent (mount.remounts = %d)"):format(budget), "EAGAIN"
+      return nil, ("remount budget spent (%d in a row, mount.remounts)"):format(budget), "EAGAIN"
     end
     remounts = remounts + 1
     local res, err, code = mount.mount(m.hash, m.image_path, { map = m.map_path, timeout = (ctx.policy.mount or {}).timeout })
@@ -65,7 +69,7 @@ function M.setup(ctx)
   end
   return { db = ctx.db, log = ctx.log, policy = ctx.policy, medium = m, roots = ctx.roots,
            view = ctx.mount_result and ctx.mount_result.view and ctx.mount_result.view.file,
-           devices = devices, damage_of = damage_of, remount = remount,
+           devices = devices, damage_of = damage_of, remount = remount, remount_ok = remount_ok,
            salvage = (ctx.policy.copy or {}).damaged == "salvage",
            store_root = config.path("store") }
 end
