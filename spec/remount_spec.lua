@@ -147,6 +147,33 @@ describe("a mount lost mid-copy", function()
     assert.is_true(code == 0 or code == 1, err)   -- 1: files next to the hole are not copied
   end)
 
+  it("a lost mount beyond the remount budget stops the copy, its files left pending for the next run", function()
+    local dir = helper.tmpdir("remount-budget")
+    local img = images.ext(dir .. "/b.img", { size_mb = 16, files = runs.many_files("budget", 20, 5, 20) })
+    local home = dir .. "/home"
+    -- the mount taken away between enumerate and copy; no remount allowed
+    local stages = [[stages = { "identify", "inspect", "mount", "enumerate",
+             function(ctx)
+               for _, r in ipairs(ctx.roots) do require("ntt.core.proc").run { argv = { "umount", "-l", r.root }, timeout = 20 } end
+               return true
+             end,
+             "copy", "unmount" }]]
+    local pol = policy(dir, "{ mount = { remounts = 0 }, " .. stages .. " }")
+    local h = medium_of(img)
+    local r = assert(proc.run { argv = { helper.ntt, "run", pol, img }, env = env_of(dir, home), timeout = 120 })
+    assert.equal(2, r.code, r.stderr)
+    assert.truthy(r.stderr:find("the mount is lost and not mounted again: remount budget spent", 1, true), r.stderr)
+    local n = states(h)
+    assert.equal(100, n.pending, json.encode(n))
+    local worst = assert(db():exec(("SELECT max(attempts) AS a FROM inode_p_%s"):format(h)))[1].a
+    assert.is_true(worst <= 1, "attempts used: " .. tostring(worst))
+    -- the next run (remounts allowed) copies them all
+    local pol2 = runs.policy(dir .. "/home", "{}")
+    r = assert(proc.run { argv = { helper.ntt, "run", pol2, img }, env = env_of(dir, home), timeout = 120 })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal(100, states(h).copied)
+  end)
+
   it("a directory medium is never remounted: its check says it is a directory", function()
     local diagnose = require "ntt.diagnose"
     local dir = helper.tmpdir("remount-dir")
