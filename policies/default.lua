@@ -40,6 +40,10 @@ return ntt.policy {
     -- files, the label as a fact), "fuse" (fusefat, fuseiso, fuse2fs) or
     -- "none"; per filesystem type, "*" for the rest (docs/reader.md)
     reader = { ["*"] = "tsk" },
+    -- times in a row (no file copied in between) a copy process may mount a
+    -- medium again after its mount was lost (a FUSE driver or the honest
+    -- view died, an unmount by hand)
+    remounts = 3,
   },
 
   enumerate = {
@@ -103,17 +107,19 @@ return ntt.policy {
   },
 
   -- At the checkpoint: first matching rule decides (each counts its hits).
+  -- A lost mount comes first: through a dead FUSE driver or honest view
+  -- every read fails, and the kernel's I/O errors then say nothing of the medium.
   -- Past the end of a partial image nothing will ever be read: the copy
   -- error, the kernel or the honest view (view:beyond_eof) says so.  A
   -- failing read with the kernel's FAT driver reporting an error on this
   -- medium is the seed's "FAT corruption with file errors".
   diagnose = {
+    { ntt.any("mount_check:missing", "mount_check:inaccessible"), ntt.REMOUNT },
     { ntt.any("detected_beyond_eof", "dmesg:beyond_eof", "view:beyond_eof"), ntt.SKIP "DIAGNOSTIC_SKIP:BEYOND_EOF" },
     { ntt.all("detected_io_error", "dmesg:io_error"),     ntt.SKIP "IO_ERROR_CONFIRMED" },
     -- directory media: confirmed by repetition (retry.confirm)
     { ntt.all("detected_io_error", "repeat:io_error"),    ntt.SKIP "IO_ERROR_CONFIRMED" },
     { ntt.all("detected_io_error", "dmesg:fat_error"),    ntt.SKIP "FAT_ERROR_SKIP" },
-    { ntt.has "mount_check:missing",                      ntt.REMOUNT },
     { ntt.always,                                         ntt.CONTINUE },
   },
 

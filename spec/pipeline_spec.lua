@@ -182,8 +182,8 @@ describe("ntt run", function()
     local run_row = assert(db():exec("SELECT rule_hits::text AS hits FROM run WHERE policy = $1", pol))
     assert.equal(1, #run_row)
     local hits = json.decode(run_row[1].hits)
-    local label = by_view and '1: any(detected_beyond_eof, dmesg:beyond_eof, view:beyond_eof) -> skip "DIAGNOSTIC_SKIP:BEYOND_EOF"'
-                  or '2: all(detected_io_error, dmesg:io_error) -> skip "IO_ERROR_CONFIRMED"'
+    local label = by_view and '2: any(detected_beyond_eof, dmesg:beyond_eof, view:beyond_eof) -> skip "DIAGNOSTIC_SKIP:BEYOND_EOF"'
+                  or '3: all(detected_io_error, dmesg:io_error) -> skip "IO_ERROR_CONFIRMED"'
     assert.equal(skipped, hits[label], run_row[1].hits)
     -- the seed's summary of a medium whose files ended past its image
     if by_view then

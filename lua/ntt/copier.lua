@@ -3,7 +3,8 @@
 --
 --   copier.run(opts) -> stats | nil, msg, code
 --     opts = { db=, log=, policy=, medium={hash=, human=, image_path=, map_path=},
---              roots={ {fs_index=, root=} }, devices={ "loop3", ... },
+--              roots={ {fs_index=, root=} }, devices={ "loop3", ... }, view_file=the honest view's file,
+--              remount_ok=function() called when files were copied (the remounts in a row start again),
 --              map=parsed mapfile or nil, worker=id, store_root=, remount=function() -> roots,
 --              damage_of=function(item) -> damaged ranges, salvage=bool (store those
 --              files with their damaged ranges as zeros; the row stays damaged),
@@ -43,19 +44,34 @@ local concurrency = require "ntt.concurrency"
 local rows_mod = require "ntt.copier.rows"
 local retry = require "ntt.copier.retry"
 local S = require "ntt.states"
+local liveness = require "ntt.liveness"
 
 local M = {}
 
 -- The additive counts of a copier's stats (what workers report and a run sums).
 M.COUNTS = { "files", "copied", "new", "deduplicated", "skipped", "failed", "damaged", "salvaged", "bytes" }
 
--- host:pid:random; every claim of a process starts with worker_prefix(pid).
+-- host:pid:boot:start:random (boot: the first 8 digits of this boot's id,
+-- start: the process's start time); every claim of a process starts with
+-- worker_prefix(pid).
 function M.worker_prefix(pid)
   return ("%s:%d:"):format(util.hostname() or "host", pid or util.pid())
 end
 
 function M.worker_id()
-  return ("%s%04x"):format(M.worker_prefix(), math.random(0, 0xffff))
+  local me = liveness.me()
+  return ("%s%s:%s:%04x"):format(M.worker_prefix(), me.boot:sub(1, 8), tostring(me.start or ""),
+                                 math.random(0, 0xffff))
+end
+
+-- Whether the claimer a worker id names is a process of this host that is
+-- gone (its claims can be taken at once; another host's wait for their lease).
+-- An id of the older form host:pid:random is judged by its pid alone.
+function M.claimer_dead(id)
+  local host, pid, boot, start = id:match("^(.*):(%d+):(%x*):(%d*):%x+$")
+  if not host then host, pid = id:match("^(.*):(%d+):%x+$") end
+  if not host then return false end
+  return liveness.dead { host = host, pid = tonumber(pid), boot = boot, start = tonumber(start or "") }
 end
 
 -- Threads from the source filesystem, as the policy says.
@@ -153,8 +169,30 @@ function M.run(o)
   local t_start = util.monotonic()
   local worker = o.worker or M.worker_id()
   local diag = retry.new { rows = rows, policy = policy, log = log, medium = m, worker = worker, roots = roots,
-                           devices = o.devices, remount = o.remount, view = o.view }
+                           devices = o.devices, remount = o.remount, view = o.view,
+                           view_file = o.view_file }
   local processed, errored = 0, 0
+  -- The claims of a process of this host that is gone (killed, or from
+  -- before a reboot) are taken back at once: at the start, and every 2 s
+  -- while others hold claims.  Another host's claims wait for their lease.
+  local next_reclaim = -math.huge
+  local function reclaim()
+    local t = util.monotonic()
+    if t < next_reclaim then return true end
+    next_reclaim = t + 2
+    local ids, err, code, state = rows:claimers()
+    if not ids then return nil, err, code, state end
+    local dead = {}
+    for _, id in ipairs(ids) do
+      if id ~= worker and M.claimer_dead(id) then dead[#dead + 1] = id end
+    end
+    if #dead == 0 then return true end
+    local n, e, c, s = rows:release_claimers(dead)
+    if not n then return nil, e, c, s end
+    log:info("claims_reclaimed", { medium = m.hash, files = n, claimers = dead },
+             ("%s: %d files claimed by %d gone process(es) taken back"):format(m.human or m.hash, n, #dead))
+    return true
+  end
   local batch_n, lease = cp.batch or 200, cp.lease or 600
   local store_root = o.store_root
   -- Before each claim: is there room in the store?  (nil when there is)
@@ -220,6 +258,11 @@ function M.run(o)
   -- items that failed (each with its res) and how many.
   local function sort(b, list, results)
     local final, failed = b.final, {}
+    if o.remount_ok then
+      for _, res in ipairs(results) do
+        if res.ok then o.remount_ok(); break end
+      end
+    end
     for i, res in ipairs(results) do
       local item = list[i]
       if res.ok and item.damage then
@@ -341,6 +384,8 @@ function M.run(o)
   local prev, cur
   local function drive()
     local err, code, state
+    local rok, re, rc, rs = reclaim()
+    if not rok then return nil, re, rc, rs end
     cur, err, code, state = take()
     if not cur then return nil, err, code, state end
     while true do
@@ -355,6 +400,8 @@ function M.run(o)
         if not left then return nil, e, c, s end
         if left == 0 or util.interrupted() or (o.limit and stats.claimed >= o.limit) then break end
         if o.idle then o.idle() end
+        local rok, re, rc, rs = reclaim()
+        if not rok then return nil, re, rc, rs end
         util.sleep(0.5)
         cur, err, code, state = take()
         if not cur then return nil, err, code, state end

@@ -5,13 +5,17 @@
 --     decided from err and phase only, never from the message text
 --   kernel(lines, devices, patterns) -> set of "dmesg:*" findings from the
 --                                kernel lines that name one of our devices
---   mount_check(root)         -> "mount_check:ok" | "...:missing" | "...:inaccessible"
+--   mount_check(root [, view_file]) -> "mount_check:ok" | "...:missing" | "...:inaccessible"
+--                                (view_file: the honest view's file the mount reads
+--                                through; a view gone makes it inaccessible)
 --   repeated(tries, n, seconds) -> true when the last n of tries (oldest first,
 --                                each {err=, offset=, at=monotonic seconds}) failed
 --                                with one errno at one offset within `seconds`
 --   gather(opts)              -> list of findings (sorted, no duplicates)
---     opts = { err=, phase=, root=, kernel_lines=, devices=, patterns=, kernel_unavailable=,
---              tries=, confirm={attempts=, seconds=}, more= }
+--     opts = { err=, phase=, root=, view_file=, directory=, kernel_lines=, devices=, patterns=,
+--              kernel_unavailable=, tries=, confirm={attempts=, seconds=}, more= }
+--     a directory medium's check is "mount_check:directory": it has no
+--     mount to lose, so no rule remounts it.
 --     more: findings found elsewhere, added as they are (the honest view's
 --     "view:beyond_eof" / "view:unrescued" from ntt.media.view_findings).
 --     With tries and confirm (a medium with no loop device, whose kernel
@@ -85,14 +89,20 @@ function M.kernel(lines, devices, patterns)
 end
 
 -- Is root still a mount point we can read?
-function M.mount_check(root)
+function M.mount_check(root, view_file)
   local mounted = false
   for _, m in ipairs(fs.mountinfo() or {}) do
     if m.target == root then mounted = true; break end
   end
   if not mounted then return "mount_check:missing" end
-  local st = fs.stat(root)
+  local st = fs.stat(root)   -- ENOTCONN when its FUSE driver died
   if not st or st.type ~= "directory" then return "mount_check:inaccessible" end
+  if view_file then
+    -- opened, not stat'ed: a dead view's attributes may still be cached
+    local f = io.open(view_file, "rb")
+    if not f then return "mount_check:inaccessible" end
+    f:close()
+  end
   return "mount_check:ok"
 end
 
@@ -134,7 +144,8 @@ function M.gather(o)
   else
     for k in pairs(M.kernel(o.kernel_lines, o.devices, o.patterns)) do set[k] = true end
   end
-  if o.root and o.check_mount ~= false then set[M.mount_check(o.root)] = true end
+  if o.directory then set["mount_check:directory"] = true
+  elseif o.root and o.check_mount ~= false then set[M.mount_check(o.root, o.view_file)] = true end
   if set["view:beyond_eof"] then set.detected_beyond_eof = true end
   local list = {}
   for k in pairs(set) do list[#list + 1] = k end

@@ -41,9 +41,12 @@ end
 -- A target whose run stopped early: its medium is still unmounted when the
 -- policy has an unmount stage.  After ^C the flag is cleared first, or the
 -- helper would be killed at once (proc.run stops its child on an interrupt);
--- a second ^C during this unmount still stops it.  An unmount stage that
+-- a second ^C during this unmount still stops it; base.signal keeps the
+-- signal's number.  An unmount stage that
 -- failed is not tried again, unless ^C is what stopped it.
 local function unmount_after(base, ctx, name, code)
+  -- the signal that stopped the run outlives the flag (`ntt run`'s exit status)
+  base.signal = require("ntt.core.util").interrupted() or base.signal
   if not ctx.mount_result or (name == "unmount" and code ~= "EINTR") then return end
   for _, later in ipairs(base.policy.stages) do
     if later == "unmount" then

@@ -92,10 +92,14 @@ local function reader_check(v)
   return true
 end
 
+-- Bounded numbers: counts of at least one, times never negative.
+local function at_least(n, t) return { type = t or "integer", min = n } end
+local seconds = at_least(0, "number")
+
 M.schema = {
   name = "string",
   description = "string",
-  workers = "integer",
+  workers = at_least(1),
   stages = { list = { check = stage_check } },
   targets = sec {
     folders = { "auto", "images", "tree" },
@@ -105,21 +109,22 @@ M.schema = {
     erased_bytes = { list = "integer" },
   },
   mount = sec {
-    timeout = "number",
+    timeout = seconds,
+    remounts = at_least(0),
     reader = { check = reader_check, doc = "filesystem type = \"tsk\" | \"fuse\" | \"none\"" },
   },
   enumerate = sec {
     ignore = { list = { check = regex_check, doc = "POSIX extended regular expression" } },
-    stall_timeout = "number",
-    threads = "integer",
+    stall_timeout = seconds,
+    threads = at_least(1),
     raw_audit = "boolean",
   },
   copy = sec {
-    batch = "integer",
+    batch = at_least(1),
     durability = { "fsync", "batch", "none" },
     threads = "integer|function",
-    buffer = "integer",
-    lease = "number",
+    buffer = at_least(1),
+    lease = seconds,
     adapt = "boolean",
     damaged = { "record", "salvage" },
     retry_failed = "boolean",
@@ -136,11 +141,11 @@ M.schema = {
     threads = "integer",
   },
   retry = sec {
-    checkpoint = "integer",
-    max = "integer",
-    history = "integer",
-    backoff = sec { base = "number", factor = "number", cap = "number" },
-    confirm = sec { attempts = "integer", seconds = "number" },
+    checkpoint = at_least(1),
+    max = at_least(1),
+    history = at_least(0),
+    backoff = sec { base = seconds, factor = seconds, cap = seconds },
+    confirm = sec { attempts = at_least(1), seconds = seconds },
   },
   diagnose = { list = { check = rules.check_rule } },
   kernel_patterns = { list = sec { pattern = "string", finding = "string" } },
@@ -153,8 +158,8 @@ M.schema = {
     max_bytes = "integer",
     keep = "integer",
   },
-  report = sec { dir = "string", limit = "integer" },
-  progress = sec { interval = "number", bar = { "auto", "always", "never" } },
+  report = sec { dir = "string", limit = at_least(1) },
+  progress = sec { interval = seconds, bar = { "auto", "always", "never" } },
   hooks = sec { on_stage = "function", on_problem = "function", on_finish = "function" },
 }
 
@@ -228,8 +233,19 @@ local function fail(msg, keypath)
   error(msg, 0)
 end
 
-local function validate(t)
+-- What one key cannot say alone: retries give up no earlier than their
+-- first checkpoint.  Checked on a whole policy (an extend's merged result).
+local function coherent(t)
+  local r = type(t.retry) == "table" and t.retry or {}
+  if math.type(r.max) and math.type(r.checkpoint) and r.max < r.checkpoint then
+    return nil, ("retry.max (%d) must not be below retry.checkpoint (%d)"):format(r.max, r.checkpoint), "retry.max"
+  end
+  return true
+end
+
+local function validate(t, whole)
   local ok, msg, keypath = schema.check(t, M.schema)
+  if ok and whole then ok, msg, keypath = coherent(t) end
   if not ok then fail(msg, keypath) end
 end
 
@@ -237,7 +253,7 @@ end
 function M.new(t)
   if type(t) ~= "table" then fail("ntt.policy expects a table") end
   if getmetatable(t) == policy_mt then return t end
-  validate(t)
+  validate(t, true)
   return setmetatable(t, policy_mt)
 end
 
@@ -324,7 +340,7 @@ function M.extend(base, over)
   end
   validate(plain(over))
   local merged = merge(p, over)
-  validate(merged)
+  validate(merged, true)
   return setmetatable(merged, policy_mt)
 end
 
@@ -377,6 +393,7 @@ function load_file(path, embedded)
   end
   -- A plain table: validate it here, naming this file.
   local ok2, msg, keypath = schema.check(res, M.schema)
+  if ok2 then ok2, msg, keypath = coherent(res) end
   if not ok2 then
     return nil, ("%s:%d: %s"):format(chunk:gsub("^@", ""), locate(src, keypath, 1), msg), "EINVAL"
   end

@@ -8,6 +8,7 @@
 --   { list = spec }            an array whose items match spec,
 --   { section = schema }       a nested table checked against schema,
 --   { check = fn, doc = "..." } fn(value) -> true | nil, "why"
+--   { type = "integer", min = 1 [, max = n] }  a simple type with bounds
 -- check(value, schema, where) -> true | nil, msg, keypath
 -- The caller turns keypath into the policy's file:line.
 local M = {}
@@ -76,6 +77,15 @@ function check(v, spec, where)
   if type(spec) == "string" then
     local ok, why = check_simple(v, spec)
     if not ok then return nil, ("%s %s"):format(where, why), where end
+    return true
+  end
+  if spec.type then
+    local ok, why = check_simple(v, spec.type)
+    if not ok then return nil, ("%s %s"):format(where, why), where end
+    if (spec.min and v < spec.min) or (spec.max and v > spec.max) then
+      local want = spec.max and ("from %s to %s"):format(spec.min, spec.max) or ("at least %s"):format(spec.min)
+      return nil, ("%s must be %s (got %s)"):format(where, want, tostring(v)), where
+    end
     return true
   end
   if spec.check then

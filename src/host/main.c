@@ -123,13 +123,14 @@ static int run_subcommand(lua_State *L, char **argv, int argc)
         }
         status = ntt_call(L, 1, 1);
     }
-    /* ^C is 130 (docs/operations.md) whether the command returned or raised. */
+    /* ^C is 130, SIGTERM 143 (128 + the signal, docs/operations.md),
+     * whether the command returned or raised. */
     if (status != LUA_OK) {
         ntt_report(L, status);
-        return ntt_interrupted ? 130 : 2;
+        return ntt_interrupted ? 128 + ntt_interrupted : 2;
     }
     int code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 0;
-    return ntt_interrupted && code != 0 ? 130 : code;
+    return ntt_interrupted && code != 0 ? 128 + ntt_interrupted : code;
 }
 
 int main(int argc, char **argv)
@@ -207,7 +208,7 @@ int main(int argc, char **argv)
     if (interactive && code == 0)
         code = ntt_repl(L);
     if (ntt_interrupted && code == 0)
-        code = 130;
+        code = 128 + ntt_interrupted;
     lua_close(L);
     return code;
 }

@@ -136,6 +136,16 @@ static void make_tag(char *tag, size_t len, const char *hash)
     snprintf(tag, len < 64 ? len : 64, "ntt:%s", hash);
 }
 
+/* Whether the honest view still answers.  An open, not a stat: the kernel
+ * answers a stat from its cached attributes after the daemon died. */
+static int view_answers(const char *file)
+{
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    close(fd);
+    return 1;
+}
+
 /* Unmounts, detaches, stops the view: everything of one medium.  Returns problems found. */
 static int teardown(const char *hash, const char *image, FILE *out)
 {
@@ -144,7 +154,9 @@ static int teardown(const char *hash, const char *image, FILE *out)
     snprintf(vdir, sizeof vdir, "%s/.views/%s", C.base, hash);
     snprintf(vfile, sizeof vfile, "%s/image", vdir);
     make_tag(tag, sizeof tag, hash);
-    int problems = mnt_unmount_under(dir, msgs, sizeof msgs) != 0;
+    /* a view that no longer answers: the mounts on it are dead */
+    int dead = mnt_is_mounted(vdir) && !view_answers(vfile);
+    int problems = mnt_unmount_under(dir, dead, msgs, sizeof msgs) != 0;
     struct loopq q = { .image = image, .viewfile = vfile, .tag = tag };
     loop_each(loop_match, &q);
     int detached = 0;
@@ -152,9 +164,11 @@ static int teardown(const char *hash, const char *image, FILE *out)
         if (loop_detach(q.nr[i]) == 0) detached++;
         else mh_appendf(msgs, sizeof msgs, "detach loop%d: %s", q.nr[i], strerror(errno));
     }
-    /* Detach is lazy while a FUSE driver still holds the device: wait for it. */
+    /* Detach is lazy while a FUSE driver still holds the device: wait for it.
+     * Not over a dead view: its loops go when the files still open on the
+     * detached mounts are closed, and a remount needs none of them. */
     struct loopq left = { .image = image, .viewfile = vfile, .tag = tag };
-    for (int round = 0; round < 100; round++) {
+    for (int round = 0; round < (dead ? 1 : 100); round++) {
         left.n = 0;
         loop_each(loop_match, &left);
         if (!left.n) break;
@@ -166,7 +180,7 @@ static int teardown(const char *hash, const char *image, FILE *out)
         problems++;
         for (int i = 0; i < left.n; i++) mh_appendf(msgs, sizeof msgs, "loop%d still attached", left.nr[i]);
     }
-    if (mnt_unmount_under(vdir, msgs, sizeof msgs) != 0) problems++;
+    if (mnt_unmount_under(vdir, dead, msgs, sizeof msgs) != 0) problems++;
     /* remove the (now empty) mount points p<N>, whatever N; a non-empty one is left and reported */
     char p[MH_PATH + 300];
     DIR *d = opendir(dir);
@@ -196,7 +210,7 @@ static int medium_live(struct medium *md)
 {
     int live = 1;
     struct stat st;
-    if (md->view.active && (!mnt_is_mounted(md->view.mount) || stat(md->view.file, &st) < 0)) {
+    if (md->view.active && (!mnt_is_mounted(md->view.mount) || !view_answers(md->view.file))) {
         live = 0;
         md->view.active = 0;            /* the view died: every mount on it is unusable */
         for (int i = 0; i < md->nfs; i++)

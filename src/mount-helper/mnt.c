@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -287,8 +288,10 @@ void fs_mount(struct fsent *e, int devfd, int viewed)
     mh_appendf(e->reason, sizeof e->reason, "%s", notes);
 }
 
-/* Unmounts every mount at or below dir, deepest first.  Returns the number left mounted. */
-int mnt_unmount_under(const char *dir, char *out, size_t outlen)
+/* Unmounts every mount at or below dir, deepest first.  Returns the number
+ * left mounted.  dead: what is mounted there reads from something gone (the
+ * honest view died), so a busy mount is detached at once, not waited for. */
+int mnt_unmount_under(const char *dir, int dead, char *out, size_t outlen)
 {
     size_t dl = strlen(dir);
     int left = 0;
@@ -305,6 +308,17 @@ int mnt_unmount_under(const char *dir, char *out, size_t outlen)
             left++;
             if (umount2(t, UMOUNT_NOFOLLOW) == 0) { left--; continue; }
             if (errno == EINVAL || errno == ENOENT) { left--; continue; }
+            /* A FUSE mount whose driver died serves nothing: files still
+             * open on it can only fail, so it is detached now rather than
+             * waited for (a remount would wait 5 s, then find it in the way). */
+            int e = errno;
+            struct stat st;
+            if (e == EBUSY && (dead || (stat(t, &st) < 0 && errno == ENOTCONN))
+                && umount2(t, MNT_DETACH | UMOUNT_NOFOLLOW) == 0) {
+                left--;
+                continue;
+            }
+            errno = e;
             if (errno == EBUSY) busy++;
             else mh_appendf(out, outlen, "umount %s: %s", t, strerror(errno));
         }

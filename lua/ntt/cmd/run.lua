@@ -48,9 +48,30 @@ folder with no image), or could not proceed: the store is full, below the
 free space the policy keeps (store.min_free_bytes), read-only or failing --
 the run stopped cleanly with one message naming the store and the space it
 needs, nothing counted against the media; free space and run again; 64
-usage; 130 interrupted.]]
+usage; 130 interrupted (^C, SIGINT), 143 stopped by SIGTERM: copy workers
+stop with their batches released, and the media this run mounted are
+unmounted unless another live run uses them.]]
 
-local EXIT = { ok = 0, problems = 1, failed = 2, usage = 64, interrupted = 130 }
+local EXIT = { ok = 0, problems = 1, failed = 2, usage = 64, interrupted = 130, terminated = 143 }
+
+local SIGNAMES = { [2] = "SIGINT", [15] = "SIGTERM" }
+
+-- The one line an interrupted run ends with: what it stopped and unmounted.
+local function stopped_line(sig, results)
+  local workers, unmounted, left, copying = 0, 0, 0, false
+  for _, r in ipairs(results) do
+    workers = workers + (r.ctx.workers_stopped or 0)
+    copying = copying or r.ctx.copy_stopped or false
+    if r.ctx.unmount == "unmounted" then unmounted = unmounted + 1
+    elseif r.ctx.unmount == "left" then left = left + 1 end
+  end
+  local parts = { ("ntt run: stopped by %s"):format(SIGNAMES[sig] or ("signal " .. tostring(sig))) }
+  if workers > 0 then parts[#parts + 1] = ("%d copy worker(s) stopped"):format(workers) end
+  if copying then parts[#parts + 1] = "batches being copied released (pending again)" end
+  parts[#parts + 1] = ("%d medium(s) unmounted"):format(unmounted)
+  if left > 0 then parts[#parts + 1] = ("%d left mounted for another live run"):format(left) end
+  return table.concat(parts, "; "), { signal = sig, workers = workers, unmounted = unmounted, left = left }
+end
 
 local function parse(args)
   local o = { targets = {} }
@@ -91,6 +112,8 @@ local function parse(args)
     i = i + 1
   end
   if not o.policy then return nil, "a POLICY is required", "EINVAL" end
+  -- `ntt run IMAGE`: a policy and a target are both needed; nothing is loaded
+  if #o.targets == 0 then return nil, "a POLICY and a TARGET are required", "EINVAL" end
   if o.json and not o.dry_run then return nil, "--json goes with --dry-run", "EINVAL" end
   return o
 end
@@ -180,16 +203,25 @@ local function main(args)
   util.raise_on_interrupt(false)
   local t0 = util.monotonic()
   local started = ntt.log.timestamp(util.now())
-  local results = pipeline.run({
+  local base = {
     policy = policy, policy_path = o.policy, log = log, db = conn, run_id = run_id,
     workers = o.workers or policy.workers or 1,
     interrupted = util.interrupted, replace = o.replace, rescue_targets = rescue_targets, limit = o.limit,
-  }, o.targets)
+  }
+  local results = pipeline.run(base, o.targets)
   util.raise_on_interrupt(true)
-  -- ^C anywhere (a stage's EINTR, or the flag) is 130, the largest code.
-  local code = util.interrupted() and EXIT.interrupted or EXIT.ok
+  -- ^C anywhere (a stage's EINTR, or the flag) is 130 (143 for SIGTERM),
+  -- the largest code; the pipeline keeps the signal when it clears the
+  -- flag to unmount.
+  local sig = util.interrupted() or base.signal
+  local stopped = sig and true or false
   for _, r in ipairs(results) do
-    if r.interrupted or r.code == "EINTR" then code = EXIT.interrupted
+    if r.interrupted or r.code == "EINTR" then stopped = true end
+  end
+  sig = sig or 2
+  local code = stopped and (sig == 15 and EXIT.terminated or EXIT.interrupted) or EXIT.ok
+  for _, r in ipairs(results) do
+    if stopped then break
     elseif not r.ok then code = math.max(code, EXIT.failed)
     elseif #r.ctx.problems > 0 or (r.ctx.counts.skipped or 0) + (r.ctx.counts.failed or 0)
            + (r.ctx.counts.damaged or 0) > 0 then
@@ -217,7 +249,7 @@ local function main(args)
       end
     end
   end
-  if code ~= EXIT.interrupted then
+  if not stopped then
     local accounting = require "ntt.accounting"
     for _, r in ipairs(results) do
       local m = r.ok and r.ctx.medium
@@ -247,6 +279,10 @@ local function main(args)
   end
   local text, totals = require("ntt.summary").format(results, util.monotonic() - t0)
   if not o.quiet then io.stdout:write(text) end
+  if stopped then
+    local line, fields = stopped_line(sig, results)
+    log:warn("run_stopped", fields, line)
+  end
   log:info("run_done", { exit = code, totals = totals, run = run_id })
   if run_id then runs.finish(conn, run_id, code) end
   ntt.policy.call_hook(policy, log, "on_finish", totals, results)

@@ -35,15 +35,26 @@ local function main(args)
   local rows = assert(conn:exec("SELECT medium_hash, medium_human, kind, image_path, map_path, size FROM medium WHERE medium_hash = $1", args[2]))
   local row = rows[1]
   if not row then log:error("no_medium", { medium = args[2] }, "no medium " .. args[2]); return 2 end
+  local lease = require "ntt.lease"
+  local leased = false
   local medium = { hash = row.medium_hash, human = row.medium_human, kind = row.kind,
                    image_path = row.image_path, map_path = row.map_path, size = row.size }
   local ctx = { db = conn, log = log, policy = policy, medium = medium, problems = {}, counts = {} }
   if medium.kind == "directory" then
     ctx.roots = { { fs_index = 0, root = medium.image_path } }
   else
-    local res, merr = ntt.mount.mount(medium.hash, medium.image_path, { map = medium.map_path,
-                                                                      reader = (policy.mount or {}).reader })
-    if not res then log:error("mount_failed", { error = merr }, tostring(merr)); return 2 end
+    -- its own mount lease: the run that started it (or any other) leaves
+    -- the mount while this worker reads it
+    local lok, lerr = lease.take(conn, medium.hash)
+    if not lok then log:error("lease_failed", { error = lerr }, tostring(lerr)); return 2 end
+    leased = true
+    local mp = policy.mount or {}
+    local res, merr = ntt.mount.mount(medium.hash, medium.image_path,
+                                      { map = medium.map_path, timeout = mp.timeout, reader = mp.reader })
+    if not res then
+      lease.release(conn, medium.hash)
+      log:error("mount_failed", { error = merr }, tostring(merr)); return 2
+    end
     ctx.mount_result, ctx.roots = res, ntt.mount.roots_of(res)
     if medium.map_path then
       ctx.inspection = { map = ntt.mapfile.read(medium.map_path) }
@@ -54,6 +65,8 @@ local function main(args)
   util.raise_on_interrupt(false)
   local opts = require("ntt.stage.copy").setup(ctx)
   local stats, cerr, _, fault = require("ntt.copier").run(opts)
+  -- the lease goes, the mount stays: unmounting is the run's unmount stage
+  if leased then lease.release(conn, medium.hash) end
   conn:close()
   local status = 0
   if not stats and type(fault) == "table" and fault.side == "store" then

@@ -5,8 +5,12 @@
 --
 --   retry.new(o) -> d
 --     o = { rows=ntt.copier.rows, policy=, log=, medium=, worker=, roots={fs_index -> root},
---           devices={ "loop3", ... }, remount=function() -> roots | nil, msg,
---           view=function(item) -> findings of the honest view ("view:beyond_eof", ...) }
+--           devices={ "loop3", ... }, remount=function() -> roots | nil, msg, code,
+--           view=function(item) -> findings of the honest view ("view:beyond_eof", ...),
+--           view_file=the honest view's file or nil (the mount check opens it) }
+--     A file whose mount is lost (ENOTCONN, or the mount check is not ok)
+--     is handed to the rules at once, not at the checkpoint: every file of
+--     a lost mount fails alike, and the rules decide whether to remount.
 --   d:settle(failed, final, recopy) -> true | nil, msg, code
 --     failed: items { fs_index=, ino=, attempts=, root=, path=,
 --             res={err=, errno=, phase=, msg=, offset=} } (the engine's failure fields)
@@ -14,7 +18,9 @@
 --     recopy(items) -> the items that failed again (each with its new res),
 --             or nil, msg, code, more: settle stops there and returns that
 --     Retries until every file is decided or ^C (the undecided then go back
---     pending, their claims released by the batch's write).
+--     pending, their claims released by the batch's write).  A lost mount
+--     that cannot be mounted again (the budget mount.remounts spent, or the
+--     helper failing) ends it with nil, msg, "ENOTCONN": the copy stops.
 --   d:record(processed, errored) -> true | nil, msg, code
 --     after a batch committed: its diagnostic events and the medium's
 --     summaries (beyond_eof_detected, high_error_rate) into medium.problems
@@ -55,6 +61,7 @@ function M.new(o)
   return setmetatable({
     rows = o.rows, policy = o.policy, log = o.log, medium = o.medium, worker = o.worker,
     roots = o.roots, devices = o.devices or {}, remount = o.remount, view = o.view,
+    view_file = o.view_file, directory = o.medium.kind == "directory",
     checkpoint = rp.checkpoint or 10, max = rp.max or 50, history = rp.history or 10,
     confirm = rp.confirm or { attempts = 5, seconds = 2 },
     backoff_of = rp.backoff or {},
@@ -92,7 +99,8 @@ end
 function D:diagnose(item, attempts, final)
   local res, policy = item.res, self.policy
   local checks = diagnose.gather {
-    err = res.err, phase = res.phase, root = item.root, kernel_lines = self.kernel_lines,
+    err = res.err, phase = res.phase, root = item.root, view_file = self.view_file, directory = self.directory,
+    kernel_lines = self.kernel_lines,
     devices = self.devices, patterns = policy.kernel_patterns, kernel_unavailable = self.kmsg == nil,
     -- no loop device (a directory medium): the kernel confirms nothing, a
     -- failure repeated alike confirms itself (retry.confirm)
@@ -150,6 +158,15 @@ function D:round(failed, final, round)
   if not attempts_of then return nil, err, code, state end
   self:read_kernel()
   local again, reset = {}, {}
+  local lost = {}   -- root -> whether its mount is lost (checked once a round)
+  local function mount_lost(item)
+    if self.directory or not item.root then return false end
+    if item.res.err == "ENOTCONN" then return true end
+    if lost[item.root] == nil then
+      lost[item.root] = diagnose.mount_check(item.root, self.view_file) ~= "mount_check:ok"
+    end
+    return lost[item.root]
+  end
   for _, item in ipairs(failed) do
     local attempts = attempts_of[item.fs_index .. ":" .. item.ino] or (item.attempts + round)
     local res = item.res
@@ -160,7 +177,7 @@ function D:round(failed, final, round)
                             reason = S.REASONS.after_attempts:format(res.err, attempts, trim(res.msg, 200)) }
       self:event(item, attempts, { class }, "max_retries")
     elseif (attempts >= self.checkpoint and (attempts - self.checkpoint) % self.checkpoint == 0)
-        or self:confirmed_early(item) then
+        or self:confirmed_early(item) or mount_lost(item) then
       local retry, remount = self:diagnose(item, attempts, final)
       if retry then again[#again + 1] = item end
       if remount then reset[#reset + 1] = item end
@@ -170,15 +187,24 @@ function D:round(failed, final, round)
   end
   if #reset > 0 and self.remount then
     local m = self.medium
-    local new_roots, rerr = self.remount()
+    local t0 = util.monotonic()
+    local new_roots, rerr, rcode = self.remount()
+    local seconds = util.monotonic() - t0
     if new_roots then
       for _, r in ipairs(new_roots) do self.roots[r.fs_index] = r.root end
       for _, item in ipairs(again) do item.root = self.roots[item.fs_index] end
       local ok, e, c, st = self.rows:reset_attempts(reset)
       if not ok then return nil, e, c, st end
-      self.log:warn("remounted", { medium = m.hash }, (m.human or m.hash) .. ": remounted after the mount went missing")
+      self.remounts = (self.remounts or 0) + 1
+      self.log:warn("remounted", { medium = m.hash, seconds = seconds, files = #reset },
+                    ("%s: remounted in %.2f s after the mount was lost (%d files to try again)")
+                      :format(m.human or m.hash, seconds, #reset))
     else
-      self.log:error("remount_failed", { medium = m.hash, error = rerr })
+      -- Without its mount every file would fail alike and use up its
+      -- attempts: the copy stops instead, the batch released untouched.
+      self.log:error("remount_failed", { medium = m.hash, error = rerr, code = rcode },
+                     ("%s: the mount is lost and not mounted again: %s"):format(m.human or m.hash, tostring(rerr)))
+      return nil, ("%s: the mount is lost and not mounted again: %s"):format(m.human or m.hash, tostring(rerr)), "ENOTCONN"
     end
   end
   return again

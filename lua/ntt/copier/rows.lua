@@ -10,6 +10,8 @@
 --                                                 a skipped file's reason goes in claimed_by)
 --   r:release(worker)                  -> true   (this worker's claims)
 --   r:release_prefix(prefix)           -> true   (a dead process's pending claims)
+--   r:claimers()                       -> { worker id, ... } holding pending rows
+--   r:release_claimers(ids)            -> number of pending rows released
 --   r:pending()                        -> number of pending rows
 --   r:pending_size()                   -> { files=, bytes= } of the pending rows
 --   r:retry_failed()                   -> n: failed_retryable rows nobody holds made
@@ -172,6 +174,25 @@ function R:release_prefix(prefix)
   return ok(self.conn:exec(([[UPDATE %s SET claimed_by = NULL, lease_until = NULL
                                WHERE medium_hash = $1 AND state = '%s' AND starts_with(claimed_by, $2)]])
                            :format(self.it, S.PENDING), self.hash, prefix))
+end
+
+function R:claimers()
+  local r, err, code, state = self.conn:exec(([[SELECT DISTINCT claimed_by FROM %s
+                                                WHERE medium_hash = $1 AND state = '%s' AND claimed_by IS NOT NULL]])
+                                             :format(self.it, S.PENDING), self.hash)
+  if not r then return nil, err, code, state end
+  local out = {}
+  for i, row in ipairs(r) do out[i] = row.claimed_by end
+  return out
+end
+
+function R:release_claimers(ids)
+  local r, err, code, state = self.conn:exec(([[
+    WITH u AS (UPDATE %s SET claimed_by = NULL, lease_until = NULL
+                WHERE medium_hash = $1 AND state = '%s' AND claimed_by = ANY($2::text[]) RETURNING 1)
+    SELECT count(*) AS n FROM u]]):format(self.it, S.PENDING), self.hash, db.array(ids, #ids))
+  if not r then return nil, err, code, state end
+  return r[1].n
 end
 
 function R:pending()

@@ -25,6 +25,7 @@ local progress = require "ntt.progress"
 local reader = require "ntt.reader"
 local proc = require "ntt.core.proc"
 local json = require "ntt.json"
+local util = require "ntt.core.util"
 
 local M = {}
 
@@ -74,18 +75,38 @@ function M.setup(ctx)
                                  { device_pages = f.fat })
     end
   end
+  -- A lost mount (its FUSE driver or the honest view gone, unmounted, not
+  -- reachable) is mounted again by the helper, which under the medium's
+  -- lock finds the mount it recorded dead, takes it down and mounts afresh
+  -- -- or, when another process got there first, hands back that mount.
+  -- Never an unmount of our own: another run may be reading the mount.
+  -- mount.remounts in a row per medium and process: a file copied since
+  -- the last remount starts the count again (a mount that keeps dying
+  -- stops the copy; one lost now and then over a long copy does not).
+  -- A directory is never remounted.
+  local remounts, budget = 0, (ctx.policy.mount or {}).remounts or 3
+  local function remount_ok() remounts = 0 end
   local function remount()
-    if m.kind == "directory" then return ctx.roots end
-    mount.unmount(m.hash, m.image_path)
-    local res, err, code = mount.mount(m.hash, m.image_path, { map = m.map_path,
-                                                               reader = (ctx.policy.mount or {}).reader })
+    if m.kind == "directory" then return nil, "a directory medium is not remounted", "EINVAL" end
+    if remounts >= budget then
+      return nil, ("remount budget spent (%d in a row, mount.remounts)"):format(budget), "EAGAIN"
+    end
+    remounts = remounts + 1
+    local mp = ctx.policy.mount or {}
+    local res, err, code = mount.mount(m.hash, m.image_path, { map = m.map_path, timeout = mp.timeout,
+                                                               reader = mp.reader })
     if not res then return nil, err, code end
     local roots = mount.roots_of(res)
     ctx.roots, ctx.mount_result = roots, res
+    for i = #devices, 1, -1 do devices[i] = nil end
+    for _, fs in ipairs(res.filesystems or {}) do
+      if fs.device then devices[#devices + 1] = fs.device end
+    end
     return roots
   end
   return { db = ctx.db, log = ctx.log, policy = ctx.policy, medium = m, roots = ctx.roots,
-           devices = devices, damage_of = damage_of, view = view_of, remount = remount,
+           devices = devices, damage_of = damage_of, view = view_of, remount = remount, remount_ok = remount_ok,
+           view_file = ctx.mount_result and ctx.mount_result.view and ctx.mount_result.view.file,
            salvage = salvage, store_root = config.path("store") }
 end
 
@@ -149,6 +170,20 @@ function M.run(ctx)
                             interval = pg.interval, bar = pg.bar }
   local opts = M.setup(ctx)
   opts.limit = ctx.limit
+  -- The workers run in sessions of their own (a ^C at the terminal does not
+  -- reach them): the signal this process got is passed on, once; each
+  -- stops after its batch, its claims released.
+  local forwarded
+  local function forward()
+    local sig = util.interrupted()
+    if not sig or forwarded then return end
+    forwarded = sig
+    local n = 0
+    for _, c in ipairs(children) do
+      if not c.reaped and c.proc:kill(sig) then n = n + 1 end
+    end
+    ctx.workers_stopped = n
+  end
   if #children == 0 then
     opts.on_batch = function(s) pr:set(s.files, s.bytes) end
   else
@@ -156,7 +191,8 @@ function M.run(ctx)
     -- (counted at most once per progress interval: it reads the table).
     local last, interval = -math.huge, pg.interval or 5
     opts.on_batch = function(s)
-      local now = require("ntt.core.util").monotonic()
+      forward()
+      local now = util.monotonic()
       if now - last < interval then return end
       last = now
       local n = rows:finished()
@@ -169,11 +205,17 @@ function M.run(ctx)
     p.reaped = true
     if how == "exit" and code == 0 then return end
     if how == "exit" and code == 3 then return end   -- stopped by the store: its claims are released
+    if forwarded then
+      ctx.log:info("worker_stopped", { medium = m.hash, pid = p.pid, how = how, code = code })
+      rows:release_prefix(copier.worker_prefix(p.pid))
+      return
+    end
     ctx.log:error("worker_failed", { medium = m.hash, pid = p.pid, how = how, code = code },
                   ("copy worker %d ended: %s %s"):format(p.pid, tostring(how), tostring(code)))
     rows:release_prefix(copier.worker_prefix(p.pid))
   end
   opts.idle = function()
+    forward()
     for _, c in ipairs(children) do
       if not c.reaped then
         local how, code = c.proc:wait(0)
@@ -183,8 +225,21 @@ function M.run(ctx)
   end
   local stats, err, code, state = copier.run(opts)
   pr:finish()
+  forward()
   for _, c in ipairs(children) do
-    if not c.reaped then reaped(c, c.proc:wait()) end
+    if not c.reaped then
+      -- a stopped worker has a minute to write its batch; then it is killed
+      local how, wcode = c.proc:wait(forwarded and 60 or nil)
+      if not how and util.interrupted() and not forwarded then
+        forward()                        -- the signal came while waiting
+        how, wcode = c.proc:wait(60)
+      end
+      if not how then
+        c.proc:kill(9)
+        how, wcode = c.proc:wait(10)
+      end
+      reaped(c, how, wcode)
+    end
   end
   local fault = not stats and type(state) == "table" and state.side == "store" and state or nil
   if fault then
@@ -241,7 +296,10 @@ function M.run(ctx)
   end
   -- ^C stops the copier after its batch (claims released): counted above,
   -- and the run ends here with the code that makes its exit status 130.
-  if require("ntt.core.util").interrupted() then return nil, "interrupted", "EINTR" end
+  if util.interrupted() then
+    ctx.copy_stopped = true
+    return nil, "interrupted", "EINTR"
+  end
   return true
 end
 

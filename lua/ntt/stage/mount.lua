@@ -4,9 +4,13 @@
 -- ctx.roots = { {fs_index=, root=path, fstype=}, ... } for what is mounted.
 -- A directory medium needs no mount: its root is the directory itself.
 -- Everything not mounted (skipped, failed, truncated) is recorded on the
--- medium and on its filesystem row, never silently dropped.
+-- medium and on its filesystem row, never silently dropped.  The run's
+-- mount lease (ntt.lease) is taken before the helper is asked: the unmount
+-- stage takes the mount down only when no other live run of this host
+-- holds one.
 local mount = require "ntt.mount"
 local problems = require "ntt.problems"
+local lease = require "ntt.lease"
 
 local M = {}
 
@@ -18,9 +22,15 @@ function M.run(ctx)
     return true
   end
   local p = ctx.policy.mount or {}
-  local res, err, code = mount.mount(m.hash, m.image_path, { map = m.map_path, timeout = p.timeout, reader = p.reader })
   local db = ctx.db
+  -- the lease first: a run unmounting now finishes before this one mounts
+  if db then
+    local ok, lerr, lcode, lstate = lease.take(db, m.hash, ctx.run_id)
+    if not ok then return nil, lerr, lcode, lstate end
+  end
+  local res, err, code = mount.mount(m.hash, m.image_path, { map = m.map_path, timeout = p.timeout, reader = p.reader })
   if not res then
+    if db then lease.release(db, m.hash) end
     problems.note(db, m.hash, "mount_failed", { error = err })
     ctx.problems[#ctx.problems + 1] = { kind = "mount_failed", error = err }
     return nil, err, code
