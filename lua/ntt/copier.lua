@@ -314,15 +314,24 @@ function M.run(o)
         log:debug("copy_threads", { medium = m.hash, from = was, to = n, reason = why, ceiling = threads })
       end
     end
-    processed, errored = processed + #results, errored + #failed
+    processed = processed + #results
     if #failed > 0 and not util.interrupted() and reading and reading.job then reading.job:wait_reads() end
-    return diag:settle(failed, b.final, function(list)
+    local ok, e, c, s = diag:settle(failed, b.final, function(list)
       local t0 = util.monotonic()
       local again = sort(b, list, copy.batch(st, batch_of(list, roots), engine_opts()))
       timing.copy = timing.copy + (util.monotonic() - t0)
       if b.fault then return nil, "store fault", b.fault.err, b.fault end
       return again
     end)
+    -- the medium's error rate counts the files that ended unread, not every
+    -- failed attempt: files read after a remount (a lost mount fails them
+    -- all alike) are no error of the medium
+    for _, f in ipairs(b.final) do
+      if not f.release and (f.state == S.SKIPPED or f.state == S.FAILED_PERMANENT or f.state == S.FAILED_RETRYABLE) then
+        errored = errored + 1
+      end
+    end
+    return ok, e, c, s
   end
 
   -- Each file skipped, failed or damaged: one line in the logs (errors.jsonl).

@@ -145,6 +145,10 @@ function M.gather(o)
     for k in pairs(M.kernel(o.kernel_lines, o.devices, o.patterns)) do set[k] = true end
   end
   if o.directory then set["mount_check:directory"] = true
+  elseif o.err == "ENOTCONN" then
+    -- the FUSE driver serving the mount is gone, whatever a stat of its root
+    -- says (the kernel may answer that from its attribute cache)
+    set["mount_check:inaccessible"] = true
   elseif o.root and o.check_mount ~= false then set[M.mount_check(o.root, o.view_file)] = true end
   if set["view:beyond_eof"] then set.detected_beyond_eof = true end
   local list = {}

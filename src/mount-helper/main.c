@@ -226,7 +226,8 @@ static int medium_live(struct medium *md)
             snprintf(e->status, sizeof e->status, "missing");
             mh_appendf(e->reason, sizeof e->reason, "no longer mounted");
             live = 0;
-        } else if (stat(e->mount, &st) < 0) {          /* e.g. ENOTCONN: its FUSE driver died */
+        } else if (stat(e->mount, &st) < 0 || (errno = mnt_answers(e->mount)) != 0) {
+            /* e.g. ENOTCONN: its FUSE driver died (a stat may come from the cache) */
             snprintf(e->status, sizeof e->status, "missing");
             mh_appendf(e->reason, sizeof e->reason, "mount unusable: %s", strerror(errno));
             live = 0;

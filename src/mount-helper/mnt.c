@@ -23,6 +23,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/mount.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -144,6 +145,19 @@ int mnt_is_mounted(const char *path)
     int r = mnt_table_find_target(tb, path, MNT_ITER_BACKWARD) != NULL;
     mnt_unref_table(tb);
     return r;
+}
+
+/* Does the filesystem mounted at path still answer?  0, or the errno of a
+ * listing of its root: a FUSE driver that died gives ENOTCONN here, where a
+ * stat may still be answered from the kernel's attribute cache. */
+int mnt_answers(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return errno;
+    char buf[4096];
+    int e = syscall(SYS_getdents64, fd, buf, sizeof buf) < 0 ? errno : 0;
+    close(fd);
+    return e;
 }
 
 static int fuse_mount_with(const char *driver, struct fsent *e, char *err, size_t errlen)
