@@ -39,7 +39,7 @@ LIBS        = $(shell pkg-config --libs $(PKGS)) -lreadline -lpthread -lm
 #   media/   image identity, layout, mapfiles and kernel messages (ntt.core.media, .mapfile, .kmsg)
 #   os/      filesystem and process primitives (ntt.core.fs, .proc)
 # The privileged mount helper is its own program in src/mount-helper/.
-SRC_DIRS  := host blake3 walk pg copy media os
+SRC_DIRS  := host blake3 walk pg copy media os tree
 NTT_SRC   := $(foreach d,$(SRC_DIRS),$(wildcard src/$(d)/*.c))
 NTT_HDR   := $(foreach d,$(SRC_DIRS),$(wildcard src/$(d)/*.h))
 NTT_OBJ   := $(patsubst src/%.c,$(B)/%.o,$(NTT_SRC)) $(B)/embed.o
