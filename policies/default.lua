@@ -9,7 +9,7 @@ return ntt.policy {
   name = "default",
   description = "identify, inspect, mount, enumerate and copy every medium; record every problem",
 
-  stages = { "identify", "inspect", "mount", "enumerate", "copy", "unmount" },
+  stages = { "identify", "inspect", "mount", "enumerate", "copy", "tree", "unmount" },
   workers = 1,           -- copy processes per medium (each already copies one batch while it claims and records the next)
 
   targets = {
@@ -64,6 +64,12 @@ return ntt.policy {
       if fs.network then return 2 end
       return ntt.cores() * 4
     end,
+  },
+
+  tree = {
+    -- tree/<medium>/p<N>/<path>: hard links to the blobs (docs/tree.md)
+    batch = 5000,          -- paths per batch; the cursor is committed after each
+    threads = 4,           -- directories linked at once
   },
 
   retry = {

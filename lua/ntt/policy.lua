@@ -93,6 +93,11 @@ M.schema = {
     damaged = { "record", "salvage" },
     network_fuse = { list = { check = fuse_type_check } },
   },
+  tree = sec {
+    batch = "integer",
+    threads = "integer",
+    link_max = "integer",
+  },
   retry = sec {
     checkpoint = "integer",
     max = "integer",
