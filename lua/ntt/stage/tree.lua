@@ -38,9 +38,15 @@ end
 local ESC = { ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
 function M.escape(s) return (s:gsub("[\\\n\r\t]", ESC)) end
 
+-- A path's name under tree/<medium>: the filesystem's root (path "") is p<N>.
+local function tree_name(fs_index, path)
+  if path == "" then return ("p%d"):format(fs_index) end
+  return ("p%d/%s"):format(fs_index, path)
+end
+
 -- One entry for ntt.core.tree, or nil for a path that gets no entry.
 local function entry(row)
-  local name = ("p%d/%s"):format(row.fs_index, row.path)
+  local name = tree_name(row.fs_index, row.path)
   if row.fs_type == "d" then return { path = name, kind = "d" } end
   if row.fs_type == "l" and row.link_target and row.link_target ~= "" then
     return { path = name, kind = "l", target = row.link_target, mtime_ns = row.mtime_ns }
@@ -90,7 +96,7 @@ local function dir_times(conn, it, pt, hash, root, n)
     if not rows then return nil, err, code, state end
     if #rows == 0 then return set, failed end
     local list = {}
-    for i, r in ipairs(rows) do list[i] = { path = ("p%d/%s"):format(r.fs_index, r.path), mtime_ns = r.mtime_ns } end
+    for i, r in ipairs(rows) do list[i] = { path = tree_name(r.fs_index, r.path), mtime_ns = r.mtime_ns } end
     local k, fails, tcode = core.times(root, list)
     if not k then return nil, fails, tcode end
     set, failed = set + k, failed + #fails
@@ -117,7 +123,7 @@ local function damaged_list(conn, it, pt, hash, root)
   local f, ferr = io.open(tmp, "wb")
   if not f then return nil, ferr, "EIO" end
   for _, r in ipairs(rows) do
-    f:write(M.escape(("p%d/%s"):format(r.fs_index, r.path)), "\t", r.damage, "\n")
+    f:write(M.escape(tree_name(r.fs_index, r.path)), "\t", r.damage, "\n")
   end
   local ok, werr = f:close()
   if not ok then os.remove(tmp); return nil, werr, "EIO" end
