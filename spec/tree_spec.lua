@@ -129,4 +129,43 @@ describe("the tree stage", function()
     mount_ro(img, dir .. "/m")
     assert.equal(2000 + 40 + 1, same_tree(home, dir .. "/m", home .. "/tree/" .. h .. "/p0"))
   end)
+
+  it("lists damaged files instead of linking them, salvaged or not, and records a name already taken", function()
+    local dir = helper.tmpdir("treedam")
+    local files = {}
+    for i = 1, 4 do files[("f%d.bin"):format(i)] = (string.char(96 + i)):rep(256 * 1024) .. tag end
+    files["tab\tname.txt"] = "taken " .. tag
+    local img = images.ext(dir .. "/disk.img", { size_mb = 8, block = 4096, files = files })
+    -- the map says some of f3's data were never read
+    local r = helper.sh { "debugfs", "-R", "blocks /f3.bin", img }
+    local blocks = {}
+    for b in r.stdout:gmatch("%d+") do blocks[#blocks + 1] = tonumber(b) end
+    local lo, hi = blocks[17] * 4096, (blocks[32] + 1) * 4096
+    images.mapfile(dir .. "/disk.map", { { 0, lo, "+" }, { lo, hi - lo, "-" }, { hi, 8 * images.MiB - hi, "+" } })
+    local home = dir .. "/home"
+    local h = medium_of(img)
+    -- something already where one of the medium's files belongs
+    local tree = home .. "/tree/" .. h
+    assert(fs.mkdirp(tree .. "/p0"))
+    helper.write(tree .. "/p0/tab\tname.txt", "not the medium's")
+    r = run(home, { "-v", policy(dir, '{ copy = { damaged = "salvage" } }'), img })
+    assert.equal(1, r.code, r.stderr .. r.stdout)
+    local m = medium_row(h)
+    assert.truthy(m.tree_done)
+    assert.equal(1, json.decode(m.problems).tree_problems)
+    local p = assert(db():exec("SELECT fs_index, path, err, msg FROM tree_problem WHERE medium_hash = $1", h))
+    assert.equal(1, #p)
+    assert.same({ 0, "tab\tname.txt", "EEXIST" }, { p[1].fs_index, p[1].path, p[1].err })
+    assert.equal("not the medium's", helper.read(tree .. "/p0/tab\tname.txt"))
+    -- the damaged file: listed, never linked (its salvaged blob has zeros)
+    assert.is_nil(fs.stat(tree .. "/p0/f3.bin", true))
+    local list = helper.read(tree .. "/damaged.txt")
+    local name, ranges = list:match("^([^\t]+)\t([^\n]+)\n$")
+    assert.equal("p0/f3.bin", name)
+    assert.equal(16 * 4096, json.decode(ranges)[1].length)
+    for _, f in ipairs { "f1.bin", "f2.bin", "f4.bin" } do
+      assert.equal(files[f], helper.read(tree .. "/p0/" .. f))
+    end
+  end)
 end)
+
