@@ -103,6 +103,15 @@ describe("the tree stage", function()
     assert.equal(0, r.code, r.stderr)
     assert.matches("tree_skipped.*already built", r.stderr)
     assert.equal(before, helper.sh { "find", tree, "-printf", "%p %i %T@\\n" }.stdout)
+    -- a copy that finished after the tree (files a later walk found): the
+    -- tree is gone over again, what is there is kept, what is missing put in
+    os.remove(tree .. "/p2/c.txt")
+    assert(db():exec("UPDATE medium SET copy_done = now() WHERE medium_hash = $1", h))
+    r = run(home, { "-v", pol, img })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("tree_built.*existing=1[0-9] .*links=1 ", r.stderr)
+    assert.equal("gamma " .. tag, helper.read(tree .. "/p2/c.txt"))
+    assert.is_true(same_tree(home, dir .. "/m2", tree .. "/p2") >= 3)
   end)
 
   it("finishes the tree after kill -9 in the middle of it", function()

@@ -9,7 +9,8 @@
 -- put in (tree_problem) are committed together, so a rerun after a crash
 -- goes on from there.  Then the directories get the medium's mtimes, the
 -- damaged files are listed in tree/<medium>/damaged.txt, and tree_done is
--- set: a later run does nothing.
+-- set: a later run does nothing, unless a copy finished after it (files a
+-- later walk found), which makes it go over every path again.
 local config = require "ntt.config"
 local db = require "ntt.db"
 local pg = require "ntt.core.pg"
@@ -28,7 +29,7 @@ local function batch(conn, it, pt, hash, fs_index, path, n)
   return conn:exec(([[
     SELECT p.fs_index, p.path, i.state::text AS state, i.fs_type, i.blobid, i.link_target, i.mtime_ns
       FROM %s p JOIN %s i ON i.medium_hash = p.medium_hash AND i.fs_index = p.fs_index AND i.ino = p.ino
-     WHERE p.medium_hash = $1 AND (p.fs_index, p.path) > ($2::int, $3::bytea)
+     WHERE p.medium_hash = $1 AND (p.fs_index, p.path) > ($2::int, $3::bytea) AND p.exclude_reason IS NULL
      ORDER BY p.fs_index, p.path
      LIMIT $4]]):format(pt, it), hash, fs_index, pg.bytea(path), n)
 end
@@ -90,7 +91,7 @@ local function dir_times(conn, it, pt, hash, root, n)
     local rows, err, code, state = conn:exec(([[
       SELECT p.fs_index, p.path, i.mtime_ns
         FROM %s p JOIN %s i ON i.medium_hash = p.medium_hash AND i.fs_index = p.fs_index AND i.ino = p.ino
-       WHERE p.medium_hash = $1 AND i.fs_type = 'd' AND i.mtime_ns IS NOT NULL
+       WHERE p.medium_hash = $1 AND i.fs_type = 'd' AND i.mtime_ns IS NOT NULL AND p.exclude_reason IS NULL
          AND (p.fs_index, p.path) > ($2::int, $3::bytea)
        ORDER BY p.fs_index, p.path LIMIT $4]]):format(pt, it), hash, after.fs, pg.bytea(after.path), n)
     if not rows then return nil, err, code, state end
@@ -136,7 +137,13 @@ function M.run(ctx)
   local m = ctx.medium
   if not m then return nil, "tree needs identify first", "EINVAL" end
   local conn, log, hash = ctx.db, ctx.log, m.hash
+  -- A copy that finished after the tree (files a later walk found) makes
+  -- the tree go over every path again: what is in place is found there.
   local r, err, code, state = conn:exec([[
+    UPDATE medium SET tree_done = NULL, tree_fs = NULL, tree_path = NULL
+     WHERE medium_hash = $1 AND tree_done < copy_done]], hash)
+  if not r then return nil, err, code, state end
+  r, err, code, state = conn:exec([[
     SELECT copy_done IS NOT NULL AS copied, tree_done IS NOT NULL AS built, tree_fs, tree_path
       FROM medium WHERE medium_hash = $1]], hash)
   if not r then return nil, err, code, state end
