@@ -134,11 +134,11 @@ static void blob_rel(char *out, size_t cap, const char *hex, int n)
     else snprintf(out, cap, "%.2s/%.2s/%s.%d", hex, hex + 2, hex, n);
 }
 
-/* The copies directory (under the job's lock). */
-static int copies_fd(struct job *j)
+/* The copies directory, made when create (under the job's lock).  fd or -errno. */
+static int copies_fd(struct job *j, int create)
 {
     if (j->copiesfd >= 0) return j->copiesfd;
-    if (mkdirat(j->st->rootfd, "copies", 0755) != 0 && errno != EEXIST) return -errno;
+    if (create && mkdirat(j->st->rootfd, "copies", 0755) != 0 && errno != EEXIST) return -errno;
     int fd = openat(j->st->rootfd, "copies", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return -errno;
     return j->copiesfd = fd;
@@ -172,7 +172,7 @@ static int verify_fd(int fd, const char *hex)
  * re-hashed before it gets its name.  0 (also when it already exists) or an errno. */
 static int make_copy(struct job *j, const char *hex, int n, int *reflink)
 {
-    int cfd = copies_fd(j);
+    int cfd = copies_fd(j, 1);
     if (cfd < 0) return -cfd;
     char rel[100], dir[8];
     blob_rel(rel, sizeof rel, hex, n);
@@ -282,7 +282,7 @@ static int same_blob(struct job *j, int dfd, const char *name, const char *hex)
         int fd = n == 0 ? j->st->byhashfd : j->copiesfd;
         if (n == 1 && fd < 0) {
             pthread_mutex_lock(&j->mu);
-            fd = copies_fd(j);
+            fd = copies_fd(j, 0);
             pthread_mutex_unlock(&j->mu);
             if (fd < 0) return EEXIST;
         }
@@ -385,8 +385,9 @@ static void read_entry(lua_State *L, int idx, lua_Integer i, struct ent *e, int 
 {
     if (lua_geti(L, idx, i) != LUA_TTABLE) luaL_error(L, "tree: entry %d is not a table", (int)i);
     size_t len;
+    /* strings only: a number converted here would not be kept by the table */
     lua_getfield(L, -1, "path");
-    e->path = lua_tolstring(L, -1, &len);
+    e->path = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
     if (!e->path || len == 0 || e->path[0] == '/' || strlen(e->path) != len)
         luaL_error(L, "tree: entry %d: path must be relative, not empty, without NUL", (int)i);
     lua_pop(L, 1);   /* the string stays alive in the entry table */
@@ -404,12 +405,12 @@ static void read_entry(lua_State *L, int idx, lua_Integer i, struct ent *e, int 
         lua_pop(L, 1);
     }
     lua_getfield(L, -1, "blob");
-    e->blob = lua_tolstring(L, -1, &len);
+    e->blob = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
     if (e->kind == 'f' && (!e->blob || len != 64 || strspn(e->blob, "0123456789abcdef") != 64))
         luaL_error(L, "tree: entry %d: blob must be 64 lowercase hex", (int)i);
     lua_pop(L, 1);
     lua_getfield(L, -1, "target");
-    e->target = lua_tolstring(L, -1, &len);
+    e->target = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
     if (e->kind == 'l' && (!e->target || strlen(e->target) != len || len == 0))
         luaL_error(L, "tree: entry %d: a symlink needs a target without NUL", (int)i);
     lua_pop(L, 1);
