@@ -57,7 +57,7 @@ local function entry(row)
 end
 
 -- One batch's results, committed with the cursor.
-local function record(conn, hash, from, last, rows, entries, idx, fails, copies)
+local function record(conn, hash, from, last, rows, idx, fails, copies)
   return db.tx(conn, function()
     local ok, err, code, state = conn:exec([[
       DELETE FROM tree_problem WHERE medium_hash = $1
@@ -187,7 +187,7 @@ function M.run(ctx)
     local stats, fails, copies = core.build(st, root, entries, { threads = opts.threads, link_max = opts.link_max })
     if not stats then return fail(nil, fails, copies) end
     local last = rows[#rows]
-    local rok, rerr, rcode, rstate = record(conn, hash, cursor, last, rows, entries, idx, fails, copies)
+    local rok, rerr, rcode, rstate = record(conn, hash, cursor, last, rows, idx, fails, copies)
     if not rok then return fail(nil, rerr, rcode, rstate) end
     for k in pairs(t) do t[k] = t[k] + (stats[k] or 0) end
     t.copies, t.paths = t.copies + #copies, t.paths + #rows
