@@ -178,6 +178,8 @@ describe("the tree stage at the link limit", function()
     local distinct = 0
     for _ in pairs(inos) do distinct = distinct + 1 end
     assert.is_true(inos[blob.ino])
+    local probs = assert(runs.db():exec("SELECT count(*) AS n FROM tree_problem WHERE medium_hash = $1", h))
+    assert.equal(0, probs[1].n)
     local rows = assert(runs.db():exec("SELECT copy_no FROM blob_copy WHERE blobid = $1 ORDER BY 1", empty))
     return distinct, #rows
   end
