@@ -141,6 +141,32 @@ describe("the tree stage", function()
     assert.equal(2000 + 40 + 1, same_tree(home, dir .. "/m", home .. "/tree/" .. h .. "/p0"))
   end)
 
+  it("stops at ^C in the middle of the tree with status 130, and the next run completes it", function()
+    local dir = helper.tmpdir("treeint")
+    local files = runs.many_files("treeint", 1, 40, 50)
+    local img = images.ext(dir .. "/many.img", { size_mb = 32, files = files })
+    local home = dir .. "/home"
+    local pol = policy(dir, "{ tree = { batch = 20, threads = 1 } }")
+    local p = assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = { NTT_HOME = home },
+                                  stdout = "null", stderr = "null" })
+    finally(function() if p:wait(0) == nil then p:kill(9); p:wait(10) end end)
+    local h = medium_of(img)
+    assert.is_true(runs.wait_for(function()
+      local okq, rows = pcall(db().exec, db(), "SELECT tree_fs FROM medium WHERE medium_hash = $1", h)
+      return okq and rows and rows[1] and rows[1].tree_fs ~= nil
+    end))
+    p:kill(2)
+    local how, code = p:wait(60)
+    if medium_row(h).tree_done then return pending("the tree was complete before the signal landed") end
+    assert.equal("exit", how)
+    assert.equal(130, code)
+    local r = run(home, { pol, img })
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    assert.truthy(medium_row(h).tree_done)
+    mount_ro(img, dir .. "/m")
+    assert.equal(2000 + 40 + 1, same_tree(home, dir .. "/m", home .. "/tree/" .. h .. "/p0"))
+  end)
+
   it("lists damaged files instead of linking them, salvaged or not, and records a name already taken", function()
     local dir = helper.tmpdir("treedam")
     local files = {}
