@@ -40,7 +40,7 @@ LIBS        = $(shell pkg-config --libs $(PKGS)) -lreadline -lpthread -lm
 #   os/      filesystem and process primitives (ntt.core.fs, .proc)
 #   archive/ the image set as one tar.zst, written and read back (ntt.core.archive)
 # The privileged mount helper is its own program in src/mount-helper/.
-SRC_DIRS  := host blake3 walk pg copy media os archive
+SRC_DIRS  := host blake3 walk pg copy media os archive tree
 NTT_SRC   := $(foreach d,$(SRC_DIRS),$(wildcard src/$(d)/*.c))
 NTT_HDR   := $(foreach d,$(SRC_DIRS),$(wildcard src/$(d)/*.h))
 NTT_OBJ   := $(patsubst src/%.c,$(B)/%.o,$(NTT_SRC)) $(B)/embed.o

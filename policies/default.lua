@@ -9,7 +9,7 @@ return ntt.policy {
   name = "default",
   description = "identify, inspect, mount, enumerate and copy every medium, archive its image set; record every problem",
 
-  stages = { "identify", "inspect", "mount", "enumerate", "copy", "report", "unmount", "archive" },
+  stages = { "identify", "inspect", "mount", "enumerate", "copy", "tree", "report", "unmount", "archive" },
   workers = 1,           -- copy processes per medium (each already copies one batch while it claims and records the next)
 
   targets = {
@@ -93,6 +93,12 @@ return ntt.policy {
     remove_sources = false,
     level = 3,             -- zstd level
     -- threads = 2,        -- zstd workers; default: every core
+  },
+
+  tree = {
+    -- tree/<medium>/p<N>/<path>: hard links to the blobs (docs/tree.md)
+    batch = 5000,          -- paths per batch; the cursor is committed after each
+    threads = 4,           -- directories linked at once
   },
 
   retry = {

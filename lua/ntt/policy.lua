@@ -140,6 +140,11 @@ M.schema = {
     level = "integer",
     threads = "integer",
   },
+  tree = sec {
+    batch = at_least(1),
+    threads = at_least(1),
+    link_max = at_least(2),
+  },
   retry = sec {
     checkpoint = at_least(1),
     max = at_least(1),
