@@ -23,6 +23,7 @@
 local accounting = require "ntt.accounting"
 local db = require "ntt.db"
 local json = require "ntt.json"
+local pg = require "ntt.core.pg"
 local S = require "ntt.states"
 
 local M = {}
@@ -89,7 +90,7 @@ function M.media(conn)
   if not r then return nil, err, code, st end
   local counts, cerr, ccode, cst = state_counts(conn)
   if not counts then return nil, cerr, ccode, cst end
-  local out = {}
+  local out = json.array {}
   for i, m in ipairs(r) do
     out[i] = { hash = m.medium_hash, name = m.medium_human, kind = m.kind, health = m.health,
                rescued_pct = m.rescued_pct, stages = table.concat(stages_of(m), ","),
@@ -115,7 +116,7 @@ function M.medium(conn, h)
   table.sort(keys)
   return { hash = m.medium_hash, name = m.medium_human, kind = m.kind, image = m.image_path, map = m.map_path,
            size = m.size, health = m.health, rescued_pct = m.rescued_pct, stages = stages, files = files,
-           problems = keys, events = type(p.diagnostic_events) == "table" and #p.diagnostic_events or 0 }
+           problems = json.array(keys), events = type(p.diagnostic_events) == "table" and #p.diagnostic_events or 0 }
 end
 
 -- medium.problems of one medium (or all), one entry per key; the
@@ -129,7 +130,7 @@ function M.problems(conn, h)
   end
   local r, err, code, st = conn:exec(sql .. " ORDER BY added_at, medium_hash", table.unpack(args))
   if not r then return nil, err, code, st end
-  local out = {}
+  local out = json.array {}
   for _, m in ipairs(r) do
     local p = json.decode(m.p or "{}") or {}
     local keys = {}
@@ -157,7 +158,7 @@ function M.failing(conn, h, limit)
   local m, err, code, st = resolve(conn, h)
   if not m then return nil, err, code, st end
   local it, pt = parts(conn, m.medium_hash)
-  if not it then return {} end
+  if not it then return json.array {} end
   local r, qerr, qcode, qst = conn:exec(([[
     SELECT i.fs_index, i.ino, i.state::text AS state, i.reason, i.attempts, i.errors::text AS errors,
            (SELECT p.path FROM %s p WHERE p.medium_hash = $1 AND p.fs_index = i.fs_index AND p.ino = i.ino
@@ -173,10 +174,10 @@ function M.failing(conn, h, limit)
   for _, e in ipairs(events) do
     if type(e) == "table" and e.ino then last[(e.fs_index or 0) .. ":" .. e.ino] = e end
   end
-  local out = {}
+  local out = json.array {}
   for i, row in ipairs(r) do
     local errs = json.decode(row.errors or "[]") or {}
-    local recent = {}
+    local recent = json.array {}
     for k = math.max(1, #errs - 2), #errs do
       local e = errs[k]
       if type(e) == "table" then recent[#recent + 1] = ("%s %s"):format(tostring(e.err), tostring(e.msg or "")) end
@@ -184,7 +185,7 @@ function M.failing(conn, h, limit)
     local ev = last[row.fs_index .. ":" .. row.ino]
     out[i] = { path = row.path, fs_index = row.fs_index, ino = row.ino, state = row.state, reason = row.reason,
                attempts = row.attempts, errors = recent,
-               findings = ev and type(ev.checks) == "table" and ev.checks or {}, action = ev and ev.action }
+               findings = json.array(ev and type(ev.checks) == "table" and ev.checks or {}), action = ev and ev.action }
   end
   return out
 end
@@ -192,15 +193,15 @@ end
 function M.kernel(conn, h)
   local m, err, code, st = resolve(conn, h)
   if not m then return nil, err, code, st end
-  local out, want = {}, {}
+  local out, want = json.array {}, {}
   for _, e in ipairs(events_of(conn, m.medium_hash)) do
     local dmesg = {}
     for _, c in ipairs(type(e) == "table" and type(e.checks) == "table" and e.checks or {}) do
       if tostring(c):find("^dmesg:") then dmesg[#dmesg + 1] = c end
     end
     if type(e) == "table" and (#dmesg > 0 or type(e.kernel) == "table") then
-      out[#out + 1] = { fs_index = e.fs_index, ino = e.ino, at = e.timestamp, findings = dmesg,
-                        lines = type(e.kernel) == "table" and e.kernel or {} }
+      out[#out + 1] = { fs_index = e.fs_index, ino = e.ino, at = e.timestamp, findings = json.array(dmesg),
+                        lines = json.array(type(e.kernel) == "table" and e.kernel or {}) }
       want[#want + 1] = out[#out]
     end
   end
@@ -246,7 +247,7 @@ function M.find(conn, pattern, opts)
   end
   local list, err, code, st = lookup_media(conn, opts.medium)
   if not list then return nil, err, code, st end
-  local out = {}
+  local out = json.array {}
   for _, m in ipairs(list) do
     local it, pt = parts(conn, m.medium_hash)
     if it then
@@ -272,9 +273,11 @@ function M.find(conn, pattern, opts)
         if not ok then rx:close(); return nil, ferr, fcode, fst end
       else
         local like = like_of(pattern)
-        local cond = pattern:find("/", 1, true) and "p.path LIKE $2::bytea"
-                     or "(p.path LIKE $2::bytea OR p.path LIKE ('%/' || $2)::bytea)"
-        local r, qerr, qcode, qst = conn:exec(sel .. " AND " .. cond .. " ORDER BY p.fs_index, p.path", m.medium_hash, like)
+        local whole = pattern:find("/", 1, true)
+        local cond = whole and "p.path LIKE $2" or "(p.path LIKE $2 OR p.path LIKE $3)"
+        local args = { m.medium_hash, pg.bytea(like) }
+        if not whole then args[3] = pg.bytea("%/" .. like) end
+        local r, qerr, qcode, qst = conn:exec(sel .. " AND " .. cond .. " ORDER BY p.fs_index, p.path", table.unpack(args))
         if not r then return nil, qerr, qcode, qst end
         for _, row in ipairs(r) do add(row) end
       end
@@ -297,7 +300,7 @@ function M.blob(conn, hash)
   local path = config.path("store", "by-hash", hash:sub(1, 2), hash:sub(3, 4), hash)
   local sf = fs.stat(path)
   local out = { blob = hash, known = b[1] ~= nil, size = b[1] and b[1].size, store_path = path,
-                exists = sf ~= nil and sf.type == "file", stored_size = sf and sf.size, holders = {} }
+                exists = sf ~= nil and sf.type == "file", stored_size = sf and sf.size, holders = json.array {} }
   local list, lerr, lcode, lst = lookup_media(conn)
   if not list then return nil, lerr, lcode, lst end
   for _, m in ipairs(list) do

@@ -220,13 +220,20 @@ local function main(args)
     elseif a:match("^%-") then io.stderr:write(usage, "\n"); return 64
     else wanted[#wanted + 1] = a end
   end
-  local conn, err = db.connect { autostart = true }
+  -- a private cluster that is not running is started for the answer and
+  -- stopped again; none at all is no database yet (ntt.lookup.connect)
+  local conn, err, ecode, stop = require("ntt.lookup").connect()
+  if not conn and ecode == "ENOENT" and #wanted == 0 then
+    io.stdout:write(as_json and "[]\n" or (err .. "\n"))
+    return 0
+  end
   if not conn then io.stderr:write("ntt: cannot use the database: ", tostring(err), "\n"); return 2 end
   local ok, cerr = db.check(conn)
-  if not ok then io.stderr:write("ntt: ", cerr, "\n"); conn:close(); return 2 end
-  local code
-  if #wanted == 0 then code = list(conn, as_json) else code = account(conn, wanted, as_json) end
+  local code = 2
+  if not ok then io.stderr:write("ntt: ", cerr, "\n")
+  elseif #wanted == 0 then code = list(conn, as_json) else code = account(conn, wanted, as_json) end
   conn:close()
+  if stop then stop() end
   return code
 end
 

@@ -80,10 +80,19 @@ end
 
 function D:event(item, attempts, checks, action)
   local res = item.res
+  -- a decision the kernel's lines took part in keeps the last of them
+  -- (`kernel(h)` in ntt repl shows them)
+  local kernel
+  for _, c in ipairs(checks) do
+    if tostring(c):find("^dmesg:") and #self.kernel_lines > 0 then
+      kernel = json.array(table.move(self.kernel_lines, math.max(1, #self.kernel_lines - 4), #self.kernel_lines, 1, {}))
+      break
+    end
+  end
   self.events[#self.events + 1] = {
     ino = item.ino, fs_index = item.fs_index, retry_count = attempts, checks = json.array(checks),
     action = action, timestamp = now(), worker_id = self.worker,
-    exception_type = res.err, exception_msg = trim(res.msg, 100),
+    exception_type = res.err, exception_msg = trim(res.msg, 100), kernel = kernel,
   }
 end
 
