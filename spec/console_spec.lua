@@ -97,4 +97,37 @@ return ntt.policy.extend("default", {
     tmux("send-keys", "-t", "c", 'retry("no/such/file")', "Enter")
     wait_for("no file .-no/such/file.-ENOENT")
   end)
+
+  it("retry on an image mounts it for the file and unmounts what it mounted; remount mounts again", function()
+    local dir = helper.tmpdir("console-img")
+    local home, img = dir .. "/home", dir .. "/disk.img"
+    local t = runs.tag
+    images.ext(img, { size_mb = 4, files = { ["one.txt"] = "image one " .. t, ["two.txt"] = "image two " .. t } })
+    local r = runs.run(home, { runs.policy(dir, '{ stages = { "identify", "inspect", "mount", "enumerate", "unmount" } }'), img })
+    assert.equal(1, r.code, r.stderr .. r.stdout)   -- left pending
+    local h = runs.medium_of(img)
+    local mount = require "ntt.mount"
+    local function mounted()
+      local st = mount.status(h, img)
+      return #mount.roots_of(st) > 0
+    end
+    assert.is_false(mounted())
+    local function repl(input)
+      return assert(proc.run { argv = { helper.ntt, "repl", "--medium", h }, input = input,
+                               env = { NTT_HOME = home }, timeout = 120 })
+    end
+    r = repl('x = retry("/one.txt"); print("state", x.state, x.blob)\n')
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("state\tcopied\t" .. hash.sum("image one " .. t), r.stdout)
+    assert.is_false(mounted())   -- it mounted the medium for the file, and unmounted it
+    assert.equal(1, runs.copied(runs.db(), h))
+    r = repl('roots = remount(); print("roots", #roots, roots[1].fs_index)\n')
+    assert.matches("roots\t1\t0", r.stdout)
+    assert.is_true(mounted())
+    -- mounted already: retry uses that mount and leaves it
+    r = repl('x = retry("two.txt"); print("state", x.state)\n')
+    assert.matches("state\tcopied", r.stdout)
+    assert.is_true(mounted())
+    mount.unmount(h, img)
+  end)
 end)

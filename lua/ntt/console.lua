@@ -354,6 +354,9 @@ function M.retry(conn, h, path, opts)
   if not m then return nil, err, code, st end
   if type(path) ~= "string" or path == "" then return nil, "retry: a path is needed", "EINVAL" end
   path = path:gsub("^/+", "")
+  local it, perr, pcode, pst = parts(conn, m.medium_hash)
+  if it == nil then return nil, perr, pcode, pst end
+  if not it then return nil, ("medium %s is not enumerated: no file %q on it"):format(m.medium_hash, path), "ENOENT" end
   local rows_mod = require "ntt.copier.rows"
   local rows = rows_mod.open(conn, m.medium_hash)
   local worker = require("ntt.copier").worker_id()

@@ -28,10 +28,8 @@ local function install(default_medium)
     return conn
   end
   local function medium(h) return h == nil and default_medium or h end
-  local function answer(v, err, code)
-    if v == nil and err then return nil, ("%s (%s)"):format(tostring(err), tostring(code)) end
-    return v
-  end
+  -- a helper's answer as it is: a value, or nil, msg, code (echoed all three)
+  local function answer(...) return ... end
   _G.help = function()
     local out = {}
     for _, e in ipairs(console.HELP) do out[#out + 1] = ("  %-44s %s"):format(e[1], e[2]) end
