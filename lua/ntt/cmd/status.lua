@@ -22,6 +22,10 @@ holds copied, and its later rescues) and the places its walk could not read.
 Other paths where a byte-identical copy of the image was found are listed
 as "also at".  --json: one JSON object per medium, one per line.
 
+A private cluster that is stopped is started for the answer and stopped
+again; with none yet (a fresh data root) the answer is "no database yet"
+and nothing is created.
+
 Exit status: 0 every total checks; 1 a total does not check; 2 a MEDIUM is
 unknown or ambiguous, or the database cannot be used; 64 usage.]]
 
