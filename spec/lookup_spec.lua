@@ -126,4 +126,25 @@ describe("ntt status on a fresh data root", function()
     assert.matches("no database yet", r.stdout)
     assert.is_nil(io.open(home .. "/pg/data/PG_VERSION"))
   end)
+
+  it("starts a stopped private cluster only to answer, and stops it again", function()
+    local ok, why = runs.can_run()
+    if not ok then pending(why); return end
+    local proc = require "ntt.core.proc"
+    local dir = helper.tmpdir("stopped")
+    proc.run { argv = { "chmod", "0755", dir }, timeout = 10 }
+    local env = { NTT_HOME = dir .. "/home", NTT_DB_URL = "" }
+    local function ntt(...) return assert(proc.run { argv = { helper.ntt, ... }, env = env, timeout = 120 }) end
+    local r = ntt("db", "init")
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    finally(function() ntt("db", "stop") end)
+    assert.equal(0, ntt("db", "stop").code)
+    r = ntt("status")
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("no media yet\n", r.stdout)
+    assert.matches("stopped", ntt("db", "status").stdout)
+    r = ntt("problems", "--json")
+    assert.equal("[]\n", r.stdout)
+    assert.matches("stopped", ntt("db", "status").stdout)
+  end)
 end)

@@ -8,6 +8,7 @@ local M = {}
 -- from.  With NTT_DB_URL, that one.  The private cluster: used when it
 -- runs; started when stopped, and stop() stops it again; when there is
 -- none, nil, "no database yet ...", "ENOENT" (nothing is created).
+-- stop(conn) closes conn and stops the server when no other client uses it.
 function M.connect()
   local db = require "ntt.db"
   if require("ntt.config").db_url() then
@@ -23,7 +24,14 @@ function M.connect()
   if state ~= "running" then
     local ok, err, code = c:start()
     if not ok then return nil, err, code end
-    stop = function() c:stop() end
+    -- stopped again unless another client came meanwhile (a run started
+    -- while we answered keeps its server)
+    stop = function(conn)
+      local r = conn and conn:status() == "ok" and conn:exec([[
+        SELECT count(*) AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()]])
+      if conn then conn:close() end
+      if r and r[1].n == 0 then c:stop() end
+    end
   end
   local conn, err, code = db.connect { autostart = false }
   if not conn then
@@ -43,8 +51,7 @@ function M.with_db(what, fn)
   local ok, cerr = db.check(conn)
   local code
   if not ok then io.stderr:write("ntt: ", cerr, "\n"); code = 2 else code = fn(conn) end
-  conn:close()
-  if stop then stop() end
+  if stop then stop(conn) else conn:close() end
   return code
 end
 

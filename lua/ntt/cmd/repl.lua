@@ -30,13 +30,16 @@ local function install(default_medium)
   local function medium(h) return h == nil and default_medium or h end
   -- a helper's answer as it is: a value, or nil, msg, code (echoed all three)
   local function answer(...) return ... end
-  _G.help = function()
+  local function help_text()
     local out = {}
     for _, e in ipairs(console.HELP) do out[#out + 1] = ("  %-44s %s"):format(e[1], e[2]) end
-    io.stdout:write("helpers (h: a medium's hash, hash prefix or name", default_medium and
-                    (", default " .. default_medium) or "", "):\n", table.concat(out, "\n"),
-                    "\nalso: ntt (the library), policy (ntt repl POLICY), db() (the connection), repl.pretty(v)\n")
+    return ("helpers (h: a medium's hash, hash prefix or name%s):\n%s\n" ..
+            "also: ntt (the library), policy (ntt repl POLICY), db() (the connection), repl.pretty(v)")
+           :format(default_medium and (", default " .. default_medium) or "", table.concat(out, "\n"))
   end
+  -- `help()` prints the list; `help` alone is echoed as the same text
+  _G.help = setmetatable({}, { __call = function() io.stdout:write(help_text(), "\n") end,
+                               __tostring = help_text })
   _G.db = db
   _G.media = function() return answer(console.media(db())) end
   _G.medium = function(h) return answer(console.medium(db(), medium(h))) end

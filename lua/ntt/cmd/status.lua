@@ -236,8 +236,7 @@ local function main(args)
   local code = 2
   if not ok then io.stderr:write("ntt: ", cerr, "\n")
   elseif #wanted == 0 then code = list(conn, as_json) else code = account(conn, wanted, as_json) end
-  conn:close()
-  if stop then stop() end
+  if stop then stop(conn) else conn:close() end
   return code
 end
 
