@@ -64,5 +64,9 @@ describe("make install", function()
                                    "COMP_WORDS=(ntt run sp); COMP_CWORD=2; PATH='" .. root .. "/bin':$PATH _ntt; " ..
                                    "printf '%s\\n' \"${COMPREPLY[@]}\"" }, cwd = elsewhere, timeout = 30 })
     assert.matches("spec_site", r.stdout)
+    r = assert(proc.run { argv = { "bash", "-c", "source '" .. root .. "/share/bash-completion/completions/ntt'; " ..
+                                   "COMP_WORDS=(ntt pro); COMP_CWORD=1; PATH='" .. root .. "/bin':$PATH _ntt; " ..
+                                   "printf '%s\\n' \"${COMPREPLY[@]}\"" }, cwd = elsewhere, timeout = 30 })
+    assert.equal("problems\n", r.stdout)
   end)
 end)
