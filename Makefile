@@ -120,13 +120,33 @@ lint:
 	  echo "lint: the lines above spawn a process for a filesystem primitive: use ntt.core.fs" >&2; exit 1; fi
 	@command -v luacheck >/dev/null && luacheck lua policies examples spec || echo "luacheck not installed"
 
+# make install [PREFIX=/usr/local] [DESTDIR=stage]: the binary and the mount
+# helper, the policies (found by name from PREFIX/share/ntt/policies, next to
+# the binary), examples, docs, the man page, bash completion, the systemd
+# worker unit, and a sudoers snippet and helper config as examples (not
+# enabled: docs/operations.md, "Installing").
+BINDIR   = $(PREFIX)/bin
+SHAREDIR = $(PREFIX)/share/ntt
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SUBST    = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SHAREDIR@|$(SHAREDIR)|g'
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ntt/policies $(DESTDIR)$(PREFIX)/share/man/man1
-	install -m 0755 $(B)/ntt $(DESTDIR)$(PREFIX)/bin/ntt
-	$(if $(TSKFS_SRC),install -m 0755 $(B)/ntt-tskfs $(DESTDIR)$(PREFIX)/bin/ntt-tskfs)
-	$(if $(HELPER_SRC),install -m 0755 $(B)/ntt-mount-helper $(DESTDIR)$(PREFIX)/bin/ntt-mount-helper)
-	install -m 0644 policies/*.lua $(DESTDIR)$(PREFIX)/share/ntt/policies/
-	$(if $(wildcard docs/ntt.1),install -m 0644 docs/ntt.1 $(DESTDIR)$(PREFIX)/share/man/man1/ntt.1)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SHAREDIR)/policies $(DESTDIR)$(SHAREDIR)/examples \
+	           $(DESTDIR)$(PREFIX)/share/doc/ntt $(DESTDIR)$(PREFIX)/share/man/man1 \
+	           $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(B)/ntt $(DESTDIR)$(BINDIR)/ntt
+	$(if $(TSKFS_SRC),install -m 0755 $(B)/ntt-tskfs $(DESTDIR)$(BINDIR)/ntt-tskfs)
+	$(if $(HELPER_SRC),install -m 0755 $(B)/ntt-mount-helper $(DESTDIR)$(BINDIR)/ntt-mount-helper)
+	install -m 0644 policies/*.lua $(DESTDIR)$(SHAREDIR)/policies/
+	install -m 0644 examples/*.lua $(DESTDIR)$(SHAREDIR)/examples/
+	install -m 0644 README.md docs/*.md docs/*.json $(DESTDIR)$(PREFIX)/share/doc/ntt/
+	install -m 0644 docs/ntt.1 $(DESTDIR)$(PREFIX)/share/man/man1/ntt.1
+	install -m 0644 dist/ntt.bash-completion $(DESTDIR)$(PREFIX)/share/bash-completion/completions/ntt
+	$(SUBST) dist/ntt-worker@.service > $(DESTDIR)$(UNITDIR)/ntt-worker@.service
+	$(SUBST) dist/sudoers.ntt > $(DESTDIR)$(SHAREDIR)/sudoers.ntt
+	install -m 0644 dist/mount-helper.conf.example $(DESTDIR)$(SHAREDIR)/mount-helper.conf.example
+	chmod 0644 $(DESTDIR)$(UNITDIR)/ntt-worker@.service
+	chmod 0440 $(DESTDIR)$(SHAREDIR)/sudoers.ntt
 
 clean:
 	rm -rf build build-san

@@ -313,17 +313,42 @@ end
 
 local load_file
 
--- Find a policy by name: a path, a file beside `from`, or an embedded one.
+local function readable(p)
+  local f = io.open(p, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- Where installed policies are, in order: $NTT_POLICY_PATH (dirs, ":"),
+-- then PREFIX/share/ntt/policies beside the running binary (PREFIX/bin/ntt;
+-- a staged DESTDIR install finds its own tree the same way).
+function M.dirs()
+  local out = {}
+  for d in (os.getenv("NTT_POLICY_PATH") or ""):gmatch("[^:]+") do out[#out + 1] = d end
+  local exe = require("ntt.core.fs").realpath("/proc/self/exe")
+  local prefix = exe and exe:match("^(.*)/bin/[^/]+$")
+  if prefix then out[#out + 1] = prefix .. "/share/ntt/policies" end
+  return out
+end
+
+-- Find a policy by name: a path, a file beside `from`, an installed one
+-- (M.dirs), or an embedded one.  `policies/NAME.lua` that is not there (the
+-- README's command run from another directory) is looked up as NAME.
 function M.resolve(name, from_dir)
   if name:find("/") or name:find("%.lua$") then
     local path = name
     if from_dir and not name:find("^/") then path = from_dir .. "/" .. name end
+    local short = name:match("^policies/([%w_%-]+)%.lua$")
+    if short and not readable(path) then return M.resolve(short) end
     return path
   end
   if from_dir then
     local p = from_dir .. "/" .. name .. ".lua"
-    local f = io.open(p, "rb")
-    if f then f:close(); return p end
+    if readable(p) then return p end
+  end
+  for _, d in ipairs(M.dirs()) do
+    local p = d .. "/" .. name .. ".lua"
+    if readable(p) then return p end
   end
   return "policies/" .. name .. ".lua", true
 end

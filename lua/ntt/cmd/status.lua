@@ -22,6 +22,10 @@ holds copied, and its later rescues) and the places its walk could not read.
 Other paths where a byte-identical copy of the image was found are listed
 as "also at".  --json: one JSON object per medium, one per line.
 
+A private cluster that is stopped is started for the answer and stopped
+again; with none yet (a fresh data root) the answer is "no database yet"
+and nothing is created.
+
 Exit status: 0 every total checks; 1 a total does not check; 2 a MEDIUM is
 unknown or ambiguous, or the database cannot be used; 64 usage.]]
 
@@ -220,13 +224,19 @@ local function main(args)
     elseif a:match("^%-") then io.stderr:write(usage, "\n"); return 64
     else wanted[#wanted + 1] = a end
   end
-  local conn, err = db.connect { autostart = true }
+  -- a private cluster that is not running is started for the answer and
+  -- stopped again; none at all is no database yet (ntt.lookup.connect)
+  local conn, err, ecode, stop = require("ntt.lookup").connect()
+  if not conn and ecode == "ENOENT" and #wanted == 0 then
+    io.stdout:write(as_json and "[]\n" or (err .. "\n"))
+    return 0
+  end
   if not conn then io.stderr:write("ntt: cannot use the database: ", tostring(err), "\n"); return 2 end
   local ok, cerr = db.check(conn)
-  if not ok then io.stderr:write("ntt: ", cerr, "\n"); conn:close(); return 2 end
-  local code
-  if #wanted == 0 then code = list(conn, as_json) else code = account(conn, wanted, as_json) end
-  conn:close()
+  local code = 2
+  if not ok then io.stderr:write("ntt: ", cerr, "\n")
+  elseif #wanted == 0 then code = list(conn, as_json) else code = account(conn, wanted, as_json) end
+  if stop then stop(conn) else conn:close() end
   return code
 end
 

@@ -61,7 +61,7 @@ function M.new(o)
   return setmetatable({
     rows = o.rows, policy = o.policy, log = o.log, medium = o.medium, worker = o.worker,
     roots = o.roots, devices = o.devices or {}, remount = o.remount, view = o.view,
-    view_file = o.view_file, directory = o.medium.kind == "directory",
+    view_file = o.view_file, directory = (o.medium or {}).kind == "directory",
     checkpoint = rp.checkpoint or 10, max = rp.max or 50, history = rp.history or 10,
     confirm = rp.confirm or { attempts = 5, seconds = 2 },
     backoff_of = rp.backoff or {},
@@ -87,10 +87,19 @@ end
 
 function D:event(item, attempts, checks, action)
   local res = item.res
+  -- a decision the kernel's lines took part in keeps the last of them
+  -- (`kernel(h)` in ntt repl shows them)
+  local kernel
+  for _, c in ipairs(checks) do
+    if tostring(c):find("^dmesg:") and #self.kernel_lines > 0 then
+      kernel = json.array(table.move(self.kernel_lines, math.max(1, #self.kernel_lines - 4), #self.kernel_lines, 1, {}))
+      break
+    end
+  end
   self.events[#self.events + 1] = {
     ino = item.ino, fs_index = item.fs_index, retry_count = attempts, checks = json.array(checks),
     action = action, timestamp = now(), worker_id = self.worker,
-    exception_type = res.err, exception_msg = trim(res.msg, 100),
+    exception_type = res.err, exception_msg = trim(res.msg, 100), kernel = kernel,
   }
 end
 

@@ -20,6 +20,11 @@
 --                                         size=} } the rows in one of states nobody
 --                                         holds, made pending with attempts reset
 --                                         (dry_run: only listed); copy_done cleared
+--   r:take_path(path, worker, lease)   -> { fs_index=, ino=, size= }: the file at path
+--                                         (bytes) reset (pending, attempts 0, reason and
+--                                         damage cleared) and claimed by worker -- an
+--                                         operator's retry; ENOENT no such path, EBUSY
+--                                         another holds it; copy_done cleared
 --   r:counts()                         -> { pending=, total= }
 --   r:finished()                       -> number of rows no longer pending
 --   r:copy_done(keep)                  -> true   (sets medium.copy_done; keep: an
@@ -31,6 +36,7 @@
 local db = require "ntt.db"
 local json = require "ntt.json"
 local S = require "ntt.states"
+local pg = require "ntt.core.pg"
 
 local M = {}
 local R = {}
@@ -250,6 +256,30 @@ function R:retry_failed()
     :format(self.it, S.PENDING, S.FAILED_RETRYABLE), self.hash)
   if not res then return nil, err, code, state end
   return res.n or 0
+end
+
+function R:take_path(path, worker, lease)
+  local conn = self.conn
+  return db.tx(conn, function()
+    local r, err, code, state = conn:exec(([[
+      SELECT i.fs_index, i.ino, i.size, (i.claimed_by IS NOT NULL AND i.lease_until >= now()) AS held
+        FROM %s p JOIN %s i ON i.medium_hash = p.medium_hash AND i.fs_index = p.fs_index AND i.ino = p.ino
+       WHERE p.medium_hash = $2 AND p.path = $1 ORDER BY p.fs_index LIMIT 1 FOR UPDATE OF i]]):format(self.pt, self.it),
+      pg.bytea(path), self.hash)
+    if not r then return nil, err, code, state end
+    local row = r[1]
+    if not row then return nil, ("no file %q on medium %s"):format(path, self.hash), "ENOENT" end
+    if row.held then return nil, ("%q is being copied by another process"):format(path), "EBUSY" end
+    r, err, code, state = conn:exec(([[
+      UPDATE %s SET state = '%s', attempts = 0, reason = NULL, damage = NULL, processed_at = NULL,
+             claimed_by = $4, lease_until = now() + make_interval(secs => $5)
+       WHERE medium_hash = $1 AND fs_index = $2 AND ino = $3]]):format(self.it, S.PENDING),
+      self.hash, row.fs_index, row.ino, worker, lease)
+    if not r then return nil, err, code, state end
+    r, err, code, state = conn:exec("UPDATE medium SET copy_done = NULL WHERE medium_hash = $1", self.hash)
+    if not r then return nil, err, code, state end
+    return { fs_index = row.fs_index, ino = row.ino, size = row.size }
+  end)
 end
 
 function R:counts()
