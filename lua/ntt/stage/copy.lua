@@ -24,6 +24,7 @@ local mount = require "ntt.mount"
 local progress = require "ntt.progress"
 local proc = require "ntt.core.proc"
 local json = require "ntt.json"
+local live = require "ntt.live"
 
 local M = {}
 
@@ -126,14 +127,23 @@ function M.run(ctx)
   for _ = 2, workers do
     local out = os.tmpname()   -- the worker's counts, one JSON line
     local p = proc.spawn { argv = { self_binary(), "worker", ctx.policy_path, m.hash }, stdout = out }
-    if p then children[#children + 1] = { proc = p, pid = p:pid(), out = out } else os.remove(out) end
+    if p then
+      children[#children + 1] = { proc = p, pid = p:pid(), out = out }
+      live.worker(p:pid(), m.hash, "running")
+    else
+      os.remove(out)
+    end
   end
   local pg = (ctx.policy.progress or {})
+  local size = rows:pending_size()
   local pr = progress.new { label = "copy " .. (m.human or m.hash), total = pending,
-                            interval = pg.interval, bar = pg.bar }
+                            total_bytes = size and size.bytes, interval = pg.interval, bar = pg.bar }
+  local unprogress = live.progress(pr)
   local opts = M.setup(ctx)
   if #children == 0 then
-    opts.on_batch = function(s) pr:set(s.files, s.bytes) end
+    -- the engine's counts while each batch runs (files finished, bytes read)
+    opts.progress = function(files, bytes) pr:set(files, bytes) end
+    opts.on_batch = function(s) pr:set(s.files) end
   else
     -- Other processes copy too: the medium's rows say how far all got
     -- (counted at most once per progress interval: it reads the table).
@@ -150,6 +160,7 @@ function M.run(ctx)
   -- than after its lease, and say so.
   local function reaped(p, how, code)
     p.reaped = true
+    live.worker(p.pid, m.hash, ("%s %s"):format(tostring(how), tostring(code)))
     if how == "exit" and code == 0 then return end
     if how == "exit" and code == 3 then return end   -- stopped by the store: its claims are released
     ctx.log:error("worker_failed", { medium = m.hash, pid = p.pid, how = how, code = code },
@@ -165,9 +176,14 @@ function M.run(ctx)
     end
   end
   local stats, err, code, state = copier.run(opts)
+  unprogress()
   pr:finish()
   for _, c in ipairs(children) do
-    if not c.reaped then reaped(c, c.proc:wait()) end
+    -- (the console stays served while the last workers finish)
+    while not c.reaped do
+      local how, wcode = c.proc:wait(0)
+      if how then reaped(c, how, wcode) else live.sleep(0.2) end
+    end
   end
   local fault = not stats and type(state) == "table" and state.side == "store" and state or nil
   if fault then
