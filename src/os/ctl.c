@@ -86,7 +86,7 @@ static int ctl_listen(lua_State *L)
     if (fd < 0)
         return ntt_fail(L, errno, "socket");
     /* Created 0600 (not chmod'ed after: nobody else can connect meanwhile). */
-    mode_t old = umask(077);
+    mode_t old = umask(0177);
     int r = bind(fd, (struct sockaddr *)&a, sizeof a);
     int e = errno;
     umask(old);
