@@ -23,15 +23,15 @@ local function connect(run)
     if s.live and (not run or s.run_id == tostring(run) or s.path == run) then socks[#socks + 1] = s end
   end
   if #socks == 0 then
-    return nil, run and ("ntt attach: no run %s is running"):format(run) or "ntt attach: no run is running"
+    return nil, run and ("ntt attach: no run %s is running"):format(run) or "ntt attach: no run is running", "ENOENT"
   end
   if #socks > 1 then
     local lines = { "ntt attach: several runs are going on; name one:" }
     for _, s in ipairs(socks) do lines[#lines + 1] = ("  ntt attach %s"):format(s.run_id) end
-    return nil, table.concat(lines, "\n")
+    return nil, table.concat(lines, "\n"), "EEXIST"
   end
-  local conn, err = ctl.connect(socks[1].path)
-  if not conn then return nil, "ntt attach: " .. tostring(err) end
+  local conn, err, code = ctl.connect(socks[1].path)
+  if not conn then return nil, "ntt attach: " .. tostring(err), code end
   return conn, socks[1]
 end
 

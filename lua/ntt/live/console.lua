@@ -49,8 +49,8 @@ local function pick(state, h)
     end
   end
   if #found == 1 then return found[1] end
-  if #found == 0 then return nil, ("no medium %s in this run"):format(tostring(h)) end
-  return nil, ("%d media match %s: name one (media() lists them)"):format(#found, tostring(h))
+  if #found == 0 then return nil, ("no medium %s in this run"):format(tostring(h)), "ENOENT" end
+  return nil, ("%d media match %s: name one (media() lists them)"):format(#found, tostring(h)), "EEXIST"
 end
 
 local function copier_of(state, m)
