@@ -62,8 +62,8 @@ describe("ntt attach", function()
   end
   after_each(function() tmux("kill-server") end)
 
-  it("shows a stuck file with its age, lowers the threads, skips it, and the run finishes", function()
-    local dir = helper.tmpdir("attach")
+  -- The fixture mounted at dir/src (its one file d00/stuck.bin hangs).
+  local function mount_stuck(dir)
     local mnt = dir .. "/src"
     helper.sh { "mkdir", "-p", mnt }
     -- multithreaded (no -s): the fixture must see the kernel's interrupt while a read hangs
@@ -80,6 +80,19 @@ describe("ntt attach", function()
       end
       return false
     end), "slowfs did not mount")
+    return mnt
+  end
+
+  local function stuck_row(mnt)
+    local h = runs.medium_of(mnt)
+    return assert(runs.db():exec(("SELECT i.state::text AS state, i.reason FROM inode_p_%s i"
+      .. " JOIN path_p_%s p ON p.ino = i.ino AND p.fs_index = i.fs_index WHERE p.path = '\\x%s'::bytea")
+      :format(h, h, ("d00/stuck.bin"):gsub(".", function(c) return ("%02x"):format(c:byte()) end))))
+  end
+
+  it("shows a stuck file with its age, lowers the threads, skips it, and the run finishes", function()
+    local dir = helper.tmpdir("attach")
+    local mnt = mount_stuck(dir)
     local pol = runs.policy(dir, [[{ copy = { batch = 6, threads = 4, adapt = false } }]])
     local home = dir .. "/home"
     local out = dir .. "/run.out"
@@ -134,10 +147,7 @@ describe("ntt attach", function()
     -- the socket went with the run
     assert.is_nil(io.open(sock))
 
-    local h = runs.medium_of(mnt)
-    local rows = assert(runs.db():exec(("SELECT i.state::text AS state, i.reason FROM inode_p_%s i"
-      .. " JOIN path_p_%s p ON p.ino = i.ino AND p.fs_index = i.fs_index WHERE p.path = '\\x%s'::bytea")
-      :format(h, h, ("d00/stuck.bin"):gsub(".", function(c) return ("%02x"):format(c:byte()) end))))
+    local rows = stuck_row(mnt)
     assert.equal(1, #rows)
     assert.equal("skipped", rows[1].state)
     assert.equal("skipped by the operator: hangs on read", rows[1].reason)
@@ -152,5 +162,38 @@ describe("ntt attach", function()
     end
     assert.is_true(before >= 1 and after >= 1, ("batches before %d, after %d"):format(before, after))
     assert.equal(1, #events(home, "operator_skip"))
+  end)
+
+  it("reaches a file a worker process reads (--workers 2)", function()
+    local dir = helper.tmpdir("attachw")
+    local mnt = mount_stuck(dir)
+    local pol = runs.policy(dir, [[{ copy = { batch = 6, threads = 2, adapt = false } }]])
+    local home = dir .. "/home"
+    local run = assert(proc.spawn { argv = { helper.ntt, "run", "--workers", "2", pol, mnt },
+                                    env = { NTT_HOME = home }, stdout = dir .. "/run.out", stderr = dir .. "/run.err" })
+    finally(function() run:kill(9); run:wait(10) end)
+    local function ask(chunk)
+      local r = runs.ntt(home, { "attach", "-e", chunk }, 30)
+      return r.stdout, r
+    end
+    -- the hanging file, in this process or the worker; the worker is listed
+    local who
+    assert.is_true(runs.wait_for(function()
+      local out = ask("for _, f in ipairs(reading()) do if f.path == 'd00/stuck.bin' and f.age > 0.5 then "
+                      .. "print('WHO', f.worker or 'main') end end")
+      who = out:match("WHO%s+(%S+)")
+      return who ~= nil
+    end), "the stuck file was never seen being read")
+    local w = ask("for _, w in ipairs(workers()) do print('WORKER', w.pid, w.state) end")
+    assert.matches("WORKER%s+%d+%s+running", w)
+    assert.matches("skipping d00/stuck%.bin", ask('skip("d00/stuck.bin", "hangs")'))
+    local how, code = run:wait(60)
+    assert.equal("exit", how)
+    assert.equal(1, code, helper.read(dir .. "/run.err"))
+    assert.matches("copied:%s+80 ", helper.read(dir .. "/run.out"))
+    local rows = stuck_row(mnt)
+    assert.equal("skipped by the operator: hangs", rows[1].reason)
+    -- no worker socket is left
+    assert.same({}, require("ntt.core.fs").readdir(home .. "/run/workers") or {})
   end)
 end)

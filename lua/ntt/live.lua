@@ -13,8 +13,9 @@
 --   reply:   "<id>\n<text>\0"  what print() wrote, then the results
 --            pretty-printed (or "error: msg")
 --
---   live.open{run_id=, log=, policy=, db=, dir=} -> socket path | nil, msg, code
---       (a stale socket of a dead run there is removed first)
+--   live.open{run_id=, log=, policy=, db=, dir=, name=} -> socket path | nil, msg, code
+--       (a stale socket of a dead run there is removed first; name: a worker
+--       process's socket, "workers/<pid>", which the run's console reaches)
 --   live.close()                 removes the socket (also when the state closes)
 --   live.service([timeout])      answers what clients sent (waits at most timeout)
 --   live.sleep(seconds)          services the socket while sleeping
@@ -35,7 +36,7 @@ M.state = state
 local server, path
 
 local MAX_ERRORS = 50
-local LIMIT = 2.0   -- seconds a console statement may run
+local LIMIT = 5.0   -- seconds a console statement may run (asking workers included)
 
 function M.dir()
   return require("ntt.config").path("run")
@@ -89,7 +90,12 @@ function M.open(o)
   state.run_id, state.pid, state.log, state.policy, state.db = o.run_id, util.pid(), o.log, o.policy, o.db
   state.started = os.time()
   if o.log then keep_errors(o.log) end
-  local p = ("%s/ctl-%s.sock"):format(dir, tostring(o.run_id or util.pid()))
+  local p = o.name and ("%s/%s.sock"):format(dir, o.name) or ("%s/ctl-%s.sock"):format(dir, tostring(o.run_id or util.pid()))
+  if o.name then
+    fs.mkdirp(p:match("^(.*)/"))
+    local c, _, ccode = ctl.connect(p)
+    if c then c:close() elseif ccode == "ECONNREFUSED" then os.remove(p) end
+  end
   local s, serr, scode = ctl.listen(p)
   if not s then return nil, serr, scode end
   server, path = s, p
@@ -103,6 +109,21 @@ function M.close()
 end
 
 function M.path() return path end
+
+-- Ask the console socket at path one chunk; its answer, or nil after timeout.
+function M.ask(p, chunk, timeout)
+  local c = require("ntt.core.ctl").connect(p)
+  if not c then return nil end
+  c:send("1 " .. M.escape(chunk) .. "\n")
+  local buf, deadline = "", util.monotonic() + (timeout or 1.5)
+  while not buf:find("\0", 1, true) and util.monotonic() < deadline do
+    local d = c:recv(0.1)
+    if not d then break end
+    buf = buf .. d
+  end
+  c:close()
+  return buf:match("^1\n(.*)%z$")
+end
 
 -- One chunk, evaluated in the client's environment; the reply's text.
 local function evaluate(env, chunk)

@@ -61,6 +61,20 @@ end
 
 local function ago(t) return t and (os.time() - t) or nil end
 
+-- The run's worker processes still running, and one chunk asked of each
+-- (through its own socket, run/workers/<pid>.sock): { {pid=, reply=} }.
+local function ask_workers(state, chunk)
+  local live = require "ntt.live"
+  local out = {}
+  local pids = {}
+  for pid, w in pairs(state.workers) do if w.state == "running" then pids[#pids + 1] = pid end end
+  table.sort(pids)
+  for _, pid in ipairs(pids) do
+    out[#out + 1] = { pid = pid, reply = live.ask(("%s/workers/%d.sock"):format(live.dir(), pid), chunk) }
+  end
+  return out
+end
+
 function M.env(state)
   local live = require "ntt.live"
   local E = setmetatable({}, { __index = _G })
@@ -88,6 +102,13 @@ function M.env(state)
         out[#out + 1] = f
       end
     end
+    for _, w in ipairs(ask_workers(state, "require('ntt.json').encode(reading())")) do
+      local ok, list = pcall(require("ntt.json").decode, w.reply or "")
+      for _, f in ipairs(ok and type(list) == "table" and list or {}) do
+        f.worker = w.pid
+        out[#out + 1] = f
+      end
+    end
     return out
   end
 
@@ -104,6 +125,7 @@ function M.env(state)
     local old
     for _, c in ipairs(copiers(state)) do old = c.ceiling(); c.set_threads(n) end
     state.pending_threads = { ["*"] = n }
+    ask_workers(state, ("threads(%d)"):format(n))
     live.override("copy.threads", n, old)
     return ("copy threads: at most %d from the next batch"):format(n)
   end
@@ -186,12 +208,18 @@ function M.env(state)
         return ("skipping %s: recorded skipped by the operator (%s)"):format(what, reason)
       end
     end
+    for _, w in ipairs(ask_workers(state, ("skip(%q, %q)"):format(sel, reason))) do
+      if w.reply and w.reply:match("^skipping") then
+        return ("worker %d: %s"):format(w.pid, (w.reply:gsub("\n$", "")))
+      end
+    end
     return ("%s is not being copied by this process (reading() lists what is)"):format(tostring(sel))
   end
 
   function E.pause()
     state.paused = true
     for _, c in ipairs(copiers(state)) do c.pause(true) end
+    ask_workers(state, "pause()")
     if state.log then state.log:info("operator_pause", { run = state.run_id }) end
     return "copying paused (threads wait between files); resume() goes on"
   end
@@ -199,6 +227,7 @@ function M.env(state)
   function E.resume()
     state.paused = false
     for _, c in ipairs(copiers(state)) do c.pause(false) end
+    ask_workers(state, "resume()")
     if state.log then state.log:info("operator_resume", { run = state.run_id }) end
     return "copying resumed"
   end
