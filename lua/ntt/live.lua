@@ -145,6 +145,9 @@ local function evaluate(env, chunk)
   end, "", 1000)
   local res = table.pack(pcall(f))
   debug.sethook()
+  if not res[1] and util.interrupted() and tostring(res[2]):find("interrupted!", 1, true) then
+    error(res[2], 0)   -- a second ^C of the run's, not the console's: it stops the run
+  end
   if not res[1] then
     out[#out + 1] = "error: " .. tostring(res[2]) .. "\n"
   else
