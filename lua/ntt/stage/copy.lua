@@ -182,7 +182,9 @@ function M.run(ctx)
     -- (the console stays served while the last workers finish)
     while not c.reaped do
       local how, wcode = c.proc:wait(0)
-      if how then reaped(c, how, wcode) else live.sleep(0.2) end
+      if how then reaped(c, how, wcode)
+      elseif require("ntt.core.util").interrupted() then reaped(c, c.proc:wait())   -- as without a console
+      else live.sleep(0.2) end
     end
   end
   local fault = not stats and type(state) == "table" and state.side == "store" and state or nil
