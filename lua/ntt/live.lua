@@ -24,7 +24,11 @@
 --   live.worker(pid, medium, state)     a worker process and its state
 --   live.progress(P) -> unregister      a progress line to redraw while waiting
 --   live.override(key, value, old)      a policy value changed for the rest of the run (logged)
---   live.sockets([dir]) -> { {path=, run_id=, live=bool} }
+--   live.sockets([dir]) -> { {path=, run_id=, live=bool} }   the runs' sockets in dir
+--   live.ask(path, chunk [, timeout]) -> answer | nil   one chunk asked of another
+--       process's socket (the console asks the workers' this way)
+--   live.dir(), live.path()      <data root>/run; this process's socket
+--   live.escape(s), live.unescape(s)   a chunk on one line and back
 --   live.state                   the state the console reads (live/console.lua)
 local util = require "ntt.core.util"
 
