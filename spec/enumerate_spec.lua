@@ -334,7 +334,7 @@ describe("enumerate", function()
       util.sleep(0.05)
     until util.monotonic() - t0 > 10
     local pol = dir .. "/p.lua"
-    helper.write(pol, 'local ntt = require "ntt"\nreturn ntt.policy.extend("default", { enumerate = { stall_timeout = 2 } })\n')
+    helper.write(pol, 'local ntt = require "ntt"\nreturn ntt.policy.extend("default", { enumerate = { stall_timeout = 2 }, progress = { bar = "never", interval = 0.5 } })\n')
     -- The walk's stuck thread stays in the kernel until the FUSE daemon
     -- answers, so the process can only be reaped after it is gone: watch
     -- the report arrive in time, then let the daemon go and see ntt exit.
@@ -351,6 +351,9 @@ describe("enumerate", function()
     local took = util.monotonic() - t0
     assert.matches("stalled in 'hang'", text)
     assert.is_true(took < 15, "stall reported after " .. took .. " s")
+    -- while the walk waits, its progress line still comes (it counts entries)
+    local _, lines = text:gsub("enumerate [^\n]- %d+ entries, ", "")
+    assert.is_true(lines >= 2, text)
     local h = assert(json.decode(assert(proc.run { argv = { helper.ntt, "identify", "--json", mnt } }).stdout:match("[^\n]+"))).hash
     fsp:kill(9); fsp:wait(10)
     local kind, code = run:wait(30)

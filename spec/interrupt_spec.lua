@@ -64,6 +64,8 @@ local function interrupt_and_check(run, stage)
   assert.truthy(err:find("stage " .. stage .. " failed: interrupted", 1, true), err)
   assert.same({}, mounts_under(run.mroot))
   assert.same({}, loops_of(run.img))
+  -- nor its console socket (ntt attach)
+  assert.same({}, require("ntt.core.fs").readdir(run.mroot .. "/../home/run") or {})
 end
 
 describe("^C during ntt run", function()

@@ -126,4 +126,17 @@ describe("ntt.progress", function()
     assert.equal(5, s.files); assert.equal(3072, s.bytes)
     assert.matches("copy:  50%% 5/10 files, 3%.0 KiB, %d+ files/s, .*ETA %d+:%d%d\n", out.text())
   end)
+
+  it("counts its own unit, never goes back, and gives an ETA by bytes", function()
+    local out = sink()
+    local p = progress.new { label = "enumerate", unit = "entries", total_bytes = 4096, interval = 0.05,
+                             bar = "never", out = out }
+    p:set(10, 1024)
+    require("ntt.core.util").sleep(0.08)
+    p:set(5, 2048)     -- a smaller count (a batch collected) does not move it back
+    local s = p:finish()
+    assert.equal(10, s.files); assert.equal(2048, s.bytes)
+    assert.matches("enumerate:  50%% 10 entries, 2%.0 KiB of 4%.0 KiB, %d+ entries/s, [%d.]+ %a+/s, ETA 0:0%d\n",
+                   out.text())
+  end)
 end)

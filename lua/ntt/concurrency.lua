@@ -70,6 +70,13 @@ end
 
 function Controller:threads() return self.n end
 
+-- A new ceiling (the console's threads(n)): the count never exceeds it from now on.
+function Controller:ceiling(max)
+  self.max = math.max(self.min, max)
+  self.n = math.min(self.n, self.max)
+  self.rate = {}
+end
+
 local function set(self, n, reason)
   n = math.max(self.min, math.min(self.max, n))
   self.raised = reason == "raise" and n > self.n

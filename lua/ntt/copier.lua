@@ -10,7 +10,9 @@
 --              files with their damaged ranges as zeros; the row stays damaged),
 --              view=function(item) -> the honest view's findings for a failing file,
 --              on_batch=function(stats) after each batch, idle=function() while others hold claims,
---              limit=N: claim at most N files, then stop (ntt run --limit) }
+--              limit=N: claim at most N files, then stop (ntt run --limit)
+--              progress=function(files, bytes) the engine's counts (files finished, bytes read)
+--              about five times a second while a batch runs }
 --   stats = { files=, copied=, new=, deduplicated=, skipped=, failed=, damaged=, salvaged=,
 --             bytes=, seconds=, batches=, claim_seconds=, reasons={reason -> n},
 --             rule_hits={rule label -> n}, threads=, fs_kind=, kernel= }
@@ -35,6 +37,12 @@
 -- the background (copy.start) while the previous batch's results are
 -- written and the next is claimed.  An expired lease (a killed worker)
 -- makes rows claimable again.
+--
+-- While it runs, the copier is one of the run's live copiers (ntt.live):
+-- its waits service the control socket, and a console can see the files
+-- being read, skip one now (recorded skipped, reason "skipped by the
+-- operator: ..."), pause, lower or raise the thread ceiling (from the next
+-- batch) and ask for a remount (before the next batch).
 local copy = require "ntt.core.copy"
 local store_mod = require "ntt.core.store"
 local util = require "ntt.core.util"
@@ -45,6 +53,7 @@ local rows_mod = require "ntt.copier.rows"
 local retry = require "ntt.copier.retry"
 local S = require "ntt.states"
 local liveness = require "ntt.liveness"
+local live = require "ntt.live"
 
 local M = {}
 
@@ -272,6 +281,9 @@ function M.run(o)
       elseif res.ok then
         final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.COPIED,
                               blobid = res.blob, size = res.bytes, new = res.new }
+      elseif res.skipped then
+        final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.SKIPPED,
+                              reason = S.REASONS.operator:format(item.operator or "no reason given") }
       elseif res.err == "EINTR" then
         final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.PENDING, release = true }
       elseif res.side == "store" then
@@ -287,11 +299,45 @@ function M.run(o)
 
   -- The first copy of a batch runs in the background while the previous
   -- batch's results are written and the next batch is claimed.
+  local want_remount
   local function start(b)
     if #b.items == 0 then return end
+    if want_remount and o.remount then
+      -- asked from the console: here no job reads (the previous batch's reads are done)
+      want_remount = false
+      local r, rerr = o.remount()
+      log:info("operator_remount", { medium = m.hash, ok = r ~= nil, error = rerr })
+      for _, x in ipairs(r or {}) do roots[x.fs_index] = x.root end
+    end
     b.timing.threads = ctl and ctl:threads() or threads
     b.started = util.monotonic()
     b.job = copy.start(st, batch_of(b.items, roots), engine_opts())
+    if live.state.paused then b.job:pause(true) end
+  end
+
+  -- The engine's counts for progress: jobs collected, and those running.
+  local prev, cur
+  local seen_files, seen_bytes = 0, 0
+  local function report()
+    if not o.progress then return end
+    local f, by = seen_files, seen_bytes
+    for _, b in ipairs { prev or false, cur or false } do
+      if b and b.job then
+        local a, c = b.job:progress()
+        f, by = f + a, by + c
+      end
+    end
+    o.progress(f, by)
+  end
+  -- Waits service the console and the progress line.
+  local function await(job)
+    while not job:wait_done(0.2) do report(); live.service() end
+    local a, c = job:progress()
+    seen_files, seen_bytes = seen_files + a, seen_bytes + c
+    return job:wait()
+  end
+  local function await_reads(job)
+    while not job:wait_reads(0.2) do report(); live.service() end
   end
 
   -- Wait for the first copy, then retry what failed until decided.
@@ -301,7 +347,7 @@ function M.run(o)
     if not b.job then return true end
     local timing = b.timing
     local tw = util.monotonic()
-    local results = b.job:wait()
+    local results = await(b.job)
     b.job = nil
     timing.wait = util.monotonic() - tw
     local failed = sort(b, b.items, results)
@@ -390,7 +436,6 @@ function M.run(o)
 
   -- Batch k reads while batch k-1 commits (syncfs waits for its
   -- writeback), then has its results and retries handled and written.
-  local prev, cur
   local function drive()
     local err, code, state
     local rok, re, rc, rs = reclaim()
@@ -411,7 +456,7 @@ function M.run(o)
         if o.idle then o.idle() end
         local rok, re, rc, rs = reclaim()
         if not rok then return nil, re, rc, rs end
-        util.sleep(0.5)
+        live.sleep(0.5)
         cur, err, code, state = take()
         if not cur then return nil, err, code, state end
       else
@@ -426,7 +471,7 @@ function M.run(o)
           nxt, err, code, state = take()
           if not nxt then return nil, err, code, state end
         end
-        if cur.job then cur.job:wait_reads() end
+        if cur.job then await_reads(cur.job) end
         prev, cur = cur, nxt
         if not cur then break end
       end
@@ -438,8 +483,58 @@ function M.run(o)
     end
     return true
   end
+  -- What the console sees of this copier, and may change.
+  local function in_flight()
+    local out = {}
+    for _, b in ipairs { prev or false, cur or false } do if b and b.job then out[#out + 1] = b end end
+    return out
+  end
+  local handle = { medium = m, worker = worker }
+  function handle.threads() return ctl and ctl:threads() or threads end
+  function handle.ceiling() return threads end
+  function handle.set_threads(n)
+    threads = n
+    if ctl then ctl:ceiling(n) end
+  end
+  function handle.reading()
+    local out = {}
+    for _, b in ipairs(in_flight()) do
+      for _, f in ipairs(b.job:live()) do
+        local item = b.items[f.index]
+        out[#out + 1] = { path = f.path, ino = item and item.ino, fs_index = item and item.fs_index,
+                          thread = f.thread, size = f.size, bytes = f.bytes, age = math.floor(f.age * 10 + 0.5) / 10 }
+      end
+    end
+    table.sort(out, function(a, b) return a.age > b.age end)
+    return out
+  end
+  function handle.skip(sel, reason)
+    for _, b in ipairs(in_flight()) do
+      for i, item in ipairs(b.items) do
+        if item.path == sel or item.ino == sel then
+          item.operator = reason
+          b.job:skip(i)
+          return item.path
+        end
+      end
+    end
+  end
+  function handle.pause(on)
+    for _, b in ipairs(in_flight()) do b.job:pause(on) end
+  end
+  function handle.remount() want_remount = true end
+  function handle.kernel() return diag.kernel or {} end
+  function handle.rule_hits() return diag:rule_hits() end
+  function handle.counts()
+    local c = {}
+    for _, k in ipairs(M.COUNTS) do c[k] = stats[k] end
+    c.batches = stats.batches
+    return c
+  end
+  local unregister = live.copier(handle)
   -- (a raising hook or bug still gets its jobs closed and claims released)
   local done, ok, err, code, state = pcall(drive)
+  unregister()
   for _, b in ipairs { prev or false, cur or false } do
     if b and b.job then b.job:close() end
   end

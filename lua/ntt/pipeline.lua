@@ -96,6 +96,7 @@ function M.run(base, targets)
         break
       end
       local t0 = require("ntt.core.util").monotonic()
+      require("ntt.live").stage(ctx, name)   -- what `ntt attach` shows
       base.log:debug("stage_start", { stage = name, target = target })
       local ok, done, err, code = pcall(impl.run, ctx)
       if not ok or not done then
@@ -113,6 +114,7 @@ function M.run(base, targets)
                                     seconds = require("ntt.core.util").monotonic() - t0 })
       hook("on_stage", name, ctx)
     end
+    require("ntt.live").stage(ctx, res.ok and "done" or ("failed: " .. tostring(res.failed_stage)))
     results[#results + 1] = res
     if res.interrupted or res.halted then break end
   end

@@ -1,10 +1,16 @@
 -- lua/ntt/progress.lua: progress of a long stage, for people.
 --
--- On a terminal: one line redrawn in place (count, bytes, rate, ETA) at most
--- five times a second.  Elsewhere (logs, CI): a plain line every `interval`
+-- On a terminal: one line redrawn in place (count, bytes, current rate, ETA)
+-- at most five times a second, and at least once a second while the stage
+-- calls set/add or tick (the copier does, from its waits; ntt.live ticks
+-- registered lines).  Elsewhere (logs, CI): a plain line every `interval`
 -- seconds.  Nothing is printed for stages shorter than one interval.
---   progress.new{label=, total=, total_bytes=, interval=5, bar="auto", out=io.stderr} -> P
---   P:add(files, bytes)   P:set(files, bytes)   P:finish() -> summary table
+-- The rate is the current one (over the last few seconds); the ETA is by
+-- bytes when total_bytes is known, else by count.
+--   progress.new{label=, total=, total_bytes=, unit="files", interval=5, bar="auto",
+--                out=io.stderr} -> P      (unit: what is counted, e.g. "entries")
+--   P:add(n, bytes)   P:set(n, bytes) (counts never go back)   P:tick()
+--   P:finish() -> summary table
 local util = require "ntt.core.util"
 
 local M = {}
@@ -35,25 +41,41 @@ function M.new(opts)
   local now = util.monotonic()
   return setmetatable({
     label = opts.label or "progress", total = opts.total, total_bytes = opts.total_bytes,
-    interval = opts.interval or 5, tty = tty, out = out,
-    files = 0, bytes = 0, start = now, last = now, drawn = false,
+    unit = opts.unit or "files", interval = opts.interval or 5, tty = tty, out = out,
+    files = 0, bytes = 0, start = now, last = now, drawn = false, samples = { { now, 0, 0 } },
   }, P)
 end
 
+local WINDOW = 5   -- seconds the current rate is taken over
+
+-- The rate now: over the samples of the last WINDOW seconds.
+function P:rates(now)
+  local s = self.samples
+  s[#s + 1] = { now, self.files, self.bytes }
+  while #s > 2 and now - s[2][1] >= WINDOW do table.remove(s, 1) end
+  local first = s[1]
+  local dt = now - first[1]
+  if dt <= 0 then return 0, 0 end
+  return (self.files - first[2]) / dt, (self.bytes - first[3]) / dt
+end
+
 function P:line()
-  local el = util.monotonic() - self.start
-  local rate = el > 0 and self.files / el or 0
-  local brate = el > 0 and self.bytes / el or 0
+  local rate, brate = self:rates(util.monotonic())
   local eta
-  if self.total and self.total > 0 and rate > 0 then
-    eta = (self.total - self.files) / rate
-  elseif self.total_bytes and self.total_bytes > 0 and brate > 0 then
-    eta = (self.total_bytes - self.bytes) / brate
+  if self.total_bytes and self.total_bytes > 0 and brate > 0 then
+    eta = math.max(0, self.total_bytes - self.bytes) / brate
+  elseif self.total and self.total > 0 and rate > 0 then
+    eta = math.max(0, self.total - self.files) / rate
   end
-  local count = self.total and ("%d/%d files"):format(self.files, self.total) or ("%d files"):format(self.files)
-  local pct = self.total and self.total > 0 and (" %3d%%"):format(math.floor(100 * self.files / self.total)) or ""
-  return ("%s:%s %s, %s, %.0f files/s, %s/s, ETA %s"):format(self.label, pct, count,
-    M.bytes(self.bytes), rate, M.bytes(brate), eta and M.duration(eta) or "--:--")
+  local u = self.unit
+  local count = self.total and ("%d/%d %s"):format(self.files, self.total, u) or ("%d %s"):format(self.files, u)
+  local frac = self.total_bytes and self.total_bytes > 0 and self.bytes / self.total_bytes
+    or self.total and self.total > 0 and self.files / self.total
+  local pct = frac and (" %3d%%"):format(math.floor(100 * math.min(1, frac))) or ""
+  local bytes = self.total_bytes and ("%s of %s"):format(M.bytes(self.bytes), M.bytes(self.total_bytes))
+    or M.bytes(self.bytes)
+  return ("%s:%s %s, %s, %.0f %s/s, %s/s, ETA %s"):format(self.label, pct, count,
+    bytes, rate, u, M.bytes(brate), eta and M.duration(eta) or "--:--")
 end
 
 function P:tick()
@@ -77,7 +99,8 @@ function P:add(files, bytes)
 end
 
 function P:set(files, bytes)
-  self.files, self.bytes = files or self.files, bytes or self.bytes
+  self.files = math.max(self.files, files or 0)
+  self.bytes = math.max(self.bytes, bytes or 0)
   self:tick()
 end
 

@@ -26,6 +26,7 @@ M.REASONS.damaged = "overlaps unrescued areas of the image"
 M.REASONS.salvaged = "salvaged: the readable bytes are stored, the unrescued ranges as zeros"
 M.REASONS.after_attempts = "%s after %d attempts: %s"
 M.REASONS.given_up = "given up by policy: %s"
+M.REASONS.operator = "skipped by the operator: %s"
 
 function M.failed(s)
   return s == M.FAILED_RETRYABLE or s == M.FAILED_PERMANENT

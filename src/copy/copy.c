@@ -32,16 +32,26 @@
  *   start(store, items [, opts]) -> Job: the same batch run in the
  *     background, so the caller can talk to the database meanwhile.
  *     Job:wait() -> results (as batch; once), Job:done() -> bool (never
- *     blocks), Job:wait_reads() returns once no source is read any more
- *     (only the batch commit may be left: the next batch's reads can
- *     start), Job:close() cancels what has not started and waits
+ *     blocks), Job:wait_reads([timeout]) returns once no source is read
+ *     any more (only the batch commit may be left: the next batch's reads
+ *     can start) -> true, or false after timeout seconds,
+ *     Job:wait_done(timeout) -> bool (the whole job ended, or not yet),
+ *     Job:live() -> { {thread=, index=, path=, size=, bytes=, age=} } the
+ *     files being read now (index into items; read without stopping the
+ *     threads), Job:progress() -> files finished, bytes read so far,
+ *     Job:skip(index) skips that item now (its result: err "ECANCELED",
+ *     skipped = true; copy_engine.h says how a blocked read ends),
+ *     Job:pause(bool) holds the threads between files,
+ *     Job:close() cancels what has not started and waits
  *     (idempotent; also __close, __gc).  The store cannot be closed while
  *     one of its jobs runs.
  *
  * How the engine groups, reads, stores and stops: src/copy/copy_engine.c.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include "copy_engine.h"
 
@@ -87,6 +97,10 @@ static void push_results(lua_State *L, struct copy_job *job, int items)
             lua_setfield(L, -2, "msg");
             lua_pushinteger(L, it->offset);
             lua_setfield(L, -2, "offset");
+            if (it->err == ECANCELED && it->skip) {
+                lua_pushboolean(L, 1);
+                lua_setfield(L, -2, "skipped");
+            }
         }
         if (job->trace) {
             lua_pushnumber(L, it->t0);
@@ -301,10 +315,86 @@ static int cjob_wait(lua_State *L)
 static int cjob_wait_reads(lua_State *L)
 {
     struct cjob *cj = cjob_check(L);
-    if (cj->job)
+    int r = 1;
+    if (cj->job && lua_isnoneornil(L, 2))
         copy_job_wait_reads(cj->job);
+    else if (cj->job)
+        r = copy_job_timedwait(cj->job, 0, luaL_checknumber(L, 2));
+    lua_pushboolean(L, r);
+    return 1;
+}
+
+static int cjob_wait_done(lua_State *L)
+{
+    struct cjob *cj = cjob_check(L);
+    double t = luaL_checknumber(L, 2);
+    lua_pushboolean(L, !cj->job || copy_job_timedwait(cj->job, 1, t));
+    return 1;
+}
+
+static int cjob_live(lua_State *L)
+{
+    struct cjob *cj = cjob_check(L);
+    lua_newtable(L);
+    struct copy_job *job = cj->job;
+    if (!job || !job->live)
+        return 1;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    int n = 0;
+    /* The mutex is only taken per file by the threads: never held across a read. */
+    pthread_mutex_lock(&job->mu);
+    for (size_t t = 0; t < job->threads; t++) {
+        struct copy_live *lv = &job->live[t];
+        if (!lv->item)
+            continue;
+        struct copy_item *it = &job->items[lv->item - 1];
+        lua_createtable(L, 0, 6);
+        lua_pushinteger(L, (lua_Integer)t + 1);
+        lua_setfield(L, -2, "thread");
+        lua_pushinteger(L, (lua_Integer)lv->item);
+        lua_setfield(L, -2, "index");
+        lua_pushlstring(L, it->path, it->pathlen);
+        lua_setfield(L, -2, "path");
+        lua_pushinteger(L, it->size);
+        lua_setfield(L, -2, "size");
+        lua_pushinteger(L, (lua_Integer)__atomic_load_n(&lv->bytes, __ATOMIC_RELAXED));
+        lua_setfield(L, -2, "bytes");
+        lua_pushnumber(L, now - lv->t0);
+        lua_setfield(L, -2, "age");
+        lua_rawseti(L, -2, ++n);
+    }
+    pthread_mutex_unlock(&job->mu);
+    return 1;
+}
+
+static int cjob_progress(lua_State *L)
+{
+    struct cjob *cj = cjob_check(L);
+    struct copy_job *job = cj->job;
+    lua_pushinteger(L, job ? (lua_Integer)__atomic_load_n(&job->files_done, __ATOMIC_RELAXED) : 0);
+    lua_pushinteger(L, job ? (lua_Integer)__atomic_load_n(&job->bytes_read, __ATOMIC_RELAXED) : 0);
+    return 2;
+}
+
+static int cjob_skip(lua_State *L)
+{
+    struct cjob *cj = cjob_check(L);
+    lua_Integer i = luaL_checkinteger(L, 2);
+    if (!cj->job || i < 1 || (size_t)i > cj->job->n)
+        return luaL_error(L, "copy job: no item %d (or the job ended)", (int)i);
+    copy_job_skip(cj->job, (size_t)i - 1);
     lua_pushboolean(L, 1);
     return 1;
+}
+
+static int cjob_pause(lua_State *L)
+{
+    struct cjob *cj = cjob_check(L);
+    if (cj->job)
+        copy_job_pause(cj->job, lua_toboolean(L, 2));
+    return 0;
 }
 
 static int cjob_done(lua_State *L)
@@ -340,6 +430,11 @@ static int cjob_tostring(lua_State *L)
 static const luaL_Reg cjob_methods[] = {
     {"wait", cjob_wait},
     {"wait_reads", cjob_wait_reads},
+    {"wait_done", cjob_wait_done},
+    {"live", cjob_live},
+    {"progress", cjob_progress},
+    {"skip", cjob_skip},
+    {"pause", cjob_pause},
     {"done", cjob_done},
     {"close", cjob_close},
     {NULL, NULL},

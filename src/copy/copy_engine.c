@@ -28,6 +28,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,7 @@
 struct worker {
     struct copy_job *job;
     int id;
+    struct copy_live *live;
     uint8_t *buf;
     pthread_t tid;
 };
@@ -79,7 +81,15 @@ static int store_fatal(int err)
     return err == ENOSPC || err == EDQUOT || err == EROFS || err == EIO;
 }
 
-static void copy_one(struct copy_job *job, struct copy_item *it, uint8_t *buf)
+static int skipped(struct copy_item *it)
+{
+    if (!__atomic_load_n(&it->skip, __ATOMIC_RELAXED))
+        return 0;
+    fail_item(it, PHASE_READ, ECANCELED, "skipped by the operator");
+    return 1;
+}
+
+static void copy_one(struct copy_job *job, struct copy_item *it, uint8_t *buf, struct copy_live *lv)
 {
     struct ntt_store *st = job->st;
     struct ntt_store_tmp *t = &it->tmp;
@@ -132,6 +142,10 @@ static void copy_one(struct copy_job *job, struct copy_item *it, uint8_t *buf)
             fail_item(it, PHASE_STORE, err, "batch stopped: store: %s", strerror(err));
             goto out;
         }
+        if (skipped(it)) {
+            it->offset = (long long)total;
+            goto out;
+        }
         ssize_t r;
         size_t want = job->bufsize - fill;
         while (zi < it->nzero && (unsigned long long)(it->zoff[zi] + it->zlen[zi]) <= total)
@@ -153,7 +167,7 @@ static void copy_one(struct copy_job *job, struct copy_item *it, uint8_t *buf)
         }
         if (r < 0) {
             if (errno == EINTR)
-                continue;
+                continue;       /* the loop's top sees a skip or a stop */
             err = errno;
             it->offset = (long long)total;
             fail_item(it, PHASE_READ, err, "read at byte %llu: %s", total, strerror(err));
@@ -163,6 +177,8 @@ static void copy_one(struct copy_job *job, struct copy_item *it, uint8_t *buf)
             break;
         ntt_blake3_update(&b3, buf + fill, (size_t)r);
         total += (unsigned long long)r;
+        __atomic_store_n(&lv->bytes, total, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&job->bytes_read, (unsigned long long)r, __ATOMIC_RELAXED);
         fill += (size_t)r;
         if (total > (unsigned long long)it->size)
             break;              /* longer than expected: fails below */
@@ -248,14 +264,28 @@ static void *worker_main(void *arg)
         size_t g = job->gorder[gi];
         for (size_t k = job->gstart[g]; k < job->gstart[g + 1]; k++) {
             struct copy_item *it = &job->items[job->order[k]];
+            while (__atomic_load_n(&job->paused, __ATOMIC_RELAXED) && !ntt_interrupted &&
+                   !__atomic_load_n(&job->stop, __ATOMIC_RELAXED) &&
+                   !__atomic_load_n(&it->skip, __ATOMIC_RELAXED))
+                usleep(50000);
             double t0 = mono();
+            pthread_mutex_lock(&job->mu);
+            w->live->t0 = t0;
+            __atomic_store_n(&w->live->bytes, 0, __ATOMIC_RELAXED);
+            w->live->item = job->order[k] + 1;
+            pthread_mutex_unlock(&job->mu);
             int stop = __atomic_load_n(&job->stop, __ATOMIC_RELAXED);
             if (ntt_interrupted || stop == ECANCELED)   /* or the job was closed */
                 fail_item(it, PHASE_OPEN, EINTR, "interrupted");
             else if (stop)
                 fail_item(it, PHASE_STORE, stop, "batch stopped: store: %s", strerror(stop));
-            else
-                copy_one(job, it, w->buf);
+            else if (!skipped(it))
+                copy_one(job, it, w->buf, w->live);
+            /* A skip's signal is only sent to a thread on the item (under mu). */
+            pthread_mutex_lock(&job->mu);
+            w->live->item = 0;
+            pthread_mutex_unlock(&job->mu);
+            __atomic_fetch_add(&job->files_done, 1, __ATOMIC_RELAXED);
             double t1 = mono();
             it->seconds = t1 - t0;
             it->t0 = t0 - job->base;
@@ -294,6 +324,7 @@ void copy_job_free(struct copy_job *job)
 {
     pthread_mutex_destroy(&job->mu);
     pthread_cond_destroy(&job->cv);
+    free(job->live);
     for (size_t i = 0; job->items && i < job->n; i++) {
         free(job->items[i].path);
         free(job->items[i].zoff);
@@ -406,7 +437,8 @@ int copy_job_plan(struct copy_job *job, size_t threads)
     if (threads > job->ngroups)
         threads = job->ngroups ? job->ngroups : 1;
     job->threads = threads;
-    return 0;
+    job->live = calloc(threads, sizeof *job->live);
+    return job->live ? 0 : ENOMEM;
 }
 
 void copy_job_cancel(struct copy_job *job)
@@ -420,6 +452,56 @@ void copy_job_wait_reads(struct copy_job *job)
     while (!job->reads_done)
         pthread_cond_wait(&job->cv, &job->mu);
     pthread_mutex_unlock(&job->mu);
+}
+
+int copy_job_timedwait(struct copy_job *job, int done, double timeout)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long ns = ts.tv_nsec + (long long)(timeout * 1e9);
+    ts.tv_sec += (time_t)(ns / 1000000000LL);
+    ts.tv_nsec = (long)(ns % 1000000000LL);
+    pthread_mutex_lock(&job->mu);
+    int rc = 0;
+    while (!(done ? job->done : job->reads_done) && rc == 0)
+        rc = pthread_cond_timedwait(&job->cv, &job->mu, &ts);
+    int r = done ? job->done : job->reads_done;
+    pthread_mutex_unlock(&job->mu);
+    return r;
+}
+
+/* SIGURG only interrupts: its handler does nothing, without SA_RESTART. */
+static void urg_noop(int sig)
+{
+    (void)sig;
+}
+
+static void urg_install(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = urg_noop;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGURG, &sa, NULL);
+}
+
+void copy_job_skip(struct copy_job *job, size_t i)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    if (i >= job->n)
+        return;
+    pthread_once(&once, urg_install);
+    __atomic_store_n(&job->items[i].skip, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_lock(&job->mu);
+    for (size_t t = 0; job->live && t < job->threads; t++)
+        if (job->live[t].item == i + 1)
+            pthread_kill(job->live[t].tid, SIGURG);
+    pthread_mutex_unlock(&job->mu);
+}
+
+void copy_job_pause(struct copy_job *job, int paused)
+{
+    __atomic_store_n(&job->paused, paused, __ATOMIC_SEQ_CST);
 }
 
 const char *copy_phase_name(int phase)
@@ -437,11 +519,17 @@ void copy_job_run(struct copy_job *job)
         for (size_t t = 0; t < threads; t++) {
             ws[t].job = job;
             ws[t].id = (int)t + 1;
+            ws[t].live = &job->live[t];
             if (posix_memalign((void **)&ws[t].buf, 4096, job->bufsize) != 0) {
                 ws[t].buf = NULL;
                 break;
             }
-            if (pthread_create(&ws[t].tid, NULL, worker_main, &ws[t]) != 0) {
+            pthread_mutex_lock(&job->mu);   /* tid is read under mu by copy_job_skip */
+            int e = pthread_create(&ws[t].tid, NULL, worker_main, &ws[t]);
+            if (e == 0)
+                job->live[t].tid = ws[t].tid;
+            pthread_mutex_unlock(&job->mu);
+            if (e != 0) {
                 free(ws[t].buf);
                 ws[t].buf = NULL;
                 break;
@@ -464,4 +552,8 @@ void copy_job_run(struct copy_job *job)
     pthread_mutex_unlock(&job->mu);
     if (job->durability == DUR_BATCH)
         batch_commit(job);
+    pthread_mutex_lock(&job->mu);
+    job->done = 1;
+    pthread_cond_broadcast(&job->cv);
+    pthread_mutex_unlock(&job->mu);
 }

@@ -33,12 +33,21 @@ struct copy_item {
     long long *zoff, *zlen;     /* ranges stored as zeros, not read (sorted) */
     size_t nzero;
     int status, err, phase, is_new, commit, thread;
+    int skip;                   /* set by copy_job_skip (atomic): the operator skipped it */
     long long offset;
     unsigned long long bytes;
     double seconds, t0, t1;
     char blob[65];
     struct ntt_store_tmp tmp;   /* the temp, kept for a batch commit */
     char msg[200];
+};
+
+/* What one thread is doing now, read by copy_job_live while the job runs. */
+struct copy_live {
+    size_t item;                /* index + 1 of the item being copied, 0 when idle (under mu) */
+    double t0;                  /* when it started (monotonic seconds) */
+    unsigned long long bytes;   /* bytes of it read so far (atomic) */
+    pthread_t tid;
 };
 
 struct copy_job {
@@ -56,8 +65,12 @@ struct copy_job {
     /* Set once no source is read any more (only the commit is left). */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int reads_done;
+    int reads_done, done;       /* done: the commit too (under mu) */
     double base;
+    struct copy_live *live;     /* one per thread (job.threads) */
+    int paused;                 /* between files, threads wait while set (atomic) */
+    size_t files_done;          /* items finished, any way (atomic) */
+    unsigned long long bytes_read;  /* bytes read from sources so far (atomic) */
 };
 
 /*
@@ -87,6 +100,23 @@ void copy_job_cancel(struct copy_job *job);
 
 /* Return once no source is read any more (only the batch commit may be left). */
 void copy_job_wait_reads(struct copy_job *job);
+
+/*
+ * Wait at most timeout seconds for the reads (done = 0) or the whole job
+ * (done = 1) to end; 1 when they have, 0 on timeout.
+ */
+int copy_job_timedwait(struct copy_job *job, int done, double timeout);
+
+/*
+ * Skip item i now: not started, it never is; being read, its thread's
+ * blocking call is interrupted (SIGURG, no restart) and the item fails
+ * ECANCELED "skipped by the operator" at the next block.  A read the
+ * kernel does not let a signal interrupt ends at its next block.
+ */
+void copy_job_skip(struct copy_job *job, size_t i);
+
+/* Threads wait between files while paused. */
+void copy_job_pause(struct copy_job *job, int paused);
 
 /* Everything a job holds, and the job itself. */
 void copy_job_free(struct copy_job *job);

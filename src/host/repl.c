@@ -10,7 +10,10 @@
  * prompt.  History lives in $NTT_HISTORY or ~/.ntt_history.
  *
  * Lua API (ntt.core.repl):
- *   run([prompt])  runs the loop until end of input; returns true
+ *   run([prompt [, eval]])  runs the loop until end of input; returns true.
+ *     With eval (`ntt attach`), a complete chunk is not run here: its text
+ *     goes to eval(text), which returns the string to print; Ctrl-C while
+ *     eval waits interrupts eval only.
  */
 #include <setjmp.h>
 #include <stdio.h>
@@ -28,6 +31,7 @@ static volatile sig_atomic_t at_prompt;
 static int use_readline;
 static char history_file[4096];
 static const char *prompt1 = "ntt> ";
+static int eval_ref = LUA_NOREF;     /* run()'s eval function, or none */
 
 static void prompt_signal(int sig)
 {
@@ -117,6 +121,67 @@ static int load_input(lua_State *L)
     return status;
 }
 
+/*
+ * The chunk at the top (more lines read while it is incomplete, checked by
+ * compiling it here) goes to eval; what it returns is printed.
+ */
+static void remote_input(lua_State *L, int base)
+{
+    for (;;) {
+        size_t len;
+        const char *text = lua_tolstring(L, -1, &len);
+        const char *expr = text[0] == '=' ? text + 1 : text;
+        const char *ret = lua_pushfstring(L, "return %s;", expr);
+        int status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
+        lua_pop(L, 2);
+        if (status == LUA_OK)
+            break;
+        status = luaL_loadbuffer(L, text, len, "=stdin");
+        if (!incomplete(L, status)) {
+            lua_pop(L, 1);      /* a complete chunk, or a syntax error the far side reports */
+            break;
+        }
+        at_prompt = 1;
+        if (sigsetjmp(prompt_jmp, 1)) {
+            if (use_readline) {
+                rl_free_line_state();
+                rl_cleanup_after_signal();
+            }
+            fputs("\n(input cancelled)\n", stdout);
+            ntt_interrupted = 0;
+            lua_settop(L, base);
+            return;
+        }
+        char *more = read_line(">> ");
+        at_prompt = 0;
+        if (!more)
+            break;
+        lua_pushliteral(L, "\n");
+        lua_pushstring(L, more);
+        free(more);
+        lua_concat(L, 3);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, eval_ref);
+    lua_insert(L, -2);
+    ntt_signals_raise(1);
+    int st = ntt_call(L, 1, 1);
+    ntt_signals_raise(0);
+    ntt_interrupted = 0;
+    lua_sethook(L, NULL, 0, 0);
+    if (st == LUA_OK) {
+        const char *out = lua_tostring(L, -1);
+        if (out && *out) {
+            fputs(out, stdout);
+            if (out[strlen(out) - 1] != '\n')
+                fputc('\n', stdout);
+            fflush(stdout);
+        }
+    } else {
+        ntt_report(L, st);
+    }
+    lua_settop(L, base);
+}
+
 static void show_results(lua_State *L, int base)
 {
     int n = lua_gettop(L) - base;
@@ -177,6 +242,10 @@ int ntt_repl(lua_State *L)
             break;
         lua_pushstring(L, line);
         free(line);
+        if (eval_ref != LUA_NOREF) {
+            remote_input(L, base);
+            continue;
+        }
         int status = load_input(L);
         if (status == LUA_OK) {
             ntt_signals_raise(1);
@@ -204,7 +273,13 @@ static int repl_run(lua_State *L)
         snprintf(prompt, sizeof prompt, "%s", lua_tostring(L, 1));
         prompt1 = prompt;
     }
+    if (lua_isfunction(L, 2)) {
+        lua_pushvalue(L, 2);
+        eval_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     ntt_repl(L);
+    luaL_unref(L, LUA_REGISTRYINDEX, eval_ref);
+    eval_ref = LUA_NOREF;
     lua_pushboolean(L, 1);
     return 1;
 }

@@ -37,7 +37,8 @@
  *                       been made in its connection's current transaction),
  *                       so that the first reads after commit need not set
  *                       hint bits on, and so rewrite, every page
- *     opts.progress     function(entries, dirs) called once per batch
+ *     opts.progress     function(entries, dirs) called once per batch, and
+ *                       about once a second while the walk waits
  *     opts.start, opts.only   walk again one place only (walk.h): start, a
  *                       directory relative to root (its own row is not
  *                       sent), only, one name of its listing; paths stay
@@ -329,6 +330,32 @@ static int sink_finish(struct sink **s, int n, int failed, char *err, size_t err
 static const char *const walk_opts[] = { "root", "inode_table", "path_table", "medium", "fs_index",
     "threads", "stall_timeout", "batch", "ignore", "path_conn", "freeze", "progress", "start", "only", NULL };
 
+/* The progress callback, also while the walk waits (a slow directory). */
+struct idle_ctx {
+    lua_State *L;
+    int progress;
+    struct ntt_walk *w;
+};
+
+static void report_progress(lua_State *L, int progress, struct ntt_walk *w)
+{
+    struct ntt_walk_stats st;
+    ntt_walk_stats(w, &st);
+    lua_pushvalue(L, progress);
+    lua_pushinteger(L, (lua_Integer)st.entries);
+    lua_pushinteger(L, (lua_Integer)st.dirs);
+    ntt_walk_stats_free(&st);
+    if (ntt_call(L, 2, 0) != LUA_OK)
+        lua_pop(L, 1);   /* progress is advisory */
+}
+
+static void load_idle(void *arg)
+{
+    struct idle_ctx *c = arg;
+    if (c->w)
+        report_progress(c->L, c->progress, c->w);
+}
+
 static int load_walk(lua_State *L)
 {
     PGconn *conn = ntt_pg_checkconn(L, 1);
@@ -375,6 +402,11 @@ static int load_walk(lua_State *L)
     }
     lua_getfield(L, 2, "progress");
     int progress = lua_isfunction(L, -1) ? lua_gettop(L) : 0;
+    struct idle_ctx ictx = { L, progress, NULL };
+    if (progress) {
+        o.idle = load_idle;
+        o.idle_arg = &ictx;
+    }
 
     char err[1024] = "", state[6] = "";
     struct ignore ig;
@@ -382,6 +414,7 @@ static int load_walk(lua_State *L)
         return luaL_error(L, "load.walk: %s", err);
 
     struct ntt_walk *w = ntt_walk_start(&o);
+    ictx.w = w;
     if (!w) {
         int e = errno;
         ntt_ignore_free(&ig);
@@ -463,16 +496,8 @@ static int load_walk(lua_State *L)
         rc = sink_maybe_flush(&is, err, sizeof err, state);
         if (rc == 0)
             rc = sink_maybe_flush(&ps, err, sizeof err, state);
-        if (rc == 0 && progress) {
-            struct ntt_walk_stats st;
-            ntt_walk_stats(w, &st);
-            lua_pushvalue(L, progress);
-            lua_pushinteger(L, (lua_Integer)st.entries);
-            lua_pushinteger(L, (lua_Integer)st.dirs);
-            ntt_walk_stats_free(&st);
-            if (ntt_call(L, 2, 0) != LUA_OK)
-                lua_pop(L, 1);   /* progress is advisory */
-        }
+        if (rc == 0 && progress)
+            report_progress(L, progress, w);
     }
     for (uint32_t k = 0; k < nwaits; k++) {
         if (waits[k].sent) continue;

@@ -51,6 +51,11 @@ struct ntt_walk_opts {
     size_t batch_bytes;     /* name/path/target bytes per batch; 0: 1 MiB */
     int max_depth;          /* directories deeper than this are not descended; <= 0: 4096 */
     int max_events;         /* events of each kind kept in the stats; <= 0: 1000 */
+    /* Called about once a second while ntt_walk_next waits for records
+     * (a slow or stuck directory), from that thread, no lock held: the
+     * loader keeps its progress line and the run's console going. */
+    void (*idle)(void *arg);
+    void *idle_arg;
     /* Walk again one place of a walk done before (records keep paths
      * relative to root): start, a directory below root (opened beneath it,
      * no symlink, no other mount), is listed instead of root and its own

@@ -275,7 +275,7 @@ size_t ntt_walk_next(struct ntt_walk *w, const struct ntt_walk_rec **recs)
     if (w->over) return 0;
     pthread_mutex_lock(&w->mu);
     uint64_t lastp = atomic_load(&w->progress);
-    double lastt = ntt_walk_mono();
+    double lastt = ntt_walk_mono(), lastidle = lastt;
     for (;;) {
         if (ntt_interrupted && !w->st.interrupted) {
             w->st.interrupted = 1;
@@ -310,6 +310,12 @@ size_t ntt_walk_next(struct ntt_walk *w, const struct ntt_walk_rec **recs)
             lastt = now;
         } else if (now - lastt >= w->o.stall_timeout && w->active > 0) {
             walk_mark_stalled(w);
+        }
+        if (w->o.idle && now - lastidle >= 1.0) {
+            lastidle = now;
+            pthread_mutex_unlock(&w->mu);
+            w->o.idle(w->o.idle_arg);
+            pthread_mutex_lock(&w->mu);
         }
     }
     pthread_mutex_unlock(&w->mu);

@@ -199,6 +199,10 @@ local function main(args)
   local runs = require "ntt.runs"
   local run_id, rerr = runs.start(conn, o.policy)
   if not run_id then log:warn("run_not_recorded", { error = rerr }) end
+  -- The control socket `ntt attach` connects to (ntt.live; docs/operations.md).
+  local live = require "ntt.live"
+  local sock, serr2 = live.open { run_id = run_id, log = log, policy = policy, db = conn }
+  if not sock then log:warn("console_unavailable", { error = serr2 }) end
   -- 4. The stages: a first SIGINT lets the current step finish; a second one raises.
   util.raise_on_interrupt(false)
   local t0 = util.monotonic()
@@ -210,6 +214,7 @@ local function main(args)
   }
   local results = pipeline.run(base, o.targets)
   util.raise_on_interrupt(true)
+  live.close()
   -- ^C anywhere (a stage's EINTR, or the flag) is 130 (143 for SIGTERM),
   -- the largest code; the pipeline keeps the signal when it clears the
   -- flag to unmount.

@@ -64,9 +64,14 @@ local function main(args)
   require("ntt.problems").watch(function(...) ntt.policy.call_hook(policy, log, "on_problem", ...) end)
   util.raise_on_interrupt(false)
   local opts = require("ntt.stage.copy").setup(ctx)
+  -- a console socket of its own, which the run's console reaches (docs/operations.md)
+  local live = require "ntt.live"
+  live.open { name = "workers/" .. util.pid(), log = log, policy = policy, db = conn }
+  live.stage(ctx, "copy")
   local stats, cerr, _, fault = require("ntt.copier").run(opts)
   -- the lease goes, the mount stays: unmounting is the run's unmount stage
   if leased then lease.release(conn, medium.hash) end
+  live.close()
   conn:close()
   local status = 0
   if not stats and type(fault) == "table" and fault.side == "store" then

@@ -26,6 +26,7 @@ local reader = require "ntt.reader"
 local proc = require "ntt.core.proc"
 local json = require "ntt.json"
 local util = require "ntt.core.util"
+local live = require "ntt.live"
 
 local M = {}
 
@@ -163,11 +164,18 @@ function M.run(ctx)
   for _ = 2, workers do
     local out = os.tmpname()   -- the worker's counts, one JSON line
     local p = proc.spawn { argv = { self_binary(), "worker", ctx.policy_path, m.hash }, stdout = out }
-    if p then children[#children + 1] = { proc = p, pid = p:pid(), out = out } else os.remove(out) end
+    if p then
+      children[#children + 1] = { proc = p, pid = p:pid(), out = out }
+      live.worker(p:pid(), m.hash, "running")
+    else
+      os.remove(out)
+    end
   end
   local pg = (ctx.policy.progress or {})
+  local size = rows:pending_size()
   local pr = progress.new { label = "copy " .. (m.human or m.hash), total = pending,
-                            interval = pg.interval, bar = pg.bar }
+                            total_bytes = size and size.bytes, interval = pg.interval, bar = pg.bar }
+  local unprogress = live.progress(pr)
   local opts = M.setup(ctx)
   opts.limit = ctx.limit
   -- The workers run in sessions of their own (a ^C at the terminal does not
@@ -185,7 +193,9 @@ function M.run(ctx)
     ctx.workers_stopped = n
   end
   if #children == 0 then
-    opts.on_batch = function(s) pr:set(s.files, s.bytes) end
+    -- the engine's counts while each batch runs (files finished, bytes read)
+    opts.progress = function(files, bytes) pr:set(files, bytes) end
+    opts.on_batch = function(s) pr:set(s.files) end
   else
     -- Other processes copy too: the medium's rows say how far all got
     -- (counted at most once per progress interval: it reads the table).
@@ -203,6 +213,7 @@ function M.run(ctx)
   -- than after its lease, and say so.
   local function reaped(p, how, code)
     p.reaped = true
+    live.worker(p.pid, m.hash, ("%s %s"):format(tostring(how), tostring(code)))
     if how == "exit" and code == 0 then return end
     if how == "exit" and code == 3 then return end   -- stopped by the store: its claims are released
     if forwarded then
@@ -224,21 +235,28 @@ function M.run(ctx)
     end
   end
   local stats, err, code, state = copier.run(opts)
+  unprogress()
   pr:finish()
   forward()
   for _, c in ipairs(children) do
-    if not c.reaped then
-      -- a stopped worker has a minute to write its batch; then it is killed
-      local how, wcode = c.proc:wait(forwarded and 60 or nil)
-      if not how and util.interrupted() and not forwarded then
-        forward()                        -- the signal came while waiting
-        how, wcode = c.proc:wait(60)
+    -- a stopped worker has a minute to write its batch, then it is killed;
+    -- the console stays served while the last workers finish
+    local deadline
+    while not c.reaped do
+      local how, wcode = c.proc:wait(0)
+      if how then
+        reaped(c, how, wcode)
+      else
+        if util.interrupted() and not forwarded then forward() end   -- the signal came while waiting
+        if forwarded then
+          deadline = deadline or util.monotonic() + 60
+          if util.monotonic() > deadline then
+            c.proc:kill(9)
+            reaped(c, c.proc:wait(10))
+          end
+        end
+        if not c.reaped then live.sleep(0.2) end
       end
-      if not how then
-        c.proc:kill(9)
-        how, wcode = c.proc:wait(10)
-      end
-      reaped(c, how, wcode)
     end
   end
   local fault = not stats and type(state) == "table" and state.side == "store" and state or nil

@@ -99,11 +99,12 @@ function M.run(ctx)
     return true
   end
   local p = ctx.policy.enumerate or {}
-  local pr = progress.new { label = "enumerate " .. (m.human or m.hash), interval = (ctx.policy.progress or {}).interval,
+  local pr = progress.new { label = "enumerate " .. (m.human or m.hash), unit = "entries",
+                            interval = (ctx.policy.progress or {}).interval,
                             bar = (ctx.policy.progress or {}).bar }
   local summary, err, code, partial = enumerate.load(db, m.hash, ctx.roots, {
     replace = ctx.replace, ignore = require("ntt.policy").ignore_of(ctx.policy), threads = p.threads, stall_timeout = p.stall_timeout,
-    progress = function(entries) pr:set(entries) end })
+    progress = function(entries) pr:set(entries); require("ntt.live").service() end })
   pr:finish()
   local s = summary or partial or {}
   if (s.error_count or 0) > 0 then
