@@ -3,7 +3,8 @@
 -- On a terminal: one line redrawn in place (count, bytes, rate, ETA) at most
 -- five times a second.  Elsewhere (logs, CI): a plain line every `interval`
 -- seconds.  Nothing is printed for stages shorter than one interval.
---   progress.new{label=, total=, total_bytes=, interval=5, bar="auto", out=io.stderr} -> P
+--   progress.new{label=, total=, total_bytes=, interval=5, bar="auto", out=io.stderr,
+--                bytes_only=false} -> P   (bytes_only: no file counts, e.g. imaging)
 --   P:add(files, bytes)   P:set(files, bytes)   P:finish() -> summary table
 local util = require "ntt.core.util"
 
@@ -36,7 +37,7 @@ function M.new(opts)
   return setmetatable({
     label = opts.label or "progress", total = opts.total, total_bytes = opts.total_bytes,
     interval = opts.interval or 5, tty = tty, out = out,
-    files = 0, bytes = 0, start = now, last = now, drawn = false,
+    files = 0, bytes = 0, start = now, last = now, drawn = false, bytes_only = opts.bytes_only,
   }, P)
 end
 
@@ -49,6 +50,12 @@ function P:line()
     eta = (self.total - self.files) / rate
   elseif self.total_bytes and self.total_bytes > 0 and brate > 0 then
     eta = (self.total_bytes - self.bytes) / brate
+  end
+  if self.bytes_only then
+    local of = self.total_bytes and self.total_bytes > 0
+    return ("%s:%s %s%s, %s/s, ETA %s"):format(self.label,
+      of and (" %6.2f%%"):format(100 * self.bytes / self.total_bytes) or "", M.bytes(self.bytes),
+      of and (" of " .. M.bytes(self.total_bytes)) or "", M.bytes(brate), eta and M.duration(eta) or "--:--")
   end
   local count = self.total and ("%d/%d files"):format(self.files, self.total) or ("%d files"):format(self.files)
   local pct = self.total and self.total > 0 and (" %3d%%"):format(math.floor(100 * self.files / self.total)) or ""
