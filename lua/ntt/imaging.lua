@@ -150,10 +150,17 @@ local function has_work(phase, st)
   return false
 end
 
+-- A text[] literal: every word quoted.
+local function text_array(words)
+  local q = {}
+  for i, w in ipairs(words) do q[i] = '"' .. w:gsub('[\\"]', '\\%0') .. '"' end
+  return "{" .. table.concat(q, ",") .. "}"
+end
+
 local function record_start(conn, hash, pass, phase, argv, before)
   local r, err, code, state = conn:exec([[
     INSERT INTO imaging_phase (device_hash, pass, phase, argv, rescued_before)
-    VALUES ($1, $2, $3, $4, $5) RETURNING id]], hash, pass, phase, argv, before)
+    VALUES ($1, $2, $3, $4::text[], $5) RETURNING id]], hash, pass, phase, text_array(argv), before)
   if not r then return nil, err, code, state end
   return r[1].id
 end

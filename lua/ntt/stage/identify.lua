@@ -55,8 +55,6 @@ local function sampled_twins(ctx, ident, linked)
      ORDER BY added_at, medium_hash]], ident.sampled_hash, ident.hash)
   if not r then return nil, err, code, state end
   if not r[1] then return true end
-  local ok, perr, pcode, pstate = problems.note(ctx.db, ident.hash, "same_sampled_hash_as", r[1].medium_hash)
-  if not ok then return nil, perr, pcode, pstate end
   -- the older rescues it is linked to are not "of its own"
   local older = {}
   if linked then
@@ -64,6 +62,14 @@ local function sampled_twins(ctx, ident, linked)
     if not lin then return nil, lerr, lcode, lstate end
     for _, c in ipairs(lin.chain) do older[c.medium_hash] = true end
   end
+  -- the device an image was made from shares it by nature: no hint needed
+  local first
+  for _, row in ipairs(r) do
+    if not (ctx.imaging and older[row.medium_hash]) then first = first or row end
+  end
+  if not first then return true end
+  local ok, perr, pcode, pstate = problems.note(ctx.db, ident.hash, "same_sampled_hash_as", first.medium_hash)
+  if not ok then return nil, perr, pcode, pstate end
   for _, row in ipairs(r) do
     if not older[row.medium_hash] then
       ctx.log:warn("same_sampled_hash", { medium = ident.hash, other = row.medium_hash,
@@ -155,6 +161,7 @@ function M.run(ctx)
   local ident, err, code = media.identify(ctx.target, { cache = db and hashcache.new(db) or nil,
                                                         content = device_image(ctx) or nil })
   if not ident then return nil, err, code end
+  if ctx.imaging and ctx.device then ident.human = ctx.device.human end
   ctx.medium = ident
   local row, state
   row, err, code, state = known(db, ident.hash)
