@@ -53,7 +53,7 @@ HELPER_SHARED := $(B)/media/layout.o $(B)/media/mapfile_parse.o
 DEB_PACKAGES := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted libpq-dev \
                 libblkid-dev libmount-dev libzstd-dev zstd libreadline-dev libfuse3-dev fuse3 \
                 postgresql b3sum e2fsprogs dosfstools mtools fusefat fuseiso fuse2fs xorriso \
-                util-linux fdisk tmux sudo rsync procps chromium python3-jsonschema libxml2-utils sleuthkit
+                util-linux fdisk tmux sudo rsync procps chromium python3-jsonschema libxml2-utils sleuthkit gddrescue
 
 .PHONY: all test bench demo install clean lint deps
 all: $(B)/ntt $(if $(HELPER_SRC),$(B)/ntt-mount-helper)
