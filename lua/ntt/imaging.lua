@@ -128,8 +128,8 @@ local function copy_file(from, to)
   local text = f:read("a")
   f:close()
   local tmp = to .. ".tmp"
-  local o, err = io.open(tmp, "wb")
-  if not o then return nil, err end
+  local o, err, en = io.open(tmp, "wb")
+  if not o then return nil, err, util.errname(en) end
   o:write(text)
   o:close()
   return os.rename(tmp, to)
@@ -209,7 +209,11 @@ function M.run_phases(ctx, run)
                  ("%s: phase %s skipped: %s"):format(dev.human or dev.hash, name, why))
         out.skipped = out.skipped + 1
       else
-        copy_file(paths.map, paths.bak)
+        local bok, berr = copy_file(paths.map, paths.bak)
+        if bok == nil then
+          log:warn("map_backup_failed", { medium = dev.hash, path = paths.bak, error = berr },
+                   ("%s: the map could not be backed up: %s"):format(dev.human or dev.hash, tostring(berr)))
+        end
         local argv = ddrescue.argv(phase.args, dev.image_path, paths.image, paths.map, run.policy.binary)
         local id
         id, err, code, state = record_start(conn, dev.hash, run.pass, name, argv, st.rescued)
