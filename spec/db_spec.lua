@@ -109,11 +109,12 @@ describe("ntt.db", function()
     if not need_db() then return end
     assert(db.migrate(conn))
     local last = db.required()
+    local list = db.migrations()      -- the numbers may have gaps: the one before the last
     assert(conn:exec("DELETE FROM schema_migrations WHERE version = $1", last))
     local ok, msg, code = db.check(conn)
     assert.is_nil(ok)
     assert.equal("ESCHEMAOLD", code)
-    assert.matches(("schema is version %d, this ntt requires %d"):format(last - 1, last), msg, 1, true)
+    assert.matches(("schema is version %d, this ntt requires %d"):format(list[#list - 1].version, last), msg, 1, true)
     assert.matches("ntt db migrate", msg, 1, true)
     assert(conn:exec("INSERT INTO schema_migrations (version, name) VALUES ($1, 'x')", last))
     assert(conn:exec("INSERT INTO schema_migrations (version, name) VALUES ($1, 'future')", last + 1))

@@ -7,7 +7,8 @@
 --         (ntt.core.openers: /proc/*/fd), whoever started it; or
 --       * the map was written less than map_age seconds ago and does not say
 --         ddrescue finished (its status line is not "+"): a ddrescue on
---         another machine, over a network share, shows only that way.  ddrescue
+--         another machine, over a network share, shows only that way (a map
+--         that does not parse is not taken as a sign: inspect reports it).  ddrescue
 --         saves its map every 30 s to 5 min, so the policy age is minutes.
 --       map may be nil (no map beside the image: only the writers are looked for).
 local openers = require "ntt.core.openers"
@@ -33,8 +34,9 @@ function M.check(image, map, opts)
       local now = opts.now or util.now()
       local old = now - st.mtime_ns / 1e9
       if old < age then
+        -- a map that does not parse says nothing of ddrescue (inspect reports it)
         local m = require("ntt.mapfile").read(map)
-        if not m or m.current_status ~= "+" then
+        if m and m.current_status ~= "+" then
           return { path = map, why = "map_age", age = old, status = m and m.current_status or nil }
         end
       end
