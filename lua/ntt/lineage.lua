@@ -21,6 +21,7 @@
 --       ntt imaged) | "more" (a rescue more of it, migration 019); refuses (EINVAL) a medium as its own
 --       rescue and a link that would make a cycle; notes rescue_of on the
 --       new medium's problems, rescued_again_as (a list) on the older's
+--   lineage.BASIS[basis] -> why, for people ("by its map", ...)
 --   lineage.of(conn, hash) -> { rescue_of=, basis=, chain=, rescues= }
 --       chain: the older media, nearest first ({medium_hash=, medium_human=,
 --       basis=, depth=}); rescues: every later rescue, with its depth
@@ -38,6 +39,10 @@ local mapfile = require "ntt.mapfile"
 local problems = require "ntt.problems"
 
 local M = {}
+
+-- Why a medium is a rescue of another, for people (rescue_basis).
+M.BASIS = { map = "by its map", operator = "said by the operator", imaged = "imaged from that device",
+            more = "a rescue more of the same device" }
 
 -- The "+" ranges of map below size, and their bytes.
 local function rescued(map, size)
