@@ -113,34 +113,42 @@ function M.run(opts)
   local buf, last_fp, moved_at, status = "", nil, t0, nil
   local ending, ended_at             -- why we asked it to stop, and when
   local how, exit
-  while true do
-    local w, x = p:wait(poll)
-    if w then how, exit = w, x; break end
-    local now = util.monotonic()
-    local chunk
-    chunk, pos = read_from(opts.out, pos)
-    if #chunk > 0 then
-      buf = (buf .. chunk):sub(-4096)
-      local st = M.status(buf)
-      if st then
-        status = st
-        local fp = fingerprint(st)
-        if fp ~= last_fp then last_fp, moved_at = fp, now end
-        if opts.on_status then opts.on_status(st) end
+  -- a second ^C raises out of the loop: ddrescue (in its own session) is
+  -- stopped the clean way before the error goes on
+  local ok, lerr = pcall(function()
+    while true do
+      local w, x = p:wait(poll)
+      if w then how, exit = w, x; break end
+      local now = util.monotonic()
+      local chunk
+      chunk, pos = read_from(opts.out, pos)
+      if #chunk > 0 then
+        buf = (buf .. chunk):sub(-4096)
+        local st = M.status(buf)
+        if st then
+          status = st
+          local fp = fingerprint(st)
+          if fp ~= last_fp then last_fp, moved_at = fp, now end
+          if opts.on_status then opts.on_status(st) end
+        end
+      end
+      if not ending then
+        if interrupted() then ending = "interrupted"
+        elseif opts.budget and now - t0 >= opts.budget then ending = "budget"
+        elseif opts.stall and now - moved_at >= opts.stall then ending = "stall" end
+        if ending then
+          ended_at = now
+          p:kill(SIGINT)
+        end
+      elseif now - ended_at >= M.grace then
+        p:kill(SIGKILL)
+        ended_at = math.huge          -- once
       end
     end
-    if not ending then
-      if interrupted() then ending = "interrupted"
-      elseif opts.budget and now - t0 >= opts.budget then ending = "budget"
-      elseif opts.stall and now - moved_at >= opts.stall then ending = "stall" end
-      if ending then
-        ended_at = now
-        p:kill(SIGINT)
-      end
-    elseif now - ended_at >= M.grace then
-      p:kill(SIGKILL)
-      ended_at = math.huge          -- once
-    end
+  end)
+  if not ok then
+    p:kill(SIGINT)
+    error(lerr, 0)
   end
   local chunk = read_from(opts.out, pos)
   if #chunk > 0 then
