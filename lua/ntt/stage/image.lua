@@ -63,16 +63,24 @@ function M.run(ctx)
   local ok, merr, mcode = fs.mkdirp(dir)
   if not ok then return nil, merr, mcode end
   local paths = imaging.paths(dir, dev.hash)
+  local prev, gerr, gcode, gstate = imaging.get(db, dev.hash)
+  if prev == nil then return nil, gerr, gcode, gstate end
+  -- the image a device was first imaged to stays its image (resume, rescue
+  -- more), even when the policy's image.dir has changed since
+  if prev and prev.image_path ~= paths.image then
+    paths = imaging.paths(prev.image_path:match("^(.*)/[^/]*$") or ".", dev.hash)
+  end
   -- someone else (a ddrescue started by hand) writing this image: not ours to touch
   for _, f in ipairs { paths.image, paths.map } do
     local ws = fs.stat(f) and require("ntt.core.openers").writers(f) or {}
     if ws[1] then
+      require("ntt.problems").set(db, dev.hash, "image_being_written",
+                                  { path = f, why = "writer", pid = ws[1].pid, comm = ws[1].comm })
+      ctx.problems[#ctx.problems + 1] = { kind = "image_being_written", path = f }
       return nil, ("%s: still being written by %s (pid %d): not imaged again while it runs")
                   :format(f, ws[1].comm, ws[1].pid), "EBUSY"
     end
   end
-  local prev, gerr, gcode, gstate = imaging.get(db, dev.hash)
-  if prev == nil then return nil, gerr, gcode, gstate end
   local more = prev and prev.state == "finished" and more_wanted(ctx, p, dev.hash, prev)
   local row
   row, err, code, state = imaging.begin(db, dev, paths, facts, sm, more)
