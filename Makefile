@@ -58,7 +58,7 @@ DEB_PACKAGES := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted libpq
                 libblkid-dev libmount-dev libzstd-dev zstd libarchive-dev libssl-dev libreadline-dev libfuse3-dev fuse3 \
                 postgresql b3sum e2fsprogs dosfstools mtools fusefat fuseiso fuse2fs xorriso \
                 libtsk-dev sleuthkit genisoimage \
-                util-linux fdisk tmux sudo rsync procps chromium python3-jsonschema libxml2-utils
+                util-linux fdisk tmux sudo rsync procps chromium python3-jsonschema libxml2-utils gddrescue
 
 .PHONY: all test bench demo install clean lint deps
 all: $(B)/ntt $(if $(HELPER_SRC),$(B)/ntt-mount-helper) $(if $(TSKFS_SRC),$(B)/ntt-tskfs)

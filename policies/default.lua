@@ -23,6 +23,15 @@ return ntt.policy {
     folders = "auto",
   },
 
+  identify = {
+    -- An image whose ddrescue map was written less than this many seconds
+    -- ago and does not say ddrescue finished is refused (it may still be
+    -- written: ddrescue saves its map every 30 s to 5 min); an image or map
+    -- that a process holds open for writing is always refused.  0: only the
+    -- open files are looked at.
+    map_age = 300,
+  },
+
   inspect = {
     -- rescued % of the mapfile: 100 ok, >= incomplete, >= corrupt, else failed
     health = { incomplete = 90, corrupt = 20 },

@@ -17,9 +17,11 @@
 --       their recorded rescued %) the image's map rescues further; the one
 --       rescued most.  Rows: {medium_hash=, medium_human=, image_path=}.
 --   lineage.link(conn, hash, old, basis) -> true | nil, msg, code, state
---       basis "map" | "operator"; refuses (EINVAL) a medium as its own
+--       basis "map" | "operator" | "imaged" (the first image of a device
+--       ntt imaged) | "more" (a rescue more of it, migration 019); refuses (EINVAL) a medium as its own
 --       rescue and a link that would make a cycle; notes rescue_of on the
 --       new medium's problems, rescued_again_as (a list) on the older's
+--   lineage.BASIS[basis] -> why, for people ("by its map", ...)
 --   lineage.of(conn, hash) -> { rescue_of=, basis=, chain=, rescues= }
 --       chain: the older media, nearest first ({medium_hash=, medium_human=,
 --       basis=, depth=}); rescues: every later rescue, with its depth
@@ -37,6 +39,10 @@ local mapfile = require "ntt.mapfile"
 local problems = require "ntt.problems"
 
 local M = {}
+
+-- Why a medium is a rescue of another, for people (rescue_basis).
+M.BASIS = { map = "by its map", operator = "said by the operator", imaged = "imaged from that device",
+            more = "a rescue more of the same device" }
 
 -- The "+" ranges of map below size, and their bytes.
 local function rescued(map, size)
@@ -137,7 +143,9 @@ local function chain(conn, hash)
 end
 
 function M.link(conn, hash, old, basis)
-  if basis ~= "map" and basis ~= "operator" then error("lineage.link: basis is 'map' or 'operator'", 2) end
+  if basis ~= "map" and basis ~= "operator" and basis ~= "imaged" and basis ~= "more" then
+    error("lineage.link: basis is 'map', 'operator', 'imaged' or 'more'", 2)
+  end
   if old == hash then return nil, ("medium %s cannot be a rescue of itself"):format(hash), "EINVAL" end
   local older, err, code, state = chain(conn, old)
   if not older then return nil, err, code, state end

@@ -7,7 +7,9 @@
 --     ident.sampled_hash (images and devices), ident.hashed / ident.cached
 --     opts: model=, serial= (override what the device reports), map= (a
 --     mapfile path instead of looking beside the image), cache= (an
---     ntt.hashcache; without it an image is read through every time)
+--     ntt.hashcache; without it an image is read through every time),
+--     content=true (hash an image by its content even when its name is a
+--     hash: the image of a device, named by the device's hash)
 --   media.inspect(ident [, policy]) -> report
 --     report = { map=, map_path=, rescued_pct=, health=, holes=,
 --                boot_sector_bad=, erased={byte=}|nil, uniform={byte=}|nil,
@@ -144,7 +146,7 @@ function M.identify(target, opts)
   if ident.size == 0 then
     return nil, ("%s: empty %s (0 bytes): nothing to identify"):format(target, ident.kind), "EINVAL"
   end
-  local named = ident.kind == "image" and is_hash(stem(target))
+  local named = ident.kind == "image" and not opts.content and is_hash(stem(target))
   local pst, cache = nil, ident.kind == "image" and not named and opts.cache or nil
   if cache then
     pst, err, code = fs.stat(path)

@@ -27,7 +27,7 @@ function M.append(list) return setmetatable({ op = "append", items = list }, wra
 function M.prepend(list) return setmetatable({ op = "prepend", items = list }, wrap_mt) end
 
 -- Stage names the runtime knows; a stage may also be given as a function.
-M.STAGES = { "identify", "inspect", "mount", "enumerate", "copy", "tree", "verify", "report", "archive", "unmount" }
+M.STAGES = { "image", "identify", "inspect", "mount", "enumerate", "copy", "tree", "verify", "report", "archive", "unmount" }
 
 local function stage_check(v)
   if type(v) == "function" then return true end
@@ -103,6 +103,21 @@ M.schema = {
   stages = { list = { check = stage_check } },
   targets = sec {
     folders = { "auto", "images", "tree" },
+  },
+  image = sec {
+    dir = "string",
+    binary = "string",
+    smart = "boolean",
+    more = "boolean",
+    stall = "number",
+    poll = "number",
+    phases = { list = sec { name = "string", args = { list = "string" }, budget = "number", stall = "number",
+                            works_on = "string", skip_above = "number", give_up_below = "number" } },
+    more_phases = { list = sec { name = "string", args = { list = "string" }, budget = "number", stall = "number",
+                                 works_on = "string", skip_above = "number", give_up_below = "number" } },
+  },
+  identify = sec {
+    map_age = "number",
   },
   inspect = sec {
     health = sec { incomplete = "number", corrupt = "number" },

@@ -8,7 +8,8 @@
 -- The rate is the current one (over the last few seconds); the ETA is by
 -- bytes when total_bytes is known, else by count.
 --   progress.new{label=, total=, total_bytes=, unit="files", interval=5, bar="auto",
---                out=io.stderr} -> P      (unit: what is counted, e.g. "entries")
+--                out=io.stderr, bytes_only=false} -> P
+--     (unit: what is counted, e.g. "entries"; bytes_only: no counts, e.g. imaging)
 --   P:add(n, bytes)   P:set(n, bytes) (counts never go back)   P:tick()
 --   P:finish() -> summary table
 local util = require "ntt.core.util"
@@ -42,7 +43,7 @@ function M.new(opts)
   return setmetatable({
     label = opts.label or "progress", total = opts.total, total_bytes = opts.total_bytes,
     unit = opts.unit or "files", interval = opts.interval or 5, tty = tty, out = out,
-    files = 0, bytes = 0, start = now, last = now, drawn = false, samples = { { now, 0, 0 } },
+    files = 0, bytes = 0, start = now, last = now, drawn = false, bytes_only = opts.bytes_only, samples = { { now, 0, 0 } },
   }, P)
 end
 
@@ -66,6 +67,12 @@ function P:line()
     eta = math.max(0, self.total_bytes - self.bytes) / brate
   elseif self.total and self.total > 0 and rate > 0 then
     eta = math.max(0, self.total - self.files) / rate
+  end
+  if self.bytes_only then
+    local of = self.total_bytes and self.total_bytes > 0
+    return ("%s:%s %s%s, %s/s, ETA %s"):format(self.label,
+      of and (" %6.2f%%"):format(100 * self.bytes / self.total_bytes) or "", M.bytes(self.bytes),
+      of and (" of " .. M.bytes(self.total_bytes)) or "", M.bytes(brate), eta and M.duration(eta) or "--:--")
   end
   local u = self.unit
   local count = self.total and ("%d/%d %s"):format(self.files, self.total, u) or ("%d %s"):format(self.files, u)

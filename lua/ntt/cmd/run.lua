@@ -24,6 +24,11 @@ options:
                 maps say.  Without it, an image sharing size and first and
                 last MiB with a known medium is linked as its new rescue
                 when its ddrescue map rescued that medium further
+  --more MEDIUM  rescue more: the device imaged as MEDIUM (the device's hash,
+                or an image medium made from it; hash, prefix or name) is
+                imaged again in the policy's image.more_phases, over the same
+                image and map, making a new rescue in its lineage (its
+                recorded device path is the target when no device is given)
   --workers N   worker processes for the copy stage (default: the policy's)
   --dry-run     print what the run would do -- per medium: filesystems and
                 how each is read, entries by kind, files and bytes to copy,
@@ -102,6 +107,12 @@ local function parse(args)
       i = i + 1
     elseif a == "--dry-run" then o.dry_run = true
     elseif a == "--json" then o.json = true
+    elseif a == "--more" then
+      local m = args[i + 1]
+      if not m or m == "" or m:match("^%-") then return nil, "--more needs a medium", "EINVAL" end
+      o.more = o.more or {}
+      o.more[#o.more + 1] = m
+      i = i + 1
     elseif a == "--replace" then o.replace = true
     elseif a == "-v" or a == "--verbose" then o.stderr = "info"
     elseif a == "--debug" then o.stderr = "debug"; o.level = "debug"
@@ -113,7 +124,7 @@ local function parse(args)
   end
   if not o.policy then return nil, "a POLICY is required", "EINVAL" end
   -- `ntt run IMAGE`: a policy and a target are both needed; nothing is loaded
-  if #o.targets == 0 then return nil, "a POLICY and a TARGET are required", "EINVAL" end
+  if #o.targets == 0 and not o.more then return nil, "a POLICY and a TARGET are required", "EINVAL" end
   if o.json and not o.dry_run then return nil, "--json goes with --dry-run", "EINVAL" end
   return o
 end
@@ -138,7 +149,7 @@ local function main(args)
     io.stderr:write(("ntt: %s: %s\n"):format(o.policy, serr))
     return EXIT.failed
   end
-  if #o.targets == 0 then
+  if #o.targets == 0 and not o.more then
     io.stderr:write("ntt run: no TARGET given (an image, a folder of images, or a directory)\n")
     return EXIT.usage
   end
@@ -195,6 +206,23 @@ local function main(args)
     rescue_targets = rescue_targets or {}
     rescue_targets[rq.target] = m.medium_hash
   end
+  -- --more: the device imaged as that medium, at its recorded path unless one is given.
+  local more_media
+  if o.more then
+    local given = #o.targets > 0
+    more_media = {}
+    for _, name in ipairs(o.more) do
+      local row, merr = require("ntt.imaging").resolve(conn, name)
+      if not row then
+        log:error("more_invalid", { medium = name, error = merr }, "ntt run: --more: " .. tostring(merr))
+        conn:close()
+        log:close()
+        return EXIT.failed
+      end
+      more_media[row.device_hash] = true
+      if not given then o.targets[#o.targets + 1] = row.device_path end
+    end
+  end
   -- The run's row (rule hits gather there).
   local runs = require "ntt.runs"
   local run_id, rerr = runs.start(conn, o.policy)
@@ -211,6 +239,7 @@ local function main(args)
     policy = policy, policy_path = o.policy, log = log, db = conn, run_id = run_id,
     workers = o.workers or policy.workers or 1,
     interrupted = util.interrupted, replace = o.replace, rescue_targets = rescue_targets, limit = o.limit,
+    more_media = more_media,
   }
   local results = pipeline.run(base, o.targets)
   util.raise_on_interrupt(true)

@@ -160,7 +160,7 @@ local function show(r)
     local parts = {}
     for _, c in ipairs(lin.chain) do
       parts[#parts + 1] = ("%s (%s, %s)"):format(c.medium_hash, shown(c.medium_human or "?"),
-                                                 c.basis == "map" and "by its map" or "said by the operator")
+                                                 require("ntt.lineage").BASIS[c.basis] or tostring(c.basis))
     end
     say("lineage: a new rescue of %s", table.concat(parts, " <- "))
     local c = lin.recovered

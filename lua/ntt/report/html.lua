@@ -101,7 +101,7 @@ local function identity(model)
     local parts = {}
     for _, c in ipairs(lin.chain or {}) do
       parts[#parts + 1] = ("<code>%s</code> (%s, %s)"):format(esc(c.medium_hash), esc(c.medium_human or "?"),
-        c.basis == "map" and "by its map" or "said by the operator")
+        require("ntt.lineage").BASIS[c.basis] or tostring(c.basis))
     end
     rows[#rows + 1] = { "new rescue of", table.concat(parts, " ← ") }
   end

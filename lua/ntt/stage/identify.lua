@@ -12,11 +12,18 @@
 -- new rescue of that medium when its map rescued it further, or when the
 -- operator says so (ctx.rescue_targets[target], from `ntt run --rescue-of`):
 -- linked (medium.rescue_of), logged, noted on both (ntt.lineage).
+-- An image still being written (ntt.writing: a process holds it or its map
+-- open for writing, or a fresh map that does not say ddrescue finished,
+-- policy identify.map_age) is refused before a byte of it is read: EBUSY,
+-- logged, and noted on the media recorded at that path.  The image the
+-- image stage made (ctx.imaging) is named by its content, not by its name
+-- (the device's hash), and linked into the device's lineage.
 local fs = require "ntt.core.fs"
 local media = require "ntt.media"
 local hashcache = require "ntt.hashcache"
 local problems = require "ntt.problems"
 local lineage = require "ntt.lineage"
+local writing = require "ntt.writing"
 
 local M = {}
 
@@ -48,8 +55,6 @@ local function sampled_twins(ctx, ident, linked)
      ORDER BY added_at, medium_hash]], ident.sampled_hash, ident.hash)
   if not r then return nil, err, code, state end
   if not r[1] then return true end
-  local ok, perr, pcode, pstate = problems.note(ctx.db, ident.hash, "same_sampled_hash_as", r[1].medium_hash)
-  if not ok then return nil, perr, pcode, pstate end
   -- the older rescues it is linked to are not "of its own"
   local older = {}
   if linked then
@@ -57,6 +62,14 @@ local function sampled_twins(ctx, ident, linked)
     if not lin then return nil, lerr, lcode, lstate end
     for _, c in ipairs(lin.chain) do older[c.medium_hash] = true end
   end
+  -- the device an image was made from shares it by nature: no hint needed
+  local first
+  for _, row in ipairs(r) do
+    if not (ctx.imaging and older[row.medium_hash]) then first = first or row end
+  end
+  if not first then return true end
+  local ok, perr, pcode, pstate = problems.note(ctx.db, ident.hash, "same_sampled_hash_as", first.medium_hash)
+  if not ok then return nil, perr, pcode, pstate end
   for _, row in ipairs(r) do
     if not older[row.medium_hash] then
       ctx.log:warn("same_sampled_hash", { medium = ident.hash, other = row.medium_hash,
@@ -73,10 +86,17 @@ end
 local function rescue(ctx, ident, row)
   if ident.kind == "directory" then return false end
   local given = ctx.rescue_targets and ctx.rescue_targets[ctx.target]
+  local gbasis = "operator"
+  local link = ctx.imaging and ctx.imaging.link
+  if link then
+    -- the same image as the pass before (nothing new rescued): no link to itself
+    if link.old == ident.hash then return row and row.rescue_of or false end
+    given, gbasis = link.old, link.basis
+  end
   local old, basis
   if given then
     if row and row.rescue_of == given then return given end
-    old, basis = given, "operator"
+    old, basis = given, gbasis
   elseif row and row.rescue_of then
     return row.rescue_of
   else
@@ -87,18 +107,61 @@ local function rescue(ctx, ident, row)
   end
   local ok, err, code, state = lineage.link(ctx.db, ident.hash, old, basis)
   if not ok then return nil, err, code, state end
+  local why = { map = "its map rescued the same medium further", operator = "said by the operator",
+                imaged = "imaged from that device", more = "a further imaging pass of the same device" }
   ctx.log:info("rescue_of", { medium = ident.hash, rescue_of = old, basis = basis, path = ident.image_path,
                               was = row and row.rescue_of or nil },
                ("%s: a new rescue of medium %s (%s), linked as its later rescue %s")
-               :format(ident.image_path, old, basis == "map" and "its map rescued the same medium further"
-                                                or "said by the operator", ident.hash))
+               :format(ident.image_path, old, why[basis], ident.hash))
   return old
+end
+
+-- Refuses an image still being written: EBUSY, recorded.
+local function still_written(ctx)
+  local st = fs.stat(ctx.target)
+  if not st or st.type ~= "file" then return true end
+  local map = media.find_map(ctx.target)
+  -- the image stage's own ddrescue has exited: only another writer counts
+  local age = not ctx.imaging and (ctx.policy.identify or {}).map_age or 0
+  local busy = writing.check(ctx.target, map, { map_age = age })
+  if not busy then return true end
+  local msg = writing.describe(busy)
+  local path = fs.realpath(ctx.target) or ctx.target
+  local known_at = ctx.db and ctx.db:exec([[
+    SELECT medium_hash FROM medium WHERE image_path = $1
+    UNION SELECT medium_hash FROM medium_location WHERE path = $1]], path) or {}
+  local detail = { path = busy.path, why = busy.why, pid = busy.pid, comm = busy.comm, age = busy.age }
+  for _, m in ipairs(known_at) do problems.set(ctx.db, m.medium_hash, "image_being_written", detail) end
+  ctx.problems[#ctx.problems + 1] = { kind = "image_being_written", path = busy.path }
+  ctx.log:error("image_being_written", { target = ctx.target, path = busy.path, why = busy.why, pid = busy.pid,
+                                         comm = busy.comm, age = busy.age, media = #known_at }, msg)
+  return nil, msg, "EBUSY"
+end
+
+-- Is the target a hash-named image of a device ntt imaged (named by its content, then)?
+local function device_image(ctx)
+  if ctx.imaging then return true end
+  local stem = ctx.target:match("([^/]*)$"):match("^(.+)%.[^.]*$")
+  if not (stem and media.is_hash(stem) and ctx.db) then return false end
+  local r = ctx.db:exec("SELECT 1 FROM imaging WHERE device_hash = $1 AND image_path = $2",
+                        stem, fs.realpath(ctx.target) or ctx.target)
+  return r and r[1] ~= nil or false
 end
 
 function M.run(ctx)
   local db = ctx.db
-  local ident, err, code = media.identify(ctx.target, { cache = db and hashcache.new(db) or nil })
+  local tst = fs.stat(ctx.target)
+  if tst and tst.type == "block" then
+    -- a device is read once, by ddrescue; everything else reads its image
+    return nil, ("%s: a block device is imaged first: run a policy whose stages begin with \"image\" (policies/device.lua)")
+                :format(ctx.target), "EINVAL"
+  end
+  local ok, berr, bcode = still_written(ctx)
+  if not ok then return nil, berr, bcode end
+  local ident, err, code = media.identify(ctx.target, { cache = db and hashcache.new(db) or nil,
+                                                        content = device_image(ctx) or nil })
   if not ident then return nil, err, code end
+  if ctx.imaging and ctx.device then ident.human = ctx.device.human end
   ctx.medium = ident
   local row, state
   row, err, code, state = known(db, ident.hash)
@@ -139,6 +202,10 @@ function M.run(ctx)
   ident.rescue_of = old or nil
   r, err, code, state = sampled_twins(ctx, ident, old)
   if not r then return nil, err, code, state end
+  if ctx.imaging then
+    r, err, code, state = require("ntt.imaging").identified(db, ctx.imaging.device, ident.hash)
+    if not r then return nil, err, code, state end
+  end
   ctx.log:info("identified", { medium = ident.hash, kind = ident.kind, human = ident.human,
                                size = ident.size, map = ident.map_path, sampled = ident.sampled_hash,
                                hashed = ident.hashed or false, cached = ident.cached or false })
