@@ -63,6 +63,8 @@ return ntt.policy {
   },
 
   copy = {
+    -- digests besides BLAKE3 taken on the same pass, for DFXML and BagIt
+    -- consumers (costs CPU per byte): digests = { "sha256" }
     batch = 5000,          -- ~50 directories of 100 files: several per copy thread, so the end of a batch idles few
     durability = "batch",  -- survives power loss: syncfs before rename and before commit
     buffer = 1024 * 1024,

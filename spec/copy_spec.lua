@@ -102,6 +102,32 @@ describe("ntt.core.copy", function()
     assert.same({}, temps(dir .. "/store"))
   end)
 
+  it("takes each file's SHA-256 on the same pass when asked (digests), as sha256sum does", function()
+    local dir = helper.tmpdir("copy-sha")
+    local big = random_bytes(3 * 1048576 + 17)       -- several buffers
+    helper.write(dir .. "/big", big)
+    helper.write(dir .. "/small", "abc")
+    helper.write(dir .. "/empty", "")
+    local st = assert(store.open(dir .. "/store"))
+    local res = copy.batch(st, {
+      { root = dir, path = "big", size = #big },
+      { root = dir, path = "small", size = 3 },
+      { root = dir, path = "empty", size = 0 },
+    }, { digests = { "sha256" }, threads = 2 })
+    local r = helper.sh { "sha256sum", dir .. "/big", dir .. "/small", dir .. "/empty" }
+    local want = {}
+    for hex in r.stdout:gmatch("(%x+)  ") do want[#want + 1] = hex end
+    for i = 1, 3 do
+      assert.is_true(res[i].ok)
+      assert.equal(want[i], res[i].sha256)
+    end
+    assert.equal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", res[2].sha256)
+    -- without the option: no digest; an unknown digest is misuse
+    assert.is_nil(copy.batch(st, { { root = dir, path = "small", size = 3 } })[1].sha256)
+    assert.has_error(function() copy.batch(st, { { root = dir, path = "small", size = 3 } }, { digests = { "md5" } }) end)
+    assert.has_error(function() copy.batch(st, {}, { digests = "sha256" }) end)
+  end)
+
   it("stores given ranges as zeros without reading them (salvage), small and large files", function()
     local dir = helper.tmpdir("copy")
     local small = random_bytes(10000)

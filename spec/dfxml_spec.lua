@@ -89,6 +89,27 @@ describe("DFXML", function()
     assert.matches('<hashdigest type="OTHER" ntt:algorithm="blake3">%x+</hashdigest>', helper.read(file))
   end)
 
+  it("carries the SHA-256 the copy pass took (copy.digests) as a sha256 hashdigest, and validates", function()
+    local dir = helper.tmpdir("dfxml-sha")
+    local img = images.ext(dir .. "/disk.img", { size_mb = 8, files = {
+      ["one.txt"] = "one " .. tag, ["two.bin"] = mediaimg.pattern(200 * 1024, 5) } })
+    local home = dir .. "/home"
+    local r = run(home, { policy(dir, '{ copy = { digests = { "sha256" } } }'), img })
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    local file = home .. "/report/" .. medium_of(img) .. ".dfxml"
+    local valid, err = validate(file)
+    assert.is_true(valid, err)
+    local xml = helper.read(file)
+    helper.write(dir .. "/one.txt", "one " .. tag)
+    local want = helper.sh { "sha256sum", dir .. "/one.txt" }.stdout:match("^(%x+)")
+    local obj = xml:match("<fileobject[^>]*><filename>one%.txt</filename>(.-)</fileobject>")
+    assert.truthy(obj, xml)
+    assert.equal(want, obj:match('<hashdigest type="sha256">(%x+)</hashdigest>'))
+    local n = 0
+    for _ in xml:gmatch('<hashdigest type="sha256">') do n = n + 1 end
+    assert.equal(2, n)
+  end)
+
   it("of a FAT image validates and equals fiwalk's names and sizes", function()
     local dir = helper.tmpdir("dfxml-fat")
     local files = {}

@@ -214,7 +214,8 @@ function M.run(o)
     end
   end
   local function engine_opts()
-    return { threads = ctl and ctl:threads() or threads, durability = cp.durability or "batch", buffer = cp.buffer }
+    return { threads = ctl and ctl:threads() or threads, durability = cp.durability or "batch", buffer = cp.buffer,
+             digests = cp.digests }
   end
 
   -- Claim a batch, find its paths, set aside what is not to be copied.
@@ -277,10 +278,10 @@ function M.run(o)
       if res.ok and item.damage then
         final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.DAMAGED, blobid = res.blob,
                               size = res.bytes, damage = json.array(item.damage), reason = S.REASONS.salvaged,
-                              salvaged = true }
+                              salvaged = true, sha256 = res.sha256 }
       elseif res.ok then
         final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.COPIED,
-                              blobid = res.blob, size = res.bytes, new = res.new }
+                              blobid = res.blob, size = res.bytes, new = res.new, sha256 = res.sha256 }
       elseif res.skipped then
         final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.SKIPPED,
                               reason = S.REASONS.operator:format(item.operator or "no reason given") }

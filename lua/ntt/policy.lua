@@ -137,6 +137,7 @@ M.schema = {
   copy = sec {
     batch = at_least(1),
     durability = { "fsync", "batch", "none" },
+    digests = { list = { "sha256" } },
     threads = "integer|function",
     buffer = at_least(1),
     lease = seconds,

@@ -13,9 +13,11 @@
  *            over unrescued areas of an image)}
  *     opts:  threads = n (default 1), durability = "batch" (default) |
  *            "fsync" | "none", buffer = bytes per thread (default 1 MiB),
- *            trace = true (adds t0, t1, thread to each result)
+ *            trace = true (adds t0, t1, thread to each result),
+ *            digests = {"sha256"} (each copied file's SHA-256 too, taken on
+ *            the same pass: result field sha256)
  *     results: one table per item, same order:
- *       {id=, ok=true, status="copied", blob=hex, bytes=n, new=bool
+ *       {id=, ok=true, status="copied", blob=hex, bytes=n, new=bool, sha256=hex (digests)
  *        (false: the blob existed: deduplicated), seconds=}
  *       {id=, ok=false, status="failed", err="EIO", errno=5,
  *        phase="open"|"read"|"write"|"store", side="source"|"store",
@@ -56,7 +58,7 @@
 #include "copy_engine.h"
 
 /* The options copy.batch and copy.start take. */
-static const char *const copy_opts[] = {"threads", "durability", "buffer", "trace", NULL};
+static const char *const copy_opts[] = {"threads", "durability", "buffer", "trace", "digests", NULL};
 
 static void push_results(lua_State *L, struct copy_job *job, int items)
 {
@@ -80,6 +82,10 @@ static void push_results(lua_State *L, struct copy_job *job, int items)
         if (ok) {
             lua_pushstring(L, it->blob);
             lua_setfield(L, -2, "blob");
+            if (it->sha256[0]) {
+                lua_pushstring(L, it->sha256);
+                lua_setfield(L, -2, "sha256");
+            }
             lua_pushboolean(L, it->is_new);
             lua_setfield(L, -2, "new");
         } else {
@@ -153,7 +159,20 @@ static struct copy_job *job_build(lua_State *L, const char *fn)
     }
     lua_getfield(L, 3, "trace");
     trace = lua_toboolean(L, -1);
-    lua_pop(L, 4);
+    int sha256 = 0;
+    if (lua_getfield(L, 3, "digests") != LUA_TNIL) {
+        if (!lua_istable(L, -1))
+            luaL_error(L, "copy: opts.digests must be a list of digest names (\"sha256\")");
+        for (lua_Integer k = 1; lua_rawgeti(L, -1, k) != LUA_TNIL; k++) {
+            const char *d = lua_tostring(L, -1);
+            if (!d || strcmp(d, "sha256") != 0)
+                luaL_error(L, "copy: opts.digests[%d]: unknown digest (known: sha256)", (int)k);
+            sha256 = 1;
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);          /* the nil that ended the list */
+    }
+    lua_pop(L, 5);
     size_t n = (size_t)lua_rawlen(L, 2);
     for (size_t i = 1; i <= n; i++) {
         if (lua_rawgeti(L, 2, (lua_Integer)i) != LUA_TTABLE)
@@ -186,6 +205,8 @@ static struct copy_job *job_build(lua_State *L, const char *fn)
     const char **names = calloc(n ? n : 1, sizeof *names);
     struct copy_job *job = names ? copy_job_new(st, n, bufsize, durability, trace) : NULL;
     int oom = !job;
+    if (job)
+        job->sha256 = sha256;
     for (size_t i = 0; i < n && !oom; i++) {
         struct copy_item *it = &job->items[i];
         lua_rawgeti(L, 2, (lua_Integer)i + 1);

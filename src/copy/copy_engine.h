@@ -38,6 +38,7 @@ struct copy_item {
     unsigned long long bytes;
     double seconds, t0, t1;
     char blob[65];
+    char sha256[65];            /* with job.sha256: the content's SHA-256 ("" when not taken) */
     struct ntt_store_tmp tmp;   /* the temp, kept for a batch commit */
     char msg[200];
 };
@@ -61,6 +62,7 @@ struct copy_job {
     size_t next;                /* next group (atomic) */
     int stop;                   /* store-side errno that stops the batch (atomic) */
     int durability, trace;
+    int sha256;                 /* also take each file's SHA-256 on the same pass */
     size_t bufsize, threads;
     /* Set once no source is read any more (only the commit is left). */
     pthread_mutex_t mu;

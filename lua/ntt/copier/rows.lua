@@ -125,7 +125,7 @@ end
 function R:write(final, worker)
   local conn = self.conn
   local c = { fs = {}, ino = {}, state = {}, blob = {}, reason = {}, damage = {}, release = {} }
-  local bid, bsize, nb, seen = {}, {}, 0, {}
+  local bid, bsize, bsha, nb, seen = {}, {}, {}, 0, {}
   for i, f in ipairs(final) do
     c.fs[i], c.ino[i], c.state[i], c.blob[i] = f.fs_index, f.ino, f.state, f.blobid
     c.reason[i], c.release[i] = f.reason, f.release or false
@@ -133,14 +133,18 @@ function R:write(final, worker)
     if f.blobid and not seen[f.blobid] then
       seen[f.blobid] = true
       nb = nb + 1
-      bid[nb], bsize[nb] = f.blobid, f.size
+      bid[nb], bsize[nb], bsha[nb] = f.blobid, f.size, f.sha256
     end
   end
   local n = #final
   return db.tx(conn, function()
     if nb > 0 then
-      local r, err, code, state = conn:exec([[INSERT INTO blob (blobid, size) SELECT * FROM unnest($1::text[], $2::bigint[])
-                                        ON CONFLICT (blobid) DO NOTHING]], db.array(bid, nb), db.array(bsize, nb))
+      -- (a digest taken now completes a blob recorded without it)
+      local r, err, code, state = conn:exec([[
+        INSERT INTO blob (blobid, size, sha256) SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])
+            ON CONFLICT (blobid) DO UPDATE SET sha256 = coalesce(blob.sha256, EXCLUDED.sha256)
+         WHERE blob.sha256 IS NULL AND EXCLUDED.sha256 IS NOT NULL]],
+        db.array(bid, nb), db.array(bsize, nb), db.array(bsha, nb))
       if not r then return nil, err, code, state end
     end
     local r, err, code, state = conn:exec(([[

@@ -12,7 +12,8 @@
 -- offset in the image; one <fileobject> per path (a hardlinked file once per
 -- name, as fiwalk does).  Names go through ntt.report.name (valid UTF-8 as
 -- is; "\\", control bytes and invalid bytes escaped as "\\" and "\xNN").
--- BLAKE3, which the schema's digest types lack, is a <hashdigest
+-- SHA-256 where the copy pass took it (policy copy.digests) is a plain
+-- <hashdigest type="sha256">.  BLAKE3, which the schema's digest types lack, is a <hashdigest
 -- type="OTHER" ntt:algorithm="blake3">; ntt's state and reason of the file
 -- are ntt:state / ntt:reason attributes of its fileobject.  Rows come from a
 -- server-side cursor a few thousand at a time: memory stays flat.
@@ -42,8 +43,9 @@ end
 
 local FILE_SQL = [[
   SELECT p.path, p.ino, i.size, i.mode, i.nlink, i.mtime_ns, i.fs_type, i.link_target, i.state::text AS state,
-         i.reason, i.blobid
+         i.reason, i.blobid, b.sha256
     FROM %s p JOIN %s i ON i.fs_index = p.fs_index AND i.ino = p.ino
+    LEFT JOIN blob b ON b.blobid = i.blobid
    WHERE p.fs_index = $1 AND p.path <> ''::bytea ORDER BY p.path]]
 
 -- The file's extents, the last cut at the file's size (an extent is whole
@@ -80,6 +82,7 @@ local function fileobject(r, fs, root)
     r.mtime_ns and ("<mtime>%s</mtime>"):format(iso(r.mtime_ns)) or "",
     r.link_target and ("<link_target>%s</link_target>"):format(x(report.name(r.link_target))) or "",
     t == "f" and byte_runs(root, r.path, fs.byte_offset or 0, r.size) or "",
+    r.sha256 and ('<hashdigest type="sha256">%s</hashdigest>'):format(r.sha256) or "",
     r.blobid and ('<hashdigest type="OTHER" ntt:algorithm="blake3">%s</hashdigest>'):format(r.blobid) or "",
     "</fileobject>\n",
   }
