@@ -133,6 +133,9 @@ return ntt.policy {
   diagnose = {
     { ntt.any("mount_check:missing", "mount_check:inaccessible"), ntt.REMOUNT },
     { ntt.any("detected_beyond_eof", "dmesg:beyond_eof", "view:beyond_eof"), ntt.SKIP "DIAGNOSTIC_SKIP:BEYOND_EOF" },
+    -- the honest view serves every byte of this file: an I/O error is not
+    -- the medium's, whatever the kernel said of other files' reads
+    { ntt.has "view:readable",                            ntt.CONTINUE },
     { ntt.all("detected_io_error", "dmesg:io_error"),     ntt.SKIP "IO_ERROR_CONFIRMED" },
     -- directory media: confirmed by repetition (retry.confirm)
     { ntt.all("detected_io_error", "repeat:io_error"),    ntt.SKIP "IO_ERROR_CONFIRMED" },

@@ -183,7 +183,7 @@ describe("ntt run", function()
     assert.equal(1, #run_row)
     local hits = json.decode(run_row[1].hits)
     local label = by_view and '2: any(detected_beyond_eof, dmesg:beyond_eof, view:beyond_eof) -> skip "DIAGNOSTIC_SKIP:BEYOND_EOF"'
-                  or '3: all(detected_io_error, dmesg:io_error) -> skip "IO_ERROR_CONFIRMED"'
+                  or '4: all(detected_io_error, dmesg:io_error) -> skip "IO_ERROR_CONFIRMED"'
     assert.equal(skipped, hits[label], run_row[1].hits)
     -- the seed's summary of a medium whose files ended past its image
     if by_view then

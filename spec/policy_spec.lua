@@ -185,7 +185,7 @@ return ntt.policy.extend("default", {
     local rules = require "ntt.rules"
     local hits = {}
     local a, i = rules.decide(d.diagnose, { "detected_io_error", "dmesg:io_error" }, hits)
-    assert.equal("skip", a.kind); assert.equal("IO_ERROR_CONFIRMED", a.reason); assert.equal(3, i)
+    assert.equal("skip", a.kind); assert.equal("IO_ERROR_CONFIRMED", a.reason); assert.equal(4, i)
     a = rules.decide(d.diagnose, { "detected_io_error" }, hits)
     assert.equal("continue", a.kind)
     a = rules.decide(d.diagnose, { "dmesg:beyond_eof" }, hits)
@@ -194,16 +194,19 @@ return ntt.policy.extend("default", {
     assert.equal("remount", a.kind)
     -- a directory medium's I/O error, confirmed by repetition
     a, i = rules.decide(d.diagnose, { "detected_io_error", "repeat:io_error" }, hits)
-    assert.equal("IO_ERROR_CONFIRMED", a.reason); assert.equal(4, i)
+    assert.equal("IO_ERROR_CONFIRMED", a.reason); assert.equal(5, i)
     -- the kernel's FAT driver
     a, i = rules.decide(d.diagnose, { "detected_io_error", "dmesg:fat_error" }, hits)
-    assert.equal("FAT_ERROR_SKIP", a.reason); assert.equal(5, i)
+    assert.equal("FAT_ERROR_SKIP", a.reason); assert.equal(6, i)
     -- a lost mount is remounted whatever the kernel said of its reads
     a = rules.decide(d.diagnose, { "detected_io_error", "dmesg:io_error", "mount_check:inaccessible" }, hits)
     assert.equal("remount", a.kind)
     a = rules.decide(d.diagnose, { "detected_io_error", "mount_check:directory" }, hits)
     assert.equal("continue", a.kind)
-    assert.same({ [1] = 2, [2] = 1, [3] = 1, [4] = 1, [5] = 1, [6] = 2 }, hits)
+    -- a file the honest view serves whole is tried again, not skipped
+    a, i = rules.decide(d.diagnose, { "detected_io_error", "dmesg:io_error", "view:readable" }, hits)
+    assert.equal("continue", a.kind); assert.equal(3, i)
+    assert.same({ [1] = 2, [2] = 1, [3] = 1, [4] = 1, [5] = 1, [6] = 1, [7] = 2 }, hits)
   end)
 end)
 

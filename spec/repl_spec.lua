@@ -49,7 +49,7 @@ describe("ntt repl", function()
     local s = screen()
     assert.matches("policy default loaded %(not run%)", s)
     tmux("send-keys", "-t", "repl", 'repl.explain(policy, {"detected_io_error", "dmesg:io_error"})', "Enter")
-    wait_for('rule 3 %(predicate all%(detected_io_error, dmesg:io_error%)%) %-> skip \\"IO_ERROR_CONFIRMED\\"')
+    wait_for('rule 4 %(predicate all%(detected_io_error, dmesg:io_error%)%) %-> skip \\"IO_ERROR_CONFIRMED\\"')
   end)
 
   it("continues incomplete statements on the next line", function()

@@ -326,8 +326,7 @@ int mnt_unmount_under(const char *dir, int dead, char *out, size_t outlen)
              * open on it can only fail, so it is detached now rather than
              * waited for (a remount would wait 5 s, then find it in the way). */
             int e = errno;
-            struct stat st;
-            if (e == EBUSY && (dead || (stat(t, &st) < 0 && errno == ENOTCONN))
+            if (e == EBUSY && (dead || mnt_answers(t) == ENOTCONN)
                 && umount2(t, MNT_DETACH | UMOUNT_NOFOLLOW) == 0) {
                 left--;
                 continue;

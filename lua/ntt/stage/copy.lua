@@ -66,14 +66,19 @@ function M.setup(ctx)
   end
   -- Why the honest view fails a file's reads: past the end of the image
   -- file, or over bytes the map does not mark rescued (findings view:*).
+  -- A file whose every byte the view serves is "view:readable": its read
+  -- errors are not the medium's (the default rules try it again rather
+  -- than skip it on the kernel's lines about other files).
   local view_of
   if mres.view and mres.view.image_size then
     view_of = function(item)
       local extents = item.path and extents_of(item)
       if not extents then return {} end
       local f = fsinfo[item.fs_index] or { offset = 0 }
-      return media.view_findings(extents, f.offset, item.size, mres.view.image_size, map,
-                                 { device_pages = f.fat })
+      local found = media.view_findings(extents, f.offset, item.size, mres.view.image_size, map,
+                                        { device_pages = f.fat })
+      if #found == 0 and #extents > 0 then found[1] = "view:readable" end
+      return found
     end
   end
   -- A lost mount (its FUSE driver or the honest view gone, unmounted, not
