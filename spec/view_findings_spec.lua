@@ -124,7 +124,8 @@ describe("the honest view's refusals", function()
     images.mapfile(dir .. "/disk.map", { { 0, lo, "+" }, { lo, 3072, "-" }, { lo + 3072, 8 * MiB - lo - 3072, "+" } })
     images.truncate(img, cut)
     local got = findings_of(dir, img, dir .. "/disk.map", { "f1.bin", "f3.bin", "f5.bin", "f6.bin" })
-    assert.same({ ["f1.bin"] = "", ["f3.bin"] = "view:unrescued", ["f5.bin"] = "", ["f6.bin"] = "view:beyond_eof" }, got)
+    assert.same({ ["f1.bin"] = "view:readable", ["f3.bin"] = "view:unrescued", ["f5.bin"] = "view:readable",
+                  ["f6.bin"] = "view:beyond_eof" }, got)
   end)
 
   it("names them for FAT too, whose files a FUSE driver reads page by page of the device", function()
@@ -141,9 +142,9 @@ describe("the honest view's refusals", function()
                                            { lo3 + 8704, 1440 * 1024 - lo3 - 8704, "+" } })
     images.truncate(img, lo7 + (hi7 - lo7) // 2)
     local got = findings_of(dir, img, dir .. "/floppy.map", { "FILE1.BIN", "FILE3.BIN", "FILE5.BIN", "FILE7.BIN", "FILE8.BIN" })
-    assert.equal("", got["FILE1.BIN"])
+    assert.equal("view:readable", got["FILE1.BIN"])
     assert.equal("view:unrescued", got["FILE3.BIN"])
-    assert.equal("", got["FILE5.BIN"])
+    assert.equal("view:readable", got["FILE5.BIN"])
     assert.equal("view:beyond_eof", got["FILE7.BIN"])
     assert.equal("view:beyond_eof", got["FILE8.BIN"])
   end)
@@ -171,7 +172,9 @@ describe("the honest view's refusals", function()
     assert.is_true(#pr.diagnostic_events >= unread)
     for _, ev in ipairs(pr.diagnostic_events) do
       local checks = table.concat(ev.checks, ",")
-      if ev.action ~= "max_retries" then
+      -- (a readable file failing with a neighbour's page is tried again:
+      -- view:readable, not decided on the end of the image)
+      if ev.action ~= "max_retries" and not checks:find("view:readable", 1, true) then
         assert.matches("view:beyond_eof", checks)
         assert.is_nil(checks:find("view:unrescued", 1, true))
       end
