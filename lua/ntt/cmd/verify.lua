@@ -44,7 +44,7 @@ local function parse(args)
   local o, i = { scope = "all" }, 1
   local function num(flag)
     local v = tonumber(args[i + 1])
-    if not v or v <= 0 then return nil, flag .. " needs a positive number" end
+    if not v or v <= 0 then return nil, flag .. " needs a positive number", "EINVAL" end
     i = i + 1
     return v
   end
@@ -71,10 +71,10 @@ local function parse(args)
     elseif a == "--no-repair" then o.repair = false
     elseif a == "--json" then o.json = true
     else err = ("unknown argument '%s'"):format(a) end
-    if err then return nil, err end
+    if err then return nil, err, "EINVAL" end
     i = i + 1
   end
-  if chosen > 1 then return nil, "choose one of --all, --sample, --oldest, --medium" end
+  if chosen > 1 then return nil, "choose one of --all, --sample, --oldest, --medium", "EINVAL" end
   return o
 end
 
