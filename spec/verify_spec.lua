@@ -126,4 +126,33 @@ describe("ntt verify", function()
     assert.is_nil(problems_of(h).tree_links_bad)
     assert.matches("0 tree paths wrong, 1 of 1 archives wrong", r.stdout, 1, true)
   end)
+  it("the verify stage repairs a blob damaged after the copy from the mounted image, and a rerun reads nothing", function()
+    local dir = helper.tmpdir("verifystage")
+    local content = ("stage " .. tag .. " "):rep(5000)
+    local img = images.ext(dir .. "/disk.img", { size_mb = 8, files = { ["x/y.txt"] = content, ["z.txt"] = "z " .. tag } })
+    local home = dir .. "/home"
+    local bp = blob_path(home, content)
+    -- a byte of the blob flipped between copy and verify
+    local pol = policy(dir, ([[{ stages = { "identify", "inspect", "mount", "enumerate", "copy",
+      function(ctx)
+        return require("ntt.core.proc").run { argv = { "sh", "-c",
+          "printf '#' | dd of=\"$1\" bs=1 seek=7 conv=notrunc 2>/dev/null", "-", %q }, timeout = 20 }.code == 0
+      end, "verify", "unmount" } }]]):format(bp))
+    local r = run(home, { "-v", pol, img })
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    assert.matches("blob_repaired", r.stderr, 1, true)
+    assert.matches("verified.*blobs=2.*lost=0.*repaired=1", r.stderr)
+    assert.equal(content, helper.read(bp))
+    local h = medium_of(img)
+    local p = problems_of(h)
+    assert.is_nil(p.blob_mismatch)
+    assert.equal(hash.sum(content), p.blob_repaired[1].blob)
+    assert.same({ "p0/x/y.txt" }, p.blob_repaired[1].paths)
+    local v = assert(db():exec("SELECT verified_at IS NOT NULL AS v FROM medium WHERE medium_hash = $1", h))[1]
+    assert.is_true(v.v)
+    -- again, without the damage: nothing left to read
+    r = run(home, { "-v", policy(dir, '{ stages = { "identify", "inspect", "mount", "enumerate", "copy", "verify", "unmount" } }'), img })
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    assert.matches("verified.*blobs=0", r.stderr)
+  end)
 end)
