@@ -88,6 +88,14 @@ describe("ntt verify", function()
     r = verify()
     assert.equal(0, r.code, r.stderr .. r.stdout)
     assert.matches("2 good, 0 repaired, 0 lost; 1 media checked, 0 tree paths wrong", r.stdout, 1, true)
+    -- the blob gone from the store: repaired, and the tree links made to it
+    assert(os.remove(blob_path(home, shared)))
+    r = verify()
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    assert.matches("1 good, 1 repaired, 0 lost; 1 media checked, 0 tree paths wrong", r.stdout, 1, true)
+    local ino = assert(fs.stat(blob_path(home, shared))).ino
+    assert.equal(ino, assert(fs.stat(home .. "/tree/" .. h .. "/p0/a.txt")).ino)
+    assert.equal(ino, assert(fs.stat(home .. "/tree/" .. h .. "/p0/sub/same.txt")).ino)
   end)
 
   it("reports a byte flipped in the archive and a tree link replaced by a copy", function()

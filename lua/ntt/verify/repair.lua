@@ -21,7 +21,9 @@
 --       from its archive is not tried (unpacking a whole image for one file
 --       is not cheap): say so in why.
 --   repair.tree_links(st, blob, old_ino, uses) -> relinked count: tree paths of
---       uses that were links to old_ino (the damaged file) made links to blob
+--       uses that were links to old_ino (the damaged file) made links to
+--       blob; old_ino false (the blob was missing): every path of uses that
+--       is not a link to the blob now
 local config = require "ntt.config"
 local fs = require "ntt.core.fs"
 local hash = require "ntt.core.hash"
@@ -109,6 +111,8 @@ end
 function M.tree_links(st, blob, old_ino, uses)
   local tree = require "ntt.core.tree"
   local n = 0
+  local new = fs.stat(st:path(blob), true)
+  local new_ino = new and new.ino
   for _, u in ipairs(uses) do
     local root = config.path("tree", u.medium)
     if fs.stat(root) then
@@ -116,7 +120,7 @@ function M.tree_links(st, blob, old_ino, uses)
       for _, r in ipairs(u.paths) do
         local name = ("p%d/%s"):format(r.fs_index, r.path)
         local s = fs.stat(root .. "/" .. name, true)
-        if s and s.type == "file" and s.ino == old_ino then
+        if s and s.type == "file" and (s.ino == old_ino or (not old_ino and s.ino ~= new_ino)) then
           os.remove(root .. "/" .. name)
           entries[#entries + 1] = { path = name, kind = "f", blob = blob }
         end
@@ -146,7 +150,7 @@ function M.from_images(conn, st, blob, size, uses, log)
             local old, perr, pcode = replace(st, blob, data)
             unmount_if_ours(conn, u, ours)
             if old == nil then return nil, perr, pcode end
-            local relinked = old and M.tree_links(st, blob, old, { u }) or 0
+            local relinked = M.tree_links(st, blob, old, uses)
             local how = ("image %s p%d/%s"):format(u.medium, r.fs_index, r.path)
             if log then log:info("blob_repaired", { blob = blob, from = how, tree_relinked = relinked }) end
             return how
