@@ -131,7 +131,9 @@ local function main(args)
         for i, p in ipairs(u.paths) do u.paths[i] = ("p%d/%s"):format(p.fs_index, p.path) end
       end
     end
-    io.stdout:write(require("ntt.json").encode(r), "\n")
+    local json = require "ntt.json"
+    r.bad, r.tree, r.archives = json.array(r.bad), json.array(r.tree), json.array(r.archives)
+    io.stdout:write(json.encode(r), "\n")
   else
     print_report(r)
   end
