@@ -9,7 +9,7 @@ return ntt.policy {
   name = "default",
   description = "identify, inspect, mount, enumerate and copy every medium, archive its image set; record every problem",
 
-  stages = { "identify", "inspect", "mount", "enumerate", "copy", "tree", "report", "unmount", "archive" },
+  stages = { "identify", "inspect", "mount", "enumerate", "copy", "tree", "verify", "report", "unmount", "archive" },
   workers = 1,           -- copy processes per medium (each already copies one batch while it claims and records the next)
 
   targets = {
@@ -110,6 +110,15 @@ return ntt.policy {
     -- tree/<medium>/p<N>/<path>: hard links to the blobs (docs/tree.md)
     batch = 5000,          -- paths per batch; the cursor is committed after each
     threads = 4,           -- directories linked at once
+  },
+
+  verify = {
+    -- after the copy, re-hash the blobs the medium references that were not
+    -- verified since (what this run copied); a mismatch is repaired from
+    -- the image or recorded (ntt verify does the whole store: docs/operations.md)
+    after_copy = true,
+    -- threads = 2,        -- files hashed at once (default: one per CPU)
+    -- rate = 100,         -- MB/s at most
   },
 
   retry = {

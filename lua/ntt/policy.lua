@@ -156,6 +156,11 @@ M.schema = {
     level = "integer",
     threads = "integer",
   },
+  verify = sec {
+    after_copy = "boolean",
+    threads = at_least(1),
+    rate = "number",
+  },
   tree = sec {
     batch = at_least(1),
     threads = at_least(1),
