@@ -233,6 +233,60 @@ describe("the Sleuth Kit reader on NTFS and exFAT", function()
       assert.equal(0, n)
     end)
 
+  it("a truncated NTFS image: files inside copied, a file past the end failed with EIO (never zeros), within 2 s",
+    function()
+      if not (have("mkfs.ntfs") and have("ntfs-3g")) then pending("ntfs-3g missing (make deps)") return end
+      local img = helper.tmpdir("ntfscut") .. "/disk.img"
+      local late = {}
+      for i = 1, 4 do late[("late%d.bin"):format(i)] = (("%s late %d "):format(tag, i)):rep(20000) end
+      ntfs_image(img, files, {}, { pre = function() end, post = function(mnt)
+        for name, content in pairs(late) do helper.write(mnt .. "/" .. name, content) end
+      end })
+      -- cut where the first late file's data begins: the MFT and the folders lie before it
+      local live = fls_body(img)
+      local first
+      for name in pairs(late) do
+        local st = sh({ "istat", img, tostring(live[name].addr) }).stdout
+        local cluster = tonumber(st:match("Non%-Resident[^\n]*\n(%d+)"))
+        first = math.min(first or cluster, cluster)
+      end
+      local cut = first * 4096
+      sh { "truncate", "-s", tostring(cut), img }
+      local dir = img:match("^(.*)/")
+      local r = run(dir .. "/home", { runs.policy(dir), img }, 120)
+      assert.equal(1, r.code, r.stderr .. r.stdout)
+      local h = runs.medium_of(img)
+      local got = db_files(h)
+      for path, content in pairs(files) do
+        if path ~= "big.bin" or got[path].state == "copied" then
+          assert.equal("copied", got[path].state, path)
+          assert.equal(hash.sum(content), got[path].blobid, path)
+        end
+      end
+      for name in pairs(late) do
+        assert.are_not.equal("copied", got[name].state, name)
+        local e = assert(db():exec(([[SELECT i.errors::text AS e FROM inode_p_%s i JOIN path_p_%s p USING (fs_index, ino)
+                                       WHERE p.path = $1]]):format(h, h), name))[1].e
+        assert.matches("EIO", e, 1, true)
+      end
+      -- read through the reader: EIO at once
+      local mount = require "ntt.mount"
+      local res = assert(mount.mount(h, img))
+      finally(function() mount.unmount(h, img) end)
+      local root = mount.roots_of(res)[1]
+      assert.equal("ntt-tskfs", root.driver)
+      local util = require "ntt.core.util"
+      for name in pairs(late) do
+        local t0 = util.monotonic()
+        local f = assert(io.open(root.root .. "/" .. name, "rb"))
+        local data, err = f:read("a")
+        f:close()
+        assert.is_nil(data, name)
+        assert.matches("Input/output error", err)
+        assert.is_true(util.monotonic() - t0 < 2, name .. " took too long")
+      end
+    end)
+
   it("exFAT (mkfs.exfat + exfat-fuse): names, sizes, mtimes as fls; no bitmap/up-case/label files; deleted rows",
     function()
       if not (have("mkfs.exfat") and have("mount.exfat-fuse")) then
