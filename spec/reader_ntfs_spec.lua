@@ -58,14 +58,15 @@ local function ntfs_image(path, files, gone, extra)
   assert(ok, err)
 end
 
--- An exFAT image by mkfs.exfat, written through exfat-fuse (it wants a block device).
-local function exfat_image(path, files, gone)
+-- An exFAT image by mkfs.exfat, written through exfat-fuse (it wants a
+-- block device) running in time zone tz (default UTC).
+local function exfat_image(path, files, gone, tz)
   sh { "truncate", "-s", "16M", path }
   sh { "mkfs.exfat", "-L", "ARCHEXFAT", path }
   local dev = sh({ "losetup", "-f", "--show", path }).stdout:gsub("%s+$", "")
   local mnt = helper.tmpdir("exfatmnt")
   local ok, err = pcall(function()
-    sh({ "mount.exfat-fuse", dev, mnt }, { env = UTC })
+    sh({ "mount.exfat-fuse", dev, mnt }, { env = { TZ = tz or "UTC" } })
     local ok2, err2 = pcall(populate, mnt, files, gone)
     sh { "umount", mnt }
     assert(ok2, err2)
@@ -299,4 +300,23 @@ describe("the Sleuth Kit reader on NTFS and exFAT", function()
       local r = sh({ "istat", img, tostring(live["work/chap1.doc"].addr) }, { env = UTC })
       assert.truthy(r.stdout:find("Written:\t1994-03-15 10:20:30 (UTC)", 1, true), r.stdout)
     end)
+
+  it("exFAT written in another time zone: the entry's UTC offset applied (TSK reads the wall clock)", function()
+    if not (have("mkfs.exfat") and have("mount.exfat-fuse")) then
+      pending("exfatprogs or exfat-fuse missing (make deps)")
+      return
+    end
+    local img = helper.tmpdir("exfattz") .. "/disk.img"
+    local one = { ["paris/lettre.txt"] = "écrit à Paris " .. tag }
+    exfat_image(img, one, {}, "Europe/Paris")
+    local dir = img:match("^(.*)/")
+    local r = run(dir .. "/home", { runs.policy(dir), img })
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    local got = db_files(runs.medium_of(img))
+    local live = fls_body(img)
+    -- touch set 10:20:30 UTC; Paris is UTC+1 in March: the disk holds 11:20:30 and +01:00
+    assert.equal(utc(1994, 3, 15, 10, 20, 30), got["paris/lettre.txt"].mtime_ns // 1000000000)
+    assert.equal(utc(1994, 3, 15, 11, 20, 30), live["paris/lettre.txt"].mtime)
+    assert.equal(hash.sum(one["paris/lettre.txt"]), got["paris/lettre.txt"].blobid)
+  end)
 end)

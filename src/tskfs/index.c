@@ -105,6 +105,11 @@ void tindex_stat(TSK_FS_INFO *fs, const TSK_FS_META *m, struct stat *st)
     st->st_blksize = fs ? (blksize_t)fs->block_size : 4096;
     st->st_mtim.tv_sec = m->mtime; st->st_mtim.tv_nsec = m->mtime_nano;
     st->st_atim.tv_sec = m->atime; st->st_atim.tv_nsec = m->atime_nano;
+    long z[3];
+    if (fs && fs->ftype == TSK_FS_TYPE_EXFAT && exfat_utc_offsets(fs, m->addr, z) == 0) {
+        if (m->mtime) st->st_mtim.tv_sec -= z[1];
+        if (m->atime) st->st_atim.tv_sec -= z[2];
+    }
     /* FAT has no change time: its last write stands in, as the kernel's vfat does */
     if (m->ctime) { st->st_ctim.tv_sec = m->ctime; st->st_ctim.tv_nsec = m->ctime_nano; }
     else st->st_ctim = st->st_mtim;
@@ -177,10 +182,13 @@ static void record_deleted(struct tindex *x, const TSK_FS_NAME *n, TSK_FS_FILE *
     x->deleted_addr[x->ndeleted++] = content ? f->meta->addr : 0;
     const TSK_FS_META *m = f->meta;
     putf(x, "deleted\t%llu\t%s\t%lld\t", (unsigned long long)x->ndeleted, kind_of(m, n), m ? (long long)m->size : -1LL);
+    long z[3] = { 0, 0, 0 };
+    if (m && x->fs->ftype == TSK_FS_TYPE_EXFAT) exfat_utc_offsets(x->fs, m->addr, z);
     if (m)
         putf(x, "%lld.%09u\t%lld.%09u\t%lld.%09u\t%lld.%09u\t%o\t%llu\t",
-             (long long)m->mtime, m->mtime_nano, (long long)m->atime, m->atime_nano,
-             (long long)m->ctime, m->ctime_nano, (long long)m->crtime, m->crtime_nano,
+             (long long)m->mtime - (m->mtime ? z[1] : 0), m->mtime_nano,
+             (long long)m->atime - (m->atime ? z[2] : 0), m->atime_nano,
+             (long long)m->ctime, m->ctime_nano, (long long)m->crtime - (m->crtime ? z[0] : 0), m->crtime_nano,
              (unsigned)m->mode & 07777, (unsigned long long)m->addr);
     else
         putf(x, "\t\t\t\t\t%llu\t", (unsigned long long)n->meta_addr);
