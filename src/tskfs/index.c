@@ -5,9 +5,9 @@
  * deleted and orphan entries, and metadata that could not be read.
  *
  * Nothing of the filesystem's own bookkeeping becomes a live file: TSK's
- * virtual files ($MBR, $FAT1, $OrphanFiles...), a FAT volume label entry,
- * NTFS's $-system files in the root.  Deleted entries are never mixed into
- * the live tree.
+ * virtual files ($MBR, $FAT1, $OrphanFiles...), a FAT or exFAT volume label
+ * entry, NTFS's $-system files (MFT entries 0-23), exFAT's bitmap and
+ * up-case table.  Deleted entries are never mixed into the live tree.
  */
 #include <errno.h>
 #include <stdarg.h>
