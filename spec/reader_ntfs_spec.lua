@@ -234,6 +234,38 @@ describe("the Sleuth Kit reader on NTFS and exFAT", function()
       assert.equal(0, n)
     end)
 
+  it("NTFS: a deleted folder's files are deleted rows under its name, as fls lists them", function()
+    if not (have("mkfs.ntfs") and have("ntfs-3g")) then pending("ntfs-3g missing (make deps)") return end
+    local img = helper.tmpdir("ntfsdeldir") .. "/disk.img"
+    local keep = { ["keep.txt"] = "kept " .. tag }
+    ntfs_image(img, keep, {}, { pre = function() end, post = function(mnt)
+      sh { "mkdir", "-p", mnt .. "/old folder/sub" }
+      helper.write(mnt .. "/old folder/a.txt", "a " .. tag)
+      helper.write(mnt .. "/old folder/sub/b.txt", "b " .. tag)
+      sh { "rm", "-r", mnt .. "/old folder" }
+    end })
+    local dir = img:match("^(.*)/")
+    local r = run(dir .. "/home", { runs.policy(dir, '{ copy = { deleted = "recover" } }'), img })
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    local h = runs.medium_of(img)
+    local got = db_files(h)
+    assert.equal(hash.sum(keep["keep.txt"]), got["keep.txt"].blobid)
+    assert.is_nil(got["old folder"])
+    local _, deleted = fls_body(img)
+    local want = {}
+    for p in pairs(deleted) do want[#want + 1] = p end
+    table.sort(want)
+    assert.same({ "old folder", "old folder/a.txt", "old folder/sub", "old folder/sub/b.txt" }, want)
+    local rows = assert(db():exec([[SELECT path, type, state, blobid FROM deleted_entry
+                                     WHERE medium_hash = $1 ORDER BY path]], h))
+    local paths = {}
+    for i, row in ipairs(rows) do paths[i] = row.path end
+    assert.same(want, paths)
+    assert.equal("dir", rows[1].type)
+    assert.equal(hash.sum("a " .. tag), rows[2].blobid)
+    assert.equal(hash.sum("b " .. tag), rows[4].blobid)
+  end)
+
   it("a truncated NTFS image: files inside copied, a file past the end failed with EIO (never zeros), within 2 s",
     function()
       if not (have("mkfs.ntfs") and have("ntfs-3g")) then pending("ntfs-3g missing (make deps)") return end
