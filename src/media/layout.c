@@ -44,6 +44,18 @@ uint64_t ntt_layout_declared_size(int fd, uint64_t off, uint64_t avail, const ch
         if ((bps == 512 || bps == 1024 || bps == 2048 || bps == 4096) && b[13] && total)
             return (uint64_t)total * bps;
     }
+    /* NTFS counts its sectors without the backup boot sector that ends the volume */
+    if (!strcmp(t, "ntfs") && read_at(fd, off, b, 512, avail) == 0 && !memcmp(b + 3, "NTFS    ", 8)) {
+        uint32_t bps = le16(b + 11);
+        uint64_t total = le64(b + 40);
+        if ((bps == 512 || bps == 1024 || bps == 2048 || bps == 4096) && total && total < (1ull << 48))
+            return (total + 1) * bps;
+    }
+    if (!strcmp(t, "exfat") && read_at(fd, off, b, 512, avail) == 0 && !memcmp(b + 3, "EXFAT   ", 8)) {
+        uint64_t total = le64(b + 72);
+        unsigned shift = b[108];
+        if (shift >= 9 && shift <= 12 && total && total < (1ull << 48)) return total << shift;
+    }
     return 0;
 }
 

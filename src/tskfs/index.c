@@ -5,9 +5,9 @@
  * deleted and orphan entries, and metadata that could not be read.
  *
  * Nothing of the filesystem's own bookkeeping becomes a live file: TSK's
- * virtual files ($MBR, $FAT1, $OrphanFiles...), a FAT volume label entry,
- * NTFS's $-system files in the root.  Deleted entries are never mixed into
- * the live tree.
+ * virtual files ($MBR, $FAT1, $OrphanFiles...), a FAT or exFAT volume label
+ * entry, NTFS's $-system files (MFT entries 0-23), exFAT's bitmap and
+ * up-case table.  Deleted entries are never mixed into the live tree.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -105,6 +105,11 @@ void tindex_stat(TSK_FS_INFO *fs, const TSK_FS_META *m, struct stat *st)
     st->st_blksize = fs ? (blksize_t)fs->block_size : 4096;
     st->st_mtim.tv_sec = m->mtime; st->st_mtim.tv_nsec = m->mtime_nano;
     st->st_atim.tv_sec = m->atime; st->st_atim.tv_nsec = m->atime_nano;
+    long z[3];
+    if (fs && fs->ftype == TSK_FS_TYPE_EXFAT && exfat_utc_offsets(fs, m->addr, z) == 0) {
+        if (m->mtime) st->st_mtim.tv_sec -= z[1];
+        if (m->atime) st->st_atim.tv_sec -= z[2];
+    }
     /* FAT has no change time: its last write stands in, as the kernel's vfat does */
     if (m->ctime) { st->st_ctim.tv_sec = m->ctime; st->st_ctim.tv_nsec = m->ctime_nano; }
     else st->st_ctim = st->st_mtim;
@@ -136,7 +141,8 @@ static TSK_WALK_RET_ENUM count_block(TSK_FS_FILE *f, TSK_OFF_T off, TSK_DADDR_T 
 {
     struct blocks *b = ptr;
     b->total++;
-    if (flags & TSK_FS_BLOCK_FLAG_ALLOC) b->alloc++;
+    /* NTFS resident data lies in the file's own MFT entry, which TSK calls allocated */
+    if ((flags & TSK_FS_BLOCK_FLAG_ALLOC) && !(flags & TSK_FS_BLOCK_FLAG_RES)) b->alloc++;
     return TSK_WALK_CONT;
 }
 
@@ -154,10 +160,10 @@ static const char *recoverability(TSK_FS_FILE *f)
     return "recoverable";
 }
 
-static const char *kind_of(const TSK_FS_FILE *f)
+static const char *kind_of(const TSK_FS_META *m, const TSK_FS_NAME *n)
 {
-    if (!f->meta) return f->name && TSK_FS_IS_DIR_NAME(f->name->type) ? "dir" : "file";
-    switch (f->meta->type) {
+    if (!m) return TSK_FS_IS_DIR_NAME(n->type) ? "dir" : "file";
+    switch (m->type) {
     case TSK_FS_META_TYPE_REG: return "file";
     case TSK_FS_META_TYPE_DIR: return "dir";
     case TSK_FS_META_TYPE_LNK: return "link";
@@ -165,7 +171,8 @@ static const char *kind_of(const TSK_FS_FILE *f)
     }
 }
 
-static void record_deleted(struct tindex *x, TSK_FS_FILE *f, const char *dir)
+/* Deleted name n in dir; f: the file holding its metadata (none when f->meta is NULL). */
+static void record_deleted(struct tindex *x, const TSK_FS_NAME *n, TSK_FS_FILE *f, const char *dir)
 {
     const char *rec = recoverability(f);
     int content = !strcmp(rec, "recoverable") || !strcmp(rec, "data_reused");
@@ -174,17 +181,35 @@ static void record_deleted(struct tindex *x, TSK_FS_FILE *f, const char *dir)
     x->deleted_map[x->ndeleted] = NULL;
     x->deleted_addr[x->ndeleted++] = content ? f->meta->addr : 0;
     const TSK_FS_META *m = f->meta;
-    putf(x, "deleted\t%llu\t%s\t%lld\t", (unsigned long long)x->ndeleted, kind_of(f), m ? (long long)m->size : -1LL);
+    putf(x, "deleted\t%llu\t%s\t%lld\t", (unsigned long long)x->ndeleted, kind_of(m, n), m ? (long long)m->size : -1LL);
+    long z[3] = { 0, 0, 0 };
+    if (m && x->fs->ftype == TSK_FS_TYPE_EXFAT) exfat_utc_offsets(x->fs, m->addr, z);
     if (m)
         putf(x, "%lld.%09u\t%lld.%09u\t%lld.%09u\t%lld.%09u\t%o\t%llu\t",
-             (long long)m->mtime, m->mtime_nano, (long long)m->atime, m->atime_nano,
-             (long long)m->ctime, m->ctime_nano, (long long)m->crtime, m->crtime_nano,
+             (long long)m->mtime - (m->mtime ? z[1] : 0), m->mtime_nano,
+             (long long)m->atime - (m->atime ? z[2] : 0), m->atime_nano,
+             (long long)m->ctime, m->ctime_nano, (long long)m->crtime - (m->crtime ? z[0] : 0), m->crtime_nano,
              (unsigned)m->mode & 07777, (unsigned long long)m->addr);
     else
-        putf(x, "\t\t\t\t\t%llu\t", (unsigned long long)f->name->meta_addr);
+        putf(x, "\t\t\t\t\t%llu\t", (unsigned long long)n->meta_addr);
     putf(x, "%s\t", rec);
-    put_path(x, dir, f->name->name);
+    put_path(x, dir, n->name);
     put(x, "\n", 1);
+}
+
+/*
+ * exFAT's allocation bitmap, up-case table, volume GUID, TexFAT and access
+ * control entries: TSK shows them in the root under these names, with no
+ * times and mode 0111.  A user's file of the same name has times.
+ */
+static int exfat_entry(const TSK_FS_FILE *f)
+{
+    static const char *const names[] = { "$ALLOC_BITMAP", "$UPCASE_TABLE", "$VOLUME_GUID", "$TEX_FAT",
+                                          "$ACCESS_CONTROL_TABLE", "$EMPTY_VOLUME_LABEL", NULL };
+    const TSK_FS_META *m = f->meta;
+    if (m && (m->mtime || m->atime || m->crtime || (m->mode & 0666))) return 0;
+    for (int i = 0; names[i]; i++) if (!strcmp(f->name->name, names[i])) return 1;
+    return 0;
 }
 
 /* TSK's own files, and the filesystem's bookkeeping shown as files: never live files. */
@@ -193,7 +218,10 @@ static int is_bookkeeping(struct tindex *x, const TSK_FS_FILE *f, int depth)
     const TSK_FS_NAME *n = f->name;
     if (n->type == TSK_FS_NAME_TYPE_VIRT || n->type == TSK_FS_NAME_TYPE_VIRT_DIR) return 1;
     if (f->meta && (f->meta->type == TSK_FS_META_TYPE_VIRT || f->meta->type == TSK_FS_META_TYPE_VIRT_DIR)) return 1;
-    if (depth == 0 && TSK_FS_TYPE_ISNTFS(x->fs->ftype) && n->name[0] == '$' && n->meta_addr < 24) return 1;
+    /* NTFS: MFT entries 0-23 belong to the filesystem ($MFT ... and 16-23 reserved), also as orphans */
+    if (TSK_FS_TYPE_ISNTFS(x->fs->ftype) && n->meta_addr < 24
+        && ((depth == 0 && n->name[0] == '$') || !(n->flags & TSK_FS_NAME_FLAG_ALLOC))) return 1;
+    if (depth == 0 && x->fs->ftype == TSK_FS_TYPE_EXFAT && n->name[0] == '$' && exfat_entry(f)) return 1;
     /* HFS+: the B-tree files (catalog ids below 16) and the store of hard-linked files */
     if (depth == 0 && TSK_FS_TYPE_ISHFS(x->fs->ftype)
         && ((n->name[0] == '$' && n->meta_addr < 16) || strstr(n->name, "HFS+ Private Data"))) return 1;
@@ -215,6 +243,26 @@ static int fat_label(struct tindex *x, const TSK_FS_FILE *f, int depth)
     free(l);
     put(x, "\n", 1);
     return 1;
+}
+
+/*
+ * NTFS adds one to an MFT entry's sequence number when it frees the entry,
+ * so a deleted name carries the number before.  TSK's directory walk (fls)
+ * allows for that; tsk_fs_dir_get does not, and hands every deleted NTFS
+ * name without its metadata.  Loads it by the walk's rule.
+ */
+static TSK_FS_FILE *ntfs_deleted_meta(struct tindex *x, const TSK_FS_FILE *f)
+{
+    if (f->meta || !TSK_FS_TYPE_ISNTFS(x->fs->ftype) || !f->name->meta_addr) return NULL;
+    TSK_FS_FILE *g = tsk_fs_file_open_meta(x->fs, NULL, f->name->meta_addr);
+    if (!g) { tsk_error_reset(); return NULL; }
+    if (g->meta) {
+        uint32_t seq = g->meta->seq;
+        if ((g->meta->flags & TSK_FS_META_FLAG_UNALLOC) && seq > 0) seq--;
+        if (seq == f->name->meta_seq) return g;     /* the attributes point back at g: keep it */
+    }
+    tsk_fs_file_close(g);
+    return NULL;
 }
 
 static int loops(const struct node *dir, TSK_INUM_T addr)
@@ -259,11 +307,14 @@ static void read_dir(struct tindex *x, TSK_INUM_T addr, struct node *live, const
         sprintf(sub, "%s%s%s", path, *path ? "/" : "", name);
         int is_dir = f->meta ? f->meta->type == TSK_FS_META_TYPE_DIR : TSK_FS_IS_DIR_NAME(f->name->type);
         if (deleted) {
-            record_deleted(x, f, path);
+            TSK_FS_FILE *g = ntfs_deleted_meta(x, f), *mf = g ? g : f;
+            record_deleted(x, f->name, mf, path);
+            if (g) is_dir = g->meta->type == TSK_FS_META_TYPE_DIR;
             /* a deleted directory whose entry was not reused still lists what it held */
-            if (is_dir && f->meta && (f->meta->flags & TSK_FS_META_FLAG_UNALLOC) && depth < MAX_DEPTH
-                && f->meta->addr != addr)
-                read_dir(x, f->meta->addr, NULL, sub, depth + 1);
+            if (is_dir && mf->meta && (mf->meta->flags & TSK_FS_META_FLAG_UNALLOC) && depth < MAX_DEPTH
+                && mf->meta->addr != addr)
+                read_dir(x, mf->meta->addr, NULL, sub, depth + 1);
+            if (g) tsk_fs_file_close(g);
         } else {
             struct node *k = add_kid(live, name);
             k->addr = f->name->meta_addr;

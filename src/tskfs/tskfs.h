@@ -54,6 +54,9 @@ int fmap_build(TSK_FS_FILE *f, struct fmap *m);
 void fmap_free(struct fmap *m);
 int fmap_read(const struct fmap *m, int fd, char *buf, size_t len, uint64_t off);
 
+/* exfat.c */
+int exfat_utc_offsets(TSK_FS_INFO *fs, TSK_INUM_T addr, long off[3]);
+
 /* iso.c */
 int iso_rock_ridge_only(int fd);
 
