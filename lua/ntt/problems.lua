@@ -134,6 +134,15 @@ local NOT_FINDINGS = { diagnostic_events = true, events_dropped = true, first_fs
                        skip_count = true, detected_at = true, worker_id = true, error_rate = true, errors = true,
                        processed = true, threshold = true }
 
+-- The same keys for SQL: `... FROM jsonb_object_keys(problems) k WHERE k <> ALL (problems.NOT_KINDS_SQL)`
+-- lists the kinds of problem a medium has.
+do
+  local keys = {}
+  for k in pairs(NOT_FINDINGS) do keys[#keys + 1] = "'" .. k .. "'" end
+  table.sort(keys)
+  M.NOT_KINDS_SQL = "ARRAY[" .. table.concat(keys, ", ") .. "]"
+end
+
 function M.count(conn, hash, since)
   local p, err, code, state = M.get(conn, hash)
   if not p then return nil, err, code, state end

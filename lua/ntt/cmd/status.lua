@@ -40,7 +40,8 @@ local function list(conn, as_json)
     SELECT medium_hash, medium_human, kind, health, rescued_pct, size,
            identified_at::text, inspected_at::text, mounted_at::text, enum_done::text,
            copy_done::text, verified_at::text, archived_at::text,
-           (SELECT string_agg(k, ',' ORDER BY k) FROM jsonb_object_keys(problems) k) AS problem_keys,
+           (SELECT string_agg(k, ',' ORDER BY k) FROM jsonb_object_keys(problems) k
+             WHERE k <> ALL (]] .. require("ntt.problems").NOT_KINDS_SQL .. [[)) AS problem_keys,
            jsonb_array_length(coalesce(problems->'diagnostic_events', '[]'::jsonb)) AS events,
            rescue_of, (SELECT count(*) FROM medium l WHERE l.rescue_of = medium.medium_hash) AS rescues
       FROM medium ORDER BY added_at, medium_hash]]))

@@ -73,7 +73,8 @@ M.into = into
 function M.index_rows(conn)
   local media, err, code, state = conn:exec([[
     SELECT medium_hash AS hash, medium_human AS name, kind, health, rescued_pct,
-           (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(problems) k) AS problem_keys
+           (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(problems) k
+             WHERE k <> ALL (]] .. require("ntt.problems").NOT_KINDS_SQL .. [[)) AS problem_keys
       FROM medium ORDER BY added_at, medium_hash]])
   if not media then return nil, err, code, state end
   local counts
