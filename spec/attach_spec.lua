@@ -9,35 +9,13 @@ local runs = require "spec.support.runs"
 local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
 local json = require "ntt.json"
+local slowfs = require "spec.support.slowfs"
+local term = require "spec.support.term"
 
-local function tmux(...)
-  return assert(proc.run { argv = { "tmux", "-L", "ntt-attach-spec", ... }, timeout = 20 })
-end
-
-local function screen() return tmux("capture-pane", "-p", "-J", "-S", "-200", "-t", "att").stdout end
-
-local function wait_for(pattern, seconds)
-  local deadline = util.monotonic() + (seconds or 15)
-  repeat
-    local s = screen()
-    if s:find(pattern) then return s end
-    util.sleep(0.05)
-  until util.monotonic() > deadline
-  error("timed out waiting for " .. pattern .. " on screen:\n" .. screen())
-end
+local tty = term.new { socket = "ntt-attach-spec", target = "att", history = true, wait = 15 }
+local tmux, screen, wait_for = tty.tmux, tty.screen, tty.wait_for
 
 local bin
-local function fixture()
-  if bin then return bin end
-  local pc = proc.run { argv = { "pkg-config", "--cflags", "--libs", "fuse3" } }
-  if not pc or pc.code ~= 0 then return nil, "libfuse3-dev is not installed" end
-  local dir = helper.tmpdir("slowfs")
-  local argv = { "cc", "-O1", "-Wall", "-Werror", "-o", dir .. "/slowfs", "spec/fixtures/slowfs.c" }
-  for w in pc.stdout:gmatch("%S+") do argv[#argv + 1] = w end
-  helper.sh(argv)
-  bin = dir .. "/slowfs"
-  return bin
-end
 
 local function events(home, name)
   local out = {}
@@ -50,11 +28,10 @@ end
 
 describe("ntt attach", function()
   local ok, why = runs.can_run { fuse = true }
-  local have = proc.run { argv = { "tmux", "-V" } }
-  if ok and not (have and have.code == 0) then ok, why = false, "tmux is not installed" end
+  if ok then ok, why = term.have() end
   if ok then
-    local b, err = fixture()
-    if not b then ok, why = false, err end
+    local b, err = slowfs.bin()
+    if b then bin = b else ok, why = false, err end
   end
   if not ok then
     it("shows a stuck file and skips it", function() pending(why) end)

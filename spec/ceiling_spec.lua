@@ -8,19 +8,9 @@ local runs = require "spec.support.runs"
 local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
 local json = require "ntt.json"
+local slowfs = require "spec.support.slowfs"
 
 local bin
-local function fixture()
-  if bin then return bin end
-  local pc = proc.run { argv = { "pkg-config", "--cflags", "--libs", "fuse3" } }
-  if not pc or pc.code ~= 0 then return nil, "libfuse3-dev is not installed" end
-  local dir = helper.tmpdir("slowfs")
-  local argv = { "cc", "-O1", "-Wall", "-Werror", "-o", dir .. "/slowfs", "spec/fixtures/slowfs.c" }
-  for w in pc.stdout:gmatch("%S+") do argv[#argv + 1] = w end
-  helper.sh(argv)
-  bin = dir .. "/slowfs"
-  return bin
-end
 
 -- Mounts the fixture at dir/src with env; returns the mount point and the
 -- stats file (the most files it had open at once).
@@ -65,8 +55,8 @@ end
 describe("copy threads on a 9p-like source", function()
   local ok, why = runs.can_run { fuse = true }
   if ok then
-    local b, err = fixture()
-    if not b then ok, why = false, err end
+    local b, err = slowfs.bin()
+    if b then bin = b else ok, why = false, err end
   end
   if not ok then
     it("stays under the policy's ceiling", function() pending(why) end)

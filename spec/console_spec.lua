@@ -8,27 +8,15 @@ local runs = require "spec.support.runs"
 local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
 local hash = require "ntt.core.hash"
+local term = require "spec.support.term"
 
-local function tmux(...)
-  return assert(proc.run { argv = { "tmux", "-L", "ntt-console-spec", ... }, timeout = 20 })
-end
-
-local function screen() return tmux("capture-pane", "-p", "-J", "-S", "-200", "-t", "c").stdout end
-
-local function wait_for(pattern, seconds)
-  local deadline = util.monotonic() + (seconds or 20)
-  repeat
-    local s = screen()
-    if s:find(pattern) then return s end
-    util.sleep(0.05)
-  until util.monotonic() > deadline
-  error("timed out waiting for " .. pattern .. " on screen:\n" .. screen())
-end
+local tty = term.new { socket = "ntt-console-spec", target = "c", history = true, wait = 20 }
+local tmux, screen, wait_for = tty.tmux, tty.screen, tty.wait_for
 
 describe("ntt repl --medium H", function()
-  local have = proc.run { argv = { "tmux", "-V" } }
   local ok, why = runs.can_run()
-  if not (have and have.code == 0) then why, ok = "tmux is not installed", false end
+  local has, no_tmux = term.have()
+  if not has then why, ok = no_tmux, false end
   if not ok then
     it("lists failing files and retries one", function() pending(why) end)
     return

@@ -13,13 +13,7 @@ local lease = require "ntt.lease"
 local copier = require "ntt.copier"
 
 local policy, medium_of, db = runs.policy, runs.medium_of, runs.db
-
--- A mount root of the spec's own: other specs on this machine lazily
--- unmount whatever is under the shared one when they end.
-local function env_of(dir, home)
-  helper.sh { "mkdir", "-p", dir .. "/mnt" }
-  return { NTT_HOME = home or (dir .. "/home"), NTT_MOUNT_ROOT = dir .. "/mnt" }
-end
+local env_of, mounts_of = runs.env_of, runs.mounts_of
 
 -- a process that has exited (and been reaped): its pid names nothing now
 local function gone_pid()
@@ -29,22 +23,7 @@ local function gone_pid()
   return pid
 end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function mounts_of(h)
-  local out = {}
-  for l in io.lines("/proc/self/mountinfo") do
-    local mp = l:match("^%S+ %S+ %S+ %S+ (%S+)")
-    if mp and mp:find("/" .. h, 1, true) then out[#out + 1] = mp end
-  end
-  return out
-end
+local read = helper.try_read
 
 describe("liveness", function()
   it("knows this process, a process gone, another boot, a reused pid and another host", function()

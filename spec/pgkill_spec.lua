@@ -9,13 +9,7 @@ local util = require "ntt.core.util"
 local pg = require "ntt.core.pg"
 local runs = require "spec.support.runs"
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = helper.try_read
 
 -- The postmaster and every process it started, by pid.
 local function server_pids(data)

@@ -27,13 +27,7 @@ local function problems(h)
   return json.decode(r[1].p), r[1]
 end
 
--- The data blocks of file /name in an ext image, in file order (debugfs).
-local function data_blocks(img, name)
-  local r = helper.sh { "debugfs", "-R", "blocks /" .. name, img }
-  local blocks = {}
-  for b in r.stdout:gmatch("%d+") do blocks[#blocks + 1] = tonumber(b) end
-  return blocks, r.stdout
-end
+local data_blocks = images.ext_blocks
 
 -- Every blob in the store hashes to its name.
 local function check_store(home)

@@ -5,18 +5,13 @@ local helper = require "spec.support.helper"
 local proc = require "ntt.core.proc"
 local hash = require "ntt.core.hash"
 local json = require "ntt.json"
+local mediadb = require "spec.support.mediadb"
 local problems = require "ntt.problems"
 
 describe("medium summaries", function()
-  local url = helper.db_url()
-  if not url then
-    it("take the seed's shape and add up across workers", function() pending("no test database") end)
-    return
-  end
-  local db = require "ntt.db"
   local conn
-  setup(function() conn = assert(db.connect { url = url, migrate = true }) end)
-  teardown(function() conn:close() end)
+  local url = mediadb.connect_for("take the seed's shape and add up across workers", function(c) conn = c end)
+  if not url then return end
 
   local n = 0
   local function new_medium()

@@ -10,13 +10,7 @@ local json = require "ntt.json"
 local runs = require "spec.support.runs"
 
 local policy, medium_of, db = runs.policy, runs.medium_of, runs.db
-
--- A mount root of the spec's own: other specs on this machine lazily
--- unmount whatever is under the shared one when they end.
-local function env_of(dir, home)
-  helper.sh { "mkdir", "-p", dir .. "/mnt" }
-  return { NTT_HOME = home or (dir .. "/home"), NTT_MOUNT_ROOT = dir .. "/mnt" }
-end
+local env_of = runs.env_of
 
 -- pids of the processes whose command line holds every one of words
 local function pids_of(words)

@@ -1,28 +1,15 @@
 -- spec/repl_spec.lua: `ntt repl` driven through a real terminal (tmux).
 local helper = require "spec.support.helper"
-local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
+local term = require "spec.support.term"
 
-local function tmux(...)
-  return assert(proc.run { argv = { "tmux", "-L", "ntt-spec", ... }, timeout = 20 })
-end
-
-local function screen() return tmux("capture-pane", "-p", "-t", "repl").stdout end
-
-local function wait_for(pattern, seconds)
-  local deadline = util.monotonic() + (seconds or 10)
-  repeat
-    local s = screen()
-    if s:find(pattern) then return s end
-    util.sleep(0.05)
-  until util.monotonic() > deadline
-  error("timed out waiting for " .. pattern .. " on screen:\n" .. screen())
-end
+local tty = term.new { socket = "ntt-spec", target = "repl", wait = 10 }
+local tmux, screen, wait_for = tty.tmux, tty.screen, tty.wait_for
 
 describe("ntt repl", function()
-  local have = proc.run { argv = { "tmux", "-V" } }
-  if not have or have.code ~= 0 then
-    it("needs tmux", function() pending("tmux is not installed") end)
+  local has, why = term.have()
+  if not has then
+    it("needs tmux", function() pending(why) end)
     return
   end
 

@@ -10,6 +10,7 @@ local hash = require "ntt.core.hash"
 local mapfile = require "ntt.mapfile"
 local lineage = require "ntt.lineage"
 local json = require "ntt.json"
+local mediadb = require "spec.support.mediadb"
 
 local MiB = images.MiB
 local tag = runs.tag
@@ -46,15 +47,9 @@ describe("lineage.further (the rule)", function()
 end)
 
 describe("lineage in the database", function()
-  local url = helper.db_url()
-  if not url then
-    it("links and counts", function() pending("no test database") end)
-    return
-  end
   local db = require "ntt.db"
   local conn
-  setup(function() conn = assert(db.connect { url = url, migrate = true }) end)
-  teardown(function() conn:close() end)
+  if not mediadb.connect_for("links and counts", function(c) conn = c end) then return end
 
   local function new_medium(label)
     local h = hash.sum(label .. " " .. tag, 16)

@@ -18,6 +18,11 @@
 --   runs.ntt(home, argv [, timeout]) -> the result of `ntt argv...` with
 --                                    NTT_HOME=home (timeout 300 s)
 --   runs.run(home, argv [, timeout]) -> the same for `ntt run argv...`
+--   runs.env_of(dir [, home])     -> the environment of a run with NTT_HOME home
+--                                    (dir/home) and a mount root of its own,
+--                                    dir/mnt (other specs lazily unmount the
+--                                    shared one when they end)
+--   runs.mounts_of(h)             -> mount points whose path holds "/" .. h
 --   runs.db()                     -> one migrated connection to the test
 --                                    database, opened on first use
 --   runs.unmount()                   lazily unmounts whatever a run left
@@ -88,6 +93,20 @@ end
 
 function M.run(home, argv, timeout)
   return M.ntt(home, { "run", table.unpack(argv) }, timeout)
+end
+
+function M.env_of(dir, home)
+  helper.sh { "mkdir", "-p", dir .. "/mnt" }
+  return { NTT_HOME = home or (dir .. "/home"), NTT_MOUNT_ROOT = dir .. "/mnt" }
+end
+
+function M.mounts_of(h)
+  local out = {}
+  for l in io.lines("/proc/self/mountinfo") do
+    local mp = l:match("^%S+ %S+ %S+ %S+ (%S+)")
+    if mp and mp:find("/" .. h, 1, true) then out[#out + 1] = mp end
+  end
+  return out
 end
 
 local conn
