@@ -8,30 +8,20 @@ local helper = require "spec.support.helper"
 local runs = require "spec.support.runs"
 local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
-local json = require "ntt.json"
 local slowfs = require "spec.support.slowfs"
 local term = require "spec.support.term"
 
 local tty = term.new { socket = "ntt-attach-spec", target = "att", history = true, wait = 15 }
 local tmux, screen, wait_for = tty.tmux, tty.screen, tty.wait_for
 
-local bin
-
-local function events(home, name)
-  local out = {}
-  for line in io.lines(home .. "/log/ops.jsonl") do
-    local e = json.decode(line)
-    if e.event == name then out[#out + 1] = e end
-  end
-  return out
-end
+local events = runs.events
 
 describe("ntt attach", function()
   local ok, why = runs.can_run { fuse = true }
   if ok then ok, why = term.have() end
   if ok then
     local b, err = slowfs.bin()
-    if b then bin = b else ok, why = false, err end
+    if not b then ok, why = false, err end
   end
   if not ok then
     it("shows a stuck file and skips it", function() pending(why) end)
@@ -42,21 +32,9 @@ describe("ntt attach", function()
   -- The fixture mounted at dir/src (its one file d00/stuck.bin hangs).
   local function mount_stuck(dir)
     local mnt = dir .. "/src"
-    helper.sh { "mkdir", "-p", mnt }
     -- multithreaded (no -s): the fixture must see the kernel's interrupt while a read hangs
-    local fsp = assert(proc.spawn { argv = { bin, "-f", "-o", "ro", mnt }, stdout = "null", stderr = "null",
-                                    env = { SLOWFS_DIRS = "8", SLOWFS_FILES = "10", SLOWFS_BAD = "0",
-                                            SLOWFS_LATENCY_MS = "5", SLOWFS_STUCK = "1" } })
-    finally(function()
-      proc.run { argv = { "umount", "-l", mnt }, timeout = 30 }
-      fsp:kill(9); fsp:wait(10)
-    end)
-    assert.is_true(runs.wait_for(function()
-      for l in io.lines("/proc/self/mounts") do
-        if l:find(" " .. mnt .. " ", 1, true) then return true end
-      end
-      return false
-    end), "slowfs did not mount")
+    slowfs.mount(finally, mnt, { SLOWFS_DIRS = "8", SLOWFS_FILES = "10", SLOWFS_BAD = "0",
+                                 SLOWFS_LATENCY_MS = "5", SLOWFS_STUCK = "1" })
     return mnt
   end
 

@@ -5,31 +5,16 @@
 -- error -- is decided within 2 s.
 local helper = require "spec.support.helper"
 local runs = require "spec.support.runs"
-local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
 local json = require "ntt.json"
 local slowfs = require "spec.support.slowfs"
-
-local bin
 
 -- Mounts the fixture at dir/src with env; returns the mount point and the
 -- stats file (the most files it had open at once).
 local function mount(dir, env)
   local mnt, stats = dir .. "/src", dir .. "/stats"
-  helper.sh { "mkdir", "-p", mnt }
   env.SLOWFS_STATS = stats
-  local p = assert(proc.spawn { argv = { bin, "-f", "-s", "-o", "ro", mnt }, env = env,
-                                stdout = "null", stderr = "null" })
-  finally(function()
-    proc.run { argv = { "umount", "-l", mnt }, timeout = 30 }
-    p:kill(9); p:wait(10)
-  end)
-  assert.is_true(runs.wait_for(function()
-    for l in io.lines("/proc/self/mounts") do
-      if l:find(" " .. mnt .. " ", 1, true) then return true end
-    end
-    return false
-  end), "slowfs did not mount")
+  slowfs.mount(finally, mnt, env, true)
   return mnt, stats
 end
 
@@ -43,20 +28,13 @@ local function secs(ts)
   return ((tonumber(D) * 24 + tonumber(h)) * 60 + tonumber(m)) * 60 + tonumber(s)
 end
 
-local function events(home, name)
-  local out = {}
-  for line in io.lines(home .. "/log/ops.jsonl") do
-    local e = json.decode(line)
-    if e.event == name then out[#out + 1] = e end
-  end
-  return out
-end
+local events = runs.events
 
 describe("copy threads on a 9p-like source", function()
   local ok, why = runs.can_run { fuse = true }
   if ok then
     local b, err = slowfs.bin()
-    if b then bin = b else ok, why = false, err end
+    if not b then ok, why = false, err end
   end
   if not ok then
     it("stays under the policy's ceiling", function() pending(why) end)

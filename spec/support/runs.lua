@@ -23,6 +23,9 @@
 --                                    dir/mnt (other specs lazily unmount the
 --                                    shared one when they end)
 --   runs.mounts_of(h)             -> mount points whose path holds "/" .. h
+--   runs.states(h)                -> medium h's inodes counted by state
+--                                    ({copied = n, ...}), and their total
+--   runs.events(home, name)       -> the events named name in home/log/ops.jsonl
 --   runs.db()                     -> one migrated connection to the test
 --                                    database, opened on first use
 --   runs.unmount()                   lazily unmounts whatever a run left
@@ -105,6 +108,25 @@ function M.mounts_of(h)
   for l in io.lines("/proc/self/mountinfo") do
     local mp = l:match("^%S+ %S+ %S+ %S+ (%S+)")
     if mp and mp:find("/" .. h, 1, true) then out[#out + 1] = mp end
+  end
+  return out
+end
+
+function M.states(h)
+  local it = require("ntt.db").partition_names(h)
+  local out, total = {}, 0
+  for _, r in ipairs(assert(M.db():exec(("SELECT state::text AS s, count(*) AS n FROM %s GROUP BY 1"):format(it)))) do
+    out[r.s] = r.n
+    total = total + r.n
+  end
+  return out, total
+end
+
+function M.events(home, name)
+  local out = {}
+  for line in io.lines(home .. "/log/ops.jsonl") do
+    local e = json.decode(line)
+    if e.event == name then out[#out + 1] = e end
   end
   return out
 end

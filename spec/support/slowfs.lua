@@ -3,7 +3,12 @@
 --
 --   slowfs.bin() -> path of the built fixture, or nil and why not
 --                   (libfuse3-dev missing)
+--   slowfs.mount(finally, mnt, env [, single]) the built fixture serving at
+--                   mnt (made here) with environment env, one request at a
+--                   time when single (-s); raises unless mounted within 60 s;
+--                   unmounted and stopped in the running test's finally
 local helper = require "spec.support.helper"
+local runs = require "spec.support.runs"
 local proc = require "ntt.core.proc"
 
 local M = {}
@@ -19,6 +24,24 @@ function M.bin()
   helper.sh(argv)
   bin = dir .. "/slowfs"
   return bin
+end
+
+function M.mount(finally, mnt, env, single)
+  helper.sh { "mkdir", "-p", mnt }
+  local argv = { assert(bin, "slowfs.bin() first"), "-f", "-o", "ro", mnt }
+  if single then table.insert(argv, 3, "-s") end
+  local p = assert(proc.spawn { argv = argv, env = env, stdout = "null", stderr = "null" })
+  finally(function()
+    proc.run { argv = { "umount", "-l", mnt }, timeout = 30 }
+    p:kill(9); p:wait(10)
+  end)
+  assert(runs.wait_for(function()
+    for l in io.lines("/proc/self/mounts") do
+      if l:find(" " .. mnt .. " ", 1, true) then return true end
+    end
+    return false
+  end), "slowfs did not mount")
+  return mnt
 end
 
 return M
