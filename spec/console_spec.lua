@@ -30,18 +30,13 @@ describe("ntt repl --medium H", function()
     local t = runs.tag
     local files = { ["a.txt"] = "console a " .. t, ["sub/gone.txt"] = "console gone " .. t }
     images.files(tree, files)
-    local r = runs.run(home, { runs.policy(dir, '{ stages = { "identify", "inspect", "mount", "enumerate" } }'),
-                               "--tree", tree })
+    local r = runs.enumerate_only(dir, home, tree)
     assert.equal(1, r.code, r.stderr .. r.stdout)
     os.remove(tree .. "/sub/gone.txt")
-    local pol = dir .. "/copy.lua"
-    helper.write(pol, [[
-local ntt = require "ntt"
-return ntt.policy.extend("default", {
+    local pol = runs.policy(dir, [[{
   retry = { checkpoint = 2, max = 3, backoff = { base = 0.001, factor = 1, cap = 0.001 } },
   diagnose = { { ntt.always, ntt.CONTINUE } },
-})
-]])
+}]], "copy.lua")
     r = runs.run(home, { pol, "--tree", tree })
     assert.equal(1, r.code, r.stderr .. r.stdout)
     local h = runs.medium_of(tree)

@@ -5,8 +5,12 @@
 --   runs.can_run([{fuse = true}]) -> true, or nil and why not (root, loop
 --                                    devices, a test database; /dev/fuse too)
 --   runs.tag                      a unique payload: each spec's media hash apart
---   runs.policy(dir [, overrides]) -> path of dir/policy.lua extending "default"
---                                    with the Lua table text overrides
+--   runs.policy(dir [, overrides [, name]]) -> path of dir/name (policy.lua)
+--                                    extending "default" with the Lua table
+--                                    text overrides (`ntt` in scope there)
+--   runs.enumerate_only(dir, home, tree) -> the result of `ntt run` of tree
+--                                    through enumerate, no copy (its policy
+--                                    dir/policy.lua; exit 1: files pending)
 --   runs.medium_of(image)         -> the medium hash `ntt identify` gives image
 --   runs.many_files(label, reps [, dirs, per]) -> dirs (20) directories of
 --                                    per (100) files, each its own content
@@ -47,10 +51,14 @@ end
 
 M.tag = ("%d-%d"):format(util.pid(), math.floor(util.now() * 1000))
 
-function M.policy(dir, overrides)
-  local path = dir .. "/policy.lua"
+function M.policy(dir, overrides, name)
+  local path = dir .. "/" .. (name or "policy.lua")
   helper.write(path, 'local ntt = require "ntt"\nreturn ntt.policy.extend("default", ' .. (overrides or "{}") .. ")\n")
   return path
+end
+
+function M.enumerate_only(dir, home, tree)
+  return M.run(home, { M.policy(dir, '{ stages = { "identify", "inspect", "mount", "enumerate" } }'), "--tree", tree })
 end
 
 function M.medium_of(image)
