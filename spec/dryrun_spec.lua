@@ -52,8 +52,7 @@ end
 local states = runs.states
 
 describe("ntt run --dry-run", function()
-  local ok, why = runs.can_run { fuse = true }
-  if ok and not mediaimg.have("mkfs.vfat") then ok, why = nil, "mkfs.vfat is not installed (make deps)" end
+  local ok, why = runs.can_run { fuse = true, tools = { "mkfs.vfat" } }
   if not ok then
     it("writes nothing", function() pending(why) end)
     return

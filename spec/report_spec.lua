@@ -46,9 +46,7 @@ end
 local count_states = runs.states
 
 describe("the condition report", function()
-  local ok, why = runs.can_run { fuse = true }
-  if ok and not mediaimg.have("chromium") then ok, why = nil, "chromium is not installed (make deps)" end
-  if ok and not mediaimg.have("mkfs.vfat") then ok, why = nil, "mkfs.vfat is not installed (make deps)" end
+  local ok, why = runs.can_run { fuse = true, tools = { "chromium", "mkfs.vfat" } }
   if not ok then
     it("renders a medium's page in a browser", function() pending(why) end)
     return

@@ -2,8 +2,9 @@
 -- share: whether they can run here, a policy file, a medium's hash, many
 -- files to copy, and watching a copy from the database.
 --
---   runs.can_run([{fuse = true}]) -> true, or nil and why not (root, loop
---                                    devices, a test database; /dev/fuse too)
+--   runs.can_run([{fuse = true, tools = {...}}]) -> true, or nil and why not
+--                                    (root, loop devices, a test database;
+--                                    /dev/fuse and each tool on PATH too)
 --   runs.tag                      a unique payload: each spec's media hash apart
 --   runs.policy(dir [, overrides [, name]]) -> path of dir/name (policy.lua)
 --                                    extending "default" with the Lua table
@@ -46,6 +47,9 @@ function M.can_run(opts)
   if not io.open("/dev/loop-control") then return nil, "no /dev/loop-control" end
   if opts and opts.fuse and not io.open("/dev/fuse") then return nil, "no /dev/fuse" end
   if not helper.db_url() then return nil, "no test database" end
+  for _, tool in ipairs(opts and opts.tools or {}) do
+    if not require("spec.support.mediaimg").have(tool) then return nil, tool .. " is not installed (make deps)" end
+  end
   return true
 end
 
