@@ -62,6 +62,23 @@ local function fiwalk(img, dir)
   return helper.read(out)
 end
 
+-- The allocated regular files of the DFXML report file (returned) are
+-- fiwalk's of img, five, with their sizes (and offsets in the image when
+-- offsets).
+local function same_files(file, img, dir, offsets)
+  local ours, theirs = regular_files(helper.read(file)), regular_files(fiwalk(img, dir))
+  local n = 0
+  for name, t in pairs(theirs) do
+    n = n + 1
+    assert.truthy(ours[name], "ntt lacks " .. name)
+    assert.equal(t.size, ours[name].size, name)
+    if offsets then assert.equal(t.img_offset, ours[name].img_offset, name) end
+  end
+  for name in pairs(ours) do assert.truthy(theirs[name], "fiwalk lacks " .. name) end
+  assert.equal(5, n)
+  return ours
+end
+
 describe("DFXML", function()
   local ok, why = runs.can_run { fuse = true, tools = { "xmllint", "fiwalk", "mkfs.vfat" } }
   if ok and not schema_path() then ok, why = nil, "the DFXML schema is not here (NTT_DFXML_SCHEMA)" end
@@ -77,16 +94,7 @@ describe("DFXML", function()
       ["a.txt"] = "alpha " .. tag, ["dir/b.bin"] = big, ["dir/sub/c & <d>.txt"] = "gamma " .. tag,
       ["empty"] = "", ["caf\xc3\xa9.txt"] = "accent " .. tag } })
     local file = valid_report(dir, img)
-    local ours, theirs = regular_files(helper.read(file)), regular_files(fiwalk(img, dir))
-    local n = 0
-    for name, t in pairs(theirs) do
-      n = n + 1
-      assert.truthy(ours[name], "ntt lacks " .. name)
-      assert.equal(t.size, ours[name].size, name)
-      assert.equal(t.img_offset, ours[name].img_offset, name)
-    end
-    for name in pairs(ours) do assert.truthy(theirs[name], "fiwalk lacks " .. name) end
-    assert.equal(5, n)
+    local ours = same_files(file, img, dir, true)
     assert.is_true(ours["dir/b.bin"].img_offset > 0)
     -- the report is a file list, not the copy: the BLAKE3 of each copied file is there
     assert.matches('<hashdigest type="OTHER" ntt:algorithm="blake3">%x+</hashdigest>', helper.read(file))
@@ -114,15 +122,7 @@ describe("DFXML", function()
     for i = 1, 5 do files[("FILE%02d.BIN"):format(i)] = (string.char(64 + i)):rep(1000 * i) .. tag end
     local img = images.fat(dir .. "/floppy.img", { kb = 1440, files = files })
     local file = valid_report(dir, img)
-    local ours, theirs = regular_files(helper.read(file)), regular_files(fiwalk(img, dir))
-    local n = 0
-    for name, t in pairs(theirs) do
-      n = n + 1
-      assert.truthy(ours[name], "ntt lacks " .. name)
-      assert.equal(t.size, ours[name].size, name)
-    end
-    for name in pairs(ours) do assert.truthy(theirs[name], "fiwalk lacks " .. name) end
-    assert.equal(5, n)
+    same_files(file, img, dir)
   end)
 
   it("escapes names that are not valid UTF-8 or hold control bytes, and still validates", function()
