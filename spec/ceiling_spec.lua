@@ -30,6 +30,14 @@ end
 
 local events = runs.events
 
+-- A policy of batches of batch files, the thread controller on and logging
+-- (debug), at most ceiling threads on the fixture's filesystem, 8 elsewhere.
+local function ceiling_policy(dir, batch, ceiling)
+  return runs.policy(dir, ([[{ copy = { batch = %d, adapt = true,
+      threads = function(fs) if fs.fstype == "fuse.slowfs" then return %d end return 8 end },
+      log = { level = "debug" } }]]):format(batch, ceiling))
+end
+
 describe("copy threads on a 9p-like source", function()
   local ok, why = runs.can_run { fuse = true }
   if ok then
@@ -47,9 +55,7 @@ describe("copy threads on a 9p-like source", function()
                                     SLOWFS_LATENCY_MS = "10" })
     -- batches of several directories (one thread each, up to the count):
     -- a controller that climbed past 1 would have two files open at once
-    local pol = runs.policy(dir, [[{ copy = { batch = 9, adapt = true,
-      threads = function(fs) if fs.fstype == "fuse.slowfs" then return 1 end return 8 end },
-      log = { level = "debug" } }]])
+    local pol = ceiling_policy(dir, 9, 1)
     local home = dir .. "/home"
     local r = runs.run(home, { pol, mnt })
     assert.equal(1, r.code, r.stderr .. r.stdout)      -- finished, one file skipped
@@ -78,9 +84,7 @@ describe("copy threads on a 9p-like source", function()
     -- 4 of 24 files unreadable: more than 10 % of a batch fails
     local mnt, stats = mount(dir, { SLOWFS_DIRS = "10", SLOWFS_FILES = "2", SLOWFS_BAD = "4",
                                     SLOWFS_LATENCY_MS = "2" })
-    local pol = runs.policy(dir, [[{ copy = { batch = 24, adapt = true,
-      threads = function(fs) if fs.fstype == "fuse.slowfs" then return 2 end return 8 end },
-      log = { level = "debug" } }]])
+    local pol = ceiling_policy(dir, 24, 2)
     local home = dir .. "/home"
     local t0 = util.monotonic()
     local r = runs.run(home, { pol, mnt })

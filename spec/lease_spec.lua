@@ -122,15 +122,10 @@ describe("runs sharing a medium", function()
     local pol = policy(dir, "{ copy = { batch = 20, threads = 1, durability = 'fsync' } }")
     local h = medium_of(img)
     local home = dir .. "/home"
-    local function start(name)
-      return assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = env_of(dir, home),
-                                 stdout = "null", stderr = dir .. "/" .. name })
-    end
+    local function start(name) return runs.start(finally, { "run", pol, img }, env_of(dir, home), dir .. "/" .. name) end
     local a = start("a")
-    finally(function() if a:wait(0) == nil then a:kill(9); a:wait(10) end end)
     assert.truthy(runs.wait_copied(db(), h, 40), "the first run never got going: " .. read(dir .. "/a"))
     local b = start("b")
-    finally(function() if b:wait(0) == nil then b:kill(9); b:wait(10) end end)
     local how_b, code_b = b:wait(240)
     local how_a, code_a = a:wait(240)
     local ea, eb = read(dir .. "/a"), read(dir .. "/b")
@@ -157,9 +152,7 @@ describe("runs sharing a medium", function()
     local pol = policy(dir, "{ copy = { batch = 50, threads = 1, durability = 'fsync' } }")
     local h = medium_of(img)
     local home = dir .. "/home"
-    local a = assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = env_of(dir, home),
-                                  stdout = "null", stderr = dir .. "/a" })
-    finally(function() if a:wait(0) == nil then a:kill(9); a:wait(10) end end)
+    local a = runs.start(finally, { "run", pol, img }, env_of(dir, home), dir .. "/a")
     assert.truthy(runs.wait_copied(db(), h, 60), "the first run never got going: " .. read(dir .. "/a"))
     a:kill(9)
     a:wait(10)

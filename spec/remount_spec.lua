@@ -37,9 +37,7 @@ local function start_copying(dir, home, img)
   local pol = policy(dir, "{ mount = { remounts = 10 }, copy = { batch = 10, threads = 1, durability = 'fsync', adapt = false } }")
   local h = medium_of(img)
   local errf = dir .. "/stderr"
-  local p = assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = env_of(dir, home),
-                                stdout = "null", stderr = errf })
-  finally(function() if p:wait(0) == nil then p:kill(9); p:wait(10) end end)
+  local p = runs.start(finally, { "run", pol, img }, env_of(dir, home), errf)
   local copied_then = runs.wait_copied(db(), h, 20)
   assert.truthy(copied_then, "the copy never got going: " .. helper.read(errf))
   return p, h, errf, copied_then

@@ -23,6 +23,10 @@
 --   runs.ntt(home, argv [, timeout]) -> the result of `ntt argv...` with
 --                                    NTT_HOME=home (timeout 300 s)
 --   runs.run(home, argv [, timeout]) -> the same for `ntt run argv...`
+--   runs.start(finally, argv, env, stderr) -> the process of `ntt argv...`
+--                                    in the background with env (stdout to
+--                                    null, stderr to the file stderr), killed
+--                                    at the test's end (finally) if it runs
 --   runs.env_of(dir [, home])     -> the environment of a run with NTT_HOME home
 --                                    (dir/home) and a mount root of its own,
 --                                    dir/mnt (other specs lazily unmount the
@@ -141,6 +145,14 @@ function M.events(home, name)
     if e.event == name then out[#out + 1] = e end
   end
   return out
+end
+
+function M.start(finally, argv, env, stderr)
+  local full = { helper.ntt }
+  for _, a in ipairs(argv) do full[#full + 1] = a end
+  local p = assert(proc.spawn { argv = full, env = env, stdout = "null", stderr = stderr })
+  finally(function() if p:wait(0) == nil then p:kill(9); p:wait(10) end end)
+  return p
 end
 
 local conn
