@@ -131,14 +131,7 @@ local ntt = runs.ntt
 
 local bytes = helper.bytes_at
 
-local function events(home, name)
-  local out = {}
-  for line in helper.read(home .. "/log/ops.jsonl"):gmatch("[^\n]+") do
-    local e = json.decode(line)
-    if e.event == name then out[#out + 1] = e end
-  end
-  return out
-end
+local events = runs.events
 
 describe("a new rescue of the same disk", function()
   local ok, why = runs.can_run { fuse = true }

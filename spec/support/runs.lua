@@ -34,6 +34,9 @@
 --   runs.mounts_of(h)             -> mount points whose path holds "/" .. h
 --   runs.states(h)                -> medium h's inodes counted by state
 --                                    ({copied = n, ...}), and their total
+--   runs.problems(h)              -> medium h's problems, decoded ({} if none)
+--   runs.check_store(root)        -> how many blobs the store at root holds;
+--                                    raises unless each hashes to its name
 --   runs.events(home, name)       -> the events named name in home/log/ops.jsonl
 --   runs.db()                     -> one migrated connection to the test
 --                                    database, opened on first use
@@ -136,6 +139,22 @@ function M.states(h)
     total = total + r.n
   end
   return out, total
+end
+
+function M.problems(h)
+  local r = assert(M.db():exec("SELECT problems::text AS p FROM medium WHERE medium_hash = $1", h))
+  return json.decode(r[1].p or "{}") or {}
+end
+
+function M.check_store(root)
+  local r = helper.sh { "find", root .. "/by-hash", "-type", "f" }
+  local n = 0
+  for f in r.stdout:gmatch("[^\n]+") do
+    local got = assert(require("ntt.core.hash").file(f))
+    if got ~= f:match("([0-9a-f]+)$") then error(("%s: its content hashes to %s"):format(f, got), 2) end
+    n = n + 1
+  end
+  return n
 end
 
 function M.events(home, name)
