@@ -52,6 +52,14 @@ function M.try_read(path)
   return s
 end
 
+-- n random bytes (from /dev/urandom).
+function M.random_bytes(n)
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local s = f:read(n) or ""
+  f:close()
+  return s
+end
+
 -- n bytes at offset of file path (read) or, with data, written in place.
 function M.bytes_at(path, offset, n, data)
   local f = assert(io.open(path, data and "r+b" or "rb"))
