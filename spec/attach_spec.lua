@@ -12,7 +12,7 @@ local slowfs = require "spec.support.slowfs"
 local term = require "spec.support.term"
 
 local tty = term.new { socket = "ntt-attach-spec", target = "att", history = true, wait = 15 }
-local tmux, screen, wait_for = tty.tmux, tty.screen, tty.wait_for
+local tmux, send, screen, wait_for = tty.tmux, tty.send, tty.screen, tty.wait_for
 
 local events = runs.events
 
@@ -64,17 +64,15 @@ describe("ntt attach", function()
     end), "no control socket")
     assert.equal("600", helper.sh({ "stat", "-c", "%a", sock }).stdout:match("%d+"))
 
-    tmux("kill-server")
-    tmux("new-session", "-d", "-s", "att", "-x", "200", "-y", "50",
-         "env", "NTT_HOME=" .. home, "NTT_HISTORY=" .. dir .. "/hist", "TERM=xterm", helper.ntt, "attach")
+    tty.start(200, 50, "env", "NTT_HOME=" .. home, "NTT_HISTORY=" .. dir .. "/hist", "TERM=xterm", helper.ntt, "attach")
     wait_for("attached to run")
-    tmux("send-keys", "-t", "att", "help()", "Enter")
+    send("help()", "Enter")
     wait_for("skip%(path or ino, reason%)")
     -- the stuck file, with its age, once it has hung a while
     local s
     local deadline = util.monotonic() + 30
     repeat
-      tmux("send-keys", "-t", "att", "for _, f in ipairs(reading()) do print('READ', f.path, 'AGE', f.age) end", "Enter")
+      send("for _, f in ipairs(reading()) do print('READ', f.path, 'AGE', f.age) end", "Enter")
       util.sleep(0.5)
       s = screen()
       local age = tonumber(s:match("READ%s+d00/stuck%.bin%s+AGE%s+([%d.]+)%s*\n[^\n]*$")
@@ -84,16 +82,16 @@ describe("ntt attach", function()
     assert.matches("READ%s+d00/stuck%.bin%s+AGE%s+[%d.]+", s)
 
     -- ^C stops a statement, not the run; the console goes on
-    tmux("send-keys", "-t", "att", "local t = os.clock() while os.clock() - t < 1.5 do end", "Enter")
+    send("local t = os.clock() while os.clock() - t < 1.5 do end", "Enter")
     util.sleep(0.3)
-    tmux("send-keys", "-t", "att", "C-c", "")
+    send("C-c", "")
     wait_for("interrupted")
-    tmux("send-keys", "-t", "att", "6*7", "Enter")
+    send("6*7", "Enter")
     wait_for("\n42\n")
 
-    tmux("send-keys", "-t", "att", "threads(1)", "Enter")
+    send("threads(1)", "Enter")
     wait_for("at most 1 from the next batch")
-    tmux("send-keys", "-t", "att", 'skip("d00/stuck.bin", "hangs on read")', "Enter")
+    send('skip("d00/stuck.bin", "hangs on read")', "Enter")
     wait_for("skipping d00/stuck%.bin")
     local how, code = run:wait(60)
     assert.equal("exit", how)

@@ -11,7 +11,7 @@ local hash = require "ntt.core.hash"
 local term = require "spec.support.term"
 
 local tty = term.new { socket = "ntt-console-spec", target = "c", history = true, wait = 20 }
-local tmux, screen, wait_for = tty.tmux, tty.screen, tty.wait_for
+local tmux, send, screen, wait_for = tty.tmux, tty.send, tty.screen, tty.wait_for
 
 describe("ntt repl --medium H", function()
   local ok, why = runs.can_run()
@@ -40,17 +40,16 @@ describe("ntt repl --medium H", function()
     r = runs.run(home, { pol, "--tree", tree })
     assert.equal(1, r.code, r.stderr .. r.stdout)
     local h = runs.medium_of(tree)
-    tmux("kill-server")
-    tmux("new-session", "-d", "-s", "c", "-x", "200", "-y", "60", "env", "NTT_HISTORY=" .. dir .. "/history",
+    tty.start(200, 60, "env", "NTT_HISTORY=" .. dir .. "/history",
          "NTT_HOME=" .. home, "NTT_DB_URL=" .. assert(helper.db_url()), "TERM=xterm",
          helper.ntt, "repl", "--medium", h:sub(1, 12), pol)
     wait_for("ntt>")
     assert.matches("helpers default to medium " .. h:sub(1, 12), screen())
-    tmux("send-keys", "-t", "c", "help()", "Enter")
+    send("help()", "Enter")
     wait_for("retry%(h, path%)")
     assert.matches("failing%(h %[, limit%]%)", screen())
-    tmux("send-keys", "-t", "c", "C-l")
-    tmux("send-keys", "-t", "c", "failing()", "Enter")
+    send("C-l")
+    send("failing()", "Enter")
     local s = wait_for('path = "sub/gone.txt"')
     assert.matches('state = "failed_retryable"', s)
     assert.matches("attempts = 3", s)
@@ -58,7 +57,7 @@ describe("ntt repl --medium H", function()
     assert.not_matches('path = "a.txt"', s)
     -- the cause fixed: the file is back; retry copies it now
     images.files(tree, { ["sub/gone.txt"] = files["sub/gone.txt"] })
-    tmux("send-keys", "-t", "c", 'retry("sub/gone.txt")', "Enter")
+    send('retry("sub/gone.txt")', "Enter")
     s = wait_for('state = "copied"')
     local blob = hash.sum(files["sub/gone.txt"])
     assert.matches(blob, s)
@@ -71,13 +70,13 @@ describe("ntt repl --medium H", function()
     local stored = home .. "/store/by-hash/" .. blob:sub(1, 2) .. "/" .. blob:sub(3, 4) .. "/" .. blob
     assert.equal(blob, hash.sum(helper.read(stored)))
     -- nothing failing any more; the medium's copy is done again
-    tmux("send-keys", "-t", "c", "C-l")
-    tmux("send-keys", "-t", "c", "#failing()", "Enter")
+    send("C-l")
+    send("#failing()", "Enter")
     wait_for("\n0\n")
     local m = assert(runs.db():exec("SELECT copy_done IS NOT NULL AS done FROM medium WHERE medium_hash = $1", h))[1]
     assert.is_true(m.done)
     -- a path the medium does not have: an answer, not an error
-    tmux("send-keys", "-t", "c", 'retry("no/such/file")', "Enter")
+    send('retry("no/such/file")', "Enter")
     wait_for("no file .-no/such/file.-ENOENT")
   end)
 

@@ -7,7 +7,8 @@ local helper = require "spec.support.helper"
 local runs = require "spec.support.runs"
 local util = require "ntt.core.util"
 
-local tmux = require("spec.support.term").new { socket = "ntt-progress-spec", target = "prog" }.tmux
+local tty = require("spec.support.term").new { socket = "ntt-progress-spec", target = "prog" }
+local tmux = tty.tmux
 
 local read = helper.try_read
 
@@ -39,9 +40,7 @@ describe("progress on a terminal", function()
     helper.sh { "rm", "-rf", src }
     local home = dir .. "/home"
     local raw = dir .. "/tty.raw"
-    tmux("kill-server")
-    tmux("new-session", "-d", "-s", "prog", "-x", "200", "-y", "50",
-         "env", "NTT_HOME=" .. home, "TERM=xterm", "sh", "-c",
+    tty.start(200, 50, "env", "NTT_HOME=" .. home, "TERM=xterm", "sh", "-c",
          helper.ntt .. " run default " .. img .. "; echo RUN-EXIT $?; sleep 60")
     tmux("pipe-pane", "-o", "-t", "prog", "cat >> " .. raw)
     -- Each redraw of the copy line, with when it was seen (polled every 50 ms).

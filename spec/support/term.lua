@@ -8,6 +8,9 @@
 --                                    o.wait (seconds wait_for waits by default)
 --   t.tmux(...)                   -> the result of `tmux -L socket ...` (raises
 --                                    when tmux cannot be run)
+--   t.start(cols, rows, argv...)     a fresh server, its one session (the
+--                                    target) cols x rows running argv
+--   t.send(keys...)               -> `tmux send-keys` to the target
 --   t.screen()                    -> the text of the target's pane
 --   t.wait_for(pattern [, seconds]) -> the screen once it matches pattern;
 --                                    raises with the screen after seconds
@@ -27,6 +30,13 @@ function M.new(o)
   function t.tmux(...)
     return assert(proc.run { argv = { "tmux", "-L", o.socket, ... }, timeout = 20 })
   end
+
+  function t.start(cols, rows, ...)
+    t.tmux("kill-server")
+    t.tmux("new-session", "-d", "-s", o.target, "-x", tostring(cols), "-y", tostring(rows), ...)
+  end
+
+  function t.send(...) return t.tmux("send-keys", "-t", o.target, ...) end
 
   function t.screen()
     if o.history then return t.tmux("capture-pane", "-p", "-J", "-S", "-200", "-t", o.target).stdout end
