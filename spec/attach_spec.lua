@@ -8,52 +8,19 @@ local helper = require "spec.support.helper"
 local runs = require "spec.support.runs"
 local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
-local json = require "ntt.json"
+local slowfs = require "spec.support.slowfs"
+local term = require "spec.support.term"
 
-local function tmux(...)
-  return assert(proc.run { argv = { "tmux", "-L", "ntt-attach-spec", ... }, timeout = 20 })
-end
+local tty = term.new { socket = "ntt-attach-spec", target = "att", history = true, wait = 15 }
+local tmux, send, screen, wait_for = tty.tmux, tty.send, tty.screen, tty.wait_for
 
-local function screen() return tmux("capture-pane", "-p", "-J", "-S", "-200", "-t", "att").stdout end
-
-local function wait_for(pattern, seconds)
-  local deadline = util.monotonic() + (seconds or 15)
-  repeat
-    local s = screen()
-    if s:find(pattern) then return s end
-    util.sleep(0.05)
-  until util.monotonic() > deadline
-  error("timed out waiting for " .. pattern .. " on screen:\n" .. screen())
-end
-
-local bin
-local function fixture()
-  if bin then return bin end
-  local pc = proc.run { argv = { "pkg-config", "--cflags", "--libs", "fuse3" } }
-  if not pc or pc.code ~= 0 then return nil, "libfuse3-dev is not installed" end
-  local dir = helper.tmpdir("slowfs")
-  local argv = { "cc", "-O1", "-Wall", "-Werror", "-o", dir .. "/slowfs", "spec/fixtures/slowfs.c" }
-  for w in pc.stdout:gmatch("%S+") do argv[#argv + 1] = w end
-  helper.sh(argv)
-  bin = dir .. "/slowfs"
-  return bin
-end
-
-local function events(home, name)
-  local out = {}
-  for line in io.lines(home .. "/log/ops.jsonl") do
-    local e = json.decode(line)
-    if e.event == name then out[#out + 1] = e end
-  end
-  return out
-end
+local events = runs.events
 
 describe("ntt attach", function()
   local ok, why = runs.can_run { fuse = true }
-  local have = proc.run { argv = { "tmux", "-V" } }
-  if ok and not (have and have.code == 0) then ok, why = false, "tmux is not installed" end
+  if ok then ok, why = term.have() end
   if ok then
-    local b, err = fixture()
+    local b, err = slowfs.bin()
     if not b then ok, why = false, err end
   end
   if not ok then
@@ -65,21 +32,9 @@ describe("ntt attach", function()
   -- The fixture mounted at dir/src (its one file d00/stuck.bin hangs).
   local function mount_stuck(dir)
     local mnt = dir .. "/src"
-    helper.sh { "mkdir", "-p", mnt }
     -- multithreaded (no -s): the fixture must see the kernel's interrupt while a read hangs
-    local fsp = assert(proc.spawn { argv = { bin, "-f", "-o", "ro", mnt }, stdout = "null", stderr = "null",
-                                    env = { SLOWFS_DIRS = "8", SLOWFS_FILES = "10", SLOWFS_BAD = "0",
-                                            SLOWFS_LATENCY_MS = "5", SLOWFS_STUCK = "1" } })
-    finally(function()
-      proc.run { argv = { "umount", "-l", mnt }, timeout = 30 }
-      fsp:kill(9); fsp:wait(10)
-    end)
-    assert.is_true(runs.wait_for(function()
-      for l in io.lines("/proc/self/mounts") do
-        if l:find(" " .. mnt .. " ", 1, true) then return true end
-      end
-      return false
-    end), "slowfs did not mount")
+    slowfs.mount(finally, mnt, { SLOWFS_DIRS = "8", SLOWFS_FILES = "10", SLOWFS_BAD = "0",
+                                 SLOWFS_LATENCY_MS = "5", SLOWFS_STUCK = "1" })
     return mnt
   end
 
@@ -109,17 +64,15 @@ describe("ntt attach", function()
     end), "no control socket")
     assert.equal("600", helper.sh({ "stat", "-c", "%a", sock }).stdout:match("%d+"))
 
-    tmux("kill-server")
-    tmux("new-session", "-d", "-s", "att", "-x", "200", "-y", "50",
-         "env", "NTT_HOME=" .. home, "NTT_HISTORY=" .. dir .. "/hist", "TERM=xterm", helper.ntt, "attach")
+    tty.start(200, 50, "env", "NTT_HOME=" .. home, "NTT_HISTORY=" .. dir .. "/hist", "TERM=xterm", helper.ntt, "attach")
     wait_for("attached to run")
-    tmux("send-keys", "-t", "att", "help()", "Enter")
+    send("help()", "Enter")
     wait_for("skip%(path or ino, reason%)")
     -- the stuck file, with its age, once it has hung a while
     local s
     local deadline = util.monotonic() + 30
     repeat
-      tmux("send-keys", "-t", "att", "for _, f in ipairs(reading()) do print('READ', f.path, 'AGE', f.age) end", "Enter")
+      send("for _, f in ipairs(reading()) do print('READ', f.path, 'AGE', f.age) end", "Enter")
       util.sleep(0.5)
       s = screen()
       local age = tonumber(s:match("READ%s+d00/stuck%.bin%s+AGE%s+([%d.]+)%s*\n[^\n]*$")
@@ -129,16 +82,16 @@ describe("ntt attach", function()
     assert.matches("READ%s+d00/stuck%.bin%s+AGE%s+[%d.]+", s)
 
     -- ^C stops a statement, not the run; the console goes on
-    tmux("send-keys", "-t", "att", "local t = os.clock() while os.clock() - t < 1.5 do end", "Enter")
+    send("local t = os.clock() while os.clock() - t < 1.5 do end", "Enter")
     util.sleep(0.3)
-    tmux("send-keys", "-t", "att", "C-c", "")
+    send("C-c", "")
     wait_for("interrupted")
-    tmux("send-keys", "-t", "att", "6*7", "Enter")
+    send("6*7", "Enter")
     wait_for("\n42\n")
 
-    tmux("send-keys", "-t", "att", "threads(1)", "Enter")
+    send("threads(1)", "Enter")
     wait_for("at most 1 from the next batch")
-    tmux("send-keys", "-t", "att", 'skip("d00/stuck.bin", "hangs on read")', "Enter")
+    send('skip("d00/stuck.bin", "hangs on read")', "Enter")
     wait_for("skipping d00/stuck%.bin")
     local how, code = run:wait(60)
     assert.equal("exit", how)

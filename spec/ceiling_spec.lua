@@ -5,41 +5,16 @@
 -- error -- is decided within 2 s.
 local helper = require "spec.support.helper"
 local runs = require "spec.support.runs"
-local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
 local json = require "ntt.json"
-
-local bin
-local function fixture()
-  if bin then return bin end
-  local pc = proc.run { argv = { "pkg-config", "--cflags", "--libs", "fuse3" } }
-  if not pc or pc.code ~= 0 then return nil, "libfuse3-dev is not installed" end
-  local dir = helper.tmpdir("slowfs")
-  local argv = { "cc", "-O1", "-Wall", "-Werror", "-o", dir .. "/slowfs", "spec/fixtures/slowfs.c" }
-  for w in pc.stdout:gmatch("%S+") do argv[#argv + 1] = w end
-  helper.sh(argv)
-  bin = dir .. "/slowfs"
-  return bin
-end
+local slowfs = require "spec.support.slowfs"
 
 -- Mounts the fixture at dir/src with env; returns the mount point and the
 -- stats file (the most files it had open at once).
 local function mount(dir, env)
   local mnt, stats = dir .. "/src", dir .. "/stats"
-  helper.sh { "mkdir", "-p", mnt }
   env.SLOWFS_STATS = stats
-  local p = assert(proc.spawn { argv = { bin, "-f", "-s", "-o", "ro", mnt }, env = env,
-                                stdout = "null", stderr = "null" })
-  finally(function()
-    proc.run { argv = { "umount", "-l", mnt }, timeout = 30 }
-    p:kill(9); p:wait(10)
-  end)
-  assert.is_true(runs.wait_for(function()
-    for l in io.lines("/proc/self/mounts") do
-      if l:find(" " .. mnt .. " ", 1, true) then return true end
-    end
-    return false
-  end), "slowfs did not mount")
+  slowfs.mount(finally, mnt, env, true)
   return mnt, stats
 end
 
@@ -53,19 +28,20 @@ local function secs(ts)
   return ((tonumber(D) * 24 + tonumber(h)) * 60 + tonumber(m)) * 60 + tonumber(s)
 end
 
-local function events(home, name)
-  local out = {}
-  for line in io.lines(home .. "/log/ops.jsonl") do
-    local e = json.decode(line)
-    if e.event == name then out[#out + 1] = e end
-  end
-  return out
+local events = runs.events
+
+-- A policy of batches of batch files, the thread controller on and logging
+-- (debug), at most ceiling threads on the fixture's filesystem, 8 elsewhere.
+local function ceiling_policy(dir, batch, ceiling)
+  return runs.policy(dir, ([[{ copy = { batch = %d, adapt = true,
+      threads = function(fs) if fs.fstype == "fuse.slowfs" then return %d end return 8 end },
+      log = { level = "debug" } }]]):format(batch, ceiling))
 end
 
 describe("copy threads on a 9p-like source", function()
   local ok, why = runs.can_run { fuse = true }
   if ok then
-    local b, err = fixture()
+    local b, err = slowfs.bin()
     if not b then ok, why = false, err end
   end
   if not ok then
@@ -79,9 +55,7 @@ describe("copy threads on a 9p-like source", function()
                                     SLOWFS_LATENCY_MS = "10" })
     -- batches of several directories (one thread each, up to the count):
     -- a controller that climbed past 1 would have two files open at once
-    local pol = runs.policy(dir, [[{ copy = { batch = 9, adapt = true,
-      threads = function(fs) if fs.fstype == "fuse.slowfs" then return 1 end return 8 end },
-      log = { level = "debug" } }]])
+    local pol = ceiling_policy(dir, 9, 1)
     local home = dir .. "/home"
     local r = runs.run(home, { pol, mnt })
     assert.equal(1, r.code, r.stderr .. r.stdout)      -- finished, one file skipped
@@ -110,9 +84,7 @@ describe("copy threads on a 9p-like source", function()
     -- 4 of 24 files unreadable: more than 10 % of a batch fails
     local mnt, stats = mount(dir, { SLOWFS_DIRS = "10", SLOWFS_FILES = "2", SLOWFS_BAD = "4",
                                     SLOWFS_LATENCY_MS = "2" })
-    local pol = runs.policy(dir, [[{ copy = { batch = 24, adapt = true,
-      threads = function(fs) if fs.fstype == "fuse.slowfs" then return 2 end return 8 end },
-      log = { level = "debug" } }]])
+    local pol = ceiling_policy(dir, 24, 2)
     local home = dir .. "/home"
     local t0 = util.monotonic()
     local r = runs.run(home, { pol, mnt })

@@ -8,27 +8,15 @@ local runs = require "spec.support.runs"
 local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
 local hash = require "ntt.core.hash"
+local term = require "spec.support.term"
 
-local function tmux(...)
-  return assert(proc.run { argv = { "tmux", "-L", "ntt-console-spec", ... }, timeout = 20 })
-end
-
-local function screen() return tmux("capture-pane", "-p", "-J", "-S", "-200", "-t", "c").stdout end
-
-local function wait_for(pattern, seconds)
-  local deadline = util.monotonic() + (seconds or 20)
-  repeat
-    local s = screen()
-    if s:find(pattern) then return s end
-    util.sleep(0.05)
-  until util.monotonic() > deadline
-  error("timed out waiting for " .. pattern .. " on screen:\n" .. screen())
-end
+local tty = term.new { socket = "ntt-console-spec", target = "c", history = true, wait = 20 }
+local tmux, send, screen, wait_for = tty.tmux, tty.send, tty.screen, tty.wait_for
 
 describe("ntt repl --medium H", function()
-  local have = proc.run { argv = { "tmux", "-V" } }
   local ok, why = runs.can_run()
-  if not (have and have.code == 0) then why, ok = "tmux is not installed", false end
+  local has, no_tmux = term.have()
+  if not has then why, ok = no_tmux, false end
   if not ok then
     it("lists failing files and retries one", function() pending(why) end)
     return
@@ -42,32 +30,26 @@ describe("ntt repl --medium H", function()
     local t = runs.tag
     local files = { ["a.txt"] = "console a " .. t, ["sub/gone.txt"] = "console gone " .. t }
     images.files(tree, files)
-    local r = runs.run(home, { runs.policy(dir, '{ stages = { "identify", "inspect", "mount", "enumerate" } }'),
-                               "--tree", tree })
+    local r = runs.enumerate_only(dir, home, tree)
     assert.equal(1, r.code, r.stderr .. r.stdout)
     os.remove(tree .. "/sub/gone.txt")
-    local pol = dir .. "/copy.lua"
-    helper.write(pol, [[
-local ntt = require "ntt"
-return ntt.policy.extend("default", {
+    local pol = runs.policy(dir, [[{
   retry = { checkpoint = 2, max = 3, backoff = { base = 0.001, factor = 1, cap = 0.001 } },
   diagnose = { { ntt.always, ntt.CONTINUE } },
-})
-]])
+}]], "copy.lua")
     r = runs.run(home, { pol, "--tree", tree })
     assert.equal(1, r.code, r.stderr .. r.stdout)
     local h = runs.medium_of(tree)
-    tmux("kill-server")
-    tmux("new-session", "-d", "-s", "c", "-x", "200", "-y", "60", "env", "NTT_HISTORY=" .. dir .. "/history",
+    tty.start(200, 60, "env", "NTT_HISTORY=" .. dir .. "/history",
          "NTT_HOME=" .. home, "NTT_DB_URL=" .. assert(helper.db_url()), "TERM=xterm",
          helper.ntt, "repl", "--medium", h:sub(1, 12), pol)
     wait_for("ntt>")
     assert.matches("helpers default to medium " .. h:sub(1, 12), screen())
-    tmux("send-keys", "-t", "c", "help()", "Enter")
+    send("help()", "Enter")
     wait_for("retry%(h, path%)")
     assert.matches("failing%(h %[, limit%]%)", screen())
-    tmux("send-keys", "-t", "c", "C-l")
-    tmux("send-keys", "-t", "c", "failing()", "Enter")
+    send("C-l")
+    send("failing()", "Enter")
     local s = wait_for('path = "sub/gone.txt"')
     assert.matches('state = "failed_retryable"', s)
     assert.matches("attempts = 3", s)
@@ -75,7 +57,7 @@ return ntt.policy.extend("default", {
     assert.not_matches('path = "a.txt"', s)
     -- the cause fixed: the file is back; retry copies it now
     images.files(tree, { ["sub/gone.txt"] = files["sub/gone.txt"] })
-    tmux("send-keys", "-t", "c", 'retry("sub/gone.txt")', "Enter")
+    send('retry("sub/gone.txt")', "Enter")
     s = wait_for('state = "copied"')
     local blob = hash.sum(files["sub/gone.txt"])
     assert.matches(blob, s)
@@ -88,13 +70,13 @@ return ntt.policy.extend("default", {
     local stored = home .. "/store/by-hash/" .. blob:sub(1, 2) .. "/" .. blob:sub(3, 4) .. "/" .. blob
     assert.equal(blob, hash.sum(helper.read(stored)))
     -- nothing failing any more; the medium's copy is done again
-    tmux("send-keys", "-t", "c", "C-l")
-    tmux("send-keys", "-t", "c", "#failing()", "Enter")
+    send("C-l")
+    send("#failing()", "Enter")
     wait_for("\n0\n")
     local m = assert(runs.db():exec("SELECT copy_done IS NOT NULL AS done FROM medium WHERE medium_hash = $1", h))[1]
     assert.is_true(m.done)
     -- a path the medium does not have: an answer, not an error
-    tmux("send-keys", "-t", "c", 'retry("no/such/file")', "Enter")
+    send('retry("no/such/file")', "Enter")
     wait_for("no file .-no/such/file.-ENOENT")
   end)
 

@@ -38,12 +38,7 @@ local function assert_store_sound(root)
   return n
 end
 
-local function random_bytes(n)
-  local f = assert(io.open("/dev/urandom", "rb"))
-  local s = f:read(n) or ""
-  f:close()
-  return s
-end
+local random_bytes = helper.random_bytes
 
 describe("ntt.core.copy", function()
   it("copies names with newline, CR, 0x1C, backslash-n and invalid UTF-8 to the right blobs", function()

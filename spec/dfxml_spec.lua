@@ -22,6 +22,18 @@ local function validate(file)
   return r.code == 0, r.stderr
 end
 
+-- `ntt run` of img (policy pol, else the default's) with data root
+-- dir/home: the path of the medium's DFXML report, valid by the schema.
+local function valid_report(dir, img, pol)
+  local home = dir .. "/home"
+  local r = run(home, { pol or policy(dir), img })
+  assert.equal(0, r.code, r.stderr .. r.stdout)
+  local file = home .. "/report/" .. medium_of(img) .. ".dfxml"
+  local valid, err = validate(file)
+  assert.is_true(valid, err)
+  return file
+end
+
 local function unescape(s)
   return (s:gsub("&lt;", "<"):gsub("&gt;", ">"):gsub("&quot;", '"'):gsub("&apos;", "'"):gsub("&amp;", "&"))
 end
@@ -50,12 +62,26 @@ local function fiwalk(img, dir)
   return helper.read(out)
 end
 
-describe("DFXML", function()
-  local ok, why = runs.can_run { fuse = true }
-  if ok and not schema_path() then ok, why = nil, "the DFXML schema is not here (NTT_DFXML_SCHEMA)" end
-  for _, tool in ipairs { "xmllint", "fiwalk", "mkfs.vfat" } do
-    if ok and not mediaimg.have(tool) then ok, why = nil, tool .. " is not installed (make deps)" end
+-- The allocated regular files of the DFXML report file (returned) are
+-- fiwalk's of img, five, with their sizes (and offsets in the image when
+-- offsets).
+local function same_files(file, img, dir, offsets)
+  local ours, theirs = regular_files(helper.read(file)), regular_files(fiwalk(img, dir))
+  local n = 0
+  for name, t in pairs(theirs) do
+    n = n + 1
+    assert.truthy(ours[name], "ntt lacks " .. name)
+    assert.equal(t.size, ours[name].size, name)
+    if offsets then assert.equal(t.img_offset, ours[name].img_offset, name) end
   end
+  for name in pairs(ours) do assert.truthy(theirs[name], "fiwalk lacks " .. name) end
+  assert.equal(5, n)
+  return ours
+end
+
+describe("DFXML", function()
+  local ok, why = runs.can_run { fuse = true, tools = { "xmllint", "fiwalk", "mkfs.vfat" } }
+  if ok and not schema_path() then ok, why = nil, "the DFXML schema is not here (NTT_DFXML_SCHEMA)" end
   if not ok then
     it("matches fiwalk's file list", function() pending(why) end)
     return
@@ -67,23 +93,8 @@ describe("DFXML", function()
     local img = images.ext(dir .. "/disk.img", { size_mb = 16, files = {
       ["a.txt"] = "alpha " .. tag, ["dir/b.bin"] = big, ["dir/sub/c & <d>.txt"] = "gamma " .. tag,
       ["empty"] = "", ["caf\xc3\xa9.txt"] = "accent " .. tag } })
-    local home = dir .. "/home"
-    local r = run(home, { policy(dir), img })
-    assert.equal(0, r.code, r.stderr .. r.stdout)
-    local h = medium_of(img)
-    local file = home .. "/report/" .. h .. ".dfxml"
-    local valid, err = validate(file)
-    assert.is_true(valid, err)
-    local ours, theirs = regular_files(helper.read(file)), regular_files(fiwalk(img, dir))
-    local n = 0
-    for name, t in pairs(theirs) do
-      n = n + 1
-      assert.truthy(ours[name], "ntt lacks " .. name)
-      assert.equal(t.size, ours[name].size, name)
-      assert.equal(t.img_offset, ours[name].img_offset, name)
-    end
-    for name in pairs(ours) do assert.truthy(theirs[name], "fiwalk lacks " .. name) end
-    assert.equal(5, n)
+    local file = valid_report(dir, img)
+    local ours = same_files(file, img, dir, true)
     assert.is_true(ours["dir/b.bin"].img_offset > 0)
     -- the report is a file list, not the copy: the BLAKE3 of each copied file is there
     assert.matches('<hashdigest type="OTHER" ntt:algorithm="blake3">%x+</hashdigest>', helper.read(file))
@@ -93,12 +104,7 @@ describe("DFXML", function()
     local dir = helper.tmpdir("dfxml-sha")
     local img = images.ext(dir .. "/disk.img", { size_mb = 8, files = {
       ["one.txt"] = "one " .. tag, ["two.bin"] = mediaimg.pattern(200 * 1024, 5) } })
-    local home = dir .. "/home"
-    local r = run(home, { policy(dir, '{ copy = { digests = { "sha256" } } }'), img })
-    assert.equal(0, r.code, r.stderr .. r.stdout)
-    local file = home .. "/report/" .. medium_of(img) .. ".dfxml"
-    local valid, err = validate(file)
-    assert.is_true(valid, err)
+    local file = valid_report(dir, img, policy(dir, '{ copy = { digests = { "sha256" } } }'))
     local xml = helper.read(file)
     helper.write(dir .. "/one.txt", "one " .. tag)
     local want = helper.sh { "sha256sum", dir .. "/one.txt" }.stdout:match("^(%x+)")
@@ -115,21 +121,8 @@ describe("DFXML", function()
     local files = {}
     for i = 1, 5 do files[("FILE%02d.BIN"):format(i)] = (string.char(64 + i)):rep(1000 * i) .. tag end
     local img = images.fat(dir .. "/floppy.img", { kb = 1440, files = files })
-    local home = dir .. "/home"
-    local r = run(home, { policy(dir), img })
-    assert.equal(0, r.code, r.stderr .. r.stdout)
-    local file = home .. "/report/" .. medium_of(img) .. ".dfxml"
-    local valid, err = validate(file)
-    assert.is_true(valid, err)
-    local ours, theirs = regular_files(helper.read(file)), regular_files(fiwalk(img, dir))
-    local n = 0
-    for name, t in pairs(theirs) do
-      n = n + 1
-      assert.truthy(ours[name], "ntt lacks " .. name)
-      assert.equal(t.size, ours[name].size, name)
-    end
-    for name in pairs(ours) do assert.truthy(theirs[name], "fiwalk lacks " .. name) end
-    assert.equal(5, n)
+    local file = valid_report(dir, img)
+    same_files(file, img, dir)
   end)
 
   it("escapes names that are not valid UTF-8 or hold control bytes, and still validates", function()
@@ -140,19 +133,14 @@ describe("DFXML", function()
     for _, name in ipairs { "bad\xff\xfe.bin", "ctl\x01\x1f.bin", "back\\slash.bin" } do
       helper.sh { "debugfs", "-w", "-R", ("write %s %s"):format(dir .. "/src", name), img }
     end
-    local home = dir .. "/home"
-    local r = run(home, { policy(dir), img })
-    assert.equal(0, r.code, r.stderr .. r.stdout)
-    local file = home .. "/report/" .. medium_of(img) .. ".dfxml"
-    local valid, err = validate(file)
-    assert.is_true(valid, err)
+    local file = valid_report(dir, img)
     local xml = helper.read(file)
     assert.matches("<filename>bad\\xff\\xfe%.bin</filename>", xml)
     assert.matches("<filename>ctl\\x01\\x1f%.bin</filename>", xml)
     assert.matches("<filename>back\\\\slash%.bin</filename>", xml)
     assert.is_nil(xml:find("\xff", 1, true))
     -- and the page shows them the same way
-    local page = helper.read(home .. "/report/" .. medium_of(img) .. ".html")
+    local page = helper.read(dir .. "/home/report/" .. medium_of(img) .. ".html")
     assert.is_nil(page:find("\xff", 1, true))
     -- a DFXML that breaks the schema is caught (the check can fail)
     helper.write(dir .. "/bad.dfxml", (xml:gsub("<filesize>", "<filesize>x", 1)))

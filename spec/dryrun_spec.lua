@@ -49,19 +49,10 @@ local function settled(home)
   return last
 end
 
-local function states(h)
-  local it = require("ntt.db").partition_names(h)
-  local out, total = {}, 0
-  for _, r in ipairs(assert(db():exec(("SELECT state::text AS s, count(*) AS n FROM %s GROUP BY 1"):format(it)))) do
-    out[r.s] = r.n
-    total = total + r.n
-  end
-  return out, total
-end
+local states = runs.states
 
 describe("ntt run --dry-run", function()
-  local ok, why = runs.can_run { fuse = true }
-  if ok and not mediaimg.have("mkfs.vfat") then ok, why = nil, "mkfs.vfat is not installed (make deps)" end
+  local ok, why = runs.can_run { fuse = true, tools = { "mkfs.vfat" } }
   if not ok then
     it("writes nothing", function() pending(why) end)
     return

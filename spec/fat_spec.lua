@@ -17,10 +17,7 @@ local function read_back(img, base, x, size)
   return table.concat(parts):sub(1, size)
 end
 
-local function have(tool)
-  local r = require("ntt.core.proc").run { argv = { "sh", "-c", "command -v " .. tool } }
-  return r and r.code == 0
-end
+local have = require("spec.support.mediaimg").have
 
 describe("ntt.core.fat", function()
   if not (have("mkfs.vfat") and have("mcopy") and have("mmd")) then

@@ -35,13 +35,7 @@ local function loops_of(img)
   return out
 end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = helper.try_read
 
 -- `ntt run pol img` in the background, mounting under dir/mnt.
 local function start(dir, pol, img)

@@ -13,13 +13,7 @@ local lease = require "ntt.lease"
 local copier = require "ntt.copier"
 
 local policy, medium_of, db = runs.policy, runs.medium_of, runs.db
-
--- A mount root of the spec's own: other specs on this machine lazily
--- unmount whatever is under the shared one when they end.
-local function env_of(dir, home)
-  helper.sh { "mkdir", "-p", dir .. "/mnt" }
-  return { NTT_HOME = home or (dir .. "/home"), NTT_MOUNT_ROOT = dir .. "/mnt" }
-end
+local env_of, mounts_of = runs.env_of, runs.mounts_of
 
 -- a process that has exited (and been reaped): its pid names nothing now
 local function gone_pid()
@@ -29,22 +23,7 @@ local function gone_pid()
   return pid
 end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function mounts_of(h)
-  local out = {}
-  for l in io.lines("/proc/self/mountinfo") do
-    local mp = l:match("^%S+ %S+ %S+ %S+ (%S+)")
-    if mp and mp:find("/" .. h, 1, true) then out[#out + 1] = mp end
-  end
-  return out
-end
+local read = helper.try_read
 
 describe("liveness", function()
   it("knows this process, a process gone, another boot, a reused pid and another host", function()
@@ -143,15 +122,10 @@ describe("runs sharing a medium", function()
     local pol = policy(dir, "{ copy = { batch = 20, threads = 1, durability = 'fsync' } }")
     local h = medium_of(img)
     local home = dir .. "/home"
-    local function start(name)
-      return assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = env_of(dir, home),
-                                 stdout = "null", stderr = dir .. "/" .. name })
-    end
+    local function start(name) return runs.start(finally, { "run", pol, img }, env_of(dir, home), dir .. "/" .. name) end
     local a = start("a")
-    finally(function() if a:wait(0) == nil then a:kill(9); a:wait(10) end end)
     assert.truthy(runs.wait_copied(db(), h, 40), "the first run never got going: " .. read(dir .. "/a"))
     local b = start("b")
-    finally(function() if b:wait(0) == nil then b:kill(9); b:wait(10) end end)
     local how_b, code_b = b:wait(240)
     local how_a, code_a = a:wait(240)
     local ea, eb = read(dir .. "/a"), read(dir .. "/b")
@@ -178,9 +152,7 @@ describe("runs sharing a medium", function()
     local pol = policy(dir, "{ copy = { batch = 50, threads = 1, durability = 'fsync' } }")
     local h = medium_of(img)
     local home = dir .. "/home"
-    local a = assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = env_of(dir, home),
-                                  stdout = "null", stderr = dir .. "/a" })
-    finally(function() if a:wait(0) == nil then a:kill(9); a:wait(10) end end)
+    local a = runs.start(finally, { "run", pol, img }, env_of(dir, home), dir .. "/a")
     assert.truthy(runs.wait_copied(db(), h, 60), "the first run never got going: " .. read(dir .. "/a"))
     a:kill(9)
     a:wait(10)

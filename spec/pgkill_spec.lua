@@ -9,13 +9,7 @@ local util = require "ntt.core.util"
 local pg = require "ntt.core.pg"
 local runs = require "spec.support.runs"
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = helper.try_read
 
 -- The postmaster and every process it started, by pid.
 local function server_pids(data)
@@ -59,8 +53,7 @@ describe("PostgreSQL killed mid-copy", function()
     local pol = runs.policy(dir, "{ copy = { batch = 20, threads = 1, durability = 'fsync' } }")
     local h = runs.medium_of(img)
     local errf = dir .. "/a"
-    local p = assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = env, stdout = "null", stderr = errf })
-    finally(function() if p:wait(0) == nil then p:kill(9); p:wait(10) end end)
+    local p = runs.start(finally, { "run", pol, img }, env, errf)
     local copied_then
     assert.is_true(runs.wait_for(function()
       local conn = pg.connect(url)

@@ -27,25 +27,10 @@ local function problems(h)
   return json.decode(r[1].p), r[1]
 end
 
--- The data blocks of file /name in an ext image, in file order (debugfs).
-local function data_blocks(img, name)
-  local r = helper.sh { "debugfs", "-R", "blocks /" .. name, img }
-  local blocks = {}
-  for b in r.stdout:gmatch("%d+") do blocks[#blocks + 1] = tonumber(b) end
-  return blocks, r.stdout
-end
+local data_blocks = images.ext_blocks
 
--- Every blob in the store hashes to its name.
-local function check_store(home)
-  local r = helper.sh { "find", home .. "/store/by-hash", "-type", "f" }
-  local n = 0
-  for f in r.stdout:gmatch("[^\n]+") do
-    local h = assert(hash.file(f))
-    assert.equal(f:match("([0-9a-f]+)$"), h)
-    n = n + 1
-  end
-  return n
-end
+-- Every blob in the store hashes to its name; their number.
+local function check_store(home) return runs.check_store(home .. "/store") end
 
 describe("ntt run", function()
   local ok, why = runs.can_run { fuse = true }

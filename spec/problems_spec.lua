@@ -5,6 +5,7 @@ local helper = require "spec.support.helper"
 local proc = require "ntt.core.proc"
 local hash = require "ntt.core.hash"
 local json = require "ntt.json"
+local mediadb = require "spec.support.mediadb"
 local problems = require "ntt.problems"
 
 describe("medium summaries", function()
@@ -13,10 +14,8 @@ describe("medium summaries", function()
     it("take the seed's shape and add up across workers", function() pending("no test database") end)
     return
   end
-  local db = require "ntt.db"
   local conn
-  setup(function() conn = assert(db.connect { url = url, migrate = true }) end)
-  teardown(function() conn:close() end)
+  mediadb.connect_for(url, setup, teardown, function(c) conn = c end)
 
   local n = 0
   local function new_medium()

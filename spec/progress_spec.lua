@@ -5,25 +5,16 @@
 -- the batch runs.
 local helper = require "spec.support.helper"
 local runs = require "spec.support.runs"
-local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
 
-local function tmux(...)
-  return assert(proc.run { argv = { "tmux", "-L", "ntt-progress-spec", ... }, timeout = 20 })
-end
+local tty = require("spec.support.term").new { socket = "ntt-progress-spec", target = "prog" }
+local tmux = tty.tmux
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = helper.try_read
 
 describe("progress on a terminal", function()
   local ok, why = runs.can_run()
-  local have = proc.run { argv = { "tmux", "-V" } }
-  if ok and not (have and have.code == 0) then ok, why = false, "tmux is not installed" end
+  if ok then ok, why = require("spec.support.term").have() end
   if not ok then
     it("refreshes at least once a second", function() pending(why) end)
     return
@@ -49,9 +40,7 @@ describe("progress on a terminal", function()
     helper.sh { "rm", "-rf", src }
     local home = dir .. "/home"
     local raw = dir .. "/tty.raw"
-    tmux("kill-server")
-    tmux("new-session", "-d", "-s", "prog", "-x", "200", "-y", "50",
-         "env", "NTT_HOME=" .. home, "TERM=xterm", "sh", "-c",
+    tty.start(200, 50, "env", "NTT_HOME=" .. home, "TERM=xterm", "sh", "-c",
          helper.ntt .. " run default " .. img .. "; echo RUN-EXIT $?; sleep 60")
     tmux("pipe-pane", "-o", "-t", "prog", "cat >> " .. raw)
     -- Each redraw of the copy line, with when it was seen (polled every 50 ms).

@@ -7,7 +7,6 @@
 local helper = require "spec.support.helper"
 local images = require "spec.support.images"
 local hash = require "ntt.core.hash"
-local proc = require "ntt.core.proc"
 local runs = require "spec.support.runs"
 
 local tag = runs.tag
@@ -16,10 +15,7 @@ local sh = helper.sh
 
 local MTOOLS_ENV = { MTOOLS_SKIP_CHECK = "1", LC_ALL = "C.UTF-8", TZ = "UTC" }
 
-local function have(cmd)
-  local r = proc.run { argv = { "sh", "-c", "command -v " .. cmd }, timeout = 10 }
-  return r and r.code == 0
-end
+local have = require("spec.support.mediaimg").have
 
 -- A source tree with set dates (1994-03-15 10:20:30 unless given).
 local function tree(dir, files, dates)

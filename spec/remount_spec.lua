@@ -10,13 +10,7 @@ local json = require "ntt.json"
 local runs = require "spec.support.runs"
 
 local policy, medium_of, db = runs.policy, runs.medium_of, runs.db
-
--- A mount root of the spec's own: other specs on this machine lazily
--- unmount whatever is under the shared one when they end.
-local function env_of(dir, home)
-  helper.sh { "mkdir", "-p", dir .. "/mnt" }
-  return { NTT_HOME = home or (dir .. "/home"), NTT_MOUNT_ROOT = dir .. "/mnt" }
-end
+local env_of = runs.env_of
 
 -- pids of the processes whose command line holds every one of words
 local function pids_of(words)
@@ -33,12 +27,20 @@ local function pids_of(words)
   return out
 end
 
-local function states(h)
-  local n = {}
-  for _, row in ipairs(assert(db():exec(("SELECT state::text AS s, count(*) AS n FROM inode_p_%s GROUP BY 1"):format(h)))) do
-    n[row.s] = row.n
-  end
-  return n
+local states = runs.states
+
+-- `ntt run` of img in the background, 10 files a batch, once 20 files are
+-- copied: the process (killed at the test's end), the medium's hash, the
+-- file of its stderr and how many were copied by then.  A generous remount
+-- budget: other runs on this machine may take mounts away too.
+local function start_copying(dir, home, img)
+  local pol = policy(dir, "{ mount = { remounts = 10 }, copy = { batch = 10, threads = 1, durability = 'fsync', adapt = false } }")
+  local h = medium_of(img)
+  local errf = dir .. "/stderr"
+  local p = runs.start(finally, { "run", pol, img }, env_of(dir, home), errf)
+  local copied_then = runs.wait_copied(db(), h, 20)
+  assert.truthy(copied_then, "the copy never got going: " .. helper.read(errf))
+  return p, h, errf, copied_then
 end
 
 local function reasons(h)
@@ -69,15 +71,7 @@ describe("a mount lost mid-copy", function()
     local dir = helper.tmpdir("remount-fat")
     local img = images.fat(dir .. "/f.img", { kb = 16384, files = fat_files(300) })
     local home = dir .. "/home"
-    -- (a generous budget: other runs on this machine may take mounts away too)
-    local pol = policy(dir, "{ mount = { remounts = 10 }, copy = { batch = 10, threads = 1, durability = 'fsync', adapt = false } }")
-    local h = medium_of(img)
-    local errf = dir .. "/stderr"
-    local p = assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = env_of(dir, home),
-                                  stdout = "null", stderr = errf })
-    finally(function() if p:wait(0) == nil then p:kill(9); p:wait(10) end end)
-    local copied_then = runs.wait_copied(db(), h, 20)
-    assert.truthy(copied_then, "the copy never got going: " .. helper.read(errf))
+    local p, h, errf, copied_then = start_copying(dir, home, img)
     -- its FUSE driver: the Sleuth Kit reader (the default), or fusefat
     local fuse = pids_of { "ntt-tskfs", h }
     if #fuse == 0 then fuse = pids_of { "fusefat", h } end
@@ -114,15 +108,7 @@ describe("a mount lost mid-copy", function()
     local size = 32 * images.MiB
     images.mapfile(dir .. "/v.img.map", { { 0, size - 64 * 1024, "+" }, { size - 64 * 1024, 64 * 1024, "-" } })
     local home = dir .. "/home"
-    -- (a generous budget: other runs on this machine may take mounts away too)
-    local pol = policy(dir, "{ mount = { remounts = 10 }, copy = { batch = 10, threads = 1, durability = 'fsync', adapt = false } }")
-    local h = medium_of(img)
-    local errf = dir .. "/stderr"
-    local p = assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = env_of(dir, home),
-                                  stdout = "null", stderr = errf })
-    finally(function() if p:wait(0) == nil then p:kill(9); p:wait(10) end end)
-    local copied_then = runs.wait_copied(db(), h, 20)
-    assert.truthy(copied_then, "the copy never got going: " .. helper.read(errf))
+    local p, h, errf, copied_then = start_copying(dir, home, img)
     local st = json.decode(helper.sh({ helper.build .. "/ntt-mount-helper", "status", h }, { may_fail = true, env = env_of(dir, home) }).stdout)
     local view = { st.view and st.view.pid }
     assert.is_true(#view > 0 and view[1] > 0, "no honest view daemon found")

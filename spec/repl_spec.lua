@@ -1,78 +1,63 @@
 -- spec/repl_spec.lua: `ntt repl` driven through a real terminal (tmux).
 local helper = require "spec.support.helper"
-local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
+local term = require "spec.support.term"
 
-local function tmux(...)
-  return assert(proc.run { argv = { "tmux", "-L", "ntt-spec", ... }, timeout = 20 })
-end
-
-local function screen() return tmux("capture-pane", "-p", "-t", "repl").stdout end
-
-local function wait_for(pattern, seconds)
-  local deadline = util.monotonic() + (seconds or 10)
-  repeat
-    local s = screen()
-    if s:find(pattern) then return s end
-    util.sleep(0.05)
-  until util.monotonic() > deadline
-  error("timed out waiting for " .. pattern .. " on screen:\n" .. screen())
-end
+local tty = term.new { socket = "ntt-spec", target = "repl", wait = 10 }
+local tmux, send, screen, wait_for = tty.tmux, tty.send, tty.screen, tty.wait_for
 
 describe("ntt repl", function()
-  local have = proc.run { argv = { "tmux", "-V" } }
-  if not have or have.code ~= 0 then
-    it("needs tmux", function() pending("tmux is not installed") end)
+  local has, why = term.have()
+  if not has then
+    it("needs tmux", function() pending(why) end)
     return
   end
 
   local hist
   before_each(function()
     hist = helper.tmpdir("repl") .. "/history"
-    tmux("kill-server")
-    tmux("new-session", "-d", "-s", "repl", "-x", "150", "-y", "50",
-         "env", "NTT_HISTORY=" .. hist, "TERM=xterm", helper.ntt, "repl", "policies/default.lua")
+    tty.start(150, 50, "env", "NTT_HISTORY=" .. hist, "TERM=xterm", helper.ntt, "repl", "policies/default.lua")
     wait_for("ntt>")
   end)
   after_each(function() tmux("kill-server") end)
 
   it("echoes expressions, =expr, and pretty-prints tables", function()
-    tmux("send-keys", "-t", "repl", "6*7", "Enter")
+    send("6*7", "Enter")
     wait_for("\n42\n")
-    tmux("send-keys", "-t", "repl", "=2^10", "Enter")
+    send("=2^10", "Enter")
     wait_for("1024.0")
-    tmux("send-keys", "-t", "repl", "policy.retry.backoff", "Enter")
+    send("policy.retry.backoff", "Enter")
     wait_for("{ base = 0.02, cap = 0.25, factor = 1.5 }")
   end)
 
   it("loads the policy without running it and can explain a rule", function()
     local s = screen()
     assert.matches("policy default loaded %(not run%)", s)
-    tmux("send-keys", "-t", "repl", 'repl.explain(policy, {"detected_io_error", "dmesg:io_error"})', "Enter")
+    send('repl.explain(policy, {"detected_io_error", "dmesg:io_error"})', "Enter")
     wait_for('rule 4 %(predicate all%(detected_io_error, dmesg:io_error%)%) %-> skip \\"IO_ERROR_CONFIRMED\\"')
   end)
 
   it("continues incomplete statements on the next line", function()
-    tmux("send-keys", "-t", "repl", "local s = 0; for i = 1, 4 do", "Enter")
+    send("local s = 0; for i = 1, 4 do", "Enter")
     wait_for(">>")
-    tmux("send-keys", "-t", "repl", "s = s + i end; print('sum', s)", "Enter")
+    send("s = s + i end; print('sum', s)", "Enter")
     wait_for("sum%s+10")
   end)
 
   it("interrupts a running statement with Ctrl-C and keeps the session", function()
-    tmux("send-keys", "-t", "repl", "x = 5; while true do end", "Enter")
+    send("x = 5; while true do end", "Enter")
     util.sleep(0.3)
-    tmux("send-keys", "-t", "repl", "C-c")
+    send("C-c")
     wait_for("interrupted")
-    tmux("send-keys", "-t", "repl", "x + 1", "Enter")
+    send("x + 1", "Enter")
     wait_for("\n6\n")
   end)
 
   it("drops the line on Ctrl-C at the prompt and saves history on exit", function()
-    tmux("send-keys", "-t", "repl", "this is not lua", "C-c")
-    tmux("send-keys", "-t", "repl", "'still here'", "Enter")
+    send("this is not lua", "C-c")
+    send("'still here'", "Enter")
     wait_for('"still here"')
-    tmux("send-keys", "-t", "repl", "C-d")
+    send("C-d")
     local deadline = util.monotonic() + 10
     local text = ""
     repeat

@@ -43,19 +43,10 @@ local function assert_not_blank(dir, png)
                  ("%s: %d bytes, a blank page %d"):format(png, size_of(png), size_of(dir .. "/blank.png")))
 end
 
-local function count_states(h)
-  local it = require("ntt.db").partition_names(h)
-  local out = {}
-  for _, r in ipairs(assert(db():exec(("SELECT state::text AS s, count(*) AS n FROM %s GROUP BY 1"):format(it)))) do
-    out[r.s] = r.n
-  end
-  return out
-end
+local count_states = runs.states
 
 describe("the condition report", function()
-  local ok, why = runs.can_run { fuse = true }
-  if ok and not mediaimg.have("chromium") then ok, why = nil, "chromium is not installed (make deps)" end
-  if ok and not mediaimg.have("mkfs.vfat") then ok, why = nil, "mkfs.vfat is not installed (make deps)" end
+  local ok, why = runs.can_run { fuse = true, tools = { "chromium", "mkfs.vfat" } }
   if not ok then
     it("renders a medium's page in a browser", function() pending(why) end)
     return

@@ -10,6 +10,7 @@ local hash = require "ntt.core.hash"
 local mapfile = require "ntt.mapfile"
 local lineage = require "ntt.lineage"
 local json = require "ntt.json"
+local mediadb = require "spec.support.mediadb"
 
 local MiB = images.MiB
 local tag = runs.tag
@@ -53,8 +54,7 @@ describe("lineage in the database", function()
   end
   local db = require "ntt.db"
   local conn
-  setup(function() conn = assert(db.connect { url = url, migrate = true }) end)
-  teardown(function() conn:close() end)
+  mediadb.connect_for(url, setup, teardown, function(c) conn = c end)
 
   local function new_medium(label)
     local h = hash.sum(label .. " " .. tag, 16)
@@ -131,14 +131,7 @@ local ntt = runs.ntt
 
 local bytes = helper.bytes_at
 
-local function events(home, name)
-  local out = {}
-  for line in helper.read(home .. "/log/ops.jsonl"):gmatch("[^\n]+") do
-    local e = json.decode(line)
-    if e.event == name then out[#out + 1] = e end
-  end
-  return out
-end
+local events = runs.events
 
 describe("a new rescue of the same disk", function()
   local ok, why = runs.can_run { fuse = true }

@@ -76,18 +76,13 @@ describe("retryable files", function()
                     ["sub/c.txt"] = "retry c " .. t, ["sub/d.txt"] = "retry d " .. t }
     images.files(tree, files)
     -- enumerate only, then lose one file before the copy
-    local enum_only = runs.policy(dir, '{ stages = { "identify", "inspect", "mount", "enumerate" } }')
-    local r = run(home, { enum_only, "--tree", tree })
+    local r = runs.enumerate_only(dir, home, tree)
     assert.equal(1, r.code, r.stderr .. r.stdout)   -- files left pending
     os.remove(tree .. "/sub/c.txt")
-    local pol = dir .. "/copy.lua"
-    helper.write(pol, [[
-local ntt = require "ntt"
-return ntt.policy.extend("default", {
+    local pol = runs.policy(dir, [[{
   retry = { checkpoint = 2, max = 3, backoff = { base = 0.001, factor = 1, cap = 0.001 } },
   diagnose = { { ntt.always, ntt.CONTINUE } },
-})
-]])
+}]], "copy.lua")
     r = run(home, { pol, "--tree", tree })
     assert.equal(1, r.code, r.stderr .. r.stdout)
     local h = runs.medium_of(tree)
@@ -136,17 +131,13 @@ return ntt.policy.extend("default", {
     local home, tree = dir .. "/home", dir .. "/tree"
     helper.sh { "mkdir", "-p", tree }
     images.files(tree, { ["x.txt"] = "skip x " .. runs.tag, ["y.txt"] = "skip y " .. runs.tag })
-    local r = run(home, { runs.policy(dir, '{ stages = { "identify", "inspect", "mount", "enumerate" } }'), "--tree", tree })
+    local r = runs.enumerate_only(dir, home, tree)
     assert.equal(1, r.code, r.stderr .. r.stdout)
     os.remove(tree .. "/x.txt")
-    local pol = dir .. "/skip.lua"
-    helper.write(pol, [[
-local ntt = require "ntt"
-return ntt.policy.extend("default", {
+    local pol = runs.policy(dir, [[{
   retry = { checkpoint = 1, max = 5, backoff = { base = 0.001, factor = 1, cap = 0.001 } },
   diagnose = { { ntt.has "detected_missing_file", ntt.SKIP "GONE" }, { ntt.always, ntt.CONTINUE } },
-})
-]])
+}]], "skip.lua")
     r = run(home, { pol, "--tree", tree })
     assert.equal(1, r.code, r.stderr .. r.stdout)
     assert.matches("skipped:%s+1 %(GONE 1%)", r.stdout)

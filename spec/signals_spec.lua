@@ -10,21 +10,8 @@ local util = require "ntt.core.util"
 local runs = require "spec.support.runs"
 
 local policy, medium_of, db = runs.policy, runs.medium_of, runs.db
-
--- A mount root of the spec's own: other specs on this machine lazily
--- unmount whatever is under the shared one when they end.
-local function env_of(dir, home)
-  helper.sh { "mkdir", "-p", dir .. "/mnt" }
-  return { NTT_HOME = home or (dir .. "/home"), NTT_MOUNT_ROOT = dir .. "/mnt" }
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local env_of, mounts_of = runs.env_of, runs.mounts_of
+local read = helper.try_read
 
 -- pids of the processes whose command line holds word
 local function pids_with(word)
@@ -34,15 +21,6 @@ local function pids_with(word)
   for line in r.stdout:gmatch("[^\n]+") do
     local pid, cmd = line:match("^(%d+) (.*)$")
     if pid and cmd:find(word, 1, true) and not cmd:find("^sh ") then out[#out + 1] = line end
-  end
-  return out
-end
-
-local function mounts_of(h)
-  local out = {}
-  for l in io.lines("/proc/self/mountinfo") do
-    local mp = l:match("^%S+ %S+ %S+ %S+ (%S+)")
-    if mp and mp:find("/" .. h, 1, true) then out[#out + 1] = mp end
   end
   return out
 end

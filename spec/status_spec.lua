@@ -13,13 +13,7 @@ local tag = runs.tag
 
 local ntt = runs.ntt
 
--- The data blocks of file /name in an ext image, in file order (debugfs).
-local function data_blocks(img, name)
-  local r = helper.sh { "debugfs", "-R", "blocks /" .. name, img }
-  local blocks = {}
-  for b in r.stdout:gmatch("%d+") do blocks[#blocks + 1] = tonumber(b) end
-  return blocks
-end
+local data_blocks = images.ext_blocks
 
 describe("ntt status MEDIUM", function()
   local url = helper.db_url()

@@ -4,7 +4,6 @@
 local helper = require "spec.support.helper"
 local images = require "spec.support.images"
 local util = require "ntt.core.util"
-local hash = require "ntt.core.hash"
 local json = require "ntt.json"
 local runs = require "spec.support.runs"
 
@@ -20,21 +19,7 @@ local function states(h)
   return out
 end
 
-local function problems(h)
-  local r = assert(db():exec("SELECT problems::text AS p FROM medium WHERE medium_hash = $1", h))
-  return json.decode(r[1].p or "{}") or {}
-end
-
--- Every blob in the store hashes to its name; their number.
-local function check_store(root)
-  local r = helper.sh { "find", root .. "/by-hash", "-type", "f" }
-  local n = 0
-  for f in r.stdout:gmatch("[^\n]+") do
-    assert.equal(f:match("([0-9a-f]+)$"), assert(hash.file(f)))
-    n = n + 1
-  end
-  return n
-end
+local problems, check_store = runs.problems, runs.check_store
 
 local function log_events(home, file)
   local out = {}

@@ -10,12 +10,7 @@ local hash = require "ntt.core.hash"
 
 local MiB = images.MiB
 
-local function random_bytes(n)
-  local f = assert(io.open("/dev/urandom", "rb"))
-  local s = f:read(n)
-  f:close()
-  return s
-end
+local random_bytes = helper.random_bytes
 
 -- Replaces the bytes of s at offset (0-based) with part.
 local function poke(s, offset, part)

@@ -3,7 +3,6 @@
 local helper = require "spec.support.helper"
 local images = require "spec.support.images"
 local runs = require "spec.support.runs"
-local proc = require "ntt.core.proc"
 local fs = require "ntt.core.fs"
 local hash = require "ntt.core.hash"
 local json = require "ntt.json"
@@ -61,6 +60,23 @@ local function same_tree(home, src, tree)
   return n
 end
 
+-- `ntt run` of 2,000 small files in the background, its tree stage 20
+-- links a batch on one thread: the process (killed at the test's end),
+-- whether the tree stage began within 60 s, and the image, its medium, the
+-- data root and the policy.
+local function tree_under_way(finally, dir, label)
+  local img = images.ext(dir .. "/many.img", { size_mb = 32, files = runs.many_files(label, 1, 40, 50) })
+  local home = dir .. "/home"
+  local pol = policy(dir, "{ tree = { batch = 20, threads = 1 } }")
+  local p = runs.start(finally, { "run", pol, img }, { NTT_HOME = home }, "null")
+  local h = medium_of(img)
+  local started = runs.wait_for(function()
+    local okq, rows = pcall(db().exec, db(), "SELECT tree_fs FROM medium WHERE medium_hash = $1", h)
+    return okq and rows and rows[1] and rows[1].tree_fs ~= nil
+  end)
+  return p, started, img, h, home, pol
+end
+
 describe("the tree stage", function()
   local ok, why = runs.can_run()
   if not ok then
@@ -116,17 +132,7 @@ describe("the tree stage", function()
 
   it("finishes the tree after kill -9 in the middle of it", function()
     local dir = helper.tmpdir("treekill")
-    local files = runs.many_files("treekill", 1, 40, 50)
-    local img = images.ext(dir .. "/many.img", { size_mb = 32, files = files })
-    local home = dir .. "/home"
-    local pol = policy(dir, "{ tree = { batch = 20, threads = 1 } }")
-    local p = assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = { NTT_HOME = home },
-                                  stdout = "null", stderr = "null" })
-    local h = medium_of(img)
-    local started = runs.wait_for(function()
-      local okq, rows = pcall(db().exec, db(), "SELECT tree_fs FROM medium WHERE medium_hash = $1", h)
-      return okq and rows and rows[1] and rows[1].tree_fs ~= nil
-    end)
+    local p, started, img, h, home, pol = tree_under_way(finally, dir, "treekill")
     p:kill(9)
     p:wait(30)
     assert.is_true(started)
@@ -143,18 +149,8 @@ describe("the tree stage", function()
 
   it("stops at ^C in the middle of the tree with status 130, and the next run completes it", function()
     local dir = helper.tmpdir("treeint")
-    local files = runs.many_files("treeint", 1, 40, 50)
-    local img = images.ext(dir .. "/many.img", { size_mb = 32, files = files })
-    local home = dir .. "/home"
-    local pol = policy(dir, "{ tree = { batch = 20, threads = 1 } }")
-    local p = assert(proc.spawn { argv = { helper.ntt, "run", pol, img }, env = { NTT_HOME = home },
-                                  stdout = "null", stderr = "null" })
-    finally(function() if p:wait(0) == nil then p:kill(9); p:wait(10) end end)
-    local h = medium_of(img)
-    assert.is_true(runs.wait_for(function()
-      local okq, rows = pcall(db().exec, db(), "SELECT tree_fs FROM medium WHERE medium_hash = $1", h)
-      return okq and rows and rows[1] and rows[1].tree_fs ~= nil
-    end))
+    local p, started, img, h, home, pol = tree_under_way(finally, dir, "treeint")
+    assert.is_true(started)
     p:kill(2)
     local how, code = p:wait(60)
     if medium_row(h).tree_done then return pending("the tree was complete before the signal landed") end
@@ -174,9 +170,7 @@ describe("the tree stage", function()
     files["tab\tname.txt"] = "taken " .. tag
     local img = images.ext(dir .. "/disk.img", { size_mb = 8, block = 4096, files = files })
     -- the map says some of f3's data were never read
-    local r = helper.sh { "debugfs", "-R", "blocks /f3.bin", img }
-    local blocks = {}
-    for b in r.stdout:gmatch("%d+") do blocks[#blocks + 1] = tonumber(b) end
+    local blocks = images.ext_blocks(img, "f3.bin")
     local lo, hi = blocks[17] * 4096, (blocks[32] + 1) * 4096
     images.mapfile(dir .. "/disk.map", { { 0, lo, "+" }, { lo, hi - lo, "-" }, { hi, 8 * images.MiB - hi, "+" } })
     local home = dir .. "/home"
@@ -185,7 +179,7 @@ describe("the tree stage", function()
     local tree = home .. "/tree/" .. h
     assert(fs.mkdirp(tree .. "/p0"))
     helper.write(tree .. "/p0/tab\tname.txt", "not the medium's")
-    r = run(home, { "-v", policy(dir, '{ copy = { damaged = "salvage" } }'), img })
+    local r = run(home, { "-v", policy(dir, '{ copy = { damaged = "salvage" } }'), img })
     assert.equal(1, r.code, r.stderr .. r.stdout)
     local m = medium_row(h)
     assert.truthy(m.tree_done)

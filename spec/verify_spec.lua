@@ -18,10 +18,7 @@ local function blob_path(home, data)
   return home .. "/store/by-hash/" .. hash.sum(data):gsub("^(..)(..)", "%1/%2/%1%2")
 end
 
-local function problems_of(h)
-  local r = assert(db():exec("SELECT problems::text AS p FROM medium WHERE medium_hash = $1", h))
-  return json.decode(r[1].p or "{}") or {}
-end
+local problems_of = runs.problems
 
 local function flip(path, offset)
   local b = helper.bytes_at(path, offset, 1)

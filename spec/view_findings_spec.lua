@@ -12,13 +12,7 @@ local json = require "ntt.json"
 
 local MiB = images.MiB
 
--- The data blocks of /name in an ext image, in file order (debugfs).
-local function data_blocks(img, name)
-  local r = helper.sh { "debugfs", "-R", "blocks /" .. name, img }
-  local blocks = {}
-  for b in r.stdout:gmatch("%d+") do blocks[#blocks + 1] = tonumber(b) end
-  return blocks
-end
+local data_blocks = images.ext_blocks
 
 -- The image offset range [lo, hi) of a FAT file's clusters.
 local function fat_span(img, name)

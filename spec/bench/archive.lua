@@ -18,8 +18,8 @@ local util = require "ntt.core.util"
 local car = require "ntt.core.archive"
 local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
 
-local MB = tonumber(os.getenv("NTT_BENCH_ARCHIVE_MB") or "") or 512
-local ROUNDS = tonumber(os.getenv("NTT_BENCH_ROUNDS") or "") or 5
+local MB = bench.num("NTT_BENCH_ARCHIVE_MB", 512)
+local ROUNDS = bench.num("NTT_BENCH_ROUNDS", 5)
 local WORK = os.getenv("NTT_BENCH_DIR") or "/var/tmp/ntt-bench-archive"
 local MiB = 1048576
 

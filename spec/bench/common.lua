@@ -2,6 +2,12 @@
 -- own folder, so a bench runs from any working directory:
 --   local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
 --
+--   bench.num(name [, default]) -> the number in environment variable name,
+--                                  else default
+--   bench.self()                -> the ntt binary running the bench
+--   bench.varied_file(path, mb)    writes path: mb MiB of varied bytes, each
+--                                  MiB its own (no dedup, no sparse); kept
+--                                  when it is already that size
 --   bench.sh(argv [, may_fail [, timeout]]) -> the result of argv; raises
 --                                  when it exits non-zero unless may_fail
 --                                  (timeout 3600 s)
@@ -13,8 +19,32 @@
 --                                  loop device
 local util = require "ntt.core.util"
 local proc = require "ntt.core.proc"
+local fs = require "ntt.core.fs"
 
 local M = {}
+
+function M.num(name, default)
+  return tonumber(os.getenv(name) or "") or default
+end
+
+function M.self()
+  local i = -1
+  while arg[i - 1] ~= nil do i = i - 1 end
+  return arg[i]
+end
+
+function M.varied_file(path, mb)
+  local MiB = 1048576
+  local st = fs.stat(path)
+  if st and st.size == mb * MiB then return end
+  local f = assert(io.open(path .. ".tmp", "wb"))
+  local block = {}
+  for i = 1, MiB // 8 do block[i] = string.pack("<I8", (i * 0x9e3779b97f4a7c15) & 0x7fffffffffffffff) end
+  block = table.concat(block)
+  for i = 1, mb do f:write(string.pack("<I8", i), block:sub(9)) end
+  f:close()
+  M.sh { "mv", path .. ".tmp", path }
+end
 
 function M.sh(argv, may_fail, timeout)
   local r = assert(proc.run { argv = argv, timeout = timeout or 3600 })

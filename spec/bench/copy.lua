@@ -15,15 +15,15 @@ local fs = require "ntt.core.fs"
 local concurrency = require "ntt.concurrency"
 local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
 
-local NFILES = tonumber(os.getenv("NTT_BENCH_FILES") or "") or 50000
-local NDIRS = tonumber(os.getenv("NTT_BENCH_DIRS") or "") or 500
-local NBIG = tonumber(os.getenv("NTT_BENCH_BIG") or "") or 3
+local NFILES = bench.num("NTT_BENCH_FILES", 50000)
+local NDIRS = bench.num("NTT_BENCH_DIRS", 500)
+local NBIG = bench.num("NTT_BENCH_BIG", 3)
 local BIG = 256 * 1048576
 local WORK = os.getenv("NTT_BENCH_DIR") or "/tmp/ntt-bench-copy"
 local NTT = arg and arg[-1] or "build/ntt"
 local DURABILITY = os.getenv("NTT_BENCH_DURABILITY") or "batch"
-local THREADS = tonumber(os.getenv("NTT_BENCH_THREADS") or "")
-local BATCH = tonumber(os.getenv("NTT_BENCH_BATCH") or "") or 5000
+local THREADS = bench.num("NTT_BENCH_THREADS")
+local BATCH = bench.num("NTT_BENCH_BATCH", 5000)
 -- NTT_BENCH_ONLY=ntt,big: run only the contenders whose names contain one
 -- of these words (the ratios then use the figures that were measured).
 local ONLY = os.getenv("NTT_BENCH_ONLY")

@@ -9,29 +9,15 @@
 -- best of NTT_BENCH_ROUNDS (default 2); ntt runs media.identify without a
 -- cache, so it reads the whole image every time.  Prints MB/s and the
 -- ratio b3sum time / ntt time (>= 0.9 is the target; above 1 ntt is faster).
-local fs = require "ntt.core.fs"
 local media = require "ntt.media"
 local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
 
-local MB = tonumber(os.getenv("NTT_BENCH_IDENTIFY_MB") or "") or 1024
-local ROUNDS = tonumber(os.getenv("NTT_BENCH_ROUNDS") or "") or 2
+local MB = bench.num("NTT_BENCH_IDENTIFY_MB", 1024)
+local ROUNDS = bench.num("NTT_BENCH_ROUNDS", 2)
 local WORK = os.getenv("NTT_BENCH_DIR") or "/var/tmp/ntt-bench-identify"
 local MiB = 1048576
 
 local sh, drop_caches, timed = bench.sh, bench.drop_caches, bench.timed
-
--- One MiB of varied bytes per step, each MiB its own (no dedup, no sparse).
-local function make_image(path)
-  local st = fs.stat(path)
-  if st and st.size == MB * MiB then return end
-  local f = assert(io.open(path .. ".tmp", "wb"))
-  local block = {}
-  for i = 1, MiB // 8 do block[i] = string.pack("<I8", (i * 0x9e3779b97f4a7c15) & 0x7fffffffffffffff) end
-  block = table.concat(block)
-  for i = 1, MB do f:write(string.pack("<I8", i), block:sub(9)) end
-  f:close()
-  sh { "mv", path .. ".tmp", path }
-end
 
 local contenders = {
   { name = "ntt identify", run = function(path)
@@ -46,7 +32,7 @@ local contenders = {
 local function main()
   sh { "mkdir", "-p", WORK }
   local path = WORK .. "/image.img"
-  make_image(path)
+  bench.varied_file(path, MB)
   local can_drop = io.open("/proc/sys/vm/drop_caches", "w")
   if can_drop then can_drop:close() end
   local best = {}

@@ -17,36 +17,18 @@ local fs = require "ntt.core.fs"
 local util = require "ntt.core.util"
 local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
 
-local MB = tonumber(os.getenv("NTT_BENCH_IMAGE_MB") or "") or 512
-local ROUNDS = tonumber(os.getenv("NTT_BENCH_ROUNDS") or "") or 3
+local MB = bench.num("NTT_BENCH_IMAGE_MB", 512)
+local ROUNDS = bench.num("NTT_BENCH_ROUNDS", 3)
 local WORK = os.getenv("NTT_BENCH_DIR") or "/var/tmp/ntt-bench-image"
 local MiB = 1048576
 local ARGS = { "--idirect", "--no-trim", "--no-scrape", "--cluster-size=128" }
 
 local sh, drop_caches, timed = bench.sh, bench.drop_caches, bench.timed
 
-local function self_binary()
-  local i = 0
-  while arg[i - 1] ~= nil do i = i - 1 end
-  return arg[i]
-end
-
-local function make_source(path)
-  local st = fs.stat(path)
-  if st and st.size == MB * MiB then return end
-  local f = assert(io.open(path .. ".tmp", "wb"))
-  local block = {}
-  for i = 1, MiB // 8 do block[i] = string.pack("<I8", (i * 0x9e3779b97f4a7c15) & 0x7fffffffffffffff) end
-  block = table.concat(block)
-  for i = 1, MB do f:write(string.pack("<I8", i), block:sub(9)) end
-  f:close()
-  sh { "mv", path .. ".tmp", path }
-end
-
 local function main()
   sh { "mkdir", "-p", WORK }
   local src = WORK .. "/source.img"
-  make_source(src)
+  bench.varied_file(src, MB)
   bench.detach(src)
   local loop = sh({ "losetup", "-r", "-f", "--show", src }).stdout:match("%S+")
   local out = bench.fresh_ext4(WORK .. "/out.ext4", WORK .. "/out", 2 * MB + 256)
@@ -58,7 +40,7 @@ local function main()
   f:write(('return require("ntt").policy.extend("device", { stages = { "image" }, image = { dir = %q, smart = false, '
            .. 'phases = { { name = "copy", args = { %s } } } } })\n'):format(out .. "/ntt", table.concat(words, ", ")))
   f:close()
-  local ntt = self_binary()
+  local ntt = bench.self()
   util.setenv("NTT_HOME", home)
   local conn = assert(require("ntt.db").connect { autostart = true })
   assert(require("ntt.db").migrate(conn))

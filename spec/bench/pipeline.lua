@@ -14,12 +14,10 @@ local proc = require "ntt.core.proc"
 local json = require "ntt.json"
 local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
 
-local NFILES = tonumber(os.getenv("NTT_BENCH_FILES") or "") or 50000
-local NDIRS = tonumber(os.getenv("NTT_BENCH_DIRS") or "") or 500
+local NFILES = bench.num("NTT_BENCH_FILES", 50000)
+local NDIRS = bench.num("NTT_BENCH_DIRS", 500)
 local WORK = os.getenv("NTT_BENCH_PIPE_DIR") or "/var/tmp/ntt-bench-pipe"
-local i = -1
-while arg[i - 1] do i = i - 1 end
-local NTT = arg[i]
+local NTT = bench.self()
 local SOURCE = arg[0]:match("^(.*)/spec/bench/pipeline%.lua$") or "."
 local POLICY = os.getenv("NTT_BENCH_POLICY") or SOURCE .. "/policies/default.lua"
 

@@ -17,12 +17,10 @@ local proc = require "ntt.core.proc"
 local json = require "ntt.json"
 local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
 
-local NFILES = tonumber(os.getenv("NTT_BENCH_READER_FILES") or "") or 20000
+local NFILES = bench.num("NTT_BENCH_READER_FILES", 20000)
 local NDIRS = 100
 local WORK = os.getenv("NTT_BENCH_READER_DIR") or "/var/tmp/ntt-bench-reader"
-local i = -1
-while arg[i - 1] do i = i - 1 end
-local NTT = arg[i]
+local NTT = bench.self()
 local SOURCE = arg[0]:match("^(.*)/spec/bench/reader%.lua$") or "."
 local POLICY = SOURCE .. "/policies/default.lua"
 local MTOOLS = { "env", "MTOOLS_SKIP_CHECK=1", "LC_ALL=C.UTF-8" }

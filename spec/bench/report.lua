@@ -16,7 +16,7 @@ local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
 local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
 
-local N = tonumber(os.getenv("NTT_BENCH_ENTRIES") or "") or 1000000
+local N = bench.num("NTT_BENCH_ENTRIES", 1000000)
 local WORK = "/var/tmp/ntt-bench-report"
 local NTT = arg[-1] or "build/ntt"
 

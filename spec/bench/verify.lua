@@ -19,10 +19,10 @@ local hash = require "ntt.core.hash"
 local verify = require "ntt.core.verify"
 local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
 
-local SMALL = tonumber(os.getenv("NTT_BENCH_VERIFY_SMALL") or "") or 3000
-local BIG_MB = tonumber(os.getenv("NTT_BENCH_VERIFY_BIG_MB") or "") or 128
-local ROUNDS = tonumber(os.getenv("NTT_BENCH_ROUNDS") or "") or 3
-local THREADS = tonumber(os.getenv("NTT_BENCH_THREADS") or "") or util.cores()
+local SMALL = bench.num("NTT_BENCH_VERIFY_SMALL", 3000)
+local BIG_MB = bench.num("NTT_BENCH_VERIFY_BIG_MB", 128)
+local ROUNDS = bench.num("NTT_BENCH_ROUNDS", 3)
+local THREADS = bench.num("NTT_BENCH_THREADS", util.cores())
 local WORK = os.getenv("NTT_BENCH_DIR") or "/var/tmp/ntt-bench-verify"
 
 local sh, timed = bench.sh, bench.timed

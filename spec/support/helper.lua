@@ -43,6 +43,23 @@ function M.read(path)
   return s
 end
 
+-- The contents of path, or "" when it cannot be opened (not there yet).
+function M.try_read(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- n random bytes (from /dev/urandom).
+function M.random_bytes(n)
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local s = f:read(n) or ""
+  f:close()
+  return s
+end
+
 -- n bytes at offset of file path (read) or, with data, written in place.
 function M.bytes_at(path, offset, n, data)
   local f = assert(io.open(path, data and "r+b" or "rb"))

@@ -17,6 +17,8 @@
 --   images.dirty(path)                                    sets needs_recovery on an ext3/4
 --   images.mapfile(path, {{pos, size, status}, ...}, current_pos)
 --   images.truncate(path, bytes)
+--   images.ext_blocks(img, name)     -> the data blocks of file /name in an ext
+--                                       image, in file order, and debugfs's listing
 local helper = require "spec.support.helper"
 
 local M = {}
@@ -38,6 +40,13 @@ end
 
 function M.truncate(path, bytes)
   sh { "truncate", "-s", tostring(bytes), path }
+end
+
+function M.ext_blocks(img, name)
+  local r = helper.sh { "debugfs", "-R", "blocks /" .. name, img }
+  local blocks = {}
+  for b in r.stdout:gmatch("%d+") do blocks[#blocks + 1] = tonumber(b) end
+  return blocks, r.stdout
 end
 
 function M.ext(path, o)

@@ -3,6 +3,10 @@
 --
 --   mediadb.newhash(n)        -> a medium hash unique to this process, n and
 --                                the moment (n apart: one spec's media apart)
+--   mediadb.connect_for(url, setup, teardown, set)  for one describe (its
+--                                setup and teardown): a migrated connection
+--                                opened in setup is handed to set(conn),
+--                                closed in teardown
 --   mediadb.open(url, label [, base]) -> t, for one describe:
 --                                before_each(t.connect); after_each(t.close)
 --   t.connect() / t.close()      open t.conn, a migrated connection / close it
@@ -17,6 +21,13 @@ local M = {}
 
 function M.newhash(n)
   return ("%08x%08x%016x"):format(util.pid(), n, math.floor(util.now() * 1e6))
+end
+
+function M.connect_for(url, setup, teardown, set)
+  local db = require "ntt.db"
+  local conn
+  setup(function() conn = assert(db.connect { url = url, migrate = true }); set(conn) end)
+  teardown(function() conn:close() end)
 end
 
 function M.open(url, label, base)

@@ -2,11 +2,16 @@
 -- share: whether they can run here, a policy file, a medium's hash, many
 -- files to copy, and watching a copy from the database.
 --
---   runs.can_run([{fuse = true}]) -> true, or nil and why not (root, loop
---                                    devices, a test database; /dev/fuse too)
+--   runs.can_run([{fuse = true, tools = {...}}]) -> true, or nil and why not
+--                                    (root, loop devices, a test database;
+--                                    /dev/fuse and each tool on PATH too)
 --   runs.tag                      a unique payload: each spec's media hash apart
---   runs.policy(dir [, overrides]) -> path of dir/policy.lua extending "default"
---                                    with the Lua table text overrides
+--   runs.policy(dir [, overrides [, name]]) -> path of dir/name (policy.lua)
+--                                    extending "default" with the Lua table
+--                                    text overrides (`ntt` in scope there)
+--   runs.enumerate_only(dir, home, tree) -> the result of `ntt run` of tree
+--                                    through enumerate, no copy (its policy
+--                                    dir/policy.lua; exit 1: files pending)
 --   runs.medium_of(image)         -> the medium hash `ntt identify` gives image
 --   runs.many_files(label, reps [, dirs, per]) -> dirs (20) directories of
 --                                    per (100) files, each its own content
@@ -18,6 +23,21 @@
 --   runs.ntt(home, argv [, timeout]) -> the result of `ntt argv...` with
 --                                    NTT_HOME=home (timeout 300 s)
 --   runs.run(home, argv [, timeout]) -> the same for `ntt run argv...`
+--   runs.start(finally, argv, env, stderr) -> the process of `ntt argv...`
+--                                    in the background with env (stdout to
+--                                    null, stderr to the file stderr), killed
+--                                    at the test's end (finally) if it runs
+--   runs.env_of(dir [, home])     -> the environment of a run with NTT_HOME home
+--                                    (dir/home) and a mount root of its own,
+--                                    dir/mnt (other specs lazily unmount the
+--                                    shared one when they end)
+--   runs.mounts_of(h)             -> mount points whose path holds "/" .. h
+--   runs.states(h)                -> medium h's inodes counted by state
+--                                    ({copied = n, ...}), and their total
+--   runs.problems(h)              -> medium h's problems, decoded ({} if none)
+--   runs.check_store(root)        -> how many blobs the store at root holds;
+--                                    raises unless each hashes to its name
+--   runs.events(home, name)       -> the events named name in home/log/ops.jsonl
 --   runs.db()                     -> one migrated connection to the test
 --                                    database, opened on first use
 --   runs.unmount()                   lazily unmounts whatever a run left
@@ -34,15 +54,22 @@ function M.can_run(opts)
   if not io.open("/dev/loop-control") then return nil, "no /dev/loop-control" end
   if opts and opts.fuse and not io.open("/dev/fuse") then return nil, "no /dev/fuse" end
   if not helper.db_url() then return nil, "no test database" end
+  for _, tool in ipairs(opts and opts.tools or {}) do
+    if not require("spec.support.mediaimg").have(tool) then return nil, tool .. " is not installed (make deps)" end
+  end
   return true
 end
 
 M.tag = ("%d-%d"):format(util.pid(), math.floor(util.now() * 1000))
 
-function M.policy(dir, overrides)
-  local path = dir .. "/policy.lua"
+function M.policy(dir, overrides, name)
+  local path = dir .. "/" .. (name or "policy.lua")
   helper.write(path, 'local ntt = require "ntt"\nreturn ntt.policy.extend("default", ' .. (overrides or "{}") .. ")\n")
   return path
+end
+
+function M.enumerate_only(dir, home, tree)
+  return M.run(home, { M.policy(dir, '{ stages = { "identify", "inspect", "mount", "enumerate" } }'), "--tree", tree })
 end
 
 function M.medium_of(image)
@@ -88,6 +115,63 @@ end
 
 function M.run(home, argv, timeout)
   return M.ntt(home, { "run", table.unpack(argv) }, timeout)
+end
+
+function M.env_of(dir, home)
+  helper.sh { "mkdir", "-p", dir .. "/mnt" }
+  return { NTT_HOME = home or (dir .. "/home"), NTT_MOUNT_ROOT = dir .. "/mnt" }
+end
+
+function M.mounts_of(h)
+  local out = {}
+  for l in io.lines("/proc/self/mountinfo") do
+    local mp = l:match("^%S+ %S+ %S+ %S+ (%S+)")
+    if mp and mp:find("/" .. h, 1, true) then out[#out + 1] = mp end
+  end
+  return out
+end
+
+function M.states(h)
+  local it = require("ntt.db").partition_names(h)
+  local out, total = {}, 0
+  for _, r in ipairs(assert(M.db():exec(("SELECT state::text AS s, count(*) AS n FROM %s GROUP BY 1"):format(it)))) do
+    out[r.s] = r.n
+    total = total + r.n
+  end
+  return out, total
+end
+
+function M.problems(h)
+  local r = assert(M.db():exec("SELECT problems::text AS p FROM medium WHERE medium_hash = $1", h))
+  return json.decode(r[1].p or "{}") or {}
+end
+
+function M.check_store(root)
+  local r = helper.sh { "find", root .. "/by-hash", "-type", "f" }
+  local n = 0
+  for f in r.stdout:gmatch("[^\n]+") do
+    local got = assert(require("ntt.core.hash").file(f))
+    if got ~= f:match("([0-9a-f]+)$") then error(("%s: its content hashes to %s"):format(f, got), 2) end
+    n = n + 1
+  end
+  return n
+end
+
+function M.events(home, name)
+  local out = {}
+  for line in io.lines(home .. "/log/ops.jsonl") do
+    local e = json.decode(line)
+    if e.event == name then out[#out + 1] = e end
+  end
+  return out
+end
+
+function M.start(finally, argv, env, stderr)
+  local full = { helper.ntt }
+  for _, a in ipairs(argv) do full[#full + 1] = a end
+  local p = assert(proc.spawn { argv = full, env = env, stdout = "null", stderr = stderr })
+  finally(function() if p:wait(0) == nil then p:kill(9); p:wait(10) end end)
+  return p
 end
 
 local conn
