@@ -180,7 +180,11 @@ function M.medium(target, policy, opts)
       if not okw then error({ e, c }, 0) end
     end
   end)
-  if mounted_here then mount.unmount(ident.hash, ident.image_path) end
+  if mounted_here then
+    -- a run that took its lease meanwhile reads that mount: it stays
+    local live = conn and require("ntt.lease").holders(conn, ident.hash)
+    if not (live and #live > 0) then mount.unmount(ident.hash, ident.image_path) end
+  end
   if not ok then
     if type(werr) == "table" then return nil, werr[1], werr[2] end
     error(werr, 0)
