@@ -147,13 +147,13 @@ function M.medium(target, policy, opts)
     if st and st.ok and #mount.roots_of(st) > 0 then
       mres = st
     else
-      mres = mount.mount(ident.hash, ident.image_path,
-                         { map = ident.map_path, timeout = policy.mount and policy.mount.timeout })
+      local mp = policy.mount or {}
+      mres = mount.mount(ident.hash, ident.image_path, { map = ident.map_path, timeout = mp.timeout, reader = mp.reader })
       mounted_here = true
     end
     roots = mount.roots_of(mres)
   end
-  local ok, werr, wcode = pcall(function()
+  local ok, werr = pcall(function()
     for _, f in ipairs((mres or {}).filesystems or {}) do
       p.filesystems[#p.filesystems + 1] = { fs_index = f.fs_index, fstype = f.fstype, offset = f.offset, size = f.size,
                                             status = f.status, reader = f.driver or (f.status == "mounted" and "kernel") }
