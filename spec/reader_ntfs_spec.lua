@@ -9,7 +9,6 @@
 -- files are rows of kind 'deleted', their content recovered.
 local helper = require "spec.support.helper"
 local hash = require "ntt.core.hash"
-local proc = require "ntt.core.proc"
 local runs = require "spec.support.runs"
 
 local tag = runs.tag
@@ -18,10 +17,7 @@ local sh = helper.sh
 local UTC = { TZ = "UTC", LC_ALL = "C.UTF-8" }
 local WHEN = "1994-03-15 10:20:30.25"
 
-local function have(cmd)
-  local r = proc.run { argv = { "sh", "-c", "command -v " .. cmd }, timeout = 10 }
-  return r and r.code == 0
-end
+local have = require("spec.support.mediaimg").have
 
 -- seconds since the epoch of a UTC wall clock
 local function utc(y, mo, d, hh, mi, ss)

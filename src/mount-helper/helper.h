@@ -109,6 +109,7 @@ int fs_kernel_has(const char *fstype);
 void fs_mount(struct fsent *e, int devfd, int viewed);
 int mnt_is_mounted(const char *path);
 int mnt_answers(const char *path);
+void mh_child_msg(int mfd, char *msg, size_t len);
 int mnt_unmount_under(const char *dir, int dead, char *out, size_t outlen);
 int run_timed(char *const argv[], char *err, size_t errlen);
 int mh_wait_timed(pid_t c);           /* wait status, or -1 (ETIMEDOUT: killed after mh_timeout) */

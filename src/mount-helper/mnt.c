@@ -95,13 +95,7 @@ int run_timed(char *const argv[], char *err, size_t errlen)
     }
     int st = mh_wait_timed(c);
     char msg[512] = "";
-    if (mfd >= 0) {
-        ssize_t r = pread(mfd, msg, sizeof msg - 1, 0);
-        if (r > 0) msg[r] = 0;
-        close(mfd);
-        for (char *p = msg; *p; p++) if (*p == '\n' || *p == '\t') *p = ' ';
-        for (size_t n = strlen(msg); n && msg[n - 1] == ' '; n--) msg[n - 1] = 0;
-    }
+    mh_child_msg(mfd, msg, sizeof msg);
     if (st < 0 && errno == ETIMEDOUT) { snprintf(err, errlen, "timed out after %d s", mh_timeout); return -1; }
     if (st < 0) { snprintf(err, errlen, "wait: %s", strerror(errno)); return -1; }
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return 0;
@@ -136,6 +130,19 @@ static const char *find_driver(const char *name, char *buf, size_t len)
         if (access(buf, X_OK) == 0) return buf;
     }
     return NULL;
+}
+
+/* What a driver child wrote to its message file mfd (closed here; -1: none)
+ * into msg, on one line without trailing blanks. */
+void mh_child_msg(int mfd, char *msg, size_t len)
+{
+    msg[0] = 0;
+    if (mfd < 0) return;
+    ssize_t r = pread(mfd, msg, len - 1, 0);
+    if (r > 0) msg[r] = 0;
+    close(mfd);
+    for (char *p = msg; *p; p++) if (*p == '\n' || *p == '\t') *p = ' ';
+    for (size_t n = strlen(msg); n && msg[n - 1] == ' '; n--) msg[n - 1] = 0;
 }
 
 int mnt_is_mounted(const char *path)

@@ -127,13 +127,7 @@ int reader_mount(struct fsent *e, int devfd, const char *fstype, char *err, size
     }
     int st = mh_wait_timed(c);
     char msg[400] = "";
-    if (mfd >= 0) {
-        ssize_t r = pread(mfd, msg, sizeof msg - 1, 0);
-        if (r > 0) msg[r] = 0;
-        close(mfd);
-        for (char *p = msg; *p; p++) if (*p == '\n' || *p == '\t') *p = ' ';
-        for (size_t n = strlen(msg); n && msg[n - 1] == ' '; n--) msg[n - 1] = 0;
-    }
+    mh_child_msg(mfd, msg, sizeof msg);
     int ok = st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 && mnt_is_mounted(e->mount);
     if (!ok) {
         if (st < 0 && errno == ETIMEDOUT) snprintf(err, errlen, "timed out after %d s", mh_timeout);
