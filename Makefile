@@ -1,6 +1,6 @@
 # ntt - build, test, bench, demo, install.
 #
-#   make                 build/ntt, build/ntt-mount-helper and build/ntt-tskfs
+#   make                 build/ntt, build/ntt-mount-helper, build/ntt-tskfs and build/ntt-browse
 #   make test            the whole spec suite inside build/ntt (last line: N passed, N failed, N skipped)
 #   make SAN=1 test      the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
 #   make bench           benchmarks against peers, in the same run
@@ -52,6 +52,9 @@ HELPER_SHARED := $(B)/media/layout.o $(B)/media/mapfile_parse.o
 # The Sleuth Kit reader (docs/reader.md): its own program, started by the
 # helper where the kernel has no driver; the only code linked with libtsk.
 TSKFS_SRC := $(wildcard src/tskfs/*.c)
+# `ntt browse`'s FUSE view of the media (docs/tree.md): its own program,
+# serving a snapshot ntt writes; no database connection of its own.
+BROWSE_SRC := $(wildcard src/browse/*.c)
 
 # Debian packages ntt needs to build, test and run (make deps installs them).
 DEB_PACKAGES := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted libpq-dev \
@@ -61,10 +64,10 @@ DEB_PACKAGES := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted libpq
                 util-linux fdisk tmux sudo rsync procps chromium python3-jsonschema libxml2-utils gddrescue
 
 .PHONY: all test bench demo install clean lint deps
-all: $(B)/ntt $(if $(HELPER_SRC),$(B)/ntt-mount-helper) $(if $(TSKFS_SRC),$(B)/ntt-tskfs)
+all: $(B)/ntt $(if $(HELPER_SRC),$(B)/ntt-mount-helper) $(if $(TSKFS_SRC),$(B)/ntt-tskfs) $(if $(BROWSE_SRC),$(B)/ntt-browse)
 
 $(B):
-	@mkdir -p $(B) $(B)/mount-helper $(B)/tskfs $(addprefix $(B)/,$(SRC_DIRS))
+	@mkdir -p $(B) $(B)/mount-helper $(B)/tskfs $(B)/browse $(addprefix $(B)/,$(SRC_DIRS))
 
 # SIMD variants of a file carry their instruction set in their name.
 $(B)/%_sse41.o: XFLAGS = -msse4.1
@@ -95,6 +98,13 @@ $(B)/tskfs/%.o: src/tskfs/%.c $(wildcard src/tskfs/*.h) | $(B)
 
 $(B)/ntt-tskfs: $(patsubst src/tskfs/%.c,$(B)/tskfs/%.o,$(TSKFS_SRC))
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -ltsk $(shell pkg-config --libs fuse3) -lpthread
+
+$(B)/browse/%.o: src/browse/%.c $(wildcard src/browse/*.h) | $(B)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags fuse3) -c -o $@ $<
+
+$(B)/ntt-browse: $(patsubst src/browse/%.c,$(B)/browse/%.o,$(BROWSE_SRC))
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(shell pkg-config --libs fuse3) -lpthread
 
 deps:
 	apt-get update
@@ -136,6 +146,7 @@ install: all
 	           $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(UNITDIR)
 	install -m 0755 $(B)/ntt $(DESTDIR)$(BINDIR)/ntt
 	$(if $(TSKFS_SRC),install -m 0755 $(B)/ntt-tskfs $(DESTDIR)$(BINDIR)/ntt-tskfs)
+	$(if $(BROWSE_SRC),install -m 0755 $(B)/ntt-browse $(DESTDIR)$(BINDIR)/ntt-browse)
 	$(if $(HELPER_SRC),install -m 0755 $(B)/ntt-mount-helper $(DESTDIR)$(BINDIR)/ntt-mount-helper)
 	install -m 0644 policies/*.lua $(DESTDIR)$(SHAREDIR)/policies/
 	install -m 0644 examples/*.lua $(DESTDIR)$(SHAREDIR)/examples/
