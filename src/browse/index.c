@@ -140,7 +140,7 @@ static unsigned char *slurp(const char *file, size_t *len, char *err, size_t err
     return buf;
 }
 
-#define HEAD 25                 /* kind, mode, mtime, size */
+#define HEAD 21                 /* kind 1, mode 4, mtime 8, size 8 */
 
 int index_load(struct index *x, const char *file, char *err, size_t errlen)
 {
