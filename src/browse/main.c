@@ -26,6 +26,7 @@
 #include "browse.h"
 
 static struct index X;
+static int no_open;             /* the kernel sends no open/release (FUSE no_open) */
 
 static void stat_of(const struct node *n, struct stat *st)
 {
@@ -77,10 +78,16 @@ static int b_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t of
     return 0;
 }
 
-/* fh: the blob's descriptor + 1, or 0 for a text file (served from memory). */
+/*
+ * fh: the blob's descriptor + 1, or 0 for a text file (served from memory)
+ * and for every file once the kernel sends no opens: then each read opens
+ * the blob itself, which costs less than the two requests an open and its
+ * release add to every file (find | xargs cat over many small files).
+ */
 static int b_open(const char *path, struct fuse_file_info *fi)
 {
     if ((fi->flags & O_ACCMODE) != O_RDONLY) return -EROFS;
+    if (no_open) return -ENOSYS;                 /* never again: reads come by path */
     struct node *n = index_lookup(&X, path);
     if (!n) return -ENOENT;
     if (n->kind == 'd') return -EISDIR;
@@ -93,21 +100,32 @@ static int b_open(const char *path, struct fuse_file_info *fi)
     return 0;
 }
 
+static int read_blob(int fd, char *buf, size_t len, off_t off)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t r = pread(fd, buf + done, len - done, off + (off_t)done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return done ? (int)done : -errno;
+        if (r == 0) break;
+        done += (size_t)r;
+    }
+    return (int)done;
+}
+
 static int b_read(const char *path, char *buf, size_t len, off_t off, struct fuse_file_info *fi)
 {
-    if (fi->fh) {
-        size_t done = 0;
-        while (done < len) {
-            ssize_t r = pread((int)(fi->fh - 1), buf + done, len - done, off + (off_t)done);
-            if (r < 0 && errno == EINTR) continue;
-            if (r < 0) return done ? (int)done : -errno;
-            if (r == 0) break;
-            done += (size_t)r;
-        }
-        return (int)done;
-    }
+    if (fi->fh) return read_blob((int)(fi->fh - 1), buf, len, off);
     struct node *n = index_lookup(&X, path);
     if (!n) return -ENOENT;
+    if (n->kind == 'd') return -EISDIR;
+    if (n->kind == 'f') {
+        int fd = open(n->data, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return errno == ENOENT ? -EIO : -errno;
+        int rc = read_blob(fd, buf, len, off);
+        close(fd);
+        return rc;
+    }
     if ((uint64_t)off >= n->datalen) return 0;
     if (len > n->datalen - (size_t)off) len = n->datalen - (size_t)off;
     memcpy(buf, n->data + off, len);
@@ -132,6 +150,10 @@ static int b_statfs(const char *path, struct statvfs *sv)
 
 static void *b_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
+    if (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) {
+        conn->want |= FUSE_CAP_NO_OPEN_SUPPORT;
+        no_open = 1;
+    }
     cfg->kernel_cache = 1;                       /* the view never changes while mounted */
     cfg->attr_timeout = 3600;
     cfg->entry_timeout = 3600;
