@@ -28,6 +28,7 @@ local function source_tree(dir)
   helper.write(src .. "/setuid", "#!/bin/sh\n")
   helper.write(src .. "/private", "secret " .. tag .. "\n")
   sh { "ln", "-s", "../a.txt", src .. "/sub/link" }
+  sh { "mkfifo", src .. "/sub/pipe" }
   sh { "chmod", "4755", src .. "/setuid" }
   sh { "chmod", "0640", src .. "/private" }
   local t = 0
@@ -54,14 +55,15 @@ local function walk(root, rel, out)
   return out
 end
 
--- The view holds what src holds: names, types, contents, mtimes; modes
--- read-only (no write bits, setuid or setgid), the owner may read.
+-- The view holds what src holds but its FIFO (listed in missing.txt):
+-- names, types, contents, mtimes; modes read-only (no write bits, setuid
+-- or setgid), the owner may read.
 local function same_tree(src, view)
-  sh { "diff", "-r", "--no-dereference", src, view }
+  sh { "diff", "-r", "--no-dereference", "-x", "pipe", src, view }
   local a, b = walk(src, ""), walk(view, "")
   local n = 0
   for rel, st in pairs(a) do
-    if rel ~= "lost+found" then
+    if rel ~= "lost+found" and rel ~= "sub/pipe" then
       local got = b[rel]
       assert(got, "missing in the view: " .. rel)
       assert.equal(st.type, got.type, rel)
@@ -155,6 +157,9 @@ describe("ntt browse", function()
     assert.equal("p0/f2.bin", name)
     assert.equal(16 * 4096, json.decode(ranges)[1].length)
     assert.is_nil(fs.stat(mp .. "/" .. h .. "/damaged.txt"))
+    assert.equal(("p%d/sub/pipe\tnot a file, directory or symlink (type p)\n"):format(root.fs_index),
+                 helper.read(mp .. "/" .. h .. "/missing.txt"))
+    assert.equal(tonumber("444", 8), fs.stat(mp .. "/" .. h .. "/missing.txt").mode)
     assert(require("ntt.mount").unmount(h, img))
     -- ^C unmounts a view in the foreground
     p:kill(2)
@@ -185,6 +190,8 @@ describe("ntt browse", function()
     assert.is_false(mounted(mp))
     r = ntt(home, { "browse", "--stop", mp })
     assert.equal(2, r.code, r.stderr)
+    r = ntt(home, { "browse", "--stop" })
+    assert.equal(64, r.code, r.stderr)
     r = ntt(home, { "browse", mp, "--medium", "no-such-medium" })
     assert.equal(2, r.code, r.stderr)
     assert.is_false(mounted(mp))

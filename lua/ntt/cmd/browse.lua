@@ -43,12 +43,12 @@ local function parse(args)
     if a == "--medium" and args[i + 1] then o.media[#o.media + 1] = args[i + 1]; i = i + 1
     elseif a == "--foreground" then o.foreground = true
     elseif a == "--stop" then o.stop = true
-    elseif a:match("^%-") then return nil, ("unknown option '%s'"):format(a)
-    elseif o.mountpoint then return nil, "one MOUNTPOINT"
+    elseif a:match("^%-") then return nil, ("unknown option '%s'"):format(a), "EINVAL"
+    elseif o.mountpoint then return nil, "one MOUNTPOINT", "EINVAL"
     else o.mountpoint = a end
     i = i + 1
   end
-  if o.stop and (not o.mountpoint or #o.media > 0 or o.foreground) then return nil, "--stop takes MOUNTPOINT alone" end
+  if o.stop and (not o.mountpoint or #o.media > 0 or o.foreground) then return nil, "--stop takes MOUNTPOINT alone", "EINVAL" end
   return o
 end
 
