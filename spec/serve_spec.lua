@@ -109,6 +109,18 @@ describe("ntt db serve", function()
     assert.equal(0, r.code, r.stderr)
     assert.equal(url2, r.stdout:match("NTT_DB_URL='([^']+)'"))
     assert.equal(ca, helper.read(root .. "/serve/ca.crt"))
+    -- one block of hostssl lines, ahead of initdb's reject lines
+    local function hostssl()
+      local out = {}
+      for l in helper.read(root .. "/data/pg_hba.conf"):gmatch("[^\n]+") do
+        if l:match("^hostssl") or l:match("^host ") then out[#out + 1] = l:match("^(%S+).-(%S+)%s+%S+$") end
+      end
+      return out
+    end
+    assert.same({ "hostssl", "hostssl", "host", "host" }, { table.unpack(hostssl(), 1, 4) })
+    local hba = helper.read(root .. "/data/pg_hba.conf")
+    assert.matches("hostssl ntt ntt 0%.0%.0%.0/0 scram%-sha%-256\nhostssl ntt ntt ::/0 scram%-sha%-256\n", hba)
+    assert.not_matches("127%.0%.0%.0/8", hba)
 
     -- stopped: no TCP, the socket as before (on the same port)
     r = ntt({ "db", "serve", "--stop" }, env)
@@ -119,5 +131,7 @@ describe("ntt db serve", function()
     assert.equal(port, c:port())
     assert.is_nil(serve.info(c))
     assert.not_matches("served:", ntt({ "db", "status" }, env).stdout)
+    assert.not_matches("\nhostssl", helper.read(root .. "/data/pg_hba.conf"))
+    assert.not_matches("ntt serve", helper.read(root .. "/data/pg_hba.conf"))
   end)
 end)
