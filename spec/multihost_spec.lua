@@ -199,6 +199,12 @@ describe("two hosts", function()
         if next(ma) and next(mb) then
           for id in pairs(ma) do assert.is_nil(mb[id], "host B sees host A's mount " .. id) end
           assert.same({}, mount_ids(util.pid(), h))
+          -- and a mount lease each, under its own host name
+          local hosts = {}
+          for _, l in ipairs(assert(conn:exec("SELECT DISTINCT host FROM mount_lease WHERE medium_hash = $1 ORDER BY 1", h))) do
+            hosts[#hosts + 1] = l.host
+          end
+          assert.same({ "hosta", "hostb" }, hosts)
           seen_mounts = true
         end
       end
@@ -217,6 +223,11 @@ describe("two hosts", function()
     local secs = util.monotonic() - t0
     assert.equal("exit", how)
     assert.equal(0, code, (helper.read(dir .. "/a.err") or "") .. (helper.read(dir .. "/a.out") or ""))
+
+    -- host A gave its mount lease back; B's is not A's to judge (another host)
+    local leases = assert(conn:exec("SELECT host, count(*) AS n FROM mount_lease WHERE medium_hash = $1 GROUP BY 1 ORDER BY 1", h))
+    assert.equal(1, #leases)
+    assert.equal("hostb", leases[1].host)
 
     -- every file copied, exactly once, each into the one store
     local states = assert(conn:exec(("SELECT state::text AS s, count(*) AS n FROM %s GROUP BY 1"):format(it)))

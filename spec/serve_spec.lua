@@ -122,6 +122,11 @@ describe("ntt db serve", function()
     assert.matches("hostssl ntt ntt 0%.0%.0%.0/0 scram%-sha%-256\nhostssl ntt ntt ::/0 scram%-sha%-256\n", hba)
     assert.not_matches("127%.0%.0%.0/8", hba)
 
+    -- a lookup that had to start the server leaves a served one running
+    assert.equal(0, ntt({ "db", "stop" }, env).code)
+    ntt({ "find", "nothing-here" }, env)
+    assert.equal("running", (c:status()))
+
     -- stopped: no TCP, the socket as before (on the same port)
     r = ntt({ "db", "serve", "--stop" }, env)
     assert.equal(0, r.code, r.stderr)
