@@ -52,6 +52,7 @@ describe("ntt db serve", function()
     -- usage and refusals
     assert.equal(64, ntt({ "db", "serve", "--listen", "a:1", "--listen", "b:2" }, env).code)
     assert.equal(64, ntt({ "db", "serve", "--bogus" }, env).code)
+    assert.equal(64, ntt({ "db", "serve", "--allow", "everyone" }, env).code)
     local r = ntt({ "db", "serve" }, { NTT_HOME = env.NTT_HOME, NTT_DB_URL = "postgresql:///x" })
     assert.equal(2, r.code)
     assert.matches("private cluster", r.stderr)

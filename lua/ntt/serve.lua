@@ -225,6 +225,10 @@ end
 
 function M.enable(c, o)
   o = o or {}
+  local allow = o.allow or { "0.0.0.0/0", "::/0" }
+  for _, a in ipairs(allow) do
+    if not a:match("^[%x:.]+/%d+$") then return nil, ("serve: bad --allow '%s' (a CIDR: 10.0.0.0/8)"):format(a), "EINVAL" end
+  end
   local ok, err, code = c:start { init = true }
   if not ok then return nil, err, code end
   local p = paths(c)
@@ -242,10 +246,6 @@ function M.enable(c, o)
   for _, n in ipairs(o.names or {}) do names[#names + 1] = n end
   for _, a in ipairs(addrs) do if not wildcard(a) then names[#names + 1] = a end end
   names[#names + 1] = util.hostname() or "localhost"
-  local allow = o.allow or { "0.0.0.0/0", "::/0" }
-  for _, a in ipairs(allow) do
-    if not a:match("^[%x:.]+/%d+$") then return nil, ("serve: bad --allow '%s' (a CIDR: 10.0.0.0/8)"):format(a), "EINVAL" end
-  end
   ok, err, code = ensure_ca(p)
   if ok then ok, err, code = server_cert(c, p, names) end
   if ok then ok, err, code = write_hba(c, p, allow) end

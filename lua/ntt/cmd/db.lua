@@ -118,7 +118,7 @@ function cmds.serve(args)
     io.stdout:write("not served: unix socket only (", c.run, ")\n")
     return 0
   end
-  local info, err
+  local info, err, code
   if mode == "url" then
     info = serve.info(c)
     if not info then return fail("the cluster is not served (run `ntt db serve`)") end
@@ -127,8 +127,9 @@ function cmds.serve(args)
   else
     local l, lerr = serve.parse_listen(listen)
     if not l then io.stderr:write("ntt db serve: ", lerr, "\n"); return EXIT_USAGE end
-    info, err = serve.enable(c, { addrs = l.addrs, port = l.port, allow = allow, names = names })
+    info, err, code = serve.enable(c, { addrs = l.addrs, port = l.port, allow = allow, names = names })
   end
+  if code == "EINVAL" then io.stderr:write("ntt db serve: ", err, "\n"); return EXIT_USAGE end
   if not info then return fail(err) end
   io.stdout:write(serve_lines(info),
     "each host keeps a copy of the CA file at the path sslrootcert names (or edit it)\n")
