@@ -59,7 +59,7 @@ BROWSE_SRC := $(wildcard src/browse/*.c)
 # Debian packages ntt needs to build, test and run (make deps installs them).
 DEB_PACKAGES := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted libpq-dev \
                 libblkid-dev libmount-dev libzstd-dev zstd libarchive-dev libssl-dev libreadline-dev libfuse3-dev fuse3 \
-                postgresql b3sum e2fsprogs dosfstools mtools fusefat fuseiso fuse2fs xorriso \
+                postgresql openssl b3sum e2fsprogs dosfstools mtools fusefat fuseiso fuse2fs xorriso \
                 libtsk-dev sleuthkit genisoimage ntfs-3g exfatprogs exfat-fuse \
                 util-linux fdisk tmux sudo rsync procps chromium python3-jsonschema libxml2-utils gddrescue
 

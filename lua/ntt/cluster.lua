@@ -11,7 +11,8 @@
 -- system account (or `nobody` when there is none), and the root directory is
 -- chowned to it.  Clients connect as role `ntt` to
 -- database `ntt` over the socket with trust authentication (only accounts
--- that can reach the socket directory can connect).
+-- that can reach the socket directory can connect).  `ntt db serve`
+-- (lua/ntt/serve.lua) adds TCP with TLS and SCRAM for other hosts.
 --
 --   cluster.new{root=dir [, user=account] [, bindir=dir]} -> Cluster
 --       bindir: where initdb/pg_ctl are (default: searched, see bindir())
@@ -22,7 +23,11 @@
 --   c:stop{timeout=s}        -> true | nil, msg, code  (not running: true)
 --   c:status()               -> "running"|"stopped"|"absent", details
 --       details = { root=, data=, run=, log=, url=, user=, version=, pid=, bindir= }
---   c:url([dbname])          -> "postgresql:///ntt?host=<run, %-encoded>&user=ntt"
+--   c:url([dbname])          -> "postgresql:///ntt?host=<run, %-encoded>&port=<port>&user=ntt"
+--   c:port()                 -> the server's port: 5432 unless `ntt db serve`
+--                               chose another (data/ntt-serve.conf, ntt.serve)
+--   c:include(file)          -> true | nil, msg, code: postgresql.conf includes
+--                               data/<file> (if it exists), after ntt's settings
 --   c:bindir()               -> directory of initdb/pg_ctl | nil, msg, "ENOENT"
 -- Failure codes (docs/errors.md): the code of the failing call passed on
 -- (fs.*, proc.run, pg.connect, "EDB" + SQLSTATE from a query), and ntt's own
@@ -40,6 +45,8 @@ C.__index = C
 
 local SOCKET_MAX = 100          -- bytes of "<run>/.s.PGSQL.5432" (sun_path holds 108)
 local PORT = 5432
+M.DEFAULT_PORT = PORT
+C.DEFAULT_PORT = PORT
 local INSTALL_HINT = "PostgreSQL server binaries (initdb, pg_ctl) not found in "
   .. "/usr/lib/postgresql/*/bin or PATH: install them (apt-get install postgresql)"
 
@@ -155,7 +162,25 @@ function C:bindir()
 end
 
 function C:url(dbname)
-  return ("postgresql:///%s?host=%s&port=%d&user=ntt"):format(dbname or "ntt", urlencode(self.run), PORT)
+  return ("postgresql:///%s?host=%s&port=%d&user=ntt"):format(dbname or "ntt", urlencode(self.run), self:port())
+end
+
+function C:port()
+  local conf = read_file(self.data .. "/ntt-serve.conf")
+  return conf and tonumber(conf:match("\nport = (%d+)") or conf:match("^port = (%d+)")) or PORT
+end
+
+function C:include(file)
+  local conf = self.data .. "/postgresql.conf"
+  local line = ("include_if_exists = '%s'"):format(file)
+  local text = read_file(conf)
+  if not text then return nil, "cluster: cannot read " .. conf, "ENOENT" end
+  if text:find(line, 1, true) then return true end
+  local f, err, errno = io.open(conf, "ab")
+  if not f then return nil, "cluster: " .. err, util.errname(errno) end
+  f:write("\n# ntt: settings of `ntt db serve`, when it serves\n", line, "\n")
+  f:close()
+  return true
 end
 
 function C:_tool(name, args, opts)
@@ -171,7 +196,7 @@ end
 -- Makes the directories, owned by the server's account, and checks that
 -- the account can reach them and that the socket path fits.
 function C:_prepare()
-  local sock = self.run .. "/.s.PGSQL." .. PORT
+  local sock = self.run .. "/.s.PGSQL." .. self:port()
   if #sock >= SOCKET_MAX then
     return nil, ("cluster: socket path %s is %d bytes (limit %d): choose a shorter data root (NTT_HOME)")
       :format(sock, #sock, SOCKET_MAX), "ENAMETOOLONG"

@@ -6,7 +6,8 @@ local M = {}
 
 -- connect() -> conn, nil, nil, stop | nil, msg, code: the database to answer
 -- from.  With NTT_DB_URL, that one.  The private cluster: used when it
--- runs; started when stopped, and stop() stops it again; when there is
+-- runs; started when stopped, and stop() stops it again (not a cluster
+-- `ntt db serve` serves: other hosts may connect any time); when there is
 -- none, nil, "no database yet ...", "ENOENT" (nothing is created).
 -- stop(conn) closes conn and stops the server when no other client uses it.
 function M.connect()
@@ -25,12 +26,15 @@ function M.connect()
     local ok, err, code = c:start()
     if not ok then return nil, err, code end
     -- stopped again unless another client came meanwhile (a run started
-    -- while we answered keeps its server)
-    stop = function(conn)
-      local r = conn and conn:status() == "ok" and conn:exec([[
-        SELECT count(*) AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()]])
-      if conn then conn:close() end
-      if r and r[1].n == 0 then c:stop() end
+    -- while we answered keeps its server) or it is served to other hosts
+    -- (`ntt db serve`: they connect whenever they start)
+    if not require("ntt.serve").info(c) then
+      stop = function(conn)
+        local r = conn and conn:status() == "ok" and conn:exec([[
+          SELECT count(*) AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()]])
+        if conn then conn:close() end
+        if r and r[1].n == 0 then c:stop() end
+      end
     end
   end
   local conn, err, code = db.connect { autostart = false }

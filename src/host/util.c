@@ -12,7 +12,10 @@
  *   interrupted()            -> signal number or false
  *   clear_interrupt()        resets the flag
  *   raise_on_interrupt(bool) choose hook-raising or flag-only signal mode
- *   pid(), euid(), hostname() -> facts about this process
+ *   pid(), euid(), hostname() -> facts about this process; hostname() is
+ *                            $NTT_HOST when set and not empty, else the UTS
+ *                            name: two hosts sharing a kernel (network
+ *                            namespaces) keep their claims and leases apart
  *   isatty(fd)               -> boolean
  *   errname(errno)           -> "EIO"
  *   setenv(name, value|nil)  -> true | nil, msg, errname
@@ -239,6 +242,11 @@ static int util_euid(lua_State *L)
 
 static int util_hostname(lua_State *L)
 {
+    const char *env = getenv("NTT_HOST");
+    if (env && *env) {
+        lua_pushstring(L, env);
+        return 1;
+    }
     char buf[256];
     if (gethostname(buf, sizeof buf - 1) != 0)
         return ntt_fail(L, errno, "gethostname");
