@@ -24,6 +24,12 @@
  *       reading every member back; an archive whose compressed frames
  *       (each with its zstd checksum) or tar headers do not check fails
  *       "EBADMSG"
+ *   extract(path, dir) -> the same table as read
+ *       every member written as dir/<name> (created, never overwritten:
+ *       "EEXIST"), hashed from the bytes read; runs of zero bytes become
+ *       holes.  A member that is not a regular file under a plain name (one
+ *       path component) fails "EBADMSG".  On failure what was written
+ *       stays: the caller removes dir.
  */
 #include <archive.h>
 #include <archive_entry.h>
@@ -338,6 +344,25 @@ fail:
     return 3;
 }
 
+/*
+ * Whatever follows the end of the tar still belongs to the file's hash:
+ * 0, or the failure pushed (3).
+ */
+static int finish_hash(lua_State *L, struct sink *s, const char *path)
+{
+    for (;;) {
+        ssize_t k = read(s->fd, s->buf, BUFSZ);
+        if (k < 0 && errno == EINTR && !ntt_interrupted)
+            continue;
+        if (k < 0)
+            return ntt_fail(L, errno, path);
+        if (k == 0)
+            return 0;
+        ntt_blake3_update(&s->h, s->buf, (size_t)k);
+        s->size += (uint64_t)k;
+    }
+}
+
 static int ar_read(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -389,20 +414,8 @@ static int ar_read(lua_State *L)
         ret = fail_archive(L, a, s.err, path);
         goto out;
     }
-    /* whatever follows the end of the tar still belongs to the file's hash */
-    for (;;) {
-        ssize_t k = read(s.fd, s.buf, BUFSZ);
-        if (k < 0 && errno == EINTR && !ntt_interrupted)
-            continue;
-        if (k < 0) {
-            ret = ntt_fail(L, errno, path);
-            goto out;
-        }
-        if (k == 0)
-            break;
-        ntt_blake3_update(&s.h, s.buf, (size_t)k);
-        s.size += (uint64_t)k;
-    }
+    if ((ret = finish_hash(L, &s, path)) != 0)
+        goto out;
     lua_setfield(L, -2, "members");
     ntt_setint(L, "size", (lua_Integer)s.size);
     push_hex(L, &s.h);
@@ -417,11 +430,167 @@ out:
     return ret;
 }
 
+/* Is the block all zero bytes?  (Such blocks of an image become holes.) */
+static int all_zero(const uint8_t *p, size_t n)
+{
+    static const uint8_t zero[4096];
+    for (size_t off = 0; off < n; off += sizeof zero) {
+        size_t k = n - off < sizeof zero ? n - off : sizeof zero;
+        if (memcmp(p + off, zero, k) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* A member name extract may create: one path component, not "." or "..". */
+static int plain_name(const char *name)
+{
+    return name && *name && !strchr(name, '/') && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+}
+
+/* One member's bytes into dirfd/name, hashed as they go; 0 or an errno (why set). */
+static int out_member(struct archive *a, int dirfd, const char *name, uint8_t *data, ntt_blake3 *h,
+                      uint64_t *size, char *why, size_t whylen)
+{
+    int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int err = errno;
+        snprintf(why, whylen, "%s: %s", name, strerror(err));
+        return err;
+    }
+    int err = 0;
+    la_ssize_t n;
+    *size = 0;
+    while ((n = archive_read_data(a, data, BUFSZ)) > 0) {
+        ntt_blake3_update(h, data, (size_t)n);
+        if (all_zero(data, (size_t)n)) {
+            *size += (uint64_t)n;
+            continue;   /* a hole: the ftruncate below gives the file its length */
+        }
+        for (la_ssize_t off = 0; off < n;) {
+            ssize_t w = pwrite(fd, data + off, (size_t)(n - off), (off_t)(*size + (uint64_t)off));
+            if (w < 0 && errno == EINTR && !ntt_interrupted)
+                continue;
+            if (w < 0) {
+                err = errno;
+                snprintf(why, whylen, "%s: %s", name, strerror(err));
+                goto out;
+            }
+            off += w;
+        }
+        *size += (uint64_t)n;
+    }
+    if (n < 0) {
+        err = -1;   /* libarchive's: the caller reads it from a */
+        goto out;
+    }
+    if (ftruncate(fd, (off_t)*size) != 0) {
+        err = errno;
+        snprintf(why, whylen, "%s: %s", name, strerror(err));
+    }
+out:
+    if (close(fd) != 0 && !err) {
+        err = errno;
+        snprintf(why, whylen, "%s: %s", name, strerror(err));
+    }
+    return err;
+}
+
+static int ar_extract(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    const char *dir = luaL_checkstring(L, 2);
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return ntt_fail(L, errno, dir);
+    struct sink s = { .fd = -1 };
+    ntt_blake3_init(&s.h);
+    s.fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (s.fd < 0) {
+        int err = errno;
+        close(dirfd);
+        return ntt_fail(L, err, path);
+    }
+    posix_fadvise(s.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    uint8_t *data = malloc(BUFSZ);
+    s.buf = malloc(BUFSZ);
+    struct archive *a = archive_read_new();
+    int ret;
+    char why[512] = "";
+    if (!data || !s.buf || !a) {
+        ret = ntt_fail(L, ENOMEM, path);
+        goto out;
+    }
+    archive_read_support_filter_zstd(a);
+    archive_read_support_format_tar(a);
+    if (archive_read_open(a, &s, NULL, src_read, NULL) != ARCHIVE_OK) {
+        ret = fail_archive(L, a, s.err, path);
+        goto out;
+    }
+    lua_createtable(L, 0, 3);
+    lua_newtable(L);
+    int idx = 0, r;
+    struct archive_entry *e;
+    while ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
+        const char *name = archive_entry_pathname(e);
+        if (!plain_name(name) || archive_entry_filetype(e) != AE_IFREG) {
+            lua_pushnil(L);
+            lua_pushfstring(L, "%s: member '%s' is not a plain file name", path, name ? name : "");
+            lua_pushstring(L, "EBADMSG");
+            ret = 3;
+            goto out;
+        }
+        ntt_blake3 h;
+        ntt_blake3_init(&h);
+        uint64_t size = 0;
+        int err = out_member(a, dirfd, name, data, &h, &size, why, sizeof why);
+        if (err) {
+            if (err < 0) {
+                ret = fail_archive(L, a, s.err, path);
+            } else if (err == EINTR) {
+                ret = ntt_fail_interrupted(L);
+            } else {
+                lua_pushnil(L);
+                lua_pushfstring(L, "%s/%s", dir, why);
+                lua_pushstring(L, ntt_errname(err));
+                ret = 3;
+            }
+            goto out;
+        }
+        lua_createtable(L, 0, 3);
+        ntt_setstr(L, "name", name);
+        ntt_setint(L, "size", (lua_Integer)size);
+        push_hex(L, &h);
+        lua_setfield(L, -2, "blake3");
+        lua_seti(L, -2, ++idx);
+    }
+    if (r != ARCHIVE_EOF) {
+        ret = fail_archive(L, a, s.err, path);
+        goto out;
+    }
+    if ((ret = finish_hash(L, &s, path)) != 0)
+        goto out;
+    lua_setfield(L, -2, "members");
+    ntt_setint(L, "size", (lua_Integer)s.size);
+    push_hex(L, &s.h);
+    lua_setfield(L, -2, "blake3");
+    ret = 1;
+out:
+    if (a)
+        archive_read_free(a);
+    close(s.fd);
+    close(dirfd);
+    free(s.buf);
+    free(data);
+    return ret;
+}
+
 int luaopen_ntt_core_archive(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"write", ar_write},
         {"read", ar_read},
+        {"extract", ar_extract},
         {NULL, NULL}
     };
     luaL_newlib(L, fns);
