@@ -19,7 +19,8 @@
 --     A blob that does not match (or is missing, or the wrong size) is a
 --     problem of every medium that references it, with their paths: unless
 --     opts.repair == false it is repaired from a medium's image
---     (lua/ntt/verify/repair.lua) and recorded on those media under
+--     (lua/ntt/verify/repair.lua; one whose image is gone, from its archive
+--     unpacked under the data root) and recorded on those media under
 --     "blob_repaired"; else recorded under "blob_mismatch" and the blob
 --     marked lost (blob.lost_at).  A bad tree is "tree_links_bad", a bad
 --     archive "archive_mismatch"; each is cleared by a later verify that
@@ -113,12 +114,12 @@ local function path_names(u)
 end
 
 -- A blob that is not what its name says: who uses it, repaired or lost.
-local function handle_bad(conn, st, b, opts, report, hurt)
+local function handle_bad(conn, st, b, opts, report, hurt, unpacked)
   local uses, err, code, state = repair.uses(conn, b.blob)
   if not uses then return nil, err, code, state end
   b.uses = uses
   if opts.repair ~= false then
-    local how, why = repair.from_images(conn, st, b.blob, b.size, uses, opts.log)
+    local how, why = repair.from_images(conn, st, b.blob, b.size, uses, opts.log, unpacked)
     b.repaired, b.how, b.why = how ~= nil, how, why
   else
     b.repaired, b.why = false, "not repaired (asked not to)"
@@ -171,7 +172,7 @@ local function mark_good(conn, good)
   return conn:exec("UPDATE blob SET last_verified = now(), lost_at = NULL WHERE blobid = ANY($1::text[])", arr)
 end
 
-local function blobs_pass(conn, st, opts, report, hurt, seen)
+local function blobs_pass(conn, st, opts, report, hurt, seen, unpacked)
   local next_page, err, code, state = pager(conn, opts)
   if not next_page then return nil, err, code, state end
   local pgo = opts.progress or {}
@@ -197,7 +198,7 @@ local function blobs_pass(conn, st, opts, report, hurt, seen)
                     or ("reads as %d bytes BLAKE3 %s, not %d bytes %s"):format(h.size, h.blake3, r.size, r.blobid)
         local ok
         ok, err, code, state = handle_bad(conn, st, { blob = r.blobid, size = r.size, err = h.err or "EBADMSG",
-                                                      msg = msg }, opts, report, hurt)
+                                                      msg = msg }, opts, report, hurt, unpacked)
         if not ok then pr:finish(); return nil, err, code, state end
       end
     end
@@ -212,7 +213,7 @@ local function blobs_pass(conn, st, opts, report, hurt, seen)
 end
 
 -- The further checks of one medium: inodes, tree, archive.
-local function medium_pass(conn, st, h, opts, report, hurt, seen)
+local function medium_pass(conn, st, h, opts, report, hurt, seen, unpacked)
   local bad, err, code, state = checks.inodes(conn, st, h)
   if not bad then return nil, err, code, state end
   for _, b in ipairs(bad) do
@@ -221,7 +222,7 @@ local function medium_pass(conn, st, h, opts, report, hurt, seen)
       local msg = b.have and ("is %d bytes in the store, the inode %d"):format(b.have, b.size) or "is not in the store"
       local ok
       ok, err, code, state = handle_bad(conn, st, { blob = b.blob, size = b.size, err = b.err, msg = msg },
-                                        opts, report, hurt)
+                                        opts, report, hurt, unpacked)
       if not ok then return nil, err, code, state end
     end
   end
@@ -265,10 +266,10 @@ function M.run(conn, opts)
   if not st then return nil, err, code end
   local report = { blobs = 0, bytes = 0, good = 0, repaired = 0, lost = 0, bad = {}, tree = {}, archives = {},
                    media = 0, unrepaired = 0 }
-  local hurt, seen = {}, {}
-  local function fail(...) st:close(); return ... end
+  local hurt, seen, unpacked = {}, {}, {}   -- unpacked: archives unpacked for repairs, until the end
+  local function fail(...) repair.release(unpacked); st:close(); return ... end
   local ok, state
-  ok, err, code, state = blobs_pass(conn, st, opts, report, hurt, seen)
+  ok, err, code, state = blobs_pass(conn, st, opts, report, hurt, seen, unpacked)
   if not ok then return fail(nil, err, code, state) end
   local scope = opts.scope or "all"
   local media = {}
@@ -283,7 +284,7 @@ function M.run(conn, opts)
   local further = scope == "all" or scope == "medium"
   for _, h in ipairs(media) do
     if further then
-      ok, err, code, state = medium_pass(conn, st, h, opts, report, hurt, seen)
+      ok, err, code, state = medium_pass(conn, st, h, opts, report, hurt, seen, unpacked)
       if not ok then return fail(nil, err, code, state) end
     end
     if not hurt[h] then
@@ -292,6 +293,7 @@ function M.run(conn, opts)
     end
     report.media = report.media + 1
   end
+  repair.release(unpacked)
   st:close()
   local bad_archives = 0
   for _, a in ipairs(report.archives) do if not a.ok then bad_archives = bad_archives + 1 end end

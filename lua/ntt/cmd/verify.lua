@@ -28,8 +28,10 @@ medium and path that uses it and recorded as a problem of those media.
 It is repaired from a medium's image: mounted read-only, the file read by
 one of its paths and hashed; when it hashes to the blob's name it replaces
 the blob (the damaged one moved to <store>/quarantine/) and the tree links
-are made again.  Else the blob is recorded as lost.  An archived image is
-not unpacked to repair a blob.
+are made again.  A medium whose image is gone is read from its archive
+instead: unpacked under <data root>/unpack/ (space checked first, every
+member's BLAKE3 as recorded), mounted, and removed again.  Else the blob is
+recorded as lost.
 
 Exit status: 0 everything matched, or was repaired; 1 a blob is lost, a
 tree path is not a link to its blob, or an archive does not read back as
