@@ -80,4 +80,50 @@ describe("ntt verify with archives", function()
     assert.matches("LOST: medium " .. h .. ": its image " .. img .. " is not there; ", r.stdout, 1, true)
     assert.same({}, fs.readdir(home .. "/unpack"))
   end)
+
+  it("re-hashes the second copies of a blob at the link limit; a bad one is made again and the tree moved to it", function()
+    local dir = helper.tmpdir("verifycopies")
+    local same = ("same " .. tag .. " "):rep(500)
+    local files = {}
+    for i = 1, 7 do files[("d/f%d.txt"):format(i)] = same end
+    local img = images.ext(dir .. "/disk.img", { size_mb = 8, files = files })
+    local home = dir .. "/home"
+    local h = medium_of(img)
+    local r = run(home, { policy(dir, '{ stages = { "identify", "inspect", "mount", "enumerate", "copy", "tree", '
+                                      .. '"unmount" }, tree = { link_max = 3 } }'), img })
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    local bid = hash.sum(same)
+    local copies = db():exec("SELECT copy_no FROM blob_copy WHERE blobid = $1 ORDER BY copy_no", bid)
+    assert.is_true(#copies >= 2, "second copies made")
+    local cp = ("%s/store/copies/%s/%s/%s.1"):format(home, bid:sub(1, 2), bid:sub(3, 4), bid)
+    local old = assert(fs.stat(cp)).ino
+    local linked = {}
+    for i = 1, 7 do
+      local t = ("%s/tree/%s/p0/d/f%d.txt"):format(home, h, i)
+      if assert(fs.stat(t)).ino == old then linked[#linked + 1] = t end
+    end
+    assert.is_true(#linked >= 1)
+    flip(cp, 100)
+    -- reported, not repaired when asked not to: exit 1
+    r = runs.ntt(home, { "verify", "--medium", h, "--no-repair" })
+    assert.equal(1, r.code, r.stderr .. r.stdout)
+    assert.matches("copy 1 of blob " .. bid .. " (" .. cp .. "): reads as", r.stdout, 1, true)
+    assert.equal(1, runs.problems(h).blob_copy_bad.count)
+    r = runs.ntt(home, { "verify", "--medium", h })
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    assert.matches("REPAIRED: made again from the blob, " .. #linked .. " tree links moved to it", r.stdout, 1, true)
+    assert.equal(same, helper.read(cp))
+    local new = assert(fs.stat(cp)).ino
+    assert.are_not.equal(old, new)
+    for _, t in ipairs(linked) do
+      assert.equal(new, assert(fs.stat(t)).ino)
+      assert.equal(same, helper.read(t))
+    end
+    local p = runs.problems(h)
+    assert.is_nil(p.blob_copy_bad)
+    assert.equal(bid, p.blob_copy_repaired[1].blob)
+    r = runs.ntt(home, { "verify", "--medium", h })
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    assert.matches("0 blob copies wrong", r.stdout, 1, true)
+  end)
 end)

@@ -14,8 +14,11 @@
 --     in bytes per second); a match sets blob.last_verified (and clears
 --     blob.lost_at).  For "all" and "medium", each medium in scope is
 --     checked further (lua/ntt/verify/checks.lua): every copied inode's
---     blob exists with the inode's size, its tree paths are links to their
---     blobs (when its tree is built), its archive reads back as recorded.
+--     blob exists with the inode's size, the second copies of its blobs
+--     (blob_copy) hash to their blob (a bad one made again from the blob,
+--     the tree's links moved to it: "blob_copy_repaired", else
+--     "blob_copy_bad"), its tree paths are links to their blobs (when its
+--     tree is built), its archive reads back as recorded.
 --     A blob that does not match (or is missing, or the wrong size) is a
 --     problem of every medium that references it, with their paths: unless
 --     opts.repair == false it is repaired from a medium's image
@@ -31,9 +34,11 @@
 --                          how =, why = }, ... },
 --                tree = { { medium =, path =, why = }, ... },
 --                archives = { { medium =, path =, ok =, why = }, ... },
+--                copies = { { medium =, blob =, n =, path =, why =, repaired =,
+--                             relinked =, fix = }, ... } (the bad ones),
 --                media = n checked, unrepaired = count }
---     report.unrepaired counts the lost blobs, bad tree paths and bad
---     archives: `ntt verify` exits non-zero when it is not 0.
+--     report.unrepaired counts the lost blobs, bad tree paths, bad
+--     archives and unrepaired copies: `ntt verify` exits non-zero when it is not 0.
 --     opts.progress = { interval =, bar = } (progress.new); opts.log.
 local db = require "ntt.db"
 local config = require "ntt.config"
@@ -212,7 +217,43 @@ local function blobs_pass(conn, st, opts, report, hurt, seen, unpacked)
   return true
 end
 
--- The further checks of one medium: inodes, tree, archive.
+-- The second copies of the blobs of medium h: re-hashed, a bad one made
+-- again from its blob and the tree's links to it moved to the new one.
+local function copies_pass(conn, st, h, opts, report, hurt, seen)
+  local bad, err, code, state = checks.copies(conn, st, h, seen, opts)
+  if not bad then return nil, err, code, state end
+  local left, ok = {}, nil
+  for _, c in ipairs(bad) do
+    c.medium = h
+    if opts.repair ~= false then
+      c.relinked, c.fix = repair.copy(conn, st, c)
+      c.repaired = c.relinked ~= nil
+    else
+      c.fix = "not repaired (asked not to)"
+    end
+    report.copies[#report.copies + 1] = c
+    if c.repaired then
+      ok, err, code, state = problems.add(conn, h, "blob_copy_repaired",
+                                          { blob = c.blob, n = c.n, found = c.why, relinked = c.relinked })
+      if not ok then return nil, err, code, state end
+    else
+      left[#left + 1] = ("%s.%d: %s; %s"):format(c.blob, c.n, c.why, c.fix)
+    end
+    if opts.log then
+      opts.log:detail(c.repaired and "info" or "error", c.repaired and "blob_copy_repaired" or "blob_copy_bad",
+        { blob = c.blob, n = c.n, found = c.why, relinked = c.relinked, why = not c.repaired and c.fix or nil },
+        ("copy %d of blob %s: %s; %s"):format(c.n, c.blob, c.why,
+          c.repaired and ("made again, %d tree links moved to it"):format(c.relinked) or ("NOT REPAIRED: " .. c.fix)))
+    end
+  end
+  if #left > 0 then
+    hurt[h] = true
+    return problems.set(conn, h, "blob_copy_bad", { count = #left, copies = { table.unpack(left, 1, math.min(#left, 20)) } })
+  end
+  return problems.clear(conn, h, "blob_copy_bad")
+end
+
+-- The further checks of one medium: inodes, second copies, tree, archive.
 local function medium_pass(conn, st, h, opts, report, hurt, seen, unpacked)
   local bad, err, code, state = checks.inodes(conn, st, h)
   if not bad then return nil, err, code, state end
@@ -226,10 +267,12 @@ local function medium_pass(conn, st, h, opts, report, hurt, seen, unpacked)
       if not ok then return nil, err, code, state end
     end
   end
+  local ok
+  ok, err, code, state = copies_pass(conn, st, h, opts, report, hurt, seen)
+  if not ok then return nil, err, code, state end
   local tree
   tree, err, code, state = checks.tree(conn, st, h)
   if not tree then return nil, err, code, state end
-  local ok
   if #tree > 0 then
     hurt[h] = true
     local first = {}
@@ -265,7 +308,7 @@ function M.run(conn, opts)
   local st, err, code = require("ntt.core.store").open(opts.store or config.path("store"))
   if not st then return nil, err, code end
   local report = { blobs = 0, bytes = 0, good = 0, repaired = 0, lost = 0, bad = {}, tree = {}, archives = {},
-                   media = 0, unrepaired = 0 }
+                   copies = {}, media = 0, unrepaired = 0 }
   local hurt, seen, unpacked = {}, {}, {}   -- unpacked: archives unpacked for repairs, until the end
   local function fail(...) repair.release(unpacked); st:close(); return ... end
   local ok, state
@@ -295,9 +338,10 @@ function M.run(conn, opts)
   end
   repair.release(unpacked)
   st:close()
-  local bad_archives = 0
-  for _, a in ipairs(report.archives) do if not a.ok then bad_archives = bad_archives + 1 end end
-  report.unrepaired = report.lost + #report.tree + bad_archives
+  local left = 0
+  for _, a in ipairs(report.archives) do if not a.ok then left = left + 1 end end
+  for _, c in ipairs(report.copies) do if not c.repaired then left = left + 1 end end
+  report.unrepaired = report.lost + #report.tree + left
   return report
 end
 

@@ -32,6 +32,13 @@
 --       ("EBADMSG"; the folder is removed).  image and map are the unpacked
 --       members that were the medium's image_path and map_path.
 --   repair.release(unpacked) unmounts and removes every set in unpacked
+--   repair.copy(conn, st, c) -> relinked count | nil, why, code
+--       a second copy c = { blob =, n =, path = } (checks.copies) that does
+--       not match: moved aside to <store>/quarantine/<blob>.<n>.<time>
+--       (when there), made again from the blob (ntt.core.tree.copy,
+--       re-hashed: a blob that is itself bad fails), and every tree path of
+--       the media using the blob that was a link to the old file made a
+--       link to the new one (a link beside it renamed over it).
 --   repair.tree_links(st, blob, old_ino, uses) -> relinked count: tree paths of
 --       uses that were links to old_ino (the damaged file) made links to
 --       blob; old_ino false (the blob was missing): every path of uses that
@@ -181,6 +188,42 @@ local function replace(st, blob, data)
   if not got then return nil, err, code end
   if got ~= blob then return nil, ("wrote %s, want %s"):format(got, blob), "EBADMSG" end
   return old and old.ino or false
+end
+
+function M.copy(conn, st, c)
+  local old = fs.stat(c.path, true)
+  if old then
+    local q = st:root() .. "/quarantine"
+    local ok, err, code = fs.mkdirp(q, 493)
+    if not ok then return nil, err, code end
+    local rok, rerr = os.rename(c.path, ("%s/%s.%d.%d"):format(q, c.blob, c.n, os.time()))
+    if not rok then return nil, tostring(rerr), "EIO" end
+  end
+  local made, err, code = require("ntt.core.tree").copy(st, c.blob, c.n)
+  if made == nil then return nil, err, code end
+  if not old then return 0 end
+  local uses
+  uses, err, code = M.uses(conn, c.blob, math.maxinteger)
+  if not uses then return nil, err, code end
+  local n = 0
+  for _, u in ipairs(uses) do
+    local root = config.path("tree", u.medium)
+    for _, r in ipairs(fs.stat(root) and u.paths or {}) do
+      local name = ("%s/p%d/%s"):format(root, r.fs_index, r.path)
+      local s = fs.stat(name, true)
+      if s and s.type == "file" and s.ino == old.ino and s.dev == old.dev then
+        local tmp = name .. ".ntt-relink"
+        os.remove(tmp)
+        local ok
+        ok, err, code = fs.link(c.path, tmp)
+        if not ok then return nil, err, code end
+        ok, err = os.rename(tmp, name)
+        if not ok then os.remove(tmp); return nil, tostring(err), "EIO" end
+        n = n + 1
+      end
+    end
+  end
+  return n
 end
 
 function M.tree_links(st, blob, old_ino, uses)
