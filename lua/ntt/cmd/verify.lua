@@ -36,8 +36,8 @@ member's BLAKE3 as recorded), mounted, and removed again.  Else the blob is
 recorded as lost.
 
 Exit status: 0 everything matched, or was repaired; 1 a blob is lost, a
-tree path is not a link to its blob, or an archive does not read back as
-recorded; 2 the medium is unknown or the database cannot be used; 64 usage;
+second copy is bad and not made again, a tree path is not a link to its
+blob, or an archive does not read back as recorded; 2 the medium is unknown or the database cannot be used; 64 usage;
 130 interrupted.]]
 
 local function shown(s)
