@@ -37,8 +37,8 @@ recorded as lost.
 
 Exit status: 0 everything matched, or was repaired; 1 a blob is lost, a
 second copy is bad and not made again, a tree path is not a link to its
-blob, or an archive does not read back as recorded; 2 the medium is unknown or the database cannot be used; 64 usage;
-130 interrupted.]]
+blob, or an archive does not read back as recorded; 2 the medium is
+unknown or the database cannot be used; 64 usage; 130 interrupted.]]
 
 local function shown(s)
   return (tostring(s):gsub("[%c\127]", function(c) return ("\\x%02x"):format(c:byte()) end))
