@@ -17,7 +17,10 @@
  *       changes while it is read fails "EAGAIN".  threads: zstd workers
  *       (0: compress on this thread; default 0); level: zstd level
  *       (default 3).  The file is fsynced before write returns.
- *       -> { size = (of the archive), members = { { name =, size = }, ... } }
+ *       -> { size = (of the archive), started_ns = (the clock when the
+ *            write began, ns since the epoch), members = { { name =, size =,
+ *            blake3 = (of the bytes written), mtime_ns =, ctime_ns =, ino =,
+ *            dev = (the source's when it was opened) }, ... } }
  *   read(path) -> { size =, blake3 = (the archive file's),
  *                   members = { { name =, size =, blake3 = }, ... } }
  *       reading every member back; an archive whose compressed frames

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zstd.h>
 #include "archive_int.h"
@@ -68,9 +69,9 @@ static la_ssize_t sink_write(struct archive *a, void *ud, const void *p, size_t 
     return (la_ssize_t)len;
 }
 
-/* One member: header, then its bytes hashed on their way in. */
+/* One member: header, then its bytes, hashed into h on their way in; sb: the source's stat when opened. */
 static int put_member(struct archive *a, const char *src, const char *name, uint8_t *buf,
-                      uint64_t *size, char *why, size_t whylen)
+                      uint64_t *size, ntt_blake3 *h, struct stat *out, char *why, size_t whylen)
 {
     int fd = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     struct stat sb;
@@ -118,6 +119,7 @@ static int put_member(struct archive *a, const char *src, const char *name, uint
             break;
         if (*size + (uint64_t)n > (uint64_t)sb.st_size)
             break;   /* grew while read: caught by the size check below */
+        ntt_blake3_update(h, buf, (size_t)n);
         if (archive_write_data(a, buf, (size_t)n) != n) {
             err = archive_errno(a) > 0 ? archive_errno(a) : EIO;
             snprintf(why, whylen, "%s: %s", name, archive_error_string(a));
@@ -125,6 +127,7 @@ static int put_member(struct archive *a, const char *src, const char *name, uint
         }
         *size += (uint64_t)n;
     }
+    *out = sb;
     if (*size != (uint64_t)sb.st_size) {
         err = EAGAIN;
         snprintf(why, whylen, "%s: changed size while it was archived", src);
@@ -191,6 +194,8 @@ int ntt_ar_write(lua_State *L)
         snprintf(why, sizeof why, "%s", archive_error_string(a) ? archive_error_string(a) : strerror(err));
         goto fail;
     }
+    struct timespec t0;
+    clock_gettime(CLOCK_REALTIME, &t0);
     lua_createtable(L, 0, 3);
     lua_createtable(L, (int)n, 0);
     for (lua_Integer i = 1; i <= n; i++) {
@@ -199,14 +204,23 @@ int ntt_ar_write(lua_State *L)
         lua_getfield(L, -2, "name");
         const char *src = lua_tostring(L, -2), *name = lua_tostring(L, -1);
         uint64_t size = 0;
-        if ((err = put_member(a, src, name, buf, &size, why, sizeof why)) != 0) {
+        ntt_blake3 h;
+        struct stat sb = { 0 };
+        ntt_blake3_init(&h);
+        if ((err = put_member(a, src, name, buf, &size, &h, &sb, why, sizeof why)) != 0) {
             if (s.err)
                 err = s.err;
             goto fail;
         }
-        lua_createtable(L, 0, 3);
+        lua_createtable(L, 0, 7);
         ntt_setstr(L, "name", name);
         ntt_setint(L, "size", (lua_Integer)size);
+        ntt_ar_push_hex(L, &h);
+        lua_setfield(L, -2, "blake3");
+        ntt_setint(L, "mtime_ns", (lua_Integer)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec);
+        ntt_setint(L, "ctime_ns", (lua_Integer)sb.st_ctim.tv_sec * 1000000000 + sb.st_ctim.tv_nsec);
+        ntt_setint(L, "ino", (lua_Integer)sb.st_ino);
+        ntt_setint(L, "dev", (lua_Integer)sb.st_dev);
         lua_seti(L, -5, i);
         lua_pop(L, 3);
     }
@@ -233,6 +247,7 @@ int ntt_ar_write(lua_State *L)
     ZSTD_freeCCtx(s.z);
     lua_setfield(L, -2, "members");
     ntt_setint(L, "size", (lua_Integer)s.size);
+    ntt_setint(L, "started_ns", (lua_Integer)t0.tv_sec * 1000000000 + t0.tv_nsec);
     return 1;
 fail:
     if (a)
