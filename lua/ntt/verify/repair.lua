@@ -168,7 +168,7 @@ end
 function M.release(unpacked)
   for h, u in pairs(unpacked or {}) do
     if u.mounted then require("ntt.mount").unmount(h, u.image) end
-    fs.rmtree(u.dir)
+    if u.dir then fs.rmtree(u.dir) end
     unpacked[h] = nil
   end
 end
@@ -264,14 +264,18 @@ local function open_medium(conn, u, unpacked)
   if not set then
     local err, code
     set, err, code = M.unpack(conn, u.medium)
-    if not set then
-      return nil, ("medium %s: its image %s is not there; %s"):format(u.medium, tostring(u.image_path), err), code
-    end
+    -- a failure is kept too: the next bad blob of this medium does not unpack it again
+    set = set or { failed = ("medium %s: its image %s is not there; %s"):format(u.medium, tostring(u.image_path), err),
+                   code = code }
     unpacked[u.medium] = set
   end
+  if set.failed then return nil, set.failed, set.code end
   if not set.roots then
     local rs, ours, code = roots(u, set.image, set.map)
-    if not rs then return nil, ours, code end
+    if not rs then
+      set.failed, set.code = ("medium %s: its archive unpacked does not mount: %s"):format(u.medium, ours), code
+      return nil, set.failed, code
+    end
     set.roots, set.mounted = rs, ours
   end
   return set.roots, function() end, "archive " .. set.archive
