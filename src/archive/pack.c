@@ -10,6 +10,7 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,8 @@
 #include <unistd.h>
 #include <zstd.h>
 #include "archive_int.h"
+
+#define RING 16   /* blocks read ahead: about two zstd jobs at level 3 */
 
 /* Compressed bytes to the file: 0 or an errno. */
 static int put_out(struct sink *s, const uint8_t *c, size_t len)
@@ -69,8 +72,89 @@ static la_ssize_t sink_write(struct archive *a, void *ud, const void *p, size_t 
     return (la_ssize_t)len;
 }
 
-/* One member: header, then its bytes, hashed into h on their way in; sb: the source's stat when opened. */
-static int put_member(struct archive *a, const char *src, const char *name, uint8_t *buf,
+/*
+ * A member's bytes are read (and hashed) by a reader thread into a ring of
+ * blocks ahead of this thread, which frames them and feeds libzstd: when a
+ * zstd worker frees, the next job's input is already read (`tar | zstd`
+ * gets the same from its two processes).
+ */
+struct ring {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint8_t *mem;               /* RING blocks of BUFSZ */
+    size_t len[RING];
+    uint64_t filled, taken;     /* blocks published by the reader, consumed by the writer */
+    int fd, eof, err, stop;
+    uint64_t want, size;        /* the size at open; bytes published */
+    ntt_blake3 *h;
+};
+
+static void *reader(void *arg)
+{
+    struct ring *r = arg;
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        while (r->filled - r->taken == RING && !r->stop)
+            pthread_cond_wait(&r->cv, &r->mu);
+        int stop = r->stop;
+        pthread_mutex_unlock(&r->mu);
+        if (stop)
+            return NULL;
+        uint8_t *b = r->mem + (r->filled % RING) * BUFSZ;
+        ssize_t n = ntt_interrupted ? (errno = EINTR, -1) : read(r->fd, b, BUFSZ);
+        if (n < 0 && errno == EINTR && !ntt_interrupted)
+            continue;
+        int err = n < 0 ? errno : 0, eof = n == 0 || r->size + (uint64_t)n > r->want;   /* grew: size check */
+        if (!err && !eof)
+            ntt_blake3_update(r->h, b, (size_t)n);
+        pthread_mutex_lock(&r->mu);
+        if (err || eof) {
+            r->err = err;
+            r->eof = 1;
+        } else {
+            r->len[r->filled % RING] = (size_t)n;
+            r->size += (uint64_t)n;
+            r->filled++;
+        }
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        if (err || eof)
+            return NULL;
+    }
+}
+
+/* The member's bytes from the reader into a: 0, or an errno (why set). */
+static int feed(struct archive *a, struct ring *r, const char *src, const char *name, char *why, size_t whylen)
+{
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        while (r->filled == r->taken && !r->eof)
+            pthread_cond_wait(&r->cv, &r->mu);
+        int more = r->filled != r->taken, err = r->err;
+        size_t len = more ? r->len[r->taken % RING] : 0;
+        pthread_mutex_unlock(&r->mu);
+        if (!more) {
+            if (err)
+                snprintf(why, whylen, "%s: %s", src, err == EINTR ? "interrupted" : strerror(err));
+            return err;
+        }
+        if (archive_write_data(a, r->mem + (r->taken % RING) * BUFSZ, len) != (la_ssize_t)len) {
+            err = archive_errno(a) > 0 ? archive_errno(a) : EIO;
+            snprintf(why, whylen, "%s: %s", name, archive_error_string(a));
+            return err;
+        }
+        pthread_mutex_lock(&r->mu);
+        r->taken++;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+    }
+}
+
+/*
+ * One member: header, then its bytes, hashed into h on their way in
+ * (ring: RING blocks of BUFSZ); out: the source's stat when opened.
+ */
+static int put_member(struct archive *a, const char *src, const char *name, uint8_t *ring,
                       uint64_t *size, ntt_blake3 *h, struct stat *out, char *why, size_t whylen)
 {
     int fd = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -100,33 +184,25 @@ static int put_member(struct archive *a, const char *src, const char *name, uint
         snprintf(why, whylen, "%s: %s", name, archive_error_string(a));
         goto out;
     }
-    *size = 0;
-    for (;;) {
-        if (ntt_interrupted) {
-            err = EINTR;
-            snprintf(why, whylen, "interrupted");
-            goto out;
-        }
-        ssize_t n = read(fd, buf, BUFSZ);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            err = errno;
-            snprintf(why, whylen, "%s: %s", src, strerror(err));
-            goto out;
-        }
-        if (n == 0)
-            break;
-        if (*size + (uint64_t)n > (uint64_t)sb.st_size)
-            break;   /* grew while read: caught by the size check below */
-        ntt_blake3_update(h, buf, (size_t)n);
-        if (archive_write_data(a, buf, (size_t)n) != n) {
-            err = archive_errno(a) > 0 ? archive_errno(a) : EIO;
-            snprintf(why, whylen, "%s: %s", name, archive_error_string(a));
-            goto out;
-        }
-        *size += (uint64_t)n;
+    struct ring r = { .mem = ring, .fd = fd, .want = (uint64_t)sb.st_size, .h = h };
+    pthread_t tid;
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv, NULL);
+    if ((err = pthread_create(&tid, NULL, reader, &r)) != 0) {
+        snprintf(why, whylen, "%s: no reader thread: %s", src, strerror(err));
+    } else {
+        err = feed(a, &r, src, name, why, whylen);
+        pthread_mutex_lock(&r.mu);
+        r.stop = 1;
+        pthread_cond_broadcast(&r.cv);
+        pthread_mutex_unlock(&r.mu);
+        pthread_join(tid, NULL);
     }
+    pthread_cond_destroy(&r.cv);
+    pthread_mutex_destroy(&r.mu);
+    *size = r.size;
+    if (err)
+        goto out;
     *out = sb;
     if (*size != (uint64_t)sb.st_size) {
         err = EAGAIN;
@@ -168,7 +244,7 @@ int ntt_ar_write(lua_State *L)
     s.fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (s.fd < 0)
         return ntt_fail(L, errno, path);
-    uint8_t *buf = malloc(BUFSZ);
+    uint8_t *buf = malloc((size_t)RING * BUFSZ);
     s.buf = malloc(BUFSZ);
     s.z = ZSTD_createCCtx();
     struct archive *a = archive_write_new();
