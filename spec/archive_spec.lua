@@ -109,6 +109,34 @@ describe("archive stage", function()
     for _, src in ipairs(set) do assert.is_true(exists(src)) end
   end)
 
+  it("compares members with the bytes read from their sources, hashing a source again when it may have changed", function()
+    local dir = helper.tmpdir("arch-racy")
+    local img, set = image_set(dir)
+    local home = dir .. "/home"
+    local r = run(home, { policy(dir, '{ stages = { "identify" } }'), img })
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    local archive = require "ntt.archive"
+    local m = assert(require("ntt.accounting").resolve(db(), medium_of(img)))
+    local racy = archive.RACY_NS
+    finally(function() archive.RACY_NS = racy end)
+    archive.RACY_NS = 0   -- every source counts as settled: only its stat tells a change
+    local w = assert(archive.write(m, { root = home }))
+    for i, src in ipairs(set) do assert.equal(b3(src), w.written.members[i].blake3) end
+    -- the same size, changed after it was read: its ctime tells, hashed again, refused
+    local map_before = helper.read(set[2])
+    poke(set[2], 3)
+    local vok, err, code = archive.verify(w)
+    assert.is_nil(vok)
+    assert.equal("EBADMSG", code, err)
+    assert.truthy(err:find("disk.map does not match its source", 1, true), err)
+    helper.write(set[2], map_before)
+    -- touched only: hashed again, the same bytes, verified
+    w = assert(archive.write(m, { root = home }))
+    helper.sh { "touch", set[3] }
+    assert(archive.verify(w))
+    os.remove(w.tmp)
+  end)
+
   it("refuses an image rewritten in place by a later rescue", function()
     local dir = helper.tmpdir("arch-stale")
     local img = image_set(dir)

@@ -14,12 +14,16 @@
 --     in bytes per second); a match sets blob.last_verified (and clears
 --     blob.lost_at).  For "all" and "medium", each medium in scope is
 --     checked further (lua/ntt/verify/checks.lua): every copied inode's
---     blob exists with the inode's size, its tree paths are links to their
---     blobs (when its tree is built), its archive reads back as recorded.
+--     blob exists with the inode's size, the second copies of its blobs
+--     (blob_copy) hash to their blob (a bad one made again from the blob,
+--     the tree's links moved to it: "blob_copy_repaired", else
+--     "blob_copy_bad"), its tree paths are links to their blobs (when its
+--     tree is built), its archive reads back as recorded.
 --     A blob that does not match (or is missing, or the wrong size) is a
 --     problem of every medium that references it, with their paths: unless
 --     opts.repair == false it is repaired from a medium's image
---     (lua/ntt/verify/repair.lua) and recorded on those media under
+--     (lua/ntt/verify/repair.lua; one whose image is gone, from its archive
+--     unpacked under the data root) and recorded on those media under
 --     "blob_repaired"; else recorded under "blob_mismatch" and the blob
 --     marked lost (blob.lost_at).  A bad tree is "tree_links_bad", a bad
 --     archive "archive_mismatch"; each is cleared by a later verify that
@@ -30,9 +34,11 @@
 --                          how =, why = }, ... },
 --                tree = { { medium =, path =, why = }, ... },
 --                archives = { { medium =, path =, ok =, why = }, ... },
+--                copies = { { medium =, blob =, n =, path =, why =, repaired =,
+--                             relinked =, fix = }, ... } (the bad ones),
 --                media = n checked, unrepaired = count }
---     report.unrepaired counts the lost blobs, bad tree paths and bad
---     archives: `ntt verify` exits non-zero when it is not 0.
+--     report.unrepaired counts the lost blobs, bad tree paths, bad
+--     archives and unrepaired copies: `ntt verify` exits non-zero when it is not 0.
 --     opts.progress = { interval =, bar = } (progress.new); opts.log.
 local db = require "ntt.db"
 local config = require "ntt.config"
@@ -113,12 +119,12 @@ local function path_names(u)
 end
 
 -- A blob that is not what its name says: who uses it, repaired or lost.
-local function handle_bad(conn, st, b, opts, report, hurt)
+local function handle_bad(conn, st, b, opts, report, hurt, unpacked)
   local uses, err, code, state = repair.uses(conn, b.blob)
   if not uses then return nil, err, code, state end
   b.uses = uses
   if opts.repair ~= false then
-    local how, why = repair.from_images(conn, st, b.blob, b.size, uses, opts.log)
+    local how, why = repair.from_images(conn, st, b.blob, b.size, uses, opts.log, unpacked)
     b.repaired, b.how, b.why = how ~= nil, how, why
   else
     b.repaired, b.why = false, "not repaired (asked not to)"
@@ -171,7 +177,7 @@ local function mark_good(conn, good)
   return conn:exec("UPDATE blob SET last_verified = now(), lost_at = NULL WHERE blobid = ANY($1::text[])", arr)
 end
 
-local function blobs_pass(conn, st, opts, report, hurt, seen)
+local function blobs_pass(conn, st, opts, report, hurt, seen, unpacked)
   local next_page, err, code, state = pager(conn, opts)
   if not next_page then return nil, err, code, state end
   local pgo = opts.progress or {}
@@ -197,7 +203,7 @@ local function blobs_pass(conn, st, opts, report, hurt, seen)
                     or ("reads as %d bytes BLAKE3 %s, not %d bytes %s"):format(h.size, h.blake3, r.size, r.blobid)
         local ok
         ok, err, code, state = handle_bad(conn, st, { blob = r.blobid, size = r.size, err = h.err or "EBADMSG",
-                                                      msg = msg }, opts, report, hurt)
+                                                      msg = msg }, opts, report, hurt, unpacked)
         if not ok then pr:finish(); return nil, err, code, state end
       end
     end
@@ -211,8 +217,44 @@ local function blobs_pass(conn, st, opts, report, hurt, seen)
   return true
 end
 
--- The further checks of one medium: inodes, tree, archive.
-local function medium_pass(conn, st, h, opts, report, hurt, seen)
+-- The second copies of the blobs of medium h: re-hashed, a bad one made
+-- again from its blob and the tree's links to it moved to the new one.
+local function copies_pass(conn, st, h, opts, report, hurt, seen)
+  local bad, err, code, state = checks.copies(conn, st, h, seen, opts)
+  if not bad then return nil, err, code, state end
+  local left, ok = {}, nil
+  for _, c in ipairs(bad) do
+    c.medium = h
+    if opts.repair ~= false then
+      c.relinked, c.fix = repair.copy(conn, st, c)
+      c.repaired = c.relinked ~= nil
+    else
+      c.fix = "not repaired (asked not to)"
+    end
+    report.copies[#report.copies + 1] = c
+    if c.repaired then
+      ok, err, code, state = problems.add(conn, h, "blob_copy_repaired",
+                                          { blob = c.blob, n = c.n, found = c.why, relinked = c.relinked })
+      if not ok then return nil, err, code, state end
+    else
+      left[#left + 1] = ("%s.%d: %s; %s"):format(c.blob, c.n, c.why, c.fix)
+    end
+    if opts.log then
+      opts.log:detail(c.repaired and "info" or "error", c.repaired and "blob_copy_repaired" or "blob_copy_bad",
+        { blob = c.blob, n = c.n, found = c.why, relinked = c.relinked, why = not c.repaired and c.fix or nil },
+        ("copy %d of blob %s: %s; %s"):format(c.n, c.blob, c.why,
+          c.repaired and ("made again, %d tree links moved to it"):format(c.relinked) or ("NOT REPAIRED: " .. c.fix)))
+    end
+  end
+  if #left > 0 then
+    hurt[h] = true
+    return problems.set(conn, h, "blob_copy_bad", { count = #left, copies = { table.unpack(left, 1, math.min(#left, 20)) } })
+  end
+  return problems.clear(conn, h, "blob_copy_bad")
+end
+
+-- The further checks of one medium: inodes, second copies, tree, archive.
+local function medium_pass(conn, st, h, opts, report, hurt, seen, unpacked)
   local bad, err, code, state = checks.inodes(conn, st, h)
   if not bad then return nil, err, code, state end
   for _, b in ipairs(bad) do
@@ -221,14 +263,16 @@ local function medium_pass(conn, st, h, opts, report, hurt, seen)
       local msg = b.have and ("is %d bytes in the store, the inode %d"):format(b.have, b.size) or "is not in the store"
       local ok
       ok, err, code, state = handle_bad(conn, st, { blob = b.blob, size = b.size, err = b.err, msg = msg },
-                                        opts, report, hurt)
+                                        opts, report, hurt, unpacked)
       if not ok then return nil, err, code, state end
     end
   end
+  local ok
+  ok, err, code, state = copies_pass(conn, st, h, opts, report, hurt, seen)
+  if not ok then return nil, err, code, state end
   local tree
   tree, err, code, state = checks.tree(conn, st, h)
   if not tree then return nil, err, code, state end
-  local ok
   if #tree > 0 then
     hurt[h] = true
     local first = {}
@@ -264,11 +308,11 @@ function M.run(conn, opts)
   local st, err, code = require("ntt.core.store").open(opts.store or config.path("store"))
   if not st then return nil, err, code end
   local report = { blobs = 0, bytes = 0, good = 0, repaired = 0, lost = 0, bad = {}, tree = {}, archives = {},
-                   media = 0, unrepaired = 0 }
-  local hurt, seen = {}, {}
-  local function fail(...) st:close(); return ... end
+                   copies = {}, media = 0, unrepaired = 0 }
+  local hurt, seen, unpacked = {}, {}, {}   -- unpacked: archives unpacked for repairs, until the end
+  local function fail(...) repair.release(unpacked); st:close(); return ... end
   local ok, state
-  ok, err, code, state = blobs_pass(conn, st, opts, report, hurt, seen)
+  ok, err, code, state = blobs_pass(conn, st, opts, report, hurt, seen, unpacked)
   if not ok then return fail(nil, err, code, state) end
   local scope = opts.scope or "all"
   local media = {}
@@ -283,7 +327,7 @@ function M.run(conn, opts)
   local further = scope == "all" or scope == "medium"
   for _, h in ipairs(media) do
     if further then
-      ok, err, code, state = medium_pass(conn, st, h, opts, report, hurt, seen)
+      ok, err, code, state = medium_pass(conn, st, h, opts, report, hurt, seen, unpacked)
       if not ok then return fail(nil, err, code, state) end
     end
     if not hurt[h] then
@@ -292,10 +336,12 @@ function M.run(conn, opts)
     end
     report.media = report.media + 1
   end
+  repair.release(unpacked)
   st:close()
-  local bad_archives = 0
-  for _, a in ipairs(report.archives) do if not a.ok then bad_archives = bad_archives + 1 end end
-  report.unrepaired = report.lost + #report.tree + bad_archives
+  local left = 0
+  for _, a in ipairs(report.archives) do if not a.ok then left = left + 1 end end
+  for _, c in ipairs(report.copies) do if not c.repaired then left = left + 1 end end
+  report.unrepaired = report.lost + #report.tree + left
   return report
 end
 

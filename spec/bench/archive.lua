@@ -8,22 +8,47 @@
 -- /var/tmp/ntt-bench-archive): a NTT_BENCH_ARCHIVE_MB (default 512) MiB
 -- image, half incompressible bytes and half text-like runs (as a disk
 -- holds both), its map and a ddrescue log.  Sources are warm (read once
--- before); each contender writes a new archive next to them, best of
--- NTT_BENCH_ROUNDS (default 5).  Prints MB/s of image set, archive sizes
--- and the ratio peer time / ntt time (>= 1.0 is the target; ntt fsyncs its
--- archive, so the peer is also timed with `sync FILE`), then the time ntt's
--- read-back (zstd -d, BLAKE3 of the file and of every member) takes on top.
+-- before); each contender writes a new archive next to them, alternated,
+-- NTT_BENCH_ROUNDS (default 3) rounds, the first contender of a round
+-- rotating.  Prints each contender's times, median MB/s of image set and
+-- spread (max - min over the median), archive sizes, the ratio of medians
+-- peer / ntt (>= 1.0 is the target; ntt fsyncs its archive, so the durable
+-- peer is `tar | zstd` then `sync FILE`) with the range of the per-round
+-- ratios, the time ntt's read-back (zstd -d, BLAKE3 of the file and of
+-- every member) takes on top, and the load average before and after.
 local fs = require "ntt.core.fs"
 local util = require "ntt.core.util"
 local car = require "ntt.core.archive"
 local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
 
 local MB = bench.num("NTT_BENCH_ARCHIVE_MB", 512)
-local ROUNDS = bench.num("NTT_BENCH_ROUNDS", 5)
+local ROUNDS = bench.num("NTT_BENCH_ROUNDS", 3)
 local WORK = os.getenv("NTT_BENCH_DIR") or "/var/tmp/ntt-bench-archive"
 local MiB = 1048576
 
 local sh, timed = bench.sh, bench.timed
+
+-- Rounds of contenders, alternated, each timed; median and spread (max -
+-- min, in % of the median) of each, and the load average before and after.
+local function loadavg()
+  local f = io.open("/proc/loadavg")
+  local s = f and f:read("l") or "?"
+  if f then f:close() end
+  return (s:match("^(%S+ %S+ %S+)") or s)
+end
+
+local function median(xs)
+  local s = { table.unpack(xs) }
+  table.sort(s)
+  local n = #s
+  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
+end
+
+local function spread(xs)
+  local lo, hi = math.huge, -math.huge
+  for _, x in ipairs(xs) do lo, hi = math.min(lo, x), math.max(hi, x) end
+  return 100 * (hi - lo) / median(xs)
+end
 
 local function make_set(dir)
   local img = dir .. "/disk.img"
@@ -88,28 +113,46 @@ local function main()
         return fs.stat(out).size
       end },
   }
-  local best, size = {}, {}
-  for _ = 1, ROUNDS do
-    for _, c in ipairs(contenders) do
+  local times, size, back = {}, {}, {}
+  for _, c in ipairs(contenders) do times[c.name] = {} end
+  local load0 = loadavg()
+  for round = 1, ROUNDS do
+    for k = 0, #contenders - 1 do
+      local c = contenders[(round - 1 + k) % #contenders + 1]
       os.remove(out)
       sh { "sync" }   -- the last contender's dirty pages are not written back during this one
       local t, n = timed(c.run)
-      best[c.name] = math.min(best[c.name] or math.huge, t)
+      table.insert(times[c.name], t)
       size[c.name] = n
+      if c.name == "ntt archive" then
+        back[#back + 1] = timed(function() return assert(car.read(out)) end)
+      end
     end
   end
-  local vt = timed(function() return assert(car.read(out)) end)
   os.remove(out)
   local bytes = 0
   for _, m in ipairs(members) do bytes = bytes + fs.stat(m.src).size end
-  print(("image set: %d MiB in %d files, %s; zstd threads %d"):format(MB, #members, WORK .. "/set", threads))
+  print(("image set: %d MiB in %d files, %s; zstd threads %d; %d rounds alternated"):format(
+    MB, #members, WORK .. "/set", threads, ROUNDS))
   for _, c in ipairs(contenders) do
-    print(("%-20s %7.3f s %8.1f MB/s  archive %d bytes"):format(c.name, best[c.name], bytes / best[c.name] / 1e6,
-                                                                 size[c.name]))
+    local ts, l = times[c.name], {}
+    for i, t in ipairs(ts) do l[i] = ("%.3f"):format(t) end
+    print(("%-22s median %7.3f s %8.1f MB/s  spread %4.1f%%  (%s s)  archive %d bytes"):format(c.name, median(ts),
+          bytes / median(ts) / 1e6, spread(ts), table.concat(l, " "), size[c.name]))
   end
-  print(("ratio (tar|zstd time / ntt time): %.2f; against the durable peer: %.2f"):format(
-    best["tar | zstd -T0 -3"] / best["ntt archive"], best["tar | zstd; sync FILE"] / best["ntt archive"]))
-  print(("ntt read-back of the last archive (zstd -d and BLAKE3 of every member): %.3f s"):format(vt))
+  local function ratio(peer)
+    local rs = {}
+    for i, t in ipairs(times["ntt archive"]) do rs[i] = times[peer][i] / t end
+    table.sort(rs)
+    return median(times[peer]) / median(times["ntt archive"]), rs[1], rs[#rs]
+  end
+  local r1, lo1, hi1 = ratio("tar | zstd -T0 -3")
+  local r2, lo2, hi2 = ratio("tar | zstd; sync FILE")
+  print(("ratio (peer time / ntt time, of the medians): tar|zstd %.2f (rounds %.2f-%.2f); "
+         .. "the durable peer, tar|zstd then sync %.2f (rounds %.2f-%.2f)"):format(r1, lo1, hi1, r2, lo2, hi2))
+  print(("ntt read-back of its archive (zstd -d and BLAKE3 of every member): median %.3f s, spread %.1f%%")
+        :format(median(back), spread(back)))
+  print(("load average: before %s, after %s"):format(load0, loadavg()))
 end
 
 main()

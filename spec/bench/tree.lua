@@ -1,9 +1,14 @@
 -- spec/bench/tree.lua: the tree stage's links (ntt.core.tree) against
 -- `cp -al` of the same tree, on one fresh ext4 filesystem: 100,000 names in
 -- 1,000 directories over 5,000 blobs.  ntt's tree is built first (it is
--- also cp's source), then each is made again into a new folder, three times,
--- alternating; the best of each counts.  The stage around it (a batch
--- query, a commit per 5,000 paths) is not timed here.
+-- also cp's source), then each is made again into a new folder,
+-- NTT_BENCH_ROUNDS (default 3) rounds, alternating (which goes first
+-- alternates too); prints each one's times, median links/s and spread (max -
+-- min over the median), the ratio of the medians with the range of the
+-- per-round ratios, and the load average before and after.  The stage
+-- around it (a batch query, a commit per 5,000 paths) is not timed here.
+-- The filesystem image lives under NTT_BENCH_DIR (default
+-- /var/tmp/ntt-bench-tree), removed at the end.
 --   build/ntt spec/bench/tree.lua [names [threads]]
 local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
 local store = require "ntt.core.store"
@@ -14,7 +19,30 @@ local N = tonumber(arg[1]) or 100000
 local THREADS = tonumber(arg[2]) or 4
 local BLOBS, PER_DIR = 5000, 100
 
-local work = "/tmp/ntt-bench-tree"
+-- Rounds of contenders, alternated, each timed; median and spread (max -
+-- min, in % of the median) of each, and the load average before and after.
+local function loadavg()
+  local f = io.open("/proc/loadavg")
+  local s = f and f:read("l") or "?"
+  if f then f:close() end
+  return (s:match("^(%S+ %S+ %S+)") or s)
+end
+
+local function median(xs)
+  local s = { table.unpack(xs) }
+  table.sort(s)
+  local n = #s
+  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
+end
+
+local function spread(xs)
+  local lo, hi = math.huge, -math.huge
+  for _, x in ipairs(xs) do lo, hi = math.min(lo, x), math.max(hi, x) end
+  return 100 * (hi - lo) / median(xs)
+end
+
+local ROUNDS = bench.num("NTT_BENCH_ROUNDS", 3)
+local work = os.getenv("NTT_BENCH_DIR") or "/var/tmp/ntt-bench-tree"
 bench.sh { "rm", "-rf", work }
 bench.sh { "mkdir", "-p", work }
 local img, mnt = work .. "/fs.img", work .. "/mnt"
@@ -35,20 +63,36 @@ local ok, err = pcall(function()
   end
   ntt_tree("src")
   bench.sh { "sync" }
-  local best_ntt, best_cp = math.huge, math.huge
-  for round = 1, 3 do
-    local t = bench.timed(function() bench.sh { "cp", "-al", mnt .. "/src", mnt .. "/cp" .. round } end)
-    best_cp = math.min(best_cp, t)
-    bench.sh { "sync" }
-    t = bench.timed(function() ntt_tree("ntt" .. round) end)
-    best_ntt = math.min(best_ntt, t)
-    bench.sh { "sync" }
+  local t_ntt, t_cp = {}, {}
+  local load0 = loadavg()
+  for round = 1, ROUNDS do
+    local function cp()
+      t_cp[round] = bench.timed(function() bench.sh { "cp", "-al", mnt .. "/src", mnt .. "/cp" .. round } end)
+      bench.sh { "sync" }
+    end
+    local function nt()
+      t_ntt[round] = bench.timed(function() ntt_tree("ntt" .. round) end)
+      bench.sh { "sync" }
+    end
+    if round % 2 == 1 then cp(); nt() else nt(); cp() end
   end
   st:close()
-  print(("tree: %d links in %d directories, %d threads"):format(N, N // PER_DIR, THREADS))
-  print(("  ntt tree.build  %6.2f s  %9.0f links/s"):format(best_ntt, N / best_ntt))
-  print(("  cp -al          %6.2f s  %9.0f links/s"):format(best_cp, N / best_cp))
-  print(("  ratio (cp time / ntt time) %.2f  (target >= 1.0)"):format(best_cp / best_ntt))
+  local function show(ts)
+    local l = {}
+    for i, t in ipairs(ts) do l[i] = ("%.2f"):format(t) end
+    return table.concat(l, " ")
+  end
+  local rs = {}
+  for i = 1, ROUNDS do rs[i] = t_cp[i] / t_ntt[i] end
+  table.sort(rs)
+  print(("tree: %d links in %d directories, %d threads; %d rounds alternated"):format(N, N // PER_DIR, THREADS, ROUNDS))
+  print(("  ntt tree.build  median %6.2f s  %9.0f links/s  spread %4.1f%%  (%s s)"):format(median(t_ntt),
+        N / median(t_ntt), spread(t_ntt), show(t_ntt)))
+  print(("  cp -al          median %6.2f s  %9.0f links/s  spread %4.1f%%  (%s s)"):format(median(t_cp),
+        N / median(t_cp), spread(t_cp), show(t_cp)))
+  print(("  ratio (cp time / ntt time, of the medians) %.2f (rounds %.2f-%.2f)  (target >= 1.0)"):format(
+        median(t_cp) / median(t_ntt), rs[1], rs[#rs]))
+  print(("  load average: before %s, after %s"):format(load0, loadavg()))
 end)
 bench.sh({ "umount", mnt }, true)
 bench.detach(img)

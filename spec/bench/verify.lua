@@ -10,9 +10,12 @@
 -- NTT_BENCH_VERIFY_BIG_MB (default 128) MiB, as a store of images and
 -- videos holds.  The page cache is warm (everything read once before), so
 -- hashing is measured, not the disk; both get the same thread count
--- (NTT_BENCH_THREADS, default the CPUs online).  Best of NTT_BENCH_ROUNDS
--- (default 3) for each set alone and for both; prints MB/s and the ratio
--- b3sum time / ntt time (>= 0.9 is the target).
+-- (NTT_BENCH_THREADS, default the CPUs online).  NTT_BENCH_ROUNDS (default
+-- 3) rounds alternated (which goes first alternates too) for each set alone
+-- and for both; prints median MB/s and spread (max - min over the median) of
+-- each, the ratio of the medians b3sum time / ntt time (>= 0.9 is the
+-- target) with the range of the per-round ratios, and the load average
+-- before and after each set.
 local fs = require "ntt.core.fs"
 local util = require "ntt.core.util"
 local hash = require "ntt.core.hash"
@@ -26,6 +29,28 @@ local THREADS = bench.num("NTT_BENCH_THREADS", util.cores())
 local WORK = os.getenv("NTT_BENCH_DIR") or "/var/tmp/ntt-bench-verify"
 
 local sh, timed = bench.sh, bench.timed
+
+-- Rounds of contenders, alternated, each timed; median and spread (max -
+-- min, in % of the median) of each, and the load average before and after.
+local function loadavg()
+  local f = io.open("/proc/loadavg")
+  local s = f and f:read("l") or "?"
+  if f then f:close() end
+  return (s:match("^(%S+ %S+ %S+)") or s)
+end
+
+local function median(xs)
+  local s = { table.unpack(xs) }
+  table.sort(s)
+  local n = #s
+  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
+end
+
+local function spread(xs)
+  local lo, hi = math.huge, -math.huge
+  for _, x in ipairs(xs) do lo, hi = math.min(lo, x), math.max(hi, x) end
+  return 100 * (hi - lo) / median(xs)
+end
 
 local function make_blobs()
   sh { "mkdir", "-p", WORK .. "/small", WORK .. "/big" }
@@ -94,16 +119,25 @@ local function main()
   for _, set in ipairs { { "small", small }, { "big", big }, { "both", all } } do
     local name, list = set[1], set[2]
     local bytes = bytes_of(list)
-    local t_ntt, t_b3 = math.huge, math.huge
-    for _ = 1, ROUNDS do
-      t_ntt = math.min(t_ntt, (timed(function()
-        local r = assert(verify.files(list, { threads = THREADS }))
-        for _, x in ipairs(r) do assert(x.blake3, x.msg) end
-      end)))
-      t_b3 = math.min(t_b3, (timed(function() b3sum(list) end)))
+    local t_ntt, t_b3 = {}, {}
+    local load0 = loadavg()
+    for round = 1, ROUNDS do
+      local function nt()
+        t_ntt[round] = timed(function()
+          local r = assert(verify.files(list, { threads = THREADS }))
+          for _, x in ipairs(r) do assert(x.blake3, x.msg) end
+        end)
+      end
+      local function b3() t_b3[round] = timed(function() b3sum(list) end) end
+      if round % 2 == 1 then nt(); b3() else b3(); nt() end
     end
-    print(("%-6s ntt verify %8.1f MB/s (%.3f s)   b3sum %8.1f MB/s (%.3f s)   ratio (b3sum time / ntt time) %.2f")
-          :format(name, bytes / t_ntt / 1e6, t_ntt, bytes / t_b3 / 1e6, t_b3, t_b3 / t_ntt))
+    local rs = {}
+    for i = 1, ROUNDS do rs[i] = t_b3[i] / t_ntt[i] end
+    table.sort(rs)
+    print(("%-6s ntt verify %8.1f MB/s (%.3f s, spread %4.1f%%)   b3sum %8.1f MB/s (%.3f s, spread %4.1f%%)   "
+           .. "ratio (b3sum time / ntt time, medians) %.2f (rounds %.2f-%.2f)   load %s -> %s")
+          :format(name, bytes / median(t_ntt) / 1e6, median(t_ntt), spread(t_ntt), bytes / median(t_b3) / 1e6,
+                  median(t_b3), spread(t_b3), median(t_b3) / median(t_ntt), rs[1], rs[#rs], load0, loadavg()))
   end
 end
 

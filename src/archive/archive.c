@@ -2,9 +2,8 @@
  * archive.c - ntt.core.archive: a medium's image set packed into one
  * tar.zst (libarchive writes the pax-restricted tar, libzstd compresses it
  * with its own worker threads, a checksum in every frame), and read back
- * member by member (libarchive, tar and zstd).  Writing only packs: the
- * main thread feeds libzstd's workers and nothing else, so packing keeps
- * pace with `tar | zstd -T0`.  The read-back BLAKE3-hashes the archive
+ * member by member (libarchive, tar and zstd); the writing is pack.c.
+ * The read-back BLAKE3-hashes the archive
  * file and every member, which the archive stage compares with what its
  * sources hold.
  *
@@ -18,12 +17,21 @@
  *       changes while it is read fails "EAGAIN".  threads: zstd workers
  *       (0: compress on this thread; default 0); level: zstd level
  *       (default 3).  The file is fsynced before write returns.
- *       -> { size = (of the archive), members = { { name =, size = }, ... } }
+ *       -> { size = (of the archive), started_ns = (the clock when the
+ *            write began, ns since the epoch), members = { { name =, size =,
+ *            blake3 = (of the bytes written), mtime_ns =, ctime_ns =, ino =,
+ *            dev = (the source's when it was opened) }, ... } }
  *   read(path) -> { size =, blake3 = (the archive file's),
  *                   members = { { name =, size =, blake3 = }, ... } }
  *       reading every member back; an archive whose compressed frames
  *       (each with its zstd checksum) or tar headers do not check fails
  *       "EBADMSG"
+ *   extract(path, dir) -> the same table as read
+ *       every member written as dir/<name> (created, never overwritten:
+ *       "EEXIST"), hashed from the bytes read; runs of zero bytes become
+ *       holes.  A member that is not a regular file under a plain name (one
+ *       path component) fails "EBADMSG".  On failure what was written
+ *       stays: the caller removes dir.
  */
 #include <archive.h>
 #include <archive_entry.h>
@@ -35,22 +43,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zstd.h>
-#include "ntt.h"
-#include "blake3.h"
+#include "archive_int.h"
 
-#define BUFSZ (1024 * 1024)
-
-struct sink {
-    int fd;
-    int err;
-    uint64_t size;
-    ntt_blake3 h;
-    uint8_t *buf;       /* read side: the block handed to libarchive; write side: zstd's output */
-    ZSTD_CCtx *z;       /* write side */
-};
-
-static void push_hex(lua_State *L, const ntt_blake3 *h)
+void ntt_ar_push_hex(lua_State *L, const ntt_blake3 *h)
 {
     static const char digits[] = "0123456789abcdef";
     uint8_t d[NTT_BLAKE3_OUT_LEN];
@@ -62,55 +57,6 @@ static void push_hex(lua_State *L, const ntt_blake3 *h)
     }
     hex[sizeof hex - 1] = 0;
     lua_pushstring(L, hex);
-}
-
-/* Compressed bytes to the file: 0 or an errno. */
-static int put_out(struct sink *s, const uint8_t *c, size_t len)
-{
-    s->size += len;
-    for (size_t off = 0; off < len;) {
-        ssize_t w = write(s->fd, c + off, len - off);
-        if (w < 0 && errno == EINTR && !ntt_interrupted)
-            continue;
-        if (w < 0)
-            return errno;
-        off += (size_t)w;
-    }
-    return 0;
-}
-
-/*
- * Feed tar bytes to zstd (end: finish the frame).  libarchive writes the
- * tar; the compression is libzstd's own streaming API with its worker
- * threads, which keeps every core busy (libarchive's zstd filter of this
- * era compressed about as fast with 2 workers as with none).
- */
-static int compress(struct sink *s, const void *p, size_t len, int end)
-{
-    ZSTD_inBuffer in = { p, len, 0 };
-    for (;;) {
-        ZSTD_outBuffer out = { s->buf, BUFSZ, 0 };
-        size_t left = ZSTD_compressStream2(s->z, &out, &in, end ? ZSTD_e_end : ZSTD_e_continue);
-        if (ZSTD_isError(left))
-            return EIO;
-        int err = put_out(s, s->buf, out.pos);
-        if (err)
-            return err;
-        if (end ? left == 0 : in.pos == in.size)
-            return 0;
-    }
-}
-
-static la_ssize_t sink_write(struct archive *a, void *ud, const void *p, size_t len)
-{
-    struct sink *s = ud;
-    int err = compress(s, p, len, 0);
-    if (err) {
-        s->err = err;
-        archive_set_error(a, err, "write: %s", err == EIO ? "zstd failed" : strerror(err));
-        return -1;
-    }
-    return (la_ssize_t)len;
 }
 
 static la_ssize_t src_read(struct archive *a, void *ud, const void **out)
@@ -156,186 +102,23 @@ static int fail_archive(lua_State *L, struct archive *a, int own, const char *pa
     return 3;
 }
 
-/* One member: header, then its bytes hashed on their way in. */
-static int put_member(struct archive *a, const char *src, const char *name, uint8_t *buf,
-                      uint64_t *size, char *why, size_t whylen)
+/*
+ * Whatever follows the end of the tar still belongs to the file's hash:
+ * 0, or the failure pushed (3).
+ */
+static int finish_hash(lua_State *L, struct sink *s, const char *path)
 {
-    int fd = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    struct stat sb;
-    int err = 0;
-    if (fd < 0 || fstat(fd, &sb) != 0) {
-        err = errno;
-        snprintf(why, whylen, "%s: %s", src, strerror(err));
-        if (fd >= 0)
-            close(fd);
-        return err;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        snprintf(why, whylen, "%s: not a regular file", src);
-        return EINVAL;
-    }
-    struct archive_entry *e = archive_entry_new();
-    archive_entry_set_pathname(e, name);
-    archive_entry_set_filetype(e, AE_IFREG);
-    archive_entry_set_perm(e, sb.st_mode & 0777);
-    archive_entry_set_size(e, sb.st_size);
-    archive_entry_set_mtime(e, sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec);
-    if (archive_write_header(a, e) != ARCHIVE_OK) {
-        err = archive_errno(a) > 0 ? archive_errno(a) : EIO;
-        snprintf(why, whylen, "%s: %s", name, archive_error_string(a));
-        goto out;
-    }
-    *size = 0;
     for (;;) {
-        if (ntt_interrupted) {
-            err = EINTR;
-            snprintf(why, whylen, "interrupted");
-            goto out;
-        }
-        ssize_t n = read(fd, buf, BUFSZ);
-        if (n < 0 && errno == EINTR)
+        ssize_t k = read(s->fd, s->buf, BUFSZ);
+        if (k < 0 && errno == EINTR && !ntt_interrupted)
             continue;
-        if (n < 0) {
-            err = errno;
-            snprintf(why, whylen, "%s: %s", src, strerror(err));
-            goto out;
-        }
-        if (n == 0)
-            break;
-        if (*size + (uint64_t)n > (uint64_t)sb.st_size)
-            break;   /* grew while read: caught by the size check below */
-        if (archive_write_data(a, buf, (size_t)n) != n) {
-            err = archive_errno(a) > 0 ? archive_errno(a) : EIO;
-            snprintf(why, whylen, "%s: %s", name, archive_error_string(a));
-            goto out;
-        }
-        *size += (uint64_t)n;
+        if (k < 0)
+            return ntt_fail(L, errno, path);
+        if (k == 0)
+            return 0;
+        ntt_blake3_update(&s->h, s->buf, (size_t)k);
+        s->size += (uint64_t)k;
     }
-    if (*size != (uint64_t)sb.st_size) {
-        err = EAGAIN;
-        snprintf(why, whylen, "%s: changed size while it was archived", src);
-    }
-out:
-    archive_entry_free(e);
-    close(fd);
-    return err;
-}
-
-static int ar_write(lua_State *L)
-{
-    const char *path = luaL_checkstring(L, 1);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    static const char *const known[] = { "threads", "level", NULL };
-    ntt_checkopts(L, 3, "archive.write", known);
-    lua_Integer threads = 0, level = 3;
-    if (lua_istable(L, 3)) {
-        lua_getfield(L, 3, "threads");
-        threads = luaL_optinteger(L, -1, 0);
-        lua_getfield(L, 3, "level");
-        level = luaL_optinteger(L, -1, 3);
-        lua_pop(L, 2);
-    }
-    lua_Integer n = luaL_len(L, 2);
-    for (lua_Integer i = 1; i <= n; i++) {
-        lua_geti(L, 2, i);
-        if (!lua_istable(L, -1))
-            return luaL_error(L, "archive.write: member %d is not a table", (int)i);
-        lua_getfield(L, -1, "src");
-        lua_getfield(L, -2, "name");
-        if (!lua_isstring(L, -1) || !lua_isstring(L, -2))
-            return luaL_error(L, "archive.write: member %d needs src and name", (int)i);
-        lua_pop(L, 3);
-    }
-    struct sink s = { .fd = -1 };
-    ntt_blake3_init(&s.h);
-    s.fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (s.fd < 0)
-        return ntt_fail(L, errno, path);
-    uint8_t *buf = malloc(BUFSZ);
-    s.buf = malloc(BUFSZ);
-    s.z = ZSTD_createCCtx();
-    struct archive *a = archive_write_new();
-    char why[512] = "";
-    int err = 0;
-    if (!buf || !s.buf || !s.z || !a) {
-        err = ENOMEM;
-        snprintf(why, sizeof why, "out of memory");
-        goto fail;
-    }
-    if (ZSTD_isError(ZSTD_CCtx_setParameter(s.z, ZSTD_c_compressionLevel, (int)level)) ||
-        ZSTD_isError(ZSTD_CCtx_setParameter(s.z, ZSTD_c_checksumFlag, 1)) ||
-        (threads > 0 && ZSTD_isError(ZSTD_CCtx_setParameter(s.z, ZSTD_c_nbWorkers, (int)threads)))) {
-        err = EINVAL;
-        snprintf(why, sizeof why, "zstd: level %d or %d threads refused", (int)level, (int)threads);
-        goto fail;
-    }
-    if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
-        archive_write_set_bytes_per_block(a, BUFSZ) != ARCHIVE_OK ||
-        archive_write_set_bytes_in_last_block(a, 1) != ARCHIVE_OK ||
-        archive_write_open(a, &s, NULL, sink_write, NULL) != ARCHIVE_OK) {
-        err = s.err ? s.err : (archive_errno(a) > 0 ? archive_errno(a) : EINVAL);
-        snprintf(why, sizeof why, "%s", archive_error_string(a) ? archive_error_string(a) : strerror(err));
-        goto fail;
-    }
-    lua_createtable(L, 0, 3);
-    lua_createtable(L, (int)n, 0);
-    for (lua_Integer i = 1; i <= n; i++) {
-        lua_geti(L, 2, i);
-        lua_getfield(L, -1, "src");
-        lua_getfield(L, -2, "name");
-        const char *src = lua_tostring(L, -2), *name = lua_tostring(L, -1);
-        uint64_t size = 0;
-        if ((err = put_member(a, src, name, buf, &size, why, sizeof why)) != 0) {
-            if (s.err)
-                err = s.err;
-            goto fail;
-        }
-        lua_createtable(L, 0, 3);
-        ntt_setstr(L, "name", name);
-        ntt_setint(L, "size", (lua_Integer)size);
-        lua_seti(L, -5, i);
-        lua_pop(L, 3);
-    }
-    if (archive_write_close(a) != ARCHIVE_OK) {
-        err = s.err ? s.err : (archive_errno(a) > 0 ? archive_errno(a) : EIO);
-        snprintf(why, sizeof why, "%s", archive_error_string(a) ? archive_error_string(a) : strerror(err));
-        goto fail;
-    }
-    archive_write_free(a);
-    a = NULL;
-    if ((err = compress(&s, NULL, 0, 1)) != 0) {
-        snprintf(why, sizeof why, "%s", err == EIO ? "zstd failed" : strerror(err));
-        goto fail;
-    }
-    if (fsync(s.fd) != 0 || close(s.fd) != 0) {
-        s.fd = -1;
-        err = errno;
-        snprintf(why, sizeof why, "fsync: %s", strerror(err));
-        goto fail;
-    }
-    s.fd = -1;
-    free(buf);
-    free(s.buf);
-    ZSTD_freeCCtx(s.z);
-    lua_setfield(L, -2, "members");
-    ntt_setint(L, "size", (lua_Integer)s.size);
-    return 1;
-fail:
-    if (a)
-        archive_write_free(a);
-    if (s.fd >= 0)
-        close(s.fd);
-    unlink(path);
-    free(buf);
-    free(s.buf);
-    ZSTD_freeCCtx(s.z);
-    if (err == EINTR)
-        return ntt_fail_interrupted(L);
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", path, why);
-    lua_pushstring(L, ntt_errname(err));
-    return 3;
 }
 
 static int ar_read(lua_State *L)
@@ -381,7 +164,7 @@ static int ar_read(lua_State *L)
         lua_createtable(L, 0, 3);
         ntt_setstr(L, "name", archive_entry_pathname(e));
         ntt_setint(L, "size", (lua_Integer)size);
-        push_hex(L, &h);
+        ntt_ar_push_hex(L, &h);
         lua_setfield(L, -2, "blake3");
         lua_seti(L, -2, ++idx);
     }
@@ -389,23 +172,11 @@ static int ar_read(lua_State *L)
         ret = fail_archive(L, a, s.err, path);
         goto out;
     }
-    /* whatever follows the end of the tar still belongs to the file's hash */
-    for (;;) {
-        ssize_t k = read(s.fd, s.buf, BUFSZ);
-        if (k < 0 && errno == EINTR && !ntt_interrupted)
-            continue;
-        if (k < 0) {
-            ret = ntt_fail(L, errno, path);
-            goto out;
-        }
-        if (k == 0)
-            break;
-        ntt_blake3_update(&s.h, s.buf, (size_t)k);
-        s.size += (uint64_t)k;
-    }
+    if ((ret = finish_hash(L, &s, path)) != 0)
+        goto out;
     lua_setfield(L, -2, "members");
     ntt_setint(L, "size", (lua_Integer)s.size);
-    push_hex(L, &s.h);
+    ntt_ar_push_hex(L, &s.h);
     lua_setfield(L, -2, "blake3");
     ret = 1;
 out:
@@ -417,13 +188,170 @@ out:
     return ret;
 }
 
+/* Is the block all zero bytes?  (Such blocks of an image become holes.) */
+static int all_zero(const uint8_t *p, size_t n)
+{
+    static const uint8_t zero[4096];
+    for (size_t off = 0; off < n; off += sizeof zero) {
+        size_t k = n - off < sizeof zero ? n - off : sizeof zero;
+        if (memcmp(p + off, zero, k) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* A member name extract may create: one path component, not "." or "..". */
+static int plain_name(const char *name)
+{
+    return name && *name && !strchr(name, '/') && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+}
+
+/* One member's bytes into dirfd/name, hashed as they go; 0 or an errno (why set). */
+static int out_member(struct archive *a, int dirfd, const char *name, uint8_t *data, ntt_blake3 *h,
+                      uint64_t *size, char *why, size_t whylen)
+{
+    int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int err = errno;
+        snprintf(why, whylen, "%s: %s", name, strerror(err));
+        return err;
+    }
+    int err = 0;
+    la_ssize_t n;
+    *size = 0;
+    while ((n = archive_read_data(a, data, BUFSZ)) > 0) {
+        ntt_blake3_update(h, data, (size_t)n);
+        if (all_zero(data, (size_t)n)) {
+            *size += (uint64_t)n;
+            continue;   /* a hole: the ftruncate below gives the file its length */
+        }
+        for (la_ssize_t off = 0; off < n;) {
+            ssize_t w = pwrite(fd, data + off, (size_t)(n - off), (off_t)(*size + (uint64_t)off));
+            if (w < 0 && errno == EINTR && !ntt_interrupted)
+                continue;
+            if (w < 0) {
+                err = errno;
+                snprintf(why, whylen, "%s: %s", name, strerror(err));
+                goto out;
+            }
+            off += w;
+        }
+        *size += (uint64_t)n;
+    }
+    if (n < 0) {
+        err = -1;   /* libarchive's: the caller reads it from a */
+        goto out;
+    }
+    if (ftruncate(fd, (off_t)*size) != 0) {
+        err = errno;
+        snprintf(why, whylen, "%s: %s", name, strerror(err));
+    }
+out:
+    if (close(fd) != 0 && !err) {
+        err = errno;
+        snprintf(why, whylen, "%s: %s", name, strerror(err));
+    }
+    return err;
+}
+
+static int ar_extract(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    const char *dir = luaL_checkstring(L, 2);
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return ntt_fail(L, errno, dir);
+    struct sink s = { .fd = -1 };
+    ntt_blake3_init(&s.h);
+    s.fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (s.fd < 0) {
+        int err = errno;
+        close(dirfd);
+        return ntt_fail(L, err, path);
+    }
+    posix_fadvise(s.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    uint8_t *data = malloc(BUFSZ);
+    s.buf = malloc(BUFSZ);
+    struct archive *a = archive_read_new();
+    int ret;
+    char why[512] = "";
+    if (!data || !s.buf || !a) {
+        ret = ntt_fail(L, ENOMEM, path);
+        goto out;
+    }
+    archive_read_support_filter_zstd(a);
+    archive_read_support_format_tar(a);
+    if (archive_read_open(a, &s, NULL, src_read, NULL) != ARCHIVE_OK) {
+        ret = fail_archive(L, a, s.err, path);
+        goto out;
+    }
+    lua_createtable(L, 0, 3);
+    lua_newtable(L);
+    int idx = 0, r;
+    struct archive_entry *e;
+    while ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
+        const char *name = archive_entry_pathname(e);
+        if (!plain_name(name) || archive_entry_filetype(e) != AE_IFREG) {
+            lua_pushnil(L);
+            lua_pushfstring(L, "%s: member '%s' is not a plain file name", path, name ? name : "");
+            lua_pushstring(L, "EBADMSG");
+            ret = 3;
+            goto out;
+        }
+        ntt_blake3 h;
+        ntt_blake3_init(&h);
+        uint64_t size = 0;
+        int err = out_member(a, dirfd, name, data, &h, &size, why, sizeof why);
+        if (err) {
+            if (err < 0) {
+                ret = fail_archive(L, a, s.err, path);
+            } else if (err == EINTR) {
+                ret = ntt_fail_interrupted(L);
+            } else {
+                lua_pushnil(L);
+                lua_pushfstring(L, "%s/%s", dir, why);
+                lua_pushstring(L, ntt_errname(err));
+                ret = 3;
+            }
+            goto out;
+        }
+        lua_createtable(L, 0, 3);
+        ntt_setstr(L, "name", name);
+        ntt_setint(L, "size", (lua_Integer)size);
+        ntt_ar_push_hex(L, &h);
+        lua_setfield(L, -2, "blake3");
+        lua_seti(L, -2, ++idx);
+    }
+    if (r != ARCHIVE_EOF) {
+        ret = fail_archive(L, a, s.err, path);
+        goto out;
+    }
+    if ((ret = finish_hash(L, &s, path)) != 0)
+        goto out;
+    lua_setfield(L, -2, "members");
+    ntt_setint(L, "size", (lua_Integer)s.size);
+    ntt_ar_push_hex(L, &s.h);
+    lua_setfield(L, -2, "blake3");
+    ret = 1;
+out:
+    if (a)
+        archive_read_free(a);
+    close(s.fd);
+    close(dirfd);
+    free(s.buf);
+    free(data);
+    return ret;
+}
+
 int luaopen_ntt_core_archive(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"write", ar_write},
+        {"write", ntt_ar_write},
         {"read", ar_read},
+        {"extract", ar_extract},
         {NULL, NULL}
     };
     luaL_newlib(L, fns);
     return 1;
 }
+

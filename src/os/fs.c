@@ -14,6 +14,8 @@
  *   realpath(path) -> canonical absolute path
  *   exchange(a, b) -> true   swaps the two names atomically
  *          (renameat2 RENAME_EXCHANGE): both must exist, any types
+ *   link(target, name) -> true   a new hard link name to target (a
+ *          symbolic link target is linked itself, not followed)
  *   readdir(path) -> { name, ... } every entry but "." and "..", names as
  *          raw bytes, sorted bytewise
  *   mkdirp(path [, mode]) -> true   like mkdir -p: creates each missing
@@ -159,6 +161,16 @@ static int fs_exchange(lua_State *L)
     const char *b = luaL_checkstring(L, 2);
     if (renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE) != 0)
         return ntt_failf(L, errno, "exchange %s %s", a, b);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int fs_link(lua_State *L)
+{
+    const char *target = luaL_checkstring(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    if (linkat(AT_FDCWD, target, AT_FDCWD, name, 0) != 0)
+        return ntt_failf(L, errno, "link %s %s", target, name);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -546,6 +558,7 @@ static const luaL_Reg fs_funcs[] = {
     { "chmod", fs_chmod },
     { "chown", fs_chown },
     { "exchange", fs_exchange },
+    { "link", fs_link },
     { "mkdirp", fs_mkdirp },
     { "mountinfo", fs_mountinfo },
     { "owner", fs_owner },

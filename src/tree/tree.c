@@ -22,6 +22,10 @@
  *   times(root, entries) -> set, failures   mtimes of entries {path=,
  *     mtime_ns=} (directories, once their contents are in)
  *   link_max(path) -> pathconf(path, _PC_LINK_MAX) | nil, msg, code
+ *   copy(store, blob, n) -> reflink (bool) | false (copy n already there)
+ *       | nil, msg, code   second copy n of blob made as build makes it
+ *       (re-hashed before it gets its name: a blob that does not hash to
+ *       its name fails "EIO")
  *
  * Directories are shared out to threads, one directory at a time, each
  * opened once from root by openat(O_NOFOLLOW) per component; every link,
@@ -557,10 +561,26 @@ static int tree_link_max(lua_State *L)
     return 1;
 }
 
+static int tree_copy(lua_State *L)
+{
+    struct ntt_store *st = ntt_store_check(L, 1);
+    const char *hex = luaL_checkstring(L, 2);
+    lua_Integer n = luaL_checkinteger(L, 3);
+    if (strlen(hex) != 64 || strspn(hex, "0123456789abcdef") != 64) return luaL_error(L, "tree.copy: not a blob id");
+    if (n < 1 || n > MAX_COPIES) return luaL_error(L, "tree.copy: copy number out of range");
+    struct job j = { .st = st, .copiesfd = -1 };
+    int reflink = 0, e = make_copy(&j, hex, (int)n, &reflink);
+    if (j.copiesfd >= 0) close(j.copiesfd);
+    if (e) return ntt_failf(L, e, "copy %d of blob %s", (int)n, hex);
+    lua_pushboolean(L, reflink > 0);
+    return 1;
+}
+
 int luaopen_ntt_core_tree(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        { "build", tree_build }, { "times", tree_times }, { "link_max", tree_link_max }, { NULL, NULL }
+        { "build", tree_build }, { "times", tree_times }, { "link_max", tree_link_max },
+        { "copy", tree_copy }, { NULL, NULL }
     };
     luaL_newlib(L, fns);
     return 1;

@@ -28,13 +28,17 @@ medium and path that uses it and recorded as a problem of those media.
 It is repaired from a medium's image: mounted read-only, the file read by
 one of its paths and hashed; when it hashes to the blob's name it replaces
 the blob (the damaged one moved to <store>/quarantine/) and the tree links
-are made again.  Else the blob is recorded as lost.  An archived image is
-not unpacked to repair a blob.
+are made again.  A second copy of a blob (made at the link limit) that does
+not hash to its blob is moved to the quarantine, made again from the blob,
+and the tree links to it moved to the new copy.  A medium whose image is gone is read from its archive
+instead: unpacked under <data root>/unpack/ (space checked first, every
+member's BLAKE3 as recorded), mounted, and removed again.  Else the blob is
+recorded as lost.
 
 Exit status: 0 everything matched, or was repaired; 1 a blob is lost, a
-tree path is not a link to its blob, or an archive does not read back as
-recorded; 2 the medium is unknown or the database cannot be used; 64 usage;
-130 interrupted.]]
+second copy is bad and not made again, a tree path is not a link to its
+blob, or an archive does not read back as recorded; 2 the medium is
+unknown or the database cannot be used; 64 usage; 130 interrupted.]]
 
 local function shown(s)
   return (tostring(s):gsub("[%c\127]", function(c) return ("\\x%02x"):format(c:byte()) end))
@@ -97,11 +101,19 @@ local function print_report(r)
   for _, a in ipairs(r.archives) do
     if not a.ok then out:write(("archive %s (%s): %s\n"):format(a.medium, a.path, shown(a.why))) end
   end
+  for _, c in ipairs(r.copies or {}) do
+    out:write(("copy %d of blob %s (%s): %s\n"):format(c.n, c.blob, c.path, shown(c.why)))
+    out:write(c.repaired and ("  REPAIRED: made again from the blob, %d tree links moved to it\n"):format(c.relinked)
+              or ("  NOT REPAIRED: %s\n"):format(shown(c.fix)))
+  end
   local bad_arch = 0
   for _, a in ipairs(r.archives) do if not a.ok then bad_arch = bad_arch + 1 end end
+  local fixed = 0
+  for _, c in ipairs(r.copies or {}) do if c.repaired then fixed = fixed + 1 end end
   out:write(("verified %d blobs (%s): %d good, %d repaired, %d lost; %d media checked, %d tree paths wrong, "
-             .. "%d of %d archives wrong\n"):format(r.blobs, require("ntt.progress").bytes(r.bytes), r.good,
-             r.repaired, r.lost, r.media, #r.tree, bad_arch, #r.archives))
+             .. "%d of %d archives wrong, %d blob copies wrong (%d repaired)\n"):format(r.blobs,
+             require("ntt.progress").bytes(r.bytes), r.good, r.repaired, r.lost, r.media, #r.tree, bad_arch,
+             #r.archives, #(r.copies or {}), fixed))
 end
 
 local function main(args)

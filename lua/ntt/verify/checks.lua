@@ -11,6 +11,12 @@
 --       the blob's second copies (blob_copy).  Paths recorded in
 --       tree_problem are left out (already reported).  bad = { { path =
 --       "p<N>/<path>", why = }, ... }.
+--   checks.copies(conn, st, hash, seen [, opts]) -> bad | nil, msg, code
+--       every second copy (blob_copy, <store>/copies/AA/BB/<blob>.<n>) of a
+--       blob the medium references is re-hashed (ntt.core.verify.files;
+--       opts.threads, opts.rate) against the blob's name and size; copies
+--       already in seen (keyed "<blob>.<n>") are skipped, the others added.
+--       bad = { { blob =, n =, path =, size =, why = }, ... }.
 --   checks.archive(conn, hash) -> result | false (no archive) | nil, msg, code
 --       the recorded archive read again (ntt.core.archive.read): the file's
 --       size and BLAKE3, and every member's name, size and BLAKE3, against
@@ -45,6 +51,45 @@ function M.inodes(conn, st, hash)
   return bad
 end
 
+local function copy_path(st, blob, n)
+  return ("%s/copies/%s/%s/%s.%d"):format(st:root(), blob:sub(1, 2), blob:sub(3, 4), blob, n)
+end
+M.copy_path = copy_path
+
+function M.copies(conn, st, hash, seen, opts)
+  local it = db.partitions(conn, hash)
+  if it == nil then return nil, "verify: partitions of " .. hash, "EDB" end
+  if not it then return {} end
+  local rows, err, code, state = conn:exec(([[
+    SELECT c.blobid, c.copy_no, b.size FROM blob_copy c JOIN blob b ON b.blobid = c.blobid
+     WHERE c.blobid IN (SELECT i.blobid FROM %s i WHERE i.medium_hash = $1 AND i.blobid IS NOT NULL)
+     ORDER BY c.blobid, c.copy_no]]):format(it), hash)
+  if not rows then return nil, err, code, state end
+  local todo, paths = {}, {}
+  for _, r in ipairs(rows) do
+    local key = r.blobid .. "." .. r.copy_no
+    if not seen[key] then
+      seen[key] = true
+      todo[#todo + 1] = r
+      paths[#paths + 1] = copy_path(st, r.blobid, r.copy_no)
+    end
+  end
+  if #todo == 0 then return {} end
+  opts = opts or {}
+  local res
+  res, err, code = require("ntt.core.verify").files(paths, { threads = opts.threads, rate = opts.rate })
+  if not res then return nil, err, code end
+  local bad = {}
+  for i, r in ipairs(todo) do
+    local h = res[i]
+    if h.blake3 ~= r.blobid or h.size ~= r.size then
+      bad[#bad + 1] = { blob = r.blobid, n = r.copy_no, path = paths[i], size = r.size,
+                        why = h.err and h.msg or ("reads as %d bytes BLAKE3 %s"):format(h.size, h.blake3) }
+    end
+  end
+  return bad
+end
+
 -- The inode numbers a tree path of blob may be a link to: the blob's and
 -- its second copies'.
 local function inos_of(conn, st, cache, blob)
@@ -54,7 +99,7 @@ local function inos_of(conn, st, cache, blob)
   if s then set[s.ino] = true end
   local copies = conn:exec("SELECT copy_no FROM blob_copy WHERE blobid = $1", blob) or {}
   for _, c in ipairs(copies) do
-    local cp = ("%s/copies/%s/%s/%s.%d"):format(st:root(), blob:sub(1, 2), blob:sub(3, 4), blob, c.copy_no)
+    local cp = copy_path(st, blob, c.copy_no)
     local cs = fs.stat(cp, true)
     if cs then set[cs.ino] = true end
   end
