@@ -92,8 +92,11 @@ end
 -- Settings for the transactions that fill and index the staging tables;
 -- ANALYZE needs only row counts and rough distributions (the claim and
 -- report queries), so a small sample keeps it from reading every page.
+-- No parallel workers for the index builds: the two connections already
+-- build at once, and a parallel build sorts in runs written to temporary
+-- files and merged, more work in all than one sort in memory.
 local FILL_SETTINGS = "SET LOCAL statement_timeout = '30min'; SET LOCAL maintenance_work_mem = '256MB'; "
-                      .. "SET LOCAL default_statistics_target = 10"
+                      .. "SET LOCAL max_parallel_maintenance_workers = 0; SET LOCAL default_statistics_target = 10"
 
 -- The medium's column, added once the rows are in: a column added with a
 -- constant default is not written into the rows already there (PostgreSQL
