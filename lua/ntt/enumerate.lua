@@ -95,8 +95,13 @@ end
 -- No parallel workers for the index builds: the two connections already
 -- build at once, and a parallel build sorts in runs written to temporary
 -- files and merged, more work in all than one sort in memory.
+-- Their COMMITs do not wait for the WAL to reach the disk: the tables' own
+-- files are synced at commit all the same (wal_level minimal), a staging
+-- table lost to a crash is only made again by the next load, and the
+-- swap's COMMIT, which does wait, flushes the WAL before it.
 local FILL_SETTINGS = "SET LOCAL statement_timeout = '30min'; SET LOCAL maintenance_work_mem = '256MB'; "
-                      .. "SET LOCAL max_parallel_maintenance_workers = 0; SET LOCAL default_statistics_target = 10"
+                      .. "SET LOCAL max_parallel_maintenance_workers = 0; SET LOCAL default_statistics_target = 10; "
+                      .. "SET LOCAL synchronous_commit = off"
 
 -- The medium's column, added once the rows are in: a column added with a
 -- constant default is not written into the rows already there (PostgreSQL
