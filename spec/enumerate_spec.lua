@@ -134,6 +134,35 @@ describe("enumerate", function()
     assert.equal(0, rows(h, "SELECT count(*) AS n FROM PATH WHERE path = 'junk'")[1].n)
   end)
 
+  it("gives a loaded medium's partitions the parents' CHECKs and keys led by the inode number", function()
+    local dir = helper.tmpdir("keys")
+    helper.write(dir .. "/a", "a")
+    local h = medium(dir)
+    assert(enumerate.load(t.conn, h, { { fs_index = 0, root = dir } }))
+    local i, p = db.partition_names(h)
+    -- every CHECK of a parent, under its name, on its partition (added after the COPY)
+    local missing = assert(t.conn:exec([[
+      SELECT k.conname FROM pg_constraint k
+       WHERE k.conrelid IN ('inode'::regclass, 'path'::regclass) AND k.contype = 'c'
+         AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+                          WHERE c.conrelid = (CASE k.conrelid WHEN 'inode'::regclass THEN $1 ELSE $2 END)::regclass
+                            AND c.contype = 'c' AND c.conname = k.conname
+                            AND pg_get_constraintdef(c.oid) = pg_get_constraintdef(k.oid))]], i, p))
+    assert.equal(0, #missing, missing[1] and missing[1].conname)
+    local ok, err = t.conn:exec("UPDATE " .. i .. " SET attempts = -1")
+    assert.is_nil(ok); assert.matches("check constraint", err)
+    -- (ino, fs_index): the key and the path -> inode index (migration 022)
+    local defs = {}
+    for _, r in ipairs(assert(t.conn:exec([[SELECT pg_get_indexdef(indexrelid) AS d FROM pg_index
+                                             WHERE indrelid IN ($1::regclass, $2::regclass)]], i, p))) do
+      defs[#defs + 1] = r.d:match("%((.*)%)")
+    end
+    table.sort(defs)
+    assert.same({ "blobid) WHERE (blobid IS NOT NULL", "fs_index, dir_key, ino) WHERE (state = ANY (ARRAY['pending'::inode_state, 'failed_retryable'::inode_state])",
+                  "fs_index, path", "ino, fs_index", "ino, fs_index" }, defs)
+    assert.equal(1, #assert(t.conn:exec("SELECT 1 FROM pg_indexes WHERE tablename = $1 AND indexname = $2", p, p .. "_fk_idx")))
+  end)
+
   it("keeps two filesystems with the same inode numbers apart", function()
     -- one tree seen as two filesystems: every inode number occurs in both
     local d = helper.tmpdir("fs1")

@@ -92,17 +92,46 @@ end
 -- Settings for the transactions that fill and index the staging tables;
 -- ANALYZE needs only row counts and rough distributions (the claim and
 -- report queries), so a small sample keeps it from reading every page.
+-- No parallel workers for the index builds: the two connections already
+-- build at once, and a parallel build sorts in runs written to temporary
+-- files and merged, more work in all than one sort in memory.
+-- Their COMMITs do not wait for the WAL to reach the disk: the tables' own
+-- files are synced at commit all the same (wal_level minimal), a staging
+-- table lost to a crash is only made again by the next load, and the
+-- swap's COMMIT, which does wait, flushes the WAL before it.
 local FILL_SETTINGS = "SET LOCAL statement_timeout = '30min'; SET LOCAL maintenance_work_mem = '256MB'; "
-                      .. "SET LOCAL default_statistics_target = 10"
+                      .. "SET LOCAL max_parallel_maintenance_workers = 0; SET LOCAL default_statistics_target = 10; "
+                      .. "SET LOCAL synchronous_commit = off"
 
 -- The medium's column, added once the rows are in: a column added with a
 -- constant default is not written into the rows already there (PostgreSQL
 -- keeps the value once, in the catalogue), so the 64-character hash costs
 -- neither the COPY nor the heap; the CHECK lets ATTACH skip its scan.
-local function keys_sql(conn, fn, t, lit)
-  return ("ALTER TABLE %s ADD COLUMN medium_hash text NOT NULL DEFAULT %s, ADD CHECK (medium_hash = %s); "
+-- The parent's own CHECK constraints come in the same statement: checked
+-- row by row during the COPY they cost it about an eighth of its server
+-- time, here they ride on the one scan the medium's CHECK needs anyway.
+local function keys_sql(conn, fn, t, lit, checks)
+  return ("ALTER TABLE %s ADD COLUMN medium_hash text NOT NULL DEFAULT %s, ADD CHECK (medium_hash = %s)%s; "
           .. "ALTER TABLE %s ALTER COLUMN medium_hash DROP DEFAULT; SELECT %s(%s::regclass); ANALYZE %s")
-    :format(t, lit, lit, t, fn, conn:escape_literal(t), t)
+    :format(t, lit, lit, checks, t, fn, conn:escape_literal(t), t)
+end
+
+-- The CHECK constraints of the parents inode and path as ALTER TABLE clauses
+-- (", ADD CONSTRAINT name CHECK (...)", ...), their names kept: ATTACH
+-- matches a partition's constraints to the parent's by name.
+-- -> { inode = s, path = s } | nil, msg, code, SQLSTATE
+local function parent_checks(conn)
+  local r, err, code, state = conn:exec([[
+    SELECT c.relname AS parent,
+           coalesce(string_agg(format(', ADD CONSTRAINT %I %s', k.conname, pg_get_constraintdef(k.oid)), ''
+                               ORDER BY k.conname), '') AS clauses
+      FROM pg_class c LEFT JOIN pg_constraint k ON k.conrelid = c.oid AND k.contype = 'c'
+     WHERE c.oid IN ('inode'::regclass, 'path'::regclass)
+     GROUP BY c.relname]])
+  if not r then return nil, err, code, state end
+  local out = {}
+  for _, row in ipairs(r) do out[row.parent] = row.clauses end
+  return out
 end
 
 -- The two steps, on conn (holding the medium's lock) and other (nil: conn
@@ -124,6 +153,9 @@ local function fill_and_swap(conn, other, hash, roots, opts, summary, track)
   local ok
   ok, err, code, state = conn:exec(("DROP TABLE IF EXISTS %s, %s"):format(sp, si))
   if not ok then return nil, err, code, state end
+  local checks
+  checks, err, code, state = parent_checks(conn)
+  if not checks then return nil, err, code, state end
   -- 1. fill each staging table in its connection's transaction
   track.open_a = true   -- (a ROLLBACK outside a transaction only warns)
   ok, err, code, state = conn:exec_script("BEGIN; " .. FILL_SETTINGS)
@@ -133,17 +165,17 @@ local function fill_and_swap(conn, other, hash, roots, opts, summary, track)
     ok, err, code, state = other:exec_script("BEGIN; " .. FILL_SETTINGS)
     if not ok then return nil, err, code, state end
   end
-  -- shaped like the partitions but for the medium's column (keys_sql)
+  -- shaped like the partitions but for the medium's column and the CHECKs (keys_sql)
   ok, err, code, state = session.steps(conn, {
     -- (INCLUDING GENERATED: a partition's `copied` must be the parent's generated column)
-    { ("CREATE TABLE %s (LIKE inode INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED)"):format(si) },
+    { ("CREATE TABLE %s (LIKE inode INCLUDING DEFAULTS INCLUDING GENERATED)"):format(si) },
     { ("ALTER TABLE %s DROP COLUMN medium_hash"):format(si) },
     -- the index the parent has on blobid, so that ATTACH finds it instead of
     -- building it under the parents' lock; made empty, as no new row has a
     -- blob, it costs the COPY one predicate per row and no second scan
     { ("CREATE INDEX ON %s (blobid) WHERE blobid IS NOT NULL"):format(si) } })
   if not ok then return nil, err, code, state end
-  ok, err, code, state = pconn:exec_script(("CREATE TABLE %s (LIKE path INCLUDING DEFAULTS INCLUDING CONSTRAINTS); "
+  ok, err, code, state = pconn:exec_script(("CREATE TABLE %s (LIKE path INCLUDING DEFAULTS); "
                                             .. "ALTER TABLE %s DROP COLUMN medium_hash"):format(sp, sp))
   if not ok then return nil, err, code, state end
   for _, r in ipairs(roots) do
@@ -158,12 +190,12 @@ local function fill_and_swap(conn, other, hash, roots, opts, summary, track)
   end
   -- keys and statistics, the two tables at once
   if other then
-    ok, err, code, state = other:send(keys_sql(conn, "ntt_path_keys", sp, lit) .. "; COMMIT")
+    ok, err, code, state = other:send(keys_sql(conn, "ntt_path_keys", sp, lit, checks.path) .. "; COMMIT")
   else
-    ok, err, code, state = conn:exec_script(keys_sql(conn, "ntt_path_keys", sp, lit))
+    ok, err, code, state = conn:exec_script(keys_sql(conn, "ntt_path_keys", sp, lit, checks.path))
   end
   if not ok then return nil, err, code, state end
-  local kok, kerr, kcode, kstate = conn:exec_script(keys_sql(conn, "ntt_inode_keys", si, lit))
+  local kok, kerr, kcode, kstate = conn:exec_script(keys_sql(conn, "ntt_inode_keys", si, lit, checks.inode))
   if other then
     ok, err, code, state = other:wait()
     track.open_b = false
