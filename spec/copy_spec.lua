@@ -97,6 +97,38 @@ describe("ntt.core.copy", function()
     assert.same({}, temps(dir .. "/store"))
   end)
 
+  -- A store remembers the blob directories it made or met: one opened anew
+  -- (another process) still finds the blobs already there, and one whose
+  -- directories were removed behind its back makes them again (AA, then
+  -- AA/BB) and commits.
+  it("finds a blob stored by another store handle, and commits when its directory went away", function()
+    local dir = helper.tmpdir("copy")
+    helper.write(dir .. "/a", "stored before")
+    helper.write(dir .. "/b", "another content")
+    local first = assert(store.open(dir .. "/store"))
+    local blob = assert(first:put("stored before"))
+    first:close()
+    for _, durability in ipairs { "batch", "none", "fsync" } do
+      local st = assert(store.open(dir .. "/store"))
+      local res = copy.batch(st, { { root = dir, path = "a", size = 13, id = 1 } }, { durability = durability })
+      assert.is_true(res[1].ok, res[1].msg)
+      assert.equal(blob, res[1].blob)
+      assert.is_false(res[1].new)
+      -- b's directory made and remembered, then removed from outside
+      res = copy.batch(st, { { root = dir, path = "b", size = 15, id = 1 } }, { durability = durability })
+      assert.is_true(res[1].ok, res[1].msg)
+      local p = st:path(res[1].blob)
+      helper.sh { "rm", "-rf", p:match("^(.*/by%-hash/%x%x)/") }
+      res = copy.batch(st, { { root = dir, path = "b", size = 15, id = 1 } }, { durability = durability })
+      assert.is_true(res[1].ok, res[1].msg)
+      assert.is_true(res[1].new)
+      assert.equal(15, st:has(res[1].blob))
+      st:close()
+    end
+    assert.equal(2, assert_store_sound(dir .. "/store"))
+    assert.same({}, temps(dir .. "/store"))
+  end)
+
   it("takes each file's SHA-256 on the same pass when asked (digests), as sha256sum does", function()
     local dir = helper.tmpdir("copy-sha")
     local big = random_bytes(3 * 1048576 + 17)       -- several buffers

@@ -34,8 +34,8 @@
 -- to copy.batch pending inodes in (fs_index, dir_key, ino) order with FOR
 -- UPDATE SKIP LOCKED and stamps them with this worker and a lease; results
 -- are written in one transaction per batch.  A batch's first copy runs in
--- the background (copy.start) while the previous batch's results are
--- written and the next is claimed.  An expired lease (a killed worker)
+-- the background (copy.start) while the next batch is claimed and the
+-- previous batch commits and has its results written.  An expired lease (a killed worker)
 -- makes rows claimable again.
 --
 -- While it runs, the copier is one of the run's live copiers (ntt.live):
@@ -218,8 +218,9 @@ function M.run(o)
              digests = cp.digests }
   end
 
-  -- Claim a batch, find its paths, set aside what is not to be copied.
-  local function take()
+  -- Claim a batch and find its paths (the database's part of take: done
+  -- while the previous batch commits).
+  local function claim()
     local full = low_space()
     if full then return nil, "store low on space", "ENOSPC", full end
     local t0 = util.monotonic()
@@ -238,8 +239,14 @@ function M.run(o)
     if not paths then return nil, perr, pcode end
     b.timing.paths = util.monotonic() - tp
     b.paths = paths
-    local items, final = b.items, b.final
-    for _, r in ipairs(claimed) do
+    return b
+  end
+
+  -- Set aside what of a claimed batch is not to be copied (with the roots
+  -- of now: a remount may have come between claim and classify).
+  local function classify(b)
+    local items, final, paths = b.items, b.final, b.paths
+    for _, r in ipairs(b.rows) do
       local path = paths[rows_mod.key(r.fs_index, r.ino)]
       local item = { fs_index = r.fs_index, ino = r.ino, size = r.size, attempts = r.attempts,
                      root = roots[r.fs_index], path = path }
@@ -262,6 +269,14 @@ function M.run(o)
       end
     end
     return b
+  end
+
+  -- Claim a batch, find its paths, set aside what is not to be copied.
+  local function take()
+    local b, err, code, state = claim()
+    if not b then return nil, err, code, state end
+    if #b.rows == 0 then return b end
+    return classify(b)
   end
 
   -- Sorts one copy's results into the batch's final entries; returns the
@@ -462,16 +477,22 @@ function M.run(o)
         if not cur then return nil, err, code, state end
       else
         start(cur)
+        -- The next claim is made while the previous batch commits (its
+        -- syncfs waits for the disk); its files are sorted after that
+        -- batch's retries, which may have remounted.
+        local nxt
+        if not util.interrupted() then
+          nxt, err, code, state = claim()
+          if not nxt then return nil, err, code, state end
+        end
         if prev then
           local ok, e, c, s = finish_write(prev, cur)
           prev = nil
           if not ok then return nil, e, c, s end
         end
-        local nxt
-        if not util.interrupted() then
-          nxt, err, code, state = take()
-          if not nxt then return nil, err, code, state end
-        end
+        -- (interrupted meanwhile: the claim is released at the end, unread)
+        if util.interrupted() then nxt = nil end
+        if nxt and #nxt.rows > 0 then classify(nxt) end
         if cur.job then await_reads(cur.job) end
         prev, cur = cur, nxt
         if not cur then break end

@@ -6,8 +6,14 @@
 -- (default 50000, 1-64 KiB, ~20% duplicate content) in NTT_BENCH_DIRS
 -- directories (default 500) and NTT_BENCH_BIG files of 256 MiB (default 3).
 -- Every contender writes into a freshly made ext4 image (on a direct-I/O
--- loop device) and starts with a cold page cache.  Prints files/s and MB/s
--- and the ratios to the peers.
+-- loop device) and starts with a cold page cache.  Like with like:
+--   small files: ntt (durability batch) against cp -a, rsync -a, and
+--                rsync -a then b3sum of the copies (the hashes too);
+--   large files: ntt at durability batch against cp -a; sync and
+--                rsync -a; sync, ntt at durability none against cat.
+-- NTT_BENCH_ROUNDS rounds (default 3), contenders alternated; prints each
+-- time, then files/s or MB/s and the ratios of each round as median
+-- (min-max).
 local util = require "ntt.core.util"
 local store = require "ntt.core.store"
 local copy = require "ntt.core.copy"
@@ -19,7 +25,7 @@ local NFILES = bench.num("NTT_BENCH_FILES", 50000)
 local NDIRS = bench.num("NTT_BENCH_DIRS", 500)
 local NBIG = bench.num("NTT_BENCH_BIG", 3)
 local BIG = 256 * 1048576
-local WORK = os.getenv("NTT_BENCH_DIR") or "/tmp/ntt-bench-copy"
+local WORK = os.getenv("NTT_BENCH_DIR") or "/var/tmp/ntt-bench-copy"
 local NTT = arg and arg[-1] or "build/ntt"
 local DURABILITY = os.getenv("NTT_BENCH_DURABILITY") or "batch"
 local THREADS = bench.num("NTT_BENCH_THREADS")
@@ -135,6 +141,26 @@ local function ntt_copy(items, threads, dest)
   assert(failed == 0, failed .. " files failed")
 end
 
+-- Rounds: every contender once per round, the order turned by one each
+-- round (so none always runs first, after mkfs, or last); a ratio is taken
+-- within one round, then the median and spread of the three are printed.
+local ROUNDS = bench.num("NTT_BENCH_ROUNDS", 3)
+
+local function median(xs)
+  local s = table.move(xs, 1, #xs, 1, {})
+  table.sort(s)
+  local n = #s
+  if n == 0 then return nil end
+  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
+end
+
+-- "median (min-max)" of xs formatted with fmt, or "-".
+local function spread(xs, fmt)
+  if #xs == 0 then return "-" end
+  return (fmt .. " (" .. fmt .. "-" .. fmt .. ")"):format(median(xs), math.min(table.unpack(xs)),
+                                                            math.max(table.unpack(xs)))
+end
+
 local function main()
   if util.euid() ~= 0 then
     print("copy bench: needs root (loop devices, drop_caches); skipped")
@@ -147,86 +173,121 @@ local function main()
   local big = items_of(src, "big")
   local dest_mb = math.ceil((NFILES * 34 * 1024 + NBIG * BIG) / 1048576 * 1.5) + 512
   local threads = THREADS or concurrency.default(assert(fs.probe(src)))
-  print(("fixtures: %d small files in %d dirs, %d x 256 MiB; ntt threads %d, durability %s"):format(
-    #small, NDIRS, #big, threads, DURABILITY))
+  print(("fixtures: %d small files in %d dirs, %d x 256 MiB; ntt threads %d, durability %s; %d rounds, load %s"):format(
+    #small, NDIRS, #big, threads, DURABILITY, ROUNDS, bench.sh({ "cat", "/proc/loadavg" }).stdout:match("^(%S+ %S+ %S+)")))
 
-  local res = {}
   local function wanted(name)
     if not ONLY then return true end
     for w in ONLY:gmatch("[^,]+") do if name:find(w, 1, true) then return true end end
     return false
   end
-  -- a/b as "%.2f", or "-" where a contender was left out
-  local function ratio(a, b) return (a and b) and ("%.2f"):format(a / b) or "-" end
-  local function rate(n, t) return t and ("%.0f"):format(n / t) or "-" end
-  -- A contender run again keeps its best time: this VM's disk times vary
-  -- by up to 2x from one run to the next.
+  -- One contender: a fresh destination, a cold cache, its seconds.
   local function run(name, fn)
-    if not wanted(name) then return end
     local dst = fresh_dest(dest_mb)
     drop_caches()
     local t = timed(function() fn(dst) end)
-    res[name] = math.min(res[name] or math.huge, t)
-    print(("%-22s %8.2f s"):format(name, t))
+    print(("  %-26s %8.2f s"):format(name, t))
     umount(dst)
     detach(DEST_IMG)
+    return t
   end
-  run("cp -a small", function(dst) sh { "cp", "-a", src .. "/small", dst .. "/" } end)
-  -- cp -a leaves its data in the page cache; ntt's default durability has
-  -- it on the disk before it returns.  "cp -a; sync" is the like-for-like
-  -- peer (the ratio target is against plain cp -a).
-  run("cp -a; sync small", function(dst)
-    sh { "cp", "-a", src .. "/small", dst .. "/" }
-    sh { "sync", "-f", dst }
-  end)
-  run("rsync -a small", function(dst) sh { "rsync", "-a", src .. "/small/", dst .. "/small/" } end)
-  run("cp -a+b3sum small", function(dst)
-    sh { "cp", "-a", src .. "/small", dst .. "/" }
-    sh { "sh", "-c", 'find "$0" -type f -print0 | xargs -0 b3sum --num-threads 1 >/dev/null', dst .. "/small" }
-  end)
-  run("ntt small", function(dst) ntt_copy(small, threads, dst) end)
-  run("ntt small 1 thread", function(dst) ntt_copy(small, 1, dst) end)
-  -- second runs: each of ntt and cp -a gets the better of its two
-  run("cp -a small", function(dst) sh { "cp", "-a", src .. "/small", dst .. "/" } end)
-  run("ntt small", function(dst) ntt_copy(small, threads, dst) end)
-  local n = #small
-  print(("small files/s: ntt %s, cp -a %s, cp -a; sync %s, rsync -a %s, cp -a+b3sum %s"):format(
-    rate(n, res["ntt small"]), rate(n, res["cp -a small"]), rate(n, res["cp -a; sync small"]),
-    rate(n, res["rsync -a small"]), rate(n, res["cp -a+b3sum small"])))
-  print(("ratio ntt/cp -a %s (target >= 2.0), ntt/(cp -a; sync) %s, ntt/rsync %s, ntt/cp+b3sum %s, "
-         .. "1 thread/cp -a %s"):format(
-    ratio(res["cp -a small"], res["ntt small"]), ratio(res["cp -a; sync small"], res["ntt small"]),
-    ratio(res["rsync -a small"], res["ntt small"]), ratio(res["cp -a+b3sum small"], res["ntt small"]),
-    ratio(res["cp -a small"], res["ntt small 1 thread"])))
-
-  if #big > 0 and wanted("big") then
-    local bytes = 0
-    for _, it in ipairs(big) do bytes = bytes + it.size end
-    local argv = { "sh", "-c", 'exec cat "$@" >/dev/null', "cat" }
-    for _, it in ipairs(big) do argv[#argv + 1] = src .. "/" .. it.path end
-    -- Three rounds, cat and ntt in turn; each gets its best round.
-    local tcat = math.huge
-    for _ = 1, 3 do
-      drop_caches()
-      tcat = math.min(tcat, timed(function() sh(argv) end))
-      for _, mode in ipairs { "batch", "none" } do
-        local saved = DURABILITY
-        DURABILITY = mode
-        run(mode == "batch" and "ntt big" or "ntt big, durability none", function(dst) ntt_copy(big, 1, dst) end)
-        DURABILITY = saved
+  -- Runs the contenders { {name, fn}, ... } for ROUNDS rounds; -> times[name] = { s, ... }
+  local function rounds(list)
+    local times = {}
+    local kept = {}
+    for _, c in ipairs(list) do
+      if wanted(c[1]) then kept[#kept + 1] = c; times[c[1]] = {} end
+    end
+    for r = 1, ROUNDS do
+      print(("round %d (load %s)"):format(r, bench.sh({ "cat", "/proc/loadavg" }).stdout:match("^(%S+)")))
+      for k = 0, #kept - 1 do
+        local c = kept[(k + r - 1) % #kept + 1]
+        local t = run(c[1], c[2])
+        table.insert(times[c[1]], t)
       end
     end
-    print(("%-22s %8.2f s"):format("cat big (best)", tcat))
-    print(("large files MB/s: ntt %s (durability none %s), cat %.0f, ratio %s (none: %s; target >= 0.9)"):format(
-      rate(bytes / 1e6, res["ntt big"]), rate(bytes / 1e6, res["ntt big, durability none"]), bytes / tcat / 1e6,
-      ratio(tcat, res["ntt big"]), ratio(tcat, res["ntt big, durability none"])))
+    return times
+  end
+  -- Per-round ratios peer/ntt (> 1: ntt is faster), "median (min-max)".
+  local function ratios(times, ntt, peer)
+    local a, b = times[ntt], times[peer]
+    if not (a and b) then return "-" end
+    local rs = {}
+    for i = 1, math.min(#a, #b) do rs[i] = b[i] / a[i] end
+    return spread(rs, "%.2f")
+  end
+  local function rates(times, name, amount, fmt)
+    local xs = {}
+    for i, t in ipairs(times[name] or {}) do xs[i] = amount / t end
+    return spread(xs, fmt)
+  end
+
+  local smalldir = src .. "/small"
+  local st = rounds {
+    { "ntt small", function(dst) ntt_copy(small, threads, dst) end },
+    { "cp -a small", function(dst) sh { "cp", "-a", smalldir, dst .. "/" } end },
+    { "rsync -a small", function(dst) sh { "rsync", "-a", smalldir .. "/", dst .. "/small/" } end },
+    -- what a user does to have the hashes too: copy, then hash the copies
+    { "rsync -a+b3sum small", function(dst)
+        sh { "rsync", "-a", smalldir .. "/", dst .. "/small/" }
+        sh { "sh", "-c", 'find "$0" -type f -print0 | xargs -0 b3sum >/dev/null', dst .. "/small" }
+      end },
+  }
+  local n = #small
+  print(("small files/s, median (min-max): ntt %s, cp -a %s, rsync -a %s, rsync -a+b3sum %s"):format(
+    rates(st, "ntt small", n, "%.0f"), rates(st, "cp -a small", n, "%.0f"), rates(st, "rsync -a small", n, "%.0f"),
+    rates(st, "rsync -a+b3sum small", n, "%.0f")))
+  print(("small ratios (same round), median (min-max): ntt/cp -a %s (target >= 2.5), ntt/rsync -a %s (target >= 1.5), ntt/(rsync -a+b3sum) %s"):format(
+    ratios(st, "ntt small", "cp -a small"), ratios(st, "ntt small", "rsync -a small"),
+    ratios(st, "ntt small", "rsync -a+b3sum small")))
+
+  if #big > 0 then
+    local bytes = 0
+    local paths = {}
+    for i, it in ipairs(big) do bytes = bytes + it.size; paths[i] = src .. "/" .. it.path end
+    local function with(mode, fn)
+      return function(dst)
+        local saved = DURABILITY
+        DURABILITY = mode
+        local ok, e = pcall(fn, dst)
+        DURABILITY = saved
+        if not ok then error(e, 0) end
+      end
+    end
+    local cat = { "sh", "-c", 'exec cat "$@" >/dev/null', "cat", table.unpack(paths) }
+    local cp = { "cp", "-a", table.unpack(paths) }
+    cp[#cp + 1] = "DST"
+    local rs = { "rsync", "-a", table.unpack(paths) }
+    rs[#rs + 1] = "DST"
+    local function to(argv, dst)
+      local a = table.move(argv, 1, #argv, 1, {})
+      a[#a] = dst .. "/"
+      return a
+    end
+    local bt = rounds {
+      { "ntt big", with("batch", function(dst) ntt_copy(big, 1, dst) end) },
+      { "cp -a; sync big", function(dst) sh(to(cp, dst)); sh { "sync", "-f", dst } end },
+      { "rsync -a; sync big", function(dst) sh(to(rs, dst)); sh { "sync", "-f", dst } end },
+      { "ntt big, durability none", with("none", function(dst) ntt_copy(big, 1, dst) end) },
+      { "cat big", function() sh(cat) end },
+    }
+    local mb = bytes / 1e6
+    print(("large MB/s, median (min-max): ntt batch %s, cp -a; sync %s, rsync -a; sync %s, ntt none %s, cat %s"):format(
+      rates(bt, "ntt big", mb, "%.0f"), rates(bt, "cp -a; sync big", mb, "%.0f"),
+      rates(bt, "rsync -a; sync big", mb, "%.0f"), rates(bt, "ntt big, durability none", mb, "%.0f"),
+      rates(bt, "cat big", mb, "%.0f")))
+    print(("large ratios (same round), median (min-max): batch/(cp -a; sync) %s (target >= 1.0), batch/(rsync -a; sync) %s, none/cat %s (target >= 0.9)"):format(
+      ratios(bt, "ntt big", "cp -a; sync big"), ratios(bt, "ntt big", "rsync -a; sync big"),
+      ratios(bt, "ntt big, durability none", "cat big")))
+  end
+  if #big > 0 and wanted("hash") then
     -- Hashing alone, warm cache.
     local f1 = src .. "/" .. big[1].path
     sh { NTT, "hash", f1 }
     local best_n, best_b = math.huge, math.huge
     for _ = 1, 5 do
-      best_n = math.min(best_n, timed(function() sh { NTT, "hash", f1 } end))
-      best_b = math.min(best_b, timed(function() sh { "b3sum", "--num-threads", "1", f1 } end))
+      best_n = math.min(best_n, (timed(function() sh { NTT, "hash", f1 } end)))
+      best_b = math.min(best_b, (timed(function() sh { "b3sum", "--num-threads", "1", f1 } end)))
     end
     print(("hash MB/s: ntt hash %.0f, b3sum --num-threads 1 %.0f, ratio %.2f (target >= 0.9)"):format(
       big[1].size / best_n / 1e6, big[1].size / best_b / 1e6, best_b / best_n))

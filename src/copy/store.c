@@ -203,6 +203,16 @@ static int fsync_at(int dirfd, const char *name)
     return err;
 }
 
+/* mkdirat in by-hash, mode 0755 whatever the umask; 0 or an errno (EEXIST too). */
+static int mkdir_at(struct ntt_store *st, const char *dir)
+{
+    if (mkdirat(st->byhashfd, dir, 0755) != 0)
+        return errno;
+    if ((st->umask & 0755) && fchmodat(st->byhashfd, dir, 0755, 0) != 0)
+        return errno;
+    return 0;
+}
+
 /*
  * Make by-hash/AA/BB exist (remembered per store).  *created tells which
  * levels were new: 1 = AA, 2 = BB, so fsync mode can sync their parents.
@@ -215,20 +225,25 @@ static int blob_dirs(struct ntt_store *st, const char *hex, int *created)
     *created = 0;
     if (__atomic_load_n(&st->dirs[idx >> 3], __ATOMIC_RELAXED) & bit)
         return 0;
-    for (int level = 1; level <= 2; level++) {
-        size_t len = level == 1 ? 2 : 5;
-        memcpy(dir, hex, 2);
+    memcpy(dir, hex, 2);
+    dir[2] = '/';
+    memcpy(dir + 3, hex + 2, 2);
+    dir[5] = 0;
+    /* AA/BB first: AA mostly exists already (one call instead of two). */
+    int err = mkdir_at(st, dir);
+    if (err == ENOENT) {
+        dir[2] = 0;
+        if ((err = mkdir_at(st, dir)) == 0)
+            *created |= 1;
+        else if (err != EEXIST)
+            return err;
         dir[2] = '/';
-        memcpy(dir + 3, hex + 2, 2);
-        dir[len] = 0;
-        if (mkdirat(st->byhashfd, dir, 0755) == 0) {
-            if (fchmodat(st->byhashfd, dir, 0755, 0) != 0)
-                return errno;
-            *created |= level;
-        } else if (errno != EEXIST) {
-            return errno;
-        }
+        err = mkdir_at(st, dir);
     }
+    if (err == 0)
+        *created |= 2;
+    else if (err != EEXIST)
+        return err;
     __atomic_fetch_or(&st->dirs[idx >> 3], bit, __ATOMIC_RELAXED);
     return 0;
 }
