@@ -17,6 +17,33 @@
 --   bench.fresh_ext4(img, mnt, size_mb) -> mnt, where a new size_mb MiB ext4
 --                                  image img is mounted through a direct-I/O
 --                                  loop device
+--   bench.median(list)          -> the median of a list of numbers
+--   bench.rounds(contenders [, opts]) -> res: runs every contender
+--                                  opts.runs times (default NTT_BENCH_RUNS,
+--                                  else 3), alternating: round r starts at
+--                                  the r-th contender (A B C, B C A, C A B).
+--                                  A contender is { name = "cp -a",
+--                                  prepare = fn(round), run = fn(round),
+--                                  done = fn(round) }; prepare (fresh
+--                                  destination, drop_caches ...) and done
+--                                  (unmount, check ...) are optional and not
+--                                  timed; run is timed, unless it returns a
+--                                  number of seconds itself; what run returns
+--                                  second is kept in res.out[name][round].
+--                                  opts.work: units each run does (files,
+--                                  MB), opts.unit their rate's name
+--                                  ("files/s"); opts.ratios: list of
+--                                  { "ntt run", "cp -a", target = 2.0 } --
+--                                  the peer's time / the first's, per round.
+--                                  Prints per round each ratio, per
+--                                  contender the median and spread (min-max)
+--                                  of its seconds (and rate), per ratio the
+--                                  median and spread of the per-round
+--                                  ratios and whether every round met its
+--                                  target (opts.quiet: print nothing).
+--                                  res.times[name] = { seconds by round },
+--                                  res.ratios[i] = { a, b, target, values =
+--                                  { by round }, median, min, max, met }.
 local util = require "ntt.core.util"
 local proc = require "ntt.core.proc"
 local fs = require "ntt.core.fs"
@@ -86,6 +113,80 @@ function M.fresh_ext4(img, mnt, size_mb)
   local dev = M.sh({ "losetup", "-f", "--show", "--direct-io=on", img }).stdout:match("%S+")
   M.sh { "mount", dev, mnt }
   return mnt
+end
+
+function M.median(list)
+  local s = {}
+  for i, v in ipairs(list) do s[i] = v end
+  table.sort(s)
+  local n = #s
+  if n == 0 then return nil end
+  if n % 2 == 1 then return s[(n + 1) // 2] end
+  return (s[n // 2] + s[n // 2 + 1]) / 2
+end
+
+local function spread(list)
+  local lo, hi = math.huge, -math.huge
+  for _, v in ipairs(list) do lo, hi = math.min(lo, v), math.max(hi, v) end
+  return lo, hi
+end
+
+-- Alternation spreads what drifts during a bench (other load, the page
+-- cache, the destination's age) over every contender instead of charging
+-- it to whichever always runs last.
+function M.rounds(contenders, opts)
+  opts = opts or {}
+  local runs = opts.runs or M.num("NTT_BENCH_RUNS", 3)
+  local say = opts.quiet and function() end or function(...) print(...) io.stdout:flush() end
+  local res = { times = {}, out = {}, ratios = {} }
+  for _, c in ipairs(contenders) do res.times[c.name], res.out[c.name] = {}, {} end
+  for _, q in ipairs(opts.ratios or {}) do
+    res.ratios[#res.ratios + 1] = { a = q[1], b = q[2], target = q.target, values = {} }
+  end
+  local n = #contenders
+  for round = 1, runs do
+    local order = {}
+    for k = 0, n - 1 do
+      local c = contenders[(round - 1 + k) % n + 1]
+      order[#order + 1] = c.name
+      if c.prepare then c.prepare(round) end
+      local t0 = util.monotonic()
+      local secs, out = c.run(round)
+      local t = util.monotonic() - t0
+      if type(secs) == "number" then t = secs end
+      if c.done then c.done(round) end
+      res.times[c.name][round], res.out[c.name][round] = t, out
+    end
+    local words = {}
+    for _, name in ipairs(order) do words[#words + 1] = ("%s %.2fs"):format(name, res.times[name][round]) end
+    for _, q in ipairs(res.ratios) do
+      q.values[round] = res.times[q.b][round] / res.times[q.a][round]
+      words[#words + 1] = ("%s = %.2fx %s"):format(q.a, q.values[round], q.b)
+    end
+    say(("round %d/%d: %s"):format(round, runs, table.concat(words, ", ")))
+  end
+  for _, c in ipairs(contenders) do
+    local ts = res.times[c.name]
+    local lo, hi = spread(ts)
+    local line = ("%-16s median %8.2f s (%.2f-%.2f)"):format(c.name, M.median(ts), lo, hi)
+    if opts.work then
+      line = line .. ("  %10.1f %s (%.1f-%.1f)"):format(opts.work / M.median(ts), opts.unit or "/s",
+                                                      opts.work / hi, opts.work / lo)
+    end
+    say(line)
+  end
+  for _, q in ipairs(res.ratios) do
+    q.median = M.median(q.values)
+    q.min, q.max = spread(q.values)
+    local line = ("ratio %s vs %s (%s time / %s time): median %.2fx (%.2f-%.2f)"):format(
+      q.a, q.b, q.b, q.a, q.median, q.min, q.max)
+    if q.target then
+      q.met = q.min >= q.target
+      line = line .. ("; target >= %.2f in every run: %s"):format(q.target, q.met and "met" or "NOT met")
+    end
+    say(line)
+  end
+  return res
 end
 
 return M
