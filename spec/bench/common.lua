@@ -14,9 +14,20 @@
 --   bench.drop_caches()            empties the page cache (root)
 --   bench.timed(fn)             -> seconds fn took, then what it returned
 --   bench.detach(img)              detaches every loop device of img
---   bench.fresh_ext4(img, mnt, size_mb) -> mnt, where a new size_mb MiB ext4
---                                  image img is mounted through a direct-I/O
---                                  loop device
+--   bench.fresh_ext4(img, mnt, size_mb [, inodes]) -> mnt, where a new
+--                                  size_mb MiB ext4 image img (at least
+--                                  inodes inodes) is mounted through a
+--                                  direct-I/O loop device
+--   bench.files_image(dir, shape) -> path of an ext4 image under dir holding
+--                                  shape.files files (shape.min..shape.max
+--                                  bytes, default 1024..65536) spread over
+--                                  shape.dirs folders d000... (default
+--                                  files/100), a shape.dup share (default
+--                                  0.2) repeating earlier content, drawn
+--                                  with math.randomseed(shape.seed or 7).
+--                                  Cached: the file name and a stamp next
+--                                  to it carry every one of these, so a
+--                                  changed shape builds its own image.
 --   bench.median(list)          -> the median of a list of numbers
 --   bench.rounds(contenders [, opts]) -> res: runs every contender
 --                                  opts.runs times (default NTT_BENCH_RUNS,
@@ -105,14 +116,69 @@ end
 -- through two page caches (the filesystem's, then the image file's), which
 -- halves the write speed of a copier that syncs and costs cp -a, which
 -- never syncs, nothing.
-function M.fresh_ext4(img, mnt, size_mb)
+function M.fresh_ext4(img, mnt, size_mb, inodes)
   os.remove(img)
   M.sh { "mkdir", "-p", mnt }
   M.sh { "truncate", "-s", size_mb .. "M", img }
-  M.sh { "mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", img }
+  local argv = { "mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", img }
+  if inodes then table.insert(argv, 3, "-N") table.insert(argv, 4, tostring(math.ceil(inodes))) end
+  M.sh(argv)
   local dev = M.sh({ "losetup", "-f", "--show", "--direct-io=on", img }).stdout:match("%S+")
   M.sh { "mount", dev, mnt }
   return mnt
+end
+
+-- The generator's own version is part of the key: a change to what it
+-- writes must not reuse images an older one made.
+local GENERATOR = 1
+
+function M.files_image(dir, shape)
+  local p = { files = shape.files, dirs = shape.dirs or math.max(1, shape.files // 100),
+              min = shape.min or 1024, max = shape.max or 65536, dup = shape.dup or 0.2,
+              seed = shape.seed or 7 }
+  local key = ("files%d-dirs%d-size%d-%d-dup%g-seed%d-gen%d"):format(p.files, p.dirs, p.min, p.max, p.dup,
+                                                                      p.seed, GENERATOR)
+  local img, mnt = dir .. "/tree-" .. key .. ".img", dir .. "/tree-" .. key
+  local stamp = io.open(img .. ".done")
+  if stamp then
+    local got = stamp:read("a")
+    stamp:close()
+    if got == key .. "\n" then return img end
+  end
+  os.remove(img .. ".done")
+  M.sh { "mkdir", "-p", dir }
+  M.sh({ "umount", mnt }, true)
+  M.detach(img)
+  local per_file = ((p.min + p.max) // 2 + 4095) // 4096 * 4096 + 4096
+  M.fresh_ext4(img, mnt, math.ceil(p.files * per_file * 1.1 / 1048576) + 256, p.files + p.dirs + 4096)
+  M.sh { "chmod", "0755", mnt }
+  local rnd = assert(io.open("/dev/urandom", "rb"))
+  local pool = rnd:read(8 * 1048576)
+  rnd:close()
+  math.randomseed(p.seed)
+  local made = {}
+  for d = 0, p.dirs - 1 do assert(fs.mkdirp(("%s/d%03d"):format(mnt, d))) end
+  for n = 1, p.files do
+    local data
+    if #made > 10 and math.random() < p.dup then
+      data = made[math.random(#made)]
+    else
+      local len = math.random(p.min, p.max)
+      local off = math.random(0, #pool - len)
+      data = pool:sub(off + 1, off + len - 16) .. ("%016d"):format(n)
+      if #made < 2000 then made[#made + 1] = data else made[math.random(#made)] = data end
+    end
+    local f = assert(io.open(("%s/d%03d/f%06d"):format(mnt, n % p.dirs, n), "wb"))
+    f:write(data)
+    f:close()
+  end
+  M.sh { "umount", mnt }
+  M.detach(img)
+  os.remove(mnt)
+  local f = assert(io.open(img .. ".done", "w"))
+  f:write(key, "\n")
+  f:close()
+  return img
 end
 
 function M.median(list)
