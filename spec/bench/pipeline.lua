@@ -83,15 +83,20 @@ local function main()
   local contenders = {
     { name = "ntt run",
       prepare = function()
-        -- data root (store, database, logs) on a fresh ext4 image
-        home = fresh("home", size_mb + 512)
+        -- data root (store, the image's archive, database, logs) on a
+        -- fresh ext4 image
+        home = fresh("home", 2 * size_mb + 1024)
         sh { "env", "NTT_HOME=" .. home, NTT, "db", "start" }
         bench.drop_caches()
       end,
       run = function()
         local r = assert(proc.run { argv = { NTT, "run", "-q", POLICY, img },
                                     env = { NTT_HOME = home, NTT_DB_URL = false, NTT_MOUNT_ROOT = WORK .. "/mnt" }, timeout = 7200 })
-        if r.code ~= 0 then error("ntt run exited " .. tostring(r.code) .. ": " .. r.stderr) end
+        if r.code ~= 0 then
+          sh({ "env", "NTT_HOME=" .. home, NTT, "db", "stop" }, true)
+          release("home")
+          error("ntt run exited " .. tostring(r.code) .. ": " .. r.stderr)
+        end
       end,
       done = function(round)
         local stats, text = from_log(home)

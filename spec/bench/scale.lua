@@ -153,8 +153,9 @@ end
 local function one(n)
   local img = bench.files_image(WORK, { files = n, min = 1024, max = 8192, seed = 7 })
   release("home")
-  -- store (~80% of the files unique, 1-2 blocks each), database, logs
-  local home = bench.fresh_ext4(WORK .. "/home.img", WORK .. "/home", math.ceil(n * 14 / 1024) + 2048,
+  -- store (~80% of the files unique, 1-2 blocks each), the image's
+  -- archive (as big as the files), database, logs
+  local home = bench.fresh_ext4(WORK .. "/home.img", WORK .. "/home", math.ceil(n * 22 / 1024) + 2048,
                                 n * 1.3 + 200000)
   sh { "chmod", "0755", home }
   sh { "env", "NTT_HOME=" .. home, NTT, "db", "start" }
@@ -171,6 +172,8 @@ local function one(n)
   until how
   local secs = util.monotonic() - t0
   if how ~= "exit" or code ~= 0 then
+    sh({ "env", "NTT_HOME=" .. home, NTT, "db", "stop" }, true)
+    release("home")
     error(("ntt run: %s %s: %s"):format(how, tostring(code), read(WORK .. "/run.err") or ""))
   end
   local after, tables = db_bytes(home)
