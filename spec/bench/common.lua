@@ -28,6 +28,9 @@
 --                                  Cached: the file name and a stamp next
 --                                  to it carry every one of these, so a
 --                                  changed shape builds its own image.
+--   bench.policy(dir, stages) -> path of a policy in dir: the default one
+--                                  with only the stages named in the list
+--                                  stages (nil: the default one itself)
 --   bench.median(list)          -> the median of a list of numbers
 --   bench.rounds(contenders [, opts]) -> res: runs every contender
 --                                  opts.runs times (default NTT_BENCH_RUNS,
@@ -179,6 +182,21 @@ function M.files_image(dir, shape)
   f:write(key, "\n")
   f:close()
   return img
+end
+
+function M.policy(dir, stages)
+  local path = dir .. "/policy-" .. (stages and table.concat(stages, "-") or "default") .. ".lua"
+  local words = {}
+  for i, st in ipairs(stages or {}) do words[i] = ("%q"):format(st) end
+  M.sh { "mkdir", "-p", dir }
+  local f = assert(io.open(path, "w"))
+  if stages then
+    f:write(('return require("ntt").policy.extend("default", { stages = { %s } })\n'):format(table.concat(words, ", ")))
+  else
+    f:write('return require("ntt").policy.extend("default", {})\n')
+  end
+  f:close()
+  return path
 end
 
 function M.median(list)

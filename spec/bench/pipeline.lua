@@ -6,9 +6,10 @@
 -- A ~50,000-file ext4 image (NTT_BENCH_FILES 1-64 KiB files in
 -- NTT_BENCH_DIRS, default 500, directories, ~20% duplicate content;
 -- bench.files_image, cached per shape under NTT_BENCH_PIPE_DIR) goes
--- through `ntt run policies/default.lua` (identify, inspect, mount,
--- enumerate, copy, unmount; database included, the private cluster already
--- started; NTT_BENCH_POLICY names another policy) and, as the peer, `cp -a`
+-- through `ntt run` of the default policy cut to identify, inspect, mount,
+-- enumerate, copy, unmount (database included, the private cluster already
+-- started; NTT_BENCH_STAGES=all keeps the default's tree, verify, report
+-- and archive, NTT_BENCH_POLICY names another policy) and, as the peer, `cp -a`
 -- of the same tree from the same image mounted read-only, then sync.  Each
 -- writes into a freshly made ext4 image (ntt: a new data root, cluster
 -- included) and starts with a cold page cache.  bench.rounds runs both
@@ -24,8 +25,11 @@ local NFILES = bench.num("NTT_BENCH_FILES", 50000)
 local NDIRS = bench.num("NTT_BENCH_DIRS", 500)
 local WORK = os.getenv("NTT_BENCH_PIPE_DIR") or "/var/tmp/ntt-bench-pipe"
 local NTT = bench.self()
-local SOURCE = arg[0]:match("^(.*)/spec/bench/pipeline%.lua$") or "."
-local POLICY = os.getenv("NTT_BENCH_POLICY") or SOURCE .. "/policies/default.lua"
+-- The stages that do what cp -a does (the default policy's tree, verify,
+-- report and archive come after it); NTT_BENCH_STAGES=all runs them all.
+local STAGES = { "identify", "inspect", "mount", "enumerate", "copy", "unmount" }
+if os.getenv("NTT_BENCH_STAGES") == "all" then STAGES = nil end
+local POLICY = os.getenv("NTT_BENCH_POLICY") or bench.policy(WORK, STAGES)
 
 local function sh(argv, may_fail) return bench.sh(argv, may_fail, 7200) end
 

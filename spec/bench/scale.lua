@@ -11,7 +11,9 @@
 -- than the pipeline bench's 1-64 KiB, so a million fit in ~7 GB; 100 per
 -- directory, ~20% duplicate content; bench.files_image, cached per shape
 -- under NTT_BENCH_SCALE_DIR, default /var/tmp/ntt-bench-scale) goes through
--- `ntt run policies/default.lua` (NTT_BENCH_POLICY names another) into a
+-- `ntt run` of the default policy cut to identify, inspect, mount,
+-- enumerate, copy, unmount, as in pipeline.lua (NTT_BENCH_STAGES=all keeps
+-- every stage, NTT_BENCH_POLICY names another policy) into a
 -- fresh data root on its own ext4 image, the private cluster started
 -- before and the page cache dropped.  Prints per size:
 --   files/s      files / the wall time of `ntt run`
@@ -39,8 +41,11 @@ local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
 
 local WORK = os.getenv("NTT_BENCH_SCALE_DIR") or "/var/tmp/ntt-bench-scale"
 local NTT = bench.self()
-local SOURCE = arg[0]:match("^(.*)/spec/bench/scale%.lua$") or "."
-local POLICY = os.getenv("NTT_BENCH_POLICY") or SOURCE .. "/policies/default.lua"
+-- pipeline.lua's stages: up to the copy (NTT_BENCH_STAGES=all: every
+-- stage of the default policy)
+local STAGES = { "identify", "inspect", "mount", "enumerate", "copy", "unmount" }
+if os.getenv("NTT_BENCH_STAGES") == "all" then STAGES = nil end
+local POLICY = os.getenv("NTT_BENCH_POLICY") or bench.policy(WORK, STAGES)
 local SIZES = {}
 for n in (os.getenv("NTT_BENCH_SCALE") or "10000,50000,200000,1000000"):gmatch("%d+") do SIZES[#SIZES + 1] = tonumber(n) end
 
