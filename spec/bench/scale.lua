@@ -23,7 +23,9 @@
 --   peak RSS     VmHWM of every process of the run, sampled from
 --                /proc/<pid>/status every 0.2 s (a process living less
 --                than that may be missed): `ntt run` itself, its workers,
---                the mount helper and FUSE readers, the postgres backends
+--                the mount helper, ntt-tskfs (the Sleuth Kit reader; on an
+--                ext4 image the enumerate stage's --report pass) and FUSE
+--                drivers, the postgres backends
 --                (the largest; VmHWM counts the shared buffers a backend
 --                touched) and the postmaster.  A process belongs to the run
 --                when its environment holds this data root's NTT_HOME.
@@ -78,7 +80,8 @@ local function role(pid, run_pid, marker, known)
   if comm == "postgres" then return "postmaster" end
   if comm == "ntt" then return "ntt worker" end
   if comm:match("^ntt%-mount") then return "mount helper" end
-  if comm:match("^ntt%-tskfs") or cmd:match("fuse") then return "FUSE reader" end
+  if comm:match("^ntt%-tskfs") then return "ntt-tskfs" end   -- the Sleuth Kit reader, or its report at enumerate
+  if cmd:match("fuse") then return "FUSE (" .. comm .. ")" end
   return "other (" .. comm .. ")"
 end
 
@@ -213,15 +216,16 @@ local function main()
     io.stdout:flush()
   end
   print()
-  print(("%9s %9s %8s %17s %9s %9s %9s %9s %11s %11s"):format("files", "seconds", "files/s", "claim ms med/max",
-        "ntt run", "workers", "helper", "pg back.", "DB MB/M", "tables MB/M"))
+  print(("%9s %9s %8s %17s %9s %9s %9s %9s %9s %11s %11s"):format("files", "seconds", "files/s", "claim ms med/max",
+        "ntt run", "workers", "helper", "tskfs", "pg back.", "DB MB/M", "tables MB/M"))
   for _, r in ipairs(rows) do
     local mx = 0
     for _, c in ipairs(r.claims) do mx = math.max(mx, c) end
-    print(("%9d %9.1f %8.0f %8.1f/%-8.1f %6d MB %6d MB %6d MB %6d MB %11.0f %11.0f"):format(
+    print(("%9d %9.1f %8.0f %8.1f/%-8.1f %6d MB %6d MB %6d MB %6d MB %6d MB %11.0f %11.0f"):format(
       r.n, r.secs, r.rate, 1000 * median_of(r.claims), 1000 * mx,
       math.ceil(r.procs.peak("ntt run") / 1024), math.ceil(r.procs.peak("ntt worker") / 1024),
-      math.ceil(r.procs.peak("mount helper") / 1024), math.ceil(r.procs.peak("pg backend") / 1024),
+      math.ceil(r.procs.peak("mount helper") / 1024), math.ceil(r.procs.peak("ntt-tskfs") / 1024),
+      math.ceil(r.procs.peak("pg backend") / 1024),
       r.db / 1048576, r.tables / 1048576))
   end
   local names = {}
