@@ -199,6 +199,9 @@ local function one(n)
     if e and e.event == "copied" then stats = e end
     if e and e.event == "copy_batch" and e.claim then claims[#claims + 1] = e.claim end
     if e and e.event == "stage_done" then stages[e.stage] = (stages[e.stage] or 0) + e.seconds end
+    -- the walk and load alone; the rest of the enumerate stage is the
+    -- Sleuth Kit's report of deleted entries and its rows
+    if e and e.event == "enumerated" then stages["enumerate: walk+load"] = (stages["enumerate: walk+load"] or 0) + e.seconds end
     if e and (e.level == "error" or e.level == "warn") then print("scale: logged " .. line) end
   end
   sh { "env", "NTT_HOME=" .. home, NTT, "db", "stop" }
