@@ -35,6 +35,7 @@
 --                after the run minus before it (schema migrated), and the
 --                medium's own inode and path tables (pg_total_relation_size,
 --                indexes and TOAST included), each scaled to 1,000,000 files
+-- The run's ops log of each size is kept as WORK/ops-<files>.jsonl.
 -- then the stages' seconds per size, and whether files/s falls by more
 -- than 20% from 50k to the largest size (the target: it must not).
 local util = require "ntt.core.util"
@@ -205,6 +206,8 @@ local function one(n)
     if e and (e.level == "error" or e.level == "warn") then print("scale: logged " .. line) end
   end
   sh { "env", "NTT_HOME=" .. home, NTT, "db", "stop" }
+  -- kept for a closer look at the batches (copy_batch) of each size
+  sh { "cp", home .. "/log/ops.jsonl", ("%s/ops-%d.jsonl"):format(WORK, n) }
   release("home")
   if stats.files ~= n then error(("scale: ntt copied %s files, the image has %d"):format(tostring(stats.files), n)) end
   return { n = n, secs = secs, rate = n / secs, claims = claims, stages = stages, procs = s,
