@@ -3,11 +3,12 @@
 --
 --   build/ntt spec/bench/scale.lua      (root: loop devices, drop_caches)
 --   NTT_BENCH_SCALE=10000,50000,200000,1000000   the sizes (this default:
---                                  about 25 minutes here once the images
---                                  are built, building them another 15;
---                                  1M alone is most of both; a size named
---                                  twice, e.g. 50000,1000000,50000, runs
---                                  twice and counts with its median)
+--                                  about 5 minutes here on a quiet machine,
+--                                  25 under a load of 15, 1M most of it;
+--                                  building the images once ~3 minutes more;
+--                                  a size named twice, e.g.
+--                                  50000,1000000,50000, runs twice and counts
+--                                  with its median)
 --
 -- For each size an ext4 image of that many small files (1-8 KiB: smaller
 -- than the pipeline bench's 1-64 KiB, so a million fit in ~7 GB; 100 per
