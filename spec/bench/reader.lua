@@ -19,6 +19,7 @@ local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
 
 local NFILES = bench.num("NTT_BENCH_READER_FILES", 20000)
 local NDIRS = 100
+local MIN, MAX, SEED = 512, 8192, 11   -- file sizes, math.randomseed
 local WORK = os.getenv("NTT_BENCH_READER_DIR") or "/var/tmp/ntt-bench-reader"
 local NTT = bench.self()
 local SOURCE = arg[0]:match("^(.*)/spec/bench/reader%.lua$") or "."
@@ -48,9 +49,11 @@ local function fresh(name, size_mb)
   return mnt
 end
 
--- The FAT32 image, built once per shape (mkfs.vfat, then mcopy -s of a tree).
+-- The FAT32 image, built once per shape (mkfs.vfat, then mcopy -s of a
+-- tree): its name carries every parameter of the tree, so a changed one
+-- builds its own.
 local function fixture()
-  local img = ("%s/fat32-%d.img"):format(WORK, NFILES)
+  local img = ("%s/fat32-files%d-dirs%d-size%d-%d-seed%d.img"):format(WORK, NFILES, NDIRS, MIN, MAX, SEED)
   local done = io.open(img .. ".done")
   if done then done:close() return img end
   sh { "mkdir", "-p", WORK }
@@ -59,10 +62,10 @@ local function fixture()
   local rnd = assert(io.open("/dev/urandom", "rb"))
   local pool = rnd:read(4 * 1048576)
   rnd:close()
-  math.randomseed(11)
+  math.randomseed(SEED)
   for d = 0, NDIRS - 1 do sh { "mkdir", "-p", ("%s/dir%03d"):format(tree, d) } end
   for n = 1, NFILES do
-    local len = math.random(512, 8192)
+    local len = math.random(MIN, MAX)
     local off = math.random(0, #pool - len)
     local f = assert(io.open(("%s/dir%03d/file%06d.dat"):format(tree, n % NDIRS, n), "wb"))
     f:write(pool:sub(off + 1, off + len - 16), ("%016d"):format(n))
