@@ -62,9 +62,18 @@ local function fresh_dest(size_mb)
 end
 
 -- ---- fixtures ----
+-- The stamp names the fixture's whole shape: a kept image (NTT_BENCH_KEEP)
+-- is reused only for the same files, directories and big files.
 local function make_fixtures()
   local img, mnt = WORK .. "/src.img", WORK .. "/src"
-  if io.open(WORK .. "/src.done") then return img end
+  local shape = ("files=%d dirs=%d big=%dx%d sizes=1024-65536 dup=0.2 seed=42\n"):format(NFILES, NDIRS, NBIG, BIG)
+  local stamp = io.open(WORK .. "/src.done")
+  if stamp then
+    local had = stamp:read("a")
+    stamp:close()
+    if had == shape then return img end
+    os.remove(WORK .. "/src.done")
+  end
   sh { "mkdir", "-p", WORK }
   os.remove(img)
   local total_mb = math.ceil((NFILES * 34 * 1024 + NBIG * BIG) / 1048576 * 1.3) + 256
@@ -99,6 +108,7 @@ local function make_fixtures()
   rnd:close()
   umount(mnt)
   local f = assert(io.open(WORK .. "/src.done", "w"))
+  f:write(shape)
   f:close()
   return img
 end
