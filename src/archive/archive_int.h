@@ -19,6 +19,7 @@ struct sink {
     int fd;
     int err;
     uint64_t size;
+    uint64_t started;   /* write side: bytes whose writeback was started */
     ntt_blake3 h;
     uint8_t *buf;       /* read side: the block handed to libarchive; write side: zstd's output */
     ZSTD_CCtx *z;       /* write side */
