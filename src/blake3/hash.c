@@ -158,13 +158,13 @@ static int hash_simd(lua_State *L)
 #define MAP_WINDOW ((size_t)256 << 20)
 #define STEP ((size_t)8 << 20)
 
-static __thread sigjmp_buf *bus_jump;
+__thread sigjmp_buf *ntt_bus_jump;
 static struct sigaction bus_old;
 
 static void on_sigbus(int sig, siginfo_t *si, void *ctx)
 {
-    if (bus_jump)
-        siglongjmp(*bus_jump, 1);
+    if (ntt_bus_jump)
+        siglongjmp(*ntt_bus_jump, 1);
     /* Not ours: behave as before. */
     sigaction(SIGBUS, &bus_old, NULL);
     if (!(bus_old.sa_flags & SA_SIGINFO) && bus_old.sa_handler != SIG_DFL &&
@@ -179,7 +179,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *ctx)
     raise(sig);
 }
 
-static void bus_install(void)
+void ntt_bus_install(void)
 {
     static int done;
     if (done)
@@ -264,12 +264,12 @@ static int hash_window(uint8_t *m, size_t from, size_t len, ntt_blake3 *b3,
 {
     sigjmp_buf jb;
     if (sigsetjmp(jb, 1)) {
-        bus_jump = NULL;
+        ntt_bus_jump = NULL;
         return EIO;
     }
-    bus_jump = &jb;
+    ntt_bus_jump = &jb;
     int err = hash_steps(m, from, len, b3, done);
-    bus_jump = NULL;
+    ntt_bus_jump = NULL;
     return err;
 }
 
@@ -319,7 +319,7 @@ static int hash_mapped(int fd, uint64_t size, int race_first, ntt_blake3 *b3,
 {
     volatile uint64_t done = 0;
     int err = 0;
-    bus_install();
+    ntt_bus_install();
     for (uint64_t off = 0; off < size && !err; off += MAP_WINDOW) {
         size_t len = size - off < MAP_WINDOW ? (size_t)(size - off) : MAP_WINDOW;
         uint8_t *m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, (off_t)off);

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include "ntt.h"
 #include "hash_threads.h"
@@ -28,6 +29,7 @@ typedef struct {
     const ntt_blake3 *proto;     /* mode and key */
     int fd;                      /* the caller's, reopened per thread */
     uint64_t seg, nseg;
+    int mapped;                  /* hash the page cache through a mapping */
     uint64_t next;               /* next segment to take (atomic) */
     uint8_t *cvs;                /* 32 bytes per segment */
     int err;                     /* first error (atomic) */
@@ -78,6 +80,56 @@ static int hash_segment(Job *j, int fd, uint8_t *buf, uint8_t *mcv, uint64_t s)
     return 0;
 }
 
+/* The MiBs of a mapped segment, out of reach of the siglongjmp: 0 or EINTR. */
+static __attribute__((noinline)) int hash_mibs(Job *j, const uint8_t *m, uint64_t base,
+                                               uint8_t *mcv, volatile uint64_t *at)
+{
+    uint64_t nmib = j->seg / MIB;
+    for (uint64_t k = *at; k < nmib; k++) {
+        if (ntt_interrupted)
+            return EINTR;
+        if (__atomic_load_n(&j->err, __ATOMIC_RELAXED))
+            return 0;
+        ntt_blake3_subtree_cv(j->proto, m + k * MIB, MIB / NTT_BLAKE3_CHUNK_LEN,
+                              (base + k * MIB) / NTT_BLAKE3_CHUNK_LEN, mcv + 32 * k);
+        *at = k + 1;
+    }
+    return 0;
+}
+
+/*
+ * A segment hashed in place: mapped, its pages faulted in one batch
+ * (MADV_POPULATE_READ, where the kernel has it), hashed, unmapped.  A
+ * read error inside the mapping arrives as SIGBUS: EIO.
+ */
+static int hash_segment_mapped(Job *j, int fd, uint8_t *buf, uint8_t *mcv, uint64_t s)
+{
+    uint64_t base = s * j->seg;
+    uint8_t *m = mmap(NULL, j->seg, PROT_READ, MAP_SHARED, fd, (off_t)base);
+    if (m == MAP_FAILED)                      /* a file that cannot be mapped is read */
+        return hash_segment(j, fd, buf, mcv, s);
+    madvise(m, j->seg, MADV_SEQUENTIAL);
+    madvise(m, j->seg, MADV_POPULATE_READ);   /* EINVAL before Linux 5.14: faults one by one */
+    volatile uint64_t at = 0;
+    int err;
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 1)) {
+        err = EIO;
+    } else {
+        ntt_bus_jump = &jb;
+        err = hash_mibs(j, m, base, mcv, &at);
+    }
+    ntt_bus_jump = NULL;
+    munmap(m, j->seg);
+    if (err || __atomic_load_n(&j->err, __ATOMIC_RELAXED))
+        return err;
+    for (uint64_t n = j->seg / MIB; n > 1; n /= 2)
+        for (uint64_t i = 0; i < n / 2; i++)
+            ntt_blake3_parent_cv(j->proto, mcv + 64 * i, mcv + 64 * i + 32, mcv + 32 * i);
+    memcpy(j->cvs + 32 * s, mcv, 32);
+    return 0;
+}
+
 static void *worker(void *arg)
 {
     Job *j = arg;
@@ -96,7 +148,7 @@ static void *worker(void *arg)
             uint64_t s = __atomic_fetch_add(&j->next, 1, __ATOMIC_SEQ_CST);
             if (s >= j->nseg || __atomic_load_n(&j->err, __ATOMIC_RELAXED))
                 break;
-            int err = hash_segment(j, fd, buf, mcv, s);
+            int err = j->mapped ? hash_segment_mapped(j, fd, buf, mcv, s) : hash_segment(j, fd, buf, mcv, s);
             if (err) {
                 fail(j, err);
                 break;
@@ -110,9 +162,11 @@ static void *worker(void *arg)
     return NULL;
 }
 
-int ntt_hash_threads(int fd, ntt_blake3 *b3, uint64_t seg, uint64_t nseg, int threads)
+static int run(int fd, ntt_blake3 *b3, uint64_t seg, uint64_t nseg, int threads, int mapped)
 {
-    Job j = { .proto = b3, .fd = fd, .seg = seg, .nseg = nseg };
+    Job j = { .proto = b3, .fd = fd, .seg = seg, .nseg = nseg, .mapped = mapped };
+    if (mapped)
+        ntt_bus_install();
     if (!(j.cvs = malloc(32 * nseg)))
         return ENOMEM;
     pthread_t tid[NTT_HASH_THREADS_MAX];
@@ -135,4 +189,14 @@ int ntt_hash_threads(int fd, ntt_blake3 *b3, uint64_t seg, uint64_t nseg, int th
             ntt_blake3_push_subtree(b3, j.cvs + 32 * s, seg / NTT_BLAKE3_CHUNK_LEN);
     free(j.cvs);
     return err;
+}
+
+int ntt_hash_threads(int fd, ntt_blake3 *b3, uint64_t seg, uint64_t nseg, int threads)
+{
+    return run(fd, b3, seg, nseg, threads, 0);
+}
+
+int ntt_hash_threads_mapped(int fd, ntt_blake3 *b3, uint64_t seg, uint64_t nseg, int threads)
+{
+    return run(fd, b3, seg, nseg, threads, 1);
 }
