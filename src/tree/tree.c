@@ -305,11 +305,18 @@ static int link_blob(struct job *j, int dfd, struct ent *e)
         int sfd = n == 0 ? j->st->byhashfd : j->copiesfd;
         int err = 0;
         if (j->link_max > 0) {
+            /* A limit below the filesystem's is counted here, so the count
+             * and the link are one step (as the kernel's own EMLINK is):
+             * threads would otherwise pass the count together. */
             struct stat sb;
+            pthread_mutex_lock(&j->mu);
             if (fstatat(sfd, rel, &sb, 0) != 0) err = errno;
             else if ((long)sb.st_nlink >= j->link_max) err = EMLINK;
+            if (!err && linkat(sfd, rel, dfd, e->name, 0) != 0) err = errno;
+            pthread_mutex_unlock(&j->mu);
+        } else if (linkat(sfd, rel, dfd, e->name, 0) != 0) {
+            err = errno;
         }
-        if (!err && linkat(sfd, rel, dfd, e->name, 0) != 0) err = errno;
         if (!err) { __atomic_fetch_add(&j->links, 1, __ATOMIC_RELAXED); return 0; }
         if (err == EEXIST) {
             err = same_blob(j, dfd, e->name, e->blob);
