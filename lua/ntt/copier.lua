@@ -481,15 +481,15 @@ function M.run(o)
         -- syncfs waits for the disk); its files are sorted after that
         -- batch's retries, which may have remounted.
         local nxt
-        if not util.interrupted() then
-          nxt, err, code, state = claim()
-          if not nxt then return nil, err, code, state end
-        end
+        if not util.interrupted() then nxt, err, code, state = claim() end
+        -- (a claim that failed, a store low on space among others, stops
+        -- the run only once the previous batch is written)
         if prev then
           local ok, e, c, s = finish_write(prev, cur)
           prev = nil
           if not ok then return nil, e, c, s end
         end
+        if not nxt and err then return nil, err, code, state end
         -- (interrupted meanwhile: the claim is released at the end, unread)
         if util.interrupted() then nxt = nil end
         if nxt and #nxt.rows > 0 then classify(nxt) end
