@@ -28,9 +28,9 @@ describe("bench.rounds", function()
     assert.is_false(res.ratios[2].met)
   end)
 
-  it("times run itself when it returns no seconds, and takes NTT_BENCH_RUNS", function()
+  it("times run itself when it returns no seconds, and takes NTT_BENCH_ROUNDS", function()
     local res = bench.rounds({ { name = "x", run = function() end } }, { quiet = true })
-    assert.equal(bench.num("NTT_BENCH_RUNS", 3), #res.times.x)
+    assert.equal(bench.num("NTT_BENCH_ROUNDS", 3), #res.times.x)
     assert.is_true(res.times.x[1] >= 0 and res.times.x[1] < 1)
   end)
 

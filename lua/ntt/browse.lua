@@ -39,29 +39,7 @@ local RECORD = "<c1I4i8I8s4s4"   -- kind, mode, mtime_ns, size, path, data
 local ESC = { ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
 local function escape(s) return (s:gsub("[\\\n\r\t]", ESC)) end
 
-local function is_file(p)
-  local st = fs.stat(p)
-  return st and st.type == "file"
-end
-
--- The binary running us: the lowest index of the global arg table.
-local function self_binary()
-  if type(arg) ~= "table" then return nil end
-  local i = 0
-  while arg[i - 1] ~= nil do i = i - 1 end
-  return arg[i]
-end
-
-function M.binary()
-  local env = os.getenv("NTT_BROWSE")
-  if env and env ~= "" then return env end
-  local bin = self_binary()
-  local dir = bin and bin:match("^(.*)/[^/]*$")
-  if dir and is_file(dir .. "/ntt-browse") then return dir .. "/ntt-browse" end
-  local build = os.getenv("NTT_BUILD") or "build"
-  if is_file(build .. "/ntt-browse") then return build .. "/ntt-browse" end
-  return "ntt-browse"
-end
+function M.binary() return require("ntt.mount").program("ntt-browse", "NTT_BROWSE") end
 
 function M.media(conn, names)
   if names and #names > 0 then

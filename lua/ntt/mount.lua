@@ -9,6 +9,8 @@
 --   mount.status(hash [, image])            -> result | nil, msg, errname
 --   mount.cleanup()                         -> result | nil, msg, errname
 --   mount.helper_path()                     -> path of the helper binary
+--   mount.program(name [, env])             -> path of a program shipped with
+--                                              ntt ($env, beside ntt, build/, PATH)
 --   mount.roots_of(result)                  -> { {fs_index=, root=, fstype=, driver=} }
 --                                              the mounted filesystems of a result
 --
@@ -50,16 +52,20 @@ local function self_binary()
   return arg[i]
 end
 
-function M.helper_path()
-  local env = os.getenv("NTT_MOUNT_HELPER")
-  if env and env ~= "" then return env end
+-- A program shipped with ntt: $ENV when set, else beside the running ntt
+-- binary, else in $NTT_BUILD (default build/), else found on PATH.
+function M.program(name, env)
+  local set = env and os.getenv(env)
+  if set and set ~= "" then return set end
   local bin = self_binary()
   local dir = bin and bin:match("^(.*)/[^/]*$")
-  if dir and is_file(dir .. "/ntt-mount-helper") then return dir .. "/ntt-mount-helper" end
+  if dir and is_file(dir .. "/" .. name) then return dir .. "/" .. name end
   local build = os.getenv("NTT_BUILD") or "build"
-  if is_file(build .. "/ntt-mount-helper") then return build .. "/ntt-mount-helper" end
-  return "ntt-mount-helper"
+  if is_file(build .. "/" .. name) then return build .. "/" .. name end
+  return name
 end
+
+function M.helper_path() return M.program("ntt-mount-helper", "NTT_MOUNT_HELPER") end
 
 -- JSON null (json.null) becomes nil, recursively.
 local function denull(v)

@@ -32,8 +32,10 @@
 --                                  with only the stages named in the list
 --                                  stages (nil: the default one itself)
 --   bench.median(list)          -> the median of a list of numbers
+--   bench.spread(list)          -> (max - min) in % of the median
+--   bench.loadavg()             -> "1m 5m 15m" of /proc/loadavg
 --   bench.rounds(contenders [, opts]) -> res: runs every contender
---                                  opts.runs times (default NTT_BENCH_RUNS,
+--                                  opts.runs times (default NTT_BENCH_ROUNDS,
 --                                  else 3), alternating: round r starts at
 --                                  the r-th contender (A B C, B C A, C A B).
 --                                  A contender is { name = "cp -a",
@@ -215,12 +217,24 @@ local function spread(list)
   return lo, hi
 end
 
+function M.spread(list)
+  local lo, hi = spread(list)
+  return 100 * (hi - lo) / M.median(list)
+end
+
+function M.loadavg()
+  local f = io.open("/proc/loadavg")
+  local s = f and f:read("l") or "?"
+  if f then f:close() end
+  return (s:match("^(%S+ %S+ %S+)") or s)
+end
+
 -- Alternation spreads what drifts during a bench (other load, the page
 -- cache, the destination's age) over every contender instead of charging
 -- it to whichever always runs last.
 function M.rounds(contenders, opts)
   opts = opts or {}
-  local runs = opts.runs or M.num("NTT_BENCH_RUNS", 3)
+  local runs = opts.runs or M.num("NTT_BENCH_ROUNDS", 3)
   local say = opts.quiet and function() end or function(...) print(...) io.stdout:flush() end
   local res = { times = {}, out = {}, ratios = {} }
   for _, c in ipairs(contenders) do res.times[c.name], res.out[c.name] = {}, {} end

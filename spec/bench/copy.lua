@@ -156,13 +156,7 @@ end
 -- within one round, then the median and spread of the three are printed.
 local ROUNDS = bench.num("NTT_BENCH_ROUNDS", 3)
 
-local function median(xs)
-  local s = table.move(xs, 1, #xs, 1, {})
-  table.sort(s)
-  local n = #s
-  if n == 0 then return nil end
-  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
-end
+local median = bench.median
 
 -- "median (min-max)" of xs formatted with fmt, or "-".
 local function spread(xs, fmt)
@@ -184,7 +178,7 @@ local function main()
   local dest_mb = math.ceil((NFILES * 34 * 1024 + NBIG * BIG) / 1048576 * 1.5) + 512
   local threads = THREADS or concurrency.default(assert(fs.probe(src)))
   print(("fixtures: %d small files in %d dirs, %d x 256 MiB; ntt threads %d, durability %s; %d rounds, load %s"):format(
-    #small, NDIRS, #big, threads, DURABILITY, ROUNDS, bench.sh({ "cat", "/proc/loadavg" }).stdout:match("^(%S+ %S+ %S+)")))
+    #small, NDIRS, #big, threads, DURABILITY, ROUNDS, bench.loadavg()))
 
   local function wanted(name)
     if not ONLY then return true end
@@ -209,7 +203,7 @@ local function main()
       if wanted(c[1]) then kept[#kept + 1] = c; times[c[1]] = {} end
     end
     for r = 1, ROUNDS do
-      print(("round %d (load %s)"):format(r, bench.sh({ "cat", "/proc/loadavg" }).stdout:match("^(%S+)")))
+      print(("round %d (load %s)"):format(r, bench.loadavg():match("^%S+")))
       for k = 0, #kept - 1 do
         local c = kept[(k + r - 1) % #kept + 1]
         local t = run(c[1], c[2])

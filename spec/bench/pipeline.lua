@@ -13,7 +13,7 @@
 -- of the same tree from the same image mounted read-only, then sync.  Each
 -- writes into a freshly made ext4 image (ntt: a new data root, cluster
 -- included) and starts with a cold page cache.  bench.rounds runs both
--- NTT_BENCH_RUNS (default 3) times, alternating, and prints each round's
+-- NTT_BENCH_ROUNDS (default 3) times, alternating, and prints each round's
 -- ratio, the median and spread (target >= 2.0 in every run), and per round
 -- of ntt the stage timings and the copy stage's parts from its log.
 local util = require "ntt.core.util"

@@ -218,7 +218,7 @@ end
 local function main()
   if util.euid() ~= 0 then print("scale bench: needs root; skipped") return end
   print(("scale: %s files of 1-8 KiB, 100 per directory; policy %s; load %s"):format(
-    table.concat(SIZES, ", "), POLICY, (read("/proc/loadavg") or ""):match("^(%S+ %S+ %S+)")))
+    table.concat(SIZES, ", "), POLICY, bench.loadavg()))
   local rows = {}
   for _, n in ipairs(SIZES) do
     local r = one(n)
@@ -226,7 +226,7 @@ local function main()
     print(("%8d files: %.1f s, %.0f files/s; claims %d, %.1f ms median (first %.1f, last %.1f); DB %.0f MB per M files (medium tables %.0f MB); load %s"):format(
       n, r.secs, r.rate, #r.claims, 1000 * median_of(r.claims), 1000 * (r.claims[1] or 0),
       1000 * (r.claims[#r.claims] or 0), r.db / 1048576, r.tables / 1048576,
-      (read("/proc/loadavg") or ""):match("^(%S+ %S+ %S+)")))
+      bench.loadavg()))
     print("          peak RSS: " .. r.procs.text())
     io.stdout:flush()
   end

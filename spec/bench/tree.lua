@@ -21,25 +21,7 @@ local BLOBS, PER_DIR = 5000, 100
 
 -- Rounds of contenders, alternated, each timed; median and spread (max -
 -- min, in % of the median) of each, and the load average before and after.
-local function loadavg()
-  local f = io.open("/proc/loadavg")
-  local s = f and f:read("l") or "?"
-  if f then f:close() end
-  return (s:match("^(%S+ %S+ %S+)") or s)
-end
-
-local function median(xs)
-  local s = { table.unpack(xs) }
-  table.sort(s)
-  local n = #s
-  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
-end
-
-local function spread(xs)
-  local lo, hi = math.huge, -math.huge
-  for _, x in ipairs(xs) do lo, hi = math.min(lo, x), math.max(hi, x) end
-  return 100 * (hi - lo) / median(xs)
-end
+local loadavg, median, spread = bench.loadavg, bench.median, bench.spread
 
 local ROUNDS = bench.num("NTT_BENCH_ROUNDS", 3)
 local work = os.getenv("NTT_BENCH_DIR") or "/var/tmp/ntt-bench-tree"

@@ -121,6 +121,36 @@ static int finish_hash(lua_State *L, struct sink *s, const char *path)
     }
 }
 
+/* members[idx] = { name, size, blake3 } (the members table on top). */
+static void push_member(lua_State *L, const char *name, uint64_t size, const ntt_blake3 *h, lua_Integer idx)
+{
+    lua_createtable(L, 0, 3);
+    ntt_setstr(L, "name", name);
+    ntt_setint(L, "size", (lua_Integer)size);
+    ntt_ar_push_hex(L, h);
+    lua_setfield(L, -2, "blake3");
+    lua_seti(L, -2, idx);
+}
+
+/*
+ * The members read to the end (r: the last next_header): the result table
+ * (under the members table) gets members, the file's size and BLAKE3.
+ * 1, or the failure pushed (3).
+ */
+static int finish_listing(lua_State *L, struct archive *a, int r, struct sink *s, const char *path)
+{
+    if (r != ARCHIVE_EOF)
+        return fail_archive(L, a, s->err, path);
+    int ret = finish_hash(L, s, path);
+    if (ret)
+        return ret;
+    lua_setfield(L, -2, "members");
+    ntt_setint(L, "size", (lua_Integer)s->size);
+    ntt_ar_push_hex(L, &s->h);
+    lua_setfield(L, -2, "blake3");
+    return 1;
+}
+
 static int ar_read(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -161,24 +191,9 @@ static int ar_read(lua_State *L)
             ret = fail_archive(L, a, s.err, path);
             goto out;
         }
-        lua_createtable(L, 0, 3);
-        ntt_setstr(L, "name", archive_entry_pathname(e));
-        ntt_setint(L, "size", (lua_Integer)size);
-        ntt_ar_push_hex(L, &h);
-        lua_setfield(L, -2, "blake3");
-        lua_seti(L, -2, ++idx);
+        push_member(L, archive_entry_pathname(e), size, &h, ++idx);
     }
-    if (r != ARCHIVE_EOF) {
-        ret = fail_archive(L, a, s.err, path);
-        goto out;
-    }
-    if ((ret = finish_hash(L, &s, path)) != 0)
-        goto out;
-    lua_setfield(L, -2, "members");
-    ntt_setint(L, "size", (lua_Integer)s.size);
-    ntt_ar_push_hex(L, &s.h);
-    lua_setfield(L, -2, "blake3");
-    ret = 1;
+    ret = finish_listing(L, a, r, &s, path);
 out:
     if (a)
         archive_read_free(a);
@@ -315,24 +330,9 @@ static int ar_extract(lua_State *L)
             }
             goto out;
         }
-        lua_createtable(L, 0, 3);
-        ntt_setstr(L, "name", name);
-        ntt_setint(L, "size", (lua_Integer)size);
-        ntt_ar_push_hex(L, &h);
-        lua_setfield(L, -2, "blake3");
-        lua_seti(L, -2, ++idx);
+        push_member(L, name, size, &h, ++idx);
     }
-    if (r != ARCHIVE_EOF) {
-        ret = fail_archive(L, a, s.err, path);
-        goto out;
-    }
-    if ((ret = finish_hash(L, &s, path)) != 0)
-        goto out;
-    lua_setfield(L, -2, "members");
-    ntt_setint(L, "size", (lua_Integer)s.size);
-    ntt_ar_push_hex(L, &s.h);
-    lua_setfield(L, -2, "blake3");
-    ret = 1;
+    ret = finish_listing(L, a, r, &s, path);
 out:
     if (a)
         archive_read_free(a);
