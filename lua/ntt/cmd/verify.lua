@@ -152,5 +152,5 @@ local function main(args)
   return r.unrepaired > 0 and 1 or 0
 end
 
-return { summary = "re-hash blobs against their names, check trees and archives, repair from the images",
+return { summary = "re-hash blobs against their names, check trees and archives, repair from the images or their archives",
          usage = usage, main = main }
