@@ -36,14 +36,30 @@ local function snapshot(home)
   return table.concat(out, "\n")
 end
 
--- A snapshot once the server's counts have settled (a backend's counts
--- reach the statistics a moment after its transaction or its exit).
-local function settled(home)
-  local last = snapshot(home)
-  for _ = 1, 20 do
+-- A snapshot once the server's counts have settled.  A backend sends its
+-- counts when it exits, which is after its client has gone, and an idle one
+-- at most a second after its transaction: so first every backend opened
+-- since `since` (the server's clock) must be gone, then the counts must hold
+-- still for two seconds.
+local function settled(home, since)
+  local conn = db()
+  for _ = 1, 60 do
+    local r = assert(conn:exec([[
+      SELECT count(*) AS n FROM pg_stat_activity
+       WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND backend_start >= $1]], since))
+    if r[1].n == 0 then break end
+    require("ntt.core.util").sleep(0.25)
+  end
+  local last, still = snapshot(home), 0
+  for _ = 1, 40 do
     require("ntt.core.util").sleep(0.5)
     local now = snapshot(home)
-    if now == last then return now end
+    if now == last then
+      still = still + 1
+      if still == 4 then return now end
+    else
+      still = 0
+    end
     last = now
   end
   return last
@@ -64,13 +80,14 @@ describe("ntt run --dry-run", function()
     local home = dir .. "/home"
     -- a first medium, so the store, the logs and the database are not empty
     local other = images.ext(dir .. "/other.img", { size_mb = 8, files = { ["o.txt"] = "other " .. tag } })
+    local since = assert(db():exec("SELECT now()::text AS t"))[1].t
     assert.equal(0, run(home, { policy(dir), other }).code)
     local pol = policy(dir, '{ enumerate = { ignore = { "^sub/" } } }')
-    local before = settled(home)          -- the server's counts of the first run are in
+    local before = settled(home, since)          -- the server's counts of the first run are in
     local r = run(home, { "--dry-run", "--json", pol, img })
     assert.equal(0, r.code, r.stderr .. r.stdout)
     local plans = json.decode(r.stdout)
-    assert.equal(before, settled(home))
+    assert.equal(before, settled(home, since))
     assert.is_nil(proc.run { argv = { "findmnt", "-rn", "-o", "TARGET" } }.stdout:find(plans[1].hash, 1, true))
     local p = plans[1]
     assert.equal(medium_of(img), p.hash)
