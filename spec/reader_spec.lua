@@ -252,24 +252,43 @@ describe("the Sleuth Kit reader", function()
     end
   end)
 
-  it("ext4 mounted by the kernel: its deleted entries are rows of kind 'deleted' too", function()
+  it("ext4 mounted by the kernel: its deleted entries are rows of kind 'deleted' too, as fls lists them", function()
     local dir = helper.tmpdir("extdel")
     local src = helper.tmpdir("extdelsrc")
-    tree(src, { ["keep.txt"] = "kept " .. tag, ["sub/gone.txt"] = "gone " .. tag })
+    -- deleted names at several depths beside live ones: the report passes live
+    -- files by name alone and must still find every deleted one below them
+    local files, gone = { ["keep.txt"] = "kept " .. tag }, { "sub/gone.txt", "top.txt", "a/b/deep.txt", "a/mid.txt" }
+    for i, p in ipairs(gone) do files[p] = ("gone %d %s"):format(i, tag) end
+    for i = 1, 20 do files[("a/b/live%02d.txt"):format(i)] = ("live %d %s"):format(i, tag) end
+    tree(src, files)
     local img = dir .. "/ext.img"
     sh { "mkfs.ext4", "-q", "-F", "-d", src, img, "4M" }
-    sh { "debugfs", "-w", "-R", "rm sub/gone.txt", img }
+    for _, p in ipairs(gone) do sh { "debugfs", "-w", "-R", "rm " .. p, img } end
     local r = run(dir .. "/home", { runs.policy(dir), img })
     assert.equal(0, r.code, r.stderr .. r.stdout)
     local h = runs.medium_of(img)
     local got = db_files(h)
     assert.equal("copied", got["keep.txt"].state)
-    assert.is_nil(got["sub/gone.txt"])
-    local rows = assert(db():exec("SELECT kind, type, path, size FROM deleted_entry WHERE medium_hash = $1", h))
-    assert.equal(1, #rows)
-    assert.equal("deleted", rows[1].kind)
-    assert.equal("sub/gone.txt", rows[1].path)
-    assert.equal(#("gone " .. tag), rows[1].size)
+    assert.equal("copied", got["a/b/live20.txt"].state)
+    local rows = assert(db():exec(
+      "SELECT kind, type, path, size FROM deleted_entry WHERE medium_hash = $1 ORDER BY path", h))
+    local want = {}
+    for _, p in ipairs(gone) do want[#want + 1] = p end
+    table.sort(want)
+    assert.equal(#want, #rows)
+    for i, row in ipairs(rows) do
+      assert.equal("deleted", row.kind)
+      assert.equal(want[i], row.path)
+      assert.equal(#files[want[i]], row.size)
+    end
+    if have("fls") then
+      local listed = {}
+      for line in sh({ "fls", "-r", "-d", "-p", img }).stdout:gmatch("[^\n]+") do
+        listed[#listed + 1] = line:match("\t(.*)$")
+      end
+      table.sort(listed)
+      assert.same(want, listed)
+    end
   end)
 
   it("an ISO 9660 image with Joliet long names is read exactly", function()

@@ -290,6 +290,16 @@ static void read_dir(struct tindex *x, TSK_INUM_T addr, struct node *live, const
     }
     size_t n = tsk_fs_dir_getsize(d);
     for (size_t i = 0; i < n; i++) {
+        if (x->deleted_only && live && depth > 0) {
+            /* A live entry that is not a directory holds no deleted entry: passed by
+             * its name alone.  Opening it would read its inode, and the inodes of one
+             * directory may lie far apart in the table, each a fresh 64 KiB fill of
+             * the image cache. */
+            const TSK_FS_NAME *nm = tsk_fs_dir_get_name(d, i);
+            if (nm && (nm->flags & TSK_FS_NAME_FLAG_ALLOC) && nm->type != TSK_FS_NAME_TYPE_UNDEF
+                && nm->type != TSK_FS_NAME_TYPE_VIRT && !TSK_FS_IS_DIR_NAME(nm->type))
+                continue;
+        }
         TSK_FS_FILE *f = tsk_fs_dir_get(d, i);
         if (!f) { tsk_error_reset(); continue; }
         const char *name = f->name ? f->name->name : NULL;
@@ -324,7 +334,7 @@ static void read_dir(struct tindex *x, TSK_INUM_T addr, struct node *live, const
             } else {
                 tindex_stat(x->fs, f->meta, &k->st);
                 if (f->meta->link) k->link = xstrdup(f->meta->link);
-                if (f->meta->type == TSK_FS_META_TYPE_REG && f->meta->size > 0) {
+                if (f->meta->type == TSK_FS_META_TYPE_REG && f->meta->size > 0 && !x->deleted_only) {
                     struct blocks b = { 0, 0 };
                     if (tsk_fs_file_walk(f, TSK_FS_FILE_WALK_FLAG_AONLY, count_block, &b))
                         damaged(x, "runs_unreadable", path, name);
@@ -342,10 +352,11 @@ static void read_dir(struct tindex *x, TSK_INUM_T addr, struct node *live, const
     if (live && live->nkids) qsort(live->kids, live->nkids, sizeof *live->kids, by_name);
 }
 
-int tindex_build(struct tindex *x, TSK_FS_INFO *fs)
+int tindex_build(struct tindex *x, TSK_FS_INFO *fs, int deleted_only)
 {
     memset(x, 0, sizeof *x);
     x->fs = fs;
+    x->deleted_only = deleted_only;
     put(x, "", 0);
     x->root = xrealloc(NULL, sizeof *x->root);
     memset(x->root, 0, sizeof *x->root);

@@ -30,6 +30,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 #include "tskfs.h"
@@ -56,12 +60,55 @@ static struct {
 
 /* ---- the image: fd 3 ---- */
 
-struct ext_img { TSK_IMG_INFO img; int fd; };
+struct ext_img { TSK_IMG_INFO img; int fd; const char *map; size_t map_len; };
+
+/*
+ * The report reads a whole image file through a mapping: TSK fills its
+ * cache 64 KiB at a time, and a walk that opens every inode misses that
+ * cache at nearly every inode, so a pread per inode would copy the image's
+ * inode table many times over through the kernel.  A read error inside the
+ * mapping (SIGBUS) sends that read to pread, which says EIO.  The report is
+ * one thread; SA_NODEFER leaves SIGBUS unblocked after the jump.
+ */
+static sigjmp_buf bus_jump;
+static volatile sig_atomic_t bus_armed;
+
+static void on_bus(int sig)
+{
+    if (!bus_armed) { signal(sig, SIG_DFL); raise(sig); return; }
+    bus_armed = 0;
+    siglongjmp(bus_jump, 1);
+}
+
+static void map_image(struct ext_img *e, uint64_t size)
+{
+    if (!size || size > SIZE_MAX) return;
+    void *m = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, e->fd, 0);
+    if (m == MAP_FAILED) return;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_bus;
+    sa.sa_flags = SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGBUS, &sa, NULL) < 0) { munmap(m, (size_t)size); return; }
+    e->map = m;
+    e->map_len = (size_t)size;
+}
 
 /* As many bytes as can be read from off; -1 only when the first one cannot. */
 static ssize_t img_read(TSK_IMG_INFO *img, TSK_OFF_T off, char *buf, size_t len)
 {
-    int fd = ((struct ext_img *)img)->fd;
+    struct ext_img *e = (struct ext_img *)img;
+    int fd = e->fd;
+    if (e->map && off >= 0 && (uint64_t)off < e->map_len) {
+        size_t n = e->map_len - (size_t)off < len ? e->map_len - (size_t)off : len;
+        if (!sigsetjmp(bus_jump, 0)) {
+            bus_armed = 1;
+            memcpy(buf, e->map + off, n);
+            bus_armed = 0;
+            return (ssize_t)n;
+        }
+    }
     size_t done = 0;
     while (done < len) {
         ssize_t r = pread(fd, buf + done, len - done, off + (off_t)done);
@@ -93,8 +140,9 @@ static TSK_FS_TYPE_ENUM tsk_type(const char *t)
     return TSK_FS_TYPE_DETECT;
 }
 
-/* The filesystem of type fstype at byte offset of the image or device open as fd. */
-static TSK_FS_INFO *open_fs(int fd, uint64_t offset, const char *fstype)
+/* The filesystem of type fstype at byte offset of the image or device open as fd (map: read
+ * through a mapping, for the report). */
+static TSK_FS_INFO *open_fs(int fd, uint64_t offset, const char *fstype, int map)
 {
     struct stat st;
     uint64_t size = 0;
@@ -107,6 +155,7 @@ static TSK_FS_INFO *open_fs(int fd, uint64_t offset, const char *fstype)
     struct ext_img *e = calloc(1, sizeof *e);
     if (!e) return NULL;
     e->fd = fd;
+    if (map && S_ISREG(st.st_mode)) map_image(e, size);
     TSK_IMG_INFO *img = tsk_img_open_external(e, (TSK_OFF_T)size, 512, img_read, img_close, img_stat);
     if (!img) { fprintf(stderr, "image: %s\n", tsk_error_get()); free(e); return NULL; }
     TSK_FS_INFO *fs = tsk_fs_open_img(img, (TSK_OFF_T)offset, tsk_type(fstype));
@@ -120,7 +169,7 @@ static void build(void)
 {
     pthread_mutex_lock(&tsk_lock);
     if (!T.built) {
-        tindex_build(&T.x, T.fs);
+        tindex_build(&T.x, T.fs, 0);
         T.built = 1;
     }
     pthread_mutex_unlock(&tsk_lock);
@@ -361,9 +410,9 @@ static int report_only(const char *fstype, const char *offset)
         fprintf(stderr, "ntt-tskfs: cannot drop privileges: %s\n", strerror(errno));
         return 4;
     }
-    TSK_FS_INFO *fs = open_fs(0, strtoull(offset, NULL, 10), fstype);
+    TSK_FS_INFO *fs = open_fs(0, strtoull(offset, NULL, 10), fstype, 1);
     if (!fs) return 3;
-    tindex_build(&T.x, fs);
+    tindex_build(&T.x, fs, 1);
     if (fwrite(T.x.report, 1, T.x.report_len, stdout) != T.x.report_len || fflush(stdout) != 0) return 4;
     return 0;
 }
@@ -392,7 +441,7 @@ int main(int argc, char **argv)
         fputs("Rock Ridge names without Joliet: The Sleuth Kit would read only the 8.3 names\n", stderr);
         return 3;
     }
-    T.fs = open_fs(IMG_FD, 0, argv[1]);
+    T.fs = open_fs(IMG_FD, 0, argv[1], 0);
     if (!T.fs) return 3;
     T.side_st.st_mode = S_IFDIR | 0555;
     T.side_st.st_nlink = 2;

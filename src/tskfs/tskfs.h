@@ -43,10 +43,11 @@ struct tindex {
     uint64_t ndeleted;          /* deleted entries; the first ones have a content file */
     TSK_INUM_T *deleted_addr;   /* [ndeleted]: meta address of deleted entry i, 0 = no content */
     struct fmap **deleted_map;  /* [ndeleted]: where its bytes are, once read */
+    int deleted_only;           /* the report alone: live files passed by name, no tree kept for them */
 };
 
 /* index.c */
-int tindex_build(struct tindex *x, TSK_FS_INFO *fs);
+int tindex_build(struct tindex *x, TSK_FS_INFO *fs, int deleted_only);
 struct node *tindex_lookup(struct tindex *x, const char *path);
 void tindex_stat(TSK_FS_INFO *fs, const TSK_FS_META *m, struct stat *st);
 
