@@ -101,6 +101,12 @@ describe("ntt db serve", function()
     conn = assert(pg.connect(url2))
     conn:close()
     assert.equal(pid, select(2, c:status()).pid)
+    -- the server was sent a SCRAM verifier, never the password
+    lc = assert(pg.connect(c:url("postgres")))
+    local stored = assert(lc:exec("SELECT rolpassword FROM pg_authid WHERE rolname = 'ntt'"))[1].rolpassword
+    lc:close()
+    assert.matches("^SCRAM%-SHA%-256%$4096:", stored)
+    assert.is_nil(stored:find(url2:match(":(%x+)@"), 1, true))
     assert.equal(url2 .. "\n", ntt({ "db", "serve", "--url" }, env).stdout:match("NTT_DB_URL='([^']+)'") .. "\n")
     assert.matches("served:%s+127%.0%.0%.1 port " .. port, ntt({ "db", "status" }, env).stdout)
 

@@ -182,8 +182,9 @@ local function set_password(c, p)
   local pw = random_hex(24)
   local conn, err, code = require("ntt.core.pg").connect(c:url("postgres"))
   if not conn then return nil, "serve: " .. err, code end
-  local r, qerr, qcode, state = conn:exec("SET password_encryption = 'scram-sha-256'")
-  if r then r, qerr, qcode, state = conn:exec("ALTER ROLE ntt PASSWORD " .. quote(pw)) end
+  -- the verifier, not the password, goes to the server (and so to no log of it)
+  local r, qerr, qcode, state = conn:encrypt_password(pw, "ntt")
+  if r then r, qerr, qcode, state = conn:exec("ALTER ROLE ntt PASSWORD " .. quote(r)) end
   conn:close()
   if not r then return nil, "serve: " .. tostring(qerr), qcode, state end
   local ok

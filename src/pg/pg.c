@@ -548,6 +548,7 @@ static const luaL_Reg conn_methods[] = {
     { "begin", conn_begin },
     { "close", conn_close },
     { "commit", conn_commit },
+    { "encrypt_password", conn_encrypt_password },
     { "copy_in", conn_copy_in },
     { "copy_rows", conn_copy_rows },
     { "escape_identifier", conn_escape_identifier },

@@ -31,12 +31,13 @@ void pg_copy_str(char *dst, size_t n, const char *src);
 void pg_describe(PGconn *c, const PGresult *res, char *buf, size_t n, char state[6]);
 int pg_fail_msg(lua_State *L, const char *msg, const char *state);
 
-/* pgvalue.c: results to Lua, the bytea wrapper. */
+/* pgvalue.c: results to Lua, the bytea wrapper, password verifiers. */
 int pg_push_result(lua_State *L, const PGresult *res);
 int pg_bytea(lua_State *L);
 int bytea_tostring(lua_State *L);
 /* The bytes of a bytea wrapper at idx, or NULL when idx is not one. */
 const char *pg_tobytea(lua_State *L, int idx, size_t *len);
+int conn_encrypt_password(lua_State *L);
 
 /* pgcopy.c: the Conn methods copy_in and copy_rows, and the Copy class. */
 int conn_copy_in(lua_State *L);

@@ -1,6 +1,8 @@
 /*
- * pgvalue.c - values of ntt.core.pg: result rows as Lua tables, and the
- * bytea wrapper (pg.bytea(s)) that exec and copy_rows send as raw bytes.
+ * pgvalue.c - values of ntt.core.pg: result rows as Lua tables, the
+ * bytea wrapper (pg.bytea(s)) that exec and copy_rows send as raw bytes,
+ * and conn:encrypt_password(password, role): the SCRAM verifier of a
+ * password, made here so that ALTER ROLE never carries the password.
  *
  * Result values: int2/4/8, oid -> integer; float4/8, numeric -> number
  * (NaN and +-Infinity too); bool -> boolean; bytea -> raw string;
@@ -117,4 +119,15 @@ const char *pg_tobytea(lua_State *L, int idx, size_t *len)
     const char *s = lua_tolstring(L, -1, len);
     lua_pop(L, 1);   /* still anchored by the wrapper */
     return s;
+}
+
+int conn_encrypt_password(lua_State *L)
+{
+    PgConn *pc = pg_check(L, 1);
+    const char *pw = luaL_checkstring(L, 2), *role = luaL_checkstring(L, 3);
+    char *v = PQencryptPasswordConn(pc->conn, pw, role, "scram-sha-256");
+    if (!v) return pg_fail_msg(L, PQerrorMessage(pc->conn), NULL);
+    lua_pushstring(L, v);
+    PQfreemem(v);
+    return 1;
 }
