@@ -92,21 +92,39 @@ end
 
 -- The report of the filesystem of type fstype at byte offset of image, read
 -- by `ntt-tskfs --report` (no mount; it drops root before reading).
-function M.side_report(image, offset, fstype, timeout)
+-- side_report_start starts it and returns at once (the reader works while
+-- the caller walks); side_report_finish waits for it (timeout seconds) and
+-- reads it; side_report_cancel ends one not wanted any more.
+function M.side_report_start(image, offset, fstype)
   local proc = require "ntt.core.proc"
   local out = os.tmpname()
   local p, err, code = proc.spawn { argv = { M.tskfs_path(), "--report", fstype, tostring(offset or 0) },
                                     stdin = image, stdout = out, stderr = "null" }
   if not p then os.remove(out) return nil, "reader: " .. tostring(err), code end
-  local how, rc = p:wait(timeout or 600)
-  if not how then p:kill(9); p:wait(); os.remove(out) return nil, "reader: timed out", "ETIMEDOUT" end
+  return { p = p, out = out, fstype = fstype }
+end
+
+function M.side_report_cancel(h)
+  if h.p:wait(0) == nil then h.p:kill(9); h.p:wait() end
+  os.remove(h.out)
+end
+
+function M.side_report_finish(h, timeout)
+  local how, rc = h.p:wait(timeout or 600)
+  if not how then M.side_report_cancel(h) return nil, "reader: timed out", "ETIMEDOUT" end
   if how ~= "exit" or rc ~= 0 then
-    os.remove(out)
-    return nil, ("reader: ntt-tskfs --report %s ended: %s %s"):format(fstype, tostring(how), tostring(rc)), "EIO"
+    os.remove(h.out)
+    return nil, ("reader: ntt-tskfs --report %s ended: %s %s"):format(h.fstype, tostring(how), tostring(rc)), "EIO"
   end
-  local rep, rerr, rcode = M.report(out)
-  os.remove(out)
+  local rep, rerr, rcode = M.report(h.out)
+  os.remove(h.out)
   return rep, rerr, rcode
+end
+
+function M.side_report(image, offset, fstype, timeout)
+  local h, err, code = M.side_report_start(image, offset, fstype)
+  if not h then return nil, err, code end
+  return M.side_report_finish(h, timeout)
 end
 
 local function exec(db, sql, ...)

@@ -88,6 +88,27 @@ local function rerun(ctx, m, done)
   return true
 end
 
+-- The deleted entries of the filesystems the kernel mounted come from a
+-- reader's report of the image alone (a whole image only: without the
+-- honest view TSK would read unrescued bytes as data), started here so that
+-- it reads while the walk runs.  -> { [root] = handle }
+local function side_reports(ctx, m)
+  local out, res = {}, ctx.mount_result or {}
+  if m.kind ~= "image" or res.view then return out end
+  for _, r in ipairs(ctx.roots) do
+    if not reader.is_reader(r) and reader.LISTED[r.fstype or ""] then
+      local offset
+      for _, fs in ipairs(res.filesystems or {}) do
+        if fs.fs_index == r.fs_index then offset = fs.offset end
+      end
+      local h, err = reader.side_report_start(m.image_path, offset or 0, r.fstype)
+      if h then out[r] = h
+      else ctx.log:warn("reader_report_failed", { medium = m.hash, fs_index = r.fs_index, error = err }) end
+    end
+  end
+  return out
+end
+
 function M.run(ctx)
   local m = ctx.medium
   if not m then return nil, "enumerate needs identify first", "EINVAL" end
@@ -99,13 +120,19 @@ function M.run(ctx)
     return true
   end
   local p = ctx.policy.enumerate or {}
+  local reports = side_reports(ctx, m)   -- read beside the walk
   local pr = progress.new { label = "enumerate " .. (m.human or m.hash), unit = "entries",
                             interval = (ctx.policy.progress or {}).interval,
                             bar = (ctx.policy.progress or {}).bar }
-  local summary, err, code, partial = enumerate.load(db, m.hash, ctx.roots, {
+  local done = table.pack(pcall(enumerate.load, db, m.hash, ctx.roots, {
     replace = ctx.replace, ignore = require("ntt.policy").ignore_of(ctx.policy), threads = p.threads, stall_timeout = p.stall_timeout,
-    progress = function(entries) pr:set(entries); require("ntt.live").service() end })
+    progress = function(entries) pr:set(entries); require("ntt.live").service() end }))
   pr:finish()
+  if not (done[1] and done[2]) then
+    for _, h in pairs(reports) do reader.side_report_cancel(h) end
+    if not done[1] then error(done[2], 0) end
+  end
+  local summary, err, code, partial = table.unpack(done, 2, 5)
   local s = summary or partial or {}
   if (s.error_count or 0) > 0 then
     problems.set(db, m.hash, "enum_errors", { count = s.error_count, first = first(s.errors or {}, 20) })
@@ -131,24 +158,20 @@ function M.run(ctx)
   end
   ctx.enumerated = summary
   -- what a reader found besides the live files: deleted entries, the label, metadata damage
-  local res = ctx.mount_result or {}
   for _, r in ipairs(ctx.roots) do
     local rep
-    if not reader.is_reader(r) and reader.LISTED[r.fstype or ""] and not res.view and m.kind == "image" then
-      -- the kernel mounted it: its deleted entries come from the report alone (a whole
-      -- image only: without the honest view TSK would read unrescued bytes as data)
-      local offset
-      for _, fs in ipairs(res.filesystems or {}) do
-        if fs.fs_index == r.fs_index then offset = fs.offset end
-      end
+    if reports[r] then
       local rerr
-      rep, rerr = reader.side_report(m.image_path, offset or 0, r.fstype)
+      rep, rerr = reader.side_report_finish(reports[r])
       if rep then rep.damaged = {}   -- the kernel read the live files: its word stands
       else ctx.log:warn("reader_report_failed", { medium = m.hash, fs_index = r.fs_index, error = rerr }) end
     end
     if reader.is_reader(r) or rep then
       local rs, rerr, rcode, rstate = reader.record(db, m.hash, r, rep)
-      if not rs then return nil, rerr, rcode, rstate end
+      if not rs then
+        for _, h in pairs(reports) do reader.side_report_cancel(h) end
+        return nil, rerr, rcode, rstate
+      end
       if rs.damaged > 0 then ctx.problems[#ctx.problems + 1] = { kind = "metadata_damage", count = rs.damaged } end
       ctx.log:info("reader_recorded", { medium = m.hash, fs_index = r.fs_index, deleted = rs.deleted,
                                         damaged = rs.damaged, label = rs.label })
