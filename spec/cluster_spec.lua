@@ -90,6 +90,13 @@ describe("ntt.cluster", function()
         current_user AS who, current_database() AS db, current_setting('server_encoding') AS enc]]))
     assert.same({ listen = "", sockdir = root .. "/run", fsync = "on", who = "ntt", db = "ntt", enc = "UTF8" }, r[1])
     assert.equal("", conn:exec("SHOW listen_addresses")[1].listen_addresses)
+    -- sized for a medium of millions of rows: a sixteenth of the memory, 128 MB to 1 GB
+    local mem = tonumber(helper.read("/proc/meminfo"):match("MemTotal:%s*(%d+) kB"))
+    local want = math.max(128, math.min(1024, mem // 1024 // 16))
+    local sizes = assert(conn:exec([[SELECT current_setting('shared_buffers') AS sb,
+        current_setting('max_wal_size') AS wal, current_setting('wal_level') AS level]]))[1]
+    assert.equal(want % 1024 == 0 and ("%dGB"):format(want // 1024) or ("%dMB"):format(want), sizes.sb)
+    assert.same({ wal = "4GB", level = "minimal" }, { wal = sizes.wal, level = sizes.level })
     conn:close()
     -- no TCP: none of the postmaster's sockets is a TCP socket
     local socks = {}

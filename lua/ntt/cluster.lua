@@ -220,6 +220,18 @@ function C:_prepare()
   return true
 end
 
+-- A sixteenth of the machine's memory, from 128 MB (PostgreSQL's default) to 1 GB.
+local function shared_buffers_mb()
+  local total
+  local f = io.open("/proc/meminfo")
+  if f then
+    total = tonumber((f:read("a") or ""):match("MemTotal:%s*(%d+) kB"))
+    f:close()
+  end
+  if not total then return 128 end
+  return math.max(128, math.min(1024, total // 1024 // 16))
+end
+
 function C:init()
   if exists(self.data .. "/PG_VERSION") then return true end
   local bin, err, code = self:bindir()
@@ -248,6 +260,14 @@ function C:init()
     -- and filled in one transaction (a medium's enumeration) skip the WAL
     "wal_level = minimal",
     "max_wal_senders = 0",
+    -- PostgreSQL's defaults are for a small shared server; a medium of a
+    -- million files updates a million rows in its copy stage: buffers from
+    -- the machine's memory, and checkpoints far enough apart that a page
+    -- is not written out again and again (measured: the copy of 1M files
+    -- 135 -> 123 s)
+    ("shared_buffers = %dMB"):format(shared_buffers_mb()),
+    "max_wal_size = 4GB",
+    "checkpoint_timeout = 15min",
     "",
   }, "\n")
   local f, ferr, ferrno = io.open(tmpdata .. "/postgresql.conf", "ab")

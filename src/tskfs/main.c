@@ -125,7 +125,12 @@ static ssize_t img_read(TSK_IMG_INFO *img, TSK_OFF_T off, char *buf, size_t len)
     return (ssize_t)done;
 }
 
-static void img_close(TSK_IMG_INFO *img) { (void)img; }
+static void img_close(TSK_IMG_INFO *img)
+{
+    struct ext_img *e = (struct ext_img *)img;
+    if (e->map) munmap((void *)e->map, e->map_len);
+    e->map = NULL;
+}
 static void img_stat(TSK_IMG_INFO *img, FILE *f) { fputs("ntt-tskfs fd\n", f); }
 
 static TSK_FS_TYPE_ENUM tsk_type(const char *t)
@@ -157,7 +162,7 @@ static TSK_FS_INFO *open_fs(int fd, uint64_t offset, const char *fstype, int map
     e->fd = fd;
     if (map && S_ISREG(st.st_mode)) map_image(e, size);
     TSK_IMG_INFO *img = tsk_img_open_external(e, (TSK_OFF_T)size, 512, img_read, img_close, img_stat);
-    if (!img) { fprintf(stderr, "image: %s\n", tsk_error_get()); free(e); return NULL; }
+    if (!img) { fprintf(stderr, "image: %s\n", tsk_error_get()); img_close(&e->img); free(e); return NULL; }
     TSK_FS_INFO *fs = tsk_fs_open_img(img, (TSK_OFF_T)offset, tsk_type(fstype));
     if (!fs) fprintf(stderr, "%s: %s\n", fstype, tsk_error_get());
     return fs;
