@@ -147,6 +147,9 @@ static int hash_segment_mapped(Job *j, int fd, uint8_t *buf, uint8_t *mcv, uint6
     if (m == MAP_FAILED)                      /* a file that cannot be mapped is read */
         return hash_segment(j, fd, buf, mcv, s);
     madvise(m, j->seg, MADV_SEQUENTIAL);
+    /* the next segment is asked for too: a cold file then has reads queued
+     * while this one's pages are faulted in */
+    posix_fadvise(fd, (off_t)(base + j->seg), (off_t)j->seg, POSIX_FADV_WILLNEED);
     madvise(m, j->seg, MADV_POPULATE_READ);   /* EINVAL before Linux 5.14: faults one by one */
     volatile uint64_t at = 0;
     int err;
