@@ -88,7 +88,7 @@ static int hash_segment(Job *j, int fd, uint8_t *buf, uint8_t *mcv, uint64_t s)
     uint64_t data = 0, hole = 0;
     for (uint64_t at = base; at < end; at = hole) {
         data_extent(fd, at, &data, &hole);
-        if (data >= end)
+        if (data >= end || hole <= data)      /* (the second: a file system's odd answer) */
             break;
         uint64_t to = hole < end ? hole : end;
         posix_fadvise(fd, (off_t)data, (off_t)(to - data), POSIX_FADV_WILLNEED);
