@@ -13,10 +13,10 @@ local tag, policy, medium_of, run, db = runs.tag, runs.policy, runs.medium_of, r
 after_each(runs.unmount)
 
 -- Everything a run could have written: every table's rows, the server's
--- counts of inserted, updated and deleted rows, and every file under home.
-local function snapshot(home)
+-- counts of inserted, updated and deleted rows per table, and every file
+-- under home.
+local function snapshot(home, conn)
   local out = {}
-  local conn = db()
   assert(conn:exec("SELECT pg_stat_clear_snapshot()"))
   for _, t in ipairs(assert(conn:exec([[
       SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -24,10 +24,11 @@ local function snapshot(home)
     local r = assert(conn:exec(("SELECT count(*) AS n FROM %s"):format(conn:escape_identifier(t.relname))))
     out[#out + 1] = ("rows %s %d"):format(t.relname, r[1].n)
   end
-  local st = assert(conn:exec([[
-    SELECT coalesce(sum(n_tup_ins), 0)::bigint AS i, coalesce(sum(n_tup_upd), 0)::bigint AS u,
-           coalesce(sum(n_tup_del), 0)::bigint AS d FROM pg_stat_user_tables]]))[1]
-  out[#out + 1] = ("stats ins %d upd %d del %d"):format(st.i, st.u, st.d)
+  for _, st in ipairs(assert(conn:exec([[
+      SELECT relname, n_tup_ins AS i, n_tup_upd AS u, n_tup_del AS d FROM pg_stat_user_tables
+       WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 ORDER BY relname]]))) do
+    out[#out + 1] = ("stats %s ins %d upd %d del %d"):format(st.relname, st.i, st.u, st.d)
+  end
   local f = assert(proc.run { argv = { "find", home, "-path", home .. "/pg", "-prune", "-o", "-printf", "%P %s %T@\n" } })
   local files = {}
   for l in f.stdout:gmatch("[^\n]+") do files[#files + 1] = l end
@@ -38,22 +39,20 @@ end
 
 -- A snapshot once the server's counts have settled.  A backend sends its
 -- counts when it exits, which is after its client has gone, and an idle one
--- at most a second after its transaction: so first every backend opened
--- since `since` (the server's clock) must be gone, then the counts must hold
--- still for two seconds.
-local function settled(home, since)
-  local conn = db()
+-- at most a second after its transaction: so first every other backend must
+-- be gone, then the counts must hold still for two seconds.
+local function settled(home, conn)
   for _ = 1, 60 do
     local r = assert(conn:exec([[
       SELECT count(*) AS n FROM pg_stat_activity
-       WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND backend_start >= $1]], since))
+       WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()]]))
     if r[1].n == 0 then break end
     require("ntt.core.util").sleep(0.25)
   end
-  local last, still = snapshot(home), 0
+  local last, still = snapshot(home, conn), 0
   for _ = 1, 40 do
     require("ntt.core.util").sleep(0.5)
-    local now = snapshot(home)
+    local now = snapshot(home, conn)
     if now == last then
       still = still + 1
       if still == 4 then return now end
@@ -76,18 +75,31 @@ describe("ntt run --dry-run", function()
 
   it("on a partial two-partition image writes nothing, and its numbers are what the real run does", function()
     local dir = helper.tmpdir("dryrun")
+    helper.sh { "chmod", "0755", dir }          -- the cluster's account reaches home/pg
     local img = mediaimg.partial_disk(dir, tag)
     local home = dir .. "/home"
+    -- its own cluster under home: no other spec's process can write there
+    local function prun(argv)
+      return assert(proc.run { argv = { helper.ntt, "run", table.unpack(argv) },
+                               env = { NTT_HOME = home, NTT_DB_URL = false }, timeout = 300 })
+    end
+    local cluster = require("ntt.cluster").new { root = home .. "/pg" }
+    local conn
+    finally(function()
+      if conn then conn:close() end
+      cluster:stop()
+    end)
     -- a first medium, so the store, the logs and the database are not empty
     local other = images.ext(dir .. "/other.img", { size_mb = 8, files = { ["o.txt"] = "other " .. tag } })
-    local since = assert(db():exec("SELECT now()::text AS t"))[1].t
-    assert.equal(0, run(home, { policy(dir), other }).code)
+    local first = prun { policy(dir), other }
+    assert.equal(0, first.code, first.stderr)
+    conn = assert(require("ntt.core.pg").connect(cluster:url()))
     local pol = policy(dir, '{ enumerate = { ignore = { "^sub/" } } }')
-    local before = settled(home, since)          -- the server's counts of the first run are in
-    local r = run(home, { "--dry-run", "--json", pol, img })
+    local before = settled(home, conn)          -- the server's counts of the first run are in
+    local r = prun { "--dry-run", "--json", pol, img }
     assert.equal(0, r.code, r.stderr .. r.stdout)
     local plans = json.decode(r.stdout)
-    assert.equal(before, settled(home, since))
+    assert.equal(before, settled(home, conn))
     assert.is_nil(proc.run { argv = { "findmnt", "-rn", "-o", "TARGET" } }.stdout:find(plans[1].hash, 1, true))
     local p = plans[1]
     assert.equal(medium_of(img), p.hash)
@@ -96,19 +108,23 @@ describe("ntt run --dry-run", function()
     assert.equal(1, p.excluded_files)                   -- sub/deep.txt
     assert.equal(2, #p.filesystems)
     -- the text form says the same
-    local t = run(home, { "--dry-run", pol, img })
+    local t = prun { "--dry-run", pol, img }
     assert.equal(0, t.code, t.stderr)
     assert.matches("damaged per the map 2 files", t.stdout)
     assert.matches("nothing was written", t.stdout)
 
     -- now for real: the plan's numbers are the run's
-    r = run(home, { pol, img })
+    r = prun { pol, img }
     assert.equal(1, r.code, r.stderr .. r.stdout)
     local h = p.hash
-    local st, total = states(h)
+    local it, pt = require("ntt.db").partition_names(h)
+    local st, total = {}, 0
+    for _, row in ipairs(assert(conn:exec(("SELECT state::text AS s, count(*) AS n FROM %s GROUP BY 1"):format(it)))) do
+      st[row.s] = row.n
+      total = total + row.n
+    end
     assert.equal(p.inodes, total)
-    local _, pt = require("ntt.db").partition_names(h)
-    assert.equal(p.entries, assert(db():exec(("SELECT count(*) AS n FROM %s"):format(pt)))[1].n)
+    assert.equal(p.entries, assert(conn:exec(("SELECT count(*) AS n FROM %s"):format(pt)))[1].n)
     assert.equal(p.damaged, st.damaged)
     assert.equal(p.excluded_files, st.excluded)
     assert.equal(p.files, (st.copied or 0) + (st.damaged or 0) + (st.skipped or 0) + (st.failed_permanent or 0)
@@ -117,7 +133,7 @@ describe("ntt run --dry-run", function()
     assert.is_true(p.beyond_eof > 0)
 
     -- a known medium: the plan says which stages are done
-    r = run(home, { "--dry-run", "--json", pol, img })
+    r = prun { "--dry-run", "--json", pol, img }
     assert.equal(0, r.code, r.stderr)
     local again = json.decode(r.stdout)[1]
     assert.is_true(again.known)
