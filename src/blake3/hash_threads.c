@@ -15,7 +15,11 @@
  * A MiB that lies wholly in a hole of the file (SEEK_DATA/SEEK_HOLE; a
  * sparse disk image is mostly holes) is hashed as the zeros it reads as,
  * without reading it: reading a hole costs the kernel a zeroed page cache
- * page per 4 KiB, most of the time of a large sparse image.
+ * page per 4 KiB, most of the time of a large sparse image.  Only on the
+ * local file systems whose holes are exact (ext2/3/4, XFS, Btrfs, tmpfs):
+ * elsewhere (network, FUSE, others) a hole reported where data is, as
+ * file systems have done for data not yet written back, would make the
+ * digest that of zeros, so every byte is read.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,7 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 #include "ntt.h"
 #include "hash_threads.h"
@@ -35,6 +41,7 @@ typedef struct {
     int fd;                      /* the caller's, reopened per thread */
     uint64_t seg, nseg;
     int mapped;                  /* hash the page cache through a mapping */
+    int holes;                   /* the file system's SEEK_HOLE is trusted */
     uint64_t next;               /* next segment to take (atomic) */
     uint8_t *cvs;                /* 32 bytes per segment */
     int err;                     /* first error (atomic) */
@@ -81,11 +88,10 @@ static void data_extent(int fd, uint64_t off, uint64_t *data, uint64_t *hole)
     *hole = h < 0 ? UINT64_MAX : (uint64_t)h;
 }
 
-static int hash_segment(Job *j, int fd, uint8_t *buf, uint8_t *mcv, uint64_t s)
+/* Asks the kernel for the data of [base, end), not for its holes. */
+static void readahead_data(int fd, uint64_t base, uint64_t end)
 {
-    uint64_t base = s * j->seg, nmib = j->seg / MIB, end = base + j->seg;
-    /* read ahead the data of the segment, not its holes */
-    uint64_t data = 0, hole = 0;
+    uint64_t data, hole;
     for (uint64_t at = base; at < end; at = hole) {
         data_extent(fd, at, &data, &hole);
         if (data >= end || hole <= data)      /* (the second: a file system's odd answer) */
@@ -93,7 +99,20 @@ static int hash_segment(Job *j, int fd, uint8_t *buf, uint8_t *mcv, uint64_t s)
         uint64_t to = hole < end ? hole : end;
         posix_fadvise(fd, (off_t)data, (off_t)(to - data), POSIX_FADV_WILLNEED);
     }
-    hole = 0;
+}
+
+static int hash_segment(Job *j, int fd, uint8_t *buf, uint8_t *mcv, uint64_t s)
+{
+    uint64_t base = s * j->seg, nmib = j->seg / MIB;
+    /* [data, hole): the data at or after the MiB being hashed, looked up
+     * again past hole; without trusted holes, the whole file */
+    uint64_t data = 0, hole = UINT64_MAX;
+    if (j->holes) {
+        readahead_data(fd, base, base + j->seg);
+        hole = 0;
+    } else {
+        posix_fadvise(fd, (off_t)base, (off_t)j->seg, POSIX_FADV_WILLNEED);
+    }
     for (uint64_t m = 0; m < nmib; m++) {
         if (ntt_interrupted)
             return EINTR;
@@ -203,9 +222,23 @@ static void *worker(void *arg)
     return NULL;
 }
 
+/* Whether the file system of fd reports holes exactly. */
+static int exact_holes(int fd)
+{
+    struct statfs sf;
+    if (fstatfs(fd, &sf) != 0)
+        return 0;
+    switch ((unsigned long)sf.f_type) {
+    case EXT4_SUPER_MAGIC: case XFS_SUPER_MAGIC: case BTRFS_SUPER_MAGIC: case TMPFS_MAGIC:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static int run(int fd, ntt_blake3 *b3, uint64_t seg, uint64_t nseg, int threads, int mapped)
 {
-    Job j = { .proto = b3, .fd = fd, .seg = seg, .nseg = nseg, .mapped = mapped };
+    Job j = { .proto = b3, .fd = fd, .seg = seg, .nseg = nseg, .mapped = mapped, .holes = exact_holes(fd) };
     if (mapped)
         ntt_bus_install();
     if (!(j.cvs = malloc(32 * nseg)))
