@@ -222,12 +222,7 @@ end
 
 -- A sixteenth of the machine's memory, from 128 MB (PostgreSQL's default) to 1 GB.
 local function shared_buffers_mb()
-  local total
-  local f = io.open("/proc/meminfo")
-  if f then
-    total = tonumber((f:read("a") or ""):match("MemTotal:%s*(%d+) kB"))
-    f:close()
-  end
+  local total = tonumber((read_file("/proc/meminfo") or ""):match("MemTotal:%s*(%d+) kB"))
   if not total then return 128 end
   return math.max(128, math.min(1024, total // 1024 // 16))
 end

@@ -12,8 +12,11 @@
 --       ctime_ns=, crtime_ns=, mode=, meta_addr=, recoverability=, path=bytes};
 --       damaged[i] = {reason=, path=bytes, detail=}
 --   reader.parse(text)              -> the same from a report's text
---   reader.side_report(image, offset, fstype [, timeout]) -> report | nil, msg, code
---       the report of a filesystem the kernel mounted, by `ntt-tskfs --report` (no mount)
+--   reader.side_report_start(image, offset, fstype) -> handle | nil, msg, code
+--   reader.side_report_finish(handle [, timeout])  -> report | nil, msg, code
+--   reader.side_report_cancel(handle)
+--       the report of a filesystem the kernel mounted, by `ntt-tskfs --report` (no
+--       mount), read in the background while the caller goes on
 --   reader.record(db, hash, root [, report]) -> {deleted=n, damaged=n, label=} | nil, msg, code
 --       the root's report (or the one given) into deleted_entry (the filesystem's rows replaced), its
 --       label onto the filesystem row when the probe found none, its damage
@@ -119,12 +122,6 @@ function M.side_report_finish(h, timeout)
   local rep, rerr, rcode = M.report(h.out)
   os.remove(h.out)
   return rep, rerr, rcode
-end
-
-function M.side_report(image, offset, fstype, timeout)
-  local h, err, code = M.side_report_start(image, offset, fstype)
-  if not h then return nil, err, code end
-  return M.side_report_finish(h, timeout)
 end
 
 local function exec(db, sql, ...)
