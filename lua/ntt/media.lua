@@ -46,7 +46,10 @@
 -- refused, so that no two of them share a hash.
 -- opts.cache (ntt.hashcache) remembers an image's content hash by path,
 -- device, inode, size, mtime and ctime: ident.cached is true when it was
--- reused, ident.hashed when the image was read through.
+-- reused, ident.hashed when the image was read through.  ident.stat is
+-- the image's stat taken before it was read (and found the same after):
+-- the mount helper attaches that very file or nothing (mount.mount's
+-- expect).  An image written or replaced while it is hashed: EAGAIN.
 local cmedia = require "ntt.core.media"
 local fs = require "ntt.core.fs"
 local mapfile = require "ntt.mapfile"
@@ -148,15 +151,17 @@ function M.identify(target, opts)
   end
   local named = ident.kind == "image" and not opts.content and is_hash(stem(target))
   local pst, cache = nil, ident.kind == "image" and not named and opts.cache or nil
-  if cache then
+  if ident.kind == "image" then
     pst, err, code = fs.stat(path)
     if not pst then return nil, err, code end
+  end
+  if cache then
     local hit
     hit, err, code = cache:get(path, pst)
     if hit == nil then return nil, err, code end
     if hit then
       ident.hash, ident.sampled_hash, ident.unreadable_bytes = hit.hash, hit.sampled, hit.unreadable_bytes
-      ident.cached = true
+      ident.cached, ident.stat = true, pst
       return ident
     end
   end
@@ -177,7 +182,7 @@ function M.identify(target, opts)
   if ident.kind == "device" then
     ident.hash = ident.sampled_hash
   elseif named then
-    ident.hash = stem(target)            -- the name is the hash already
+    ident.hash, ident.stat = stem(target), pst   -- the name is the hash already
   else
     local hex, n, lbad
     if bad == 0 then
@@ -192,14 +197,17 @@ function M.identify(target, opts)
     if n ~= size then
       return nil, ("%s: changed while it was hashed (%d bytes, then %d)"):format(target, size, n), "EAGAIN"
     end
-    ident.hash, ident.hashed = hex, true
+    -- a file written or replaced while it was read has no one content
+    local after = fs.stat(path)
+    if not (after and after.size == pst.size and after.mtime_ns == pst.mtime_ns
+            and after.ctime_ns == pst.ctime_ns and after.ino == pst.ino and after.dev == pst.dev) then
+      return nil, ("%s: changed while it was hashed (written or replaced): identify it again once it is still")
+                  :format(target), "EAGAIN"
+    end
+    ident.hash, ident.hashed, ident.stat = hex, true, pst
     if cache then
-      local after = fs.stat(path)
-      if after and after.size == pst.size and after.mtime_ns == pst.mtime_ns
-         and after.ctime_ns == pst.ctime_ns and after.ino == pst.ino and after.dev == pst.dev then
-        local ok, perr, pcode = cache:put(path, pst, ident.hash, ident.sampled_hash, ident.unreadable_bytes)
-        if not ok then return nil, perr, pcode end
-      end
+      local ok, perr, pcode = cache:put(path, pst, ident.hash, ident.sampled_hash, ident.unreadable_bytes)
+      if not ok then return nil, perr, pcode end
     end
   end
   return ident

@@ -36,7 +36,7 @@ local M = {}
 
 M.timeout = 300   -- seconds for one helper call (each mount inside has its own)
 
-local errnames = { [2] = "EINVAL", [3] = "EPERM", [4] = "EIO", [5] = "EIO" }
+local errnames = { [2] = "EINVAL", [3] = "EPERM", [4] = "EIO", [5] = "EIO", [6] = "ESTALE" }
 
 local function is_file(p)
   local f = io.open(p, "rb")
@@ -112,6 +112,18 @@ function M.mount(hash, image, opts)
   if opts and opts.map then
     words[#words + 1] = "--map"
     words[#words + 1] = opts.map
+  end
+  if opts and opts.expect ~= nil then
+    -- the stat taken when the image was hashed: the helper attaches that file or nothing
+    local e = opts.expect
+    if type(e) ~= "table" then error("mount.mount: expect must be a stat table", 2) end
+    local parts = {}
+    for i, k in ipairs { "dev", "ino", "size", "mtime_ns", "ctime_ns" } do
+      if math.type(e[k]) ~= "integer" then error("mount.mount: expect." .. k .. " must be an integer", 2) end
+      parts[i] = ("%d"):format(e[k])
+    end
+    words[#words + 1] = "--expect"
+    words[#words + 1] = table.concat(parts, ":")
   end
   if opts and opts.timeout ~= nil then
     if type(opts.timeout) ~= "number" then error("mount.mount: timeout must be a number of seconds", 2) end

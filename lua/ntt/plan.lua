@@ -148,7 +148,8 @@ function M.medium(target, policy, opts)
       mres = st
     else
       local mp = policy.mount or {}
-      mres = mount.mount(ident.hash, ident.image_path, { map = ident.map_path, timeout = mp.timeout, reader = mp.reader })
+      mres = mount.mount(ident.hash, ident.image_path, { map = ident.map_path, timeout = mp.timeout, reader = mp.reader,
+                                                         expect = ident.stat })
       mounted_here = true
     end
     roots = mount.roots_of(mres)

@@ -5,6 +5,7 @@
  * message, and main.c reports it.
  */
 #include <ctype.h>
+#include <limits.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -18,7 +19,8 @@
 #define NTT_MH_CONF "/etc/ntt/mount-helper.conf"
 #endif
 
-#define USAGE "usage: ntt-mount-helper mount HASH IMAGE [--map MAPFILE] [--timeout SECONDS] [--reader FS=KIND,...] | " \
+#define USAGE "usage: ntt-mount-helper mount HASH IMAGE [--map MAPFILE] [--timeout SECONDS] [--reader FS=KIND,...] " \
+              "[--expect DEV:INO:SIZE:MTIME_NS:CTIME_NS] | " \
               "unmount HASH [IMAGE] [--timeout SECONDS] | status HASH [IMAGE] [--timeout SECONDS] | " \
               "cleanup [--timeout SECONDS]"
 
@@ -41,6 +43,25 @@ static int parse_timeout(const char *s)
         v = v * 10 + (*p - '0');
     }
     return v >= MH_TIMEOUT_MIN && v <= MH_TIMEOUT_MAX ? (int)v : 0;
+}
+
+int mh_parse_expect(const char *s, long long v[5])
+{
+    for (int k = 0; k < 5; k++) {
+        int neg = k >= 3 && *s == '-';     /* times before 1970 */
+        if (neg) s++;
+        if (!isdigit((unsigned char)*s)) return -1;
+        unsigned long long x = 0;
+        for (; isdigit((unsigned char)*s); s++) {
+            if (x > (unsigned long long)LLONG_MAX / 10) return -1;
+            x = x * 10 + (unsigned long long)(*s - '0');
+            if (x > (unsigned long long)LLONG_MAX) return -1;
+        }
+        v[k] = neg ? -(long long)x : (long long)x;
+        if (*s != (k < 4 ? ':' : 0)) return -1;
+        if (k < 4) s++;
+    }
+    return 0;
 }
 
 static int refuse(char *err, size_t errlen, const char *msg)
@@ -77,6 +98,14 @@ int mh_parse_args(int argc, char **argv, struct mh_args *a, char *err, size_t er
             if (i + 1 >= argc) return refuse(err, errlen, USAGE);
             int rc = reader_parse(argv[++i], err, errlen);
             if (rc) return rc;
+        } else if (!strcmp(w, "--expect") && is_mount) {
+            long long v[5];
+            if (a->expect || i + 1 >= argc) return refuse(err, errlen, USAGE);
+            if (mh_parse_expect(argv[++i], v) != 0) {
+                snprintf(err, errlen, "--expect wants DEV:INO:SIZE:MTIME_NS:CTIME_NS, not '%.60s'", argv[i]);
+                return MH_USAGE;
+            }
+            a->expect = argv[i];
         } else if (!strcmp(w, "--map") && is_mount) {
             if (a->map || i + 1 >= argc) return refuse(err, errlen, USAGE);
             a->map = argv[++i];

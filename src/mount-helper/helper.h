@@ -10,7 +10,7 @@
 #include <sys/types.h>
 
 /* Exit codes (documented in docs/mount-helper.md). */
-enum { MH_OK = 0, MH_PARTIAL = 1, MH_USAGE = 2, MH_DENIED = 3, MH_INTERNAL = 4, MH_REFUSED = 5 };
+enum { MH_OK = 0, MH_PARTIAL = 1, MH_USAGE = 2, MH_DENIED = 3, MH_INTERNAL = 4, MH_REFUSED = 5, MH_CHANGED = 6 };
 
 /* Paths are built with snprintf into MH_PATH buffers.  Inputs are bounded
  * before use (base <= 200 bytes, hash <= 64, image < MH_PATH - 16), so the
@@ -132,6 +132,7 @@ int probe_medium(int fd, uint64_t file_size, uint64_t *need, struct medium *md,
 #define MH_MAXROOTS 32
 struct mh_args {
     const char *cmd, *hash, *image, *map;   /* NULL when not given */
+    const char *expect;                     /* --expect DEV:INO:SIZE:MTIME_NS:CTIME_NS */
     int timeout;                            /* --timeout seconds, 0 when not given */
 };
 struct mh_conf {
@@ -143,6 +144,8 @@ struct mh_conf {
 };
 int mh_valid_hash(const char *h);
 int mh_parse_args(int argc, char **argv, struct mh_args *a, char *err, size_t errlen);
+/* The five numbers of --expect; 0, or -1 when s is not of that form. */
+int mh_parse_expect(const char *s, long long v[5]);
 int mh_load_config(struct mh_conf *c, char *err, size_t errlen);
 
 /* resolve.c: opening what a caller names, making the mount directories

@@ -3,6 +3,7 @@
  * ntt that needs root (run through sudo when ntt is not root).
  *
  *   ntt-mount-helper mount   HASH IMAGE [--map MAPFILE] [--timeout SECONDS]
+ *                            [--expect DEV:INO:SIZE:MTIME_NS:CTIME_NS]
  *   ntt-mount-helper unmount HASH [IMAGE] [--timeout SECONDS]
  *   ntt-mount-helper status  HASH [IMAGE] [--timeout SECONDS]
  *   ntt-mount-helper cleanup [--timeout SECONDS]
@@ -16,7 +17,10 @@
  * Prints one JSON object on stdout ({"error":..,"code":..} on failure, with
  * a message on stderr).  Exit: 0 ok, 1 nothing mountable / partial,
  * 2 bad arguments (an unparsable mapfile too), 3 not permitted, 4 internal
- * error, 5 refused: a partial image whose honest view cannot be set up.
+ * error, 5 refused: a partial image whose honest view cannot be set up,
+ * 6 the file opened is not the one --expect describes (the stat ntt took
+ * when it hashed the image: replaced or written since, it is not the
+ * medium ntt identified, and nothing of it is attached).
  *
  * Trust: the hash must be ^[0-9a-f]{16,64}$, the image a regular file,
  * opened through a walk that follows no link swapped in after the check
@@ -260,13 +264,32 @@ static void find_sibling_map(const char *real, char *out, size_t len)
     }
 }
 
-static int cmd_mount(const char *hash, const char *image_arg, const char *map_arg)
+/* The image opened is the file ntt hashed: same device, inode, size, mtime
+ * and ctime (a write moves ctime even when mtime is set back). */
+static void check_expected(const char *real, const struct stat *st, const char *expect)
+{
+    long long v[5];
+    if (!expect || mh_parse_expect(expect, v) != 0) return;   /* (checked by args.c) */
+    long long mt = (long long)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec;
+    long long ct = (long long)st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec;
+    if (v[0] == (long long)st->st_dev && v[1] == (long long)st->st_ino && v[2] == (long long)st->st_size &&
+        v[3] == mt && v[4] == ct)
+        return;
+    die(MH_CHANGED, "image %s changed since it was identified (%s now %lld:%lld:%lld:%lld:%lld, identified %s): "
+        "not the medium named %s, not mounted", real,
+        v[0] != (long long)st->st_dev || v[1] != (long long)st->st_ino ? "another file:" :
+        v[2] != (long long)st->st_size ? "size changed:" : "written since:",
+        (long long)st->st_dev, (long long)st->st_ino, (long long)st->st_size, mt, ct, expect, mh_hash);
+}
+
+static int cmd_mount(const char *hash, const char *image_arg, const char *map_arg, const char *expect)
 {
     static struct medium md;
     char real[PATH_MAX], mapreal[PATH_MAX] = "", err[512] = "", sp[MH_PATH];
     int fd = open_input("image", image_arg, real);
     struct stat st;
-    fstat(fd, &st);
+    if (fstat(fd, &st) != 0) die(MH_INTERNAL, "image %s: fstat: %s", real, strerror(errno));
+    check_expected(real, &st, expect);
     uint64_t file_size = (uint64_t)st.st_size;
     if (!file_size) die(MH_USAGE, "image %s is empty", real);
     struct map map = { 0 };
@@ -568,7 +591,7 @@ int main(int argc, char **argv)
     C.restricted = getuid() != 0 || (sudo_uid && strcmp(sudo_uid, "0"));
     if ((rc = mh_load_config(&C, err, sizeof err))) die(rc, "%s", err);
     setup_base();
-    if (!strcmp(a.cmd, "mount")) return cmd_mount(a.hash, a.image, a.map);
+    if (!strcmp(a.cmd, "mount")) return cmd_mount(a.hash, a.image, a.map, a.expect);
     if (!strcmp(a.cmd, "unmount")) return cmd_unmount(a.hash, a.image);
     if (!strcmp(a.cmd, "status")) return cmd_status(a.hash, a.image);
     return cmd_cleanup();

@@ -100,7 +100,7 @@ function M.setup(ctx)
     remounts = remounts + 1
     local mp = ctx.policy.mount or {}
     local res, err, code = mount.mount(m.hash, m.image_path, { map = m.map_path, timeout = mp.timeout,
-                                                               reader = mp.reader })
+                                                               reader = mp.reader, expect = m.stat })
     if not res then return nil, err, code end
     local roots = mount.roots_of(res)
     ctx.roots, ctx.mount_result = roots, res

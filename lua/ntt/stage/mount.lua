@@ -28,7 +28,8 @@ function M.run(ctx)
     local ok, lerr, lcode, lstate = lease.take(db, m.hash, ctx.run_id)
     if not ok then return nil, lerr, lcode, lstate end
   end
-  local res, err, code = mount.mount(m.hash, m.image_path, { map = m.map_path, timeout = p.timeout, reader = p.reader })
+  local res, err, code = mount.mount(m.hash, m.image_path, { map = m.map_path, timeout = p.timeout, reader = p.reader,
+                                                             expect = m.stat })
   if not res then
     if db then lease.release(db, m.hash) end
     problems.note(db, m.hash, "mount_failed", { error = err })
