@@ -58,6 +58,7 @@ return ntt.policy {
   enumerate = {
     ignore = {},
     stall_timeout = 120,   -- seconds without progress before a walk is abandoned
+    busy_wait = 3600,      -- seconds to wait for another process loading the same medium
     threads = 4,
     raw_audit = false,
   },

@@ -221,7 +221,7 @@ describe("ntt status MEDIUM", function()
       -- a second run has nothing left to do, and the damaged files are still a loss
       r = ntt(home, { "run", runs.policy(dir), img })
       assert.equal(1, r.code, r.stderr .. r.stdout)
-      assert.truthy(r.stderr:find("2 skipped, failed or damaged", 1, true), r.stderr)
+      assert.truthy(r.stderr:find("2 skipped, failed for good or damaged", 1, true), r.stderr)
     end)
 
     it("exits non-zero when a run that was not interrupted leaves files pending", function()
@@ -232,7 +232,7 @@ describe("ntt status MEDIUM", function()
       local home = dir .. "/home"
       local r = ntt(home, { "run", pol, img })
       assert.equal(1, r.code, r.stderr .. r.stdout)
-      assert.truthy(r.stderr:find("2 files still pending", 1, true), r.stderr)
+      assert.truthy(r.stderr:find("2 files still to copy (pending", 1, true), r.stderr)
       local rep = json.decode(ntt(home, { "status", "--json", runs.medium_of(img) }).stdout)
       assert.equal(2, rep.inodes.pending)
       assert.equal(2, rep.inodes.states.pending.n)

@@ -131,6 +131,7 @@ M.schema = {
   enumerate = sec {
     ignore = { list = { check = regex_check, doc = "POSIX extended regular expression" } },
     stall_timeout = seconds,
+    busy_wait = seconds,
     threads = at_least(1),
     raw_audit = "boolean",
   },

@@ -294,7 +294,7 @@ local function main(args)
           code = math.max(code, EXIT.failed)
         elseif left.pending + left.lost + left.unread > 0 then
           log:warn("medium_not_clean", { medium = m.hash, pending = left.pending, lost = left.lost, unread = left.unread },
-                   ("medium %s: %d files still pending, %d skipped, failed or damaged, %d places not read")
+                   ("medium %s: %d files still to copy (pending, or failed and to be retried), %d skipped, failed for good or damaged, %d places not read")
                      :format(m.human or m.hash, left.pending, left.lost, left.unread))
           code = math.max(code, EXIT.problems)
         end

@@ -117,6 +117,15 @@ function R:reset_attempts(items)
   return true
 end
 
+-- The blobs of a batch's results ($1 ids, $2 sizes, $3 SHA-256 or NULL),
+-- inserted in blobid order.  (A digest taken now completes a blob recorded
+-- without it.)
+M.BLOBS = [[
+  INSERT INTO blob (blobid, size, sha256)
+       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) AS b(blobid, size, sha256) ORDER BY blobid
+      ON CONFLICT (blobid) DO UPDATE SET sha256 = coalesce(blob.sha256, EXCLUDED.sha256)
+   WHERE blob.sha256 IS NULL AND EXCLUDED.sha256 IS NOT NULL]]
+
 -- Column arrays and unnest: no per-row JSON to build and parse.  The
 -- worker id is a column of the join, not a filter on the partition: the
 -- statistics say claimed_by is NULL everywhere (as at the load's ANALYZE),
@@ -137,14 +146,13 @@ function R:write(final, worker)
     end
   end
   local n = #final
-  return db.tx(conn, function()
+  local function tx()
     if nb > 0 then
-      -- (a digest taken now completes a blob recorded without it)
-      local r, err, code, state = conn:exec([[
-        INSERT INTO blob (blobid, size, sha256) SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])
-            ON CONFLICT (blobid) DO UPDATE SET sha256 = coalesce(blob.sha256, EXCLUDED.sha256)
-         WHERE blob.sha256 IS NULL AND EXCLUDED.sha256 IS NOT NULL]],
-        db.array(bid, nb), db.array(bsize, nb), db.array(bsha, nb))
+      -- In blobid order (M.BLOBS): two workers recording batches that share blobs
+      -- (the same content in both) then wait for each other's keys in one
+      -- order, never in a cycle (a deadlock, which PostgreSQL breaks by
+      -- failing one of them).
+      local r, err, code, state = conn:exec(M.BLOBS, db.array(bid, nb), db.array(bsize, nb), db.array(bsha, nb))
       if not r then return nil, err, code, state end
     end
     local r, err, code, state = conn:exec(([[
@@ -167,7 +175,16 @@ function R:write(final, worker)
       db.array(c.reason, n), db.array(c.damage, n), db.array(c.release, n), worker, self.hash, n)
     if not r then return nil, err, code, state end
     return true
-  end)
+  end
+  -- A deadlock or serialization failure left nothing written: the same
+  -- transaction again (a few times) is the remedy PostgreSQL prescribes.
+  local ok, err, code, state
+  for attempt = 1, 4 do
+    ok, err, code, state = db.tx(conn, tx)
+    if ok or (state ~= "40P01" and state ~= "40001") then break end
+    require("ntt.core.util").sleep(0.05 * attempt)
+  end
+  return ok, err, code, state
 end
 
 local function ok(r, err, code, state)

@@ -55,9 +55,10 @@ function M.medium(conn, m, fmt, out, opts)
   return nil, ("unknown report format '%s' (html, json, dfxml)"):format(tostring(fmt)), "EINVAL"
 end
 
--- Writes path by fn(handle), through path.tmp and a rename.
+-- Writes path by fn(handle), through path.<pid>.tmp and a rename (two runs
+-- of one medium may write its report at once: each its own temp).
 local function into(path, fn)
-  local tmp = path .. ".tmp"
+  local tmp = ("%s.%d.tmp"):format(path, require("ntt.core.util").pid())
   local f, ferr, errno = io.open(tmp, "wb")
   if not f then return nil, ferr, require("ntt.core.util").errname(errno) end
   local ok, err, code, state = fn(f)

@@ -109,9 +109,8 @@ local function side_reports(ctx, m)
   return out
 end
 
-function M.run(ctx)
+local function once(ctx)
   local m = ctx.medium
-  if not m then return nil, "enumerate needs identify first", "EINVAL" end
   local db = ctx.db
   local row = assert(db:exec("SELECT enum_done::text AS done FROM medium WHERE medium_hash = $1", m.hash))[1]
   if row and row.done and not ctx.replace then return rerun(ctx, m, row.done) end
@@ -196,6 +195,42 @@ function M.run(ctx)
                                errors = summary.error_count, duplicates = summary.duplicate_count,
                                replaced = summary.replaced, seconds = summary.seconds })
   return true
+end
+
+-- Another process loading (or walking again) the same medium -- a second
+-- run of the same image, a worker of another host -- is waited for, then
+-- what it left is looked at again: done (its rows serve this run's copy,
+-- whose claims share the work), or not (it failed: this run loads).
+function M.run(ctx)
+  if not ctx.medium then return nil, "enumerate needs identify first", "EINVAL" end
+  local util = require "ntt.core.util"
+  local live = require "ntt.live"
+  local waited, loaded_meanwhile
+  while true do
+    local ok, err, code, state = once(ctx)
+    -- (loaded by another process between this one's look and its lock:
+    -- looked at again, once, as loaded)
+    if code == "EEXIST" and not ctx.replace and not loaded_meanwhile then
+      loaded_meanwhile = true
+      ok, err, code, state = once(ctx)
+    end
+    if ok or code ~= "EBUSY" then
+      if waited then
+        ctx.log:info("enumerate_waited", { medium = ctx.medium.hash, seconds = util.monotonic() - waited })
+      end
+      return ok, err, code, state
+    end
+    if not waited then
+      waited = util.monotonic()
+      ctx.log:info("enumerate_wait", { medium = ctx.medium.hash, why = err },
+                   ("%s: %s: waiting for it to finish"):format(ctx.medium.human or ctx.medium.hash, err))
+    end
+    if util.monotonic() - waited > ((ctx.policy.enumerate or {}).busy_wait or 3600) then
+      return nil, ("%s (waited %.0f s, enumerate.busy_wait)"):format(err, util.monotonic() - waited), code
+    end
+    live.sleep(1)
+    if util.interrupted() then return nil, "interrupted while waiting for another load of the medium", "EINTR" end
+  end
 end
 
 return M

@@ -120,7 +120,7 @@ local function damaged_list(conn, it, pt, hash, root)
     os.remove(file)
     return 0
   end
-  local tmp = file .. ".tmp"
+  local tmp = ("%s.%d.tmp"):format(file, require("ntt.core.util").pid())   -- (two runs: two temps)
   local f, ferr = io.open(tmp, "wb")
   if not f then return nil, ferr, "EIO" end
   for _, r in ipairs(rows) do
