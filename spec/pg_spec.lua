@@ -81,6 +81,36 @@ describe("ntt.core.pg", function()
     assert.equal("", r[1].e)
   end)
 
+  it("takes any bytes but NUL as text, and gives them back exactly", function()
+    if not need_db() then return end
+    local t = assert(conn:exec("CREATE TEMP TABLE names (n text)"))
+    assert.truthy(t)
+    local MARK = "\xef\xbf\xbf"
+    local cases = {
+      "/media/M\xfcller.img",                  -- Latin-1, not UTF-8
+      "a\\b\xff\\xff",                     -- backslashes next to a stray byte
+      "\xed\xa0\x80 surrogate", "\xf4\x90\x80\x80 above", "\xc0\xaf overlong", "trunc \xe2\x82",
+      MARK .. "x",                            -- valid, but begins with the mark
+      "/media/M\xc3\xbcller.img", "plain",     -- valid UTF-8: sent as it is
+    }
+    for i = 1, 255 do if i ~= 0 then cases[#cases + 1] = "byte " .. string.char(i) end end
+    for _, v in ipairs(cases) do
+      assert(conn:exec("INSERT INTO names VALUES ($1)", v))
+      local r = assert(conn:exec("SELECT n, n = $1 AS same FROM names WHERE n = $1", v))
+      assert.equal(1, #r, ("%q"):format(v))
+      assert.equal(v, r[1].n)
+      assert.is_true(r[1].same)
+    end
+    -- valid UTF-8 is stored as it is; the rest under the mark, readable
+    local r = assert(conn:exec("SELECT n FROM names WHERE n LIKE '%plain' OR n LIKE '%M_ller%' ORDER BY n"))
+    assert.same({ "/media/M\xc3\xbcller.img", "plain" }, { r[1].n, r[2].n })   -- the Latin-1 one holds \xfc
+    r = assert(conn:exec([[SELECT convert_to(n, 'UTF8') AS b FROM names WHERE n LIKE '%M%ller%' AND n NOT LIKE '%' || chr(252) || '%']]))
+    assert.equal(MARK .. "/media/M\\xfcller.img", r[1].b)
+    r = assert(conn:exec("SELECT octet_length(n) AS n FROM names WHERE n = $1", "plain"))
+    assert.equal(5, r[1].n)
+    assert(conn:exec("DROP TABLE names"))
+  end)
+
   it("refuses a text parameter holding NUL and unknown types", function()
     if not need_db() then return end
     assert.has_error(function() conn:exec("SELECT $1::text", "a\0b") end)

@@ -269,7 +269,11 @@ int ntt_ar_write(lua_State *L)
         snprintf(why, sizeof why, "zstd: level %d or %d threads refused", (int)level, (int)threads);
         goto fail;
     }
+    /* hdrcharset=BINARY: a name is written as the bytes it is (an image's
+     * name may be Latin-1 from an old disk), never converted through the
+     * locale, which fails on bytes that are not UTF-8. */
     if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
+        archive_write_set_format_option(a, "pax", "hdrcharset", "BINARY") != ARCHIVE_OK ||
         archive_write_set_bytes_per_block(a, 0) != ARCHIVE_OK ||   /* unblocked: our buffer straight to zstd */
         archive_write_set_bytes_in_last_block(a, 1) != ARCHIVE_OK ||
         archive_write_open(a, &s, NULL, sink_write, NULL) != ARCHIVE_OK) {

@@ -371,7 +371,7 @@ static int conn_exec(lua_State *L)
             lua_replace(L, idx);   /* anchor the text where the number was */
             break;
         case LUA_TSTRING:
-            vals[i] = lua_tolstring(L, idx, &len);
+            vals[i] = pg_text_param(L, idx, &len);   /* any bytes: pgvalue.c */
             if (memchr(vals[i], '\0', len))
                 return luaL_error(L, "pg: parameter $%d contains a NUL byte (use pg.bytea)", i + 1);
             break;

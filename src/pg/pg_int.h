@@ -38,6 +38,11 @@ int bytea_tostring(lua_State *L);
 /* The bytes of a bytea wrapper at idx, or NULL when idx is not one. */
 const char *pg_tobytea(lua_State *L, int idx, size_t *len);
 int conn_encrypt_password(lua_State *L);
+/* The text of the string parameter at idx as the server will take it:
+ * itself, or (not UTF-8, or beginning with the mark) its escaped form,
+ * which replaces it at idx.  Text results in that form come back as the
+ * bytes they were. */
+const char *pg_text_param(lua_State *L, int idx, size_t *len);
 
 /* pgcopy.c: the Conn methods copy_in and copy_rows, and the Copy class. */
 int conn_copy_in(lua_State *L);

@@ -7,8 +7,18 @@
  * Result values: int2/4/8, oid -> integer; float4/8, numeric -> number
  * (NaN and +-Infinity too); bool -> boolean; bytea -> raw string;
  * anything else -> the server's text.
+ *
+ * Text that is not UTF-8: the server refuses it, yet a path (an image's
+ * name, a folder given as a medium) may be any bytes -- a Latin-1 name from
+ * an old disk.  A string parameter that is not valid UTF-8 (or that begins
+ * with the mark below) is sent as the mark U+FFFF followed by the string,
+ * each byte outside a valid sequence written \xHH and each backslash \\;
+ * a text result that begins with the mark is turned back into those bytes.
+ * So any bytes go in and come out exactly; valid UTF-8, all other text, is
+ * sent and read as it is.  (U+FFFF is a noncharacter: no name holds it.)
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "ntt.h"
@@ -42,6 +52,76 @@ static void pg_push_bytea(lua_State *L, const char *v, size_t len)
     PQfreemem(raw);
 }
 
+#define MARK "\xef\xbf\xbf"
+
+/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlong form, no
+ * surrogate, nothing above U+10FFFF, as the server checks), or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+    if (!len || len > 4 || c > 0xf4 || n < len) return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80) return 0;
+    if (c == 0xe0 && s[1] < 0xa0) return 0;        /* overlong */
+    if (c == 0xed && s[1] > 0x9f) return 0;        /* surrogate */
+    if (c == 0xf0 && s[1] < 0x90) return 0;        /* overlong */
+    if (c == 0xf4 && s[1] > 0x8f) return 0;        /* above U+10FFFF */
+    return len;
+}
+
+const char *pg_text_param(lua_State *L, int idx, size_t *len)
+{
+    const char *v = lua_tolstring(L, idx, len);
+    const unsigned char *u = (const unsigned char *)v;
+    size_t n = *len, i = 0, k;
+    int plain = !(n >= 3 && memcmp(v, MARK, 3) == 0);
+    while (plain && i < n) {
+        if (!(k = utf8_seq(u + i, n - i))) plain = 0;
+        i += k;
+    }
+    if (plain) return v;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, MARK, 3);
+    for (i = 0; i < n;) {
+        if (u[i] == '\\') { luaL_addlstring(&b, "\\\\", 2); i++; continue; }
+        if ((k = utf8_seq(u + i, n - i))) { luaL_addlstring(&b, v + i, k); i += k; continue; }
+        char hx[5];
+        snprintf(hx, sizeof hx, "\\x%02x", u[i++]);
+        luaL_addlstring(&b, hx, 4);
+    }
+    luaL_pushresult(&b);
+    lua_replace(L, idx);                /* anchored where the string was */
+    return lua_tolstring(L, idx, len);
+}
+
+/* A text value: as it is, or the bytes its escaped form stands for. */
+static void pg_push_text(lua_State *L, const char *v, size_t len)
+{
+    if (!(len >= 3 && memcmp(v, MARK, 3) == 0)) {
+        lua_pushlstring(L, v, len);
+        return;
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (size_t i = 3; i < len; i++) {
+        int hi, lo;
+        if (v[i] == '\\' && i + 1 < len && v[i + 1] == '\\') {
+            luaL_addchar(&b, '\\');
+            i++;
+        } else if (v[i] == '\\' && i + 3 < len && v[i + 1] == 'x' &&
+                   (hi = hexval((unsigned char)v[i + 2])) >= 0 && (lo = hexval((unsigned char)v[i + 3])) >= 0) {
+            luaL_addchar(&b, (char)(hi << 4 | lo));
+            i += 3;
+        } else {
+            luaL_addchar(&b, v[i]);
+        }
+    }
+    luaL_pushresult(&b);
+}
+
 static void pg_push_value(lua_State *L, const PGresult *res, int r, int f)
 {
     const char *v = PQgetvalue(res, r, f);
@@ -63,7 +143,7 @@ static void pg_push_value(lua_State *L, const PGresult *res, int r, int f)
         else lua_pushlstring(L, v, len);
         return;
     default:
-        lua_pushlstring(L, v, len);
+        pg_push_text(L, v, len);
     }
 }
 
