@@ -60,20 +60,33 @@ end
 
 -- Up to n pending inodes, in (fs_index, dir_key, ino) order, in one short
 -- transaction stamping them with worker and a lease of `lease` seconds.
+-- The rows are updated by the tuple ids the locking read found (they are
+-- locked: nothing moves them meanwhile): a join by key made the planner
+-- hash the whole partition for every claim, a cost that grew with the
+-- medium (50,000 rows: 73 ms a claim of 5,000, by tuple id 50 ms).
 function R:claim(n, worker, lease)
   local conn = self.conn
-  return db.tx(conn, function()
+  local rows, err, code, state = db.tx(conn, function()
     return conn:exec(([[
       WITH c AS (
-        SELECT fs_index, ino FROM %s
+        SELECT ctid FROM %s
          WHERE medium_hash = $4 AND state = '%s' AND (claimed_by IS NULL OR lease_until < now())
          ORDER BY fs_index, dir_key, ino
          LIMIT $1 FOR UPDATE SKIP LOCKED)
       UPDATE %s i SET claimed_by = $2, lease_until = now() + make_interval(secs => $3)
-        FROM c WHERE i.medium_hash = $4 AND i.fs_index = c.fs_index AND i.ino = c.ino
+       WHERE i.ctid = ANY (ARRAY(SELECT ctid FROM c))
       RETURNING i.fs_index, i.ino, i.size, i.attempts, i.dir_key]]):format(self.it, S.PENDING, self.it),
       n, worker, lease, self.hash)
   end)
+  if not rows then return nil, err, code, state end
+  -- (returned in the order of the tuple ids: back in the claim's order)
+  table.sort(rows, function(a, b)
+    if a.fs_index ~= b.fs_index then return a.fs_index < b.fs_index end
+    local da, dbk = a.dir_key or math.huge, b.dir_key or math.huge   -- (NULLS LAST)
+    if da ~= dbk then return da < dbk end
+    return a.ino < b.ino
+  end)
+  return rows
 end
 
 function R:paths(list)
@@ -155,7 +168,11 @@ function R:write(final, worker)
       local r, err, code, state = conn:exec(M.BLOBS, db.array(bid, nb), db.array(bsize, nb), db.array(bsha, nb))
       if not r then return nil, err, code, state end
     end
-    local r, err, code, state = conn:exec(([[
+    -- each result by its key: a hash join read the whole partition per
+    -- batch (a million rows at a million files)
+    local r, err, code, state = conn:exec_script("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+    if not r then return nil, err, code, state end
+    r, err, code, state = conn:exec(([[
       UPDATE %s i SET
              state = CASE WHEN r.release THEN i.state ELSE r.state::inode_state END,
              blobid = coalesce(r.blobid, i.blobid),
