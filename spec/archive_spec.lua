@@ -34,6 +34,40 @@ end
 
 local function exists(p) return fs.stat(p, true) ~= nil end
 
+describe("archive temps", function()
+  it("a killed process's temp of this host is swept, a live one's and another host's stay", function()
+    local archive = require "ntt.archive"
+    local util = require "ntt.core.util"
+    local liveness = require "ntt.liveness"
+    local dir = helper.tmpdir("arch-sweep")
+    local h = ("%032x"):format(util.pid())
+    local p = assert(require("ntt.core.proc").spawn { argv = { "true" } })
+    local dead = p:pid()
+    p:wait()
+    local me = liveness.me()
+    local host = me.host
+    local names = {
+      dead_new = ("%s.tar.zst.tmp.%s:%d:%s:%s"):format(h, host, dead, me.boot:sub(1, 8), "1"),
+      dead_old = ("%s.tar.zst.tmp.%d"):format(h, dead),
+      reborn = ("%s.tar.zst.tmp.%s:%d:%s:%s"):format(h, host, me.pid, "00000000", tostring(me.start)),
+      live = ("%s.tar.zst.tmp.%s:%d:%s:%s"):format(h, host, me.pid, me.boot:sub(1, 8), tostring(me.start)),
+      other_host = ("%s.tar.zst.tmp.%s:%d:%s:%s"):format(h, "elsewhere.example", dead, "0", "1"),
+      other_medium = ("%s.tar.zst.tmp.%s:%d:%s:%s"):format(("f"):rep(32), host, dead, "0", "1"),
+      final = h .. ".tar.zst",
+    }
+    for _, n in pairs(names) do helper.write(dir .. "/" .. n, "x") end
+    local gone = archive.sweep(dir, h)
+    table.sort(gone)
+    local want = { names.dead_new, names.dead_old, names.reborn }
+    table.sort(want)
+    assert.same(want, gone)
+    for k, n in pairs(names) do
+      local swept = k == "dead_new" or k == "dead_old" or k == "reborn"
+      assert.equal(not swept, exists(dir .. "/" .. n), k)
+    end
+  end)
+end)
+
 describe("archive stage", function()
   local ok, why = runs.can_run()
   if not ok then

@@ -12,7 +12,9 @@
 -- The steps, each usable alone (the specs drive them one by one):
 --   archive.image_set(m)             -> { { src =, name = }, ... } | nil, msg, code
 --   archive.write(m [, opts])        -> w | nil, msg, code
---       packs the set into <data root>/archive/<hash>.tar.zst.tmp.<pid>
+--       packs the set into <data root>/archive/<hash>.tar.zst.tmp.<host>:<pid>:<boot>:<start>
+--       (temps of this medium that killed processes of this host left are
+--       removed first: archive.sweep(dir, hash))
 --       (opts: threads =, level = for zstd, root = the data root, default
 --       config.home()); w = { tmp =, path = (final), medium = m,
 --       members = image set, written = ntt.core.archive.write's result }.
@@ -99,6 +101,28 @@ local function holds(m, member)
   return member.blake3:sub(1, #h) == h
 end
 
+-- The temps of hash's archive in dir that a process of this host left
+-- when it was killed (<final>.tmp.<host>:<pid>:<boot>:<start>, or the older
+-- <final>.tmp.<pid>): removed, lest a killed run's half archive -- as large
+-- as the image -- stay for good.  A live process's temp, or another host's
+-- (a data root seen by several), stays.  -> the names removed
+function M.sweep(dir, hash)
+  local liveness = require "ntt.liveness"
+  local prefix = hash .. ".tar.zst.tmp."
+  local gone = {}
+  for _, name in ipairs(fs.readdir(dir) or {}) do
+    if name:sub(1, #prefix) == prefix then
+      local rest = name:sub(#prefix + 1)
+      local host, pid, boot, start = rest:match("^(.*):(%d+):(%x*):(%d*)$")
+      if not host then host, pid = util.hostname() or "host", rest:match("^(%d+)$") end
+      if pid and liveness.dead { host = host, pid = tonumber(pid), boot = boot, start = tonumber(start or "") } then
+        if os.remove(dir .. "/" .. name) then gone[#gone + 1] = name end
+      end
+    end
+  end
+  return gone
+end
+
 function M.write(m, opts)
   opts = opts or {}
   local set, err, code = M.image_set(m)
@@ -108,8 +132,10 @@ function M.write(m, opts)
   ok, err, code = fs.mkdirp(dir, 493)   -- 0755
   if not ok then return nil, err, code end
   local final = ("%s/%s.tar.zst"):format(dir, m.medium_hash)
-  local tmp = ("%s.tmp.%d"):format(final, util.pid())
-  os.remove(tmp)   -- a temp of an earlier run of this very process id
+  M.sweep(dir, m.medium_hash)
+  local me = require("ntt.liveness").me()
+  local tmp = ("%s.tmp.%s:%d:%s:%s"):format(final, me.host, me.pid, me.boot:sub(1, 8), tostring(me.start or ""))
+  os.remove(tmp)
   local threads = opts.threads
   if threads == nil then threads = require("ntt").cores() end
   local res
