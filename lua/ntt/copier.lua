@@ -166,6 +166,8 @@ function M.run(o)
     fault.keep = M.keep_free(policy, space)
     return nil, fault_message(fault, rows, m), scode, fault
   end
+  local swept = require("ntt.copier.temps").sweep(o.store_root)   -- (killed processes' temps)
+  if swept and swept.files > 0 then log:info("store_temps_swept", { store = o.store_root, files = swept.files, bytes = swept.bytes }) end
   local roots = {}
   for _, r in ipairs(o.roots) do roots[r.fs_index] = r.root end
   local threads, probe = threads_for(cp, o.roots)
