@@ -45,9 +45,22 @@ describe("ntt verify with archives", function()
     assert.truthy(fs.stat(arch))
     local bp = blob_path(home, content)
     flip(bp, 777)
+    -- a verify killed after it unpacked and mounted the archive: its set and
+    -- its mount are swept; a set of a live process (init's pid) stays
+    local p0 = assert(require("ntt.core.proc").spawn { argv = { "true" } })
+    local dead = p0:pid()
+    p0:wait()
+    local stale, live = ("%s/unpack/%s.%d"):format(home, h, dead), ("%s/unpack/%s.1"):format(home, h)
+    helper.sh { "mkdir", "-p", stale, live }
+    helper.sh { "tar", "--zstd", "-xf", arch, "-C", stale }
+    local sm = assert(require("ntt.mount").mount(h, stale .. "/disk.img", { map = stale .. "/disk.map" }))
+    assert.is_true(sm.ok)
     r = runs.ntt(home, { "verify", "--medium", h })
     assert.equal(0, r.code, r.stderr .. r.stdout)
     assert.matches("REPAIRED from archive " .. arch .. " p0/docs/a.txt", r.stdout, 1, true)
+    assert.is_nil(fs.stat(stale), "the killed verify's set is gone")
+    assert.same({ h .. ".1" }, fs.readdir(home .. "/unpack"))
+    fs.rmtree(live)
     assert.equal(content, helper.read(bp))
     assert.equal(content, helper.read(home .. "/tree/" .. h .. "/p0/docs/a.txt"))
     assert.equal(assert(fs.stat(bp)).ino, assert(fs.stat(home .. "/tree/" .. h .. "/p0/docs/a.txt")).ino)

@@ -31,6 +31,7 @@
 --       and every member's name, size and BLAKE3 must be as recorded
 --       ("EBADMSG"; the folder is removed).  image and map are the unpacked
 --       members that were the medium's image_path and map_path.
+--       The sets of verifies that were killed go first (M.sweep(top)).
 --   repair.release(unpacked) unmounts and removes every set in unpacked
 --   repair.copy(conn, st, c) -> relinked count | nil, why, code
 --       a second copy c = { blob =, n =, path = } (checks.copies) that does
@@ -111,6 +112,27 @@ local function unmount_if_ours(conn, u, ours, image)
   if holders and #holders == 0 then require("ntt.mount").unmount(u.medium, image) end
 end
 
+-- The unpacked sets (<data root>/unpack/<hash>.<pid>) of verifies that were
+-- killed: the medium's mount from that set, when the helper still has one,
+-- taken down (a later run mounting the medium from its own image would be
+-- refused, "mounted from ..."), then the folder removed -- an image's worth
+-- of space each.  A live process's set stays.  -> the folders removed
+function M.sweep(top)
+  local liveness = require "ntt.liveness"
+  local mount = require "ntt.mount"
+  local out = {}
+  for _, name in ipairs(fs.readdir(top) or {}) do
+    local hash, pid = name:match("^(%x+)%.(%d+)$")
+    local dir = top .. "/" .. name
+    if hash and #hash >= 16 and liveness.dead { host = require("ntt.core.util").hostname() or "host", pid = tonumber(pid) } then
+      local st = mount.status(hash)
+      if st and type(st.image) == "string" and st.image:sub(1, #dir + 1) == dir .. "/" then mount.unmount(hash, st.image) end
+      if fs.rmtree(dir) then out[#out + 1] = dir end
+    end
+  end
+  return out
+end
+
 function M.unpack(conn, hash)
   local rec, err, code = require("ntt.archive").record(conn, hash)
   if rec == nil then return nil, err, code end
@@ -123,6 +145,7 @@ function M.unpack(conn, hash)
   local ok
   ok, err, code = fs.mkdirp(top, 448)   -- 0700
   if not ok then return nil, err, code end
+  M.sweep(top)   -- (before the room is measured: a killed verify's set frees it)
   local need = 0
   for _, m in ipairs(rec.members) do need = need + m.size end
   local space
