@@ -185,6 +185,16 @@ describe("ntt browse", function()
     r = ntt(home, { "browse", mp, "--medium", h })
     assert.equal(2, r.code, r.stderr)
     assert.truthy(r.stderr:find("already", 1, true), r.stderr)
+    -- its daemon killed, the view answers ENOTCONN; a new browse takes its place
+    local pids = sh({ "pgrep", "-f", "ntt-browse.*" .. mp }, { may_fail = true }).stdout
+    assert.truthy(pids:match("%d+"), "the view's daemon")
+    for pid in pids:gmatch("%d+") do sh { "kill", "-9", pid } end
+    assert.truthy(require("spec.support.runs").wait_for(function()
+      return select(3, fs.readdir(mp)) == "ENOTCONN"
+    end), "a dead view answers ENOTCONN")
+    r = ntt(home, { "browse", mp, "--medium", h }, 120)
+    assert.equal(0, r.code, r.stderr .. r.stdout)
+    assert.equal("alpha " .. tag .. "\n", helper.read(mp .. "/" .. h .. "/p0/a.txt"))
     r = ntt(home, { "browse", "--stop", mp })
     assert.equal(0, r.code, r.stderr .. r.stdout)
     assert.is_false(mounted(mp))

@@ -195,11 +195,17 @@ end
 
 function M.start(mountpoint, snapshot, opts)
   opts = opts or {}
+  if M.mounted(mountpoint) then
+    -- a view whose daemon was killed answers ENOTCONN: taken down, then mounted anew
+    local _, _, code = fs.readdir(mountpoint)
+    if code ~= "ENOTCONN" then return nil, mountpoint .. ": a view is already mounted there", "EBUSY" end
+    local ok, err, scode = M.stop(mountpoint)
+    if not ok then return nil, err, scode end
+  end
   local st = fs.stat(mountpoint)
   if not st or st.type ~= "directory" then
     return nil, mountpoint .. ": not a directory", st and "ENOTDIR" or "ENOENT"
   end
-  if M.mounted(mountpoint) then return nil, mountpoint .. ": a view is already mounted there", "EBUSY" end
   local argv = { M.binary(), snapshot, mountpoint }
   if not opts.foreground then
     local r, err, code = proc.run { argv = argv, timeout = 600 }
