@@ -27,6 +27,42 @@ end
 -- characters to break the line or the terminal.
 local function shown(path) return (tostring(path):gsub("%c", "?")) end
 
+-- ntt's own data root (its database, store, logs...) inside a filesystem
+-- being walked -- a folder given as a medium that holds it -- is never
+-- loaded as the medium's files: an ignore pattern for it (its entries
+-- recorded excluded, "ignore:^<path>(/|$)"), logged once.
+local function ERE(s) return (s:gsub("[%.%[%]{}()\\*+?^$|]", "\\%0")) end
+
+local function own_ignores(ctx, m)
+  local fs = require "ntt.core.fs"
+  local config = require "ntt.config"
+  local out, seen = {}, {}
+  for _, own in ipairs { config.home(), config.path("store") } do
+    local real = fs.realpath(own)
+    for _, r in ipairs(ctx.roots or {}) do
+      local root = fs.realpath(r.root)
+      if real and root and not seen[real] then
+        local rel = root == "/" and real:sub(2) or (real:sub(1, #root + 1) == root .. "/" and real:sub(#root + 2))
+        if rel and rel ~= "" then
+          seen[real] = true
+          out[#out + 1] = "^" .. ERE(rel) .. "(/|$)"
+          ctx.log:warn("enumerate_own_data", { medium = m.hash, fs_index = r.fs_index, path = real },
+                       ("%s: p%d holds ntt's own data at %s: left out of the medium (excluded)")
+                       :format(m.human or m.hash, r.fs_index, real))
+        end
+      end
+    end
+  end
+  return out
+end
+
+local function ignores(ctx, m)
+  local list = {}
+  for i, re in ipairs(require("ntt.policy").ignore_of(ctx.policy)) do list[i] = re end
+  for _, pat in ipairs(own_ignores(ctx, m)) do list[#list + 1] = pat end
+  return list
+end
+
 local function count_problem(ctx, kind, n)
   if n > 0 then ctx.problems[#ctx.problems + 1] = { kind = kind, count = n } end
 end
@@ -53,7 +89,7 @@ local function rerun(ctx, m, done)
     return true
   end
   local s, err, code, partial = retry.run(db, m.hash, ctx.roots, {
-    ignore = require("ntt.policy").ignore_of(ctx.policy), threads = p.threads, stall_timeout = p.stall_timeout })
+    ignore = ignores(ctx, m), threads = p.threads, stall_timeout = p.stall_timeout })
   if not s then
     if code == "ESTALLED" then
       problems.set(db, m.hash, "enum_stalled", (partial or {}).stalled or { error = err })
@@ -124,7 +160,7 @@ local function once(ctx)
                             interval = (ctx.policy.progress or {}).interval,
                             bar = (ctx.policy.progress or {}).bar }
   local done = table.pack(pcall(enumerate.load, db, m.hash, ctx.roots, {
-    replace = ctx.replace, ignore = require("ntt.policy").ignore_of(ctx.policy), threads = p.threads, stall_timeout = p.stall_timeout,
+    replace = ctx.replace, ignore = ignores(ctx, m), threads = p.threads, stall_timeout = p.stall_timeout,
     progress = function(entries) pr:set(entries); require("ntt.live").service() end }))
   pr:finish()
   if not (done[1] and done[2]) then
