@@ -55,6 +55,7 @@ describe("ntt-mount-helper --expect", function()
     helper.sh { "dd", "if=/dev/zero", "of=" .. a, "bs=1", "count=1", "seek=3000000", "conv=notrunc", "status=none" }
     helper.sh { "touch", "-d", mtime, a }
     local res, err, ename = mount.mount(ident.hash, ident.image_path, { expect = ident.stat })
+    finally(function() mount.unmount(ident.hash, ident.image_path) end)
     assert.is_nil(res)
     assert.are.equal("ESTALE", ename)
     assert.matches("written since", err)
