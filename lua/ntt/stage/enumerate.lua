@@ -35,22 +35,18 @@ local function ERE(s) return (s:gsub("[%.%[%]{}()\\*+?^$|]", "\\%0")) end
 
 local function own_ignores(ctx, m)
   local fs = require "ntt.core.fs"
-  local config = require "ntt.config"
-  local out, seen = {}, {}
-  for _, own in ipairs { config.home(), config.path("store") } do
-    local real = fs.realpath(own)
-    for _, r in ipairs(ctx.roots or {}) do
-      local root = fs.realpath(r.root)
-      if real and root and not seen[real] then
-        local rel = root == "/" and real:sub(2) or (real:sub(1, #root + 1) == root .. "/" and real:sub(#root + 2))
-        if rel and rel ~= "" then
-          seen[real] = true
-          out[#out + 1] = "^" .. ERE(rel) .. "(/|$)"
-          ctx.log:warn("enumerate_own_data", { medium = m.hash, fs_index = r.fs_index, path = real },
-                       ("%s: p%d holds ntt's own data at %s: left out of the medium (excluded)")
-                       :format(m.human or m.hash, r.fs_index, real))
-        end
-      end
+  local real = fs.realpath(require("ntt.config").home())   -- (the store is in it)
+  local out = {}
+  for _, r in ipairs(ctx.roots or {}) do
+    local root = fs.realpath(r.root)
+    local rel = real and root and (real == root and "" or root == "/" and real:sub(2)
+                                   or real:sub(1, #root + 1) == root .. "/" and real:sub(#root + 2))
+    if rel then
+      -- (the data root itself given as the folder: all of it)
+      out[#out + 1] = rel == "" and "^" or "^" .. ERE(rel) .. "(/|$)"
+      ctx.log:warn("enumerate_own_data", { medium = m.hash, fs_index = r.fs_index, path = real },
+                   ("%s: p%d holds ntt's own data at %s: left out of the medium (excluded)")
+                   :format(m.human or m.hash, r.fs_index, real))
     end
   end
   return out
