@@ -33,6 +33,11 @@ local STAGES = { { "identified_at", "id" }, { "inspected_at", "insp" }, { "mount
                  { "enum_done", "enum" }, { "copy_done", "copy" }, { "verified_at", "ver" },
                  { "archived_at", "arch" } }
 
+-- A path or name for a terminal: control bytes shown as \xNN.
+local function shown(s)
+  return (tostring(s):gsub("[%c\127]", function(c) return ("\\x%02x"):format(c:byte()) end))
+end
+
 -- Every medium, one line each (the SQL of the list is the list's own).
 local function list(conn, as_json)
   local json = require "ntt.json"
@@ -69,7 +74,7 @@ local function list(conn, as_json)
     if m.rescue_of then lin[#lin + 1] = "rescue of " .. m.rescue_of:sub(1, 8) end
     if m.rescues > 0 then lin[#lin + 1] = ("rescued again %d"):format(m.rescues) end
     io.stdout:write(("%s  %-24s %-9s %-10s %6s  stages: %-28s files: %s%s%s\n"):format(
-      m.medium_hash, (m.medium_human or "?"):sub(1, 24), m.kind, m.health or "-",
+      m.medium_hash, shown(m.medium_human or "?"):sub(1, 24), m.kind, m.health or "-",
       m.rescued_pct and ("%.1f%%"):format(m.rescued_pct) or "-",
       #done > 0 and table.concat(done, ",") or "-",
       #states > 0 and table.concat(states, " ") or "-",
@@ -79,10 +84,6 @@ local function list(conn, as_json)
   return 0
 end
 
--- A path or name for a terminal: control bytes shown as \xNN.
-local function shown(s)
-  return (tostring(s):gsub("[%c\127]", function(c) return ("\\x%02x"):format(c:byte()) end))
-end
 
 local function pct(n, total)
   if total == 0 then return "-" end
