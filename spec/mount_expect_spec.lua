@@ -3,7 +3,7 @@
 -- again after); the mount helper, given it (--expect), attaches that very
 -- file or nothing: an image replaced at its path, or written in place,
 -- between identification and mount is refused with exit 6 (ESTALE), and
--- no loop device is left.
+-- no loop device is left.  One written while it is hashed gets no hash.
 local helper = require "spec.support.helper"
 local images = require "spec.support.images"
 local mh = require "spec.support.mounthelper"
@@ -60,6 +60,27 @@ describe("ntt-mount-helper --expect", function()
     assert.are.equal("ESTALE", ename)
     assert.matches("written since", err)
     assert.are.same({}, loops_of(a))
+  end)
+
+  it("an image written while it is hashed gets no hash (EAGAIN), one left still does", function()
+    local img = work .. "/busy.img"
+    helper.sh { "truncate", "-s", "1536M", img }   -- mostly holes: hashed at memory speed, ~0.3 s
+    local f = assert(io.open(img, "r+b"))
+    f:seek("set", 0)
+    f:write("head")
+    f:close()
+    -- a writer touching it every 5 ms for as long as the hash could take
+    local w = assert(require("ntt.core.proc").spawn {
+      argv = { "sh", "-c", 'i=0; while [ $i -lt 2000 ]; do touch "$0"; sleep 0.005; i=$((i+1)); done', img } })
+    finally(function() w:kill(9); w:wait(5) end)
+    local ident, err, code = media.identify(img)
+    assert.is_nil(ident)
+    assert.equal("EAGAIN", code)
+    assert.matches("changed while it was hashed", err)
+    w:kill(9)
+    w:wait(5)
+    ident = assert(media.identify(img))
+    assert.is_table(ident.stat)
   end)
 
   it("refuses a malformed expectation as a usage error, and checks its argument in Lua", function()
