@@ -16,14 +16,15 @@
  * count must equal the expected size (shorter: ENODATA, longer: EFBIG,
  * offset = bytes read); then it is renamed into by-hash without replacing
  * (existing blob: dedup).  A whole buffer of zeros is not written but left
- * a hole (the blob is sparse where the source was zeros).  A file that fits in the buffer and whose blob
- * exists is never written at all.  Durability: "fsync" syncs each file
- * and its directory; "batch" writes all temps, syncfs once, renames all,
- * syncfs again; "none" renames only.  SIGINT/SIGTERM or a store-side write
- * error (ENOSPC...) stops the batch between blocks: the remaining items
- * fail (EINTR, or that error) and no final name ever holds a partial blob.
- * Each failure records its phase (open, read, write, store), errno and
- * message; write and store are the store's side (the binding's `side`).  Worker threads never touch Lua.
+ * a hole (the blob is sparse where the source was zeros).  A file that
+ * fits in the buffer and whose blob exists is never written at all.
+ * Durability: "fsync" syncs each file and its directory; "batch" writes
+ * all temps, syncfs once, renames all, syncfs again; "none" renames only.
+ * SIGINT/SIGTERM or a store-side write error (ENOSPC...) stops the batch
+ * between blocks: the remaining items fail (EINTR, or that error) and no
+ * final name ever holds a partial blob.  Each failure records its phase
+ * (open, read, write, store), errno and message; write and store are the
+ * store's side (the binding's `side`).  Worker threads never touch Lua.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -248,10 +249,8 @@ static void copy_one_with(struct copy_job *job, struct copy_item *it, uint8_t *b
     }
     if (fill && (err = ntt_store_tmp_write(t, buf, fill)) != 0)
         goto store_err;
-    if (holes && ftruncate(t->fd, (off_t)total) != 0) {   /* (it may end in a hole) */
-        err = errno;
+    if (holes && ftruncate(t->fd, (off_t)total) != 0 && (err = errno) != 0)   /* (it may end in a hole) */
         goto store_err;
-    }
     /* Batch: no writeback is started per file.  sync_file_range here made
      * each thread wait on the device queue once per small file (50,000
      * files: 8.2 s instead of 6.8 s); the batch's syncfs writes them all
