@@ -80,4 +80,47 @@ describe("ntt.core.proc", function()
     assert.equal(9, r.signal)
     assert.is_true(require("ntt.core.util").monotonic() - t0 < 5)
   end)
+
+  it("a child spawned with parent_death gets that signal when ntt is killed; one without outlives it", function()
+    local helper = require "spec.support.helper"
+    local util = require "ntt.core.util"
+    local dir = helper.tmpdir("pdeath")
+    -- an ntt that spawns two sleeps, writes their pids, and waits to be killed
+    local script = dir .. "/parent.lua"
+    helper.write(script, [[
+      local proc = require "ntt.core.proc"
+      local a = assert(proc.spawn { argv = { "sleep", "60" }, parent_death = 15 })
+      local b = assert(proc.spawn { argv = { "sleep", "60" } })
+      local f = assert(io.open(arg[1], "w"))
+      f:write(a:pid(), " ", b:pid(), "\n")
+      f:close()
+      require("ntt.core.util").sleep(60)
+    ]])
+    local pidfile = dir .. "/pids"
+    local parent = assert(proc.spawn { argv = { helper.ntt, script, pidfile } })
+    finally(function() parent:kill(9); parent:wait(5) end)
+    local pids
+    for _ = 1, 250 do
+      local f = io.open(pidfile)
+      pids = f and f:read("l")
+      if f then f:close() end
+      if pids then break end
+      util.sleep(0.02)
+    end
+    local a, b = assert(pids, "the parent started its children"):match("(%d+) (%d+)")
+    finally(function() os.execute("kill -9 " .. b .. " 2>/dev/null") end)
+    local function alive(pid) return io.open("/proc/" .. pid .. "/stat") ~= nil and
+      not io.open("/proc/" .. pid .. "/stat"):read("a"):match("^%d+ %b() Z") end
+    assert.is_true(alive(a) and alive(b))
+    parent:kill(9)
+    parent:wait(5)
+    local gone = false
+    for _ = 1, 100 do
+      if not alive(a) then gone = true break end
+      util.sleep(0.02)
+    end
+    assert.is_true(gone, "the child with parent_death ended with its parent")
+    assert.is_true(alive(b), "the child without it outlives its parent")
+    assert.has_error(function() proc.spawn { argv = { "true" }, parent_death = 99 } end)
+  end)
 end)

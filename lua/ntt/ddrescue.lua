@@ -107,7 +107,9 @@ function M.run(opts)
   local poll = opts.poll or 0.5
   local interrupted = opts.interrupted or util.interrupted
   local pos = file_size(opts.out)
-  local p, err, code = proc.spawn { argv = opts.argv, stdout = opts.out, stderr = "stdout", stdin = "null" }
+  -- (ntt killed, even by SIGKILL: ddrescue gets SIGINT, saves its map, stops)
+  local p, err, code = proc.spawn { argv = opts.argv, stdout = opts.out, stderr = "stdout", stdin = "null",
+                                    parent_death = SIGINT }
   if not p then return nil, err, code end
   local t0 = util.monotonic()
   local buf, last_fp, moved_at, status = "", nil, t0, nil

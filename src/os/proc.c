@@ -11,8 +11,12 @@
  *       -> { code=int|nil, signal=int|nil, stdout=s, stderr=s, timed_out=bool }
  *        | nil, "argv[1]: strerror", "ENOENT"      (could not start)
  *        | nil, "interrupted", "EINTR"    (SIGINT/SIGTERM: the child was killed)
- *   spawn{argv, env=, user=, cwd=, stdout="inherit"|"null"|path, stderr=...}
+ *   spawn{argv, env=, user=, cwd=, stdout="inherit"|"null"|path, stderr=...,
+ *         parent_death=signo}
  *       -> Proc | nil, msg, errname
+ *       parent_death: the signal the child gets when ntt dies, even by
+ *       SIGKILL (PR_SET_PDEATHSIG): ddrescue is sent SIGINT, saves its map
+ *       and stops, instead of reading a failing disk with nobody watching
  *   Proc:pid()           -> integer
  *   Proc:wait([timeout]) -> "exit"|"signal", code | nil, "timeout", "ETIMEDOUT"
  *   Proc:kill([signo])   -> true | nil, msg, errname
@@ -28,7 +32,9 @@
 #include <poll.h>
 #include <pwd.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -51,6 +57,8 @@ struct spec {
     uid_t uid; gid_t gid; const char *user; const char *home;
     int in_fd, out_fd, err_fd;   /* -1 = inherit */
     int err_to_out;
+    int death_sig;               /* 0: the child outlives ntt */
+    pid_t parent;
 };
 
 static double mono(void)
@@ -149,6 +157,9 @@ static void read_common(lua_State *L, int t, struct spec *s)
 static void child_exec(struct spec *s, int report_fd)
 {
     setsid();
+    /* (a parent gone before the prctl took hold: the signal now) */
+    if (s->death_sig && (prctl(PR_SET_PDEATHSIG, s->death_sig) != 0 || getppid() != s->parent))
+        raise(s->death_sig);
     if (s->in_fd >= 0) dup2(s->in_fd, 0);
     if (s->out_fd >= 0) dup2(s->out_fd, 1);
     if (s->err_to_out) dup2(1, 2);
@@ -214,7 +225,7 @@ static const char *const run_opts[] = {
     "argv", "env", "user", "cwd", "input", "timeout", "stderr", NULL
 };
 static const char *const spawn_opts[] = {
-    "argv", "env", "user", "cwd", "stdin", "stdout", "stderr", NULL
+    "argv", "env", "user", "cwd", "stdin", "stdout", "stderr", "parent_death", NULL
 };
 
 static int proc_run(lua_State *L)
@@ -377,6 +388,10 @@ static int proc_spawn(lua_State *L)
     const char *em = lua_tostring(L, -1);
     lua_getfield(L, 1, "stdin");
     const char *im = lua_tostring(L, -1);
+    lua_getfield(L, 1, "parent_death");
+    s.death_sig = (int)luaL_optinteger(L, -1, 0);
+    luaL_argcheck(L, s.death_sig >= 0 && s.death_sig < 65, 1, "parent_death must be a signal number");
+    s.parent = getpid();
     s.in_fd = open_target(im, O_RDONLY);
     s.out_fd = open_target(om, O_WRONLY);
     s.err_to_out = em && strcmp(em, "stdout") == 0;
