@@ -240,6 +240,12 @@ describe("targets.expand", function()
     -- a file given by name is taken as given
     media = targets.expand({ dir .. "/roms/Small.bin" })
     assert.same({ { path = dir .. "/roms/Small.bin", as = "target" } }, media)
+    -- the same file or folder given twice (a link, a "..") is taken once
+    helper.sh { "ln", "-s", dir .. "/roms/Small.bin", dir .. "/link.bin" }
+    media = targets.expand({ dir .. "/roms/Small.bin", dir .. "/link.bin", dir .. "/roms/../roms/Small.bin" })
+    assert.same({ { path = dir .. "/roms/Small.bin", as = "target" } }, media)
+    media = targets.expand({ dir .. "/shelf", dir .. "/roms/../shelf" }, { mode = "tree" })
+    assert.same({ { path = dir .. "/shelf", as = "directory" } }, media)
   end)
 
   it("reports an entry it cannot look at as a loss (images), or copies the folder whole (auto)", function()

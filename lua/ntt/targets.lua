@@ -24,6 +24,8 @@
 --                          folder=dir|nil, error=, code= } (error: this
 --                          target cannot be run, e.g. --images of a folder
 --                          with no image)
+--       (a target given twice, through a link or a "..", is in it once:
+--       the later one is logged, target_duplicate)
 --       report = { entries = { entry, ... }, counts = { ... } }
 --         entry = { folder=, name=, taken=bool, as=, of=, reason=, why=, loss=bool }
 --         counts = { folders=, image_folders=, tree_folders=, images=,
@@ -354,7 +356,22 @@ function M.expand(list, opts)
       media[#media + 1] = { path = t, as = "target" }
     end
   end
-  return media, report
+  -- the same file or folder given twice (through a link, a path with ".."):
+  -- taken once, the later one logged
+  local seen, out = {}, {}
+  for _, m in ipairs(media) do
+    local real = not m.error and fs.realpath(m.path)
+    if real and seen[real] then
+      if opts.log then
+        opts.log:warn("target_duplicate", { target = m.path, same_as = seen[real] },
+                      ("%s: the same as %s, given before: taken once"):format(m.path, seen[real]))
+      end
+    else
+      if real then seen[real] = m.path end
+      out[#out + 1] = m
+    end
+  end
+  return out, report
 end
 
 return M
