@@ -9,8 +9,9 @@
  * through one directory at a time, its files in order, and at most
  * `threads` threads run, so reads from several directories are in flight
  * while no directory is ever read by two threads at once.  Sources are
- * opened beneath their root with openat2(RESOLVE_BENEATH |
- * RESOLVE_NO_SYMLINKS): symlinks and ".." escapes fail (ELOOP, EXDEV).
+ * opened beneath their root (beneath.c: openat2(RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS), a stretch at a time past PATH_MAX): symlinks and
+ * ".." escapes fail (ELOOP, EXDEV).
  * Each file is read in blocks of `buffer` bytes, hashed and written to a
  * temp in <store>/tmp through the store's temp calls (store.h); its byte
  * count must equal the expected size (shorter: ENODATA, longer: EFBIG,
@@ -28,7 +29,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <signal.h>
@@ -37,7 +37,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include "copy_engine.h"
@@ -115,11 +114,8 @@ static void copy_one_with(struct copy_job *job, struct copy_item *it, uint8_t *b
         fail_item(it, PHASE_OPEN, EINVAL, "invalid path (empty or containing NUL)");
         return;
     }
-    struct open_how how;
-    memset(&how, 0, sizeof how);
-    how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    fd = (int)syscall(SYS_openat2, job->rootfds[it->root], it->path, &how, sizeof how);
+    fd = ntt_open_beneath(job->rootfds[it->root], it->path, it->pathlen,
+                          O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
     if (fd < 0) {
         err = errno;
         fail_item(it, PHASE_OPEN, err, "open: %s", strerror(err));

@@ -38,6 +38,7 @@
 #include <unistd.h>
 #include "ntt.h"
 #include "blake3.h"
+#include "copy_engine.h"
 
 #define BUFSZ (1024 * 1024)
 #define MODE_KEEP 01777   /* permission bits and sticky; never setuid/setgid */
@@ -60,11 +61,8 @@ static int open_beneath(int rootfd, const char *rel, size_t len)
     char *p = strndup(rel, len);
     if (!p)
         return -1;
-    struct open_how how;
-    memset(&how, 0, sizeof how);
-    how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    int fd = (int)syscall(SYS_openat2, rootfd, p, &how, sizeof how);
+    /* (any depth: past PATH_MAX a stretch at a time, src/copy/beneath.c) */
+    int fd = ntt_open_beneath(rootfd, p, len, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int err = errno;
     free(p);
     errno = err;

@@ -117,8 +117,9 @@ static int fs_stat(lua_State *L)
     const char *path = luaL_checkstring(L, 1);
     int nofollow = lua_toboolean(L, 2);
     struct stat st;
-    if ((nofollow ? lstat(path, &st) : stat(path, &st)) < 0)
-        return ntt_fail(L, errno, path);
+    int err = paths_stat(path, &st, nofollow);   /* (any length) */
+    if (err)
+        return ntt_fail(L, err, path);
     mode_t m = st.st_mode;
     const char *type = S_ISREG(m) ? "file" : S_ISDIR(m) ? "directory" : S_ISBLK(m) ? "block"
                      : S_ISCHR(m) ? "char" : S_ISLNK(m) ? "link" : S_ISFIFO(m) ? "fifo"

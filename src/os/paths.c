@@ -13,6 +13,51 @@
 #include <unistd.h>
 #include "paths.h"
 
+int paths_stat(const char *path, struct stat *st, int nofollow)
+{
+    if ((nofollow ? lstat(path, st) : stat(path, st)) == 0)
+        return 0;
+    if (errno != ENAMETOOLONG)
+        return errno;
+    size_t len = strlen(path), at = 0;
+    int dir = AT_FDCWD;
+    char part[PATH_MAX];
+    for (;;) {
+        size_t cut = len - at;
+        if (cut >= PATH_MAX) {          /* the longest stretch of whole names that fits */
+            cut = PATH_MAX - 1;
+            while (cut > 0 && path[at + cut] != '/')
+                cut--;
+        }
+        int last = at + cut >= len, e = 0;
+        if (cut == 0 && !last) {
+            e = ENAMETOOLONG;           /* a single name longer than any path */
+        } else {
+            memcpy(part, path + at, cut);
+            part[cut] = 0;
+            if (last) {
+                if (fstatat(dir, part, st, nofollow ? AT_SYMLINK_NOFOLLOW : 0) != 0)
+                    e = errno;
+            } else {
+                int fd = openat(dir, part, O_PATH | O_DIRECTORY | O_CLOEXEC);
+                if (fd < 0)
+                    e = errno;
+                if (dir != AT_FDCWD)
+                    close(dir);
+                if (!e) {
+                    dir = fd;
+                    at += cut + 1;
+                    continue;
+                }
+                return e;
+            }
+        }
+        if (dir != AT_FDCWD)
+            close(dir);
+        return e;
+    }
+}
+
 static int is_dir(const char *p)
 {
     struct stat st;

@@ -6,7 +6,13 @@
 #ifndef NTT_PATHS_H
 #define NTT_PATHS_H
 
+#include <sys/stat.h>
 #include <sys/types.h>
+
+/* stat, or lstat with nofollow, of a path of any length: one past
+ * PATH_MAX (a file deep in a tree, a link of the tree stage to it) is
+ * reached a stretch of whole names at a time. */
+int paths_stat(const char *path, struct stat *st, int nofollow);
 
 /* mkdir -p: every missing directory of path with mode. */
 int paths_mkdirs(const char *path, mode_t mode);
