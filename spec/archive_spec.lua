@@ -41,9 +41,7 @@ describe("archive temps", function()
     local liveness = require "ntt.liveness"
     local dir = helper.tmpdir("arch-sweep")
     local h = ("%032x"):format(util.pid())
-    local p = assert(require("ntt.core.proc").spawn { argv = { "true" } })
-    local dead = p:pid()
-    p:wait()
+    local dead = helper.gone_pid()
     local me = liveness.me()
     local host = me.host
     local names = {

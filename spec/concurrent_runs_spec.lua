@@ -31,6 +31,16 @@ describe("two runs of one image at once", function()
     return files
   end
 
+  -- the two runs a and b (stderr in dir/a, dir/b) end, each with exit 0
+  local function both_exit_0(dir, a, b)
+    for _, x in ipairs { { a, "a" }, { b, "b" } } do
+      local how, code = x[1]:wait(240)
+      local err = read(dir .. "/" .. x[2])
+      assert.equal("exit", how, err)
+      assert.equal(0, code, err)
+    end
+  end
+
   it("the second waits for the first's load, both copy, both exit 0", function()
     local dir = helper.tmpdir("conc-load")
     local img = images.ext(dir .. "/load.img", { size_mb = 16, files = shared_files("load " .. runs.tag, 400, 8, 23) })
@@ -52,13 +62,7 @@ describe("two runs of one image at once", function()
     end), "both runs wait for the lock: " .. read(dir .. "/a") .. read(dir .. "/b"))
     assert.is_nil(a:wait(0), "a run waiting for the load has not ended: " .. read(dir .. "/a"))
     assert(hold:exec("SELECT pg_advisory_unlock(hashtextextended($1, 0))", "ntt load " .. h))
-    local how_a, code_a = a:wait(240)
-    local how_b, code_b = b:wait(240)
-    local ea, eb = read(dir .. "/a"), read(dir .. "/b")
-    assert.equal("exit", how_a, ea)
-    assert.equal(0, code_a, ea)
-    assert.equal("exit", how_b, eb)
-    assert.equal(0, code_b, eb)
+    both_exit_0(dir, a, b)
     assert.equal(400, runs.copied(runs.db(), h))
     -- one of them loaded, the other found it loaded
     assert.equal(1, #runs.events(home, "enumerated"))
@@ -78,18 +82,12 @@ describe("two runs of one image at once", function()
     assert.equal(1, r.code, r.stderr)   -- (files left to copy)
     local a = runs.start(finally, { "run", pol, img }, runs.env_of(dir, home), dir .. "/a")
     local b = runs.start(finally, { "run", pol, img }, runs.env_of(dir, home), dir .. "/b")
-    local how_a, code_a = a:wait(240)
-    local how_b, code_b = b:wait(240)
-    local ea, eb = read(dir .. "/a"), read(dir .. "/b")
-    assert.equal("exit", how_a, ea)
-    assert.equal(0, code_a, ea)
-    assert.equal("exit", how_b, eb)
-    assert.equal(0, code_b, eb)
+    both_exit_0(dir, a, b)
     assert.equal(3000, runs.copied(runs.db(), h))
     local by = {}
     for _, e in ipairs(runs.events(home, "copy_batch")) do by[e.pid] = (by[e.pid] or 0) + e.files end
-    local total, writers = 0, 0
-    for _, n in pairs(by) do total, writers = total + n, writers + 1 end
+    local total = 0
+    for _, n in pairs(by) do total = total + n end
     assert.equal(3000, total)   -- each file recorded by one run
     io.stderr:write(("\n[two runs] files per run: %s\n"):format(require("ntt.json").encode(by)))
     assert.equal(41, runs.check_store(home .. "/store"))

@@ -12,12 +12,7 @@ local MiB = 1048576
 
 local function b3(path) return (helper.sh { "b3sum", "--no-names", path }.stdout:match("%x+")) end
 
-local function poke(path, offset, data)
-  local f = assert(io.open(path, "r+b"))
-  f:seek("set", offset)
-  f:write(data)
-  f:close()
-end
+local poke = helper.poke
 
 describe("copy of a sparse file", function()
   for _, durability in ipairs { "batch", "fsync", "none" } do

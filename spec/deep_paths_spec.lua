@@ -2,8 +2,8 @@
 -- path: a backup nested in a backup) is walked, copied, linked into the
 -- tree, verified and exported like any other.  The kernel refuses such a
 -- path in one call (ENAMETOOLONG); ntt opens it a stretch of whole names
--- at a time, beneath its root, following no link (src/copy/beneath.c,
--- paths_stat in src/os/paths.c).
+-- at a time, beneath its root, following no link (paths_open_beneath and
+-- paths_stat, src/os/paths.c).
 local helper = require "spec.support.helper"
 local runs = require "spec.support.runs"
 local proc = require "ntt.core.proc"

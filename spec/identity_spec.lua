@@ -26,13 +26,7 @@ local function locations(h)
   return assert(db():exec("SELECT path FROM medium_location WHERE medium_hash = $1 ORDER BY first_seen, path", h))
 end
 
--- Overwrite n bytes at offset of a file in place.
-local function poke(path, offset, data)
-  local f = assert(io.open(path, "r+b"))
-  f:seek("set", offset)
-  f:write(data)
-  f:close()
-end
+local poke = helper.poke
 
 local function copy(src, dst) helper.sh { "cp", src, dst } end
 

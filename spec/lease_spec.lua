@@ -15,13 +15,7 @@ local copier = require "ntt.copier"
 local policy, medium_of, db = runs.policy, runs.medium_of, runs.db
 local env_of, mounts_of = runs.env_of, runs.mounts_of
 
--- a process that has exited (and been reaped): its pid names nothing now
-local function gone_pid()
-  local p = assert(proc.spawn { argv = { "true" } })
-  local pid = p:pid()
-  p:wait()
-  return pid
-end
+local gone_pid = helper.gone_pid
 
 local read = helper.try_read
 

@@ -9,12 +9,6 @@ local util = require "ntt.core.util"
 local store = require "ntt.core.store"
 local temps = require "ntt.copier.temps"
 
-local function gone_pid()
-  local p = assert(proc.spawn { argv = { "true" } })
-  local pid = p:pid()
-  p:wait()
-  return pid
-end
 
 local function host() return ((util.hostname() or "host"):sub(1, 63):gsub("[^%w_%-]", "_")) end
 
@@ -25,7 +19,7 @@ describe("store temps", function()
     local root = helper.tmpdir("temps") .. "/store"
     local st = assert(store.open(root))
     st:close()
-    local dead = gone_pid()
+    local dead = helper.gone_pid()
     local names = {
       dead = ("%s.%d.7.00ff00ff00ff00ff.tmp"):format(host(), dead),
       dead2 = ("%s.%d.8.0123456789abcdef.tmp"):format(host(), dead),

@@ -47,9 +47,7 @@ describe("ntt verify with archives", function()
     flip(bp, 777)
     -- a verify killed after it unpacked and mounted the archive: its set and
     -- its mount are swept; a set of a live process (init's pid) stays
-    local p0 = assert(require("ntt.core.proc").spawn { argv = { "true" } })
-    local dead = p0:pid()
-    p0:wait()
+    local dead = helper.gone_pid()
     local stale, live = ("%s/unpack/%s.%d"):format(home, h, dead), ("%s/unpack/%s.1"):format(home, h)
     helper.sh { "mkdir", "-p", stale, live }
     helper.sh { "tar", "--zstd", "-xf", arch, "-C", stale }

@@ -43,6 +43,22 @@ function M.read(path)
   return s
 end
 
+-- Overwrite bytes at offset of a file in place.
+function M.poke(path, offset, data)
+  local f = assert(io.open(path, "r+b"))
+  f:seek("set", offset)
+  f:write(data)
+  f:close()
+end
+
+-- The pid of a process that has exited and been reaped: it names nothing now.
+function M.gone_pid()
+  local p = assert(proc.spawn { argv = { "true" } })
+  local pid = p:pid()
+  p:wait()
+  return pid
+end
+
 -- The contents of path, or "" when it cannot be opened (not there yet).
 function M.try_read(path)
   local f = io.open(path, "rb")

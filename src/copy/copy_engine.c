@@ -9,7 +9,7 @@
  * through one directory at a time, its files in order, and at most
  * `threads` threads run, so reads from several directories are in flight
  * while no directory is ever read by two threads at once.  Sources are
- * opened beneath their root (beneath.c: openat2(RESOLVE_BENEATH |
+ * opened beneath their root (paths_open_beneath: openat2(RESOLVE_BENEATH |
  * RESOLVE_NO_SYMLINKS), a stretch at a time past PATH_MAX): symlinks and
  * ".." escapes fail (ELOOP, EXDEV).
  * Each file is read in blocks of `buffer` bytes, hashed and written to a
@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "copy_engine.h"
+#include "paths.h"
 #include "blake3.h"
 
 struct worker {
@@ -114,7 +115,7 @@ static void copy_one_with(struct copy_job *job, struct copy_item *it, uint8_t *b
         fail_item(it, PHASE_OPEN, EINVAL, "invalid path (empty or containing NUL)");
         return;
     }
-    fd = ntt_open_beneath(job->rootfds[it->root], it->path, it->pathlen,
+    fd = paths_open_beneath(job->rootfds[it->root], it->path, it->pathlen,
                           O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
     if (fd < 0) {
         err = errno;

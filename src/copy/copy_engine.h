@@ -126,9 +126,4 @@ void copy_job_free(struct copy_job *job);
 /* "open", "read", "write", "store" (NULL for PHASE_NONE). */
 const char *copy_phase_name(int phase);
 
-/* beneath.c: path (len bytes, any length) opened beneath rootfd with
- * flags, following no link and no ".." out (RESOLVE_BENEATH |
- * RESOLVE_NO_SYMLINKS); an fd, or -1 with errno. */
-int ntt_open_beneath(int rootfd, const char *path, size_t len, int flags);
-
 #endif

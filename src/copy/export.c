@@ -38,7 +38,7 @@
 #include <unistd.h>
 #include "ntt.h"
 #include "blake3.h"
-#include "copy_engine.h"
+#include "paths.h"
 
 #define BUFSZ (1024 * 1024)
 #define MODE_KEEP 01777   /* permission bits and sticky; never setuid/setgid */
@@ -61,8 +61,8 @@ static int open_beneath(int rootfd, const char *rel, size_t len)
     char *p = strndup(rel, len);
     if (!p)
         return -1;
-    /* (any depth: past PATH_MAX a stretch at a time, src/copy/beneath.c) */
-    int fd = ntt_open_beneath(rootfd, p, len, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    /* (any depth: past PATH_MAX a stretch at a time, src/os/paths.c) */
+    int fd = paths_open_beneath(rootfd, p, len, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int err = errno;
     free(p);
     errno = err;

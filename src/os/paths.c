@@ -1,17 +1,72 @@
 /*
- * paths.c - mkdir -p, rm -r and access-as-another-account for
- * ntt.core.fs (see paths.h); plain C, no Lua.
+ * paths.c - mkdir -p, rm -r, access-as-another-account and paths of any
+ * length (see paths.h) for ntt.core.fs and the copy engine; plain C, no Lua.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "paths.h"
+
+static int open2(int dirfd, const char *path, int flags, int beneath)
+{
+    if (!beneath)
+        return openat(dirfd, path, flags);
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = (unsigned long long)flags;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+int paths_long_dir(int dirfd, const char *path, size_t len, int beneath, size_t *rest)
+{
+    char part[PATH_MAX];
+    int dir = dirfd;
+    size_t at = 0;
+    while (len - at >= PATH_MAX) {
+        size_t cut = PATH_MAX - 1;      /* the longest stretch of whole names that fits */
+        while (cut > 0 && path[at + cut] != '/')
+            cut--;
+        int fd = -1, e = ENAMETOOLONG;  /* (cut 0: a single name longer than any path) */
+        if (cut > 0) {
+            memcpy(part, path + at, cut);
+            part[cut] = 0;
+            fd = open2(dir, part, O_PATH | O_DIRECTORY | O_CLOEXEC, beneath);
+            e = errno;
+        }
+        if (dir != dirfd)
+            close(dir);
+        if (fd < 0) {
+            errno = e;
+            return -1;
+        }
+        dir = fd;
+        at += cut + 1;                  /* past the '/' */
+    }
+    *rest = at;
+    return dir;
+}
+
+int paths_open_beneath(int rootfd, const char *path, size_t len, int flags)
+{
+    size_t at;
+    int dir = paths_long_dir(rootfd, path, len, 1, &at);
+    if (dir == -1)
+        return -1;
+    int fd = open2(dir, path + at, flags, 1), e = errno;
+    if (dir != rootfd)
+        close(dir);
+    errno = e;
+    return fd;
+}
 
 int paths_stat(const char *path, struct stat *st, int nofollow)
 {
@@ -19,43 +74,14 @@ int paths_stat(const char *path, struct stat *st, int nofollow)
         return 0;
     if (errno != ENAMETOOLONG)
         return errno;
-    size_t len = strlen(path), at = 0;
-    int dir = AT_FDCWD;
-    char part[PATH_MAX];
-    for (;;) {
-        size_t cut = len - at;
-        if (cut >= PATH_MAX) {          /* the longest stretch of whole names that fits */
-            cut = PATH_MAX - 1;
-            while (cut > 0 && path[at + cut] != '/')
-                cut--;
-        }
-        int last = at + cut >= len, e = 0;
-        if (cut == 0 && !last) {
-            e = ENAMETOOLONG;           /* a single name longer than any path */
-        } else {
-            memcpy(part, path + at, cut);
-            part[cut] = 0;
-            if (last) {
-                if (fstatat(dir, part, st, nofollow ? AT_SYMLINK_NOFOLLOW : 0) != 0)
-                    e = errno;
-            } else {
-                int fd = openat(dir, part, O_PATH | O_DIRECTORY | O_CLOEXEC);
-                if (fd < 0)
-                    e = errno;
-                if (dir != AT_FDCWD)
-                    close(dir);
-                if (!e) {
-                    dir = fd;
-                    at += cut + 1;
-                    continue;
-                }
-                return e;
-            }
-        }
-        if (dir != AT_FDCWD)
-            close(dir);
-        return e;
-    }
+    size_t at;
+    int dir = paths_long_dir(AT_FDCWD, path, strlen(path), 0, &at);
+    if (dir == -1)                      /* (AT_FDCWD is negative too) */
+        return errno;
+    int e = fstatat(dir, path + at, st, nofollow ? AT_SYMLINK_NOFOLLOW : 0) == 0 ? 0 : errno;
+    if (dir != AT_FDCWD)
+        close(dir);
+    return e;
 }
 
 static int is_dir(const char *p)

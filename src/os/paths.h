@@ -9,9 +9,21 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-/* stat, or lstat with nofollow, of a path of any length: one past
- * PATH_MAX (a file deep in a tree, a link of the tree stage to it) is
- * reached a stretch of whole names at a time. */
+/*
+ * Paths of PATH_MAX bytes or more, which the kernel refuses in one call (a
+ * file deep in a backup nested in a backup), reached a stretch of whole
+ * names at a time, each from the directory the stretch before opened.
+ * paths_long_dir: the directory holding the last stretch (path + *rest,
+ * shorter than PATH_MAX): dirfd itself for a short path, else an fd the
+ * caller closes; -1 with errno.  With beneath, every stretch is opened
+ * with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): the whole path
+ * stays beneath dirfd and follows no link, as one such openat2 would.
+ * paths_open_beneath: path (NUL-terminated at len) opened beneath rootfd
+ * that way with flags; an fd, or -1 with errno.
+ * paths_stat: stat, or lstat with nofollow; 0 or an errno.
+ */
+int paths_long_dir(int dirfd, const char *path, size_t len, int beneath, size_t *rest);
+int paths_open_beneath(int rootfd, const char *path, size_t len, int flags);
 int paths_stat(const char *path, struct stat *st, int nofollow);
 
 /* mkdir -p: every missing directory of path with mode. */
