@@ -34,6 +34,30 @@ describe("bench.rounds", function()
     assert.is_true(res.times.x[1] >= 0 and res.times.x[1] < 1)
   end)
 
+  it("counts the machine's CPU of each run and the ceiling it leaves a ratio", function()
+    local util = require "ntt.core.util"
+    local function spin(secs)
+      local t0, x = util.monotonic(), 0
+      while util.monotonic() - t0 < secs do x = x + 1 end
+      return x
+    end
+    local _, ncpu = bench.cpu()
+    assert.is_true(ncpu >= 1)
+    local res = bench.rounds({ { name = "busy", run = function() spin(0.4) end },
+                               { name = "idle", run = function() util.sleep(0.4) end } },
+                             { runs = 1, quiet = true })
+    -- the spinning run kept a core busy for its whole time (give or take
+    -- a tick and what else the machine did meanwhile)
+    assert.is_true(res.cpu.busy[1] >= 0.3, "busy run: " .. res.cpu.busy[1])
+    assert.is_true(res.cpu.busy[1] <= 0.4 * ncpu + 0.3, "busy run: " .. res.cpu.busy[1])
+    assert.is_true(res.cpu.idle[1] < res.cpu.busy[1])
+    assert.is_true(res.steal.busy[1] >= 0)
+    -- 3 CPU seconds over 2 cores take 1.5 s at best: 2.0x a peer's 3 s
+    assert.equal("CPU 3.00 s (75% of 2 cores); at full use >= 1.50 s, so at most 2.00x a peer's 3.00 s",
+                 bench.cpu_line(2, 3, 2, 3))
+    assert.equal("CPU 1.00 s (50% of 1 cores); at full use >= 1.00 s", bench.cpu_line(2, 1, 1))
+  end)
+
   it("takes the median of odd and even lists", function()
     assert.equal(2, bench.median { 3, 1, 2 })
     assert.equal(2.5, bench.median { 4, 1, 3, 2 })

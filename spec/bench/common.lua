@@ -13,6 +13,18 @@
 --                                  (timeout 3600 s)
 --   bench.drop_caches()            empties the page cache (root)
 --   bench.timed(fn)             -> seconds fn took, then what it returned
+--   bench.cpu()                 -> CPU seconds the whole machine has spent
+--                                  busy so far (user, nice, system, irq,
+--                                  softirq of /proc/stat: the kernel's
+--                                  worker threads -- loop devices, writeback
+--                                  -- and the database server count too;
+--                                  steal and iowait do not), its cores, and
+--                                  the seconds a hypervisor took from them
+--                                  (steal)
+--   bench.cpu_line(secs, cpu, ncpu, peer) -> "CPU 8.4 s (78% of 2 cores);
+--                                  at full use >= 4.2 s, so at most 2.2x
+--                                  <peer seconds>": how fast the same work
+--                                  could be on this machine at best
 --   bench.detach(img)              detaches every loop device of img
 --   bench.fresh_ext4(img, mnt, size_mb [, inodes]) -> mnt, where a new
 --                                  size_mb MiB ext4 image img (at least
@@ -57,6 +69,12 @@
 --                                  median and spread of the per-round
 --                                  ratios and whether every round met its
 --                                  target (opts.quiet: print nothing).
+--                                  Each run's machine CPU and steal
+--                                  (bench.cpu) are kept in
+--                                  res.cpu[name][round], res.steal[...]
+--                                  and their medians printed with the
+--                                  seconds; per ratio, the ceiling the
+--                                  first contender's CPU leaves it.
 --                                  res.times[name] = { seconds by round },
 --                                  res.ratios[i] = { a, b, target, values =
 --                                  { by round }, median, min, max, met }.
@@ -108,6 +126,31 @@ function M.timed(fn)
   local t0 = util.monotonic()
   local out = fn()
   return util.monotonic() - t0, out
+end
+
+-- /proc/stat counts in USER_HZ ticks, 100 a second on Linux.
+function M.cpu()
+  local f = assert(io.open("/proc/stat"))
+  local busy, ncpu, steal = 0, 0, 0
+  for l in f:lines() do
+    local user, nice, system, _, _, irq, softirq, st =
+      l:match("^cpu%s+(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) ?(%d*)")
+    if user then
+      busy = tonumber(user) + tonumber(nice) + tonumber(system) + tonumber(irq) + tonumber(softirq)
+      steal = tonumber(st) or 0
+    end
+    if l:match("^cpu%d") then ncpu = ncpu + 1 end
+  end
+  f:close()
+  return busy / 100, ncpu, steal / 100
+end
+
+function M.cpu_line(secs, cpu, ncpu, peer)
+  local floor = cpu / ncpu
+  local s = ("CPU %.2f s (%.0f%% of %d cores); at full use >= %.2f s"):format(cpu, 100 * cpu / (secs * ncpu),
+                                                                         ncpu, floor)
+  if peer then s = s .. (", so at most %.2fx a peer's %.2f s"):format(peer / floor, peer) end
+  return s
 end
 
 function M.detach(img)
@@ -236,8 +279,11 @@ function M.rounds(contenders, opts)
   opts = opts or {}
   local runs = opts.runs or M.num("NTT_BENCH_ROUNDS", 3)
   local say = opts.quiet and function() end or function(...) print(...) io.stdout:flush() end
-  local res = { times = {}, out = {}, ratios = {} }
-  for _, c in ipairs(contenders) do res.times[c.name], res.out[c.name] = {}, {} end
+  local res = { times = {}, out = {}, ratios = {}, cpu = {}, steal = {} }
+  for _, c in ipairs(contenders) do
+    res.times[c.name], res.out[c.name], res.cpu[c.name], res.steal[c.name] = {}, {}, {}, {}
+  end
+  local _, ncpu = M.cpu()
   for _, q in ipairs(opts.ratios or {}) do
     res.ratios[#res.ratios + 1] = { a = q[1], b = q[2], target = q.target, values = {} }
   end
@@ -248,9 +294,12 @@ function M.rounds(contenders, opts)
       local c = contenders[(round - 1 + k) % n + 1]
       order[#order + 1] = c.name
       if c.prepare then c.prepare(round) end
+      local c0, _, s0 = M.cpu()
       local t0 = util.monotonic()
       local secs, out = c.run(round)
       local t = util.monotonic() - t0
+      local c1, _, s1 = M.cpu()
+      res.cpu[c.name][round], res.steal[c.name][round] = c1 - c0, s1 - s0
       if type(secs) == "number" then t = secs end
       if c.done then c.done(round) end
       res.times[c.name][round], res.out[c.name][round] = t, out
@@ -266,7 +315,8 @@ function M.rounds(contenders, opts)
   for _, c in ipairs(contenders) do
     local ts = res.times[c.name]
     local lo, hi = spread(ts)
-    local line = ("%-16s median %8.2f s (%.2f-%.2f)"):format(c.name, M.median(ts), lo, hi)
+    local line = ("%-16s median %8.2f s (%.2f-%.2f), CPU %.2f s, steal %.2f s"):format(
+      c.name, M.median(ts), lo, hi, M.median(res.cpu[c.name]), M.median(res.steal[c.name]))
     if opts.work then
       line = line .. ("  %10.1f %s (%.1f-%.1f)"):format(opts.work / M.median(ts), opts.unit or "/s",
                                                       opts.work / hi, opts.work / lo)
@@ -283,6 +333,9 @@ function M.rounds(contenders, opts)
       line = line .. ("; target >= %.2f in every run: %s"):format(q.target, q.met and "met" or "NOT met")
     end
     say(line)
+    -- what the first contender's own CPU leaves this ratio on these cores
+    local ta, ca, tb = M.median(res.times[q.a]), M.median(res.cpu[q.a]), M.median(res.times[q.b])
+    say(("  %s: %s"):format(q.a, M.cpu_line(ta, ca, ncpu, tb)))
   end
   return res
 end

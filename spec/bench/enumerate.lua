@@ -15,11 +15,14 @@
 --   a walk that builds the Lua record tables (Walker:next),
 --   and "load": walk + binary COPY into PostgreSQL end to end (enumerate.load,
 --   the enumerate stage's code, with a private cluster already running)
--- and prints entries/s, the ratio to find (> 1: faster than find) and the
--- walker's peak RSS (VmHWM).
+-- and prints entries/s, the ratio to find (> 1: faster than find), the
+-- walker's peak RSS (VmHWM) and the CPU seconds the machine spent on it
+-- (walker, kernel and database server; bench.cpu), with the ratio that
+-- much CPU would leave the load on these cores at best.
 local proc = require "ntt.core.proc"
 local util = require "ntt.core.util"
 local bench = dofile((arg[0]:match("^(.*)/[^/]+$") or ".") .. "/common.lua")
+local machine_cpu, cpu_line = bench.cpu, bench.cpu_line
 
 local opts = { dir = "/var/tmp/ntt-bench-enum", threads = 4 }
 do
@@ -175,8 +178,10 @@ local script = opts.dir .. "/walker.lua"
 util.setenv("NTT_HOME", opts.dir .. "/home")
 util.setenv("NTT_DB_URL", nil)
 
+-- -> seconds, stdout, the machine's CPU seconds meanwhile (bench.cpu: the
+-- database server's work counts)
 local function timed(argv, stdout)
-  local t0 = util.monotonic()
+  local t0, c0 = util.monotonic(), machine_cpu()
   local r
   if stdout == "null" then
     local p = assert(proc.spawn { argv = argv, stdout = "null" })
@@ -186,40 +191,46 @@ local function timed(argv, stdout)
   else
     r = sh(argv)
   end
-  return util.monotonic() - t0, r.stdout
+  return util.monotonic() - t0, r.stdout, machine_cpu() - c0
 end
 
 local function run_find(root)
-  return timed({ "find", root, "-printf", "%y %i %n %s %T@ %p\\0" }, "null")
+  local secs, _, cpu = timed({ "find", root, "-printf", "%y %i %n %s %T@ %p\\0" }, "null")
+  return secs, nil, nil, cpu
 end
 
 local function run_walker(mode, root)
-  local secs, out = timed { NTT, script, mode, root, opts.dir .. "/audit.zst", tostring(opts.threads) }
+  local secs, out, cpu = timed { NTT, script, mode, root, opts.dir .. "/audit.zst", tostring(opts.threads) }
   local n, hwm, medium = out:match("^(%d+) (%d+) ?(%x*)")
   if medium and medium ~= "" then sh { NTT, script, "drop", medium, "-", "1" } end
-  return secs, tonumber(n), tonumber(hwm)
+  return secs, tonumber(n), tonumber(hwm), cpu
 end
 
 local function bench(label, root)
   local _, entries = run_walker("count", root)   -- also warms the caches
   print(("\n%s: %s, %d entries, walker threads=%d"):format(label, root, entries, opts.threads))
-  print(("%-6s %-10s %9s %12s %8s %10s"):format("cache", "tool", "seconds", "entries/s", "vs find", "VmHWM kB"))
+  print(("%-6s %-10s %9s %12s %8s %10s %8s"):format("cache", "tool", "seconds", "entries/s", "vs find", "VmHWM kB",
+                                                   "CPU s"))
+  local _, ncpu = machine_cpu()
   for _, cache in ipairs { "warm", "cold" } do
     local rounds = (cache == "warm" or entries < 200000) and 3 or 1
     local function measure(fn)
-      local best, hwm
+      local best, hwm, cpu
       for _ = 1, rounds do
         if cache == "cold" then drop_caches() end
-        local s, _, h = fn()
-        if not best or s < best then best, hwm = s, h end
+        local s, _, h, c = fn()
+        if not best or s < best then best, hwm, cpu = s, h, c end
       end
-      return best, hwm
+      return best, hwm, cpu
     end
-    local tf = measure(function() return run_find(root) end)
-    print(("%-6s %-10s %9.3f %12.0f %8s %10s"):format(cache, "find", tf, entries / tf, "1.00x", "-"))
+    local tf, _, cf = measure(function() return run_find(root) end)
+    print(("%-6s %-10s %9.3f %12.0f %8s %10s %8.2f"):format(cache, "find", tf, entries / tf, "1.00x", "-", cf))
     for _, mode in ipairs { "count", "to_file", "lua", "load" } do
-      local s, hwm = measure(function() return run_walker(mode, root) end)
-      print(("%-6s %-10s %9.3f %12.0f %7.2fx %10d"):format(cache, mode, s, entries / s, tf / s, hwm))
+      local s, hwm, cpu = measure(function() return run_walker(mode, root) end)
+      print(("%-6s %-10s %9.3f %12.0f %7.2fx %10d %8.2f"):format(cache, mode, s, entries / s, tf / s, hwm, cpu))
+      -- the machine's CPU (the server's too) over its cores: how fast the
+      -- same work could go here at best
+      if mode == "load" then print(("       load: %s"):format(cpu_line(s, cpu, ncpu, tf))) end
     end
   end
 end
