@@ -95,6 +95,10 @@ return ntt.policy {
     -- smaller of the two counts, so a small store is not asked for more than it has.
     min_free_bytes = 1024 * 1024 * 1024,
     min_free_fraction = 0.02,
+    -- ...but never less than this when ntt's own database is on the same
+    -- disk (it must still write when the store stops); a batch is cut to
+    -- the files that fit above what is kept
+    db_free_bytes = 64 * 1024 * 1024,
   },
 
   archive = {

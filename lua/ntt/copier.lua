@@ -17,7 +17,8 @@
 --             bytes=, seconds=, batches=, claim_seconds=, reasons={reason -> n},
 --             rule_hits={rule label -> n}, threads=, fs_kind=, kernel= }
 --   A failing query ends the run: its claims are released and it returns
---   nil, msg, "EDB", SQLSTATE (docs/errors.md).
+--   nil, msg, "EDB", SQLSTATE (docs/errors.md), stats (the batches written
+--   before it; so does any other failure, after its own code and state).
 --   A store fault ends it too: a file failing on the store's side (the
 --   engine's side = "store": ENOSPC, EDQUOT, EROFS, EIO writing, syncing or
 --   renaming in the store), or less free space in the store than the policy
@@ -50,6 +51,7 @@ local fs = require "ntt.core.fs"
 local json = require "ntt.json"
 local concurrency = require "ntt.concurrency"
 local rows_mod = require "ntt.copier.rows"
+local room_mod = require "ntt.copier.room"
 local retry = require "ntt.copier.retry"
 local S = require "ntt.states"
 local liveness = require "ntt.liveness"
@@ -95,47 +97,28 @@ end
 
 -- The free bytes a store keeps: the smaller of store.min_free_bytes and
 -- store.min_free_fraction of its filesystem (a small store is not asked
--- for more than it has).
-function M.keep_free(policy, space)
+-- for more than it has), but at least store.db_free_bytes when ntt's own
+-- database lives on the same filesystem (shares_db): its next WAL segment
+-- alone is 16 MiB, and a database that cannot write fails the run where
+-- a store that keeps room stops it cleanly.  A store that keeps nothing
+-- (both 0) keeps nothing.
+function M.keep_free(policy, space, shares_db)
   local sp = policy.store or {}
   local bytes = sp.min_free_bytes or 1024 * 1024 * 1024
   local frac = sp.min_free_fraction or 0.02
-  return math.min(bytes, math.floor(frac * ((space and space.size) or 0)))
+  local keep = math.min(bytes, math.floor(frac * ((space and space.size) or 0)))
+  local floor = shares_db and keep > 0 and (sp.db_free_bytes or 64 * 1024 * 1024) or 0
+  return math.max(keep, floor), floor > keep
 end
 
-local function mib(n) return require("ntt.progress").bytes(n) end
-
-local STORE_ERRORS = { ENOSPC = "No space left on device", EDQUOT = "Disk quota exceeded",
-                       EROFS = "Read-only file system", EIO = "Input/output error" }
-
--- The one message of a store fault, once the medium's claims are back.
-local function fault_message(fault, rows, m)
-  local left = rows:pending_size()
-  if left then fault.pending, fault.pending_bytes = left.files, left.bytes end
-  local space = fs.space(fault.store)
-  if space then fault.avail = space.avail end
-  local what = m.human or m.hash
-  local why
-  if fault.low then
-    why = ("only %s free, below the %s it keeps free (store.min_free_bytes, min_free_fraction)")
-          :format(mib(fault.avail or 0), mib(fault.keep))
-  else
-    why = ("%s (%s)"):format(STORE_ERRORS[fault.err] or fault.msg or fault.err, fault.err)
-  end
-  local need = fault.pending_bytes and math.max(0, fault.pending_bytes + fault.keep - (fault.avail or 0))
-  fault.need = need
-  local tail
-  if fault.low or fault.err == "ENOSPC" or fault.err == "EDQUOT" then
-    tail = ("free at least %s there (or grow it), then run again"):format(mib(need or fault.keep))
-  elseif fault.err == "EROFS" then
-    tail = "make it writable, then run again"
-  else
-    tail = "check the store (its disk, its permissions), then run again"
-  end
-  return ("store %s: %s; copy of %s stopped, its %s files still to copy need up to %s plus %s kept free, %s free: %s (nothing was counted against the medium)")
-         :format(fault.store, why, what, tostring(fault.pending or "?"), mib(fault.pending_bytes or 0),
-                 mib(fault.keep), mib(fault.avail or 0), tail)
+-- Whether ntt's private cluster keeps its data on the store's filesystem.
+function M.shares_db(store_root)
+  local config = require "ntt.config"
+  if config.db_url() then return false end
+  local a, b = fs.stat(config.path("pg")), fs.stat(store_root)
+  return a ~= nil and b ~= nil and a.dev == b.dev
 end
+
 
 -- What the engine gets for each item (damaged ranges of a salvage as zeros).
 local function batch_of(list, roots)
@@ -164,7 +147,7 @@ function M.run(o)
     fault.stats.reasons, fault.stats.rule_hits, fault.stats.seconds = {}, {}, 0
     local space = fs.space(o.store_root)
     fault.keep = M.keep_free(policy, space)
-    return nil, fault_message(fault, rows, m), scode, fault
+    return nil, room_mod.fault_message(fault, rows, m), scode, fault
   end
   local swept = require("ntt.copier.temps").sweep(o.store_root)   -- (killed processes' temps)
   if swept and swept.files > 0 then log:info("store_temps_swept", { store = o.store_root, files = swept.files, bytes = swept.bytes }) end
@@ -206,14 +189,18 @@ function M.run(o)
   end
   local batch_n, lease = cp.batch or 200, cp.lease or 600
   local store_root = o.store_root
-  -- Before each claim: is there room in the store?  (nil when there is)
+  local shares_db = M.shares_db(store_root)
+  -- Before each claim: is there room in the store?  (nil, and the bytes it
+  -- can take above what it keeps, when there is)
   local function low_space()
     local space = fs.space(store_root)
     if not space then return nil end
-    local keep = M.keep_free(policy, space)
-    if space.avail < keep then
-      return { side = "store", store = store_root, err = "ENOSPC", low = true, avail = space.avail, keep = keep }
-    end
+    local keep, for_db = M.keep_free(policy, space, shares_db)
+    local full = { side = "store", store = store_root, err = "ENOSPC", low = true, avail = space.avail, keep = keep,
+                   for_db = for_db }
+    if space.avail < keep then return full end
+    -- (a store that keeps nothing free runs until its disk says full)
+    return nil, keep > 0 and space.avail - keep or nil, full
   end
   local function engine_opts()
     return { threads = ctl and ctl:threads() or threads, durability = cp.durability or "batch", buffer = cp.buffer,
@@ -222,8 +209,9 @@ function M.run(o)
 
   -- Claim a batch and find its paths (the database's part of take: done
   -- while the previous batch commits).
-  local function claim()
-    local full = low_space()
+  -- inflight: bytes a batch still being copied may yet write.
+  local function claim(inflight)
+    local full, room, if_none = low_space()
     if full then return nil, "store low on space", "ENOSPC", full end
     local t0 = util.monotonic()
     -- o.limit: this process claims at most that many files (ntt run --limit)
@@ -231,6 +219,20 @@ function M.run(o)
     if want <= 0 then return { rows = {}, items = {}, final = {}, timing = { claim = 0, copy = 0, wait = 0 } } end
     local claimed, err, code, state = rows:claim(want, worker, lease)
     if not claimed then return nil, err, code, state end
+    if room and #claimed > 0 then
+      -- (with a batch still being copied, nothing that fits now may fit once
+      -- it is written: the next claim, after it, decides)
+      local first, n0 = claimed[1].size, #claimed
+      local kept, kerr, kcode, kstate = room_mod.cut(rows, claimed, worker, room - (inflight or 0))
+      if not kept then return nil, kerr, kcode, kstate end
+      if kept < n0 then
+        log:info("batch_cut", { medium = m.hash, files = kept, claimed = n0, room = room, inflight = inflight or 0 })
+      end
+      if kept == 0 and (inflight or 0) == 0 then
+        if_none.next = first
+        return nil, "store low on space", "ENOSPC", if_none
+      end
+    end
     stats.claimed = stats.claimed + #claimed
     stats.claim_seconds = stats.claim_seconds + (util.monotonic() - t0)
     local b = { rows = claimed, items = {}, final = {}, timing = { claim = util.monotonic() - t0, copy = 0, wait = 0 } }
@@ -418,7 +420,11 @@ function M.run(o)
   -- One transaction for the batch's results, then its diagnostic events.
   local function write(b)
     local timing = b.timing
-    -- counted as written: a batch a store fault stopped is not written, nor counted
+    local tw = util.monotonic()
+    local ok, err, code, state = rows:write(b.final, worker)
+    if not ok then return nil, err, code, state end
+    -- counted once written: a batch a store fault stopped, or whose results
+    -- the database refused, is not counted
     for _, f in ipairs(b.final) do
       if f.state == S.COPIED then
         stats.copied = stats.copied + 1
@@ -432,9 +438,6 @@ function M.run(o)
       if f.state ~= S.PENDING then stats.files = stats.files + 1 end
       if f.state == S.SKIPPED then stats.reasons[f.reason] = (stats.reasons[f.reason] or 0) + 1 end
     end
-    local tw = util.monotonic()
-    local ok, err, code, state = rows:write(b.final, worker)
-    if not ok then return nil, err, code, state end
     tell(b)
     timing.write = util.monotonic() - tw
     log:info("copy_batch", { medium = m.hash, files = #b.rows, claim = timing.claim, paths = timing.paths,
@@ -483,7 +486,7 @@ function M.run(o)
         -- syncfs waits for the disk); its files are sorted after that
         -- batch's retries, which may have remounted.
         local nxt
-        if not util.interrupted() then nxt, err, code, state = claim() end
+        if not util.interrupted() then nxt, err, code, state = claim(room_mod.bytes(cur.items)) end
         -- (a claim that failed, a store low on space among others, stops
         -- the run only once the previous batch is written)
         if prev then
@@ -569,18 +572,18 @@ function M.run(o)
   if not done then error(ok, 0) end
   stats.seconds = util.monotonic() - t_start
   if not ok and type(state) == "table" and state.side == "store" then
-    state.keep = state.keep or M.keep_free(policy, fs.space(store_root))
+    state.keep = state.keep or M.keep_free(policy, fs.space(store_root), M.shares_db(store_root))
     state.stats = stats
     stats.rule_hits = diag:rule_hits()
-    local msg = fault_message(state, rows, m)
+    local msg = room_mod.fault_message(state, rows, m)
     log:info("store_fault", { medium = m.hash, store = state.store, err = state.err, avail = state.avail,
                               keep = state.keep, pending = state.pending, pending_bytes = state.pending_bytes,
                               need = state.need, low = state.low or false })
     return nil, msg, state.err, state
   end
-  if not ok then return nil, err, code, state end
   stats.rule_hits = diag:rule_hits()
   stats.kernel = diag.kernel
+  if not ok then return nil, err, code, state, stats end
   return stats
 end
 

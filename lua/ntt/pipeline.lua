@@ -59,6 +59,17 @@ local function unmount_after(base, ctx, name, code)
   end
 end
 
+-- A database whose disk filled says which of its files it could not
+-- extend; the operator needs to hear which disk, and that a rerun after
+-- freeing it goes on where this one stopped.
+local DISK_FULL = { ["53100"] = true }
+local function disk_full(msg)
+  local config = require "ntt.config"
+  local where = config.db_url() and "the database server's disk"
+                or ("the disk of ntt's database, %s"):format(config.path("pg"))
+  return ("%s: %s is full; free space there, then run again (what is recorded is kept)"):format(tostring(msg), where)
+end
+
 -- run(ctx_base, targets) -> results (one per medium: {target=, ok=, failed_stage=,
 -- error=, code=, interrupted=}); results.targets is the report of
 -- M.expand.  A target that cannot be run at all (a folder that cannot be
@@ -98,10 +109,11 @@ function M.run(base, targets)
       local t0 = require("ntt.core.util").monotonic()
       require("ntt.live").stage(ctx, name)   -- what `ntt attach` shows
       base.log:debug("stage_start", { stage = name, target = target })
-      local ok, done, err, code = pcall(impl.run, ctx)
+      local ok, done, err, code, state = pcall(impl.run, ctx)
       if not ok or not done then
         res.ok, res.failed_stage, res.error = false, name, ok and err or done
         res.code = ok and code or nil
+        if ok and code == "EDB" and DISK_FULL[state] then res.error = disk_full(res.error) end
         res.interrupted = res.code == "EINTR" or interrupted()
         base.log:error("stage_failed", { stage = name, target = target, error = tostring(res.error),
                                          code = res.code },

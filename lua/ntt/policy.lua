@@ -151,6 +151,7 @@ M.schema = {
   store = sec {
     min_free_bytes = { check = bytes_check, doc = "bytes, 0 or more" },
     min_free_fraction = { check = fraction_check, doc = "0 <= f < 1" },
+    db_free_bytes = { check = bytes_check, doc = "bytes, 0 or more" },
   },
   archive = sec {
     remove_sources = "boolean",

@@ -9,6 +9,7 @@
 --   r:write(final, worker)             -> true   (blobs + results, one transaction;
 --                                                 a skipped file's reason goes in claimed_by)
 --   r:release(worker)                  -> true   (this worker's claims)
+--   r:unclaim(list, worker)            -> true   (those of its claims, rows unchanged)
 --   r:release_prefix(prefix)           -> true   (a dead process's pending claims)
 --   r:claimers()                       -> { worker id, ... } holding pending rows
 --   r:release_claimers(ids)            -> number of pending rows released
@@ -212,6 +213,13 @@ end
 function R:release(worker)
   return ok(self.conn:exec(("UPDATE %s SET claimed_by = NULL, lease_until = NULL WHERE medium_hash = $1 AND claimed_by = $2")
                            :format(self.it), self.hash, worker))
+end
+
+function R:unclaim(list, worker)
+  return ok(self.conn:exec(([[
+    UPDATE %s i SET claimed_by = NULL, lease_until = NULL FROM unnest($1::int[], $2::bigint[]) AS u(fs_index, ino)
+     WHERE i.medium_hash = $3 AND i.fs_index = u.fs_index AND i.ino = u.ino AND i.claimed_by = $4]]):format(self.it),
+    ints(list, "fs_index"), ints(list, "ino"), self.hash, worker))
 end
 
 function R:release_prefix(prefix)

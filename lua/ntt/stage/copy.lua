@@ -239,7 +239,7 @@ function M.run(ctx)
       end
     end
   end
-  local stats, err, code, state = copier.run(opts)
+  local stats, err, code, state, partial = copier.run(opts)
   unprogress()
   pr:finish()
   forward()
@@ -269,6 +269,11 @@ function M.run(ctx)
     -- the store stopped the copy: what was copied still counts, and the run stops
     ctx.halt, stats = true, fault.stats
   end
+  -- Any other failure (a query the database refused ...) ends the stage,
+  -- but the batches written before it were copied all the same: the run's
+  -- counts say so.
+  local failed = not stats and not fault and partial
+  if failed then stats = partial end
   if not stats then
     for _, c in ipairs(children) do os.remove(c.out) end
     return nil, err, code, state
@@ -302,9 +307,8 @@ function M.run(ctx)
   ctx.counts.seconds = (ctx.counts.seconds or 0) + stats.seconds
   ctx.counts.reasons = ctx.counts.reasons or {}
   for r, n in pairs(stats.reasons) do ctx.counts.reasons[r] = (ctx.counts.reasons[r] or 0) + n end
-  if fault then
-    for _, c in ipairs(children) do os.remove(c.out) end
-    return nil, err, code, fault
+  if fault or failed then
+    return nil, err, code, fault or state
   end
   if rows:pending() == 0 then rows:copy_done() end
   ctx.log:info("copied", { medium = m.hash, files = stats.files, copied = stats.copied, new = stats.new,
