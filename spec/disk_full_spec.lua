@@ -120,6 +120,46 @@ describe("a disk that fills", function()
     assert.equal(40, runs.check_store(home .. "/store"))
   end)
 
+  it("names the database's disk when a medium's entries do not fit on it", function()
+    local dir = helper.tmpdir("dbdiskfull")
+    helper.sh { "chmod", "0755", dir }
+    local home = dir .. "/home"
+    local img = dir .. "/home.img"
+    helper.sh { "truncate", "-s", "100M", img }
+    helper.sh { "mkfs.ext4", "-q", "-F", img }
+    helper.sh { "mkdir", "-p", home }
+    helper.sh { "mount", "-o", "loop", img, home }
+    helper.sh { "chmod", "0755", home }
+    local env = runs.env_of(dir, home)
+    env.NTT_DB_URL = false
+    local function ntt(argv)
+      local full = { helper.ntt }
+      for _, a in ipairs(argv) do full[#full + 1] = a end
+      return assert(proc.run { argv = full, env = env, timeout = 300 })
+    end
+    finally(function()
+      ntt { "db", "stop" }
+      helper.sh({ "umount", "-l", home }, { may_fail = true })
+    end)
+    -- 160,000 empty files: their rows and keys are more than the disk holds
+    local tree = dir .. "/tree"
+    for d = 1, 160 do
+      local sub = ("%s/d%03d"):format(tree, d)
+      helper.sh { "mkdir", "-p", sub }
+      for f = 1, 1000 do assert(io.open(("%s/f%04d"):format(sub, f), "w")):close() end
+    end
+    local r = ntt { "run", runs.policy(dir), "--tree", tree }
+    assert.equal(2, r.code, r.stderr .. r.stdout)
+    assert.matches("stage enumerate failed: .*No space left on device: the disk of ntt's database, "
+                   .. (home .. "/pg"):gsub("%p", "%%%0") .. " is full; free space there, then run again", r.stderr)
+    -- the database is still there to say what it holds: the medium, no entry
+    r = ntt { "status", "--json" }
+    assert.equal(0, r.code, r.stderr)
+    local st = json.decode(r.stdout)[1]
+    assert.truthy(st and st.identified_at, r.stdout)
+    assert.is_nil(st.enum_done, r.stdout)
+  end)
+
   it("counts in the summary the batches written before the database failed the copy", function()
     local dir = helper.tmpdir("dbfails")
     local home = dir .. "/home"

@@ -113,7 +113,9 @@ function M.run(base, targets)
       if not ok or not done then
         res.ok, res.failed_stage, res.error = false, name, ok and err or done
         res.code = ok and code or nil
-        if ok and code == "EDB" and DISK_FULL[state] then res.error = disk_full(res.error) end
+        -- (the SQLSTATE, or a load's partial summary holding it)
+        local sqlstate = type(state) == "table" and state.sqlstate or state
+        if ok and code == "EDB" and DISK_FULL[sqlstate] then res.error = disk_full(res.error) end
         res.interrupted = res.code == "EINTR" or interrupted()
         base.log:error("stage_failed", { stage = name, target = target, error = tostring(res.error),
                                          code = res.code },

@@ -91,7 +91,7 @@ local function rerun(ctx, m, done)
       problems.set(db, m.hash, "enum_stalled", (partial or {}).stalled or { error = err })
       ctx.problems[#ctx.problems + 1] = { kind = "enum_stalled" }
     end
-    return nil, err, code
+    return nil, err, code, (partial or {}).sqlstate
   end
   if s.tried == 0 then
     ctx.log:info("enumerate_skipped", { medium = m.hash, reason = "already enumerated", at = done })
@@ -185,7 +185,7 @@ local function once(ctx)
       problems.set(db, m.hash, "enum_stalled", s.stalled or { error = err })
       ctx.problems[#ctx.problems + 1] = { kind = "enum_stalled" }
     end
-    return nil, err, code
+    return nil, err, code, s.sqlstate
   end
   ctx.enumerated = summary
   -- what a reader found besides the live files: deleted entries, the label, metadata damage
