@@ -140,6 +140,30 @@ describe("runs sharing a medium", function()
     assert.equal(0, assert(db():exec("SELECT count(*) AS n FROM mount_lease WHERE medium_hash = $1", h))[1].n)
   end)
 
+  it("a batch slower than its lease keeps its claims: no file is read by two workers", function()
+    local slowfs = require "spec.support.slowfs"
+    local bin, err = slowfs.bin()
+    if not bin then pending(err) return end
+    local dir = helper.tmpdir("lease-slow")
+    local opens = dir .. "/opens"
+    -- 24 files of a share that answers one request at a time, 150 ms each:
+    -- a batch of 6 takes seconds, the lease is one
+    local mnt = slowfs.mount(finally, dir .. "/src", { SLOWFS_DIRS = "4", SLOWFS_FILES = "6", SLOWFS_BAD = "0",
+                                                      SLOWFS_LATENCY_MS = "150", SLOWFS_OPENS = opens }, true)
+    local pol = policy(dir, [[{ stages = { "identify", "inspect", "mount", "enumerate", "copy" },
+                                copy = { batch = 6, threads = 1, lease = 1, adapt = false } }]])
+    local r = assert(proc.run { argv = { helper.ntt, "run", "--workers", "2", pol, mnt },
+                                env = env_of(dir, dir .. "/home"), timeout = 240 })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal(24, runs.copied(db(), medium_of(mnt)))
+    local seen, twice = {}, {}
+    for line in io.lines(opens) do
+      if seen[line] then twice[#twice + 1] = line end
+      seen[line] = true
+    end
+    assert.same({}, twice)
+  end)
+
   it("a killed run's claims are taken back at once by the next run", function()
     local dir = helper.tmpdir("lease-kill")
     local img = images.ext(dir .. "/k.img", { size_mb = 64, files = runs.many_files("kill", 100, 10, 60) })

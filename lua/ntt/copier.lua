@@ -559,9 +559,15 @@ function M.run(o)
     return c
   end
   local unregister = live.copier(handle)
+  -- A batch slower than the lease (a 9p share, a big file) keeps its claims:
+  -- renewed while it runs, they never lapse to another worker that would
+  -- read the same files again beside it.
+  local unkeep = live.every(lease / 3, function() assert(rows:renew(worker, lease)) end,
+                            function(e) log:warn("lease_not_renewed", { medium = m.hash, error = tostring(e) }) end)
   -- (a raising hook or bug still gets its jobs closed and claims released)
   local done, ok, err, code, state = pcall(drive)
   unregister()
+  unkeep()
   for _, b in ipairs { prev or false, cur or false } do
     if b and b.job then b.job:close() end
   end

@@ -23,6 +23,7 @@
 --   live.copier(handle) -> unregister   a copier's handle (ntt.copier)
 --   live.worker(pid, medium, state)     a worker process and its state
 --   live.progress(P) -> unregister      a progress line to redraw while waiting
+--   live.every(seconds, fn [, on_error]) -> stop   fn again and again while the run services
 --   live.override(key, value, old)      a policy value changed for the rest of the run (logged)
 --   live.sockets([dir]) -> { {path=, run_id=, live=bool} }   the runs' sockets in dir
 --   live.ask(path, chunk [, timeout]) -> answer | nil   one chunk asked of another
@@ -163,8 +164,33 @@ end
 
 local envs = {}
 
+-- Tasks due every so often while the process services (M.every).
+local tasks = {}
+
+-- Calls fn every `seconds` (at the first service after that much time) for
+-- as long as the process services -- a copy's waits, live.sleep; returns
+-- the function that stops it.  An error in fn is fn's own: it is passed to
+-- on_error (if given) and the task goes on.
+function M.every(seconds, fn, on_error)
+  local t = { every = seconds, due = util.monotonic() + seconds, fn = fn, on_error = on_error }
+  tasks[t] = true
+  return function() tasks[t] = nil end
+end
+
+local function run_tasks()
+  local now = util.monotonic()
+  for t in pairs(tasks) do
+    if now >= t.due then
+      t.due = now + t.every
+      local ok, err = pcall(t.fn)
+      if not ok and t.on_error then t.on_error(err) end
+    end
+  end
+end
+
 function M.service(timeout)
   for _, p in pairs(state.progress) do p:tick() end
+  run_tasks()
   if not server then
     if timeout and timeout > 0 then util.sleep(timeout) end
     return

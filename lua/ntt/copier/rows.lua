@@ -10,6 +10,7 @@
 --                                                 a skipped file's reason goes in claimed_by)
 --   r:release(worker)                  -> true   (this worker's claims)
 --   r:unclaim(list, worker)            -> true   (those of its claims, rows unchanged)
+--   r:renew(worker, lease)             -> true   (its claims' leases from now on)
 --   r:release_prefix(prefix)           -> true   (a dead process's pending claims)
 --   r:claimers()                       -> { worker id, ... } holding pending rows
 --   r:release_claimers(ids)            -> number of pending rows released
@@ -213,6 +214,12 @@ end
 function R:release(worker)
   return ok(self.conn:exec(("UPDATE %s SET claimed_by = NULL, lease_until = NULL WHERE medium_hash = $1 AND claimed_by = $2")
                            :format(self.it), self.hash, worker))
+end
+
+function R:renew(worker, lease)
+  return ok(self.conn:exec(([[UPDATE %s SET lease_until = now() + make_interval(secs => $3)
+                               WHERE medium_hash = $1 AND claimed_by = $2 AND state = '%s']])
+                           :format(self.it, S.PENDING), self.hash, worker, lease))
 end
 
 function R:unclaim(list, worker)
