@@ -52,6 +52,7 @@ local json = require "ntt.json"
 local concurrency = require "ntt.concurrency"
 local rows_mod = require "ntt.copier.rows"
 local room_mod = require "ntt.copier.room"
+local roots_mod = require "ntt.copier.roots"
 local retry = require "ntt.copier.retry"
 local S = require "ntt.states"
 local liveness = require "ntt.liveness"
@@ -162,8 +163,9 @@ function M.run(o)
                   fs_kind = probe.kind }
   local t_start = util.monotonic()
   local worker = o.worker or M.worker_id()
+  local watch = roots_mod.watch(roots, o.remount, log, m)   -- (a mount swapped under the run)
   local diag = retry.new { rows = rows, policy = policy, log = log, medium = m, worker = worker, roots = roots,
-                           devices = o.devices, remount = o.remount, view = o.view,
+                           devices = o.devices, remount = watch.remount, view = o.view,
                            view_file = o.view_file }
   local processed, errored = 0, 0
   -- The claims of a process of this host that is gone (killed, or from
@@ -321,18 +323,20 @@ function M.run(o)
   -- batch's results are written and the next batch is claimed.
   local want_remount
   local function start(b)
-    if #b.items == 0 then return end
-    if want_remount and o.remount then
+    if #b.items == 0 then return true end
+    if want_remount and watch.remount then
       -- asked from the console: here no job reads (the previous batch's reads are done)
       want_remount = false
-      local r, rerr = o.remount()
+      local r, rerr = watch.remount()
       log:info("operator_remount", { medium = m.hash, ok = r ~= nil, error = rerr })
-      for _, x in ipairs(r or {}) do roots[x.fs_index] = x.root end
     end
+    local same, werr, wcode, wstate = watch.check()
+    if not same then return nil, werr, wcode, wstate end
     b.timing.threads = ctl and ctl:threads() or threads
     b.started = util.monotonic()
     b.job = copy.start(st, batch_of(b.items, roots), engine_opts())
     if live.state.paused then b.job:pause(true) end
+    return true
   end
 
   -- The engine's counts for progress: jobs collected, and those running.
@@ -481,7 +485,8 @@ function M.run(o)
         cur, err, code, state = take()
         if not cur then return nil, err, code, state end
       else
-        start(cur)
+        local sok, se, sc, ss = start(cur)
+        if not sok then return nil, se, sc, ss end
         -- The next claim is made while the previous batch commits (its
         -- syncfs waits for the disk); its files are sorted after that
         -- batch's retries, which may have remounted.
@@ -559,9 +564,8 @@ function M.run(o)
     return c
   end
   local unregister = live.copier(handle)
-  -- A batch slower than the lease (a 9p share, a big file) keeps its claims:
-  -- renewed while it runs, they never lapse to another worker that would
-  -- read the same files again beside it.
+  -- Claims renewed while the copy runs: a batch slower than the lease (9p, a big
+  -- file) never lapses to another worker that would read its files again.
   local unkeep = live.every(lease / 3, function() assert(rows:renew(worker, lease)) end,
                             function(e) log:warn("lease_not_renewed", { medium = m.hash, error = tostring(e) }) end)
   -- (a raising hook or bug still gets its jobs closed and claims released)
