@@ -70,6 +70,7 @@ return ntt.policy {
     durability = "batch",  -- survives power loss: syncfs before rename and before commit
     buffer = 1024 * 1024,
     lease = 600,           -- seconds a claim stays ours without renewal
+    stall_timeout = 300,   -- a read with no progress this long is given up: failed, tried again next run (0: wait)
     adapt = true,          -- let measured latency and errors move the thread count
     damaged = "record",    -- files over unrescued areas: record, never store as complete
     retry_failed = true,   -- files an earlier run left failed_retryable are tried again, with a fresh retry.max

@@ -303,6 +303,9 @@ function M.run(o)
       elseif res.ok then
         final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.COPIED,
                               blobid = res.blob, size = res.bytes, new = res.new, sha256 = res.sha256 }
+      elseif res.skipped and item.stalled then   -- (ntt.copier.stall: the next run tries it again)
+        final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.FAILED_RETRYABLE,
+                              reason = S.REASONS.stalled:format(item.stalled.seconds, item.stalled.offset) }
       elseif res.skipped then
         final[#final + 1] = { fs_index = item.fs_index, ino = item.ino, state = S.SKIPPED,
                               reason = S.REASONS.operator:format(item.operator or "no reason given") }
@@ -528,32 +531,10 @@ function M.run(o)
     threads = n
     if ctl then ctl:ceiling(n) end
   end
-  function handle.reading()
-    local out = {}
-    for _, b in ipairs(in_flight()) do
-      for _, f in ipairs(b.job:live()) do
-        local item = b.items[f.index]
-        out[#out + 1] = { path = f.path, ino = item and item.ino, fs_index = item and item.fs_index,
-                          thread = f.thread, size = f.size, bytes = f.bytes, age = math.floor(f.age * 10 + 0.5) / 10 }
-      end
-    end
-    table.sort(out, function(a, b) return a.age > b.age end)
-    return out
-  end
-  function handle.skip(sel, reason)
-    for _, b in ipairs(in_flight()) do
-      for i, item in ipairs(b.items) do
-        if item.path == sel or item.ino == sel then
-          item.operator = reason
-          b.job:skip(i)
-          return item.path
-        end
-      end
-    end
-  end
-  function handle.pause(on)
-    for _, b in ipairs(in_flight()) do b.job:pause(on) end
-  end
+  local cc = require "ntt.copier.console"
+  function handle.reading() return cc.reading(in_flight()) end
+  function handle.skip(sel, reason) return cc.skip(in_flight(), sel, reason) end
+  function handle.pause(on) cc.pause(in_flight(), on) end
   function handle.remount() want_remount = true end
   function handle.kernel() return diag.kernel or {} end
   function handle.rule_hits() return diag:rule_hits() end
@@ -568,10 +549,13 @@ function M.run(o)
   -- file) never lapses to another worker that would read its files again.
   local unkeep = live.every(lease / 3, function() assert(rows:renew(worker, lease)) end,
                             function(e) log:warn("lease_not_renewed", { medium = m.hash, error = tostring(e) }) end)
+  local stalls = cp.stall_timeout and cp.stall_timeout > 0 and require("ntt.copier.stall").watch(cp.stall_timeout, log, m)
+  local unstall = stalls and live.every(math.min(1, cp.stall_timeout / 4), function() stalls.check(in_flight()) end)
   -- (a raising hook or bug still gets its jobs closed and claims released)
   local done, ok, err, code, state = pcall(drive)
   unregister()
   unkeep()
+  if unstall then unstall() end
   for _, b in ipairs { prev or false, cur or false } do
     if b and b.job then b.job:close() end
   end

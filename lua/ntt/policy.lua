@@ -142,6 +142,7 @@ M.schema = {
     threads = "integer|function",
     buffer = at_least(1),
     lease = seconds,
+    stall_timeout = seconds,
     adapt = "boolean",
     damaged = { "record", "salvage" },
     retry_failed = "boolean",

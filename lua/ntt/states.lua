@@ -27,6 +27,7 @@ M.REASONS.salvaged = "salvaged: the readable bytes are stored, the unrescued ran
 M.REASONS.after_attempts = "%s after %d attempts: %s"
 M.REASONS.given_up = "given up by policy: %s"
 M.REASONS.operator = "skipped by the operator: %s"
+M.REASONS.stalled = "read stalled: no progress for %.0f s at byte %d (copy.stall_timeout)"
 
 function M.failed(s)
   return s == M.FAILED_RETRYABLE or s == M.FAILED_PERMANENT
