@@ -335,6 +335,38 @@ describe("ntt run", function()
     assert.equal(2000 - before, tonumber(r.stdout:match("copied:%s+(%d+)")))
   end)
 
+  it("counts in the run's summary the batches a worker wrote before it was killed", function()
+    local dir = helper.tmpdir("wkill")
+    local img = images.ext(dir .. "/w.img", { size_mb = 64, files = many_files("wkill", 200) })
+    local home = dir .. "/home"
+    local pol = policy(dir, "{ copy = { batch = 50, durability = 'fsync', threads = 1 } }")
+    local out = dir .. "/run.out"
+    local p = assert(proc.spawn { argv = { helper.ntt, "run", "--workers", "3", pol, img }, env = { NTT_HOME = home },
+                                  stdout = out, stderr = dir .. "/run.err" })
+    finally(function() p:kill(9); p:wait(10) end)
+    -- a worker process that has written a batch of its own
+    local victim
+    assert.is_true(runs.wait_for(function()
+      local f = io.open(home .. "/log/ops.jsonl")
+      if not f then return false end
+      for line in f:lines() do
+        local e = json.decode(line)
+        if e and e.event == "copy_batch" and e.worker and e.pid then victim = e.pid end
+      end
+      f:close()
+      return victim ~= nil
+    end), "no worker wrote a batch")
+    helper.sh { "kill", "-9", tostring(victim) }
+    local how, code = p:wait(240)
+    local err = helper.read(dir .. "/run.err") or ""
+    assert.equal("exit", how, err)
+    assert.equal(0, code, err)
+    assert.matches("copy worker " .. victim .. " ended: signal 9", err)
+    assert.equal(2000, runs.copied(db(), medium_of(img)))
+    -- every file was copied by this run, the killed worker's batches too
+    assert.equal(2000, tonumber(helper.read(out):match("copied:%s+(%d+)")))
+  end)
+
   it("hands a dead worker's claims back at once instead of waiting out its lease", function()
     local dir = helper.tmpdir("dead")
     local files = many_files("dead", 300, 10)

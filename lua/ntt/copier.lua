@@ -163,7 +163,7 @@ function M.run(o)
                   fs_kind = probe.kind }
   local t_start = util.monotonic()
   local worker = o.worker or M.worker_id()
-  local watch = roots_mod.watch(roots, o.remount, log, m)   -- (a mount swapped under the run)
+  local watch = roots_mod.watch(roots, o.remount, log, m, o.view_file)   -- (a mount swapped under the run)
   local diag = retry.new { rows = rows, policy = policy, log = log, medium = m, worker = worker, roots = roots,
                            devices = o.devices, remount = watch.remount, view = o.view,
                            view_file = o.view_file }

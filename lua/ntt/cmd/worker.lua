@@ -3,16 +3,16 @@
 -- Started by `ntt run --workers N` (or by hand, on this or another machine
 -- sharing the database and the store): mounts the medium (the helper's
 -- lock makes that the existing mount), then claims and copies batches until
--- nothing of the medium is pending; then prints its counts as one JSON
--- line on stdout.
+-- nothing of the medium is pending.  Its counts so far go to stdout as one
+-- JSON line after each batch and at the end (the last line is the total).
 local usage = [[
 usage: ntt worker POLICY HASH
 
 Claims and copies batches of medium HASH's pending files until none is left.
 Several workers (processes or machines sharing the database and the store)
-cooperate through their claims.  When done, prints its counts (files,
-copied, new, deduplicated, skipped, failed, damaged, salvaged, bytes,
-reasons, rule_hits) as one JSON line on stdout.
+cooperate through their claims.  After each batch and when done, prints
+its counts so far (files, copied, new, deduplicated, skipped, failed,
+damaged, salvaged, bytes, reasons, rule_hits) as one JSON line on stdout.
 
 Exit status: 0 done; 3 stopped by the store (full, read-only or failing:
 the counts so far are printed, the claims released); 2 could not run; 64 usage.]]
@@ -68,6 +68,16 @@ local function main(args)
   local live = require "ntt.live"
   live.open { name = "workers/" .. util.pid(), log = log, policy = policy, db = conn }
   live.stage(ctx, "copy")
+  -- The counts, one JSON line, for the `ntt run` that started this worker
+  -- (its summary covers every worker's files): after each batch written,
+  -- so that a worker killed later still has those counted, and at the end.
+  local function tell(s)
+    local counts = { reasons = s.reasons, rule_hits = s.rule_hits }
+    for _, k in ipairs(require("ntt.copier").COUNTS) do counts[k] = s[k] end
+    io.write(require("ntt.json").encode(counts), "\n")
+    io.flush()
+  end
+  opts.on_batch = tell
   local stats, cerr, _, fault = require("ntt.copier").run(opts)
   -- the lease goes, the mount stays: unmounting is the run's unmount stage
   if leased then lease.release(conn, medium.hash) end
@@ -82,11 +92,7 @@ local function main(args)
   if not stats then log:error("copy_failed", { error = cerr }, tostring(cerr)); log:close(); return 2 end
   log:info("worker_done", { medium = medium.hash, files = stats.files, copied = stats.copied })
   log:close()
-  -- The counts, one JSON line, for the `ntt run` that started this worker
-  -- (its summary covers every worker's files).
-  local counts = { reasons = stats.reasons, rule_hits = stats.rule_hits }
-  for _, k in ipairs(require("ntt.copier").COUNTS) do counts[k] = stats[k] end
-  io.write(require("ntt.json").encode(counts), "\n")
+  tell(stats)
   return status
 end
 

@@ -281,15 +281,19 @@ function M.run(ctx)
   stats.reasons = stats.reasons or {}
   stats.rule_hits = stats.rule_hits or {}
   for _, c in ipairs(children) do
-    -- its counts are its last line (a policy may have printed before)
-    local f, line = io.open(c.out, "rb"), nil
+    -- its counts are its last whole line of counts (one after each batch: a
+    -- worker killed midway has its written batches counted; a policy may
+    -- have printed lines of its own)
+    local f, w = io.open(c.out, "rb"), nil
     if f then
-      for l in f:lines() do if l ~= "" then line = l end end
+      for l in f:lines() do
+        local okj, x = pcall(json.decode, l)
+        if okj and type(x) == "table" and tonumber(x.copied) then w = x end
+      end
       f:close()
     end
     os.remove(c.out)
-    local okj, w = pcall(json.decode, line or "")
-    if okj and type(w) == "table" then
+    if w then
       for _, k in ipairs(copier.COUNTS) do
         stats[k] = (stats[k] or 0) + (tonumber(w[k]) or 0)
       end
