@@ -120,7 +120,6 @@ function M.shares_db(store_root)
   return a ~= nil and b ~= nil and a.dev == b.dev
 end
 
-
 -- What the engine gets for each item (damaged ranges of a salvage as zeros).
 local function batch_of(list, roots)
   local batch = {}
@@ -390,6 +389,8 @@ function M.run(o)
     processed = processed + #results
     if #failed > 0 and not util.interrupted() and reading and reading.job then reading.job:wait_reads() end
     local ok, e, c, s = diag:settle(failed, b.final, function(list)
+      local same, werr, wcode, wstate = watch.check()   -- (a retry opens the roots anew)
+      if not same then return nil, werr, wcode, wstate end
       local t0 = util.monotonic()
       local again = sort(b, list, copy.batch(st, batch_of(list, roots), engine_opts()))
       timing.copy = timing.copy + (util.monotonic() - t0)
