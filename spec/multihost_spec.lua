@@ -263,5 +263,28 @@ describe("two hosts", function()
       .. "holding %d claims); claims switched hosts %d times; per worker: %s\n"):format(FILES, secs, a, b, t_kill, a_at_kill,
       #held, switches,
       table.concat(split, ", ")))
+
+    -- host B cut off from the database in the middle of a statement: its
+    -- process notices within about a minute (TCP keepalives and a user
+    -- timeout), instead of waiting out the kernel's two hours of silence
+    local waiting = start("b", { "-e", [[
+      local conn = assert(require("ntt.db").connect {})
+      print("connected")
+      io.stdout:flush()
+      local r, err, code = conn:exec("SELECT pg_sleep(600)")
+      io.stderr:write(tostring(err), " ", tostring(code), "\n")
+      os.exit(r and 0 or 3)]] })
+    finally(function() if waiting:wait(0) == nil then waiting:kill(9); waiting:wait(10) end end)
+    assert.is_true(runs.wait_for(function() return (helper.read(dir .. "/b.out") or ""):find("connected", 1, true) ~= nil end),
+                   helper.read(dir .. "/b.err") or "")
+    util.sleep(1)
+    ip { "-n", NS.b, "link", "set", IF.b, "down" }
+    local t_cut = util.monotonic()
+    local how2, code2 = waiting:wait(150)
+    local cut_secs = util.monotonic() - t_cut
+    assert.equal("exit", how2, "still waiting after " .. cut_secs .. " s")
+    assert.equal(3, code2, helper.read(dir .. "/b.err") or "")
+    assert.is_true(cut_secs < 120, ("noticed after %.0f s"):format(cut_secs))
+    io.stdout:write(("multihost: host B cut off mid-statement, noticed after %.0f s\n"):format(cut_secs))
   end)
 end)

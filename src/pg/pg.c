@@ -23,9 +23,8 @@
  *       result.n = rows affected/returned and result.columns = names.
  *       Values: int2/4/8, oid -> integer; float4/8, numeric -> number;
  *       bool -> boolean; bytea -> raw string; anything else -> string.
- *       message is the primary message plus " (DETAIL: ...)" when present;
- *       On SIGINT/SIGTERM a
- *       running statement gets 2 s, then is cancelled: nil, "interrupted", "EINTR".
+ *       message is the primary message plus " (DETAIL: ...)" when present.  On
+ *       SIGINT/SIGTERM a running statement gets 2 s, then is cancelled: nil, "interrupted", "EINTR".
  *   Conn:exec_script(sql) -> result of the last statement | nil, msg, EDB
  *   Conn:send(sql) -> true | nil, msg, EDB   starts a script (no
  *       parameters) and returns at once, so that the server works on it
@@ -301,7 +300,12 @@ static int pg_connect(lua_State *L)
     pc->url = strdup(info);
     if (!pc->url)
         return luaL_error(L, "pg: out of memory");
-    pc->conn = PQconnectdb(info);
+    /* Over TCP a database host that vanishes is noticed in about a minute, not after
+     * two hours of silence; the URL's own values come last and win. */
+    static const char *const keys[] = { "keepalives_idle", "keepalives_interval", "keepalives_count",
+                                        "tcp_user_timeout", "dbname", NULL };
+    const char *vals[] = { "30", "10", "3", "30000", info, NULL };
+    pc->conn = PQconnectdbParams(keys, vals, 1);
     if (!pc->conn)
         return luaL_error(L, "pg: out of memory");
     if (PQstatus(pc->conn) != CONNECTION_OK) {
