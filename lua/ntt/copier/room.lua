@@ -1,12 +1,14 @@
 -- lua/ntt/copier/room.lua: a claimed batch cut to what the store can take.
 --
---   room.bytes(items) -> the sum of their sizes (a batch still being copied
---     may write that much yet)
+--   room.fit(claimed, room) -> how many of claimed, from the first, fit in
+--     room bytes
+--   room.bytes(items) -> what they may take on the store's disk (a batch
+--     still being copied may write that much yet)
 --   room.cut(rows, claimed, worker, room) -> kept | nil, msg, code, SQLSTATE
 --     claimed: the batch's rows in claim order ({fs_index=, ino=, size=});
 --     room: the bytes the store can still take above what it keeps free.
---     Keeps the longest head of claimed whose sizes fit in room, gives the
---     rest back (pending, unclaimed: the next claim takes them first) and
+--     Keeps the longest head of claimed that fits in room, gives the rest
+--     back (pending, unclaimed: the next claim takes them first) and
 --     returns how many it kept -- 0 when not even the first file fits.
 --   room.fault_message(fault, rows, medium) -> the one message of a store
 --     fault (ntt.copier), once the medium's claims are back
@@ -17,8 +19,9 @@
 -- store shares with the database, and the database then failed the run on
 -- its own next write.  A file is taken to need its size in whole blocks
 -- and a block more (a fan-out directory), as if none were in the store
--- already: a cut may be more careful than it had to be.  (What other processes' batches will write is not
--- known here: with several workers, the free space kept is the margin.)
+-- already: a cut may be more careful than it had to be.  What other
+-- processes' batches will write is not known here: with several workers,
+-- the free space kept is the margin.
 local fs = require "ntt.core.fs"
 
 local M = {}
@@ -60,7 +63,6 @@ function M.fault_message(fault, rows, m)
          :format(fault.store, why, what, tostring(fault.pending or "?"), mib(fault.pending_bytes or 0),
                  mib(fault.keep), mib(fault.avail or 0), tail)
 end
-
 
 -- What a file may take on the store's disk: its blocks, and one block more
 -- for a new fan-out directory (a fresh store makes one for most blobs).
