@@ -5,7 +5,8 @@
 --     remount: the copy stage's (nil: none)
 --   w.remount() -> list | nil, msg, code   remount, then the new mounts are
 --                                          the ones watched
---   w:check() -> true | nil, msg, "ESTALE", { fs_index=, root=, was=, now= }
+--   w.check() -> true | nil, msg, "ESTALE", { fs_index=, root=, was=, now= }
+--                                          (before a batch or a retry reads)
 --
 -- The engine opens a batch's files beneath each root's path.  A mount
 -- taken away under the run and another filesystem mounted at the same
