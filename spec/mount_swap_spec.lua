@@ -1,8 +1,9 @@
 -- spec/mount_swap_spec.lua: a medium's mount replaced under a running copy
 -- (unmounted, another filesystem mounted at the same place: by an
--- operator's mistake or on purpose) is noticed before the next batch: the
--- copy stops, and no byte of the other filesystem reaches the store as
--- this medium's files.
+-- operator's mistake or on purpose) is noticed before the next batch or
+-- retry reads: the copy stops (or, when a failing file made it remount
+-- first, the medium is mounted again), and no byte of the other filesystem
+-- reaches the store as this medium's files.
 local helper = require "spec.support.helper"
 local images = require "spec.support.images"
 local runs = require "spec.support.runs"
@@ -25,7 +26,7 @@ describe("a mount swapped under a copy", function()
   end
   after_each(runs.unmount)
 
-  it("is noticed before the next batch: the copy stops, nothing of the other filesystem is stored", function()
+  it("is noticed: the copy stops or mounts the medium again, nothing of the other filesystem is stored", function()
     local dir = helper.tmpdir("mountswap")
     local a = images.ext(dir .. "/a.img", { size_mb = 32, files = files_of("AAAA") })
     -- the same names and sizes, other bytes
@@ -48,11 +49,20 @@ describe("a mount swapped under a copy", function()
     local how, code = run:wait(240)
     local err = helper.read(dir .. "/run.err") or ""
     assert.equal("exit", how, err)
-    assert.equal(2, code, err)
-    assert.matches("p0 at " .. mnt:gsub("%p", "%%%0") .. " is not the medium's filesystem any more", err)
-    local copied = runs.copied(runs.db(), h)
-    assert.is_true(copied >= 40 and copied < 2000, tostring(copied))
-    assert.equal(1, #runs.events(home, "root_changed"))
+    -- Either the next batch found the other filesystem and the copy stopped,
+    -- or a file of the batch in flight failed first and the diagnosis
+    -- mounted the medium again (the helper takes no other filesystem for
+    -- it) and the copy went on from the medium.
+    if code == 2 then
+      assert.matches("p0 at " .. mnt:gsub("%p", "%%%0") .. " is not the medium's filesystem any more", err)
+      local copied = runs.copied(runs.db(), h)
+      assert.is_true(copied >= 40 and copied < 2000, tostring(copied))
+      assert.equal(1, #runs.events(home, "root_changed"))
+    else
+      assert.equal(0, code, err)
+      assert.equal(2000, runs.copied(runs.db(), h))
+      assert.is_true(#runs.events(home, "remounted") >= 1, err)
+    end
     -- every blob holds the medium's bytes, none the other filesystem's
     local function foreign()
       return helper.sh({ "grep", "-rl", "BBBB", home .. "/store/by-hash" }, { may_fail = true }).stdout

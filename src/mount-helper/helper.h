@@ -89,6 +89,7 @@ int loop_attach(int backing_fd, uint64_t offset, uint64_t size, const char *tag,
 typedef void (*loop_visit)(int nr, const char *backing, const char *tag, void *ctx);
 void loop_each(loop_visit fn, void *ctx);
 int loop_detach(int nr);
+int loop_tag(int nr, char *tag, size_t len);
 int loop_exists(int nr);
 /* Loops of one medium: its tag, or (when not another medium's) backed by
  * image or viewfile; with deleted_only, only its own whose backing file is
@@ -109,6 +110,7 @@ int fs_kernel_has(const char *fstype);
 void fs_mount(struct fsent *e, int devfd, int viewed);
 int mnt_is_mounted(const char *path);
 int mnt_answers(const char *path);
+int mnt_is_ours(const char *path, const char *hash);
 void mh_child_msg(int mfd, char *msg, size_t len);
 int mnt_unmount_under(const char *dir, int dead, char *out, size_t outlen);
 int run_timed(char *const argv[], char *err, size_t errlen);

@@ -80,6 +80,21 @@ int loop_exists(int nr)
     return loop_read_sys(nr, "offset", b, sizeof b) == 0;
 }
 
+/* loopN's lo_file_name ("ntt:<hash>" on the helper's own) into tag: 0, or -1. */
+int loop_tag(int nr, char *tag, size_t len)
+{
+    char dev[32];
+    snprintf(dev, sizeof dev, "/dev/loop%d", nr);
+    int fd = open(dev, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    struct loop_info64 info;
+    int rc = ioctl(fd, LOOP_GET_STATUS64, &info);
+    close(fd);
+    if (rc < 0) return -1;
+    snprintf(tag, len, "%s", (char *)info.lo_file_name);
+    return 0;
+}
+
 /* Calls fn for every attached loop device with its backing file and lo_file_name. */
 void loop_each(loop_visit fn, void *ctx)
 {
@@ -93,15 +108,7 @@ void loop_each(loop_visit fn, void *ctx)
         char backing[PATH_MAX + 16];
         if (loop_read_sys(nr, "backing_file", backing, sizeof backing) < 0) continue;
         char tag[LO_NAME_SIZE + 1] = "";
-        char dev[32];
-        snprintf(dev, sizeof dev, "/dev/loop%d", nr);
-        int fd = open(dev, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            struct loop_info64 info;
-            if (ioctl(fd, LOOP_GET_STATUS64, &info) == 0)
-                snprintf(tag, sizeof tag, "%s", (char *)info.lo_file_name);
-            close(fd);
-        }
+        loop_tag(nr, tag, sizeof tag);
         fn(nr, backing, tag, ctx);
     }
     closedir(d);

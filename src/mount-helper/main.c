@@ -226,9 +226,10 @@ static int medium_live(struct medium *md)
     for (int i = 0; i < md->nfs; i++) {
         struct fsent *e = &md->fs[i];
         if (strcmp(e->status, "mounted")) continue;
-        if (!mnt_is_mounted(e->mount)) {
+        int there = mnt_is_mounted(e->mount);
+        if (!there || !mnt_is_ours(e->mount, md->hash)) {
             snprintf(e->status, sizeof e->status, "missing");
-            mh_appendf(e->reason, sizeof e->reason, "no longer mounted");
+            mh_appendf(e->reason, sizeof e->reason, there ? "another filesystem is mounted there" : "no longer mounted");
             live = 0;
         } else if (stat(e->mount, &st) < 0 || (errno = mnt_answers(e->mount)) != 0) {
             /* e.g. ENOTCONN: its FUSE driver died (a stat may come from the cache) */

@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <libmount/libmount.h>
 #include <linux/fs.h>
+#include <linux/loop.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,6 +153,30 @@ int mnt_is_mounted(const char *path)
     int r = mnt_table_find_target(tb, path, MNT_ITER_BACKWARD) != NULL;
     mnt_unref_table(tb);
     return r;
+}
+
+/*
+ * Whether what shows at path (its top mount) is medium hash's: a loop
+ * device the helper tagged "ntt:<hash>", under the kernel's driver or a
+ * FUSE one (whose fsname is the device), or the Sleuth Kit reader's.
+ * Another filesystem mounted in its place -- by mistake or on purpose --
+ * must not pass for the medium: its files would be copied as the medium's.
+ */
+int mnt_is_ours(const char *path, const char *hash)
+{
+    struct libmnt_table *tb = mnt_new_table_from_file("/proc/self/mountinfo");
+    if (!tb) return 0;
+    struct libmnt_fs *fs = mnt_table_find_target(tb, path, MNT_ITER_BACKWARD);
+    const char *src = fs ? mnt_fs_get_source(fs) : NULL, *type = fs ? mnt_fs_get_fstype(fs) : NULL;
+    char want[64], tag[LO_NAME_SIZE + 1], extra;
+    int nr, ours;
+    snprintf(want, sizeof want, "ntt:%s", hash);       /* as attached: cut to the field */
+    if (src && sscanf(src, "/dev/loop%d%c", &nr, &extra) == 1)
+        ours = loop_tag(nr, tag, sizeof tag) == 0 && !strcmp(tag, want);
+    else
+        ours = type && !strcmp(type, "fuse.ntt-tsk");
+    mnt_unref_table(tb);
+    return ours;
 }
 
 /* Does the filesystem mounted at path still answer?  0, or the errno of a
