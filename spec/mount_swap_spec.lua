@@ -42,6 +42,7 @@ describe("a mount swapped under a copy", function()
     assert.truthy(mnt, "the medium is mounted")
     helper.sh { "umount", "-l", mnt }
     helper.sh { "mount", "-o", "loop,ro", b, mnt }
+    local at_swap = runs.copied(runs.db(), h)
     local function unswap()
       for _ = 1, 3 do helper.sh({ "umount", "-l", mnt }, { may_fail = true }) end
     end
@@ -52,7 +53,9 @@ describe("a mount swapped under a copy", function()
     -- Either the next batch found the other filesystem and the copy stopped,
     -- or a file of the batch in flight failed first and the diagnosis
     -- mounted the medium again (the helper takes no other filesystem for
-    -- it) and the copy went on from the medium.
+    -- it) and the copy went on from the medium -- or, on a loaded machine,
+    -- the swap came when the last two batches (read from the medium's own
+    -- open mount) were all that was left.
     if code == 2 then
       assert.matches("p0 at " .. mnt:gsub("%p", "%%%0") .. " is not the medium's filesystem any more", err)
       local copied = runs.copied(runs.db(), h)
@@ -61,7 +64,8 @@ describe("a mount swapped under a copy", function()
     else
       assert.equal(0, code, err)
       assert.equal(2000, runs.copied(runs.db(), h))
-      assert.is_true(#runs.events(home, "remounted") >= 1, err)
+      assert.is_true(#runs.events(home, "remounted") >= 1 or at_swap >= 2000 - 2 * 20,
+                     ("copied %d when swapped, no remount: %s"):format(at_swap, err))
     end
     -- every blob holds the medium's bytes, none the other filesystem's
     local function foreign()
