@@ -5,6 +5,7 @@
 -- midway, the run's summary counts the batches that were written.
 local helper = require "spec.support.helper"
 local runs = require "spec.support.runs"
+local images = require "spec.support.images"
 local proc = require "ntt.core.proc"
 local json = require "ntt.json"
 local fs = require "ntt.core.fs"
@@ -52,6 +53,32 @@ describe("room in the store", function()
   end)
 end)
 
+-- A data root of its own on a size_mb MiB ext4 (a loop device), with ntt's
+-- own cluster on it: -> its path, the image, and a function running `ntt
+-- argv...` there.  The cluster is stopped and the disk unmounted when the
+-- test ends.
+local function small_home(finally, dir, size_mb)
+  helper.sh { "chmod", "0755", dir }   -- (the private cluster runs as the postgres account)
+  local home, img = dir .. "/home", dir .. "/home.img"
+  images.truncate(img, size_mb * MiB)
+  helper.sh { "mkfs.ext4", "-q", "-F", img }
+  helper.sh { "mkdir", "-p", home }
+  helper.sh { "mount", "-o", "loop", img, home }
+  helper.sh { "chmod", "0755", home }
+  local env = runs.env_of(dir, home)
+  env.NTT_DB_URL = false   -- ntt's own cluster, on that disk
+  local function ntt(argv)
+    local full = { helper.ntt }
+    for _, a in ipairs(argv) do full[#full + 1] = a end
+    return assert(proc.run { argv = full, env = env, timeout = 300 })
+  end
+  finally(function()
+    ntt { "db", "stop" }
+    helper.sh({ "umount", "-l", home }, { may_fail = true })
+  end)
+  return home, img, ntt
+end
+
 describe("a disk that fills", function()
   local ok, why = runs.can_run()
   if not ok then
@@ -62,25 +89,7 @@ describe("a disk that fills", function()
 
   it("stops at the store's free space when the database shares the disk, and a rerun after growing it finishes", function()
     local dir = helper.tmpdir("diskfull")
-    helper.sh { "chmod", "0755", dir }   -- (the private cluster runs as the postgres account)
-    local home = dir .. "/home"
-    local img = dir .. "/home.img"
-    helper.sh { "truncate", "-s", "200M", img }
-    helper.sh { "mkfs.ext4", "-q", "-F", img }
-    helper.sh { "mkdir", "-p", home }
-    helper.sh { "mount", "-o", "loop", img, home }
-    helper.sh { "chmod", "0755", home }
-    local env = runs.env_of(dir, home)
-    env.NTT_DB_URL = false   -- ntt's own cluster, on that disk
-    local function ntt(argv)
-      local full = { helper.ntt }
-      for _, a in ipairs(argv) do full[#full + 1] = a end
-      return assert(proc.run { argv = full, env = env, timeout = 300 })
-    end
-    finally(function()
-      ntt { "db", "stop" }
-      helper.sh({ "umount", "-l", home }, { may_fail = true })
-    end)
+    local home, img, ntt = small_home(finally, dir, 200)
     -- 40 files of 4 MiB, each its own content: more than the disk holds
     local tree = dir .. "/tree"
     helper.sh { "mkdir", "-p", tree }
@@ -109,9 +118,7 @@ describe("a disk that fills", function()
     -- grow the disk (offline), run again: every file copied
     assert.equal(0, ntt({ "db", "stop" }).code)
     helper.sh { "umount", home }
-    helper.sh { "truncate", "-s", "600M", img }
-    helper.sh({ "e2fsck", "-f", "-y", img }, { may_fail = true })
-    helper.sh { "resize2fs", img }
+    images.grow_ext(img, 600 * MiB)
     helper.sh { "mount", "-o", "loop", img, home }
     r = ntt { "run", pol, "--tree", tree }
     assert.equal(0, r.code, r.stderr .. r.stdout)
@@ -122,25 +129,7 @@ describe("a disk that fills", function()
 
   it("names the database's disk when a medium's entries do not fit on it", function()
     local dir = helper.tmpdir("dbdiskfull")
-    helper.sh { "chmod", "0755", dir }
-    local home = dir .. "/home"
-    local img = dir .. "/home.img"
-    helper.sh { "truncate", "-s", "100M", img }
-    helper.sh { "mkfs.ext4", "-q", "-F", img }
-    helper.sh { "mkdir", "-p", home }
-    helper.sh { "mount", "-o", "loop", img, home }
-    helper.sh { "chmod", "0755", home }
-    local env = runs.env_of(dir, home)
-    env.NTT_DB_URL = false
-    local function ntt(argv)
-      local full = { helper.ntt }
-      for _, a in ipairs(argv) do full[#full + 1] = a end
-      return assert(proc.run { argv = full, env = env, timeout = 300 })
-    end
-    finally(function()
-      ntt { "db", "stop" }
-      helper.sh({ "umount", "-l", home }, { may_fail = true })
-    end)
+    local home, _, ntt = small_home(finally, dir, 100)
     -- 160,000 empty files: their rows and keys are more than the disk holds
     local tree = dir .. "/tree"
     for d = 1, 160 do

@@ -17,6 +17,8 @@
 --   images.dirty(path)                                    sets needs_recovery on an ext3/4
 --   images.mapfile(path, {{pos, size, status}, ...}, current_pos)
 --   images.truncate(path, bytes)
+--   images.grow_ext(img, bytes)      an unmounted ext image grown to bytes, its
+--                                    filesystem with it (e2fsck, resize2fs)
 --   images.ext_blocks(img, name)     -> the data blocks of file /name in an ext
 --                                       image, in file order, and debugfs's listing
 local helper = require "spec.support.helper"
@@ -40,6 +42,12 @@ end
 
 function M.truncate(path, bytes)
   sh { "truncate", "-s", tostring(bytes), path }
+end
+
+function M.grow_ext(img, bytes)
+  M.truncate(img, bytes)
+  helper.sh({ "e2fsck", "-f", "-y", img }, { may_fail = true })
+  helper.sh { "resize2fs", img }
 end
 
 function M.ext_blocks(img, name)
